@@ -4,3 +4,11 @@
 //! viewed through [`wire`], looked up in the [`fdb`], decided on by [`forward`]
 //! (pure, no I/O), and written out by the [`dataplane`] through its [`port`]s.
 pub mod tap;
+pub mod vnet;
+pub mod port;
+pub mod dataplane;
+pub mod switch;
+pub mod control;
+pub mod config;
+pub mod report;
+pub mod demo;

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the system packages tapswitch, its tests and its benchmark need on a
+# fresh Debian machine. Idempotent: installs only what is missing.
+set -euo pipefail
+
+packages=(
+  iproute2      # ip netns / ip link in tests and the demo
+  iputils-ping  # ping between namespaces
+  procps        # sysctl inside test namespaces
+  iperf3        # TCP throughput in bench/
+  ethtool       # offload inspection in diagnostics
+  tcpdump       # captures when a test fails and you want to look
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The TUN driver must be available (built in or as a module).
+if [ ! -c /dev/net/tun ]; then
+  modprobe tun 2>/dev/null || true
+  mkdir -p /dev/net
+  [ -c /dev/net/tun ] || mknod /dev/net/tun c 10 200
+fi
+mkdir -p /run/netns

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test suite: formatting, lints, unit/property tests and the end-to-end
+# tests on real TAPs and namespaces. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "run as root (tests create TAPs and namespaces)" >&2; exit 1; }
+bash scripts/install-deps.sh
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo test --locked --workspace

@@ -1,0 +1,159 @@
+//! `tapswitch demo`: the newcomer's first command. It builds three network
+//! namespaces, attaches one port of the embedded default config to each,
+//! proves every pair can ping, prints the learned MAC table and counters, and
+//! removes everything it created, also when something fails on the way.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::Command;
+use std::thread;
+
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::dataplane::DataplaneError;
+use crate::link::LinkError;
+use crate::netns::{self, NetnsError};
+use crate::report;
+use crate::switch::{self, LinkSockets, SwitchError};
+
+#[derive(Debug, Error)]
+pub enum DemoError {
+    #[error("the demo creates namespaces and TAPs: run it as root")]
+    NotRoot,
+    #[error("creating namespace {name}: {source}")]
+    Netns {
+        name: String,
+        #[source]
+        source: NetnsError,
+    },
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+    #[error("addressing {port}: {source}")]
+    Link {
+        port: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    #[error("running ping: {0}")]
+    Ping(#[source] std::io::Error),
+    #[error("{failed} of {total} ping pairs failed")]
+    Unreachable { failed: usize, total: usize },
+}
+
+/// Namespaces made by the demo; deleted on drop, whatever happened.
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            if let Err(e) = netns::delete(name) {
+                eprintln!("tapswitch demo: could not delete namespace {name}: {e}");
+            }
+        }
+    }
+}
+
+fn address(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 199, 0, i as u8 + 1)
+}
+
+pub fn run() -> Result<(), DemoError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DemoError::NotRoot);
+    }
+    let mut config = Config::embedded_default();
+    let pid = std::process::id();
+    let mut namespaces = Namespaces(Vec::new());
+    for (i, port) in config.ports.iter_mut().enumerate() {
+        let name = format!("tsdemo-{pid}-{}", (b'a' + i as u8) as char);
+        netns::create(&name).map_err(|source| DemoError::Netns {
+            name: name.clone(),
+            source,
+        })?;
+        namespaces.0.push(name.clone());
+        port.netns = Some(name);
+    }
+
+    let (mut dataplane, handle) = switch::build(&config)?;
+    let mut links = LinkSockets::default();
+    for (i, port) in config.ports.iter().enumerate() {
+        let link_error = |source| DemoError::Link {
+            port: port.name.clone(),
+            source,
+        };
+        let netlink = links.get(port.netns.as_deref()).map_err(link_error)?;
+        let index = netlink.index_of(&port.name).map_err(link_error)?;
+        netlink
+            .add_address(index, IpAddr::V4(address(i)), 24)
+            .map_err(link_error)?;
+    }
+    println!("switch up: {} ports", config.ports.len());
+    for (i, port) in config.ports.iter().enumerate() {
+        println!(
+            "  {} in namespace {} has {}/24",
+            port.name,
+            port.netns.as_deref().unwrap_or("-"),
+            address(i)
+        );
+    }
+
+    let forwarding = thread::spawn(move || dataplane.run());
+    let pings = ping_all_pairs(&config);
+    let snapshot = handle.snapshot();
+    handle.shutdown()?;
+    let stopped = forwarding.join().expect("the dataplane thread does not panic");
+    let snapshot = snapshot?;
+    stopped?;
+
+    println!("\nlearned MAC table:");
+    print!("{}", report::fdb_table(&snapshot));
+    println!("\nport counters:");
+    print!("{}", report::port_table(&snapshot));
+    let (failed, total) = pings?;
+    drop(namespaces);
+    println!("\nremoved the demo's namespaces and TAPs");
+    if failed > 0 {
+        return Err(DemoError::Unreachable { failed, total });
+    }
+    println!("all {total} pairs reachable through tapswitch");
+    Ok(())
+}
+
+/// Pings every ordered pair; returns (failed, total).
+fn ping_all_pairs(config: &Config) -> Result<(usize, usize), DemoError> {
+    println!("\nping, every namespace to every other:");
+    let mut failed = 0;
+    let mut total = 0;
+    for (i, from) in config.ports.iter().enumerate() {
+        for (j, _) in config.ports.iter().enumerate().filter(|(j, _)| *j != i) {
+            total += 1;
+            let netns = from.netns.as_deref().expect("the demo puts every port in a namespace");
+            let output = Command::new("ip")
+                .args(["netns", "exec", netns, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q"])
+                .arg(address(j).to_string())
+                .output()
+                .map_err(DemoError::Ping)?;
+            let ok = output.status.success();
+            if !ok {
+                failed += 1;
+            }
+            let summary = String::from_utf8_lossy(&output.stdout);
+            let rtt = summary
+                .lines()
+                .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+                .and_then(|l| l.split('=').nth(1))
+                .map(|v| format!("rtt min/avg/max/mdev ={v}"))
+                .unwrap_or_default();
+            println!(
+                "  {} -> {}: {}  {rtt}",
+                address(i),
+                address(j),
+                if ok { "ok" } else { "FAILED" }
+            );
+        }
+    }
+    Ok((failed, total))
+}

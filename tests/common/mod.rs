@@ -1,0 +1,338 @@
+//! Test bed for integration tests: real network namespaces, a real
+//! `tapswitch` process, real traffic. Everything made here is removed by Drop
+//! guards, also when a test fails; processes are stopped by their PID.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A name unique to this process and call, short enough for an interface.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and returns its stdout; panics with its stderr on failure.
+pub fn sh(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs a command in a namespace; returns whether it succeeded and its stdout.
+pub fn exec_in(netns: &str, args: &[&str]) -> (bool, String) {
+    let output = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .expect("running ip netns exec");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop. IPv6 is
+/// off inside so that no background chatter (router solicitations, DAD)
+/// disturbs frame counts.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Self {
+        let name = unique("tsit");
+        sh("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        for key in ["all", "default"] {
+            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+            sh("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", &setting]);
+        }
+        ns
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Interface statistics of `dev` in `netns`, from `ip -s -j link`.
+pub fn link_stats(netns: &str, dev: &str) -> (u64, u64) {
+    let json = sh("ip", &["-n", netns, "-s", "-j", "link", "show", "dev", dev]);
+    let value: Value = serde_json::from_str(&json).expect("ip -j output is JSON");
+    let stats = &value[0]["stats64"];
+    (
+        stats["rx"]["packets"].as_u64().expect("rx packets"),
+        stats["tx"]["packets"].as_u64().expect("tx packets"),
+    )
+}
+
+/// The MAC address of `dev` in `netns`.
+pub fn link_mac(netns: &str, dev: &str) -> String {
+    let json = sh("ip", &["-n", netns, "-j", "link", "show", "dev", dev]);
+    let value: Value = serde_json::from_str(&json).expect("ip -j output is JSON");
+    value[0]["address"].as_str().expect("address").to_owned()
+}
+
+/// Pings `count` times from `netns`; returns the number of replies.
+pub fn ping(netns: &str, addr: &str, count: u32, interval: &str) -> u32 {
+    let count_arg = count.to_string();
+    let (_, out) = exec_in(
+        netns,
+        &["ping", "-c", &count_arg, "-i", interval, "-W", "1", "-q", addr],
+    );
+    out.lines()
+        .find(|l| l.contains("received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A running `tapswitch run` process, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Switch {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Switch {
+    /// Starts the switch with `args` after `run` and waits for it to be ready.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .arg("run")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting tapswitch");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut switch = Self { child, lines };
+        let ready = switch.next_line(Duration::from_secs(20));
+        assert!(
+            ready.as_deref().is_some_and(|l| l.starts_with("tapswitch ready")),
+            "switch did not get ready: {ready:?}"
+        );
+        switch
+    }
+
+    fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
+        let ret = unsafe { libc::kill(self.pid(), signal) };
+        assert_eq!(ret, 0, "kill({}, {signal})", self.pid());
+    }
+
+    /// Counters and MAC table, as the JSON line printed on SIGUSR1.
+    pub fn snapshot(&mut self) -> Value {
+        self.signal(libc::SIGUSR1);
+        let line = self
+            .next_line(Duration::from_secs(10))
+            .expect("a snapshot line after SIGUSR1");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("snapshot {line:?}: {e}"))
+    }
+
+    /// Stops the switch with SIGTERM and returns whether it exited cleanly.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return status.success();
+        }
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Port `i` of a snapshot, by name.
+pub fn port<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
+    snapshot["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {snapshot}"))
+}
+
+pub fn counter(snapshot: &Value, port_name: &str, key: &str) -> u64 {
+    port(snapshot, port_name)["counters"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {key}"))
+}
+
+pub fn drops(snapshot: &Value, port_name: &str, reason: &str) -> u64 {
+    port(snapshot, port_name)["counters"]["drops"][reason]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no drop reason {reason}"))
+}
+
+/// Namespaces, each holding one port of a running switch, addressed
+/// 10.66.0.1, .2, … in port order. Port `i` is TAP `p{i}` in namespace `i`.
+pub struct Bed {
+    // Field order matters: the switch stops before the namespaces go.
+    pub switch: Switch,
+    pub namespaces: Vec<Netns>,
+}
+
+impl Bed {
+    pub fn new(count: usize) -> Self {
+        Self::with_args(count, &[])
+    }
+
+    pub fn with_args(count: usize, extra: &[&str]) -> Self {
+        let namespaces: Vec<Netns> = (0..count).map(|_| Netns::new()).collect();
+        let mut args: Vec<String> = Vec::new();
+        for (i, ns) in namespaces.iter().enumerate() {
+            args.push("--port".into());
+            args.push(format!("p{i}@{}", ns.name));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let switch = Switch::start(&args);
+        for (i, ns) in namespaces.iter().enumerate() {
+            let addr = format!("{}/24", Self::addr(i));
+            sh("ip", &["-n", &ns.name, "addr", "add", &addr, "dev", &format!("p{i}")]);
+        }
+        Self { switch, namespaces }
+    }
+
+    pub fn addr(i: usize) -> String {
+        format!("10.66.0.{}", i + 1)
+    }
+
+    pub fn ns(&self, i: usize) -> &str {
+        &self.namespaces[i].name
+    }
+
+    pub fn dev(i: usize) -> String {
+        format!("p{i}")
+    }
+}
+
+/// Sends raw Ethernet frames out of `dev` in `netns` through an `AF_PACKET`
+/// socket, as an endpoint would.
+pub fn send_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) {
+    let dev = dev.to_owned();
+    let frames = frames.to_vec();
+    tapswitch::netns::run_in(netns, move || {
+        let cname = std::ffi::CString::new(dev.clone()).unwrap();
+        // SAFETY: cname is a valid NUL-terminated string for the call.
+        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+        assert_ne!(ifindex, 0, "no interface {dev}");
+        // SAFETY: plain socket creation; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for frame in &frames {
+            // SAFETY: frame and addr are live for the call and their lengths are given.
+            let sent = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(
+                sent,
+                frame.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // SAFETY: fd is our own open socket.
+        unsafe { libc::close(fd) };
+    })
+    .expect("entering the namespace");
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn mac_bytes(mac: &str) -> [u8; 6] {
+    let mut out = [0u8; 6];
+    for (byte, part) in out.iter_mut().zip(mac.split(':')) {
+        *byte = u8::from_str_radix(part, 16).expect("hex MAC");
+    }
+    out
+}
+
+/// An Ethernet frame with a local-experimental ethertype and `len` bytes in all.
+pub fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(len.max(14));
+    frame.extend_from_slice(&dst);
+    frame.extend_from_slice(&src);
+    frame.extend_from_slice(&0x88b5u16.to_be_bytes());
+    frame.resize(len.max(14), 0xab);
+    frame
+}
+
+/// Waits until `check` is true or `timeout` passes; returns the last result.
+pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,192 @@
+//! End-to-end switching through real TAPs between real network namespaces.
+//! Needs root (CI runs as root).
+
+mod common;
+
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn three_namespaces_ping_all_pairs() {
+    let mut bed = Bed::new(3);
+    for i in 0..3 {
+        for j in 0..3 {
+            if i != j {
+                let replies = ping(bed.ns(i), &Bed::addr(j), 3, "0.1");
+                assert_eq!(replies, 3, "ping {} -> {}", Bed::addr(i), Bed::addr(j));
+            }
+        }
+    }
+    let snapshot = bed.switch.snapshot();
+    let fdb = snapshot["fdb"].as_array().unwrap();
+    assert_eq!(fdb.len(), 3, "one learned MAC per endpoint: {fdb:?}");
+    for i in 0..3 {
+        let mac = link_mac(bed.ns(i), &Bed::dev(i));
+        let entry = fdb.iter().find(|e| e["mac"] == mac.as_str()).expect("endpoint MAC learned");
+        assert_eq!(entry["port"].as_u64(), Some(i as u64), "{mac} on port {i}");
+    }
+}
+
+#[test]
+fn learned_unicast_is_not_flooded_to_the_third_port() {
+    let mut bed = Bed::new(3);
+    // Learn both ends (and their ARP entries).
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let before_switch = bed.switch.snapshot();
+    let (third_rx_before, _) = link_stats(bed.ns(2), "p2");
+
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 200, "0.005"), 200);
+
+    let after_switch = bed.switch.snapshot();
+    let (third_rx_after, _) = link_stats(bed.ns(2), "p2");
+    let to_third = counter(&after_switch, "p2", "tx_frames") - counter(&before_switch, "p2", "tx_frames");
+    let to_second = counter(&after_switch, "p1", "tx_frames") - counter(&before_switch, "p1", "tx_frames");
+    assert!(to_second >= 200, "the flow reached p1: {to_second}");
+    // A stray ARP refresh may be broadcast; 400 frames of flow must not be.
+    assert!(to_third <= 2, "switch sent {to_third} frames of a learned flow to p2");
+    assert!(third_rx_after - third_rx_before <= 2, "p2's endpoint received the flow");
+}
+
+#[test]
+fn broadcast_reaches_every_other_port() {
+    let mut bed = Bed::new(3);
+    let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
+    let frames: Vec<Vec<u8>> = (0..50).map(|_| frame([0xff; 6], src, 60)).collect();
+    let before = [link_stats(bed.ns(1), "p1").0, link_stats(bed.ns(2), "p2").0];
+    send_raw(bed.ns(0), "p0", &frames);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            link_stats(bed.ns(1), "p1").0 >= before[0] + 50 && link_stats(bed.ns(2), "p2").0 >= before[1] + 50
+        }),
+        "broadcasts did not reach both other endpoints"
+    );
+    let snapshot = bed.switch.snapshot();
+    assert!(counter(&snapshot, "p1", "tx_frames") >= 50);
+    assert!(counter(&snapshot, "p2", "tx_frames") >= 50);
+    // Never back out of the ingress port.
+    assert_eq!(counter(&snapshot, "p0", "tx_frames"), 0);
+}
+
+#[test]
+fn learned_entries_age_out() {
+    let dir = std::env::temp_dir().join(unique("tsage"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("ageing.toml");
+    std::fs::write(&config, "[switch]\nfdb_ageing_secs = 1\n").unwrap();
+    let mut bed = Bed::with_args(2, &["--config", config.to_str().unwrap()]);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
+    let learned = bed.switch.snapshot();
+    assert_eq!(learned["fdb"].as_array().unwrap().len(), 2);
+    assert!(
+        wait_for(Duration::from_secs(5), || bed.switch.snapshot()["fdb"].as_array().unwrap().is_empty()),
+        "entries did not age out"
+    );
+    let aged = bed.switch.snapshot();
+    assert!(aged["fdb_counters"]["aged_out"].as_u64().unwrap() >= 2, "{aged}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_mac_that_moves_port_is_relearned() {
+    let mut bed = Bed::new(3);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
+    let mac = link_mac(bed.ns(0), "p0");
+    let peer = mac_bytes(&link_mac(bed.ns(1), "p1"));
+    // The endpoint behind p0 "moves" behind p2: its MAC now arrives there.
+    send_raw(bed.ns(2), "p2", &[frame(peer, mac_bytes(&mac), 60)]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        let snapshot = bed.switch.snapshot();
+        snapshot["fdb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == mac.as_str() && e["port"].as_u64() == Some(2))
+    }));
+    let snapshot = bed.switch.snapshot();
+    assert!(snapshot["fdb_counters"]["moved"].as_u64().unwrap() >= 1);
+    assert_eq!(counter(&snapshot, "p2", "mac_moves"), 1);
+}
+
+#[test]
+fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
+    let mut bed = Bed::new(2);
+    let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
+    let dst = mac_bytes(&link_mac(bed.ns(1), "p1"));
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
+
+    // An 802.1Q ethertype promises 4 more header bytes than these frames have.
+    // (The kernel pads anything shorter than 14 bytes before the TAP sees it.)
+    let mut runts = Vec::new();
+    for len in 14..18 {
+        let mut runt = frame(dst, src, 14);
+        runt[12..14].copy_from_slice(&0x8100u16.to_be_bytes());
+        runt.resize(len, 0);
+        runts.push(runt);
+    }
+    send_raw(bed.ns(0), "p0", &runts);
+
+    // The endpoint's MTU says 9000, the switch port's says 1500: too big.
+    sh("ip", &["-n", bed.ns(0), "link", "set", "p0", "mtu", "9000"]);
+    let oversized: Vec<Vec<u8>> = (0..3).map(|_| frame(dst, src, 4000)).collect();
+    send_raw(bed.ns(0), "p0", &oversized);
+
+    assert!(wait_for(Duration::from_secs(5), || {
+        let snapshot = bed.switch.snapshot();
+        drops(&snapshot, "p0", "runt") == 4 && drops(&snapshot, "p0", "oversize") == 3
+    }));
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.1"), 5, "traffic stopped after bad frames");
+    let snapshot = bed.switch.snapshot();
+    assert!(counter(&snapshot, "p1", "rx_frames") >= 6);
+}
+
+#[test]
+fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
+    let mut bed = Bed::new(3);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
+    let ns0 = bed.ns(0).to_owned();
+    let flow = thread::spawn(move || ping(&ns0, &Bed::addr(1), 60, "0.05"));
+    thread::sleep(Duration::from_millis(800));
+    sh("ip", &["-n", bed.ns(2), "link", "del", "p2"]);
+    let replies = flow.join().unwrap();
+    assert_eq!(replies, 60, "the flow between p0 and p1 lost frames");
+    let snapshot = bed.switch.snapshot();
+    assert!(
+        snapshot["removed_ports"].as_array().unwrap().iter().any(|p| p["name"] == "p2"),
+        "p2 not reported removed: {snapshot}"
+    );
+    assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.1"), 3);
+}
+
+#[test]
+fn taps_are_removed_when_the_switch_stops() {
+    let ns = Netns::new();
+    let name = unique("tsrm");
+    let switch = Switch::start(&["--port", &format!("{name}@{}", ns.name), "--port", &name]);
+    assert!(std::path::Path::new("/sys/class/net").join(&name).exists());
+    assert!(switch.stop(), "the switch did not exit cleanly on SIGTERM");
+    assert!(!std::path::Path::new("/sys/class/net").join(&name).exists());
+    let (ok, _) = exec_in(&ns.name, &["ip", "link", "show", &name]);
+    assert!(!ok, "TAP left behind in the namespace");
+}
+
+#[test]
+fn bad_command_lines_get_precise_errors() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["run", "--port", "this-name-is-too-long"], "IFNAMSIZ"),
+        (&["run", "--port", "a", "--port", "a"], "duplicate port name"),
+        (&["run", "--port", "tsx@no-such-namespace-here"], "no-such-namespace-here"),
+    ];
+    for (args, expected) in cases {
+        let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
