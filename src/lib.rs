@@ -1,14 +1,25 @@
 //! tapswitch: a userspace L2 learning switch for VMs and network namespaces.
 //!
-//! Modules are listed in data-path order: a frame is read from a [`tap`] device,
-//! viewed through [`wire`], looked up in the [`fdb`], decided on by [`forward`]
-//! (pure, no I/O), and written out by the [`dataplane`] through its [`port`]s.
+//! Modules are listed in data-path order: a frame is read from a [`tap`] device
+//! (behind its [`vnet`] header), viewed through [`wire`], looked up in the
+//! [`fdb`], decided on by [`forward`] (pure, no I/O), and written out by the
+//! [`dataplane`] through its [`port`]s. Setup ([`netns`], [`link`], [`switch`],
+//! [`config`]) and the control plane ([`control`], [`report`], [`demo`]) sit at
+//! the edge.
+
 pub mod tap;
 pub mod vnet;
+pub mod wire;
+pub mod fdb;
+pub mod forward;
 pub mod port;
 pub mod dataplane;
+
+pub mod netns;
+pub mod link;
 pub mod switch;
-pub mod control;
 pub mod config;
+
+pub mod control;
 pub mod report;
 pub mod demo;

@@ -1,0 +1,992 @@
+//! Network device management over rtnetlink: look up, configure, move, address and delete
+//! links, synchronously and without shelling out to `ip`.
+//!
+//! Every request carries `NLM_F_ACK`, so each call returns only once the kernel has applied it
+//! or refused it; a refusal becomes a [`LinkError`] carrying the kernel's errno (and its extended
+//! ack message when there is one).
+
+use std::fmt::Write as _;
+use std::io;
+use std::net::IpAddr;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NetlinkPayload, NlaBuffer, NlasIterator,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use serde::Serialize;
+
+use crate::netns::{self, NetnsError, NetnsFd};
+
+/// Set on an `NLMSG_ERROR` when the echoed request was truncated to its header.
+const NLM_F_CAPPED: u16 = 0x100;
+/// Set on an `NLMSG_ERROR` when extended-ack attributes follow the echoed request.
+const NLM_F_ACK_TLVS: u16 = 0x200;
+/// Extended-ack attribute carrying the kernel's human-readable reason.
+const NLMSGERR_ATTR_MSG: u16 = 1;
+/// Size of `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+
+/// Errors from link operations. Kernel refusals name the operation and the device.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The kernel refused the request.
+    #[error("{operation} on {device} failed: {source}{}", kernel_note(.kernel_message))]
+    Kernel {
+        /// What was asked, e.g. "setting MTU 9000".
+        operation: String,
+        /// The device name, or "ifindex N" when it could not be resolved.
+        device: String,
+        /// The kernel's errno.
+        source: io::Error,
+        /// The kernel's extended-ack explanation, when it gave one.
+        kernel_message: Option<String>,
+    },
+    /// The device does not exist (ENODEV, or no such name).
+    #[error("{operation} failed: network device {device} not found")]
+    NotFound {
+        /// What was asked.
+        operation: String,
+        /// The missing device's name, or "ifindex N".
+        device: String,
+    },
+    /// Sending to or receiving from the netlink socket failed.
+    #[error("{operation} on {device}: netlink {step} failed: {source}")]
+    Socket {
+        /// What was asked.
+        operation: String,
+        /// The device concerned.
+        device: String,
+        /// "send", "receive", ...
+        step: &'static str,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// Creating the NETLINK_ROUTE socket failed.
+    #[error("opening a NETLINK_ROUTE socket failed at {step}: {source}")]
+    Open {
+        /// "socket", "bind" or "connect".
+        step: &'static str,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The kernel's reply could not be understood.
+    #[error("{operation} on {device}: unexpected netlink reply: {reason}")]
+    BadReply {
+        /// What was asked.
+        operation: String,
+        /// The device concerned.
+        device: String,
+        /// What was wrong with the reply.
+        reason: String,
+    },
+    /// The prefix length does not fit the address family.
+    #[error("prefix length /{prefix_len} is too long for {address}")]
+    InvalidPrefix {
+        /// The address being added.
+        address: IpAddr,
+        /// The rejected prefix length.
+        prefix_len: u8,
+    },
+    /// Entering the network namespace for [`Netlink::open_in`] failed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+impl LinkError {
+    /// The kernel errno behind this error, if the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Self::Kernel { source, .. }
+            | Self::Socket { source, .. }
+            | Self::Open { source, .. } => source.raw_os_error(),
+            Self::NotFound { .. } => Some(libc::ENODEV),
+            Self::BadReply { .. } | Self::InvalidPrefix { .. } | Self::Netns(_) => None,
+        }
+    }
+}
+
+fn kernel_note(message: &Option<String>) -> String {
+    match message {
+        Some(message) => format!(" ({message})"),
+        None => String::new(),
+    }
+}
+
+/// Link settings to apply together; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// Administrative state (IFF_UP).
+    pub up: Option<bool>,
+    /// MTU in bytes.
+    pub mtu: Option<u32>,
+    /// Ethernet address.
+    pub mac: Option<[u8; 6]>,
+    /// Transmit queue length in packets.
+    pub txqueuelen: Option<u32>,
+}
+
+impl LinkSettings {
+    /// "setting link up, MTU 9000": what these settings ask for, for error messages.
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.up {
+            Some(true) => parts.push("link up".to_owned()),
+            Some(false) => parts.push("link down".to_owned()),
+            None => {}
+        }
+        if let Some(mtu) = self.mtu {
+            parts.push(format!("MTU {mtu}"));
+        }
+        if let Some(mac) = self.mac {
+            parts.push(format!("MAC {}", format_mac(&mac)));
+        }
+        if let Some(len) = self.txqueuelen {
+            parts.push(format!("txqueuelen {len}"));
+        }
+        if parts.is_empty() {
+            "configuring (no changes)".to_owned()
+        } else {
+            format!("setting {}", parts.join(", "))
+        }
+    }
+}
+
+/// Traffic counters of a link (from IFLA_STATS64).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LinkStats {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received packets dropped.
+    pub rx_dropped: u64,
+    /// Packets dropped on transmit.
+    pub tx_dropped: u64,
+}
+
+/// A snapshot of a link's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// MTU in bytes.
+    pub mtu: u32,
+    /// Ethernet address, when the link has a 6-byte one; serialised as "aa:bb:cc:dd:ee:ff".
+    #[serde(serialize_with = "serialize_mac")]
+    pub mac: Option<[u8; 6]>,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    /// Carrier present (IFF_LOWER_UP or IFLA_CARRIER).
+    pub carrier: bool,
+    /// RFC 2863 operational state as iproute2 prints it ("UP", "DOWN", "UNKNOWN", ...).
+    pub oper_state: String,
+    /// Transmit queue length in packets.
+    pub txqueuelen: u32,
+    /// Traffic counters.
+    pub stats: LinkStats,
+}
+
+fn serialize_mac<S: serde::Serializer>(mac: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
+    match mac {
+        Some(mac) => s.serialize_str(&format_mac(mac)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Formats a MAC address as lower-case colon-separated hex.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    let mut out = String::with_capacity(17);
+    for (i, byte) in mac.iter().enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+/// Why a netlink exchange failed, before the caller adds which operation and device.
+enum Failure {
+    Kernel {
+        source: io::Error,
+        kernel_message: Option<String>,
+    },
+    Socket {
+        step: &'static str,
+        source: io::Error,
+    },
+    BadReply(String),
+}
+
+/// A NETLINK_ROUTE socket bound to the namespace it was opened in, plus a sequence counter.
+pub struct Netlink {
+    socket: Socket,
+    sequence: u32,
+}
+
+impl std::fmt::Debug for Netlink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::fd::AsRawFd;
+        f.debug_struct("Netlink")
+            .field("fd", &self.socket.as_raw_fd())
+            .field("sequence", &self.sequence)
+            .finish()
+    }
+}
+
+impl Netlink {
+    /// Opens a socket on the calling thread's network namespace.
+    pub fn open() -> Result<Self, LinkError> {
+        let open_err = |step| move |source| LinkError::Open { step, source };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(open_err("socket"))?;
+        socket.bind_auto().map_err(open_err("bind"))?;
+        socket
+            .connect(&SocketAddr::new(0, 0))
+            .map_err(open_err("connect"))?;
+        // Both are best effort: they only make error replies shorter and more explanatory.
+        let _ = socket.set_cap_ack(true);
+        let _ = socket.set_ext_ack(true);
+        Ok(Self {
+            socket,
+            sequence: 0,
+        })
+    }
+
+    /// Opens a socket inside named network namespace `netns`; it keeps operating there.
+    pub fn open_in(netns: &str) -> Result<Self, LinkError> {
+        netns::run_in(netns, Self::open)?
+    }
+
+    /// The interface index of link `name`.
+    pub fn index_of(&mut self, name: &str) -> Result<u32, LinkError> {
+        Ok(self
+            .get_link_by_name(name, "looking up the index")?
+            .header
+            .index)
+    }
+
+    /// A snapshot of link `name`: state, addresses and counters.
+    pub fn info(&mut self, name: &str) -> Result<LinkInfo, LinkError> {
+        let operation = "reading link info";
+        let link = self.get_link_by_name(name, operation)?;
+        link_info_from(link).map_err(|reason| LinkError::BadReply {
+            operation: operation.to_owned(),
+            device: name.to_owned(),
+            reason,
+        })
+    }
+
+    /// Applies all of `settings` to link `index` in one RTM_SETLINK.
+    ///
+    /// The kernel applies the attributes one after another and stops at the first it refuses,
+    /// so on error the settings before the failing one may already be in effect.
+    pub fn configure(&mut self, index: u32, settings: &LinkSettings) -> Result<(), LinkError> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        if let Some(up) = settings.up {
+            link.header.change_mask = LinkFlags::Up;
+            link.header.flags = if up {
+                LinkFlags::Up
+            } else {
+                LinkFlags::empty()
+            };
+        }
+        if let Some(mtu) = settings.mtu {
+            link.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = settings.mac {
+            link.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        if let Some(len) = settings.txqueuelen {
+            link.attributes.push(LinkAttribute::TxQueueLen(len));
+        }
+        self.request(RouteNetlinkMessage::SetLink(link), 0)
+            .map(drop)
+            .map_err(|failure| self.error_for_index(failure, settings.describe(), index))
+    }
+
+    /// Moves link `index` into the network namespace `netns` (IFLA_NET_NS_FD). Afterwards it is
+    /// reachable only through a [`Netlink`] opened in that namespace, possibly under a new index.
+    pub fn move_to_netns(&mut self, index: u32, netns: &NetnsFd) -> Result<(), LinkError> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        link.attributes
+            .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+        self.request(RouteNetlinkMessage::SetLink(link), 0)
+            .map(drop)
+            .map_err(|failure| {
+                self.error_for_index(
+                    failure,
+                    "moving to another network namespace".to_owned(),
+                    index,
+                )
+            })
+    }
+
+    /// Deletes link `index` (RTM_DELLINK).
+    pub fn delete(&mut self, index: u32) -> Result<(), LinkError> {
+        let mut link = LinkMessage::default();
+        link.header.index = index;
+        self.request(RouteNetlinkMessage::DelLink(link), 0)
+            .map(drop)
+            .map_err(|failure| self.error_for_index(failure, "deleting the link".to_owned(), index))
+    }
+
+    /// Adds address `ip/prefix_len` to link `index` (RTM_NEWADDR); an existing identical
+    /// address is an error (EEXIST).
+    pub fn add_address(&mut self, index: u32, ip: IpAddr, prefix_len: u8) -> Result<(), LinkError> {
+        let max_prefix = if ip.is_ipv4() { 32 } else { 128 };
+        if prefix_len > max_prefix {
+            return Err(LinkError::InvalidPrefix {
+                address: ip,
+                prefix_len,
+            });
+        }
+        let mut address = AddressMessage::default();
+        address.header.family = if ip.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        address.header.prefix_len = prefix_len;
+        address.header.scope = AddressScope::Universe;
+        address.header.index = index;
+        // As iproute2 does without a peer: the local address is also the prefix address.
+        address.attributes.push(AddressAttribute::Local(ip));
+        address.attributes.push(AddressAttribute::Address(ip));
+        self.request(
+            RouteNetlinkMessage::NewAddress(address),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+        .map_err(|failure| {
+            self.error_for_index(failure, format!("adding address {ip}/{prefix_len}"), index)
+        })
+    }
+
+    fn get_link_by_name(&mut self, name: &str, operation: &str) -> Result<LinkMessage, LinkError> {
+        let mut query = LinkMessage::default();
+        query
+            .attributes
+            .push(LinkAttribute::IfName(name.to_owned()));
+        let to_error = |reason: String| LinkError::BadReply {
+            operation: operation.to_owned(),
+            device: name.to_owned(),
+            reason,
+        };
+        let replies = self
+            .request(RouteNetlinkMessage::GetLink(query), 0)
+            .map_err(|failure| link_error(failure, operation.to_owned(), name.to_owned()))?;
+        single_link(replies).map_err(to_error)
+    }
+
+    fn name_of(&mut self, index: u32) -> Option<String> {
+        let mut query = LinkMessage::default();
+        query.header.index = index;
+        let link = single_link(self.request(RouteNetlinkMessage::GetLink(query), 0).ok()?).ok()?;
+        link.attributes
+            .into_iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            })
+    }
+
+    /// Turns a failure on link `index` into an error naming the device, resolving the index to
+    /// a name (on this error path only) so the message says which device it was.
+    fn error_for_index(&mut self, failure: Failure, operation: String, index: u32) -> LinkError {
+        let device = self
+            .name_of(index)
+            .unwrap_or_else(|| format!("ifindex {index}"));
+        link_error(failure, operation, device)
+    }
+
+    /// Sends `message` with NLM_F_REQUEST|NLM_F_ACK|`extra_flags` and collects the replies
+    /// carrying its sequence number until the kernel's ack or error.
+    fn request(
+        &mut self,
+        message: RouteNetlinkMessage,
+        extra_flags: u16,
+    ) -> Result<Vec<RouteNetlinkMessage>, Failure> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut packet =
+            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(message));
+        packet.header.flags = NLM_F_REQUEST | NLM_F_ACK | extra_flags;
+        packet.header.sequence_number = sequence;
+        packet.finalize();
+        let mut buffer = vec![0; packet.buffer_len()];
+        packet.serialize(&mut buffer);
+        self.socket
+            .send(&buffer, 0)
+            .map_err(|source| Failure::Socket {
+                step: "send",
+                source,
+            })?;
+
+        let mut replies = Vec::new();
+        loop {
+            let (datagram, _) = self
+                .socket
+                .recv_from_full()
+                .map_err(|source| Failure::Socket {
+                    step: "receive",
+                    source,
+                })?;
+            let mut offset = 0;
+            while offset < datagram.len() {
+                let reply: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&datagram[offset..])
+                        .map_err(|e| Failure::BadReply(e.to_string()))?;
+                let length = reply.header.length as usize;
+                if length < NLMSG_HDRLEN {
+                    return Err(Failure::BadReply(format!("message length {length}")));
+                }
+                offset += length.next_multiple_of(4);
+                // Replies to an earlier request that was abandoned mid-way are skipped.
+                if reply.header.sequence_number != sequence {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::Error(error) => {
+                        return match error.code {
+                            None => Ok(replies),
+                            Some(code) => Err(Failure::Kernel {
+                                source: io::Error::from_raw_os_error(code.get().abs()),
+                                kernel_message: extended_ack_message(
+                                    reply.header.flags,
+                                    &error.header,
+                                ),
+                            }),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => replies.push(inner),
+                    NetlinkPayload::Done(_) => return Ok(replies),
+                    NetlinkPayload::Noop | NetlinkPayload::Overrun(_) => {}
+                    other => {
+                        return Err(Failure::BadReply(format!("unexpected payload {other:?}")));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn link_error(failure: Failure, operation: String, device: String) -> LinkError {
+    match failure {
+        Failure::Kernel { source, .. } if source.raw_os_error() == Some(libc::ENODEV) => {
+            LinkError::NotFound { operation, device }
+        }
+        Failure::Kernel {
+            source,
+            kernel_message,
+        } => LinkError::Kernel {
+            operation,
+            device,
+            source,
+            kernel_message,
+        },
+        Failure::Socket { step, source } => LinkError::Socket {
+            operation,
+            device,
+            step,
+            source,
+        },
+        Failure::BadReply(reason) => LinkError::BadReply {
+            operation,
+            device,
+            reason,
+        },
+    }
+}
+
+/// Extracts the kernel's NLMSGERR_ATTR_MSG from an error reply's echoed request + TLVs.
+fn extended_ack_message(flags: u16, echoed: &[u8]) -> Option<String> {
+    if flags & NLM_F_ACK_TLVS == 0 || echoed.len() < NLMSG_HDRLEN {
+        return None;
+    }
+    let echoed_len = if flags & NLM_F_CAPPED != 0 {
+        NLMSG_HDRLEN
+    } else {
+        u32::from_ne_bytes(echoed[..4].try_into().ok()?) as usize
+    };
+    let tlvs = echoed.get(echoed_len.next_multiple_of(4)..)?;
+    NlasIterator::new(tlvs)
+        .filter_map(Result::ok)
+        .find(|nla: &NlaBuffer<&[u8]>| nla.kind() == NLMSGERR_ATTR_MSG)
+        .map(|nla| {
+            let text = nla.value();
+            let text = text.split(|&b| b == 0).next().unwrap_or(text);
+            String::from_utf8_lossy(text).into_owned()
+        })
+}
+
+fn single_link(replies: Vec<RouteNetlinkMessage>) -> Result<LinkMessage, String> {
+    let count = replies.len();
+    let mut links = replies.into_iter().filter_map(|reply| match reply {
+        RouteNetlinkMessage::NewLink(link) => Some(link),
+        _ => None,
+    });
+    match (links.next(), links.next()) {
+        (Some(link), None) => Ok(link),
+        _ => Err(format!("expected one RTM_NEWLINK, got {count} replies")),
+    }
+}
+
+fn link_info_from(link: LinkMessage) -> Result<LinkInfo, String> {
+    let flags = link.header.flags;
+    let mut info = LinkInfo {
+        index: link.header.index,
+        name: String::new(),
+        mtu: 0,
+        mac: None,
+        up: flags.contains(LinkFlags::Up),
+        carrier: flags.contains(LinkFlags::LowerUp),
+        oper_state: "UNKNOWN".to_owned(),
+        txqueuelen: 0,
+        stats: LinkStats::default(),
+    };
+    for attribute in link.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => info.name = name,
+            LinkAttribute::Mtu(mtu) => info.mtu = mtu,
+            LinkAttribute::Address(bytes) => info.mac = <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+            LinkAttribute::Carrier(carrier) => info.carrier |= carrier != 0,
+            LinkAttribute::OperState(state) => info.oper_state = state.to_string(),
+            LinkAttribute::TxQueueLen(len) => info.txqueuelen = len,
+            LinkAttribute::Stats64(stats) => {
+                info.stats = LinkStats {
+                    rx_packets: stats.rx_packets,
+                    tx_packets: stats.tx_packets,
+                    rx_bytes: stats.rx_bytes,
+                    tx_bytes: stats.tx_bytes,
+                    rx_dropped: stats.rx_dropped,
+                    tx_dropped: stats.tx_dropped,
+                }
+            }
+            _ => {}
+        }
+    }
+    if info.name.is_empty() {
+        return Err("RTM_NEWLINK without IFLA_IFNAME".to_owned());
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netns::fixtures::{TestNetns, socket_netns_inode, unique_name};
+    use std::os::fd::AsFd;
+    use std::process::Command;
+
+    /// A persistent TAP made with `ip tuntap add`, deleted on drop (inside `netns` once the
+    /// test has moved it there).
+    struct TestTap {
+        name: String,
+        netns: Option<String>,
+    }
+
+    impl TestTap {
+        fn new() -> Self {
+            let name = unique_name("tl");
+            run_ip(&["tuntap", "add", "dev", &name, "mode", "tap"]);
+            Self { name, netns: None }
+        }
+    }
+
+    impl Drop for TestTap {
+        fn drop(&mut self) {
+            let mut command = Command::new("ip");
+            if let Some(netns) = &self.netns {
+                command.args(["-n", netns]);
+            }
+            let _ = command.args(["link", "del", &self.name]).output();
+        }
+    }
+
+    fn run_ip(args: &[&str]) -> String {
+        let out = Command::new("ip").args(args).output().expect("running ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The single object `ip -j ... show dev NAME` prints.
+    fn ip_json_one(args: &[&str]) -> serde_json::Value {
+        let parsed: serde_json::Value = serde_json::from_str(&run_ip(args)).unwrap();
+        let mut list = parsed.as_array().expect("ip -j prints an array").clone();
+        assert_eq!(list.len(), 1, "ip {args:?} gave {list:?}");
+        list.remove(0)
+    }
+
+    fn ip_link_exists(name: &str) -> bool {
+        Command::new("ip")
+            .args(["link", "show", "dev", name])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+
+    #[test]
+    fn index_of_finds_existing_links_and_reports_missing_ones() {
+        let tap = TestTap::new();
+        let mut netlink = Netlink::open().unwrap();
+        let expected = ip_json_one(&["-j", "link", "show", "dev", &tap.name])["ifindex"]
+            .as_u64()
+            .unwrap();
+        assert_eq!(u64::from(netlink.index_of(&tap.name).unwrap()), expected);
+        assert_eq!(netlink.index_of("lo").unwrap(), 1);
+
+        let missing = unique_name("tz");
+        let err = netlink.index_of(&missing).unwrap_err();
+        assert!(matches!(err, LinkError::NotFound { .. }), "{err:?}");
+        assert!(err.to_string().contains(&missing), "{err}");
+        // The socket stays usable after a refusal.
+        assert_eq!(u64::from(netlink.index_of(&tap.name).unwrap()), expected);
+    }
+
+    #[test]
+    fn configure_applies_up_mtu_mac_and_txqueuelen_together() {
+        let tap = TestTap::new();
+        let mut netlink = Netlink::open().unwrap();
+        let index = netlink.index_of(&tap.name).unwrap();
+        let mac = [0x02, 0x5a, 0x11, 0x22, 0x33, 0x44];
+        let settings = LinkSettings {
+            up: Some(true),
+            mtu: Some(9000),
+            mac: Some(mac),
+            txqueuelen: Some(4321),
+        };
+        netlink.configure(index, &settings).unwrap();
+
+        let info = netlink.info(&tap.name).unwrap();
+        assert_eq!(info.index, index);
+        assert_eq!(info.name, tap.name);
+        assert_eq!(info.mtu, 9000);
+        assert_eq!(info.mac, Some(mac));
+        assert_eq!(info.txqueuelen, 4321);
+        assert!(info.up);
+        // No fd is attached to the persistent TAP, so it has no carrier.
+        assert!(!info.carrier);
+        assert_eq!(info.oper_state, "DOWN");
+
+        let shown = ip_json_one(&["-j", "link", "show", "dev", &tap.name]);
+        assert_eq!(shown["mtu"], 9000);
+        assert_eq!(shown["address"], "02:5a:11:22:33:44");
+        assert_eq!(shown["txqlen"], 4321);
+        let flags: Vec<&str> = shown["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap())
+            .collect();
+        assert!(flags.contains(&"UP"), "{flags:?}");
+        assert!(flags.contains(&"NO-CARRIER"), "{flags:?}");
+
+        // Only `up` changes; the rest stays as set.
+        netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    up: Some(false),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap();
+        let info = netlink.info(&tap.name).unwrap();
+        assert!(!info.up);
+        assert_eq!(
+            (info.mtu, info.txqueuelen, info.mac),
+            (9000, 4321, Some(mac))
+        );
+    }
+
+    #[test]
+    fn a_refused_mtu_names_the_device_and_the_errno() {
+        let tap = TestTap::new();
+        let mut netlink = Netlink::open().unwrap();
+        let index = netlink.index_of(&tap.name).unwrap();
+        let before = netlink.info(&tap.name).unwrap().mtu;
+
+        let err = netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    mtu: Some(10),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EINVAL), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "setting MTU 10 on {} failed: Invalid argument (os error 22)",
+                tap.name
+            )),
+            "{message}"
+        );
+        assert_eq!(netlink.info(&tap.name).unwrap().mtu, before);
+    }
+
+    #[test]
+    fn operations_on_a_missing_index_are_not_found() {
+        let mut netlink = Netlink::open().unwrap();
+        // Interface indexes are allocated upwards from 1; this one is far beyond any in use.
+        let index = i32::MAX as u32 - 7;
+        let err = netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    up: Some(true),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap_err();
+        assert!(matches!(err, LinkError::NotFound { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&format!("ifindex {index}")),
+            "{err}"
+        );
+        assert!(matches!(
+            netlink.delete(index),
+            Err(LinkError::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn a_moved_link_is_managed_through_a_socket_in_its_namespace() {
+        let netns = TestNetns::new();
+        let mut tap = TestTap::new();
+        let mut host = Netlink::open().unwrap();
+        let index = host.index_of(&tap.name).unwrap();
+
+        host.move_to_netns(index, &NetnsFd::open(&netns.name).unwrap())
+            .unwrap();
+        tap.netns = Some(netns.name.clone());
+        assert!(matches!(
+            host.index_of(&tap.name),
+            Err(LinkError::NotFound { .. })
+        ));
+        assert!(!ip_link_exists(&tap.name));
+
+        let mut inside = Netlink::open_in(&netns.name).unwrap();
+        let ns_inode = std::fs::metadata(netns::netns_path(&netns.name).unwrap())
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        assert_eq!(socket_netns_inode(inside.socket.as_fd()), ns_inode);
+
+        let moved = inside.index_of(&tap.name).unwrap();
+        inside
+            .configure(
+                moved,
+                &LinkSettings {
+                    up: Some(true),
+                    mtu: Some(1400),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap();
+        let shown = ip_json_one(&["-n", &netns.name, "-j", "link", "show", "dev", &tap.name]);
+        assert_eq!(shown["mtu"], 1400);
+        assert!(
+            shown["flags"].as_array().unwrap().iter().any(|f| f == "UP"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn add_address_in_a_namespace_shows_up_in_ip_addr() {
+        let netns = TestNetns::new();
+        let mut tap = TestTap::new();
+        let mut host = Netlink::open().unwrap();
+        let index = host.index_of(&tap.name).unwrap();
+        host.move_to_netns(index, &NetnsFd::open(&netns.name).unwrap())
+            .unwrap();
+        tap.netns = Some(netns.name.clone());
+
+        let mut inside = Netlink::open_in(&netns.name).unwrap();
+        let index = inside.index_of(&tap.name).unwrap();
+        let v4: IpAddr = "10.77.1.2".parse().unwrap();
+        let v6: IpAddr = "fd00:77::2".parse().unwrap();
+        inside.add_address(index, v4, 24).unwrap();
+        inside.add_address(index, v6, 64).unwrap();
+
+        let shown = ip_json_one(&["-n", &netns.name, "-j", "addr", "show", "dev", &tap.name]);
+        let addresses: Vec<(String, u64)> = shown["addr_info"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["local"].as_str().unwrap().to_owned(),
+                    a["prefixlen"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert!(
+            addresses.contains(&("10.77.1.2".to_owned(), 24)),
+            "{addresses:?}"
+        );
+        assert!(
+            addresses.contains(&("fd00:77::2".to_owned(), 64)),
+            "{addresses:?}"
+        );
+
+        let err = inside.add_address(index, v4, 24).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EEXIST), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("adding address 10.77.1.2/24 on {}", tap.name)),
+            "{err}"
+        );
+        assert!(matches!(
+            inside.add_address(index, v4, 33),
+            Err(LinkError::InvalidPrefix { prefix_len: 33, .. })
+        ));
+    }
+
+    #[test]
+    fn delete_removes_the_link() {
+        let tap = TestTap::new();
+        let mut netlink = Netlink::open().unwrap();
+        let index = netlink.index_of(&tap.name).unwrap();
+        netlink.delete(index).unwrap();
+        assert!(matches!(
+            netlink.index_of(&tap.name),
+            Err(LinkError::NotFound { .. })
+        ));
+        assert!(!ip_link_exists(&tap.name));
+    }
+
+    #[test]
+    fn info_reports_the_traffic_counters_ip_reports() {
+        let netns = TestNetns::new();
+        let mut inside = Netlink::open_in(&netns.name).unwrap();
+        let lo = inside.index_of("lo").unwrap();
+        inside
+            .configure(
+                lo,
+                &LinkSettings {
+                    up: Some(true),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap();
+
+        const DATAGRAMS: u64 = 5;
+        netns::run_in(&netns.name, || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buffer = [0u8; 100];
+            for _ in 0..DATAGRAMS {
+                socket
+                    .send_to(&buffer, socket.local_addr().unwrap())
+                    .unwrap();
+                socket.recv(&mut buffer).unwrap();
+            }
+        })
+        .unwrap();
+
+        let info = inside.info("lo").unwrap();
+        assert!(info.up && info.carrier, "{info:?}");
+        assert_eq!(info.oper_state, "UNKNOWN");
+        assert!(info.stats.tx_packets >= DATAGRAMS, "{info:?}");
+        assert!(info.stats.rx_bytes >= DATAGRAMS * 100, "{info:?}");
+
+        let shown = ip_json_one(&["-n", &netns.name, "-s", "-j", "link", "show", "dev", "lo"]);
+        let stats = &shown["stats64"];
+        assert_eq!(stats["rx"]["packets"], info.stats.rx_packets, "{stats}");
+        assert_eq!(stats["tx"]["packets"], info.stats.tx_packets, "{stats}");
+        assert_eq!(stats["rx"]["bytes"], info.stats.rx_bytes, "{stats}");
+        assert_eq!(stats["tx"]["bytes"], info.stats.tx_bytes, "{stats}");
+        assert_eq!(stats["rx"]["dropped"], info.stats.rx_dropped, "{stats}");
+        assert_eq!(stats["tx"]["dropped"], info.stats.tx_dropped, "{stats}");
+    }
+
+    #[test]
+    fn link_info_serialises_the_mac_as_text() {
+        let info = LinkInfo {
+            index: 3,
+            name: "tap0".to_owned(),
+            mtu: 1500,
+            mac: Some([0x02, 0, 0, 0, 0xab, 0x01]),
+            up: true,
+            carrier: false,
+            oper_state: "DOWN".to_owned(),
+            txqueuelen: 1000,
+            stats: LinkStats::default(),
+        };
+        let json = serde_json::to_value(&info).unwrap();
+        assert_eq!(json["mac"], "02:00:00:00:ab:01");
+        assert_eq!(json["stats"]["rx_packets"], 0);
+        let json = serde_json::to_value(LinkInfo { mac: None, ..info }).unwrap();
+        assert!(json["mac"].is_null());
+    }
+
+    /// An NLA of type NLMSGERR_ATTR_MSG holding `text`, NUL-terminated and padded.
+    fn ext_ack_msg_attribute(text: &str) -> Vec<u8> {
+        let length = 4 + text.len() + 1;
+        let mut nla = Vec::new();
+        nla.extend_from_slice(&(length as u16).to_ne_bytes());
+        nla.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        nla.extend_from_slice(text.as_bytes());
+        nla.push(0);
+        nla.resize(length.next_multiple_of(4), 0);
+        nla
+    }
+
+    #[test]
+    fn extended_ack_message_is_found_after_capped_and_full_echoes() {
+        let mut capped = 16u32.to_ne_bytes().to_vec();
+        capped.resize(NLMSG_HDRLEN, 0);
+        capped.extend(ext_ack_msg_attribute("mtu too small"));
+        assert_eq!(
+            extended_ack_message(NLM_F_CAPPED | NLM_F_ACK_TLVS, &capped).as_deref(),
+            Some("mtu too small")
+        );
+
+        // Uncapped: the whole 22-byte request is echoed, padded to 24, before the attributes.
+        let mut full = 22u32.to_ne_bytes().to_vec();
+        full.resize(24, 0xee);
+        full.extend(ext_ack_msg_attribute("bad address"));
+        assert_eq!(
+            extended_ack_message(NLM_F_ACK_TLVS, &full).as_deref(),
+            Some("bad address")
+        );
+
+        assert_eq!(extended_ack_message(NLM_F_CAPPED, &capped), None);
+    }
+
+    #[test]
+    fn settings_describe_what_they_change() {
+        let all = LinkSettings {
+            up: Some(true),
+            mtu: Some(9000),
+            mac: Some([2, 0, 0, 0, 0, 1]),
+            txqueuelen: Some(500),
+        };
+        assert_eq!(
+            all.describe(),
+            "setting link up, MTU 9000, MAC 02:00:00:00:00:01, txqueuelen 500"
+        );
+        assert_eq!(
+            LinkSettings::default().describe(),
+            "configuring (no changes)"
+        );
+    }
+}
