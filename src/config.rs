@@ -167,9 +167,11 @@ impl FromStr for PortConfig {
 
 impl PortConfig {
     fn validate(&self, field: &str) -> Result<(), ConfigError> {
-        tap::validate_name(&self.name).map_err(|e| invalid(format!("{field}.name"), e.to_string()))?;
+        tap::validate_name(&self.name)
+            .map_err(|e| invalid(format!("{field}.name"), e.to_string()))?;
         if let Some(netns) = &self.netns {
-            validate_netns_name(netns).map_err(|reason| invalid(format!("{field}.netns"), reason))?;
+            validate_netns_name(netns)
+                .map_err(|reason| invalid(format!("{field}.netns"), reason))?;
         }
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
             return Err(invalid(
@@ -279,7 +281,9 @@ mod tests {
 
     #[test]
     fn bad_port_specs_name_the_problem() {
-        let err = "waytoolonginterfacename@ns".parse::<PortConfig>().unwrap_err();
+        let err = "waytoolonginterfacename@ns"
+            .parse::<PortConfig>()
+            .unwrap_err();
         assert!(err.to_string().contains("IFNAMSIZ"), "{err}");
         let err = "tap1@".parse::<PortConfig>().unwrap_err();
         assert!(err.to_string().contains("netns"), "{err}");
@@ -312,7 +316,10 @@ mod tests {
         assert_eq!(config.switch.fdb_capacity, 100);
         assert!(!config.ports[1].offloads_enabled(&config.switch));
         assert!(config.ports[0].offloads_enabled(&config.switch));
-        assert_eq!(config.ports[0].mac, Some("02:00:00:00:00:01".parse().unwrap()));
+        assert_eq!(
+            config.ports[0].mac,
+            Some("02:00:00:00:00:01".parse().unwrap())
+        );
         let again = toml::to_string(&config).unwrap();
         assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
     }
@@ -320,10 +327,16 @@ mod tests {
     #[test]
     fn invalid_configs_name_the_field() {
         let cases = [
-            ("[[port]]\nname = \"a\"\n[[port]]\nname = \"a\"", "port[1].name"),
+            (
+                "[[port]]\nname = \"a\"\n[[port]]\nname = \"a\"",
+                "port[1].name",
+            ),
             ("[[port]]\nname = \"a\"\nmtu = 10", "port[0].mtu"),
             ("[[port]]\nname = \"a\"\nmtu = 70000", "port[0].mtu"),
-            ("[[port]]\nname = \"a\"\nmac = \"01:00:5e:00:00:01\"", "port[0].mac"),
+            (
+                "[[port]]\nname = \"a\"\nmac = \"01:00:5e:00:00:01\"",
+                "port[0].mac",
+            ),
             ("[switch]\nfdb_capacity = 0", "switch.fdb_capacity"),
             ("[switch]\npoll_budget = 0", "switch.poll_budget"),
             ("[[port]]\nname = \"a\"\nnetns = \"x/y\"", "port[0].netns"),

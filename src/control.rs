@@ -33,7 +33,8 @@ impl SignalThread {
     /// Starts serving signals for `dataplane`. Install before creating ports,
     /// so a SIGTERM during setup is not fatal with TAPs left half-configured.
     pub fn spawn(dataplane: DataplaneHandle) -> Result<Self, ControlError> {
-        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ControlError::Signals)?;
+        let mut signals =
+            Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ControlError::Signals)?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("tapswitch-signals".into())

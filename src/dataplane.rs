@@ -49,6 +49,8 @@ pub enum DataplaneError {
     },
     #[error("waiting for events failed: {0}")]
     Wait(#[source] io::Error),
+    #[error(transparent)]
+    Forward(#[from] crate::forward::ForwardError),
     #[error("the dataplane has stopped")]
     Stopped,
 }
@@ -189,7 +191,6 @@ impl PortSlot {
 pub struct Dataplane {
     poll: Poll,
     commands: Receiver<Command>,
-    waker: Arc<Waker>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
     forwarder: Forwarder,
@@ -208,7 +209,6 @@ impl Dataplane {
         let dataplane = Self {
             poll,
             commands: rx,
-            waker: Arc::clone(&waker),
             ports: Vec::new(),
             removed: Vec::new(),
             forwarder: Forwarder::new(config.fdb),
@@ -225,29 +225,31 @@ impl Dataplane {
         Ok((dataplane, handle))
     }
 
-    /// A handle for the control plane.
-    pub fn handle(&self, commands: Sender<Command>) -> DataplaneHandle {
-        DataplaneHandle {
-            commands,
-            waker: Arc::clone(&self.waker),
-        }
-    }
-
     /// Adds a port in the first free slot and starts reading from it.
-    pub fn add_port(&mut self, mut port: Box<dyn Port>, mtu: u32) -> Result<PortId, DataplaneError> {
+    pub fn add_port(
+        &mut self,
+        mut port: Box<dyn Port>,
+        mtu: u32,
+    ) -> Result<PortId, DataplaneError> {
         let index = self
             .ports
             .iter()
             .position(Option::is_none)
             .unwrap_or(self.ports.len());
         let id = PortId(index as u32);
-        self.poll
+        self.forwarder.add_port(id, PortPolicy::default())?;
+        if let Err(e) = self
+            .poll
             .registry()
             .register(&mut *port, Token(index), Interest::READABLE)
-            .map_err(|source| DataplaneError::Register {
+        {
+            // Not registered, so not a port: undo the forwarder's half.
+            let _ = self.forwarder.remove_port(id);
+            return Err(DataplaneError::Register {
                 name: port.name().to_owned(),
-                source,
-            })?;
+                source: e,
+            });
+        }
         info!(port = port.name(), id = id.0, mtu, "port added");
         let slot = PortSlot {
             port,
@@ -262,7 +264,6 @@ impl Dataplane {
         } else {
             self.ports[index] = Some(slot);
         }
-        self.forwarder.add_port(id, PortPolicy::default());
         self.ready.push_back(id);
         Ok(id)
     }
@@ -475,7 +476,8 @@ impl Dataplane {
         let mut slot = slot;
         // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
         let _ = self.poll.registry().deregister(&mut *slot.port);
-        self.forwarder.remove_port(id);
+        // The slot held a port, so the forwarder knows it.
+        let _ = self.forwarder.remove_port(id);
         self.ready.retain(|&p| p != id);
         info!(port = slot.port.name(), id = id.0, "port removed");
         self.removed.push(slot.snapshot(id));
@@ -491,8 +493,12 @@ enum SendFailure {
 /// errors; anything else means the device itself is gone.
 fn classify_send_error(error: &io::Error) -> SendFailure {
     match error.raw_os_error() {
-        Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) => SendFailure::Dropped(DropReason::TxQueueFull),
-        Some(libc::EINVAL | libc::EMSGSIZE | libc::EFAULT) => SendFailure::Dropped(DropReason::TxRejected),
+        Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) => {
+            SendFailure::Dropped(DropReason::TxQueueFull)
+        }
+        Some(libc::EINVAL | libc::EMSGSIZE | libc::EFAULT) => {
+            SendFailure::Dropped(DropReason::TxRejected)
+        }
         Some(libc::EINTR) => SendFailure::Dropped(DropReason::TxQueueFull),
         _ => SendFailure::PortGone,
     }

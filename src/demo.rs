@@ -104,7 +104,9 @@ pub fn run() -> Result<(), DemoError> {
     let pings = ping_all_pairs(&config);
     let snapshot = handle.snapshot();
     handle.shutdown()?;
-    let stopped = forwarding.join().expect("the dataplane thread does not panic");
+    let stopped = forwarding
+        .join()
+        .expect("the dataplane thread does not panic");
     let snapshot = snapshot?;
     stopped?;
 
@@ -130,9 +132,14 @@ fn ping_all_pairs(config: &Config) -> Result<(usize, usize), DemoError> {
     for (i, from) in config.ports.iter().enumerate() {
         for (j, _) in config.ports.iter().enumerate().filter(|(j, _)| *j != i) {
             total += 1;
-            let netns = from.netns.as_deref().expect("the demo puts every port in a namespace");
+            let netns = from
+                .netns
+                .as_deref()
+                .expect("the demo puts every port in a namespace");
             let output = Command::new("ip")
-                .args(["netns", "exec", netns, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q"])
+                .args([
+                    "netns", "exec", netns, "ping", "-c", "2", "-i", "0.2", "-W", "2", "-q",
+                ])
                 .arg(address(j).to_string())
                 .output()
                 .map_err(DemoError::Ping)?;

@@ -7,19 +7,19 @@
 //! [`config`]) and the control plane ([`control`], [`report`], [`demo`]) sit at
 //! the edge.
 
-pub mod tap;
-pub mod vnet;
-pub mod wire;
+pub mod dataplane;
 pub mod fdb;
 pub mod forward;
 pub mod port;
-pub mod dataplane;
+pub mod tap;
+pub mod vnet;
+pub mod wire;
 
-pub mod netns;
-pub mod link;
-pub mod switch;
 pub mod config;
+pub mod link;
+pub mod netns;
+pub mod switch;
 
 pub mod control;
-pub mod report;
 pub mod demo;
+pub mod report;

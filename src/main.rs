@@ -12,7 +12,11 @@ use tapswitch::control::SignalThread;
 use tapswitch::{demo, report, switch};
 
 #[derive(Parser)]
-#[command(name = "tapswitch", version, about = "A userspace L2 learning switch that owns its TAP devices")]
+#[command(
+    name = "tapswitch",
+    version,
+    about = "A userspace L2 learning switch that owns its TAP devices"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,7 +49,9 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -77,7 +83,9 @@ fn load_config(path: Option<PathBuf>, ports: Vec<PortConfig>) -> Result<Config, 
 fn run(path: Option<PathBuf>, ports: Vec<PortConfig>) -> Result<(), String> {
     let config = load_config(path, ports)?;
     if config.ports.is_empty() {
-        return Err("no ports configured: give --port NAME[@NETNS] or a [[port]] in the config".into());
+        return Err(
+            "no ports configured: give --port NAME[@NETNS] or a [[port]] in the config".into(),
+        );
     }
     let (mut dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
     let signals = SignalThread::spawn(handle).map_err(|e| e.to_string())?;
@@ -85,8 +93,13 @@ fn run(path: Option<PathBuf>, ports: Vec<PortConfig>) -> Result<(), String> {
     {
         let mut stdout = std::io::stdout().lock();
         // Scripts and tests wait for this line: the switch is forwarding.
-        let _ = writeln!(stdout, "tapswitch ready: {} ports ({})", names.len(), names.join(", "))
-            .and_then(|()| stdout.flush());
+        let _ = writeln!(
+            stdout,
+            "tapswitch ready: {} ports ({})",
+            names.len(),
+            names.join(", ")
+        )
+        .and_then(|()| stdout.flush());
     }
     let result = dataplane.run();
     signals.stop();

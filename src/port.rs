@@ -64,7 +64,12 @@ impl Port for TapPort {
 }
 
 impl Source for TapPort {
-    fn register(&mut self, registry: &Registry, token: Token, interests: Interest) -> io::Result<()> {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
         SourceFd(&self.tap.as_raw_fd()).register(registry, token, interests)
     }
 

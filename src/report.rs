@@ -8,7 +8,11 @@ use crate::fdb::EntryKind;
 /// The learned MAC table, one entry per line.
 pub fn fdb_table(snapshot: &Snapshot) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:<6} {:<19} {:<15} {:<8} {:>8}", "VLAN", "MAC", "PORT", "TYPE", "AGE(s)");
+    let _ = writeln!(
+        out,
+        "{:<6} {:<19} {:<15} {:<8} {:>8}",
+        "VLAN", "MAC", "PORT", "TYPE", "AGE(s)"
+    );
     for entry in &snapshot.fdb {
         let port = port_name(snapshot, entry.port.0);
         let kind = match entry.kind {
@@ -58,7 +62,11 @@ pub fn port_table(snapshot: &Snapshot) -> String {
             .filter(|r| c.drops.get(**r) > 0)
             .map(|r| format!("{}={}", r.name(), c.drops.get(*r)))
             .collect();
-        let drops = if drops.is_empty() { "0".to_owned() } else { drops.join(" ") };
+        let drops = if drops.is_empty() {
+            "0".to_owned()
+        } else {
+            drops.join(" ")
+        };
         let _ = writeln!(
             out,
             "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {}{}",

@@ -25,7 +25,10 @@ fn three_namespaces_ping_all_pairs() {
     assert_eq!(fdb.len(), 3, "one learned MAC per endpoint: {fdb:?}");
     for i in 0..3 {
         let mac = link_mac(bed.ns(i), &Bed::dev(i));
-        let entry = fdb.iter().find(|e| e["mac"] == mac.as_str()).expect("endpoint MAC learned");
+        let entry = fdb
+            .iter()
+            .find(|e| e["mac"] == mac.as_str())
+            .expect("endpoint MAC learned");
         assert_eq!(entry["port"].as_u64(), Some(i as u64), "{mac} on port {i}");
     }
 }
@@ -42,12 +45,20 @@ fn learned_unicast_is_not_flooded_to_the_third_port() {
 
     let after_switch = bed.switch.snapshot();
     let (third_rx_after, _) = link_stats(bed.ns(2), "p2");
-    let to_third = counter(&after_switch, "p2", "tx_frames") - counter(&before_switch, "p2", "tx_frames");
-    let to_second = counter(&after_switch, "p1", "tx_frames") - counter(&before_switch, "p1", "tx_frames");
+    let to_third =
+        counter(&after_switch, "p2", "tx_frames") - counter(&before_switch, "p2", "tx_frames");
+    let to_second =
+        counter(&after_switch, "p1", "tx_frames") - counter(&before_switch, "p1", "tx_frames");
     assert!(to_second >= 200, "the flow reached p1: {to_second}");
     // A stray ARP refresh may be broadcast; 400 frames of flow must not be.
-    assert!(to_third <= 2, "switch sent {to_third} frames of a learned flow to p2");
-    assert!(third_rx_after - third_rx_before <= 2, "p2's endpoint received the flow");
+    assert!(
+        to_third <= 2,
+        "switch sent {to_third} frames of a learned flow to p2"
+    );
+    assert!(
+        third_rx_after - third_rx_before <= 2,
+        "p2's endpoint received the flow"
+    );
 }
 
 #[test]
@@ -59,7 +70,8 @@ fn broadcast_reaches_every_other_port() {
     send_raw(bed.ns(0), "p0", &frames);
     assert!(
         wait_for(Duration::from_secs(5), || {
-            link_stats(bed.ns(1), "p1").0 >= before[0] + 50 && link_stats(bed.ns(2), "p2").0 >= before[1] + 50
+            link_stats(bed.ns(1), "p1").0 >= before[0] + 50
+                && link_stats(bed.ns(2), "p2").0 >= before[1] + 50
         }),
         "broadcasts did not reach both other endpoints"
     );
@@ -81,11 +93,17 @@ fn learned_entries_age_out() {
     let learned = bed.switch.snapshot();
     assert_eq!(learned["fdb"].as_array().unwrap().len(), 2);
     assert!(
-        wait_for(Duration::from_secs(5), || bed.switch.snapshot()["fdb"].as_array().unwrap().is_empty()),
+        wait_for(Duration::from_secs(5), || bed.switch.snapshot()["fdb"]
+            .as_array()
+            .unwrap()
+            .is_empty()),
         "entries did not age out"
     );
     let aged = bed.switch.snapshot();
-    assert!(aged["fdb_counters"]["aged_out"].as_u64().unwrap() >= 2, "{aged}");
+    assert!(
+        aged["fdb_counters"]["aged_out"].as_u64().unwrap() >= 2,
+        "{aged}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -137,7 +155,11 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
         let snapshot = bed.switch.snapshot();
         drops(&snapshot, "p0", "runt") == 4 && drops(&snapshot, "p0", "oversize") == 3
     }));
-    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.1"), 5, "traffic stopped after bad frames");
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(1), 5, "0.1"),
+        5,
+        "traffic stopped after bad frames"
+    );
     let snapshot = bed.switch.snapshot();
     assert!(counter(&snapshot, "p1", "rx_frames") >= 6);
 }
@@ -154,7 +176,11 @@ fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
     assert_eq!(replies, 60, "the flow between p0 and p1 lost frames");
     let snapshot = bed.switch.snapshot();
     assert!(
-        snapshot["removed_ports"].as_array().unwrap().iter().any(|p| p["name"] == "p2"),
+        snapshot["removed_ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "p2"),
         "p2 not reported removed: {snapshot}"
     );
     assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
@@ -177,8 +203,14 @@ fn taps_are_removed_when_the_switch_stops() {
 fn bad_command_lines_get_precise_errors() {
     let cases: [(&[&str], &str); 3] = [
         (&["run", "--port", "this-name-is-too-long"], "IFNAMSIZ"),
-        (&["run", "--port", "a", "--port", "a"], "duplicate port name"),
-        (&["run", "--port", "tsx@no-such-namespace-here"], "no-such-namespace-here"),
+        (
+            &["run", "--port", "a", "--port", "a"],
+            "duplicate port name",
+        ),
+        (
+            &["run", "--port", "tsx@no-such-namespace-here"],
+            "no-such-namespace-here",
+        ),
     ];
     for (args, expected) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))

@@ -64,7 +64,10 @@ impl Netns {
         let ns = Self { name };
         for key in ["all", "default"] {
             let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
-            sh("ip", &["netns", "exec", &ns.name, "sysctl", "-qw", &setting]);
+            sh(
+                "ip",
+                &["netns", "exec", &ns.name, "sysctl", "-qw", &setting],
+            );
         }
         ns
     }
@@ -72,7 +75,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -99,7 +104,9 @@ pub fn ping(netns: &str, addr: &str, count: u32, interval: &str) -> u32 {
     let count_arg = count.to_string();
     let (_, out) = exec_in(
         netns,
-        &["ping", "-c", &count_arg, "-i", interval, "-W", "1", "-q", addr],
+        &[
+            "ping", "-c", &count_arg, "-i", interval, "-W", "1", "-q", addr,
+        ],
     );
     out.lines()
         .find(|l| l.contains("received"))
@@ -138,7 +145,9 @@ impl Switch {
         let mut switch = Self { child, lines };
         let ready = switch.next_line(Duration::from_secs(20));
         assert!(
-            ready.as_deref().is_some_and(|l| l.starts_with("tapswitch ready")),
+            ready
+                .as_deref()
+                .is_some_and(|l| l.starts_with("tapswitch ready")),
             "switch did not get ready: {ready:?}"
         );
         switch
@@ -243,7 +252,18 @@ impl Bed {
         let switch = Switch::start(&args);
         for (i, ns) in namespaces.iter().enumerate() {
             let addr = format!("{}/24", Self::addr(i));
-            sh("ip", &["-n", &ns.name, "addr", "add", &addr, "dev", &format!("p{i}")]);
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &ns.name,
+                    "addr",
+                    "add",
+                    &addr,
+                    "dev",
+                    &format!("p{i}"),
+                ],
+            );
         }
         Self { switch, namespaces }
     }
@@ -273,7 +293,11 @@ pub fn send_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) {
         assert_ne!(ifindex, 0, "no interface {dev}");
         // SAFETY: plain socket creation; the fd is closed below.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = libc::AF_PACKET as u16;
