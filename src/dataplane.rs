@@ -131,6 +131,8 @@ impl Snapshot {
 #[derive(Clone, Debug)]
 pub struct DataplaneConfig {
     pub poll_budget: usize,
+    /// How long to keep polling without sleeping after the last frame.
+    pub idle_poll: Duration,
     pub fdb: FdbConfig,
 }
 
@@ -199,6 +201,7 @@ pub struct Dataplane {
     egress: Vec<PortId>,
     dead: Vec<PortId>,
     poll_budget: usize,
+    idle_poll: Duration,
 }
 
 impl Dataplane {
@@ -217,6 +220,7 @@ impl Dataplane {
             egress: Vec::new(),
             dead: Vec::new(),
             poll_budget: config.poll_budget.max(1),
+            idle_poll: config.idle_poll,
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -289,12 +293,16 @@ impl Dataplane {
     pub fn run(&mut self) -> Result<Snapshot, DataplaneError> {
         let mut events = Events::with_capacity(256);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+        // Until this instant the loop polls epoll without sleeping: a request
+        // that just got an answer is often followed by the next one within
+        // microseconds, and sleeping in between costs a wakeup on both sides.
+        let mut spin_until = Instant::now();
         loop {
             let now = Instant::now();
-            let timeout = if self.ready.is_empty() {
-                next_housekeeping.saturating_duration_since(now)
-            } else {
+            let timeout = if !self.ready.is_empty() || now < spin_until {
                 Duration::ZERO
+            } else {
+                next_housekeeping.saturating_duration_since(now)
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -310,8 +318,11 @@ impl Dataplane {
             if self.serve_commands() {
                 return Ok(self.snapshot());
             }
-            self.serve_ready_ports();
+            let frames = self.serve_ready_ports();
             let now = Instant::now();
+            if frames > 0 {
+                spin_until = now + self.idle_poll;
+            }
             if now >= next_housekeeping {
                 let expired = self.forwarder.fdb_mut().expire(now);
                 if expired > 0 {
@@ -348,12 +359,15 @@ impl Dataplane {
     }
 
     /// One pass over the ready list: each port gets up to `poll_budget` reads.
-    fn serve_ready_ports(&mut self) {
+    /// Returns the number of frames read.
+    fn serve_ready_ports(&mut self) -> usize {
+        let mut frames = 0;
         for _ in 0..self.ready.len() {
             let Some(id) = self.ready.pop_front() else {
                 break;
             };
-            let drained = self.serve_port(id);
+            let (read, drained) = self.serve_port(id);
+            frames += read;
             match self.ports.get_mut(id.index()) {
                 Some(Some(slot)) if !drained => self.ready.push_back(id),
                 Some(Some(slot)) => slot.ready = false,
@@ -363,29 +377,33 @@ impl Dataplane {
                 self.remove_port(dead);
             }
         }
+        frames
     }
 
-    /// Reads and forwards up to `poll_budget` frames from `id`. Returns true
-    /// when the port is drained (or gone), false when the budget ran out.
-    fn serve_port(&mut self, ingress: PortId) -> bool {
+    /// Reads and forwards up to `poll_budget` frames from `id`. Returns the
+    /// frames read, and true when the port is drained (or gone), false when
+    /// the budget ran out.
+    fn serve_port(&mut self, ingress: PortId) -> (usize, bool) {
         let now = Instant::now();
-        for _ in 0..self.poll_budget {
+        let mut frames = 0;
+        while frames < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
-                return true;
+                return (frames, true);
             };
             let len = match slot.port.recv(&mut self.buffer) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (frames, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     warn!(port = slot.port.name(), error = %e, "reading failed; removing the port");
                     self.dead.push(ingress);
-                    return true;
+                    return (frames, true);
                 }
             };
+            frames += 1;
             self.forward_frame(ingress, len, now);
         }
-        false
+        (frames, false)
     }
 
     /// Forwards the frame of `len` bytes in the buffer, read from `ingress`.

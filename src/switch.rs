@@ -123,6 +123,7 @@ pub fn create_tap_port(
 pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
+        idle_poll: config.switch.idle_poll(),
         fdb: FdbConfig {
             ageing: config.switch.fdb_ageing(),
             capacity: config.switch.fdb_capacity,
