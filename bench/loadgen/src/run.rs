@@ -87,7 +87,10 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
         path: work_dir.display().to_string(),
         source,
     })?;
-    let _work_dir_guard = RemoveDirOnDrop(work_dir.clone());
+    let mut work_dir_guard = RemoveDirOnDrop {
+        path: work_dir.clone(),
+        keep: false,
+    };
     let netns_a = OwnedNetns::create(&format!("tsb-{run_id}-a"))?;
     let netns_b = OwnedNetns::create(&format!("tsb-{run_id}-b"))?;
     let ctx = RunContext {
@@ -148,6 +151,14 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
             samples.push(sample);
         }
     }
+    if samples
+        .iter()
+        .any(|s| s.error.is_some() || !s.warnings.is_empty())
+    {
+        // The switch and OVS logs there are what explains a failed round.
+        work_dir_guard.keep = true;
+        eprintln!("logs kept in {}", work_dir_guard.path.display());
+    }
     let machine = MachineInfo::collect(&config.tapswitch_bin);
     let results = Results::build(
         &config,
@@ -166,11 +177,17 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
     Ok(results)
 }
 
-struct RemoveDirOnDrop(PathBuf);
+/// The run's scratch directory, removed at the end unless a round went wrong.
+struct RemoveDirOnDrop {
+    path: PathBuf,
+    keep: bool,
+}
 
 impl Drop for RemoveDirOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 

@@ -344,18 +344,11 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-/// ovsdb-server and its private database, sockets and logs. ovs-vswitchd is
-/// held by the `AttachedSystem` (it is the switch) and is stopped first.
+/// ovsdb-server, whose database, sockets and logs live in the run's scratch
+/// directory. ovs-vswitchd is held by the `AttachedSystem` (it is the switch)
+/// and is stopped first.
 struct OvsDaemons {
-    dir: PathBuf,
     _db_server: OwnedChild,
-}
-
-impl Drop for OvsDaemons {
-    fn drop(&mut self) {
-        // _db_server is stopped after this body; its files go with the directory.
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn ovs_command(program: &str, dir: &Path) -> Command {
@@ -414,7 +407,6 @@ fn attach_ovs(
         .stderr(Stdio::null());
     let db_server = OwnedChild::spawn(db_server, Duration::from_secs(5))?;
     system.ovs = Some(OvsDaemons {
-        dir: dir.clone(),
         _db_server: db_server,
     });
     let seconds = 10;
