@@ -1,0 +1,241 @@
+//! tapswitch-bench: compares tapswitch with the Linux kernel bridge (and Open
+//! vSwitch's userspace datapath when installed) in one interleaved run, and
+//! provides the load tools it runs inside the namespaces.
+
+mod blast;
+mod cpu;
+mod iperf;
+mod netns;
+mod proc;
+mod report;
+mod rr;
+mod run;
+mod search;
+mod signals;
+mod stats;
+mod systems;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use systems::SystemKind;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Tool,
+}
+
+#[derive(Subcommand)]
+enum Tool {
+    /// Run the benchmark (root): interleaved rounds, table on stdout, JSON file.
+    Run(RunArgs),
+    /// Echo UDP datagrams back (request/response server).
+    RrServer {
+        #[arg(long)]
+        bind: SocketAddr,
+    },
+    /// Measure UDP request/response round trips; prints one JSON line.
+    RrClient {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long, default_value_t = 20_000)]
+        count: u32,
+        /// Stop after this long even if --count is not reached.
+        #[arg(long, default_value_t = 5_000)]
+        budget_ms: u64,
+        #[arg(long, default_value_t = 500)]
+        warmup: u32,
+        #[arg(long, default_value_t = 200)]
+        timeout_ms: u64,
+    },
+    /// Send sequence-numbered UDP datagrams with sendmmsg; prints one JSON line.
+    Blast {
+        #[arg(long)]
+        dst: SocketAddr,
+        /// Ethernet frame size including FCS (64..=1518).
+        #[arg(long)]
+        frame_size: usize,
+        /// Target packets per second; unpaced when absent.
+        #[arg(long)]
+        pps: Option<f64>,
+        #[arg(long, default_value_t = 1_000)]
+        duration_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        trial: u32,
+    },
+    /// Count datagrams per trial; driven by `begin N` / `end N` lines on stdin.
+    Sink {
+        #[arg(long)]
+        bind: SocketAddr,
+        /// On `end`, wait until the port has been quiet this long.
+        #[arg(long, default_value_t = 50)]
+        quiet_ms: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Smoke run of about two minutes (fewer rounds, shorter tests).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds of A B C …; default 5 (quick: 2).
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Systems to compare; the bridge is the baseline and must be included.
+    #[arg(long, value_delimiter = ',', default_value = "bridge,tapswitch,ovs")]
+    systems: Vec<String>,
+    /// The tapswitch binary.
+    #[arg(long, default_value = "target/release/tapswitch")]
+    tapswitch: PathBuf,
+    /// Extra argument passed to `tapswitch run` (repeat for several, e.g. --switch-arg=--config --switch-arg=FILE).
+    #[arg(long = "switch-arg", allow_hyphen_values = true)]
+    switch_args: Vec<String>,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/latest.json")]
+    output: PathBuf,
+    /// Seconds per iperf3 test; default 3 (quick: 2).
+    #[arg(long)]
+    tcp_seconds: Option<u32>,
+    /// Request/response samples; default 20000 (quick: 5000).
+    #[arg(long)]
+    rr_count: Option<u32>,
+    /// Time cap for the request/response samples, ms; default 3000 (quick: 1000).
+    #[arg(long)]
+    rr_budget_ms: Option<u64>,
+    /// Length of one blast trial, ms; default 1000 (quick: 500).
+    #[arg(long)]
+    trial_ms: Option<u64>,
+    /// Paced trials per zero-loss search; default 5 (quick: 3).
+    #[arg(long)]
+    search_trials: Option<u32>,
+    /// Frame sizes for the packet-rate tests.
+    #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
+    frame_sizes: Vec<usize>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<(), String> = match cli.command {
+        Tool::Run(args) => run_benchmark(args),
+        Tool::RrServer { bind } => rr::serve(bind).map_err(|e| e.to_string()),
+        Tool::RrClient {
+            server,
+            count,
+            budget_ms,
+            warmup,
+            timeout_ms,
+        } => rr::client(rr::ClientParams {
+            server,
+            count,
+            budget: Duration::from_millis(budget_ms),
+            warmup,
+            timeout: Duration::from_millis(timeout_ms),
+        })
+        .map(|report| {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("plain struct serialises")
+            )
+        })
+        .map_err(|e| e.to_string()),
+        Tool::Blast {
+            dst,
+            frame_size,
+            pps,
+            duration_ms,
+            trial,
+        } => blast::blast(blast::BlastParams {
+            destination: dst,
+            frame_size,
+            pps,
+            duration: Duration::from_millis(duration_ms),
+            trial,
+        })
+        .map(|report| {
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("plain struct serialises")
+            )
+        })
+        .map_err(|e| e.to_string()),
+        Tool::Sink { bind, quiet_ms } => {
+            blast::sink(bind, Duration::from_millis(quiet_ms)).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tapswitch-bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_benchmark(args: RunArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("run needs root (namespaces, veth, TAP devices)".into());
+    }
+    for size in &args.frame_sizes {
+        blast::payload_len(*size).map_err(|e| e.to_string())?;
+    }
+    let quick = args.quick;
+    let pick = |value: Option<u64>, full: u64, smoke: u64| {
+        value.unwrap_or(if quick { smoke } else { full })
+    };
+    let mut systems = Vec::new();
+    let mut skipped = Vec::new();
+    for name in &args.systems {
+        let kind = SystemKind::from_name(name).ok_or_else(|| {
+            format!("unknown system `{name}` (expected bridge, tapswitch or ovs)")
+        })?;
+        if systems.contains(&kind) {
+            return Err(format!("system `{name}` listed twice"));
+        }
+        match run::check_requirements(kind, &args.tapswitch) {
+            Ok(()) => systems.push(kind),
+            Err(reason) if kind == SystemKind::Ovs => {
+                eprintln!("note: skipping ovs: {reason}");
+                skipped.push((name.clone(), reason));
+            }
+            Err(reason) => return Err(format!("{name}: {reason}")),
+        }
+    }
+    let config = run::RunConfig {
+        rounds: pick(args.rounds.map(u64::from), 5, 2) as u32,
+        systems,
+        tcp_seconds: pick(args.tcp_seconds.map(u64::from), 3, 2) as u32,
+        rr_count: pick(args.rr_count.map(u64::from), 20_000, 5_000) as u32,
+        rr_budget_ms: pick(args.rr_budget_ms, 3_000, 1_000),
+        trial_ms: pick(args.trial_ms, 1_000, 500),
+        search_trials: pick(args.search_trials.map(u64::from), 5, 3) as u32,
+        frame_sizes: args.frame_sizes,
+        tapswitch_bin: args.tapswitch,
+        tapswitch_args: args.switch_args,
+        output: args.output,
+        skipped,
+    };
+    eprintln!(
+        "tapswitch-bench: {} rounds of {}; TCP {} s, RR {} samples, {} ms trials, {} paced trials per frame size",
+        config.rounds,
+        config
+            .systems
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" "),
+        config.tcp_seconds,
+        config.rr_count,
+        config.trial_ms,
+        config.search_trials
+    );
+    let output = config.output.clone();
+    let results = run::run(config).map_err(|e| e.to_string())?;
+    println!("\n{}", report::table(&results));
+    println!("results: {}", output.display());
+    Ok(())
+}

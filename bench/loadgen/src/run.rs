@@ -1,0 +1,515 @@
+//! The orchestrator: interleaved rounds over the systems under test, every
+//! metric measured per system per round, results written as JSON.
+
+use crate::blast::{BlastReport, SinkReport};
+use crate::cpu::{self, CpuError};
+use crate::iperf::{self, IperfError, TcpReport, TcpTest};
+use crate::netns::{NetnsError, OwnedNetns};
+use crate::proc::{self, OwnedChild, ProcError};
+use crate::report::{self, MachineInfo, Results, RoundSample};
+use crate::rr::RrReport;
+use crate::search::{self, SearchParams, SearchResult, TrialOutcome};
+use crate::signals;
+use crate::systems::{self, AttachedSystem, RunContext, SystemError, SystemKind};
+use serde::Serialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RR_PORT: u16 = 9000;
+const SINK_PORT: u16 = 9001;
+const IPERF_PORT: u16 = 5201;
+
+/// Failures that end a system's round (or, for setup, the run).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("interrupted")]
+    Interrupted,
+    #[error("the run must include the bridge: every ratio is against it")]
+    NoBaseline,
+    #[error(transparent)]
+    System(#[from] SystemError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Command(#[from] ProcError),
+    #[error(transparent)]
+    Iperf(#[from] IperfError),
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    #[error("{tool} printed something that is not its JSON report: {detail}: {text}")]
+    ToolOutput {
+        tool: &'static str,
+        detail: String,
+        text: String,
+    },
+    #[error("sink: {0}")]
+    Sink(String),
+    #[error("{system} stopped forwarding: its process exited during the round")]
+    SwitchDied { system: &'static str },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot find this program's own path to run its subcommands: {0}")]
+    SelfPath(std::io::Error),
+}
+
+/// What to run and how long each measurement lasts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    pub rounds: u32,
+    pub systems: Vec<SystemKind>,
+    pub tcp_seconds: u32,
+    pub rr_count: u32,
+    pub rr_budget_ms: u64,
+    pub trial_ms: u64,
+    pub search_trials: u32,
+    pub frame_sizes: Vec<usize>,
+    pub tapswitch_bin: PathBuf,
+    pub tapswitch_args: Vec<String>,
+    pub output: PathBuf,
+    /// Systems left out, with the reason (e.g. Open vSwitch not installed).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Runs the whole benchmark and writes the results file; returns the results.
+pub fn run(config: RunConfig) -> Result<Results, RunError> {
+    if !config.systems.contains(&SystemKind::Bridge) {
+        return Err(RunError::NoBaseline);
+    }
+    signals::install();
+    let run_id = std::process::id();
+    let work_dir = std::env::temp_dir().join(format!("tsb-{run_id}"));
+    std::fs::create_dir_all(&work_dir).map_err(|source| RunError::Write {
+        path: work_dir.display().to_string(),
+        source,
+    })?;
+    let mut work_dir_guard = RemoveDirOnDrop {
+        path: work_dir.clone(),
+        keep: false,
+    };
+    let netns_a = OwnedNetns::create(&format!("tsb-{run_id}-a"))?;
+    let netns_b = OwnedNetns::create(&format!("tsb-{run_id}-b"))?;
+    let ctx = RunContext {
+        run_id,
+        netns_a: netns_a.name().to_owned(),
+        netns_b: netns_b.name().to_owned(),
+        work_dir,
+        tapswitch_bin: config.tapswitch_bin.clone(),
+        tapswitch_args: config.tapswitch_args.clone(),
+    };
+    let self_exe = std::env::current_exe().map_err(RunError::SelfPath)?;
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let mut trial_id = 0u32;
+    let mut interrupted = false;
+    'rounds: for round in 1..=config.rounds {
+        for &kind in &config.systems {
+            if signals::stop_requested() {
+                interrupted = true;
+                break 'rounds;
+            }
+            let label = format!("r{round}-{}", kind.name());
+            eprintln!(
+                "[{:>5.0}s] round {round}/{} {}: setting up",
+                started.elapsed().as_secs_f64(),
+                config.rounds,
+                kind.name()
+            );
+            let mut sample = RoundSample::new(round, kind.name());
+            let outcome = systems::attach(kind, &ctx, &label)
+                .map_err(RunError::from)
+                .and_then(|mut system| {
+                    let measured = measure(
+                        &mut system,
+                        &ctx,
+                        &config,
+                        &self_exe,
+                        &mut trial_id,
+                        &mut sample,
+                        started,
+                    );
+                    sample.warnings.extend(system.detach());
+                    measured
+                });
+            if let Err(error) = outcome {
+                if signals::stop_requested() {
+                    interrupted = true;
+                    sample.error = Some("interrupted".into());
+                    samples.push(sample);
+                    break 'rounds;
+                }
+                eprintln!("    {} round {round} failed: {error}", kind.name());
+                sample.error = Some(error.to_string());
+            }
+            for warning in &sample.warnings {
+                eprintln!("    warning: {warning}");
+            }
+            samples.push(sample);
+        }
+    }
+    if samples
+        .iter()
+        .any(|s| s.error.is_some() || !s.warnings.is_empty())
+    {
+        // The switch and OVS logs there are what explains a failed round.
+        work_dir_guard.keep = true;
+        eprintln!("logs kept in {}", work_dir_guard.path.display());
+    }
+    let machine = MachineInfo::collect(&config.tapswitch_bin);
+    let results = Results::build(
+        &config,
+        machine,
+        samples,
+        interrupted,
+        started.elapsed().as_secs_f64(),
+    );
+    report::write_json(&results, &config.output).map_err(|source| RunError::Write {
+        path: config.output.display().to_string(),
+        source,
+    })?;
+    if interrupted {
+        return Err(RunError::Interrupted);
+    }
+    Ok(results)
+}
+
+/// The run's scratch directory, removed at the end unless a round went wrong.
+struct RemoveDirOnDrop {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn check_stop() -> Result<(), RunError> {
+    if signals::stop_requested() {
+        Err(RunError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
+    if system.switch_alive() {
+        Ok(())
+    } else {
+        Err(RunError::SwitchDied {
+            system: system.kind.name(),
+        })
+    }
+}
+
+/// A subcommand of this program run inside a namespace.
+fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Command {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", netns])
+        .arg(self_exe)
+        .args(args);
+    command
+}
+
+fn parse_tool_json<T: serde::de::DeserializeOwned>(
+    tool: &'static str,
+    text: &str,
+) -> Result<T, RunError> {
+    serde_json::from_str(text.trim()).map_err(|e| RunError::ToolOutput {
+        tool,
+        detail: e.to_string(),
+        text: text.trim().to_owned(),
+    })
+}
+
+fn run_to_string(mut command: Command, what: &str) -> Result<String, RunError> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ProcError::Spawn {
+            command: what.to_owned(),
+            source,
+        })?;
+    if !output.status.success() {
+        return Err(ProcError::Failed {
+            command: what.to_owned(),
+            status: output.status,
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        }
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Measures everything for one system in one round, recording each metric in
+/// `sample` as soon as it is known so that a later failure keeps earlier numbers.
+fn measure(
+    system: &mut AttachedSystem,
+    ctx: &RunContext,
+    config: &RunConfig,
+    self_exe: &std::path::Path,
+    trial_id: &mut u32,
+    sample: &mut RoundSample,
+    started: Instant,
+) -> Result<(), RunError> {
+    let name = system.kind.name();
+    let progress = |text: String| {
+        eprintln!(
+            "[{:>5.0}s]   {name}: {text}",
+            started.elapsed().as_secs_f64()
+        )
+    };
+    let server = system.b.address.clone();
+
+    // Latency first, on an idle path.
+    check_stop()?;
+    let rr_server_args = vec![
+        "rr-server".into(),
+        "--bind".into(),
+        format!("{server}:{RR_PORT}"),
+    ];
+    let mut rr_server = self_in_netns(self_exe, &ctx.netns_b, &rr_server_args);
+    rr_server.stdin(Stdio::null()).stdout(Stdio::null());
+    let rr_server = OwnedChild::spawn(rr_server, Duration::from_secs(2))?;
+    let client_args = vec![
+        "rr-client".into(),
+        "--server".into(),
+        format!("{server}:{RR_PORT}"),
+        "--count".into(),
+        config.rr_count.to_string(),
+        "--budget-ms".into(),
+        config.rr_budget_ms.to_string(),
+    ];
+    let rr_text = run_to_string(
+        self_in_netns(self_exe, &ctx.netns_a, &client_args),
+        "rr-client",
+    )?;
+    drop(rr_server);
+    let rr: RrReport = parse_tool_json("rr-client", &rr_text)?;
+    sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
+    sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
+    progress(format!(
+        "RR p50 {:.1} µs, p99 {:.1} µs ({} samples, {} lost)",
+        rr.p50_ns as f64 / 1e3,
+        rr.p99_ns as f64 / 1e3,
+        rr.samples,
+        rr.lost
+    ));
+    sample.details.rr = Some(rr);
+    check_alive(system)?;
+
+    // TCP, with the switch's CPU time charged per GB delivered.
+    let mut cpu_seconds = 0.0;
+    let mut tcp_bytes = 0u64;
+    for streams in [1u32, 4] {
+        check_stop()?;
+        let test = TcpTest {
+            server_netns: ctx.netns_b.clone(),
+            client_netns: ctx.netns_a.clone(),
+            server_address: server.clone(),
+            port: IPERF_PORT,
+            streams,
+            seconds: config.tcp_seconds,
+        };
+        let cpu_before = system
+            .switch_pid()
+            .map(cpu::process_cpu_seconds)
+            .transpose()?;
+        let tcp: TcpReport = iperf::run_tcp(&test)?;
+        if let (Some(pid), Some(before)) = (system.switch_pid(), cpu_before) {
+            cpu_seconds += cpu::process_cpu_seconds(pid)? - before;
+        }
+        tcp_bytes += tcp.bytes;
+        let key = if streams == 1 {
+            "tcp_1_stream_gbps"
+        } else {
+            "tcp_4_streams_gbps"
+        };
+        sample.set(key, tcp.gbps);
+        progress(format!(
+            "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
+            tcp.gbps, tcp.retransmits
+        ));
+        sample.details.tcp.push(tcp);
+        check_alive(system)?;
+    }
+    if system.switch_pid().is_some() && tcp_bytes > 0 {
+        let per_gb = cpu_seconds / (tcp_bytes as f64 / 1e9);
+        sample.set("switch_cpu_s_per_gb", per_gb);
+        progress(format!(
+            "switch CPU {cpu_seconds:.2} s for {:.1} GB = {per_gb:.3} s/GB",
+            tcp_bytes as f64 / 1e9
+        ));
+    }
+
+    // Packet rates: unpaced blast, then the zero-loss search, per frame size.
+    let sink_args = vec![
+        "sink".into(),
+        "--bind".into(),
+        format!("{server}:{SINK_PORT}"),
+    ];
+    let mut sink = Sink::start(self_in_netns(self_exe, &ctx.netns_b, &sink_args))?;
+    for &frame_size in &config.frame_sizes {
+        let mut run_trial = |pps: Option<f64>| -> Result<TrialOutcome, RunError> {
+            check_stop()?;
+            *trial_id += 1;
+            let trial = *trial_id;
+            sink.begin(trial)?;
+            let mut args = vec![
+                "blast".into(),
+                "--dst".into(),
+                format!("{server}:{SINK_PORT}"),
+                "--frame-size".into(),
+                frame_size.to_string(),
+                "--duration-ms".into(),
+                config.trial_ms.to_string(),
+                "--trial".into(),
+                trial.to_string(),
+            ];
+            if let Some(pps) = pps {
+                args.extend(["--pps".into(), format!("{pps:.0}")]);
+            }
+            let text = run_to_string(self_in_netns(self_exe, &ctx.netns_a, &args), "blast")?;
+            let blast: BlastReport = parse_tool_json("blast", &text)?;
+            let counted = sink.end(trial)?;
+            Ok(TrialOutcome {
+                target_pps: pps.unwrap_or(0.0),
+                sent: blast.sent,
+                received: counted.distinct,
+                elapsed_s: blast.elapsed_s,
+            })
+        };
+        let unpaced = run_trial(None)?;
+        sample.set(
+            &format!("unpaced_delivered_kpps_{frame_size}"),
+            unpaced.delivered_pps() / 1e3,
+        );
+        sample.set(
+            &format!("unpaced_loss_pct_{frame_size}"),
+            unpaced.loss_fraction() * 100.0,
+        );
+        let params = SearchParams {
+            max_pps: unpaced.sent_pps(),
+            max_trials: config.search_trials,
+            resolution: 0.01,
+        };
+        let found: SearchResult =
+            search::find_zero_loss_rate(params, Some(unpaced), |pps| run_trial(Some(pps)))?;
+        sample.set(
+            &format!("zero_loss_kpps_{frame_size}"),
+            found.zero_loss_pps / 1e3,
+        );
+        progress(format!(
+            "{frame_size} B: unpaced sent {:.0} kpps, delivered {:.0} kpps ({:.1}% loss); zero-loss {:.0} kpps after {} paced trials",
+            unpaced.sent_pps() / 1e3,
+            unpaced.delivered_pps() / 1e3,
+            unpaced.loss_fraction() * 100.0,
+            found.zero_loss_pps / 1e3,
+            found.trials.len()
+        ));
+        sample.details.blasts.push(report::BlastDetails {
+            frame_size,
+            unpaced,
+            search: found,
+        });
+        check_alive(system)?;
+    }
+    Ok(())
+}
+
+/// The `sink` subcommand running in namespace B, driven over its stdin/stdout.
+struct Sink {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    _child: OwnedChild,
+}
+
+impl Sink {
+    fn start(mut command: Command) -> Result<Self, RunError> {
+        command.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut child = OwnedChild::spawn(command, Duration::from_secs(2))?;
+        let stdin = child.child_mut().stdin.take().expect("stdin was piped");
+        let stdout = BufReader::new(child.child_mut().stdout.take().expect("stdout was piped"));
+        Ok(Self {
+            stdin,
+            stdout,
+            _child: child,
+        })
+    }
+
+    fn exchange(&mut self, command: &str) -> Result<String, RunError> {
+        writeln!(self.stdin, "{command}")
+            .map_err(|e| RunError::Sink(format!("sending `{command}`: {e}")))?;
+        self.stdin
+            .flush()
+            .map_err(|e| RunError::Sink(format!("sending `{command}`: {e}")))?;
+        let mut line = String::new();
+        let read = self
+            .stdout
+            .read_line(&mut line)
+            .map_err(|e| RunError::Sink(format!("reply to `{command}`: {e}")))?;
+        if read == 0 {
+            return Err(RunError::Sink(format!(
+                "exited instead of answering `{command}`"
+            )));
+        }
+        Ok(line)
+    }
+
+    fn begin(&mut self, trial: u32) -> Result<(), RunError> {
+        let reply = self.exchange(&format!("begin {trial}"))?;
+        if reply.trim() != format!("ok {trial}") {
+            return Err(RunError::Sink(format!(
+                "answered `{}` to `begin {trial}`",
+                reply.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, trial: u32) -> Result<SinkReport, RunError> {
+        let reply = self.exchange(&format!("end {trial}"))?;
+        let report: SinkReport = parse_tool_json("sink", &reply)?;
+        if report.trial != trial {
+            return Err(RunError::Sink(format!(
+                "reported trial {} for `end {trial}`",
+                report.trial
+            )));
+        }
+        Ok(report)
+    }
+}
+
+/// Whether a program needed by `kind` is installed; `Err` names what is missing.
+pub fn check_requirements(kind: SystemKind, tapswitch_bin: &std::path::Path) -> Result<(), String> {
+    let missing: Vec<&str> = match kind {
+        SystemKind::Bridge => vec![],
+        SystemKind::Tapswitch => {
+            if tapswitch_bin.is_file() {
+                vec![]
+            } else {
+                return Err(format!(
+                    "{} not found (build it with `cargo build --release`)",
+                    tapswitch_bin.display()
+                ));
+            }
+        }
+        SystemKind::Ovs => ["ovs-vswitchd", "ovsdb-server", "ovsdb-tool", "ovs-vsctl"]
+            .into_iter()
+            .filter(|program| !proc::on_path(program))
+            .collect(),
+    };
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("not installed: {}", missing.join(", ")))
+    }
+}
