@@ -49,8 +49,11 @@ pub enum DropReason {
     // vnet header and on I/O results) but share the counters.
     /// Longer than the port's MTU allows and not an offload super-frame.
     Oversize,
-    /// A super-frame or partial checksum for a port without offloads.
+    /// A super-frame for a port without offloads whose MTU leaves no room
+    /// for payload behind the headers, so software segmentation cannot help.
     NeedsOffload,
+    /// The vnet header does not describe its frame (see `vnet::VnetError`).
+    BadVnetHeader,
     /// The egress TAP's queue was full.
     TxQueueFull,
     /// The egress TAP refused the frame (e.g. an inconsistent vnet header).
@@ -61,7 +64,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -73,6 +76,7 @@ impl DropReason {
         DropReason::NoEgress,
         DropReason::Oversize,
         DropReason::NeedsOffload,
+        DropReason::BadVnetHeader,
         DropReason::TxQueueFull,
         DropReason::TxRejected,
         DropReason::TxError,
@@ -89,6 +93,7 @@ impl DropReason {
             DropReason::NoEgress => "no_egress",
             DropReason::Oversize => "oversize",
             DropReason::NeedsOffload => "needs_offload",
+            DropReason::BadVnetHeader => "bad_vnet_header",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxRejected => "tx_rejected",
             DropReason::TxError => "tx_error",
