@@ -535,7 +535,7 @@ fn send_with_software_offload(
             }
         });
         if segmented.is_err() {
-            // The MTU leaves no room for payload behind the headers.
+            // The MTU leaves no room for payload, or UDP datagrams exceed it.
             slot.counters.drops.count(DropReason::NeedsOffload);
         }
         alive

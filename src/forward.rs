@@ -49,8 +49,9 @@ pub enum DropReason {
     // vnet header and on I/O results) but share the counters.
     /// Longer than the port's MTU allows and not an offload super-frame.
     Oversize,
-    /// A super-frame for a port without offloads whose MTU leaves no room
-    /// for payload behind the headers, so software segmentation cannot help.
+    /// A super-frame that software segmentation cannot fit to a port without
+    /// offloads: its MTU leaves no room for payload behind the headers, or is
+    /// below the size of UDP datagrams (which must not be re-cut).
     NeedsOffload,
     /// The vnet header does not describe its frame (see `vnet::VnetError`).
     BadVnetHeader,

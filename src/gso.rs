@@ -26,6 +26,12 @@ const TCP_CWR: u8 = 0x80;
 pub enum GsoError {
     #[error("no room for payload: segments of at most 0 payload bytes were asked for")]
     ZeroPayload,
+    /// Each `gso_size` piece of a UDP super-frame is a datagram of its own:
+    /// cutting it smaller would change what the receiver reads.
+    #[error(
+        "UDP datagrams of {gso_size} bytes cannot be cut to {max_payload}-byte segments without changing them"
+    )]
+    DatagramTooLarge { gso_size: usize, max_payload: usize },
     #[error(
         "the {frame_len}-byte frame does not match its segmentation layout ({headers_len} bytes of headers, IP at {l3_offset}, transport at {l4_offset})"
     )]
@@ -61,6 +67,9 @@ impl Segmenter {
     /// Cuts the super-frame `frame`, laid out as `layout` says, into segments
     /// of at most `max_payload` payload bytes (never more than `layout.gso_size`)
     /// and hands each, checksums complete, to `emit` until it breaks.
+    /// TCP can be cut finer than `gso_size` when an egress MTU demands it; UDP
+    /// cannot (each `gso_size` piece is one datagram), so a smaller
+    /// `max_payload` is refused with [`GsoError::DatagramTooLarge`].
     ///
     /// TCP segments get advancing sequence numbers, FIN and PSH only on the
     /// last one and CWR only on the first (as Linux does); IPv4 segments get
@@ -77,6 +86,12 @@ impl Segmenter {
         let step = max_payload.min(layout.gso_size);
         if step == 0 {
             return Err(GsoError::ZeroPayload);
+        }
+        if layout.transport == Transport::Udp && step < layout.gso_size {
+            return Err(GsoError::DatagramTooLarge {
+                gso_size: layout.gso_size,
+                max_payload,
+            });
         }
         let headers = &frame[..layout.headers_len()];
         let payload = &frame[layout.headers_len()..];
@@ -645,8 +660,8 @@ mod tests {
     }
 
     #[test]
-    fn a_smaller_egress_mtu_resegments_below_gso_size() {
-        for shape in all_shapes() {
+    fn a_smaller_egress_mtu_resegments_tcp_below_gso_size() {
+        for shape in all_shapes().filter(|s| s.transport == Transport::Tcp) {
             let frame = shape.partial_frame(&payload(8000));
             let layout = validated(&shape.gso_header(1448), &frame)
                 .segmentation
@@ -659,6 +674,34 @@ mod tests {
             // A larger MTU does not grow segments past gso_size.
             assert_eq!(layout.max_payload_for_mtu(9000), 1448);
             assert_eq!(layout.max_payload_for_mtu(ip_and_l4), 0);
+        }
+    }
+
+    #[test]
+    fn udp_datagrams_are_never_cut_below_gso_size() {
+        for shape in all_shapes().filter(|s| s.transport == Transport::Udp) {
+            let frame = shape.partial_frame(&payload(8000));
+            let layout = validated(&shape.gso_header(1448), &frame)
+                .segmentation
+                .unwrap();
+            let max_payload = layout.max_payload_for_mtu(1280);
+            let result = Segmenter::new().segment(&frame, &layout, max_payload, |_| {
+                panic!("no segment may be emitted")
+            });
+            assert_eq!(
+                result,
+                Err(GsoError::DatagramTooLarge {
+                    gso_size: 1448,
+                    max_payload
+                })
+            );
+            // Datagrams that fit are left as they are.
+            segment_and_check(
+                shape,
+                &payload(8000),
+                1448,
+                layout.max_payload_for_mtu(1500),
+            );
         }
     }
 
@@ -861,6 +904,7 @@ mod tests {
             let layout = validated(&shape.gso_header(gso_size), &frame).segmentation.unwrap();
             let max_payload = layout.max_payload_for_mtu(mtu);
             prop_assume!(max_payload > 0);
+            prop_assume!(shape.transport == Transport::Tcp || max_payload == usize::from(gso_size));
             segment_and_check(shape, &payload(len), gso_size, max_payload);
         }
 

@@ -999,7 +999,11 @@ mod tests {
                     assert!(segment.len() <= frame.len().max(layout.headers_len()));
                     std::ops::ControlFlow::Continue(())
                 });
-                assert!(result.is_ok() || max_payload == 0);
+                assert!(
+                    result.is_ok()
+                        || max_payload == 0
+                        || (layout.transport == Transport::Udp && max_payload < layout.gso_size)
+                );
             }
         }
         if let Some(request) = offload.checksum {
