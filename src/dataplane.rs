@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
@@ -23,8 +24,9 @@ use tracing::{debug, info, warn};
 
 use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, Learned, PortId};
 use crate::forward::{DropReason, Forwarder, PortPolicy, Verdict};
+use crate::gso::Segmenter;
 use crate::port::Port;
-use crate::vnet::{PLAIN_HEADER, VnetHeader};
+use crate::vnet::{Offload, PLAIN_HEADER, VnetHeader};
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
@@ -202,6 +204,8 @@ pub struct Dataplane {
     dead: Vec<PortId>,
     poll_budget: usize,
     idle_poll: Duration,
+    /// Segments super-frames and completes checksums for ports without offloads.
+    segmenter: Segmenter,
 }
 
 impl Dataplane {
@@ -221,6 +225,7 @@ impl Dataplane {
             dead: Vec::new(),
             poll_budget: config.poll_budget.max(1),
             idle_poll: config.idle_poll,
+            segmenter: Segmenter::new(),
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -414,6 +419,7 @@ impl Dataplane {
             buffer,
             egress,
             dead,
+            segmenter,
             ..
         } = self;
         let packet = &buffer[..len];
@@ -436,7 +442,16 @@ impl Dataplane {
             None
         };
         let frame = &packet[hdr_len..];
-        let is_gso = header.is_some_and(|h| h.is_gso());
+        let offload = match header.map(|h| h.validate(frame)) {
+            None => Offload::PLAIN,
+            Some(Ok(offload)) => offload,
+            Some(Err(error)) => {
+                debug!(port = in_slot.port.name(), %error, "bad vnet header");
+                in_slot.counters.drops.count(DropReason::BadVnetHeader);
+                return;
+            }
+        };
+        let is_gso = offload.segmentation.is_some();
         if !is_gso && frame.len() > in_slot.max_frame_len() {
             in_slot.counters.drops.count(DropReason::Oversize);
             return;
@@ -460,29 +475,19 @@ impl Dataplane {
             let result = if out_hdr_len == hdr_len {
                 out_slot.port.send(packet)
             } else if out_hdr_len == 0 {
-                // A port without offloads can take only complete, MTU-sized frames;
-                // super-frames and partial checksums need software GSO.
-                if header.is_some_and(|h| !h.is_plain()) {
-                    out_slot.counters.drops.count(DropReason::NeedsOffload);
+                // A port without offloads can take only complete, MTU-sized frames.
+                if !offload.is_plain() {
+                    if !send_with_software_offload(segmenter, out_slot, frame, &offload) {
+                        dead.push(out);
+                    }
                     continue;
                 }
                 out_slot.port.send(frame)
             } else {
                 out_slot.port.send_parts(&PLAIN_HEADER, frame)
             };
-            match result {
-                Ok(_) => {
-                    out_slot.counters.tx_frames += 1;
-                    out_slot.counters.tx_bytes += (frame.len() + out_hdr_len) as u64;
-                }
-                Err(e) => match classify_send_error(&e) {
-                    SendFailure::Dropped(reason) => out_slot.counters.drops.count(reason),
-                    SendFailure::PortGone => {
-                        warn!(port = out_slot.port.name(), error = %e, "writing failed; removing the port");
-                        out_slot.counters.drops.count(DropReason::TxError);
-                        dead.push(out);
-                    }
-                },
+            if !account_send(out_slot, result, frame.len() + out_hdr_len) {
+                dead.push(out);
             }
         }
     }
@@ -499,6 +504,66 @@ impl Dataplane {
         self.ready.retain(|&p| p != id);
         info!(port = slot.port.name(), id = id.0, "port removed");
         self.removed.push(slot.snapshot(id));
+    }
+}
+
+/// Counts the outcome of writing `len` bytes to `slot`; false when the port
+/// is gone and must be removed.
+fn account_send(slot: &mut PortSlot, result: io::Result<usize>, len: usize) -> bool {
+    match result {
+        Ok(_) => {
+            slot.counters.tx_frames += 1;
+            slot.counters.tx_bytes += len as u64;
+            true
+        }
+        Err(e) => match classify_send_error(&e) {
+            SendFailure::Dropped(reason) => {
+                slot.counters.drops.count(reason);
+                true
+            }
+            SendFailure::PortGone => {
+                warn!(port = slot.port.name(), error = %e, "writing failed; removing the port");
+                slot.counters.drops.count(DropReason::TxError);
+                false
+            }
+        },
+    }
+}
+
+/// Gives a frame whose vnet header asked for offloads to a port without a
+/// vnet header: a super-frame is cut into segments that fit the port's MTU,
+/// a partial checksum is completed on a copy (the read buffer may still go
+/// to other ports as it is). False when the port is gone.
+fn send_with_software_offload(
+    segmenter: &mut Segmenter,
+    slot: &mut PortSlot,
+    frame: &[u8],
+    offload: &Offload,
+) -> bool {
+    if let Some(layout) = offload.segmentation {
+        let max_payload = layout.max_payload_for_mtu(slot.mtu as usize);
+        let mut alive = true;
+        let segmented = segmenter.segment(frame, &layout, max_payload, |segment| {
+            let result = slot.port.send(segment);
+            alive = account_send(slot, result, segment.len());
+            if alive {
+                ControlFlow::Continue(())
+            } else {
+                ControlFlow::Break(())
+            }
+        });
+        if segmented.is_err() {
+            // The MTU leaves no room for payload, or UDP datagrams exceed it.
+            slot.counters.drops.count(DropReason::NeedsOffload);
+        }
+        alive
+    } else if let Some(request) = offload.checksum {
+        let complete = segmenter.with_checksum(frame, request);
+        let result = slot.port.send(complete);
+        account_send(slot, result, complete.len())
+    } else {
+        let result = slot.port.send(frame);
+        account_send(slot, result, frame.len())
     }
 }
 

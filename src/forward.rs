@@ -49,8 +49,12 @@ pub enum DropReason {
     // vnet header and on I/O results) but share the counters.
     /// Longer than the port's MTU allows and not an offload super-frame.
     Oversize,
-    /// A super-frame or partial checksum for a port without offloads.
+    /// A super-frame that software segmentation cannot fit to a port without
+    /// offloads: its MTU leaves no room for payload behind the headers, or is
+    /// below the size of UDP datagrams (which must not be re-cut).
     NeedsOffload,
+    /// The vnet header does not describe its frame (see `vnet::VnetError`).
+    BadVnetHeader,
     /// The egress TAP's queue was full.
     TxQueueFull,
     /// The egress TAP refused the frame (e.g. an inconsistent vnet header).
@@ -61,7 +65,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -73,6 +77,7 @@ impl DropReason {
         DropReason::NoEgress,
         DropReason::Oversize,
         DropReason::NeedsOffload,
+        DropReason::BadVnetHeader,
         DropReason::TxQueueFull,
         DropReason::TxRejected,
         DropReason::TxError,
@@ -89,6 +94,7 @@ impl DropReason {
             DropReason::NoEgress => "no_egress",
             DropReason::Oversize => "oversize",
             DropReason::NeedsOffload => "needs_offload",
+            DropReason::BadVnetHeader => "bad_vnet_header",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxRejected => "tx_rejected",
             DropReason::TxError => "tx_error",

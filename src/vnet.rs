@@ -5,10 +5,20 @@
 //! (GSO) and whether its checksum is still to be computed. The dataplane uses
 //! it to let super-frames past the MTU check and to know whether a frame can
 //! be handed to a port without offloads.
+//!
+//! The header comes from an endpoint's kernel and so is untrusted:
+//! [`VnetHeader::validate`] checks it against the frame and returns an
+//! [`Offload`], the parsed description the software fallback (`gso`) works
+//! from without parsing again.
 
+use thiserror::Error;
 use virtio_bindings::virtio_net::{
-    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP_L4,
 };
+
+use crate::wire::{ETHERTYPE_VLAN, HEADER_LEN, VLAN_TAG_LEN};
 
 pub use crate::tap::VNET_HDR_LEN;
 
@@ -84,6 +94,438 @@ impl<'a> VnetHeader<'a> {
     }
 }
 
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// Fixed part of an IPv4 header (IHL 5).
+pub const IPV4_MIN_HEADER_LEN: usize = 20;
+/// The IPv6 header; extension headers are not supported in super-frames.
+pub const IPV6_HEADER_LEN: usize = 40;
+/// A TCP header without options.
+pub const TCP_MIN_HEADER_LEN: usize = 20;
+pub const UDP_HEADER_LEN: usize = 8;
+/// Every segment must fit IPv4's total length or IPv6's payload length field.
+const MAX_IP_LEN: usize = 65535;
+
+/// The flags a kernel sets on frames it hands to a TAP reader.
+const KNOWN_FLAGS: u8 = (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) as u8;
+
+/// The network layer of a super-frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IpVersion {
+    V4,
+    V6,
+}
+
+impl IpVersion {
+    const fn name(self) -> &'static str {
+        match self {
+            IpVersion::V4 => "IPv4",
+            IpVersion::V6 => "IPv6",
+        }
+    }
+}
+
+/// The transport layer of a super-frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+impl Transport {
+    /// Offset of the checksum field inside the transport header.
+    pub const fn checksum_offset(self) -> usize {
+        match self {
+            Transport::Tcp => 16,
+            Transport::Udp => 6,
+        }
+    }
+
+    /// The IP protocol number, as in the pseudo-header.
+    pub const fn protocol(self) -> u8 {
+        match self {
+            Transport::Tcp => IPPROTO_TCP,
+            Transport::Udp => IPPROTO_UDP,
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Udp => "UDP",
+        }
+    }
+}
+
+/// Layout of a validated super-frame: everything segmentation needs, so it
+/// never parses the frame again. Offsets count from the Ethernet header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segmentation {
+    pub ip: IpVersion,
+    pub transport: Transport,
+    /// Start of the IP header (after the Ethernet header and an optional VLAN tag).
+    pub l3_offset: usize,
+    /// Start of the TCP or UDP header.
+    pub l4_offset: usize,
+    /// Length of the TCP header with options, or of the UDP header.
+    pub l4_header_len: usize,
+    /// Payload bytes per segment, as the sender asked.
+    pub gso_size: usize,
+}
+
+impl Segmentation {
+    /// Length of everything in front of the payload, Ethernet header included.
+    pub const fn headers_len(&self) -> usize {
+        self.l4_offset + self.l4_header_len
+    }
+
+    /// Largest payload per segment on a link of `mtu` bytes: `gso_size`, or
+    /// less when the IP and transport headers plus `gso_size` exceed the MTU.
+    /// 0 when not even the headers fit.
+    pub fn max_payload_for_mtu(&self, mtu: usize) -> usize {
+        let ip_and_transport = self.headers_len() - self.l3_offset;
+        self.gso_size.min(mtu.saturating_sub(ip_and_transport))
+    }
+}
+
+/// Where a partial checksum (`NEEDS_CSUM`) is to be completed, in bytes
+/// from the Ethernet header: the sum covers `start..`, the result goes to
+/// `start + offset`. Validation guarantees both lie inside the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChecksumRequest {
+    pub start: usize,
+    pub offset: usize,
+}
+
+/// What a validated vnet header asks of whoever delivers the frame to a port
+/// without offloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// The frame is a super-frame to cut into segments.
+    pub segmentation: Option<Segmentation>,
+    /// The frame's checksum is partial and must be completed.
+    pub checksum: Option<ChecksumRequest>,
+}
+
+impl Offload {
+    /// Nothing to do: a complete, ordinary frame.
+    pub const PLAIN: Offload = Offload {
+        segmentation: None,
+        checksum: None,
+    };
+
+    /// The frame can be given as it is to a port without a vnet header.
+    pub fn is_plain(&self) -> bool {
+        self.segmentation.is_none() && self.checksum.is_none()
+    }
+}
+
+/// A vnet header that does not describe its frame. Offsets count from the
+/// Ethernet header.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum VnetError {
+    #[error("vnet header flags {flags:#04x} set bits other than NEEDS_CSUM and DATA_VALID")]
+    UnknownFlags { flags: u8 },
+    #[error("vnet header gso_type {gso_type:#04x} is none of NONE, TCPV4, TCPV6 and UDP_L4")]
+    UnknownGsoType { gso_type: u8 },
+    #[error(
+        "vnet header gso_type {gso_type:#04x} sets the ECN bit, which only TCP segmentation has"
+    )]
+    EcnWithoutTcp { gso_type: u8 },
+    #[error("vnet header asks for {gso} segmentation with gso_size 0")]
+    ZeroGsoSize { gso: &'static str },
+    #[error(
+        "vnet header gso_size {gso_size} makes segments longer than an IP datagram: at most {max} payload bytes fit behind these headers"
+    )]
+    GsoSizeTooLarge { gso_size: usize, max: usize },
+    #[error(
+        "vnet header checksum field at csum_start {start} + csum_offset {offset} does not fit in the {frame_len}-byte frame"
+    )]
+    ChecksumOutOfFrame {
+        start: usize,
+        offset: usize,
+        frame_len: usize,
+    },
+    #[error("vnet header hdr_len {hdr_len} exceeds the {frame_len}-byte frame")]
+    HdrLenBeyondFrame { hdr_len: usize, frame_len: usize },
+    #[error(
+        "{gso} segmentation of a frame with ethertype {ethertype:#06x}, which is not {expected}"
+    )]
+    WrongNetwork {
+        gso: &'static str,
+        ethertype: u16,
+        expected: &'static str,
+    },
+    #[error(
+        "{gso} super-frame cut short in its {header} header: {needed} bytes needed, {frame_len} in the frame"
+    )]
+    Truncated {
+        gso: &'static str,
+        header: &'static str,
+        needed: usize,
+        frame_len: usize,
+    },
+    #[error("IP version field is {version} in a frame with ethertype {ethertype:#06x}")]
+    IpVersion { ethertype: u16, version: u8 },
+    #[error("IPv4 header length (IHL) of {len} bytes is below the 20-byte minimum")]
+    Ipv4HeaderLength { len: usize },
+    #[error("{ip} length field says {declared} bytes but the frame holds {actual}")]
+    IpLength {
+        ip: &'static str,
+        declared: usize,
+        actual: usize,
+    },
+    #[error("IPv4 fragment (offset {offset}, more fragments {more}) cannot be segmented")]
+    Ipv4Fragment { offset: u16, more: bool },
+    #[error("{gso} segmentation of IP protocol (next header) {protocol}, not {expected}")]
+    WrongTransport {
+        gso: &'static str,
+        protocol: u8,
+        expected: &'static str,
+    },
+    #[error("TCP data offset of {len} bytes is below the 20-byte minimum")]
+    TcpHeaderLength { len: usize },
+    #[error("UDP length field says {declared} bytes but the datagram holds {actual}")]
+    UdpLength { declared: usize, actual: usize },
+    #[error(
+        "{gso} super-frame asks for a checksum at csum_start {start}, csum_offset {offset}, not at its {transport} checksum ({l4_offset}, {expected_offset})"
+    )]
+    ChecksumNotTransport {
+        gso: &'static str,
+        transport: &'static str,
+        start: usize,
+        offset: usize,
+        l4_offset: usize,
+        expected_offset: usize,
+    },
+}
+
+impl VnetHeader<'_> {
+    /// Checks this header against `frame` (the Ethernet frame behind it) and
+    /// says what delivering the frame to a port without offloads involves.
+    ///
+    /// A checksum request must lie inside the frame. A super-frame must be
+    /// IPv4 or IPv6 (optionally behind one 802.1Q tag, without IPv6 extension
+    /// headers or IPv4 fragmentation) carrying the transport its `gso_type`
+    /// names, with IP and UDP length fields matching the frame, and segments of
+    /// `gso_size` must fit an IP datagram.
+    pub fn validate(&self, frame: &[u8]) -> Result<Offload, VnetError> {
+        let flags = self.flags();
+        if flags & !KNOWN_FLAGS != 0 {
+            return Err(VnetError::UnknownFlags { flags });
+        }
+        let hdr_len = usize::from(self.hdr_len());
+        if hdr_len > frame.len() {
+            return Err(VnetError::HdrLenBeyondFrame {
+                hdr_len,
+                frame_len: frame.len(),
+            });
+        }
+        let checksum = if self.needs_csum() {
+            let start = usize::from(self.csum_start());
+            let offset = usize::from(self.csum_offset());
+            if start + offset + 2 > frame.len() {
+                return Err(VnetError::ChecksumOutOfFrame {
+                    start,
+                    offset,
+                    frame_len: frame.len(),
+                });
+            }
+            Some(ChecksumRequest { start, offset })
+        } else {
+            None
+        };
+
+        let gso_type = self.gso_type();
+        let ecn = gso_type & VIRTIO_NET_HDR_GSO_ECN as u8 != 0;
+        let (gso, ip, transport) = match u32::from(gso_type & !(VIRTIO_NET_HDR_GSO_ECN as u8)) {
+            VIRTIO_NET_HDR_GSO_NONE if !ecn => {
+                return Ok(Offload {
+                    segmentation: None,
+                    checksum,
+                });
+            }
+            VIRTIO_NET_HDR_GSO_TCPV4 => ("TCPV4", Some(IpVersion::V4), Transport::Tcp),
+            VIRTIO_NET_HDR_GSO_TCPV6 => ("TCPV6", Some(IpVersion::V6), Transport::Tcp),
+            VIRTIO_NET_HDR_GSO_UDP_L4 if !ecn => ("UDP_L4", None, Transport::Udp),
+            VIRTIO_NET_HDR_GSO_NONE | VIRTIO_NET_HDR_GSO_UDP_L4 => {
+                return Err(VnetError::EcnWithoutTcp { gso_type });
+            }
+            _ => return Err(VnetError::UnknownGsoType { gso_type }),
+        };
+        let gso_size = usize::from(self.gso_size());
+        if gso_size == 0 {
+            return Err(VnetError::ZeroGsoSize { gso });
+        }
+        let segmentation = parse_super_frame(frame, gso, ip, transport, gso_size)?;
+        if let Some(ChecksumRequest { start, offset }) = checksum {
+            let expected_offset = transport.checksum_offset();
+            if start != segmentation.l4_offset || offset != expected_offset {
+                return Err(VnetError::ChecksumNotTransport {
+                    gso,
+                    transport: transport.name(),
+                    start,
+                    offset,
+                    l4_offset: segmentation.l4_offset,
+                    expected_offset,
+                });
+            }
+        }
+        Ok(Offload {
+            segmentation: Some(segmentation),
+            checksum,
+        })
+    }
+}
+
+fn be16(frame: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([frame[at], frame[at + 1]])
+}
+
+/// Parses the Ethernet, IP and transport headers of a super-frame whose vnet
+/// header said `gso` (`ip` is `None` when either IP version will do).
+fn parse_super_frame(
+    frame: &[u8],
+    gso: &'static str,
+    ip: Option<IpVersion>,
+    transport: Transport,
+    gso_size: usize,
+) -> Result<Segmentation, VnetError> {
+    let need = |header: &'static str, needed: usize| {
+        if frame.len() < needed {
+            Err(VnetError::Truncated {
+                gso,
+                header,
+                needed,
+                frame_len: frame.len(),
+            })
+        } else {
+            Ok(())
+        }
+    };
+
+    need("Ethernet", HEADER_LEN)?;
+    let (ethertype, l3_offset) = match be16(frame, 12) {
+        ETHERTYPE_VLAN => {
+            need("802.1Q", HEADER_LEN + VLAN_TAG_LEN)?;
+            (be16(frame, 16), HEADER_LEN + VLAN_TAG_LEN)
+        }
+        ethertype => (ethertype, HEADER_LEN),
+    };
+    let found = match ethertype {
+        ETHERTYPE_IPV4 => IpVersion::V4,
+        ETHERTYPE_IPV6 => IpVersion::V6,
+        _ => {
+            return Err(VnetError::WrongNetwork {
+                gso,
+                ethertype,
+                expected: ip.map_or("IPv4 or IPv6", IpVersion::name),
+            });
+        }
+    };
+    if ip.is_some_and(|ip| ip != found) {
+        return Err(VnetError::WrongNetwork {
+            gso,
+            ethertype,
+            expected: ip.map_or("IPv4 or IPv6", IpVersion::name),
+        });
+    }
+
+    let ip_len = frame.len() - l3_offset;
+    let (l4_offset, protocol) = match found {
+        IpVersion::V4 => {
+            need("IPv4", l3_offset + IPV4_MIN_HEADER_LEN)?;
+            let version = frame[l3_offset] >> 4;
+            if version != 4 {
+                return Err(VnetError::IpVersion { ethertype, version });
+            }
+            let header_len = usize::from(frame[l3_offset] & 0x0f) * 4;
+            if header_len < IPV4_MIN_HEADER_LEN {
+                return Err(VnetError::Ipv4HeaderLength { len: header_len });
+            }
+            need("IPv4", l3_offset + header_len)?;
+            let declared = usize::from(be16(frame, l3_offset + 2));
+            if declared != ip_len {
+                return Err(VnetError::IpLength {
+                    ip: "IPv4 total",
+                    declared,
+                    actual: ip_len,
+                });
+            }
+            let fragment = be16(frame, l3_offset + 6);
+            let (more, offset) = (fragment & 0x2000 != 0, fragment & 0x1fff);
+            if more || offset != 0 {
+                return Err(VnetError::Ipv4Fragment { offset, more });
+            }
+            (l3_offset + header_len, frame[l3_offset + 9])
+        }
+        IpVersion::V6 => {
+            need("IPv6", l3_offset + IPV6_HEADER_LEN)?;
+            let version = frame[l3_offset] >> 4;
+            if version != 6 {
+                return Err(VnetError::IpVersion { ethertype, version });
+            }
+            let declared = usize::from(be16(frame, l3_offset + 4));
+            if declared + IPV6_HEADER_LEN != ip_len {
+                return Err(VnetError::IpLength {
+                    ip: "IPv6 payload",
+                    declared,
+                    actual: ip_len - IPV6_HEADER_LEN,
+                });
+            }
+            (l3_offset + IPV6_HEADER_LEN, frame[l3_offset + 6])
+        }
+    };
+    if protocol != transport.protocol() {
+        return Err(VnetError::WrongTransport {
+            gso,
+            protocol,
+            expected: transport.name(),
+        });
+    }
+
+    let l4_header_len = match transport {
+        Transport::Tcp => {
+            need("TCP", l4_offset + TCP_MIN_HEADER_LEN)?;
+            let len = usize::from(frame[l4_offset + 12] >> 4) * 4;
+            if len < TCP_MIN_HEADER_LEN {
+                return Err(VnetError::TcpHeaderLength { len });
+            }
+            need("TCP", l4_offset + len)?;
+            len
+        }
+        Transport::Udp => {
+            need("UDP", l4_offset + UDP_HEADER_LEN)?;
+            let declared = usize::from(be16(frame, l4_offset + 4));
+            let actual = frame.len() - l4_offset;
+            if declared != actual {
+                return Err(VnetError::UdpLength { declared, actual });
+            }
+            UDP_HEADER_LEN
+        }
+    };
+
+    // What the IP length field counts besides the payload.
+    let counted_headers = match found {
+        IpVersion::V4 => l4_offset - l3_offset + l4_header_len,
+        IpVersion::V6 => l4_header_len,
+    };
+    let max = MAX_IP_LEN - counted_headers;
+    if gso_size > max {
+        return Err(VnetError::GsoSizeTooLarge { gso_size, max });
+    }
+    Ok(Segmentation {
+        ip: found,
+        transport,
+        l3_offset,
+        l4_offset,
+        l4_header_len,
+        gso_size,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +567,447 @@ mod tests {
     #[test]
     fn short_buffers_are_refused() {
         assert!(VnetHeader::new(&[0; 11]).is_none());
+    }
+
+    use crate::gso::test_frames::{Shape, vnet_header};
+    use proptest::prelude::*;
+    use virtio_bindings::virtio_net::VIRTIO_NET_HDR_GSO_UDP;
+
+    const TCPV4: u8 = VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+    const TCPV6: u8 = VIRTIO_NET_HDR_GSO_TCPV6 as u8;
+    const UDP_L4: u8 = VIRTIO_NET_HDR_GSO_UDP_L4 as u8;
+    const ECN: u8 = VIRTIO_NET_HDR_GSO_ECN as u8;
+
+    fn tcp4() -> Shape {
+        Shape::new(IpVersion::V4, Transport::Tcp, false)
+    }
+
+    fn validate(header: [u8; VNET_HDR_LEN], frame: &[u8]) -> Result<Offload, VnetError> {
+        VnetHeader::new(&header).unwrap().validate(frame)
+    }
+
+    #[test]
+    fn plain_frames_need_nothing() {
+        let frame = tcp4().complete_frame(&[1; 100]);
+        assert_eq!(validate(PLAIN_HEADER, &frame), Ok(Offload::PLAIN));
+        assert!(Offload::PLAIN.is_plain());
+        // DATA_VALID is what a kernel sets on frames whose checksum it checked.
+        let data_valid = vnet_header(VIRTIO_NET_HDR_F_DATA_VALID as u8, 0, 0, 0, 0, 0);
+        assert_eq!(validate(data_valid, &frame), Ok(Offload::PLAIN));
+        // Not even an Ethernet header: nothing to check without offloads.
+        assert_eq!(validate(PLAIN_HEADER, &[]), Ok(Offload::PLAIN));
+    }
+
+    #[test]
+    fn every_shape_validates_to_its_layout() {
+        for (ip, transport) in [
+            (IpVersion::V4, Transport::Tcp),
+            (IpVersion::V6, Transport::Tcp),
+            (IpVersion::V4, Transport::Udp),
+            (IpVersion::V6, Transport::Udp),
+        ] {
+            for vlan in [false, true] {
+                let shape = Shape::new(ip, transport, vlan);
+                let frame = shape.partial_frame(&[7; 5000]);
+                let offload = validate(shape.gso_header(1400), &frame).unwrap();
+                assert!(!offload.is_plain());
+                assert_eq!(
+                    offload.segmentation,
+                    Some(Segmentation {
+                        ip,
+                        transport,
+                        l3_offset: shape.l3_offset(),
+                        l4_offset: shape.l4_offset(),
+                        l4_header_len: shape.l4_header_len(),
+                        gso_size: 1400,
+                    }),
+                    "{shape:?}"
+                );
+                assert_eq!(
+                    offload.checksum,
+                    Some(ChecksumRequest {
+                        start: shape.l4_offset(),
+                        offset: transport.checksum_offset(),
+                    })
+                );
+                let csum_only = validate(shape.csum_header(), &frame).unwrap();
+                assert_eq!(csum_only.segmentation, None);
+                assert_eq!(csum_only.checksum, offload.checksum);
+            }
+        }
+    }
+
+    #[test]
+    fn gso_without_needs_csum_is_accepted() {
+        let shape = tcp4();
+        let frame = shape.partial_frame(&[7; 3000]);
+        let mut header = shape.gso_header(1000);
+        header[0] = 0;
+        let offload = validate(header, &frame).unwrap();
+        assert!(offload.segmentation.is_some());
+        assert_eq!(offload.checksum, None);
+    }
+
+    #[test]
+    fn bad_header_fields_are_named() {
+        let shape = tcp4();
+        let frame = shape.partial_frame(&[7; 3000]);
+        let len = frame.len();
+        let with = |edit: &dyn Fn(&mut [u8; VNET_HDR_LEN])| {
+            let mut header = shape.gso_header(1000);
+            edit(&mut header);
+            validate(header, &frame)
+        };
+        assert_eq!(
+            with(&|h| h[0] = 0x04),
+            Err(VnetError::UnknownFlags { flags: 0x04 })
+        );
+        // The old UFO type (3) and made-up ones are refused.
+        let ufo = VIRTIO_NET_HDR_GSO_UDP as u8;
+        assert_eq!(
+            with(&|h| h[1] = ufo),
+            Err(VnetError::UnknownGsoType { gso_type: ufo })
+        );
+        assert_eq!(
+            with(&|h| h[1] = 9),
+            Err(VnetError::UnknownGsoType { gso_type: 9 })
+        );
+        assert_eq!(
+            with(&|h| h[1] = UDP_L4 | ECN),
+            Err(VnetError::EcnWithoutTcp {
+                gso_type: UDP_L4 | ECN
+            })
+        );
+        assert_eq!(
+            with(&|h| h[1] = ECN),
+            Err(VnetError::EcnWithoutTcp { gso_type: ECN })
+        );
+        assert_eq!(
+            with(&|h| h[4..6].fill(0)),
+            Err(VnetError::ZeroGsoSize { gso: "TCPV4" })
+        );
+        assert_eq!(
+            with(&|h| h[2..4].copy_from_slice(&(len as u16 + 1).to_le_bytes())),
+            Err(VnetError::HdrLenBeyondFrame {
+                hdr_len: len + 1,
+                frame_len: len
+            })
+        );
+        // The two checksum bytes must fit: start + offset + 2 <= len.
+        assert_eq!(
+            with(&|h| {
+                h[1] = 0;
+                h[6..8].copy_from_slice(&(len as u16 - 10).to_le_bytes());
+                h[8..10].copy_from_slice(&9u16.to_le_bytes());
+            }),
+            Err(VnetError::ChecksumOutOfFrame {
+                start: len - 10,
+                offset: 9,
+                frame_len: len
+            })
+        );
+        assert!(
+            with(&|h| {
+                h[1] = 0;
+                h[6..8].copy_from_slice(&(len as u16 - 10).to_le_bytes());
+                h[8..10].copy_from_slice(&8u16.to_le_bytes());
+            })
+            .is_ok()
+        );
+        assert!(matches!(
+            with(&|h| h[6..8].copy_from_slice(&40u16.to_le_bytes())),
+            Err(VnetError::ChecksumNotTransport {
+                start: 40,
+                offset: 16,
+                l4_offset: 34,
+                expected_offset: 16,
+                ..
+            })
+        ));
+        assert!(matches!(
+            with(&|h| h[8..10].copy_from_slice(&6u16.to_le_bytes())),
+            Err(VnetError::ChecksumNotTransport { offset: 6, .. })
+        ));
+    }
+
+    #[test]
+    fn gso_size_must_leave_segments_that_fit_an_ip_datagram() {
+        let shape = tcp4();
+        let frame = shape.partial_frame(&[7; 100]);
+        // IPv4 total length counts IP (20) and TCP (32) headers.
+        let max = 65535 - 52;
+        assert!(validate(shape.gso_header(max as u16), &frame).is_ok());
+        assert_eq!(
+            validate(shape.gso_header(max as u16 + 1), &frame),
+            Err(VnetError::GsoSizeTooLarge {
+                gso_size: max + 1,
+                max
+            })
+        );
+        // IPv6's payload length does not count its own header.
+        let v6 = Shape::new(IpVersion::V6, Transport::Udp, true);
+        let frame = v6.partial_frame(&[7; 100]);
+        assert_eq!(
+            validate(v6.gso_header(65535), &frame),
+            Err(VnetError::GsoSizeTooLarge {
+                gso_size: 65535,
+                max: 65535 - 8
+            })
+        );
+    }
+
+    #[test]
+    fn gso_type_must_match_the_frame() {
+        let v4 = tcp4().partial_frame(&[7; 3000]);
+        let v6_shape = Shape::new(IpVersion::V6, Transport::Tcp, true);
+        let v6 = v6_shape.partial_frame(&[7; 3000]);
+        let udp4_shape = Shape::new(IpVersion::V4, Transport::Udp, false);
+        let udp4 = udp4_shape.partial_frame(&[7; 3000]);
+        let gso = |gso_type: u8, shape: Shape| {
+            let mut header = shape.gso_header(1000);
+            header[1] = gso_type;
+            header
+        };
+        assert_eq!(
+            validate(gso(TCPV6, tcp4()), &v4),
+            Err(VnetError::WrongNetwork {
+                gso: "TCPV6",
+                ethertype: ETHERTYPE_IPV4,
+                expected: "IPv6"
+            })
+        );
+        assert_eq!(
+            validate(gso(TCPV4, v6_shape), &v6),
+            Err(VnetError::WrongNetwork {
+                gso: "TCPV4",
+                ethertype: ETHERTYPE_IPV6,
+                expected: "IPv4"
+            })
+        );
+        assert_eq!(
+            validate(gso(UDP_L4, tcp4()), &v4),
+            Err(VnetError::WrongTransport {
+                gso: "UDP_L4",
+                protocol: IPPROTO_TCP,
+                expected: "UDP"
+            })
+        );
+        assert_eq!(
+            validate(gso(TCPV4, udp4_shape), &udp4),
+            Err(VnetError::WrongTransport {
+                gso: "TCPV4",
+                protocol: IPPROTO_UDP,
+                expected: "TCP"
+            })
+        );
+        let mut arp = v4.clone();
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        assert_eq!(
+            validate(gso(UDP_L4, tcp4()), &arp),
+            Err(VnetError::WrongNetwork {
+                gso: "UDP_L4",
+                ethertype: 0x0806,
+                expected: "IPv4 or IPv6"
+            })
+        );
+        // Two tags: the inner one is not IP, so not a frame we segment.
+        let mut qinq = v6.clone();
+        qinq[16..18].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+        assert!(matches!(
+            validate(v6_shape.gso_header(1000), &qinq),
+            Err(VnetError::WrongNetwork {
+                ethertype: ETHERTYPE_VLAN,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn inconsistent_ip_and_transport_headers_are_refused() {
+        let shape = tcp4();
+        let frame = shape.partial_frame(&[7; 3000]);
+        let header = shape.gso_header(1000);
+        let edited = |edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut frame = frame.clone();
+            edit(&mut frame);
+            validate(header, &frame)
+        };
+        assert_eq!(
+            edited(&|f| f[14] = 0x65),
+            Err(VnetError::IpVersion {
+                ethertype: ETHERTYPE_IPV4,
+                version: 6
+            })
+        );
+        assert_eq!(
+            edited(&|f| f[14] = 0x44),
+            Err(VnetError::Ipv4HeaderLength { len: 16 })
+        );
+        let ip_len = frame.len() - 14;
+        assert_eq!(
+            edited(&|f| f[16..18].copy_from_slice(&(ip_len as u16 - 1).to_be_bytes())),
+            Err(VnetError::IpLength {
+                ip: "IPv4 total",
+                declared: ip_len - 1,
+                actual: ip_len
+            })
+        );
+        assert_eq!(
+            edited(&|f| f[20] |= 0x20),
+            Err(VnetError::Ipv4Fragment {
+                offset: 0,
+                more: true
+            })
+        );
+        assert_eq!(
+            edited(&|f| f[21] = 3),
+            Err(VnetError::Ipv4Fragment {
+                offset: 3,
+                more: false
+            })
+        );
+        assert_eq!(
+            edited(&|f| f[34 + 12] = 0x40),
+            Err(VnetError::TcpHeaderLength { len: 16 })
+        );
+        // Trailing bytes the IP header does not count.
+        assert!(matches!(
+            edited(&|f| f.push(0)),
+            Err(VnetError::IpLength { .. })
+        ));
+        // IPv6 payload length.
+        let v6 = Shape::new(IpVersion::V6, Transport::Tcp, false);
+        let mut frame6 = v6.partial_frame(&[7; 3000]);
+        frame6[18..20].copy_from_slice(&1u16.to_be_bytes());
+        assert_eq!(
+            validate(v6.gso_header(1000), &frame6),
+            Err(VnetError::IpLength {
+                ip: "IPv6 payload",
+                declared: 1,
+                actual: 3032
+            })
+        );
+        // UDP length.
+        let udp = Shape::new(IpVersion::V6, Transport::Udp, true);
+        let mut frame_udp = udp.partial_frame(&[7; 3000]);
+        let l4 = udp.l4_offset();
+        frame_udp[l4 + 4..l4 + 6].copy_from_slice(&3000u16.to_be_bytes());
+        assert_eq!(
+            validate(udp.gso_header(1000), &frame_udp),
+            Err(VnetError::UdpLength {
+                declared: 3000,
+                actual: 3008
+            })
+        );
+    }
+
+    #[test]
+    fn truncated_super_frames_name_the_header() {
+        let shape = Shape::new(IpVersion::V6, Transport::Tcp, true);
+        let frame = shape.partial_frame(&[]);
+        let header = shape.gso_header(1000);
+        // With the header's hdr_len and checksum fields made to fit, only the
+        // frame's own headers are cut short.
+        for (cut, name) in [
+            (10, "Ethernet"),
+            (16, "802.1Q"),
+            (30, "IPv6"),
+            (shape.l4_offset() + 10, "TCP"),
+            (shape.l4_offset() + 25, "TCP"),
+        ] {
+            let mut small = header;
+            small[0] = 0;
+            small[2..4].fill(0);
+            let mut frame = frame[..cut].to_vec();
+            if cut > shape.l4_offset() {
+                // Keep the IPv6 length consistent so that TCP's is what fails.
+                let payload_len = (cut - shape.l4_offset()) as u16;
+                frame[22..24].copy_from_slice(&payload_len.to_be_bytes());
+            }
+            assert!(
+                matches!(
+                    validate(small, &frame),
+                    Err(VnetError::Truncated { header, frame_len, .. }) if header == name && frame_len == cut
+                ),
+                "cut at {cut}: {:?}",
+                validate(small, &frame)
+            );
+        }
+    }
+
+    #[test]
+    fn errors_explain_themselves() {
+        let message = VnetError::ChecksumOutOfFrame {
+            start: 60,
+            offset: 16,
+            frame_len: 70,
+        }
+        .to_string();
+        assert!(message.contains("csum_start 60") && message.contains("70-byte"));
+    }
+
+    proptest! {
+        #[test]
+        fn random_headers_and_frames_never_panic(
+            header in proptest::array::uniform12(any::<u8>()),
+            frame in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let offload = VnetHeader::new(&header).unwrap().validate(&frame);
+            exercise(&frame, offload);
+        }
+
+        /// Near-valid input reaches deeper checks than random bytes do.
+        #[test]
+        fn mutated_super_frames_never_panic(
+            shape_index in 0..4usize,
+            vlan in any::<bool>(),
+            payload_len in 0usize..3000,
+            gso_size in 1u16..2000,
+            edits in proptest::collection::vec((0usize..200, any::<u8>()), 1..4),
+            header_edits in proptest::collection::vec((0usize..12, any::<u8>()), 0..2),
+        ) {
+            let (ip, transport) = [
+                (IpVersion::V4, Transport::Tcp),
+                (IpVersion::V6, Transport::Tcp),
+                (IpVersion::V4, Transport::Udp),
+                (IpVersion::V6, Transport::Udp),
+            ][shape_index];
+            let shape = Shape::new(ip, transport, vlan);
+            let mut frame = shape.partial_frame(&vec![0x5a; payload_len]);
+            let mut header = shape.gso_header(gso_size);
+            for (at, value) in edits {
+                if let Some(byte) = frame.get_mut(at) {
+                    *byte = value;
+                }
+            }
+            for (at, value) in header_edits {
+                header[at] = value;
+            }
+            let offload = VnetHeader::new(&header).unwrap().validate(&frame);
+            exercise(&frame, offload);
+        }
+    }
+
+    /// Whatever validation accepted, the fallback must handle without panicking.
+    fn exercise(frame: &[u8], offload: Result<Offload, VnetError>) {
+        let Ok(offload) = offload else { return };
+        let mut segmenter = crate::gso::Segmenter::new();
+        if let Some(layout) = offload.segmentation {
+            for mtu in [576, 1500] {
+                let max_payload = layout.max_payload_for_mtu(mtu);
+                let result = segmenter.segment(frame, &layout, max_payload, |segment| {
+                    assert!(segment.len() <= frame.len().max(layout.headers_len()));
+                    std::ops::ControlFlow::Continue(())
+                });
+                assert!(
+                    result.is_ok()
+                        || max_payload == 0
+                        || (layout.transport == Transport::Udp && max_payload < layout.gso_size)
+                );
+            }
+        }
+        if let Some(request) = offload.checksum {
+            assert_eq!(segmenter.with_checksum(frame, request).len(), frame.len());
+        }
     }
 }

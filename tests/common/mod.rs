@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver};
@@ -250,6 +251,28 @@ impl Bed {
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let switch = Switch::start(&args);
+        Self::address(switch, namespaces)
+    }
+
+    /// A bed whose ports come from a TOML config file; port `i` has
+    /// `offloads = offloads[i]` (false: no vnet header, no offloads).
+    pub fn with_offloads(offloads: &[bool]) -> Self {
+        let namespaces: Vec<Netns> = offloads.iter().map(|_| Netns::new()).collect();
+        let mut config = String::new();
+        for (i, (ns, offloads)) in namespaces.iter().zip(offloads).enumerate() {
+            config.push_str(&format!(
+                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\noffloads = {offloads}\n\n",
+                ns.name
+            ));
+        }
+        let dir = TempDir::new("tsoff");
+        let path = dir.path.join("ports.toml");
+        std::fs::write(&path, config).expect("writing the config file");
+        let switch = Switch::start(&["--config", path.to_str().expect("UTF-8 temp path")]);
+        Self::address(switch, namespaces)
+    }
+
+    fn address(switch: Switch, namespaces: Vec<Netns>) -> Self {
         for (i, ns) in namespaces.iter().enumerate() {
             let addr = format!("{}/24", Self::addr(i));
             sh(
@@ -359,4 +382,68 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A program started in a namespace (`ip netns exec` execs it, so the child
+/// is the program itself), killed by its PID on drop.
+pub struct Background {
+    child: Child,
+}
+
+impl Background {
+    pub fn start_in(netns: &str, args: &[&str]) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?} in {netns}: {e}"));
+        Self { child }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Child::kill signals exactly this child's PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A counter of `/proc/net/snmp` in `netns`, e.g. ("Tcp", "InCsumErrors").
+pub fn snmp_counter(netns: &str, protocol: &str, field: &str) -> u64 {
+    let (ok, snmp) = exec_in(netns, &["cat", "/proc/net/snmp"]);
+    assert!(ok, "reading /proc/net/snmp in {netns}");
+    let prefix = format!("{protocol}:");
+    let mut lines = snmp.lines().filter(|l| l.starts_with(&prefix));
+    let (names, values) = (
+        lines.next().expect("header line"),
+        lines.next().expect("value line"),
+    );
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == field)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {protocol} {field} in /proc/net/snmp"))
 }
