@@ -76,6 +76,9 @@ pub struct SwitchConfig {
     /// forwarded a frame. Trades CPU under load for request/response latency;
     /// 0 sleeps in epoll at once. An idle switch always sleeps.
     pub idle_poll_us: u64,
+    /// Dataplane threads. Each port is read by one of them; all of them write
+    /// to any port. See README (Performance) for when more than one pays.
+    pub threads: usize,
 }
 
 impl Default for SwitchConfig {
@@ -86,12 +89,16 @@ impl Default for SwitchConfig {
             offloads: true,
             poll_budget: 64,
             idle_poll_us: DEFAULT_IDLE_POLL_US,
+            threads: 1,
         }
     }
 }
 
 /// Chosen by measurement with `bench/run`; see README (Performance).
 pub const DEFAULT_IDLE_POLL_US: u64 = 20;
+
+/// More dataplane threads than this only contend for the MAC table.
+pub const MAX_THREADS: usize = 64;
 
 /// Longer windows buy nothing and burn a core after every burst.
 pub const MAX_IDLE_POLL_US: u64 = 10_000;
@@ -257,6 +264,12 @@ impl Config {
         }
         if switch.poll_budget == 0 {
             return Err(invalid("switch.poll_budget", "must be at least 1"));
+        }
+        if !(1..=MAX_THREADS).contains(&switch.threads) {
+            return Err(invalid(
+                "switch.threads",
+                format!("{} is outside 1..={MAX_THREADS}", switch.threads),
+            ));
         }
         if switch.idle_poll_us > MAX_IDLE_POLL_US {
             return Err(invalid(

@@ -9,14 +9,24 @@
 //!
 //! The control plane talks to the loop only through a channel and a mio
 //! [`Waker`]: the loop never blocks on anything but `epoll_wait`.
+//!
+//! With `threads > 1` the switch runs one such loop per thread ("workers").
+//! Each port is *read* by exactly one worker (port id modulo threads) and
+//! *written* by any: a TAP fd takes concurrent writes. The workers share the
+//! [`Forwarder`] (and so the MAC table) behind a mutex held only for the
+//! decision itself. Worker 0, the primary, owns port membership: it adds and
+//! removes ports and tells the others; it answers the control plane, merging
+//! the other workers' counters into its snapshots.
 
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde::{Serialize, Serializer};
 use thiserror::Error;
@@ -55,6 +65,14 @@ pub enum DataplaneError {
     Forward(#[from] crate::forward::ForwardError),
     #[error("the dataplane has stopped")]
     Stopped,
+    #[error("starting dataplane thread {worker} failed: {source}")]
+    Spawn {
+        worker: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("dataplane thread {worker} panicked")]
+    WorkerPanicked { worker: usize },
 }
 
 /// Requests from the control plane.
@@ -63,10 +81,21 @@ pub enum Command {
     Shutdown,
     /// Reply with counters and the MAC table.
     Snapshot(Sender<Snapshot>),
+    /// (Primary to worker) serve this port too; `reads` when this worker reads it.
+    Attach {
+        id: PortId,
+        port: Arc<dyn Port>,
+        mtu: u32,
+        reads: bool,
+    },
+    /// (Primary to worker) forget this port.
+    Detach(PortId),
+    /// (Worker to primary) this port failed; remove it everywhere.
+    PortFailed(PortId),
 }
 
 /// Per-port counters.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PortCounters {
     pub rx_frames: u64,
     pub rx_bytes: u64,
@@ -79,8 +108,22 @@ pub struct PortCounters {
     pub drops: DropCounters,
 }
 
+impl PortCounters {
+    /// Adds another worker's counts for the same port.
+    fn add(&mut self, other: &PortCounters) {
+        self.rx_frames += other.rx_frames;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_frames += other.tx_frames;
+        self.tx_bytes += other.tx_bytes;
+        self.mac_moves += other.mac_moves;
+        for (mine, theirs) in self.drops.0.iter_mut().zip(other.drops.0.iter()) {
+            *mine += theirs;
+        }
+    }
+}
+
 /// Drop counters indexed by [`DropReason`]; serialised as `{reason: count}`.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct DropCounters([u64; DropReason::COUNT]);
 
 impl DropCounters {
@@ -127,6 +170,24 @@ impl Snapshot {
     pub fn port(&self, name: &str) -> Option<&PortSnapshot> {
         self.ports.iter().find(|p| p.name == name)
     }
+
+    /// Adds another worker's per-port counters (same ports, by id).
+    fn merge_counters(&mut self, other: &Snapshot) {
+        merge_ports(&mut self.ports, &other.ports);
+        merge_ports(&mut self.removed_ports, &other.removed_ports);
+    }
+}
+
+fn merge_ports(into: &mut Vec<PortSnapshot>, from: &[PortSnapshot]) {
+    for theirs in from {
+        match into
+            .iter_mut()
+            .find(|p| p.id == theirs.id && p.name == theirs.name)
+        {
+            Some(mine) => mine.counters.add(&theirs.counters),
+            None => into.push(theirs.clone()),
+        }
+    }
 }
 
 /// Settings of the loop.
@@ -135,6 +196,8 @@ pub struct DataplaneConfig {
     pub poll_budget: usize,
     /// How long to keep polling without sleeping after the last frame.
     pub idle_poll: Duration,
+    /// Dataplane threads (workers); ports are spread over them for reading.
+    pub threads: usize,
     pub fdb: FdbConfig,
 }
 
@@ -166,9 +229,11 @@ impl DataplaneHandle {
 }
 
 struct PortSlot {
-    port: Box<dyn Port>,
+    port: Arc<dyn Port>,
     mtu: u32,
     counters: PortCounters,
+    /// This worker reads the port (it is registered with this worker's epoll).
+    reads: bool,
     /// On the ready list (it signalled and has not yet returned `WouldBlock`).
     ready: bool,
 }
@@ -191,13 +256,30 @@ impl PortSlot {
     }
 }
 
-/// The event loop and everything it owns.
+/// The other workers, as the primary sees them.
+#[derive(Default)]
+struct Workers {
+    /// Built but not yet running (before [`Dataplane::run`]).
+    idle: Vec<Dataplane>,
+    handles: Vec<DataplaneHandle>,
+    threads: Vec<JoinHandle<Result<Snapshot, DataplaneError>>>,
+}
+
+/// One event loop (a worker) and everything it owns.
 pub struct Dataplane {
+    /// 0 for the primary.
+    worker: usize,
+    /// Total number of workers.
+    threads: usize,
     poll: Poll,
     commands: Receiver<Command>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
-    forwarder: Forwarder,
+    forwarder: Arc<Mutex<Forwarder>>,
+    /// The primary's other workers (empty on the others).
+    workers: Workers,
+    /// The primary, for reporting failed ports (`None` on the primary).
+    primary: Option<DataplaneHandle>,
     ready: VecDeque<PortId>,
     buffer: Box<[u8]>,
     egress: Vec<PortId>,
@@ -209,16 +291,46 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
+    /// Builds the primary worker (and, idle, the others); the handle reaches the primary.
     pub fn new(config: DataplaneConfig) -> Result<(Self, DataplaneHandle), DataplaneError> {
+        let threads = config.threads.max(1);
+        let forwarder = Arc::new(Mutex::new(Forwarder::new(config.fdb.clone())));
+        let (mut primary, handle) =
+            Self::worker(&config, 0, threads, Arc::clone(&forwarder), None)?;
+        for worker in 1..threads {
+            let (dataplane, worker_handle) = Self::worker(
+                &config,
+                worker,
+                threads,
+                Arc::clone(&forwarder),
+                Some(handle.clone()),
+            )?;
+            primary.workers.idle.push(dataplane);
+            primary.workers.handles.push(worker_handle);
+        }
+        Ok((primary, handle))
+    }
+
+    fn worker(
+        config: &DataplaneConfig,
+        worker: usize,
+        threads: usize,
+        forwarder: Arc<Mutex<Forwarder>>,
+        primary: Option<DataplaneHandle>,
+    ) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let poll = Poll::new().map_err(DataplaneError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?);
         let (tx, rx) = mpsc::channel();
         let dataplane = Self {
+            worker,
+            threads,
             poll,
             commands: rx,
             ports: Vec::new(),
             removed: Vec::new(),
-            forwarder: Forwarder::new(config.fdb),
+            forwarder,
+            workers: Workers::default(),
+            primary,
             ready: VecDeque::new(),
             buffer: vec![0; BUFFER_LEN].into_boxed_slice(),
             egress: Vec::new(),
@@ -234,52 +346,103 @@ impl Dataplane {
         Ok((dataplane, handle))
     }
 
-    /// Adds a port in the first free slot and starts reading from it.
-    pub fn add_port(
-        &mut self,
-        mut port: Box<dyn Port>,
-        mtu: u32,
-    ) -> Result<PortId, DataplaneError> {
+    /// Adds a port in the first free slot; the worker the slot maps to reads it.
+    pub fn add_port(&mut self, port: Box<dyn Port>, mtu: u32) -> Result<PortId, DataplaneError> {
         let index = self
             .ports
             .iter()
             .position(Option::is_none)
             .unwrap_or(self.ports.len());
         let id = PortId(index as u32);
-        self.forwarder.add_port(id, PortPolicy::default())?;
-        if let Err(e) = self
-            .poll
-            .registry()
-            .register(&mut *port, Token(index), Interest::READABLE)
-        {
+        let port: Arc<dyn Port> = Arc::from(port);
+        self.forwarder().add_port(id, PortPolicy::default())?;
+        let reader = index % self.threads;
+        if let Err(e) = self.attach(id, Arc::clone(&port), mtu, reader == 0) {
             // Not registered, so not a port: undo the forwarder's half.
-            let _ = self.forwarder.remove_port(id);
-            return Err(DataplaneError::Register {
-                name: port.name().to_owned(),
-                source: e,
-            });
+            let _ = self.forwarder().remove_port(id);
+            return Err(e);
         }
-        info!(port = port.name(), id = id.0, mtu, "port added");
+        for (i, worker) in self.workers.idle.iter_mut().enumerate() {
+            worker.attach(id, Arc::clone(&port), mtu, reader == i + 1)?;
+        }
+        for (i, worker) in self.workers.handles.iter().enumerate() {
+            if self.workers.threads.is_empty() {
+                break; // not running yet: attached directly above
+            }
+            worker.send(Command::Attach {
+                id,
+                port: Arc::clone(&port),
+                mtu,
+                reads: reader == i + 1,
+            })?;
+        }
+        info!(port = port.name(), id = id.0, mtu, reader, "port added");
+        Ok(id)
+    }
+
+    /// Puts a port in this worker's table (and epoll, when it reads it).
+    fn attach(
+        &mut self,
+        id: PortId,
+        port: Arc<dyn Port>,
+        mtu: u32,
+        reads: bool,
+    ) -> Result<(), DataplaneError> {
+        let index = id.index();
+        if reads {
+            self.poll
+                .registry()
+                .register(
+                    &mut SourceFd(&port.raw_fd()),
+                    Token(index),
+                    Interest::READABLE,
+                )
+                .map_err(|source| DataplaneError::Register {
+                    name: port.name().to_owned(),
+                    source,
+                })?;
+        }
         let slot = PortSlot {
             port,
             mtu,
             counters: PortCounters::default(),
+            reads,
             // Frames may have queued before registration; edge-triggered epoll
             // would not report them, so start on the ready list.
-            ready: true,
+            ready: reads,
         };
-        if index == self.ports.len() {
-            self.ports.push(Some(slot));
-        } else {
-            self.ports[index] = Some(slot);
+        if index >= self.ports.len() {
+            self.ports.resize_with(index + 1, || None);
         }
-        self.ready.push_back(id);
-        Ok(id)
+        self.ports[index] = Some(slot);
+        if reads {
+            self.ready.push_back(id);
+        }
+        Ok(())
     }
 
-    /// The current counters and MAC table.
+    /// The shared forwarder. A worker that panicked while holding it cannot
+    /// have left the table half-updated in a way that matters more than
+    /// stopping the switch would, so poisoning is ignored.
+    fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
+        self.forwarder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current counters (of every worker, on the primary) and MAC table.
     pub fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.local_snapshot();
+        for worker in &self.workers.handles {
+            if let Ok(theirs) = worker.snapshot() {
+                snapshot.merge_counters(&theirs);
+            }
+        }
+        snapshot
+    }
+
+    /// This worker's counters and the MAC table.
+    fn local_snapshot(&self) -> Snapshot {
         let now = Instant::now();
+        let forwarder = self.forwarder();
         Snapshot {
             ports: self
                 .ports
@@ -288,14 +451,65 @@ impl Dataplane {
                 .filter_map(|(i, slot)| slot.as_ref().map(|s| s.snapshot(PortId(i as u32))))
                 .collect(),
             removed_ports: self.removed.clone(),
-            fdb: self.forwarder.fdb().entries(now),
-            fdb_counters: self.forwarder.fdb().counters(),
+            fdb: forwarder.fdb().entries(now),
+            fdb_counters: forwarder.fdb().counters(),
         }
+    }
+
+    /// Starts the other workers on their threads.
+    fn start_workers(&mut self) -> Result<(), DataplaneError> {
+        for mut worker in std::mem::take(&mut self.workers.idle) {
+            let index = worker.worker;
+            let thread = std::thread::Builder::new()
+                .name(format!("tapswitch-dp{index}"))
+                .spawn(move || worker.run())
+                .map_err(|source| DataplaneError::Spawn {
+                    worker: index,
+                    source,
+                })?;
+            self.workers.threads.push(thread);
+        }
+        Ok(())
+    }
+
+    /// Stops the other workers and merges their final counters into `snapshot`.
+    fn stop_workers(&mut self, snapshot: &mut Snapshot) -> Result<(), DataplaneError> {
+        for worker in &self.workers.handles {
+            // A worker that already stopped has nothing more to say.
+            let _ = worker.shutdown();
+        }
+        let mut result = Ok(());
+        for (i, thread) in std::mem::take(&mut self.workers.threads)
+            .into_iter()
+            .enumerate()
+        {
+            match thread.join() {
+                Ok(Ok(theirs)) => snapshot.merge_counters(&theirs),
+                Ok(Err(e)) => result = Err(e),
+                Err(_) => result = Err(DataplaneError::WorkerPanicked { worker: i + 1 }),
+            }
+        }
+        result
     }
 
     /// Runs until a [`Command::Shutdown`]; returns the final snapshot. The
     /// ports (and so the TAPs) are dropped when the dataplane is.
     pub fn run(&mut self) -> Result<Snapshot, DataplaneError> {
+        self.start_workers()?;
+        let result = self.run_loop();
+        let mut snapshot = match result {
+            Ok(()) => self.local_snapshot(),
+            Err(e) => {
+                let mut ignored = self.local_snapshot();
+                let _ = self.stop_workers(&mut ignored);
+                return Err(e);
+            }
+        };
+        self.stop_workers(&mut snapshot)?;
+        Ok(snapshot)
+    }
+
+    fn run_loop(&mut self) -> Result<(), DataplaneError> {
         let mut events = Events::with_capacity(256);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
         // Until this instant the loop polls epoll without sleeping: a request
@@ -321,15 +535,15 @@ impl Dataplane {
                 self.mark_ready(PortId(event.token().0 as u32));
             }
             if self.serve_commands() {
-                return Ok(self.snapshot());
+                return Ok(());
             }
             let frames = self.serve_ready_ports();
             let now = Instant::now();
             if frames > 0 {
                 spin_until = now + self.idle_poll;
             }
-            if now >= next_housekeeping {
-                let expired = self.forwarder.fdb_mut().expire(now);
+            if self.primary.is_none() && now >= next_housekeeping {
+                let expired = self.forwarder().fdb_mut().expire(now);
                 if expired > 0 {
                     debug!(expired, "MAC entries aged out");
                 }
@@ -347,6 +561,19 @@ impl Dataplane {
                     // The requester may have given up waiting; nothing to do then.
                     let _ = reply.send(self.snapshot());
                 }
+                Ok(Command::Attach {
+                    id,
+                    port,
+                    mtu,
+                    reads,
+                }) => {
+                    if let Err(e) = self.attach(id, port, mtu, reads) {
+                        warn!(worker = self.worker, error = %e, "attaching a port failed");
+                        self.dead.push(id);
+                    }
+                }
+                Ok(Command::Detach(id)) => self.forget_port(id),
+                Ok(Command::PortFailed(id)) => self.remove_port(id),
                 Err(TryRecvError::Empty) => return false,
                 // Every handle is gone: nobody can ever stop us, so stop now.
                 Err(TryRecvError::Disconnected) => return true,
@@ -457,7 +684,10 @@ impl Dataplane {
             return;
         }
 
-        let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
+        let (verdict, learned) = forwarder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .decide(ingress, frame, now, egress);
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
@@ -492,17 +722,45 @@ impl Dataplane {
         }
     }
 
+    /// Removes a port whose device failed, or that the control plane removed.
+    /// On the primary: everywhere; on another worker: here, then the primary
+    /// is told, which removes it everywhere else.
     fn remove_port(&mut self, id: PortId) {
+        match self.primary.clone() {
+            Some(primary) => {
+                self.forget_port(id);
+                // The primary stopping means the whole switch is stopping.
+                let _ = primary.send(Command::PortFailed(id));
+            }
+            None => {
+                if self.ports.get(id.index()).is_some_and(Option::is_some) {
+                    // The slot held a port, so the forwarder knows it.
+                    let _ = self.forwarder().remove_port(id);
+                }
+                self.forget_port(id);
+                for worker in &self.workers.handles {
+                    let _ = worker.send(Command::Detach(id));
+                }
+            }
+        }
+    }
+
+    /// Drops this worker's slot for `id`, keeping its last counters.
+    fn forget_port(&mut self, id: PortId) {
         let Some(slot) = self.ports.get_mut(id.index()).and_then(Option::take) else {
             return;
         };
-        let mut slot = slot;
-        // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
-        let _ = self.poll.registry().deregister(&mut *slot.port);
-        // The slot held a port, so the forwarder knows it.
-        let _ = self.forwarder.remove_port(id);
+        if slot.reads {
+            // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&slot.port.raw_fd()));
+        }
         self.ready.retain(|&p| p != id);
-        info!(port = slot.port.name(), id = id.0, "port removed");
+        if self.worker == 0 {
+            info!(port = slot.port.name(), id = id.0, "port removed");
+        }
         self.removed.push(slot.snapshot(id));
     }
 }

@@ -3,26 +3,26 @@
 //! VXLAN tunnel.
 
 use std::io;
-use std::os::fd::AsRawFd;
-
-use mio::event::Source;
-use mio::unix::SourceFd;
-use mio::{Interest, Registry, Token};
+use std::os::fd::{AsRawFd, RawFd};
 
 use crate::tap::Tap;
 
-/// A source and sink of Ethernet frames, registered with the event loop.
+/// A source and sink of Ethernet frames.
 ///
 /// Frames carry a vnet header of [`Port::vnet_hdr_len`] bytes in front (0 when
 /// the port has none). `recv` and `send` never block: `recv` returns
-/// `WouldBlock` when the port is drained.
-pub trait Port: Source + Send {
+/// `WouldBlock` when the port is drained. Methods take `&self` because with
+/// several dataplane threads every thread may write to every port (the kernel
+/// serialises writes on a TAP fd); only one thread reads a given port.
+pub trait Port: Send + Sync {
     fn name(&self) -> &str;
+    /// The fd the event loop waits on for readability.
+    fn raw_fd(&self) -> RawFd;
     fn vnet_hdr_len(&self) -> usize;
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize>;
-    fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn send(&self, frame: &[u8]) -> io::Result<usize>;
     /// Sends `head` followed by `body` as one frame, without joining them.
-    fn send_parts(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize>;
+    fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize>;
 }
 
 /// A port backed by a TAP whose fd the switch holds.
@@ -46,43 +46,23 @@ impl Port for TapPort {
         self.tap.name()
     }
 
+    fn raw_fd(&self) -> RawFd {
+        self.tap.as_raw_fd()
+    }
+
     fn vnet_hdr_len(&self) -> usize {
         self.tap.vnet_hdr_len()
     }
 
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         self.tap.read(buf)
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<usize> {
+    fn send(&self, frame: &[u8]) -> io::Result<usize> {
         self.tap.write(frame)
     }
 
-    fn send_parts(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
         self.tap.write_parts(head, body)
-    }
-}
-
-impl Source for TapPort {
-    fn register(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.tap.as_raw_fd()).register(registry, token, interests)
-    }
-
-    fn reregister(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        interests: Interest,
-    ) -> io::Result<()> {
-        SourceFd(&self.tap.as_raw_fd()).reregister(registry, token, interests)
-    }
-
-    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        SourceFd(&self.tap.as_raw_fd()).deregister(registry)
     }
 }

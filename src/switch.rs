@@ -124,6 +124,7 @@ pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchErro
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
         idle_poll: config.switch.idle_poll(),
+        threads: config.switch.threads,
         fdb: FdbConfig {
             ageing: config.switch.fdb_ageing(),
             capacity: config.switch.fdb_capacity,
