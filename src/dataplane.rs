@@ -22,16 +22,20 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, Learned, PortId};
-use crate::forward::{DropReason, Forwarder, PortPolicy, Verdict};
+use crate::forward::{
+    DropReason, Egress, ForwardEvent, Forwarder, MacFlapEntry, PortPolicy, TagAction, Verdict,
+};
 use crate::port::Port;
-use crate::vnet::{PLAIN_HEADER, VnetHeader};
-use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
+use crate::vnet::{PLAIN_HEADER, VNET_HDR_LEN, VnetHeader, shift_frame_offsets};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
 
-/// Largest frame a port can hand over: a 64 KiB super-frame plus its vnet header.
-const BUFFER_LEN: usize = 65536 + crate::vnet::VNET_HDR_LEN;
+/// Largest frame a port can hand over: a 64 KiB super-frame, or a frame of the
+/// largest MTU with a VLAN tag, plus its vnet header.
+const BUFFER_LEN: usize =
+    crate::config::MAX_MTU as usize + HEADER_LEN + VLAN_TAG_LEN + crate::vnet::VNET_HDR_LEN;
 
 /// How often the MAC table is swept for aged-out entries.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -72,6 +76,10 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Source MACs that moved onto this port from another.
     pub mac_moves: u64,
+    /// Source MACs that flapped onto this port and were held on their previous one.
+    pub mac_flaps: u64,
+    /// Times the port was shut down by its MAC limit.
+    pub shutdowns: u64,
     /// Frames dropped, by reason: at ingress for frames read from this port,
     /// at egress for frames that could not be written to it.
     pub drops: DropCounters,
@@ -108,6 +116,8 @@ pub struct PortSnapshot {
     pub name: String,
     pub mtu: u32,
     pub vnet_hdr: bool,
+    /// False once disabled, e.g. shut down by its MAC limit.
+    pub enabled: bool,
     pub counters: PortCounters,
 }
 
@@ -119,6 +129,8 @@ pub struct Snapshot {
     pub removed_ports: Vec<PortSnapshot>,
     pub fdb: Vec<FdbEntry>,
     pub fdb_counters: FdbCounters,
+    /// Addresses that flapped between ports, with their flap counts.
+    pub mac_flaps: Vec<MacFlapEntry>,
 }
 
 impl Snapshot {
@@ -176,6 +188,7 @@ impl PortSlot {
             name: self.port.name().to_owned(),
             mtu: self.mtu,
             vnet_hdr: self.port.vnet_hdr_len() > 0,
+            enabled: true,
             counters: self.counters.clone(),
         }
     }
@@ -196,7 +209,7 @@ pub struct Dataplane {
     forwarder: Forwarder,
     ready: VecDeque<PortId>,
     buffer: Box<[u8]>,
-    egress: Vec<PortId>,
+    egress: Vec<Egress>,
     dead: Vec<PortId>,
     poll_budget: usize,
 }
@@ -268,19 +281,37 @@ impl Dataplane {
         Ok(id)
     }
 
+    /// The forwarding logic, to read its policies and table.
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    /// The forwarding logic, to set port policies (validated and swapped whole) and
+    /// MAC flap detection.
+    pub fn forwarder_mut(&mut self) -> &mut Forwarder {
+        &mut self.forwarder
+    }
+
     /// The current counters and MAC table.
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
+        let forwarder = &self.forwarder;
         Snapshot {
             ports: self
                 .ports
                 .iter()
                 .enumerate()
-                .filter_map(|(i, slot)| slot.as_ref().map(|s| s.snapshot(PortId(i as u32))))
+                .filter_map(|(i, slot)| {
+                    let id = PortId(i as u32);
+                    let mut port = slot.as_ref()?.snapshot(id);
+                    port.enabled = forwarder.port(id).is_some_and(|policy| policy.enabled);
+                    Some(port)
+                })
                 .collect(),
             removed_ports: self.removed.clone(),
-            fdb: self.forwarder.fdb().entries(now),
-            fdb_counters: self.forwarder.fdb().counters(),
+            fdb: forwarder.fdb().entries(now),
+            fdb_counters: forwarder.fdb().counters(),
+            mac_flaps: forwarder.mac_flaps(now),
         }
     }
 
@@ -431,15 +462,26 @@ impl Dataplane {
         }
         if let Verdict::Drop(reason) = verdict {
             in_slot.counters.drops.count(reason);
+        }
+        if forwarder.has_events() {
+            report_forward_events(forwarder, ports);
+        }
+        if matches!(verdict, Verdict::Drop(_)) {
             return;
         }
 
-        for &out in egress.iter() {
+        for &Egress { port: out, tag } in egress.iter() {
             let Some(Some(out_slot)) = ports.get_mut(out.index()) else {
                 continue;
             };
             let out_hdr_len = out_slot.port.vnet_hdr_len();
-            let result = if out_hdr_len == hdr_len {
+            let is_plain = header.is_none_or(|h| h.is_plain());
+            let result = if tag != TagAction::AsIs || !is_gso {
+                match send_retagged(out_slot, packet, hdr_len, is_gso, is_plain, tag) {
+                    Some(result) => result,
+                    None => continue,
+                }
+            } else if out_hdr_len == hdr_len {
                 out_slot.port.send(packet)
             } else if out_hdr_len == 0 {
                 // A port without offloads can take only complete, MTU-sized frames;
@@ -454,8 +496,9 @@ impl Dataplane {
             };
             match result {
                 Ok(_) => {
+                    let out_len = frame.len().saturating_add_signed(tag.len_change());
                     out_slot.counters.tx_frames += 1;
-                    out_slot.counters.tx_bytes += (frame.len() + out_hdr_len) as u64;
+                    out_slot.counters.tx_bytes += (out_len + out_hdr_len) as u64;
                 }
                 Err(e) => match classify_send_error(&e) {
                     SendFailure::Dropped(reason) => out_slot.counters.drops.count(reason),
@@ -482,6 +525,127 @@ impl Dataplane {
         info!(port = slot.port.name(), id = id.0, "port removed");
         self.removed.push(slot.snapshot(id));
     }
+}
+
+/// Logs what the forwarder reported and counts it on the ports concerned.
+fn report_forward_events(forwarder: &mut Forwarder, ports: &mut [Option<PortSlot>]) {
+    let lost = forwarder.events_lost();
+    for event in forwarder.drain_events() {
+        let name = |id: PortId| match ports.get(id.index()) {
+            Some(Some(slot)) => slot.port.name().to_owned(),
+            _ => format!("#{id}"),
+        };
+        match event {
+            ForwardEvent::MacLimitExceeded {
+                port,
+                vlan,
+                mac,
+                limit,
+                action,
+                suppressed,
+            } => {
+                let port_name = name(port);
+                warn!(port = %port_name, vlan, %mac, limit, %action, suppressed, "MAC limit exceeded");
+                if action == crate::forward::ViolationAction::Shutdown {
+                    warn!(port = %port_name, "port shut down by its MAC limit");
+                    if let Some(Some(slot)) = ports.get_mut(port.index()) {
+                        slot.counters.shutdowns += 1;
+                    }
+                }
+            }
+            ForwardEvent::MacFlap {
+                vlan,
+                mac,
+                held_on,
+                moved_to,
+                flaps,
+            } => {
+                warn!(vlan, %mac, held_on = %name(held_on), moved_to = %name(moved_to), flaps, "MAC flapping between ports; held");
+                if let Some(Some(slot)) = ports.get_mut(moved_to.index()) {
+                    slot.counters.mac_flaps += 1;
+                }
+            }
+        }
+    }
+    if lost > 0 {
+        debug!(lost, "forwarding events lost to a full queue");
+    }
+}
+
+/// Writes a frame whose VLAN tag changes on the way out (pushed, popped or its VID
+/// rewritten), or any complete frame, after checking it against the egress port's MTU.
+/// The frame is gathered as [vnet header][addresses][new tag][rest] so that it is never
+/// copied; a vnet header's frame offsets move with the tag. `None` when the frame was
+/// dropped here (and counted on the egress port).
+fn send_retagged(
+    out_slot: &mut PortSlot,
+    packet: &[u8],
+    in_hdr_len: usize,
+    is_gso: bool,
+    is_plain: bool,
+    tag: TagAction,
+) -> Option<io::Result<usize>> {
+    let frame = &packet[in_hdr_len..];
+    let view = EthernetFrame::new_unchecked(frame);
+    let out_len = frame.len().saturating_add_signed(tag.len_change());
+    let out_tagged = match tag {
+        TagAction::AsIs => view.vlan().is_some(),
+        TagAction::Push(_) | TagAction::SetVid(_) => true,
+        TagAction::Pop => false,
+    };
+    let l2_header = HEADER_LEN + if out_tagged { VLAN_TAG_LEN } else { 0 };
+    if !is_gso && out_len.saturating_sub(l2_header) > out_slot.mtu as usize {
+        out_slot.counters.drops.count(DropReason::Oversize);
+        return None;
+    }
+    let out_hdr_len = out_slot.port.vnet_hdr_len();
+    if out_hdr_len == 0 && !is_plain {
+        // A port without offloads can take only complete, MTU-sized frames;
+        // super-frames and partial checksums need software GSO.
+        out_slot.counters.drops.count(DropReason::NeedsOffload);
+        return None;
+    }
+    if tag == TagAction::AsIs {
+        return Some(if out_hdr_len == in_hdr_len {
+            out_slot.port.send(packet)
+        } else if out_hdr_len == 0 {
+            out_slot.port.send(frame)
+        } else {
+            out_slot.port.send_parts(&PLAIN_HEADER, frame)
+        });
+    }
+
+    let mut vnet = PLAIN_HEADER;
+    if out_hdr_len > 0 && in_hdr_len > 0 {
+        vnet.copy_from_slice(&packet[..VNET_HDR_LEN]);
+        shift_frame_offsets(&mut vnet, tag.len_change());
+    }
+    let vnet: &[u8] = if out_hdr_len > 0 { &vnet } else { &[] };
+    let (new_tag, rest) = match tag {
+        TagAction::AsIs => unreachable!("handled above"),
+        TagAction::Push(vid) => (Some(vid), &frame[12..]),
+        TagAction::SetVid(vid) => {
+            let old_tci = u16::from_be_bytes([frame[14], frame[15]]);
+            (Some((old_tci & 0xf000) | vid), &frame[HEADER_LEN + 2..])
+        }
+        TagAction::Pop => (None, &frame[HEADER_LEN + 2..]),
+    };
+    let mut tag_bytes = [0u8; VLAN_TAG_LEN];
+    let tag_bytes: &[u8] = match new_tag {
+        Some(tci) => {
+            tag_bytes[..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+            tag_bytes[2..].copy_from_slice(&tci.to_be_bytes());
+            &tag_bytes
+        }
+        None => &[],
+    };
+    let parts = [
+        io::IoSlice::new(vnet),
+        io::IoSlice::new(&frame[..12]),
+        io::IoSlice::new(tag_bytes),
+        io::IoSlice::new(rest),
+    ];
+    Some(out_slot.port.send_vectored(&parts))
 }
 
 enum SendFailure {

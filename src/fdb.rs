@@ -124,6 +124,8 @@ pub enum Learned {
     Evicted { victim_port: PortId },
     /// Not stored: every slot holds a static entry.
     Full,
+    /// Not moved: the forwarder holds this address on port `on` after it flapped.
+    Held { on: PortId },
 }
 
 /// Event counters since the table was created.

@@ -23,6 +23,8 @@ pub trait Port: Source + Send {
     fn send(&mut self, frame: &[u8]) -> io::Result<usize>;
     /// Sends `head` followed by `body` as one frame, without joining them.
     fn send_parts(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize>;
+    /// Sends the concatenation of `parts` as one frame, without joining them.
+    fn send_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize>;
 }
 
 /// A port backed by a TAP whose fd the switch holds.
@@ -60,6 +62,10 @@ impl Port for TapPort {
 
     fn send_parts(&mut self, head: &[u8], body: &[u8]) -> io::Result<usize> {
         self.tap.write_parts(head, body)
+    }
+
+    fn send_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tap.write_vectored(parts)
     }
 }
 
