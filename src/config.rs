@@ -10,6 +10,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::forward::MacFlapConfig;
+use crate::policy::{
+    FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
+    VlanMode, VlanSet,
+};
 use crate::tap;
 use crate::wire::MacAddr;
 
@@ -79,6 +84,19 @@ pub struct SwitchConfig {
     /// Dataplane threads. Each port is read by one of them; all of them write
     /// to any port. See README (Performance) for when more than one pays.
     pub threads: usize,
+    /// MAC flap detection; off when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_flap: Option<MacFlapSettings>,
+}
+
+/// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
+/// is a flap; the MAC is then held on the port it was on for `hold_secs`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MacFlapSettings {
+    pub moves: u32,
+    pub window_ms: u64,
+    pub hold_secs: u64,
 }
 
 impl Default for SwitchConfig {
@@ -90,6 +108,7 @@ impl Default for SwitchConfig {
             poll_budget: 64,
             idle_poll_us: DEFAULT_IDLE_POLL_US,
             threads: 1,
+            mac_flap: None,
         }
     }
 }
@@ -111,6 +130,74 @@ impl SwitchConfig {
     pub fn idle_poll(&self) -> Duration {
         Duration::from_micros(self.idle_poll_us)
     }
+    /// The forwarder's flap detection settings, if on.
+    pub fn mac_flap_config(&self) -> Option<MacFlapConfig> {
+        self.mac_flap.as_ref().map(|flap| MacFlapConfig {
+            moves: flap.moves,
+            window: Duration::from_millis(flap.window_ms),
+            hold: Duration::from_secs(flap.hold_secs),
+        })
+    }
+}
+
+/// How a port takes part in VLANs (`vlan_mode`); ports without one are transparent.
+#[derive(Copy, Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VlanModeName {
+    Access,
+    Trunk,
+}
+
+/// One item of `allowed_vlans`: a VLAN id (`10`) or an inclusive range (`"100-200"`).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum VlanSpec {
+    Id(i64),
+    Range(String),
+}
+
+impl VlanSpec {
+    /// The inclusive range this item names, or why it names none.
+    fn range(&self) -> Result<(u16, u16), String> {
+        let check = |id: i64| -> Result<u16, String> {
+            if (i64::from(MIN_VLAN)..=i64::from(MAX_VLAN)).contains(&id) {
+                Ok(id as u16)
+            } else {
+                Err(format!("VLAN {id} is outside {MIN_VLAN}..={MAX_VLAN}"))
+            }
+        };
+        match self {
+            VlanSpec::Id(id) => check(*id).map(|id| (id, id)),
+            VlanSpec::Range(text) => {
+                let parse = |part: &str| {
+                    part.trim().parse::<i64>().map_err(|_| {
+                        format!("{text:?} is not a VLAN id or a range like \"100-200\"")
+                    })
+                };
+                let (first, last) = match text.split_once('-') {
+                    Some((first, last)) => (parse(first)?, parse(last)?),
+                    None => (parse(text)?, parse(text)?),
+                };
+                let (first, last) = (check(first)?, check(last)?);
+                if first > last {
+                    return Err(format!("range {text:?} is reversed"));
+                }
+                Ok((first, last))
+            }
+        }
+    }
+}
+
+/// `storm_control = { ... }`: ingress caps in packets per second.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StormControlConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broadcast_pps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multicast_pps: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_unicast_pps: Option<u32>,
 }
 
 /// One port: a TAP whose fd the switch holds and whose netdev is the endpoint.
@@ -143,10 +230,65 @@ pub struct PortConfig {
     pub owner: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<u32>,
+
+    /// `access` (one VLAN, untagged) or `trunk` (tagged VLANs, optional native one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_mode: Option<VlanModeName>,
+    /// The VLAN of an access port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<i64>,
+    /// The tagged VLANs of a trunk port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_vlans: Option<Vec<VlanSpec>>,
+    /// The VLAN a trunk sends and receives untagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<i64>,
+
+    /// Most MAC addresses (over all VLANs) the switch learns on this port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit: Option<u32>,
+    /// What exceeding `mac_limit` does: `drop` (default), `drop+log`, `shutdown`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_limit_action: Option<ViolationAction>,
+    /// Learned MACs stay (never age out, never move) until the port is removed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sticky_macs: bool,
+    /// Anti-spoofing: only these source MACs are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_macs: Option<Vec<MacAddr>>,
+    /// Anti-spoofing: only `mac` (the endpoint's declared address) is accepted as a
+    /// source, besides any `allowed_macs`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bind_mac: bool,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_control: Option<StormControlConfig>,
+    /// Isolated ports exchange frames only with non-isolated ones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub isolated: bool,
+    /// Whether this port receives floods of unknown unicast, multicast, broadcast.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub flood_unknown_unicast: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub flood_multicast: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub flood_broadcast: bool,
 }
 
 fn default_mtu() -> u32 {
     1500
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 impl PortConfig {
@@ -162,6 +304,20 @@ impl PortConfig {
             txqueuelen: None,
             owner: None,
             group: None,
+            vlan_mode: None,
+            vlan: None,
+            allowed_vlans: None,
+            native_vlan: None,
+            mac_limit: None,
+            mac_limit_action: None,
+            sticky_macs: false,
+            allowed_macs: None,
+            bind_mac: false,
+            storm_control: None,
+            isolated: false,
+            flood_unknown_unicast: true,
+            flood_multicast: true,
+            flood_broadcast: true,
         }
     }
 
@@ -212,7 +368,176 @@ impl PortConfig {
         if self.txqueuelen == Some(0) {
             return Err(invalid(format!("{field}.txqueuelen"), "must be at least 1"));
         }
+        self.validate_vlans(field)?;
+        self.validate_security(field)?;
+        if let Some(storm) = &self.storm_control {
+            let rates = [
+                ("broadcast_pps", storm.broadcast_pps),
+                ("multicast_pps", storm.multicast_pps),
+                ("unknown_unicast_pps", storm.unknown_unicast_pps),
+            ];
+            for (key, rate) in rates {
+                if rate == Some(0) {
+                    return Err(invalid(
+                        format!("{field}.storm_control.{key}"),
+                        "must be at least 1 packet per second (turn the flood off with flood_* = false)",
+                    ));
+                }
+            }
+        }
+        // Everything above names the field; this is the forwarder's own check, so the
+        // two can never disagree about what is valid.
+        self.policy()
+            .validate()
+            .map_err(|e| invalid(field.to_owned(), e.to_string()))
+    }
+
+    fn validate_vlans(&self, field: &str) -> Result<(), ConfigError> {
+        let vlan_id = |key: &str, id: i64| {
+            VlanSpec::Id(id)
+                .range()
+                .map(|(id, _)| id)
+                .map_err(|reason| invalid(format!("{field}.{key}"), reason))
+        };
+        match self.vlan_mode {
+            None => {
+                for (key, set) in [
+                    ("vlan", self.vlan.is_some()),
+                    ("allowed_vlans", self.allowed_vlans.is_some()),
+                    ("native_vlan", self.native_vlan.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            format!("{field}.{key}"),
+                            "needs vlan_mode = \"access\" or \"trunk\"",
+                        ));
+                    }
+                }
+            }
+            Some(VlanModeName::Access) => {
+                let Some(vlan) = self.vlan else {
+                    return Err(invalid(
+                        format!("{field}.vlan"),
+                        "an access port needs its VLAN",
+                    ));
+                };
+                vlan_id("vlan", vlan)?;
+                for (key, set) in [
+                    ("allowed_vlans", self.allowed_vlans.is_some()),
+                    ("native_vlan", self.native_vlan.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            format!("{field}.{key}"),
+                            "only for vlan_mode = \"trunk\"",
+                        ));
+                    }
+                }
+            }
+            Some(VlanModeName::Trunk) => {
+                if self.vlan.is_some() {
+                    return Err(invalid(
+                        format!("{field}.vlan"),
+                        "only for vlan_mode = \"access\"; a trunk has allowed_vlans and native_vlan",
+                    ));
+                }
+                if let Some(native) = self.native_vlan {
+                    vlan_id("native_vlan", native)?;
+                }
+                for (index, spec) in self.allowed_vlans.iter().flatten().enumerate() {
+                    spec.range().map_err(|reason| {
+                        invalid(format!("{field}.allowed_vlans[{index}]"), reason)
+                    })?;
+                }
+                let none_allowed = self.allowed_vlans.as_ref().is_none_or(Vec::is_empty);
+                if none_allowed && self.native_vlan.is_none() {
+                    return Err(invalid(
+                        format!("{field}.allowed_vlans"),
+                        "a trunk needs allowed VLANs or a native_vlan",
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    fn validate_security(&self, field: &str) -> Result<(), ConfigError> {
+        if self.mac_limit == Some(0) {
+            return Err(invalid(format!("{field}.mac_limit"), "must be at least 1"));
+        }
+        if self.mac_limit_action.is_some() && self.mac_limit.is_none() {
+            return Err(invalid(
+                format!("{field}.mac_limit_action"),
+                "has no effect without mac_limit",
+            ));
+        }
+        for (index, mac) in self.allowed_macs.iter().flatten().enumerate() {
+            if !mac.is_unicast() || mac.is_zero() {
+                return Err(invalid(
+                    format!("{field}.allowed_macs[{index}]"),
+                    format!("{mac} is not a unicast station address"),
+                ));
+            }
+        }
+        if self.bind_mac && self.mac.is_none() {
+            return Err(invalid(
+                format!("{field}.bind_mac"),
+                format!("needs {field}.mac, the address to bind to"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The forwarding policy this port's settings describe. Only meaningful once the
+    /// config validated.
+    pub fn policy(&self) -> PortPolicy {
+        let vlan = match self.vlan_mode {
+            None => VlanMode::Transparent,
+            Some(VlanModeName::Access) => VlanMode::Access {
+                vlan: self.vlan.unwrap_or(0) as u16,
+            },
+            Some(VlanModeName::Trunk) => {
+                let mut allowed = VlanSet::new();
+                for spec in self.allowed_vlans.iter().flatten() {
+                    if let Ok((first, last)) = spec.range() {
+                        (first..=last).for_each(|vid| allowed.insert(vid));
+                    }
+                }
+                VlanMode::Trunk {
+                    allowed,
+                    native: self.native_vlan.map(|vid| vid as u16),
+                }
+            }
+        };
+        let mut allowed_macs: Vec<MacAddr> = self.allowed_macs.clone().unwrap_or_default();
+        if self.bind_mac
+            && let Some(mac) = self.mac
+            && !allowed_macs.contains(&mac)
+        {
+            allowed_macs.push(mac);
+        }
+        let storm = self.storm_control.clone().unwrap_or_default();
+        PortPolicy {
+            enabled: true,
+            vlan,
+            security: PortSecurity {
+                mac_limit: self.mac_limit,
+                violation: self.mac_limit_action.unwrap_or_default(),
+                sticky: self.sticky_macs,
+                allowed_macs: allowed_macs.into_boxed_slice(),
+            },
+            storm: StormControl {
+                broadcast_pps: storm.broadcast_pps,
+                multicast_pps: storm.multicast_pps,
+                unknown_unicast_pps: storm.unknown_unicast_pps,
+            },
+            isolated: self.isolated,
+            flood: FloodControl {
+                unknown_unicast: self.flood_unknown_unicast,
+                multicast: self.flood_multicast,
+                broadcast: self.flood_broadcast,
+            },
+        }
     }
 }
 
@@ -279,6 +604,21 @@ impl Config {
                     switch.idle_poll_us
                 ),
             ));
+        }
+        if let Some(flap) = &switch.mac_flap {
+            let checks = [
+                ("moves", flap.moves == 0),
+                ("window_ms", flap.window_ms == 0),
+                ("hold_secs", flap.hold_secs == 0),
+            ];
+            for (key, zero) in checks {
+                if zero {
+                    return Err(invalid(
+                        format!("switch.mac_flap.{key}"),
+                        "must be at least 1",
+                    ));
+                }
+            }
         }
         let mut names = HashSet::new();
         for (i, port) in self.ports.iter().enumerate() {
@@ -381,6 +721,155 @@ mod tests {
         for (text, field) in cases {
             let err = Config::from_toml(text, "test").unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");
+        }
+    }
+
+    const FEATURES: &str = r#"
+        [switch.mac_flap]
+        moves = 3
+        window_ms = 1000
+        hold_secs = 30
+
+        [[port]]
+        name = "p1"
+        netns = "ns1"          # optional
+        vlan_mode = "access"   # "access" | "trunk"
+        vlan = 10              # access VLAN
+        mac_limit = 16         # optional, per-port
+        storm_control = { broadcast_pps = 1000, multicast_pps = 1000, unknown_unicast_pps = 1000 }
+        isolated = false
+
+        [[port]]
+        name = "p2"
+        mac = "02:00:00:00:00:02"
+        bind_mac = true
+        allowed_macs = ["02:00:00:00:00:09"]
+        mac_limit = 4
+        mac_limit_action = "drop+log"
+        sticky_macs = true
+        isolated = true
+        flood_unknown_unicast = false
+
+        [[port]]
+        name = "p3"
+        vlan_mode = "trunk"
+        allowed_vlans = [10, 20, "100-102"]
+        native_vlan = 1        # optional: sent untagged
+    "#;
+
+    #[test]
+    fn feature_settings_become_policies() {
+        let config = Config::from_toml(FEATURES, "test").unwrap();
+        let access = config.ports[0].policy();
+        assert_eq!(access.vlan, VlanMode::Access { vlan: 10 });
+        assert_eq!(access.security.mac_limit, Some(16));
+        assert_eq!(access.storm.unknown_unicast_pps, Some(1000));
+        let secure = config.ports[1].policy();
+        let macs: Vec<String> = secure
+            .security
+            .allowed_macs
+            .iter()
+            .map(|m| m.to_string())
+            .collect();
+        assert_eq!(macs, ["02:00:00:00:00:09", "02:00:00:00:00:02"]);
+        assert_eq!(secure.security.violation, ViolationAction::DropLog);
+        assert!(secure.security.sticky && secure.isolated);
+        assert!(!secure.flood.unknown_unicast && secure.flood.broadcast);
+        let VlanMode::Trunk { allowed, native } = config.ports[2].policy().vlan else {
+            panic!("p3 is a trunk");
+        };
+        assert_eq!(
+            allowed.iter().collect::<Vec<_>>(),
+            vec![10, 20, 100, 101, 102]
+        );
+        assert_eq!(native, Some(1));
+        let flap = config.switch.mac_flap_config().unwrap();
+        assert_eq!((flap.moves, flap.hold), (3, Duration::from_secs(30)));
+        let again = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
+        // No feature settings: a transparent port, as before.
+        assert_eq!(PortConfig::named("x").policy(), PortPolicy::default());
+    }
+
+    #[test]
+    fn invalid_feature_settings_name_the_field() {
+        let port = |extra: &str| format!("[[port]]\nname = \"a\"\n{extra}");
+        let cases = [
+            (port("vlan = 10"), "port[0].vlan: needs vlan_mode"),
+            (
+                port("vlan_mode = \"access\""),
+                "port[0].vlan: an access port needs",
+            ),
+            (
+                port("vlan_mode = \"access\"\nvlan = 4095"),
+                "port[0].vlan: VLAN 4095 is outside 1..=4094",
+            ),
+            (
+                port("vlan_mode = \"access\"\nvlan = 5\nnative_vlan = 1"),
+                "port[0].native_vlan: only for",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nvlan = 5"),
+                "port[0].vlan: only for",
+            ),
+            (
+                port("vlan_mode = \"trunk\""),
+                "port[0].allowed_vlans: a trunk needs",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nallowed_vlans = [10, \"30-20\"]"),
+                "port[0].allowed_vlans[1]: range \"30-20\" is reversed",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nallowed_vlans = [\"1-5000\"]"),
+                "port[0].allowed_vlans[0]: VLAN 5000 is outside",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nallowed_vlans = [\"ten\"]"),
+                "port[0].allowed_vlans[0]: \"ten\" is not a VLAN id",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nallowed_vlans = [0]"),
+                "port[0].allowed_vlans[0]: VLAN 0 is outside",
+            ),
+            (
+                port("vlan_mode = \"trunk\"\nnative_vlan = -1"),
+                "port[0].native_vlan: VLAN -1 is outside",
+            ),
+            (port("vlan_mode = \"hybrid\""), "hybrid"),
+            (
+                port("mac_limit = 0"),
+                "port[0].mac_limit: must be at least 1",
+            ),
+            (
+                port("mac_limit_action = \"drop\""),
+                "port[0].mac_limit_action: has no effect",
+            ),
+            (
+                port("mac_limit = 2\nmac_limit_action = \"block\""),
+                "unknown action \"block\"",
+            ),
+            (
+                port("bind_mac = true"),
+                "port[0].bind_mac: needs port[0].mac",
+            ),
+            (
+                port("allowed_macs = [\"ff:ff:ff:ff:ff:ff\"]"),
+                "port[0].allowed_macs[0]: ff:ff:ff:ff:ff:ff is not",
+            ),
+            (
+                port("storm_control = { broadcast_pps = 0 }"),
+                "port[0].storm_control.broadcast_pps: must be at least 1",
+            ),
+            (port("storm_control = { broadcast = 10 }"), "broadcast"),
+            (
+                "[switch.mac_flap]\nmoves = 0\nwindow_ms = 1\nhold_secs = 1".to_owned(),
+                "switch.mac_flap.moves",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_toml(&text, "test").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
         }
     }
 

@@ -33,17 +33,21 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, Learned, PortId};
-use crate::forward::{DropReason, Forwarder, PortPolicy, Verdict};
+use crate::forward::{
+    DropReason, Egress, ForwardEvent, Forwarder, MacFlapEntry, PortPolicy, TagAction, Verdict,
+};
 use crate::gso::Segmenter;
 use crate::port::Port;
-use crate::vnet::{Offload, PLAIN_HEADER, VnetHeader};
-use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
+use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, VnetHeader, shift_frame_offsets};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
 
-/// Largest frame a port can hand over: a 64 KiB super-frame plus its vnet header.
-const BUFFER_LEN: usize = 65536 + crate::vnet::VNET_HDR_LEN;
+/// Largest frame a port can hand over: a 64 KiB super-frame, or a frame of the
+/// largest MTU with a VLAN tag, plus its vnet header.
+const BUFFER_LEN: usize =
+    crate::config::MAX_MTU as usize + HEADER_LEN + VLAN_TAG_LEN + crate::vnet::VNET_HDR_LEN;
 
 /// How often the MAC table is swept for aged-out entries.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,6 +107,10 @@ pub struct PortCounters {
     pub tx_bytes: u64,
     /// Source MACs that moved onto this port from another.
     pub mac_moves: u64,
+    /// Source MACs that flapped onto this port and were held on their previous one.
+    pub mac_flaps: u64,
+    /// Times the port was shut down by its MAC limit.
+    pub shutdowns: u64,
     /// Frames dropped, by reason: at ingress for frames read from this port,
     /// at egress for frames that could not be written to it.
     pub drops: DropCounters,
@@ -111,12 +119,25 @@ pub struct PortCounters {
 impl PortCounters {
     /// Adds another worker's counts for the same port.
     fn add(&mut self, other: &PortCounters) {
-        self.rx_frames += other.rx_frames;
-        self.rx_bytes += other.rx_bytes;
-        self.tx_frames += other.tx_frames;
-        self.tx_bytes += other.tx_bytes;
-        self.mac_moves += other.mac_moves;
-        for (mine, theirs) in self.drops.0.iter_mut().zip(other.drops.0.iter()) {
+        // Exhaustive, so a new counter cannot be forgotten here.
+        let PortCounters {
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            mac_moves,
+            mac_flaps,
+            shutdowns,
+            drops,
+        } = other;
+        self.rx_frames += rx_frames;
+        self.rx_bytes += rx_bytes;
+        self.tx_frames += tx_frames;
+        self.tx_bytes += tx_bytes;
+        self.mac_moves += mac_moves;
+        self.mac_flaps += mac_flaps;
+        self.shutdowns += shutdowns;
+        for (mine, theirs) in self.drops.0.iter_mut().zip(drops.0.iter()) {
             *mine += theirs;
         }
     }
@@ -153,6 +174,8 @@ pub struct PortSnapshot {
     pub name: String,
     pub mtu: u32,
     pub vnet_hdr: bool,
+    /// False once disabled, e.g. shut down by its MAC limit.
+    pub enabled: bool,
     pub counters: PortCounters,
 }
 
@@ -164,6 +187,8 @@ pub struct Snapshot {
     pub removed_ports: Vec<PortSnapshot>,
     pub fdb: Vec<FdbEntry>,
     pub fdb_counters: FdbCounters,
+    /// Addresses that flapped between ports, with their flap counts.
+    pub mac_flaps: Vec<MacFlapEntry>,
 }
 
 impl Snapshot {
@@ -245,6 +270,7 @@ impl PortSlot {
             name: self.port.name().to_owned(),
             mtu: self.mtu,
             vnet_hdr: self.port.vnet_hdr_len() > 0,
+            enabled: true,
             counters: self.counters.clone(),
         }
     }
@@ -282,7 +308,7 @@ pub struct Dataplane {
     primary: Option<DataplaneHandle>,
     ready: VecDeque<PortId>,
     buffer: Box<[u8]>,
-    egress: Vec<PortId>,
+    egress: Vec<Egress>,
     dead: Vec<PortId>,
     poll_budget: usize,
     idle_poll: Duration,
@@ -421,10 +447,10 @@ impl Dataplane {
         Ok(())
     }
 
-    /// The shared forwarder. A worker that panicked while holding it cannot
-    /// have left the table half-updated in a way that matters more than
-    /// stopping the switch would, so poisoning is ignored.
-    fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
+    /// The shared forwarder (policies, MAC table, flap detection), locked.
+    /// A worker that panicked while holding it cannot have left it in a
+    /// state worse than stopping the switch would, so poisoning is ignored.
+    pub fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
         self.forwarder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -448,11 +474,17 @@ impl Dataplane {
                 .ports
                 .iter()
                 .enumerate()
-                .filter_map(|(i, slot)| slot.as_ref().map(|s| s.snapshot(PortId(i as u32))))
+                .filter_map(|(i, slot)| {
+                    let id = PortId(i as u32);
+                    let mut port = slot.as_ref()?.snapshot(id);
+                    port.enabled = forwarder.port(id).is_some_and(|policy| policy.enabled);
+                    Some(port)
+                })
                 .collect(),
             removed_ports: self.removed.clone(),
             fdb: forwarder.fdb().entries(now),
             fdb_counters: forwarder.fdb().counters(),
+            mac_flaps: forwarder.mac_flaps(now),
         }
     }
 
@@ -684,39 +716,53 @@ impl Dataplane {
             return;
         }
 
-        let (verdict, learned) = forwarder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .decide(ingress, frame, now, egress);
+        // The lock is held for the decision only, never across a syscall.
+        let mut forwarder = forwarder.lock().unwrap_or_else(|e| e.into_inner());
+        let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
         }
         if let Verdict::Drop(reason) = verdict {
             in_slot.counters.drops.count(reason);
+        }
+        if forwarder.has_events() {
+            report_forward_events(&mut forwarder, ports);
+        }
+        drop(forwarder);
+        if matches!(verdict, Verdict::Drop(_)) {
             return;
         }
 
-        for &out in egress.iter() {
+        for &Egress { port: out, tag } in egress.iter() {
             let Some(Some(out_slot)) = ports.get_mut(out.index()) else {
                 continue;
             };
             let out_hdr_len = out_slot.port.vnet_hdr_len();
-            let result = if out_hdr_len == hdr_len {
-                out_slot.port.send(packet)
-            } else if out_hdr_len == 0 {
-                // A port without offloads can take only complete, MTU-sized frames.
-                if !offload.is_plain() {
-                    if !send_with_software_offload(segmenter, out_slot, frame, &offload) {
-                        dead.push(out);
-                    }
+            let result = if out_hdr_len == 0 && !offload.is_plain() {
+                // A port without offloads takes only complete, MTU-sized frames.
+                if tag != TagAction::AsIs {
+                    // Segmenting and retagging at once is not built (yet).
+                    out_slot.counters.drops.count(DropReason::NeedsOffload);
                     continue;
                 }
-                out_slot.port.send(frame)
+                if !send_with_software_offload(segmenter, out_slot, frame, &offload) {
+                    dead.push(out);
+                }
+                continue;
+            } else if tag != TagAction::AsIs || !is_gso {
+                match send_retagged(out_slot, packet, hdr_len, is_gso, tag) {
+                    Some(result) => result,
+                    None => continue,
+                }
+            } else if out_hdr_len == hdr_len {
+                out_slot.port.send(packet)
             } else {
+                // A super-frame only comes from a port with a vnet header.
                 out_slot.port.send_parts(&PLAIN_HEADER, frame)
             };
-            if !account_send(out_slot, result, frame.len() + out_hdr_len) {
+            let out_len = frame.len().saturating_add_signed(tag.len_change());
+            if !account_send(out_slot, result, out_len + out_hdr_len) {
                 dead.push(out);
             }
         }
@@ -823,6 +869,122 @@ fn send_with_software_offload(
         let result = slot.port.send(frame);
         account_send(slot, result, frame.len())
     }
+}
+
+/// Logs what the forwarder reported and counts it on the ports concerned.
+fn report_forward_events(forwarder: &mut Forwarder, ports: &mut [Option<PortSlot>]) {
+    let lost = forwarder.events_lost();
+    for event in forwarder.drain_events() {
+        let name = |id: PortId| match ports.get(id.index()) {
+            Some(Some(slot)) => slot.port.name().to_owned(),
+            _ => format!("#{id}"),
+        };
+        match event {
+            ForwardEvent::MacLimitExceeded {
+                port,
+                vlan,
+                mac,
+                limit,
+                action,
+                suppressed,
+            } => {
+                let port_name = name(port);
+                warn!(port = %port_name, vlan, %mac, limit, %action, suppressed, "MAC limit exceeded");
+                if action == crate::forward::ViolationAction::Shutdown {
+                    warn!(port = %port_name, "port shut down by its MAC limit");
+                    if let Some(Some(slot)) = ports.get_mut(port.index()) {
+                        slot.counters.shutdowns += 1;
+                    }
+                }
+            }
+            ForwardEvent::MacFlap {
+                vlan,
+                mac,
+                held_on,
+                moved_to,
+                flaps,
+            } => {
+                warn!(vlan, %mac, held_on = %name(held_on), moved_to = %name(moved_to), flaps, "MAC flapping between ports; held");
+                if let Some(Some(slot)) = ports.get_mut(moved_to.index()) {
+                    slot.counters.mac_flaps += 1;
+                }
+            }
+        }
+    }
+    if lost > 0 {
+        debug!(lost, "forwarding events lost to a full queue");
+    }
+}
+
+/// Writes a frame whose VLAN tag changes on the way out (pushed, popped or its VID
+/// rewritten), or any complete frame, after checking it against the egress port's MTU.
+/// The frame is gathered as [vnet header][addresses][new tag][rest] so that it is never
+/// copied; a vnet header's frame offsets move with the tag. `None` when the frame was
+/// dropped here (and counted on the egress port).
+fn send_retagged(
+    out_slot: &mut PortSlot,
+    packet: &[u8],
+    in_hdr_len: usize,
+    is_gso: bool,
+    tag: TagAction,
+) -> Option<io::Result<usize>> {
+    let frame = &packet[in_hdr_len..];
+    let view = EthernetFrame::new_unchecked(frame);
+    let out_len = frame.len().saturating_add_signed(tag.len_change());
+    let out_tagged = match tag {
+        TagAction::AsIs => view.vlan().is_some(),
+        TagAction::Push(_) | TagAction::SetVid(_) => true,
+        TagAction::Pop => false,
+    };
+    let l2_header = HEADER_LEN + if out_tagged { VLAN_TAG_LEN } else { 0 };
+    if !is_gso && out_len.saturating_sub(l2_header) > out_slot.mtu as usize {
+        out_slot.counters.drops.count(DropReason::Oversize);
+        return None;
+    }
+    // Frames needing offloads never reach here for a port without them
+    // (the caller segments them in software).
+    let out_hdr_len = out_slot.port.vnet_hdr_len();
+    if tag == TagAction::AsIs {
+        return Some(if out_hdr_len == in_hdr_len {
+            out_slot.port.send(packet)
+        } else if out_hdr_len == 0 {
+            out_slot.port.send(frame)
+        } else {
+            out_slot.port.send_parts(&PLAIN_HEADER, frame)
+        });
+    }
+
+    let mut vnet = PLAIN_HEADER;
+    if out_hdr_len > 0 && in_hdr_len > 0 {
+        vnet.copy_from_slice(&packet[..VNET_HDR_LEN]);
+        shift_frame_offsets(&mut vnet, tag.len_change());
+    }
+    let vnet: &[u8] = if out_hdr_len > 0 { &vnet } else { &[] };
+    let (new_tag, rest) = match tag {
+        TagAction::AsIs => unreachable!("handled above"),
+        TagAction::Push(vid) => (Some(vid), &frame[12..]),
+        TagAction::SetVid(vid) => {
+            let old_tci = u16::from_be_bytes([frame[14], frame[15]]);
+            (Some((old_tci & 0xf000) | vid), &frame[HEADER_LEN + 2..])
+        }
+        TagAction::Pop => (None, &frame[HEADER_LEN + 2..]),
+    };
+    let mut tag_bytes = [0u8; VLAN_TAG_LEN];
+    let tag_bytes: &[u8] = match new_tag {
+        Some(tci) => {
+            tag_bytes[..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
+            tag_bytes[2..].copy_from_slice(&tci.to_be_bytes());
+            &tag_bytes
+        }
+        None => &[],
+    };
+    let parts = [
+        io::IoSlice::new(vnet),
+        io::IoSlice::new(&frame[..12]),
+        io::IoSlice::new(tag_bytes),
+        io::IoSlice::new(rest),
+    ];
+    Some(out_slot.port.send_vectored(&parts))
 }
 
 enum SendFailure {

@@ -103,6 +103,8 @@ pub enum EntryKind {
     Dynamic,
     /// Configured; never ages, never moves, never evicted.
     Static,
+    /// Learned on a port with sticky learning: then kept like a static entry.
+    Sticky,
 }
 
 /// What [`Fdb::learn`] did with a source address.
@@ -122,12 +124,14 @@ pub enum Learned {
     Evicted { victim_port: PortId },
     /// Not stored: every slot holds a static entry.
     Full,
+    /// Not moved: the forwarder holds this address on port `on` after it flapped.
+    Held { on: PortId },
 }
 
 /// Event counters since the table was created.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct FdbCounters {
-    /// Dynamic entries created.
+    /// Entries created by learning (dynamic and sticky).
     pub learned: u64,
     /// Live dynamic entries that changed port.
     pub moved: u64,
@@ -173,11 +177,9 @@ impl Key {
 #[derive(Copy, Clone, Debug)]
 enum State {
     /// `stamp` identifies this insertion's item in the port's FIFO.
-    Dynamic {
-        last_seen: Instant,
-        stamp: u64,
-    },
-    Static,
+    Dynamic { last_seen: Instant, stamp: u64 },
+    /// Never ages, moves or is evicted: configured, or learned on a sticky port.
+    Static { sticky: bool },
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -191,6 +193,8 @@ struct Entry {
 struct PortLoad {
     /// Live dynamic entries on this port.
     dynamic: usize,
+    /// Static and sticky entries on this port.
+    pinned: usize,
     /// (key, stamp) in insertion order, including stale items; see the module docs.
     fifo: VecDeque<(Key, u64)>,
 }
@@ -255,6 +259,20 @@ impl Fdb {
     /// Dynamic entries currently pointing at `port` (expired ones included until swept).
     pub fn dynamic_count(&self, port: PortId) -> usize {
         self.ports.get(port.index()).map_or(0, |load| load.dynamic)
+    }
+
+    /// Every entry pointing at `port`, dynamic (expired ones included until swept), static
+    /// and sticky: what a per-port MAC limit counts.
+    pub fn port_count(&self, port: PortId) -> usize {
+        self.ports
+            .get(port.index())
+            .map_or(0, |load| load.dynamic + load.pinned)
+    }
+
+    /// The port the entry for `mac` points at, expired or not: whether learning `mac` on a
+    /// port would add an entry to that port.
+    pub fn entry_port(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
+        self.table.get(&Key::new(vlan, mac)).map(|entry| entry.port)
     }
 
     /// Event counters.
@@ -353,12 +371,11 @@ impl Fdb {
         let key = Key::new(vlan, mac);
         let static_entry = Entry {
             port,
-            state: State::Static,
+            state: State::Static { sticky: false },
         };
+        self.load_mut(port).pinned += 1;
         if let Some(previous) = self.table.insert(key, static_entry) {
-            if let State::Dynamic { .. } = previous.state {
-                self.ports[previous.port.index()].dynamic -= 1;
-            }
+            self.forget_load(previous);
             return Ok(());
         }
         if self.table.len() > self.config.capacity {
@@ -366,6 +383,7 @@ impl Fdb {
             // at hand, so expired entries are not swept: eviction alone makes room.
             if self.evict_from_heaviest(port).is_none() {
                 self.table.remove(&key);
+                self.load_mut(port).pinned -= 1;
                 return Err(FdbError::FullOfStatic {
                     vlan,
                     mac,
@@ -380,12 +398,88 @@ impl Fdb {
     pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
         match self.table.remove(&Key::new(vlan, mac)) {
             Some(entry) => {
-                if let State::Dynamic { .. } = entry.state {
-                    self.ports[entry.port.index()].dynamic -= 1;
-                }
+                self.forget_load(entry);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Records that `mac` was seen as a source on a port with sticky learning: the entry
+    /// becomes sticky (kept like a static one) unless another port holds it pinned.
+    pub fn learn_sticky(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+    ) -> Learned {
+        if mac.is_multicast() || mac.is_zero() {
+            return Learned::Ignored;
+        }
+        let key = Key::new(vlan, mac);
+        let sticky = Entry {
+            port,
+            state: State::Static { sticky: true },
+        };
+        let outcome = match self.table.get(&key).copied() {
+            Some(Entry {
+                port: holder,
+                state: State::Static { .. },
+            }) => {
+                return if holder == port {
+                    Learned::Refreshed
+                } else {
+                    Learned::StaticHeld
+                };
+            }
+            Some(Entry {
+                port: from,
+                state: State::Dynamic { last_seen, .. },
+            }) => {
+                self.ports[from.index()].dynamic -= 1;
+                if is_expired(last_seen, now, self.config.ageing) {
+                    self.counters.aged_out += 1;
+                    self.counters.learned += 1;
+                    Learned::New
+                } else if from == port {
+                    Learned::Refreshed
+                } else {
+                    self.counters.moved += 1;
+                    Learned::Moved { from }
+                }
+            }
+            None => {
+                let mut outcome = Learned::New;
+                if self.table.len() >= self.config.capacity {
+                    match self.make_room(port, now) {
+                        Room::Freed => {}
+                        Room::Evicted(victim_port) => outcome = Learned::Evicted { victim_port },
+                        Room::None => return Learned::Full,
+                    }
+                }
+                self.counters.learned += 1;
+                outcome
+            }
+        };
+        self.table.insert(key, sticky);
+        self.load_mut(port).pinned += 1;
+        outcome
+    }
+
+    fn load_mut(&mut self, port: PortId) -> &mut PortLoad {
+        if self.ports.len() <= port.index() {
+            self.ports.resize_with(port.index() + 1, PortLoad::default);
+        }
+        &mut self.ports[port.index()]
+    }
+
+    /// Takes a removed or replaced entry off its port's counts.
+    fn forget_load(&mut self, entry: Entry) {
+        let load = &mut self.ports[entry.port.index()];
+        match entry.state {
+            State::Dynamic { .. } => load.dynamic -= 1,
+            State::Static { .. } => load.pinned -= 1,
         }
     }
 
@@ -400,14 +494,15 @@ impl Fdb {
         before - self.table.len()
     }
 
-    /// Removes the dynamic entries pointing at `port`, keeping static ones: for a port
+    /// Removes the dynamic entries pointing at `port`, keeping static and sticky ones: for a port
     /// that is disabled. Returns how many were removed.
     pub fn flush_port_dynamic(&mut self, port: PortId) -> usize {
         let before = self.table.len();
         self.table
-            .retain(|_, entry| entry.port != port || matches!(entry.state, State::Static));
+            .retain(|_, entry| entry.port != port || matches!(entry.state, State::Static { .. }));
         if let Some(load) = self.ports.get_mut(port.index()) {
-            *load = PortLoad::default();
+            load.dynamic = 0;
+            load.fifo = VecDeque::new();
         }
         before - self.table.len()
     }
@@ -417,8 +512,11 @@ impl Fdb {
     pub fn flush(&mut self) -> usize {
         let before = self.table.len();
         self.table
-            .retain(|_, entry| matches!(entry.state, State::Static));
-        self.ports.clear();
+            .retain(|_, entry| matches!(entry.state, State::Static { .. }));
+        for load in &mut self.ports {
+            load.dynamic = 0;
+            load.fifo = VecDeque::new();
+        }
         before - self.table.len()
     }
 
@@ -430,7 +528,7 @@ impl Fdb {
         let mut oldest_survivor: Option<Instant> = None;
         let before = self.table.len();
         self.table.retain(|_, entry| match entry.state {
-            State::Static => true,
+            State::Static { .. } => true,
             State::Dynamic { last_seen, .. } => {
                 if is_expired(last_seen, now, ageing) {
                     ports[entry.port.index()].dynamic -= 1;
@@ -463,7 +561,8 @@ impl Fdb {
             .iter()
             .filter_map(|(&key, entry)| {
                 let (kind, age) = match entry.state {
-                    State::Static => (EntryKind::Static, Duration::ZERO),
+                    State::Static { sticky: false } => (EntryKind::Static, Duration::ZERO),
+                    State::Static { sticky: true } => (EntryKind::Sticky, Duration::ZERO),
                     State::Dynamic { last_seen, .. } => {
                         if is_expired(last_seen, now, ageing) {
                             return None;
@@ -555,7 +654,11 @@ impl Fdb {
     fn assert_consistent(&self) {
         assert!(self.table.len() <= self.config.capacity, "over capacity");
         let mut dynamic = vec![0usize; self.ports.len()];
+        let mut pinned = vec![0usize; self.ports.len()];
         for (key, entry) in &self.table {
+            if let State::Static { .. } = entry.state {
+                pinned[entry.port.index()] += 1;
+            }
             if let State::Dynamic { stamp, .. } = entry.state {
                 dynamic[entry.port.index()] += 1;
                 assert!(
@@ -569,6 +672,7 @@ impl Fdb {
                 load.dynamic, dynamic[index],
                 "dynamic count of port {index}"
             );
+            assert_eq!(load.pinned, pinned[index], "pinned count of port {index}");
             // Compaction keeps a FIFO within twice the most entries its port ever held.
             assert!(
                 load.fifo.len() <= 2 * self.config.capacity + FIFO_SLACK,
@@ -717,6 +821,41 @@ mod tests {
         assert_eq!(fdb.flush(), 0);
         assert!(fdb.remove(0, mac(1)));
         assert!(!fdb.remove(0, mac(1)));
+        fdb.assert_consistent();
+    }
+
+    #[test]
+    fn sticky_entries_stay_and_count_towards_their_port() {
+        let t0 = Instant::now();
+        let mut fdb = fdb(16, 10);
+        assert_eq!(fdb.learn_sticky(0, mac(1), P0, t0), Learned::New);
+        assert_eq!(fdb.learn_sticky(0, mac(1), P0, t0), Learned::Refreshed);
+        fdb.learn(0, mac(2), P0, t0);
+        assert_eq!(fdb.port_count(P0), 2);
+        assert_eq!(fdb.dynamic_count(P0), 1);
+        // A dynamic entry elsewhere is taken over; a sticky one is held.
+        fdb.learn(0, mac(3), P1, t0);
+        assert_eq!(
+            fdb.learn_sticky(0, mac(3), P0, t0),
+            Learned::Moved { from: P1 }
+        );
+        assert_eq!(fdb.learn(0, mac(1), P1, t0), Learned::StaticHeld);
+        assert_eq!(fdb.learn_sticky(0, mac(1), P1, t0), Learned::StaticHeld);
+        let much_later = t0 + Duration::from_secs(1000);
+        assert_eq!(fdb.lookup(0, mac(1), much_later), Some(P0));
+        assert_eq!(fdb.entry_port(0, mac(2)), Some(P0), "expired but not swept");
+        fdb.expire(much_later);
+        assert_eq!(fdb.port_count(P0), 2);
+        let kinds: Vec<_> = fdb.entries(much_later).iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, vec![EntryKind::Sticky, EntryKind::Sticky]);
+        // Disabling keeps sticky entries; removing the port forgets them.
+        assert_eq!(fdb.flush_port_dynamic(P0), 0);
+        assert_eq!(fdb.flush(), 0);
+        assert_eq!(fdb.port_count(P0), 2);
+        assert!(fdb.remove(0, mac(3)));
+        assert_eq!(fdb.port_count(P0), 1);
+        assert_eq!(fdb.flush_port(P0), 1);
+        assert_eq!(fdb.port_count(P0), 0);
         fdb.assert_consistent();
     }
 
@@ -926,6 +1065,10 @@ mod tests {
             mac: u32,
             port: u32,
         },
+        Sticky {
+            mac: u32,
+            port: u32,
+        },
         Remove {
             mac: u32,
         },
@@ -940,6 +1083,7 @@ mod tests {
             20 => (0..64u32, 0..4u32, 0..400u64)
                 .prop_map(|(mac, port, advance_ms)| Op::Learn { mac, port, advance_ms }),
             1 => (0..64u32, 0..4u32).prop_map(|(mac, port)| Op::Static { mac, port }),
+            2 => (0..64u32, 0..4u32).prop_map(|(mac, port)| Op::Sticky { mac, port }),
             1 => (0..64u32).prop_map(|mac| Op::Remove { mac }),
             1 => (0..4u32).prop_map(|port| Op::FlushPort { port }),
             1 => Just(Op::Expire),
@@ -979,6 +1123,12 @@ mod tests {
                     }
                     Op::Static { mac: m, port } => {
                         if fdb.add_static(0, mac(m), PortId(port)).is_ok() {
+                            prop_assert_eq!(fdb.lookup(0, mac(m), now), Some(PortId(port)));
+                        }
+                    }
+                    Op::Sticky { mac: m, port } => {
+                        let outcome = fdb.learn_sticky(0, mac(m), PortId(port), now);
+                        if !matches!(outcome, Learned::Full | Learned::StaticHeld) {
                             prop_assert_eq!(fdb.lookup(0, mac(m), now), Some(PortId(port)));
                         }
                     }

@@ -1,34 +1,43 @@
 //! The forwarding decision for one frame: pure, no I/O, no clock reads.
 //!
-//! [`Forwarder::decide`] learns the source address, then picks the egress ports: the one
-//! port a known unicast destination was learned on, or every other enabled port for
-//! broadcast, multicast and unknown unicast (flooding). The ingress port is never an egress
-//! port. For now every frame, tagged or not, is switched on VLAN key 0, as a Linux bridge
-//! without VLAN filtering does.
+//! [`Forwarder::decide`] classifies the frame into a VLAN by its ingress port's
+//! [`VlanMode`], applies the port's security policy (anti-spoofing, MAC limit, sticky
+//! learning), learns the source address (damping MACs that flap between ports), then picks
+//! the egress ports: the one port a known unicast destination was learned on, or every
+//! other enabled port of the VLAN for broadcast, multicast and unknown unicast (flooding),
+//! subject to storm control, port isolation and per-port flood switches. Each egress port
+//! comes with the [`TagAction`] that puts the frame on its wire as that port wants it.
+//! The ingress port is never an egress port.
+//!
+//! Ports without VLAN settings are transparent: they switch every frame, tagged or not,
+//! on VLAN key 0 among themselves, as a Linux bridge without VLAN filtering does.
+//!
+//! Things worth telling the operator (limit violations, flaps) are queued as
+//! [`ForwardEvent`]s in a bounded queue the caller drains; deciding never allocates.
 
-use std::time::Instant;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
+use serde::Serialize;
 
 use crate::fdb::{Fdb, FdbConfig, Learned, PortId, VlanId};
-use crate::wire::EthernetFrame;
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr};
+
+pub use crate::policy::{
+    FloodControl, PolicyError, PortPolicy, PortSecurity, StormControl, Tagging, TokenBucket,
+    ViolationAction, VlanMode, VlanSet,
+};
 
 /// Highest number of port slots: port ids index a `Vec`.
 pub const MAX_PORTS: usize = 4096;
 
-/// The segment every frame is switched on until per-VLAN forwarding exists.
-const TRANSPARENT_VLAN: VlanId = 0;
-
-/// Per-port forwarding settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PortPolicy {
-    /// A disabled port neither receives nor sends frames.
-    pub enabled: bool,
-}
-
-impl Default for PortPolicy {
-    fn default() -> Self {
-        PortPolicy { enabled: true }
-    }
-}
+/// Events held for the caller before further ones are only counted.
+const EVENT_QUEUE_LEN: usize = 256;
+/// MACs whose moves are tracked for flap detection at once.
+const FLAP_TABLE_LEN: usize = 1024;
+/// Shortest gap between two log-worthy limit violations of one port.
+const VIOLATION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why a frame was not forwarded.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -61,11 +70,27 @@ pub enum DropReason {
     TxRejected,
     /// Writing failed because the egress device went away.
     TxError,
+    // Policy decisions, by the forwarder again.
+    /// The ingress port does not carry the frame's VLAN (or the frame is untagged on a
+    /// trunk without a native VLAN), or the learned destination's port no longer does.
+    VlanNotAllowed,
+    /// The source address is not one the port is bound to (anti-spoofing).
+    SpoofedSource,
+    /// A new source address would exceed the port's MAC limit.
+    MacLimit,
+    /// Between two isolated ports.
+    Isolated,
+    /// Over the ingress port's broadcast rate.
+    StormBroadcast,
+    /// Over the ingress port's multicast rate.
+    StormMulticast,
+    /// Over the ingress port's unknown-unicast rate.
+    StormUnknownUnicast,
 }
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 19;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -81,6 +106,13 @@ impl DropReason {
         DropReason::TxQueueFull,
         DropReason::TxRejected,
         DropReason::TxError,
+        DropReason::VlanNotAllowed,
+        DropReason::SpoofedSource,
+        DropReason::MacLimit,
+        DropReason::Isolated,
+        DropReason::StormBroadcast,
+        DropReason::StormMulticast,
+        DropReason::StormUnknownUnicast,
     ];
 
     /// Stable snake_case name, used as a counter label.
@@ -98,6 +130,13 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxRejected => "tx_rejected",
             DropReason::TxError => "tx_error",
+            DropReason::VlanNotAllowed => "vlan_not_allowed",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::MacLimit => "mac_limit",
+            DropReason::Isolated => "isolated",
+            DropReason::StormBroadcast => "storm_broadcast",
+            DropReason::StormMulticast => "storm_multicast",
+            DropReason::StormUnknownUnicast => "storm_unknown_unicast",
         }
     }
 
@@ -116,6 +155,80 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
+/// How the frame's 802.1Q tag must change on the way out of one port.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum TagAction {
+    /// Send the frame exactly as received.
+    AsIs,
+    /// Insert an 802.1Q tag (PCP 0) with this VID after the source address.
+    Push(VlanId),
+    /// Remove the outer 802.1Q tag.
+    Pop,
+    /// Replace the VID of the outer 802.1Q tag (a priority tag), keeping PCP and DEI.
+    SetVid(VlanId),
+}
+
+impl TagAction {
+    /// Bytes the frame grows (+4) or shrinks (−4) by.
+    pub const fn len_change(self) -> isize {
+        match self {
+            TagAction::AsIs | TagAction::SetVid(_) => 0,
+            TagAction::Push(_) => 4,
+            TagAction::Pop => -4,
+        }
+    }
+}
+
+/// One port a frame goes to, and how.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Egress {
+    pub port: PortId,
+    pub tag: TagAction,
+}
+
+/// MAC flap detection: `moves` moves of one address within `window` is a flap; the
+/// address is then held on the port it was on for `hold`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MacFlapConfig {
+    pub moves: u32,
+    pub window: Duration,
+    pub hold: Duration,
+}
+
+/// Something the operator should hear about.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ForwardEvent {
+    /// A new source would have exceeded `port`'s MAC limit. For `drop+log`, at most one
+    /// per port per second; `suppressed` counts the violations not reported since.
+    MacLimitExceeded {
+        port: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        limit: u32,
+        action: ViolationAction,
+        suppressed: u64,
+    },
+    /// `mac` moved too often; it stays on `held_on` and is not learned on `moved_to`.
+    MacFlap {
+        vlan: VlanId,
+        mac: MacAddr,
+        held_on: PortId,
+        moved_to: PortId,
+        /// Flaps of this address so far.
+        flaps: u64,
+    },
+}
+
+/// Flap history of one address, for [`Forwarder::mac_flaps`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MacFlapEntry {
+    pub vlan: VlanId,
+    pub mac: MacAddr,
+    pub flaps: u64,
+    /// The port the address is held on, while the hold lasts.
+    pub held_on: Option<PortId>,
+}
+
 /// Errors from configuring ports.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForwardError {
@@ -128,13 +241,82 @@ pub enum ForwardError {
     /// An operation named a port that was never added, or was removed.
     #[error("port {port} does not exist")]
     UnknownPort { port: PortId },
+    /// The policy offered for a port is inconsistent; nothing was changed.
+    #[error("port {port}: {source}")]
+    InvalidPolicy {
+        port: PortId,
+        #[source]
+        source: PolicyError,
+    },
+}
+
+/// The storm-control buckets of one port.
+#[derive(Debug, Default)]
+struct StormBuckets {
+    broadcast: Option<TokenBucket>,
+    multicast: Option<TokenBucket>,
+    unknown_unicast: Option<TokenBucket>,
+}
+
+impl StormBuckets {
+    fn new(storm: &StormControl) -> Self {
+        StormBuckets {
+            broadcast: storm.broadcast_pps.map(TokenBucket::new),
+            multicast: storm.multicast_pps.map(TokenBucket::new),
+            unknown_unicast: storm.unknown_unicast_pps.map(TokenBucket::new),
+        }
+    }
+}
+
+/// A port's policy and the state its policy needs.
+#[derive(Debug)]
+struct PortState {
+    policy: PortPolicy,
+    storm: StormBuckets,
+    /// When the next limit violation may be reported, and how many were not.
+    next_violation_report: Option<Instant>,
+    unreported_violations: u64,
+}
+
+impl PortState {
+    fn new(policy: PortPolicy) -> Self {
+        PortState {
+            storm: StormBuckets::new(&policy.storm),
+            policy,
+            next_violation_report: None,
+            unreported_violations: 0,
+        }
+    }
+}
+
+/// What a destination address makes of a frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Destination {
+    Known(PortId),
+    UnknownUnicast,
+    Multicast,
+    Broadcast,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct FlapRecord {
+    window_start: Instant,
+    moves: u32,
+    flaps: u64,
+    held: Option<(PortId, Instant)>,
 }
 
 /// The switching logic: ports, their policies and the MAC table.
 #[derive(Debug)]
 pub struct Forwarder {
     fdb: Fdb,
-    ports: Vec<Option<PortPolicy>>,
+    ports: Vec<Option<PortState>>,
+    mac_flap: Option<MacFlapConfig>,
+    flaps: HashMap<(VlanId, MacAddr), FlapRecord, RandomState>,
+    /// No sweep of `flaps` before this (a full table is swept at most once a second).
+    next_flap_sweep: Option<Instant>,
+    events: VecDeque<ForwardEvent>,
+    events_lost: u64,
 }
 
 impl Forwarder {
@@ -143,47 +325,67 @@ impl Forwarder {
         Forwarder {
             fdb: Fdb::new(config),
             ports: Vec::new(),
+            mac_flap: None,
+            flaps: HashMap::with_capacity_and_hasher(FLAP_TABLE_LEN, RandomState::default()),
+            next_flap_sweep: None,
+            events: VecDeque::with_capacity(EVENT_QUEUE_LEN),
+            events_lost: 0,
         }
     }
 
-    /// Adds port `id` with `policy`.
+    /// Adds port `id` with `policy`, after validating it.
     pub fn add_port(&mut self, id: PortId, policy: PortPolicy) -> Result<(), ForwardError> {
         if id.index() >= MAX_PORTS {
             return Err(ForwardError::PortOutOfRange { port: id });
         }
+        policy
+            .validate()
+            .map_err(|source| ForwardError::InvalidPolicy { port: id, source })?;
         if self.ports.len() <= id.index() {
-            self.ports.resize(id.index() + 1, None);
+            self.ports.resize_with(id.index() + 1, || None);
         }
         let slot = &mut self.ports[id.index()];
         if slot.is_some() {
             return Err(ForwardError::PortExists { port: id });
         }
-        *slot = Some(policy);
+        *slot = Some(PortState::new(policy));
         Ok(())
     }
 
     /// Removes port `id` and every FDB entry pointing at it; returns its policy.
     pub fn remove_port(&mut self, id: PortId) -> Result<PortPolicy, ForwardError> {
-        let policy = self
+        let state = self
             .ports
             .get_mut(id.index())
             .and_then(Option::take)
             .ok_or(ForwardError::UnknownPort { port: id })?;
         self.fdb.flush_port(id);
-        Ok(policy)
+        Ok(state.policy)
     }
 
-    /// Replaces the policy of port `id`. Disabling a port forgets what was learned on it,
-    /// as a Linux bridge does, so its stations are flooded to until heard again.
+    /// Replaces the policy of port `id` in one step, after validating the whole new
+    /// policy: an invalid one changes nothing. Storm buckets start full again.
+    ///
+    /// The port's learned (dynamic) entries are forgotten when the port is disabled (as a
+    /// Linux bridge does, so its stations are flooded to until heard again), when its VLAN
+    /// mode changes, and when a lowered MAC limit is below what it holds.
     pub fn set_policy(&mut self, id: PortId, policy: PortPolicy) -> Result<(), ForwardError> {
-        let slot = self
+        policy
+            .validate()
+            .map_err(|source| ForwardError::InvalidPolicy { port: id, source })?;
+        let state = self
             .ports
             .get_mut(id.index())
             .and_then(Option::as_mut)
             .ok_or(ForwardError::UnknownPort { port: id })?;
-        let disabling = slot.enabled && !policy.enabled;
-        *slot = policy;
-        if disabling {
+        let old = &state.policy;
+        let over_limit = policy
+            .security
+            .mac_limit
+            .is_some_and(|limit| self.fdb.port_count(id) > limit as usize);
+        let flush = (old.enabled && !policy.enabled) || old.vlan != policy.vlan || over_limit;
+        *state = PortState::new(policy);
+        if flush {
             self.fdb.flush_port_dynamic(id);
         }
         Ok(())
@@ -191,7 +393,7 @@ impl Forwarder {
 
     /// The policy of port `id`, if it exists.
     pub fn port(&self, id: PortId) -> Option<&PortPolicy> {
-        self.ports.get(id.index()).and_then(Option::as_ref)
+        self.state(id).map(|state| &state.policy)
     }
 
     /// Ids of the existing ports, ascending.
@@ -201,6 +403,50 @@ impl Forwarder {
             .enumerate()
             .filter(|(_, slot)| slot.is_some())
             .map(|(index, _)| PortId(index as u32))
+    }
+
+    /// Turns MAC flap detection on (`Some`) or off.
+    pub fn set_mac_flap(&mut self, config: Option<MacFlapConfig>) {
+        self.mac_flap = config;
+        if config.is_none() {
+            self.flaps.clear();
+        }
+    }
+
+    /// Addresses that flapped at least once, sorted by (VLAN, MAC); bounded by the size of
+    /// the flap table.
+    pub fn mac_flaps(&self, now: Instant) -> Vec<MacFlapEntry> {
+        let mut rows: Vec<MacFlapEntry> = self
+            .flaps
+            .iter()
+            .filter(|(_, record)| record.flaps > 0)
+            .map(|(&(vlan, mac), record)| MacFlapEntry {
+                vlan,
+                mac,
+                flaps: record.flaps,
+                held_on: record
+                    .held
+                    .filter(|&(_, until)| now < until)
+                    .map(|(port, _)| port),
+            })
+            .collect();
+        rows.sort_unstable_by_key(|row| (row.vlan, row.mac));
+        rows
+    }
+
+    /// True when events wait in the queue.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// Takes the queued events, oldest first.
+    pub fn drain_events(&mut self) -> impl Iterator<Item = ForwardEvent> + '_ {
+        self.events.drain(..)
+    }
+
+    /// Events dropped because the queue was full when they happened.
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost
     }
 
     /// The MAC table.
@@ -215,59 +461,110 @@ impl Forwarder {
 
     /// Decides where `frame`, received on `ingress` at `now`, goes.
     ///
-    /// `egress` is cleared and filled with the egress ports in ascending order; the caller
-    /// reuses it across frames so that deciding allocates nothing. Also returns what
-    /// learning the source address did ([`Learned::Ignored`] when the frame was dropped
-    /// before learning), so the caller can count and log station moves.
+    /// `egress` is cleared and filled with the egress ports in ascending order, each with
+    /// its tag action; the caller reuses it across frames so that deciding allocates
+    /// nothing. Also returns what learning the source address did ([`Learned::Ignored`]
+    /// when the frame was dropped before learning), so the caller can count and log
+    /// station moves.
     pub fn decide(
         &mut self,
         ingress: PortId,
         frame: &[u8],
         now: Instant,
-        egress: &mut Vec<PortId>,
+        egress: &mut Vec<Egress>,
     ) -> (Verdict, Learned) {
         egress.clear();
         let Ok(frame) = EthernetFrame::new_checked(frame) else {
             return (Verdict::Drop(DropReason::Runt), Learned::Ignored);
         };
-        match self.port(ingress) {
-            None => return (Verdict::Drop(DropReason::UnknownIngress), Learned::Ignored),
-            Some(policy) if !policy.enabled => {
-                return (Verdict::Drop(DropReason::IngressDisabled), Learned::Ignored);
-            }
-            Some(_) => {}
+        let Some(in_state) = self.state(ingress) else {
+            return (Verdict::Drop(DropReason::UnknownIngress), Learned::Ignored);
+        };
+        let in_policy = &in_state.policy;
+        if !in_policy.enabled {
+            return (Verdict::Drop(DropReason::IngressDisabled), Learned::Ignored);
         }
+        let outer_tag = frame.vlan();
+        let Some(vlan) = in_policy.vlan.classify(outer_tag) else {
+            return (Verdict::Drop(DropReason::VlanNotAllowed), Learned::Ignored);
+        };
+        // The 802.1Q tag the frame carries, if any: what a tag action removes or rewrites.
+        let dot1q_vid = outer_tag
+            .filter(|tag| tag.tpid == ETHERTYPE_VLAN)
+            .map(|tag| tag.vid);
+        let source = frame.src_addr();
+        let allowed = &in_policy.security.allowed_macs;
+        if !allowed.is_empty() && !allowed.contains(&source) {
+            return (Verdict::Drop(DropReason::SpoofedSource), Learned::Ignored);
+        }
+        let in_isolated = in_policy.isolated;
 
-        let learned = self
-            .fdb
-            .learn(TRANSPARENT_VLAN, frame.src_addr(), ingress, now);
+        let learned = match self.learn_source(ingress, vlan, source, now) {
+            Ok(learned) => learned,
+            Err(reason) => return (Verdict::Drop(reason), Learned::Ignored),
+        };
 
         let destination = frame.dst_addr();
-        let known = if destination.is_multicast() {
-            None
+        let destination = if destination.is_broadcast() {
+            Destination::Broadcast
+        } else if destination.is_multicast() {
+            Destination::Multicast
         } else {
-            self.fdb.lookup(TRANSPARENT_VLAN, destination, now)
-        };
-        let verdict = match known {
-            Some(port) if port == ingress => Verdict::Drop(DropReason::SameSegment),
-            // Only a static entry can point at a disabled or removed port: disabling and
-            // removing flush the dynamic ones.
-            Some(port) if !self.is_enabled(port) => Verdict::Drop(DropReason::EgressDisabled),
-            Some(port) => {
-                egress.push(port);
-                Verdict::Forward
+            match self.fdb.lookup(vlan, destination, now) {
+                Some(port) => Destination::Known(port),
+                None => Destination::UnknownUnicast,
             }
-            None => {
-                egress.extend(
-                    self.ports
-                        .iter()
-                        .enumerate()
-                        .filter(|(index, slot)| {
-                            *index != ingress.index()
-                                && slot.as_ref().is_some_and(|policy| policy.enabled)
-                        })
-                        .map(|(index, _)| PortId(index as u32)),
-                );
+        };
+        if let Some(reason) = self.storm_check(ingress, destination, now) {
+            return (Verdict::Drop(reason), learned);
+        }
+
+        let verdict = match destination {
+            Destination::Known(port) if port == ingress => Verdict::Drop(DropReason::SameSegment),
+            Destination::Known(port) => match self.state(port) {
+                // Only a static entry can point at a disabled or removed port: disabling
+                // and removing flush the dynamic ones.
+                Some(out) if out.policy.enabled => {
+                    if in_isolated && out.policy.isolated {
+                        Verdict::Drop(DropReason::Isolated)
+                    } else {
+                        match out.policy.vlan.egress(vlan) {
+                            Some(tagging) => {
+                                egress.push(Egress {
+                                    port,
+                                    tag: tag_action(dot1q_vid, tagging, vlan),
+                                });
+                                Verdict::Forward
+                            }
+                            None => Verdict::Drop(DropReason::VlanNotAllowed),
+                        }
+                    }
+                }
+                _ => Verdict::Drop(DropReason::EgressDisabled),
+            },
+            flood => {
+                for (index, slot) in self.ports.iter().enumerate() {
+                    let Some(out) = slot else { continue };
+                    let out = &out.policy;
+                    let floods = match flood {
+                        Destination::Broadcast => out.flood.broadcast,
+                        Destination::Multicast => out.flood.multicast,
+                        _ => out.flood.unknown_unicast,
+                    };
+                    if index == ingress.index()
+                        || !out.enabled
+                        || !floods
+                        || (in_isolated && out.isolated)
+                    {
+                        continue;
+                    }
+                    if let Some(tagging) = out.vlan.egress(vlan) {
+                        egress.push(Egress {
+                            port: PortId(index as u32),
+                            tag: tag_action(dot1q_vid, tagging, vlan),
+                        });
+                    }
+                }
                 if egress.is_empty() {
                     Verdict::Drop(DropReason::NoEgress)
                 } else {
@@ -278,8 +575,202 @@ impl Forwarder {
         (verdict, learned)
     }
 
-    fn is_enabled(&self, id: PortId) -> bool {
-        self.port(id).is_some_and(|policy| policy.enabled)
+    fn state(&self, id: PortId) -> Option<&PortState> {
+        self.ports.get(id.index()).and_then(Option::as_ref)
+    }
+
+    /// Learns `source` on `ingress` as the port's security policy and flap damping allow;
+    /// `Err` when the frame must be dropped.
+    fn learn_source(
+        &mut self,
+        ingress: PortId,
+        vlan: VlanId,
+        source: MacAddr,
+        now: Instant,
+    ) -> Result<Learned, DropReason> {
+        if source.is_multicast() || source.is_zero() {
+            return Ok(Learned::Ignored);
+        }
+        let Some(Some(state)) = self.ports.get_mut(ingress.index()) else {
+            return Ok(Learned::Ignored);
+        };
+        let security = &state.policy.security;
+        if let Some(limit) = security.mac_limit
+            && self.fdb.entry_port(vlan, source) != Some(ingress)
+            && self.fdb.port_count(ingress) >= limit as usize
+        {
+            let action = security.violation;
+            self.violation(ingress, vlan, source, limit, action, now);
+            return Err(DropReason::MacLimit);
+        }
+        let sticky = security.sticky;
+        if let Some(held_on) = self.flap_check(ingress, vlan, source, now) {
+            return Ok(Learned::Held { on: held_on });
+        }
+        Ok(if sticky {
+            self.fdb.learn_sticky(vlan, source, ingress, now)
+        } else {
+            self.fdb.learn(vlan, source, ingress, now)
+        })
+    }
+
+    /// Reports (as the action says) and acts on a MAC limit violation.
+    fn violation(
+        &mut self,
+        port: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        limit: u32,
+        action: ViolationAction,
+        now: Instant,
+    ) {
+        let Some(Some(state)) = self.ports.get_mut(port.index()) else {
+            return;
+        };
+        let report = match action {
+            ViolationAction::Drop => false,
+            ViolationAction::Shutdown => true,
+            ViolationAction::DropLog => {
+                let due = state.next_violation_report.is_none_or(|next| now >= next);
+                if due {
+                    state.next_violation_report = Some(now + VIOLATION_LOG_INTERVAL);
+                } else {
+                    state.unreported_violations += 1;
+                }
+                due
+            }
+        };
+        let suppressed = if report {
+            std::mem::take(&mut state.unreported_violations)
+        } else {
+            0
+        };
+        if action == ViolationAction::Shutdown {
+            state.policy.enabled = false;
+            self.fdb.flush_port_dynamic(port);
+        }
+        if report {
+            self.push_event(ForwardEvent::MacLimitExceeded {
+                port,
+                vlan,
+                mac,
+                limit,
+                action,
+                suppressed,
+            });
+        }
+    }
+
+    /// With flap detection on: when learning `source` on `ingress` would move it, counts
+    /// the move and returns the port it is held on if it must not move.
+    fn flap_check(
+        &mut self,
+        ingress: PortId,
+        vlan: VlanId,
+        source: MacAddr,
+        now: Instant,
+    ) -> Option<PortId> {
+        let config = self.mac_flap?;
+        let holder = self.fdb.lookup(vlan, source, now)?;
+        if holder == ingress {
+            return None;
+        }
+        let key = (vlan, source);
+        if !self.flaps.contains_key(&key) && self.flaps.len() >= FLAP_TABLE_LEN {
+            self.sweep_flaps(now, config);
+        }
+        if !self.flaps.contains_key(&key) && self.flaps.len() >= FLAP_TABLE_LEN {
+            // Too many addresses moving at once to track them all: let this one move.
+            return None;
+        }
+        let record = self.flaps.entry(key).or_insert(FlapRecord {
+            window_start: now,
+            moves: 0,
+            flaps: 0,
+            held: None,
+        });
+        if let Some((port, until)) = record.held
+            && now < until
+        {
+            return Some(port);
+        }
+        if now.saturating_duration_since(record.window_start) >= config.window {
+            record.window_start = now;
+            record.moves = 0;
+        }
+        record.moves += 1;
+        if record.moves < config.moves {
+            return None;
+        }
+        record.flaps += 1;
+        record.moves = 0;
+        record.window_start = now;
+        record.held = Some((holder, now + config.hold));
+        let flaps = record.flaps;
+        self.push_event(ForwardEvent::MacFlap {
+            vlan,
+            mac: source,
+            held_on: holder,
+            moved_to: ingress,
+            flaps,
+        });
+        Some(holder)
+    }
+
+    /// Forgets addresses that never flapped and are past their window, at most once a
+    /// second: the records of flapping addresses are the per-MAC flap counters.
+    fn sweep_flaps(&mut self, now: Instant, config: MacFlapConfig) {
+        if self.next_flap_sweep.is_some_and(|next| now < next) {
+            return;
+        }
+        self.next_flap_sweep = Some(now + Duration::from_secs(1));
+        self.flaps.retain(|_, record| {
+            record.flaps > 0 || now.saturating_duration_since(record.window_start) < config.window
+        });
+    }
+
+    /// Takes a token from the ingress port's bucket for this kind of flood; the drop
+    /// reason when there is none.
+    fn storm_check(
+        &mut self,
+        ingress: PortId,
+        destination: Destination,
+        now: Instant,
+    ) -> Option<DropReason> {
+        let Some(Some(state)) = self.ports.get_mut(ingress.index()) else {
+            return None;
+        };
+        let (bucket, reason) = match destination {
+            Destination::Known(_) => return None,
+            Destination::Broadcast => (&mut state.storm.broadcast, DropReason::StormBroadcast),
+            Destination::Multicast => (&mut state.storm.multicast, DropReason::StormMulticast),
+            Destination::UnknownUnicast => (
+                &mut state.storm.unknown_unicast,
+                DropReason::StormUnknownUnicast,
+            ),
+        };
+        let bucket = bucket.as_mut()?;
+        (!bucket.take(now)).then_some(reason)
+    }
+
+    fn push_event(&mut self, event: ForwardEvent) {
+        if self.events.len() < EVENT_QUEUE_LEN {
+            self.events.push_back(event);
+        } else {
+            self.events_lost += 1;
+        }
+    }
+}
+
+/// How to change a frame that carries an 802.1Q tag with `dot1q_vid` (or none) so that it
+/// leaves as `tagging` says for `vlan`.
+fn tag_action(dot1q_vid: Option<VlanId>, tagging: Tagging, vlan: VlanId) -> TagAction {
+    match (tagging, dot1q_vid) {
+        (Tagging::AsReceived, _) | (Tagging::Untagged, None) => TagAction::AsIs,
+        (Tagging::Untagged, Some(_)) => TagAction::Pop,
+        (Tagging::Tagged, None) => TagAction::Push(vlan),
+        (Tagging::Tagged, Some(vid)) if vid == vlan => TagAction::AsIs,
+        (Tagging::Tagged, Some(_)) => TagAction::SetVid(vlan),
     }
 }
 
@@ -308,6 +799,10 @@ mod tests {
         bytes
     }
 
+    fn egress_ports(egress: &[Egress]) -> Vec<PortId> {
+        egress.iter().map(|out| out.port).collect()
+    }
+
     fn forwarder(ports: &[PortId]) -> Forwarder {
         let mut forwarder = Forwarder::new(FdbConfig::default());
         for &port in ports {
@@ -334,12 +829,12 @@ mod tests {
         let mut egress = Vec::new();
         let (verdict, learned) = forwarder.decide(P1, &frame(host(1), host(2)), now, &mut egress);
         assert_eq!((verdict, learned), (Verdict::Forward, Learned::New));
-        assert_eq!(egress, vec![P0, P2, P3]);
+        assert_eq!(egress_ports(&egress), vec![P0, P2, P3]);
         let (verdict, _) = forwarder.decide(P3, &frame(host(2), host(1)), now, &mut egress);
         assert_eq!(verdict, Verdict::Forward);
-        assert_eq!(egress, vec![P1]);
+        assert_eq!(egress_ports(&egress), vec![P1]);
         forwarder.decide(P1, &frame(host(1), host(2)), now, &mut egress);
-        assert_eq!(egress, vec![P3]);
+        assert_eq!(egress_ports(&egress), vec![P3]);
     }
 
     #[test]
@@ -350,7 +845,7 @@ mod tests {
         for destination in [MacAddr::BROADCAST, MacAddr([0x01, 0x00, 0x5e, 0, 0, 0xfb])] {
             let (verdict, _) = forwarder.decide(P2, &frame(host(1), destination), now, &mut egress);
             assert_eq!(verdict, Verdict::Forward);
-            assert_eq!(egress, vec![P0, P1]);
+            assert_eq!(egress_ports(&egress), vec![P0, P1]);
         }
     }
 
@@ -364,7 +859,7 @@ mod tests {
         tagged.splice(12..12, [0x81, 0x00, 0x00, 0x64]);
         let (verdict, learned) = forwarder.decide(P2, &tagged, now, &mut egress);
         assert_eq!((verdict, learned), (Verdict::Forward, Learned::New));
-        assert_eq!(egress, vec![P0]);
+        assert_eq!(egress_ports(&egress), vec![P0]);
         assert_eq!(forwarder.fdb().lookup(0, host(2), now), Some(P2));
     }
 
@@ -372,7 +867,10 @@ mod tests {
     fn drops_with_reasons() {
         let now = Instant::now();
         let mut forwarder = forwarder(&[P0, P1]);
-        let mut egress = vec![P3];
+        let mut egress = vec![Egress {
+            port: P3,
+            tag: TagAction::AsIs,
+        }];
         let short = &frame(host(1), host(2))[..13];
         assert_eq!(
             forwarder.decide(P0, short, now, &mut egress).0,
@@ -405,7 +903,13 @@ mod tests {
         assert!(egress.is_empty());
 
         forwarder
-            .set_policy(P1, PortPolicy { enabled: false })
+            .set_policy(
+                P1,
+                PortPolicy {
+                    enabled: false,
+                    ..PortPolicy::default()
+                },
+            )
             .unwrap();
         assert_eq!(
             forwarder.decide(P1, &frame(host(3), host(1)), now, &mut egress),
@@ -425,7 +929,13 @@ mod tests {
         let mut forwarder = forwarder(&[P0, P1, P2]);
         forwarder.fdb_mut().add_static(0, host(5), P1).unwrap();
         forwarder
-            .set_policy(P1, PortPolicy { enabled: false })
+            .set_policy(
+                P1,
+                PortPolicy {
+                    enabled: false,
+                    ..PortPolicy::default()
+                },
+            )
             .unwrap();
         let mut egress = Vec::new();
         assert_eq!(
@@ -444,11 +954,17 @@ mod tests {
         let mut egress = Vec::new();
         forwarder.decide(P1, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
         forwarder
-            .set_policy(P1, PortPolicy { enabled: false })
+            .set_policy(
+                P1,
+                PortPolicy {
+                    enabled: false,
+                    ..PortPolicy::default()
+                },
+            )
             .unwrap();
         assert_eq!(forwarder.fdb().lookup(0, host(1), now), None);
         forwarder.decide(P0, &frame(host(2), host(1)), now, &mut egress);
-        assert_eq!(egress, vec![P2]);
+        assert_eq!(egress_ports(&egress), vec![P2]);
     }
 
     #[test]
@@ -514,10 +1030,10 @@ mod tests {
         let mut egress = Vec::new();
         forwarder.decide(P1, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress);
         forwarder.decide(P0, &frame(host(2), host(1)), t0, &mut egress);
-        assert_eq!(egress, vec![P1]);
+        assert_eq!(egress_ports(&egress), vec![P1]);
         let later = t0 + Duration::from_secs(10);
         forwarder.decide(P0, &frame(host(2), host(1)), later, &mut egress);
-        assert_eq!(egress, vec![P1, P2]);
+        assert_eq!(egress_ports(&egress), vec![P1, P2]);
     }
 
     #[derive(Clone, Debug)]
@@ -589,9 +1105,9 @@ mod tests {
                         let ingress = PortId(ingress);
                         let bytes = frame(address(src), address(dst));
                         let (verdict, _) = forwarder.decide(ingress, &bytes, now, &mut egress);
-                        prop_assert!(!egress.contains(&ingress));
-                        prop_assert!(egress.windows(2).all(|pair| pair[0] < pair[1]));
-                        for &port in &egress {
+                        prop_assert!(!egress_ports(&egress).contains(&ingress));
+                        prop_assert!(egress.windows(2).all(|pair| pair[0].port < pair[1].port));
+                        for port in egress_ports(&egress) {
                             prop_assert!(forwarder.port(port).is_some_and(|p| p.enabled), "{port} in {egress:?}");
                         }
                         prop_assert_eq!(verdict == Verdict::Forward, !egress.is_empty());
@@ -601,10 +1117,10 @@ mod tests {
                         }
                     }
                     Step::Disable { port } => {
-                        let _ = forwarder.set_policy(PortId(port), PortPolicy { enabled: false });
+                        let _ = forwarder.set_policy(PortId(port), PortPolicy { enabled: false, ..PortPolicy::default() });
                     }
                     Step::Enable { port } => {
-                        let _ = forwarder.set_policy(PortId(port), PortPolicy { enabled: true });
+                        let _ = forwarder.set_policy(PortId(port), PortPolicy::default());
                     }
                     Step::Remove { port } => {
                         let _ = forwarder.remove_port(PortId(port));
@@ -642,7 +1158,7 @@ mod tests {
             forwarder.decide(port_a, &frame(host(a), host(x)), now, &mut egress);
             let (verdict, _) = forwarder.decide(port_x, &frame(host(x), host(a)), now, &mut egress);
             prop_assert_eq!(verdict, Verdict::Forward);
-            prop_assert_eq!(&egress, &vec![port_a]);
+            prop_assert_eq!(egress_ports(&egress), vec![port_a]);
         }
 
         /// Flood sets are exactly the other enabled ports.
@@ -654,7 +1170,7 @@ mod tests {
             let now = Instant::now();
             let mut forwarder = Forwarder::new(FdbConfig::default());
             for (&port, &enabled) in &ports {
-                forwarder.add_port(PortId(port), PortPolicy { enabled }).unwrap();
+                forwarder.add_port(PortId(port), PortPolicy { enabled, ..PortPolicy::default() }).unwrap();
             }
             let enabled: Vec<PortId> = ports.iter().filter(|(_, on)| **on).map(|(p, _)| PortId(*p)).collect();
             prop_assume!(!enabled.is_empty());
@@ -662,7 +1178,7 @@ mod tests {
             let mut egress = Vec::new();
             let (verdict, _) = forwarder.decide(ingress, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
             let expected: Vec<PortId> = enabled.iter().copied().filter(|&p| p != ingress).collect();
-            prop_assert_eq!(&egress, &expected);
+            prop_assert_eq!(egress_ports(&egress), expected.clone());
             let expected_verdict = if expected.is_empty() { Verdict::Drop(DropReason::NoEgress) } else { Verdict::Forward };
             prop_assert_eq!(verdict, expected_verdict);
         }
@@ -693,7 +1209,7 @@ mod tests {
         assert_eq!(forwarder.fdb().counters().evicted, 5000 - 54);
         for n in 2..12 {
             forwarder.decide(P2, &frame(host(100), host(n)), now, &mut egress);
-            assert_eq!(egress, vec![P1], "station {n}");
+            assert_eq!(egress_ports(&egress), vec![P1], "station {n}");
         }
     }
 
@@ -706,5 +1222,586 @@ mod tests {
             forwarder.decide(P0, &frame(MacAddr::ZERO, host(2)), now, &mut egress);
         assert_eq!((verdict, learned), (Verdict::Forward, Learned::Ignored));
         assert!(forwarder.fdb().is_empty());
+    }
+
+    // ---- VLANs, port security, storm control, isolation, flood controls, flaps ----
+
+    const P4: PortId = PortId(4);
+
+    fn tagged(src: MacAddr, dst: MacAddr, tpid: u16, vid: VlanId) -> Vec<u8> {
+        let mut bytes = frame(src, dst);
+        let [t0, t1] = tpid.to_be_bytes();
+        let [v0, v1] = vid.to_be_bytes();
+        bytes.splice(12..12, [t0, t1, v0, v1]);
+        bytes
+    }
+
+    fn access(vlan: VlanId) -> PortPolicy {
+        PortPolicy {
+            vlan: VlanMode::Access { vlan },
+            ..PortPolicy::default()
+        }
+    }
+
+    fn trunk(allowed: &[VlanId], native: Option<VlanId>) -> PortPolicy {
+        PortPolicy {
+            vlan: VlanMode::Trunk {
+                allowed: allowed.iter().copied().collect(),
+                native,
+            },
+            ..PortPolicy::default()
+        }
+    }
+
+    fn with_policies(policies: &[(PortId, PortPolicy)]) -> Forwarder {
+        let mut forwarder = Forwarder::new(FdbConfig::default());
+        for (port, policy) in policies {
+            forwarder.add_port(*port, policy.clone()).unwrap();
+        }
+        forwarder
+    }
+
+    fn out(port: PortId, tag: TagAction) -> Egress {
+        Egress { port, tag }
+    }
+
+    #[test]
+    fn access_and_trunk_ports_push_and_pop_tags() {
+        let now = Instant::now();
+        let mut forwarder = with_policies(&[
+            (P0, access(10)),
+            (P1, access(20)),
+            (P2, trunk(&[10, 20], None)),
+            (P3, PortPolicy::default()),
+        ]);
+        let mut egress = Vec::new();
+        let verdict = forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(verdict.0, Verdict::Forward);
+        assert_eq!(egress, vec![out(P2, TagAction::Push(10))]);
+        let bytes = tagged(host(2), MacAddr::BROADCAST, ETHERTYPE_VLAN, 20);
+        forwarder.decide(P2, &bytes, now, &mut egress);
+        assert_eq!(egress, vec![out(P1, TagAction::Pop)]);
+        // A reply tagged 10 to host 1 goes to P0 only, untagged.
+        forwarder.decide(
+            P2,
+            &tagged(host(3), host(1), ETHERTYPE_VLAN, 10),
+            now,
+            &mut egress,
+        );
+        assert_eq!(egress, vec![out(P0, TagAction::Pop)]);
+        // Learning is per VLAN: host 1 is unknown on VLAN 20.
+        forwarder.decide(P1, &frame(host(4), host(1)), now, &mut egress);
+        assert_eq!(egress, vec![out(P2, TagAction::Push(20))]);
+        assert_eq!(forwarder.fdb().lookup(10, host(1), now), Some(P0));
+        assert_eq!(forwarder.fdb().lookup(20, host(1), now), None);
+        // Frames for VLANs a port does not carry are dropped at ingress.
+        let drops = [
+            (P2, frame(host(5), MacAddr::BROADCAST)),
+            (P2, tagged(host(5), MacAddr::BROADCAST, ETHERTYPE_VLAN, 30)),
+            (P0, tagged(host(5), MacAddr::BROADCAST, ETHERTYPE_VLAN, 10)),
+        ];
+        for (port, bytes) in drops {
+            assert_eq!(
+                forwarder.decide(port, &bytes, now, &mut egress),
+                (Verdict::Drop(DropReason::VlanNotAllowed), Learned::Ignored)
+            );
+        }
+        // Transparent ports form their own segment.
+        assert_eq!(
+            forwarder
+                .decide(P3, &frame(host(6), MacAddr::BROADCAST), now, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::NoEgress)
+        );
+    }
+
+    #[test]
+    fn native_vlan_priority_tags_and_service_tags() {
+        let now = Instant::now();
+        let mut forwarder = with_policies(&[
+            (P0, access(10)),
+            (P1, access(1)),
+            (P2, trunk(&[10], Some(1))),
+            (P3, trunk(&[10, 20], None)),
+        ]);
+        let mut egress = Vec::new();
+        forwarder.decide(P2, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(egress, vec![out(P1, TagAction::AsIs)]);
+        let native_tagged = tagged(host(1), MacAddr::BROADCAST, ETHERTYPE_VLAN, 1);
+        forwarder.decide(P2, &native_tagged, now, &mut egress);
+        assert_eq!(egress, vec![out(P1, TagAction::Pop)]);
+        forwarder.decide(P1, &frame(host(2), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(egress, vec![out(P2, TagAction::AsIs)]);
+        // A priority tag (VID 0) on an access port: VLAN 10, retagged for the trunks.
+        let priority = tagged(host(3), MacAddr::BROADCAST, ETHERTYPE_VLAN, 0);
+        forwarder.decide(P0, &priority, now, &mut egress);
+        assert_eq!(
+            egress,
+            vec![
+                out(P2, TagAction::SetVid(10)),
+                out(P3, TagAction::SetVid(10))
+            ]
+        );
+        // An 802.1ad tag with VID 10 is not VLAN 10: on P2 it is native (untagged) traffic.
+        let service = tagged(host(4), MacAddr::BROADCAST, crate::wire::ETHERTYPE_QINQ, 10);
+        forwarder.decide(P2, &service, now, &mut egress);
+        assert_eq!(egress, vec![out(P1, TagAction::AsIs)]);
+        assert_eq!(forwarder.fdb().lookup(1, host(4), now), Some(P2));
+        assert_eq!(
+            forwarder.decide(P3, &service, now, &mut egress).0,
+            Verdict::Drop(DropReason::VlanNotAllowed),
+            "no native VLAN on P3"
+        );
+        // An 802.1Q-tagged frame between trunks keeps its tag.
+        let vlan10 = tagged(host(5), MacAddr::BROADCAST, ETHERTYPE_VLAN, 10);
+        forwarder.decide(P3, &vlan10, now, &mut egress);
+        assert_eq!(
+            egress,
+            vec![out(P0, TagAction::Pop), out(P2, TagAction::AsIs)]
+        );
+    }
+
+    #[test]
+    fn spoofed_sources_are_dropped_and_not_learned() {
+        let now = Instant::now();
+        let mut bound = PortPolicy::default();
+        bound.security.allowed_macs = Box::new([host(1)]);
+        let mut forwarder = with_policies(&[(P0, bound), (P1, PortPolicy::default())]);
+        let mut egress = Vec::new();
+        assert_eq!(
+            forwarder.decide(P0, &frame(host(2), MacAddr::BROADCAST), now, &mut egress),
+            (Verdict::Drop(DropReason::SpoofedSource), Learned::Ignored)
+        );
+        assert!(forwarder.fdb().is_empty());
+        assert_eq!(
+            forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress),
+            (Verdict::Forward, Learned::New)
+        );
+    }
+
+    fn limited(limit: u32, violation: ViolationAction) -> PortPolicy {
+        let mut policy = PortPolicy::default();
+        policy.security.mac_limit = Some(limit);
+        policy.security.violation = violation;
+        policy
+    }
+
+    #[test]
+    fn mac_limit_drops_new_sources_and_reports_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut forwarder = with_policies(&[
+            (P0, limited(2, ViolationAction::DropLog)),
+            (P1, PortPolicy::default()),
+        ]);
+        let mut egress = Vec::new();
+        for n in 1..=2 {
+            let verdict =
+                forwarder.decide(P0, &frame(host(n), MacAddr::BROADCAST), t0, &mut egress);
+            assert_eq!(verdict.0, Verdict::Forward);
+        }
+        for n in 3..=5 {
+            assert_eq!(
+                forwarder.decide(P0, &frame(host(n), MacAddr::BROADCAST), t0, &mut egress),
+                (Verdict::Drop(DropReason::MacLimit), Learned::Ignored)
+            );
+        }
+        // Known sources keep working.
+        let verdict = forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress);
+        assert_eq!(verdict.0, Verdict::Forward);
+        let events: Vec<_> = forwarder.drain_events().collect();
+        assert_eq!(
+            events,
+            vec![ForwardEvent::MacLimitExceeded {
+                port: P0,
+                vlan: 0,
+                mac: host(3),
+                limit: 2,
+                action: ViolationAction::DropLog,
+                suppressed: 0
+            }]
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        forwarder.decide(P0, &frame(host(6), MacAddr::BROADCAST), t1, &mut egress);
+        assert!(matches!(
+            forwarder.drain_events().collect::<Vec<_>>()[..],
+            [ForwardEvent::MacLimitExceeded { suppressed: 2, .. }]
+        ));
+        assert_eq!(forwarder.fdb().port_count(P0), 2);
+    }
+
+    #[test]
+    fn mac_limit_shutdown_disables_the_port() {
+        let now = Instant::now();
+        let mut forwarder = with_policies(&[
+            (P0, limited(1, ViolationAction::Shutdown)),
+            (P1, PortPolicy::default()),
+        ]);
+        let mut egress = Vec::new();
+        forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(2), MacAddr::BROADCAST), now, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::MacLimit)
+        );
+        assert!(!forwarder.port(P0).unwrap().enabled);
+        assert_eq!(
+            forwarder.fdb().port_count(P0),
+            0,
+            "its stations are forgotten"
+        );
+        assert_eq!(forwarder.drain_events().count(), 1);
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::IngressDisabled)
+        );
+        // Enabling it again (a control-plane action) restores forwarding.
+        forwarder
+            .set_policy(P0, limited(1, ViolationAction::Shutdown))
+            .unwrap();
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress)
+                .0,
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn sticky_ports_keep_their_stations() {
+        let t0 = Instant::now();
+        let mut sticky = limited(1, ViolationAction::Drop);
+        sticky.security.sticky = true;
+        let mut forwarder = Forwarder::new(FdbConfig {
+            ageing: Duration::from_secs(10),
+            capacity: 16,
+        });
+        forwarder.add_port(P0, sticky).unwrap();
+        forwarder.add_port(P1, PortPolicy::default()).unwrap();
+        let mut egress = Vec::new();
+        forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress);
+        // The station cannot be taken over from another port, and never ages out.
+        let later = t0 + Duration::from_secs(100);
+        let (_, learned) =
+            forwarder.decide(P1, &frame(host(1), MacAddr::BROADCAST), later, &mut egress);
+        assert_eq!(learned, Learned::StaticHeld);
+        assert_eq!(forwarder.fdb().lookup(0, host(1), later), Some(P0));
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(2), MacAddr::BROADCAST), later, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::MacLimit)
+        );
+    }
+
+    #[test]
+    fn flapping_macs_are_held_on_their_first_port() {
+        let t0 = Instant::now();
+        let mut forwarder = forwarder(&[P0, P1, P2]);
+        forwarder.set_mac_flap(Some(MacFlapConfig {
+            moves: 3,
+            window: Duration::from_secs(1),
+            hold: Duration::from_secs(10),
+        }));
+        let mut egress = Vec::new();
+        let ms = Duration::from_millis;
+        let bounce = frame(host(1), MacAddr::BROADCAST);
+        forwarder.decide(P0, &bounce, t0, &mut egress);
+        let mut outcomes = Vec::new();
+        for (step, port) in [P1, P0, P1, P0].into_iter().enumerate() {
+            let (verdict, learned) =
+                forwarder.decide(port, &bounce, t0 + ms(step as u64 * 10), &mut egress);
+            assert_eq!(verdict, Verdict::Forward, "held frames are still switched");
+            outcomes.push(learned);
+        }
+        assert_eq!(
+            outcomes,
+            vec![
+                Learned::Moved { from: P0 },
+                Learned::Moved { from: P1 },
+                Learned::Held { on: P0 },
+                Learned::Refreshed
+            ]
+        );
+        let events: Vec<_> = forwarder.drain_events().collect();
+        assert_eq!(
+            events,
+            vec![ForwardEvent::MacFlap {
+                vlan: 0,
+                mac: host(1),
+                held_on: P0,
+                moved_to: P1,
+                flaps: 1
+            }]
+        );
+        assert_eq!(
+            forwarder.mac_flaps(t0),
+            vec![MacFlapEntry {
+                vlan: 0,
+                mac: host(1),
+                flaps: 1,
+                held_on: Some(P0)
+            }]
+        );
+        // Traffic to the held MAC goes to its first port.
+        forwarder.decide(P2, &frame(host(9), host(1)), t0 + ms(50), &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P0]);
+        // After the hold, it may move again.
+        let after = t0 + Duration::from_secs(11);
+        let (_, learned) = forwarder.decide(P1, &bounce, after, &mut egress);
+        assert_eq!(learned, Learned::Moved { from: P0 });
+        assert_eq!(forwarder.mac_flaps(after)[0].held_on, None);
+    }
+
+    #[test]
+    fn storm_control_caps_floods_but_not_known_unicast() {
+        let t0 = Instant::now();
+        let capped = PortPolicy {
+            storm: StormControl {
+                broadcast_pps: Some(10),
+                multicast_pps: Some(5),
+                unknown_unicast_pps: Some(3),
+            },
+            ..PortPolicy::default()
+        };
+        let mut forwarder = with_policies(&[(P0, capped), (P1, PortPolicy::default())]);
+        let mut egress = Vec::new();
+        forwarder.decide(P1, &frame(host(2), MacAddr::BROADCAST), t0, &mut egress);
+        let count = |forwarder: &mut Forwarder, dst: MacAddr, egress: &mut Vec<Egress>| {
+            (0..100)
+                .filter(|_| {
+                    forwarder.decide(P0, &frame(host(1), dst), t0, egress).0 == Verdict::Forward
+                })
+                .count()
+        };
+        assert_eq!(count(&mut forwarder, MacAddr::BROADCAST, &mut egress), 10);
+        assert_eq!(
+            count(
+                &mut forwarder,
+                MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+                &mut egress
+            ),
+            5
+        );
+        assert_eq!(count(&mut forwarder, host(7), &mut egress), 3);
+        assert_eq!(count(&mut forwarder, host(2), &mut egress), 100);
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::StormBroadcast)
+        );
+        let later = t0 + Duration::from_millis(200);
+        assert_eq!(
+            forwarder
+                .decide(P0, &frame(host(1), MacAddr::BROADCAST), later, &mut egress)
+                .0,
+            Verdict::Forward
+        );
+    }
+
+    #[test]
+    fn isolated_ports_reach_only_non_isolated_ones() {
+        let now = Instant::now();
+        let isolated = PortPolicy {
+            isolated: true,
+            ..PortPolicy::default()
+        };
+        let mut forwarder = with_policies(&[
+            (P0, isolated.clone()),
+            (P1, isolated),
+            (P2, PortPolicy::default()),
+        ]);
+        let mut egress = Vec::new();
+        forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P2]);
+        forwarder.decide(P2, &frame(host(3), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P0, P1]);
+        assert_eq!(
+            forwarder
+                .decide(P1, &frame(host(2), host(1)), now, &mut egress)
+                .0,
+            Verdict::Drop(DropReason::Isolated)
+        );
+        forwarder.decide(P1, &frame(host(2), host(3)), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P2]);
+    }
+
+    #[test]
+    fn flood_switches_pick_which_floods_a_port_gets() {
+        let now = Instant::now();
+        let quiet = |unknown_unicast, multicast, broadcast| PortPolicy {
+            flood: FloodControl {
+                unknown_unicast,
+                multicast,
+                broadcast,
+            },
+            ..PortPolicy::default()
+        };
+        let mut forwarder = with_policies(&[
+            (P0, PortPolicy::default()),
+            (P1, quiet(false, true, true)),
+            (P2, quiet(true, false, true)),
+            (P3, quiet(true, true, false)),
+            (P4, quiet(false, false, false)),
+        ]);
+        let mut egress = Vec::new();
+        forwarder.decide(P0, &frame(host(1), host(9)), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P2, P3]);
+        let group = MacAddr([0x01, 0, 0x5e, 0, 0, 1]);
+        forwarder.decide(P0, &frame(host(1), group), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P1, P3]);
+        forwarder.decide(P0, &frame(host(1), MacAddr::BROADCAST), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P1, P2]);
+        // Known unicast reaches a port that takes no floods.
+        forwarder.decide(P4, &frame(host(4), host(1)), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P0]);
+        forwarder.decide(P0, &frame(host(1), host(4)), now, &mut egress);
+        assert_eq!(egress_ports(&egress), vec![P4]);
+    }
+
+    #[test]
+    fn invalid_policies_change_nothing() {
+        let mut forwarder = forwarder(&[P0]);
+        let bad = PortPolicy {
+            vlan: VlanMode::Access { vlan: 5000 },
+            ..PortPolicy::default()
+        };
+        let error = forwarder.set_policy(P0, bad.clone()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "port 0: vlan: VLAN 5000 is outside 1..=4094"
+        );
+        assert_eq!(forwarder.port(P0), Some(&PortPolicy::default()));
+        assert!(forwarder.add_port(P1, bad).is_err());
+        assert_eq!(forwarder.port(P1), None);
+    }
+
+    /// A small random VLAN mode over VLANs 1..=4.
+    fn vlan_mode() -> impl Strategy<Value = VlanMode> {
+        prop_oneof![
+            1 => Just(VlanMode::Transparent),
+            2 => (1u16..=4).prop_map(|vlan| VlanMode::Access { vlan }),
+            2 => (proptest::collection::btree_set(1u16..=4, 0..4), proptest::option::of(1u16..=4))
+                .prop_filter("a trunk carries something", |(allowed, native)| !allowed.is_empty() || native.is_some())
+                .prop_map(|(allowed, native)| VlanMode::Trunk { allowed: allowed.into_iter().collect(), native }),
+        ]
+    }
+
+    /// (src, dst, outer tag): untagged, 802.1Q with VID 0..=5, or 802.1ad.
+    fn vlan_frame() -> impl Strategy<Value = (u8, u8, Option<(u16, VlanId)>)> {
+        let tag = prop_oneof![
+            2 => Just(None),
+            3 => (0u16..=5).prop_map(|vid| Some((ETHERTYPE_VLAN, vid))),
+            1 => (0u16..=5).prop_map(|vid| Some((crate::wire::ETHERTYPE_QINQ, vid))),
+        ];
+        (2u8..8, prop_oneof![4 => 2u8..8, 1 => Just(0xffu8)], tag)
+    }
+
+    /// The 802.1Q VID on the wire after `action`, for a frame that carried `dot1q`.
+    fn wire_vid(dot1q: Option<VlanId>, action: TagAction) -> Option<VlanId> {
+        match action {
+            TagAction::AsIs => dot1q,
+            TagAction::Push(vid) | TagAction::SetVid(vid) => Some(vid),
+            TagAction::Pop => None,
+        }
+    }
+
+    proptest! {
+        /// A frame only leaves on ports that carry its VLAN, and on the wire it carries the
+        /// VLAN's 802.1Q tag exactly when the port sends that VLAN tagged.
+        #[test]
+        fn frames_never_leave_their_vlan(
+            modes in proptest::collection::vec(vlan_mode(), 2..6),
+            traffic in proptest::collection::vec((0usize..6, vlan_frame()), 1..80),
+        ) {
+            let now = Instant::now();
+            let mut forwarder = Forwarder::new(FdbConfig::default());
+            for (index, mode) in modes.iter().enumerate() {
+                let policy = PortPolicy { vlan: mode.clone(), ..PortPolicy::default() };
+                forwarder.add_port(PortId(index as u32), policy).unwrap();
+            }
+            let mut egress = Vec::new();
+            for (ingress, (src, dst, tag)) in traffic {
+                let ingress = ingress % modes.len();
+                let dst = address(dst);
+                let bytes = match tag {
+                    None => frame(host(src), dst),
+                    Some((tpid, vid)) => tagged(host(src), dst, tpid, vid),
+                };
+                let (verdict, _) = forwarder.decide(PortId(ingress as u32), &bytes, now, &mut egress);
+                let outer = EthernetFrame::new_checked(&bytes[..]).unwrap().vlan();
+                let Some(vlan) = modes[ingress].classify(outer) else {
+                    prop_assert_eq!(verdict, Verdict::Drop(DropReason::VlanNotAllowed));
+                    continue;
+                };
+                let dot1q = tag.filter(|(tpid, _)| *tpid == ETHERTYPE_VLAN).map(|(_, vid)| vid);
+                for out in &egress {
+                    let mode = &modes[out.port.index()];
+                    let tagging = mode.egress(vlan);
+                    prop_assert!(tagging.is_some(), "{:?} left on {:?} ({:?})", vlan, out.port, mode);
+                    match tagging.unwrap() {
+                        Tagging::AsReceived => prop_assert_eq!(out.tag, TagAction::AsIs),
+                        Tagging::Tagged => prop_assert_eq!(wire_vid(dot1q, out.tag), Some(vlan)),
+                        Tagging::Untagged => prop_assert_eq!(wire_vid(dot1q, out.tag), None),
+                    }
+                }
+            }
+        }
+
+        /// Whatever the isolation flags and traffic, no frame goes from an isolated port
+        /// to another isolated port.
+        #[test]
+        fn isolated_ports_never_reach_each_other(
+            isolated in proptest::collection::vec(any::<bool>(), 2..7),
+            traffic in proptest::collection::vec((0usize..7, 2u8..10, prop_oneof![3 => 2u8..10, 1 => Just(0xffu8)]), 1..100),
+        ) {
+            let now = Instant::now();
+            let mut forwarder = Forwarder::new(FdbConfig::default());
+            for (index, &isolated) in isolated.iter().enumerate() {
+                forwarder.add_port(PortId(index as u32), PortPolicy { isolated, ..PortPolicy::default() }).unwrap();
+            }
+            let mut egress = Vec::new();
+            for (ingress, src, dst) in traffic {
+                let ingress = ingress % isolated.len();
+                forwarder.decide(PortId(ingress as u32), &frame(host(src), address(dst)), now, &mut egress);
+                if isolated[ingress] {
+                    prop_assert!(egress.iter().all(|out| !isolated[out.port.index()]), "{:?}", egress);
+                }
+            }
+        }
+
+        /// The MAC table never holds more entries for a port than its limit, whatever the
+        /// sources, moves, VLANs and sticky settings.
+        #[test]
+        fn the_mac_limit_is_never_exceeded(
+            limits in proptest::collection::vec((1u32..5, any::<bool>()), 2..5),
+            traffic in proptest::collection::vec((0usize..5, 2u8..40, 1u16..=3, 0u64..3000), 1..200),
+        ) {
+            let mut now = Instant::now();
+            let mut forwarder = Forwarder::new(FdbConfig { ageing: Duration::from_secs(2), capacity: 64 });
+            for (index, &(limit, sticky)) in limits.iter().enumerate() {
+                let mut policy = trunk(&[1, 2, 3], None);
+                policy.security.mac_limit = Some(limit);
+                policy.security.sticky = sticky;
+                forwarder.add_port(PortId(index as u32), policy).unwrap();
+            }
+            let mut egress = Vec::new();
+            for (ingress, src, vid, advance_ms) in traffic {
+                now += Duration::from_millis(advance_ms);
+                let ingress = ingress % limits.len();
+                let bytes = tagged(host(src), MacAddr::BROADCAST, ETHERTYPE_VLAN, vid);
+                forwarder.decide(PortId(ingress as u32), &bytes, now, &mut egress);
+                if advance_ms > 2500 {
+                    forwarder.fdb_mut().expire(now);
+                }
+                for (index, &(limit, _)) in limits.iter().enumerate() {
+                    let count = forwarder.fdb().port_count(PortId(index as u32));
+                    prop_assert!(count <= limit as usize, "port {} holds {} > {}", index, count, limit);
+                }
+            }
+        }
     }
 }

@@ -11,6 +11,7 @@ pub mod dataplane;
 pub mod fdb;
 pub mod forward;
 pub mod gso;
+pub mod policy;
 pub mod port;
 pub mod tap;
 pub mod vnet;

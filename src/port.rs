@@ -23,6 +23,8 @@ pub trait Port: Send + Sync {
     fn send(&self, frame: &[u8]) -> io::Result<usize>;
     /// Sends `head` followed by `body` as one frame, without joining them.
     fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize>;
+    /// Sends the concatenation of `parts` as one frame, without joining them.
+    fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize>;
 }
 
 /// A port backed by a TAP whose fd the switch holds.
@@ -64,5 +66,9 @@ impl Port for TapPort {
 
     fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
         self.tap.write_parts(head, body)
+    }
+
+    fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.tap.write_vectored(parts)
     }
 }

@@ -18,6 +18,7 @@ pub fn fdb_table(snapshot: &Snapshot) -> String {
         let kind = match entry.kind {
             EntryKind::Dynamic => "dynamic",
             EntryKind::Static => "static",
+            EntryKind::Sticky => "sticky",
         };
         let _ = writeln!(
             out,

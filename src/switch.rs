@@ -130,10 +130,18 @@ pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchErro
             capacity: config.switch.fdb_capacity,
         },
     })?;
+    dataplane
+        .forwarder()
+        .set_mac_flap(config.switch.mac_flap_config());
     let mut links = LinkSockets::default();
     for port in &config.ports {
         let tap_port = create_tap_port(&config.switch, port, &mut links)?;
-        dataplane.add_port(Box::new(tap_port), port.mtu)?;
+        let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
+        // The loop is not running yet: the port's policy is in place before its first frame.
+        dataplane
+            .forwarder()
+            .set_policy(id, port.policy())
+            .map_err(|e| SwitchError::Dataplane(e.into()))?;
     }
     Ok((dataplane, handle))
 }

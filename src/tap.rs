@@ -333,6 +333,27 @@ impl Tap {
         }
     }
 
+    /// Writes one frame gathered from any number of parts (e.g. a vnet header, the
+    /// addresses, a new VLAN tag and the rest) without copying them together.
+    pub fn write_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let count = libc::c_int::try_from(parts.len())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: `IoSlice` is guaranteed ABI-compatible with `iovec` on Unix, and every
+        // slice is live for the call; writev only reads through the pointers.
+        let n = unsafe {
+            libc::writev(
+                self.file.as_raw_fd(),
+                parts.as_ptr().cast::<libc::iovec>(),
+                count,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
     fn features(&self) -> Result<libc::c_int, TapError> {
         let mut features: libc::c_uint = 0;
         // SAFETY: TUNGETFEATURES writes one unsigned int through the pointer,

@@ -526,6 +526,25 @@ fn parse_super_frame(
     })
 }
 
+/// Moves the frame offsets of a header (`csum_start` when the checksum is
+/// pending, `hdr_len` when set) by `delta` bytes, for a frame that grew or
+/// shrank by a VLAN tag in front of those offsets.
+pub fn shift_frame_offsets(header: &mut [u8; VNET_HDR_LEN], delta: isize) {
+    let shift = |bytes: &mut [u8], range: std::ops::Range<usize>| {
+        let value = u16::from_le_bytes([bytes[range.start], bytes[range.start + 1]]);
+        let moved = (value as isize + delta).clamp(0, u16::MAX as isize) as u16;
+        bytes[range].copy_from_slice(&moved.to_le_bytes());
+    };
+    let view = VnetHeader { bytes: header };
+    let (needs_csum, hdr_len) = (view.needs_csum(), view.hdr_len());
+    if needs_csum {
+        shift(header, field::CSUM_START);
+    }
+    if hdr_len != 0 {
+        shift(header, field::HDR_LEN);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +581,24 @@ mod tests {
         let mut bytes = PLAIN_HEADER;
         bytes[1] = VIRTIO_NET_HDR_GSO_ECN as u8;
         assert!(!VnetHeader::new(&bytes).unwrap().is_gso());
+    }
+
+    #[test]
+    fn offsets_follow_a_pushed_or_popped_tag() {
+        let mut bytes = [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0];
+        shift_frame_offsets(&mut bytes, 4);
+        let hdr = VnetHeader::new(&bytes).unwrap();
+        assert_eq!(
+            (hdr.hdr_len(), hdr.csum_start(), hdr.csum_offset()),
+            (70, 38, 16)
+        );
+        assert_eq!(hdr.gso_size(), 1448);
+        shift_frame_offsets(&mut bytes, -4);
+        assert_eq!(bytes, [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0]);
+        // Without a pending checksum or header length there is nothing to move.
+        let mut plain = PLAIN_HEADER;
+        shift_frame_offsets(&mut plain, 4);
+        assert_eq!(plain, PLAIN_HEADER);
     }
 
     #[test]

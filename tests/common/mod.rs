@@ -447,3 +447,221 @@ pub fn snmp_counter(netns: &str, protocol: &str, field: &str) -> u64 {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or_else(|| panic!("no {protocol} {field} in /proc/net/snmp"))
 }
+/// Starts a switch on `config` (TOML text), which is written to a temporary file
+/// for the switch to read at startup and removed once it is running.
+pub fn start_with_config(config: &str) -> Switch {
+    let dir = std::env::temp_dir().join(unique("tscfg"));
+    std::fs::create_dir_all(&dir).expect("creating a config directory");
+    let path = dir.join("switch.toml");
+    std::fs::write(&path, config).expect("writing the config");
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = Cleanup(dir);
+    Switch::start(&["--config", path.to_str().expect("UTF-8 temp path")])
+}
+
+impl Bed {
+    /// Like [`Bed::new`], from a TOML config: `[switch]` settings in `switch`, and
+    /// `port_settings(i)` appended to port `i`'s `[[port]]` table.
+    pub fn with_config(
+        count: usize,
+        switch: &str,
+        port_settings: impl Fn(usize) -> String,
+    ) -> Self {
+        let namespaces: Vec<Netns> = (0..count).map(|_| Netns::new()).collect();
+        let mut config = format!("{switch}\n");
+        for (i, ns) in namespaces.iter().enumerate() {
+            config.push_str(&format!(
+                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\n{}\n",
+                ns.name,
+                port_settings(i)
+            ));
+        }
+        let switch = start_with_config(&config);
+        for (i, ns) in namespaces.iter().enumerate() {
+            let addr = format!("{}/24", Self::addr(i));
+            sh(
+                "ip",
+                &["-n", &ns.name, "addr", "add", &addr, "dev", &Self::dev(i)],
+            );
+        }
+        Self { switch, namespaces }
+    }
+}
+
+/// The FDB entries of a snapshot on port `id`.
+pub fn fdb_on_port(snapshot: &Value, id: u64) -> Vec<Value> {
+    snapshot["fdb"]
+        .as_array()
+        .expect("fdb")
+        .iter()
+        .filter(|e| e["port"].as_u64() == Some(id))
+        .cloned()
+        .collect()
+}
+
+/// One frame seen by a [`Capture`].
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub bytes: Vec<u8>,
+    /// The 802.1Q VID the kernel took out of the frame into packet metadata.
+    pub vlan: Option<u16>,
+    /// The TPID of that tag.
+    pub vlan_tpid: Option<u16>,
+}
+
+impl Captured {
+    pub fn src(&self) -> [u8; 6] {
+        self.bytes[6..12].try_into().expect("a frame has a source")
+    }
+}
+
+/// `struct tpacket_auxdata` of `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct TpacketAuxdata {
+    tp_status: u32,
+    tp_len: u32,
+    tp_snaplen: u32,
+    tp_mac: u16,
+    tp_net: u16,
+    tp_vlan_tci: u16,
+    tp_vlan_tpid: u16,
+}
+
+const PACKET_AUXDATA: libc::c_int = 8;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
+
+/// A raw `AF_PACKET` capture on one interface of a namespace. On receive the kernel
+/// moves a VLAN tag out of the bytes into metadata; this reads it back from
+/// `PACKET_AUXDATA`.
+pub struct Capture {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Capture {
+    pub fn open(netns: &str, dev: &str) -> Self {
+        use std::os::fd::FromRawFd;
+        let dev = dev.to_owned();
+        let fd = tapswitch::netns::run_in(netns, move || {
+            let cname = std::ffi::CString::new(dev.clone()).unwrap();
+            // SAFETY: cname is a valid NUL-terminated string for the call.
+            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+            assert_ne!(ifindex, 0, "no interface {dev}");
+            let protocol = (libc::ETH_P_ALL as u16).to_be();
+            // SAFETY: plain socket creation; the fd is owned below.
+            let raw = unsafe {
+                libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                    i32::from(protocol),
+                )
+            };
+            assert!(
+                raw >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: raw is a fresh socket we own.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+            // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+            let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            addr.sll_family = libc::AF_PACKET as u16;
+            addr.sll_protocol = protocol;
+            addr.sll_ifindex = ifindex as i32;
+            // SAFETY: addr is a live sockaddr_ll and its length is given.
+            let ret = unsafe {
+                libc::bind(
+                    raw,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                )
+            };
+            assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
+            let on: libc::c_int = 1;
+            // SAFETY: `on` is a live int and its length is given.
+            let ret = unsafe {
+                libc::setsockopt(
+                    raw,
+                    libc::SOL_PACKET,
+                    PACKET_AUXDATA,
+                    (&raw const on).cast(),
+                    std::mem::size_of::<libc::c_int>() as u32,
+                )
+            };
+            assert_eq!(
+                ret,
+                0,
+                "PACKET_AUXDATA: {}",
+                std::io::Error::last_os_error()
+            );
+            fd
+        })
+        .expect("entering the namespace");
+        Self { fd }
+    }
+
+    /// Every frame received (or sent) on the interface since the last call.
+    pub fn drain(&self) -> Vec<Captured> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        loop {
+            let mut buffer = vec![0u8; 65536];
+            let mut control = [0u64; 16];
+            let mut iov = libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
+            };
+            // SAFETY: msghdr is plain data; zero is a valid starting value.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control);
+            // SAFETY: msg points at live buffers whose lengths it gives.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &raw mut msg, 0) };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                assert_eq!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock,
+                    "recvmsg: {error}"
+                );
+                return out;
+            }
+            buffer.truncate(n as usize);
+            let mut captured = Captured {
+                bytes: buffer,
+                vlan: None,
+                vlan_tpid: None,
+            };
+            // SAFETY: msg was filled by recvmsg; the CMSG macros walk its control buffer.
+            let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+            while !cmsg.is_null() {
+                // SAFETY: cmsg is non-null and points into `control`.
+                let header = unsafe { &*cmsg };
+                if header.cmsg_level == libc::SOL_PACKET && header.cmsg_type == PACKET_AUXDATA {
+                    // SAFETY: a PACKET_AUXDATA message carries a tpacket_auxdata; read
+                    // unaligned because the control buffer gives no alignment promise.
+                    let aux: TpacketAuxdata = unsafe {
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<TpacketAuxdata>())
+                    };
+                    if aux.tp_status & TP_STATUS_VLAN_VALID != 0 {
+                        captured.vlan = Some(aux.tp_vlan_tci & 0x0fff);
+                        if aux.tp_status & TP_STATUS_VLAN_TPID_VALID != 0 {
+                            captured.vlan_tpid = Some(aux.tp_vlan_tpid);
+                        }
+                    }
+                }
+                // SAFETY: as above, walking the control buffer recvmsg filled.
+                cmsg = unsafe { libc::CMSG_NXTHDR(&raw const msg, cmsg) };
+            }
+            out.push(captured);
+        }
+    }
+}

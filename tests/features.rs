@@ -1,0 +1,336 @@
+//! Switch features end to end: VLANs across a trunk, anti-spoofing, storm control,
+//! MAC limits and jumbo MTUs, through real TAPs between real network namespaces.
+//! Needs root (CI runs as root).
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn neighbour_mac(netns: &str, addr: &str) -> Option<String> {
+    let json = sh("ip", &["-n", netns, "-j", "neigh", "show", addr]);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("ip -j output is JSON");
+    value[0]["lladdr"].as_str().map(str::to_owned)
+}
+
+/// Two switches, each with an access port on VLAN 10 and one on VLAN 20, joined by
+/// their trunk ports through a plain Linux bridge (which carries tagged frames
+/// untouched). Both VLANs use the same IP addresses: any leak would answer ARP
+/// from the wrong VLAN.
+#[test]
+fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
+    let hosts: Vec<Netns> = (0..4).map(|_| Netns::new()).collect();
+    let middle = Netns::new();
+    // Host i: switch i / 2, VLAN 10 or 20.
+    let mac = |i: usize| format!("02:{}:00:00:00:0{i}", if i % 2 == 0 { "10" } else { "20" });
+    let vlan = |i: usize| if i % 2 == 0 { 10 } else { 20 };
+    let switch_config = |side: usize| {
+        let mut config = String::new();
+        for i in [2 * side, 2 * side + 1] {
+            config.push_str(&format!(
+                "[[port]]\nname = \"h{i}\"\nnetns = \"{}\"\nmac = \"{}\"\nvlan_mode = \"access\"\nvlan = {}\n",
+                hosts[i].name,
+                mac(i),
+                vlan(i)
+            ));
+        }
+        config.push_str(&format!(
+            "[[port]]\nname = \"trunk{side}\"\nnetns = \"{}\"\nvlan_mode = \"trunk\"\nallowed_vlans = [10, 20]\n",
+            middle.name
+        ));
+        config
+    };
+    let mut left = start_with_config(&switch_config(0));
+    let _right = start_with_config(&switch_config(1));
+    let mid = middle.name.as_str();
+    sh("ip", &["-n", mid, "link", "add", "br0", "type", "bridge"]);
+    for dev in ["trunk0", "trunk1"] {
+        sh("ip", &["-n", mid, "link", "set", dev, "master", "br0"]);
+    }
+    sh("ip", &["-n", mid, "link", "set", "br0", "up"]);
+    for (i, host) in hosts.iter().enumerate() {
+        let addr = format!("10.70.0.{}/24", i / 2 + 1);
+        sh(
+            "ip",
+            &[
+                "-n",
+                &host.name,
+                "addr",
+                "add",
+                &addr,
+                "dev",
+                &format!("h{i}"),
+            ],
+        );
+    }
+    let capture = Capture::open(mid, "trunk0");
+
+    // Host 0 (left, VLAN 10) reaches host 2 (right, VLAN 10); host 1 reaches host 3 on 20.
+    assert_eq!(
+        ping(&hosts[0].name, "10.70.0.2", 3, "0.1"),
+        3,
+        "VLAN 10 across the trunk"
+    );
+    assert_eq!(
+        ping(&hosts[1].name, "10.70.0.2", 3, "0.1"),
+        3,
+        "VLAN 20 across the trunk"
+    );
+    assert_eq!(neighbour_mac(&hosts[0].name, "10.70.0.2"), Some(mac(2)));
+    assert_eq!(neighbour_mac(&hosts[1].name, "10.70.0.2"), Some(mac(3)));
+
+    // On the trunk wire every host's frames carry its VLAN's 802.1Q tag.
+    let frames = capture.drain();
+    let mut seen = [0usize; 4];
+    for frame in &frames {
+        if let Some(i) = (0..4).find(|&i| frame.src() == mac_bytes(&mac(i))) {
+            assert_eq!(frame.vlan, Some(vlan(i)), "frame from host {i}: {frame:?}");
+            assert_eq!(frame.vlan_tpid.unwrap_or(0x8100), 0x8100);
+            seen[i] += 1;
+        }
+    }
+    assert!(
+        seen.iter().all(|&n| n >= 3),
+        "frames of every host on the trunk: {seen:?}"
+    );
+
+    // Frames the left trunk does not carry: untagged (no native VLAN), VLAN 30, and an
+    // 802.1ad S-tag with VID 10, which is not 802.1Q VLAN 10.
+    let rx_before = link_stats(&hosts[0].name, "h0").0;
+    let dropped_before = drops(&left.snapshot(), "trunk0", "vlan_not_allowed");
+    let bogus = |ethertype: u16, tci: Option<u16>| {
+        let mut bytes = frame([0xff; 6], [0x02, 0xad, 0, 0, 0, 1], 64);
+        if let Some(tci) = tci {
+            bytes.splice(
+                12..12,
+                ethertype.to_be_bytes().into_iter().chain(tci.to_be_bytes()),
+            );
+        }
+        bytes
+    };
+    send_raw(
+        mid,
+        "trunk0",
+        &[
+            bogus(0, None),
+            bogus(0x8100, Some(30)),
+            bogus(0x88a8, Some(10)),
+        ],
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let snapshot = left.snapshot();
+            drops(&snapshot, "trunk0", "vlan_not_allowed") >= dropped_before + 3
+        }),
+        "the left switch did not drop the frames its trunk does not carry"
+    );
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        link_stats(&hosts[0].name, "h0").0,
+        rx_before,
+        "a foreign frame reached VLAN 10"
+    );
+
+    // A tagged VLAN 20 broadcast injected on the trunk reaches only the VLAN 20 host, untagged.
+    let vlan20 = Capture::open(&hosts[1].name, "h1");
+    send_raw(mid, "trunk0", &[bogus(0x8100, Some(20))]);
+    assert!(wait_for(Duration::from_secs(5), || {
+        vlan20
+            .drain()
+            .iter()
+            .any(|f| f.src() == [0x02, 0xad, 0, 0, 0, 1] && f.vlan.is_none())
+    }));
+    assert_eq!(link_stats(&hosts[0].name, "h0").0, rx_before);
+}
+
+/// The spoofer on port 1 sends with the honest endpoint's MAC; port security drops
+/// those frames, the MAC stays on port 0, and the honest endpoint keeps working.
+#[test]
+fn spoofed_frames_are_dropped_while_the_honest_endpoint_works() {
+    let mac = |i: usize| format!("02:5e:00:00:00:0{i}");
+    let mut bed = Bed::with_config(3, "", |i| {
+        let binding = if i < 2 { "bind_mac = true" } else { "" };
+        format!("mac = \"{}\"\n{binding}", mac(i))
+    });
+    assert_eq!(ping(bed.ns(0), &Bed::addr(2), 2, "0.1"), 2);
+    let victim = mac_bytes(&mac(0));
+    let target = mac_bytes(&mac(2));
+    let spoofed: Vec<Vec<u8>> = (0..40)
+        .map(|n| {
+            if n % 2 == 0 {
+                frame(target, victim, 60)
+            } else {
+                frame([0xff; 6], victim, 60)
+            }
+        })
+        .collect();
+    send_raw(bed.ns(1), "p1", &spoofed);
+    assert!(wait_for(Duration::from_secs(5), || {
+        drops(&bed.switch.snapshot(), "p1", "spoofed_source") == 40
+    }));
+    let snapshot = bed.switch.snapshot();
+    let entry = snapshot["fdb"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == mac(0).as_str())
+        .expect("the honest MAC is learned");
+    assert_eq!(
+        entry["port"].as_u64(),
+        Some(0),
+        "the spoofer took the MAC: {entry}"
+    );
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(2), 5, "0.05"),
+        5,
+        "the honest endpoint"
+    );
+    assert_eq!(
+        ping(bed.ns(1), &Bed::addr(2), 2, "0.05"),
+        2,
+        "the spoofer's own address works"
+    );
+}
+
+/// A broadcast storm from port 0 is held to its cap while unicast between the same
+/// endpoints keeps flowing.
+#[test]
+fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
+    const CAP: u64 = 200;
+    const STORM: u64 = 4000;
+    let mut bed = Bed::with_config(2, "", |i| {
+        if i == 0 {
+            format!("storm_control = {{ broadcast_pps = {CAP} }}\ntxqueuelen = 10000")
+        } else {
+            String::new()
+        }
+    });
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(1), 2, "0.1"),
+        2,
+        "ARP resolved before the storm"
+    );
+    let to_p1_before = counter(&bed.switch.snapshot(), "p1", "tx_frames");
+    let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
+    let ns0 = bed.ns(0).to_owned();
+    let started = Instant::now();
+    let storm = thread::spawn(move || {
+        let burst: Vec<Vec<u8>> = (0..STORM / 4).map(|_| frame([0xff; 6], src, 60)).collect();
+        for _ in 0..4 {
+            send_raw(&ns0, "p0", &burst);
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let replies = ping(bed.ns(0), &Bed::addr(1), 20, "0.02");
+    storm.join().unwrap();
+    // The TAP may drop part of the storm before the switch reads it: wait until the
+    // switch has read what it will.
+    let mut last_rx = 0;
+    assert!(wait_for(Duration::from_secs(5), || {
+        thread::sleep(Duration::from_millis(100));
+        let rx = counter(&bed.switch.snapshot(), "p0", "rx_frames");
+        std::mem::replace(&mut last_rx, rx) == rx
+    }));
+    let elapsed = started.elapsed().as_secs_f64();
+    let snapshot = bed.switch.snapshot();
+    let dropped = drops(&snapshot, "p0", "storm_broadcast");
+    // Everything p1 got besides the 20 echo requests (and an ARP refresh or two) is storm.
+    let to_p1 = counter(&snapshot, "p1", "tx_frames") - to_p1_before;
+    let allowed = CAP + (CAP as f64 * elapsed).ceil() as u64 + 20 + 4;
+    assert!(
+        to_p1 <= allowed,
+        "{to_p1} frames reached p1 in {elapsed:.2}s, the cap allows {allowed}"
+    );
+    assert!(
+        to_p1 >= CAP / 2,
+        "storm control dropped nearly everything: {to_p1} passed"
+    );
+    assert!(dropped >= STORM / 4, "only {dropped} broadcasts dropped");
+    assert_eq!(replies, 20, "unicast during the storm");
+}
+
+/// A flood of random source MACs from port 0 fills only port 0's share of the table.
+#[test]
+fn a_mac_flood_is_contained_to_the_port_limit() {
+    const LIMIT: usize = 16;
+    const FLOOD: usize = 300;
+    let mut bed = Bed::with_config(3, "", |i| {
+        if i == 0 {
+            format!("mac_limit = {LIMIT}")
+        } else {
+            String::new()
+        }
+    });
+    assert_eq!(ping(bed.ns(1), &Bed::addr(2), 1, "0.1"), 1);
+    let flood: Vec<Vec<u8>> = (0..FLOOD)
+        .map(|n| {
+            let [_, _, hi, lo] = (n as u32).to_be_bytes();
+            frame([0xff; 6], [0x02, 0xf1, 0x00, 0x00, hi, lo], 60)
+        })
+        .collect();
+    send_raw(bed.ns(0), "p0", &flood);
+    assert!(wait_for(Duration::from_secs(5), || {
+        counter(&bed.switch.snapshot(), "p0", "rx_frames") >= FLOOD as u64
+    }));
+    let snapshot = bed.switch.snapshot();
+    let on_port0 = fdb_on_port(&snapshot, 0).len();
+    assert!(
+        on_port0 <= LIMIT,
+        "{on_port0} MACs learned on a port limited to {LIMIT}"
+    );
+    assert!(
+        on_port0 >= LIMIT - 1,
+        "the limit was not filled: {on_port0}"
+    );
+    assert!(drops(&snapshot, "p0", "mac_limit") >= (FLOOD - LIMIT) as u64);
+    assert_eq!(fdb_on_port(&snapshot, 1).len(), 1);
+    assert_eq!(fdb_on_port(&snapshot, 2).len(), 1);
+    assert_eq!(ping(bed.ns(1), &Bed::addr(2), 3, "0.05"), 3);
+}
+
+/// Jumbo frames pass between ports with a 9000-byte MTU; the same frame towards a
+/// 1500-byte port is dropped and counted there.
+#[test]
+fn jumbo_frames_pass_and_oversize_is_dropped_at_egress() {
+    let mut bed = Bed::with_config(3, "", |i| {
+        format!("mtu = {}", if i < 2 { 9000 } else { 1500 })
+    });
+    for i in 0..2 {
+        sh(
+            "ip",
+            &["-n", bed.ns(i), "link", "set", &Bed::dev(i), "mtu", "9000"],
+        );
+    }
+    let jumbo = |from: usize, to: usize| {
+        let (_, out) = exec_in(
+            bed.ns(from),
+            &[
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.1",
+                "-W",
+                "1",
+                "-q",
+                "-M",
+                "do",
+                "-s",
+                "8000",
+                &Bed::addr(to),
+            ],
+        );
+        out.contains(" 2 received")
+    };
+    assert!(jumbo(0, 1), "8000-byte pings between 9000-byte ports");
+    assert!(!jumbo(0, 2), "an 8000-byte ping reached a 1500-byte port");
+    let snapshot = bed.switch.snapshot();
+    assert!(drops(&snapshot, "p2", "oversize") >= 2, "{snapshot}");
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(2), 2, "0.1"),
+        2,
+        "normal frames still pass"
+    );
+}
