@@ -13,19 +13,19 @@
 use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, Learned, PortId};
+use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, FdbError, Learned, PortId, VlanId};
 use crate::forward::{DropReason, Forwarder, PortPolicy, Verdict};
 use crate::port::Port;
 use crate::vnet::{PLAIN_HEADER, VnetHeader};
-use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::{HEADER_LEN, MacAddr, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -53,6 +53,12 @@ pub enum DataplaneError {
     Forward(#[from] crate::forward::ForwardError),
     #[error("the dataplane has stopped")]
     Stopped,
+    #[error("no port named {name:?}")]
+    UnknownPort { name: String },
+    #[error("a port named {name:?} already exists")]
+    PortExists { name: String },
+    #[error(transparent)]
+    Fdb(#[from] FdbError),
 }
 
 /// Requests from the control plane.
@@ -61,6 +67,220 @@ pub enum Command {
     Shutdown,
     /// Reply with counters and the MAC table.
     Snapshot(Sender<Snapshot>),
+    /// Reply with counters only (`fdb` left empty): cheap enough to scrape often.
+    Counters(Sender<Snapshot>),
+    /// Start forwarding on a port the control plane has fully set up (TAP open,
+    /// netdev configured), so the loop never waits on netlink.
+    AddPort {
+        port: Box<dyn Port>,
+        mtu: u32,
+        /// Applied right after the port is added, before it forwards a frame.
+        settings: PortUpdate,
+        reply: Sender<Result<PortSnapshot, DataplaneError>>,
+    },
+    /// Stop forwarding on a port and hand it back; the requester drops it, so
+    /// closing the TAP (which deletes a non-persistent netdev) happens off the
+    /// packet path.
+    RemovePort {
+        name: String,
+        reply: Sender<Result<RemovedPort, DataplaneError>>,
+    },
+    /// Change settings of a running port.
+    UpdatePort {
+        name: String,
+        update: PortUpdate,
+        reply: Sender<Result<PortSnapshot, DataplaneError>>,
+    },
+    /// Pin `mac` to a port with a static MAC table entry.
+    FdbAdd {
+        vlan: VlanId,
+        mac: MacAddr,
+        port: String,
+        reply: Sender<Result<(), DataplaneError>>,
+    },
+    /// Remove the entry for `mac`; replies whether there was one.
+    FdbRemove {
+        vlan: VlanId,
+        mac: MacAddr,
+        reply: Sender<bool>,
+    },
+    /// Forget learned entries: all of them, or every entry (static too) of one port.
+    FdbFlush {
+        port: Option<String>,
+        reply: Sender<Result<usize, DataplaneError>>,
+    },
+}
+
+/// Settings of a running port that the control plane can change; `None`
+/// leaves a setting as it is. A new per-port switch becomes a field here and a
+/// line in [`Dataplane::update_port`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortUpdate {
+    /// Largest frame accepted (plus Ethernet header and one VLAN tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// A disabled port neither receives nor sends frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl PortUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == PortUpdate::default()
+    }
+}
+
+/// A port taken out of the dataplane, with its last counters.
+pub struct RemovedPort {
+    pub port: Box<dyn Port>,
+    pub last: PortSnapshot,
+}
+
+/// Why a port left the dataplane.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalCause {
+    /// The control plane asked.
+    Requested,
+    /// Reading or writing failed with an error other than a full queue
+    /// (e.g. the TAP was deleted under us).
+    DeviceError,
+}
+
+/// Something that changed in the switch, for `tapswitch events`. Ports are
+/// named by id; the control plane adds names, keeping the packet path free of
+/// string copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A source MAC not in the table was learned (`evicted_from`: a full
+    /// table made room by evicting one of that port's entries).
+    MacLearned {
+        mac: MacAddr,
+        port: PortId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evicted_from: Option<PortId>,
+    },
+    /// A live learned MAC showed up on another port.
+    MacMoved {
+        mac: MacAddr,
+        from: PortId,
+        to: PortId,
+    },
+    PortAdded {
+        port: PortId,
+        name: String,
+        mtu: u32,
+    },
+    PortRemoved {
+        port: PortId,
+        name: String,
+        cause: RemovalCause,
+    },
+    /// Settings of a port changed (`port set`).
+    PortChanged {
+        port: PortId,
+        name: String,
+        update: PortUpdate,
+    },
+    /// Entries were flushed: all learned ones, or all of one port.
+    FdbFlushed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<PortId>,
+        removed: usize,
+    },
+    FdbStaticAdded {
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+    },
+    FdbRemoved {
+        vlan: VlanId,
+        mac: MacAddr,
+    },
+}
+
+/// Where events go: a bounded channel filled with `try_send`, so a slow
+/// reader costs lost events (counted), never a stalled loop.
+#[derive(Default)]
+struct EventSink {
+    sender: Option<SyncSender<Event>>,
+    dropped: u64,
+}
+
+impl EventSink {
+    fn emit(&mut self, event: impl FnOnce() -> Event) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        match sender.try_send(event()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            // The reader is gone: stop building events nobody will read.
+            Err(TrySendError::Disconnected(_)) => self.sender = None,
+        }
+    }
+
+    /// The event for what learning a frame's source address did, if it is news.
+    fn learned(&mut self, ingress: PortId, frame: &[u8], learned: Learned) {
+        if !matches!(
+            learned,
+            Learned::New | Learned::Moved { .. } | Learned::Evicted { .. }
+        ) {
+            return;
+        }
+        // Learning happened, so the frame has a full Ethernet header.
+        let mac = MacAddr::from_bytes(&frame[6..12]);
+        self.emit(|| match learned {
+            Learned::Moved { from } => Event::MacMoved {
+                mac,
+                from,
+                to: ingress,
+            },
+            Learned::Evicted { victim_port } => Event::MacLearned {
+                mac,
+                port: ingress,
+                evicted_from: Some(victim_port),
+            },
+            _ => Event::MacLearned {
+                mac,
+                port: ingress,
+                evicted_from: None,
+            },
+        });
+    }
+}
+
+/// Upper bounds of the batch-size histogram buckets (frames read from one
+/// port in one visit); the last bucket is everything above.
+pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// How the loop spends its turns.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoopStats {
+    /// Returns from `epoll_wait`.
+    pub iterations: u64,
+    /// Visits to a ready port.
+    pub batches: u64,
+    /// Frames read over all visits.
+    pub batch_frames: u64,
+    /// Visits by frames read: `batch_sizes[i]` counts visits that read at most
+    /// `BATCH_BUCKETS[i]` frames and more than the bucket before; the extra
+    /// last element counts larger ones.
+    pub batch_sizes: [u64; BATCH_BUCKETS.len() + 1],
+}
+
+impl LoopStats {
+    fn record_batch(&mut self, frames: usize) {
+        self.batches += 1;
+        self.batch_frames += frames as u64;
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&bound| frames <= bound)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.batch_sizes[bucket] += 1;
+    }
 }
 
 /// Per-port counters.
@@ -108,6 +328,7 @@ pub struct PortSnapshot {
     pub name: String,
     pub mtu: u32,
     pub vnet_hdr: bool,
+    pub enabled: bool,
     pub counters: PortCounters,
 }
 
@@ -118,7 +339,12 @@ pub struct Snapshot {
     /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters.
     pub removed_ports: Vec<PortSnapshot>,
     pub fdb: Vec<FdbEntry>,
+    /// Entries in the MAC table (also when `fdb` was left out).
+    pub fdb_size: usize,
     pub fdb_counters: FdbCounters,
+    pub loop_stats: LoopStats,
+    /// Events lost because their reader fell behind.
+    pub events_dropped: u64,
 }
 
 impl Snapshot {
@@ -161,6 +387,13 @@ impl DataplaneHandle {
     pub fn shutdown(&self) -> Result<(), DataplaneError> {
         self.send(Command::Shutdown)
     }
+
+    /// Sends the command `make` builds around a reply channel and waits for the reply.
+    pub fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, DataplaneError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(make(reply))?;
+        answer.recv().map_err(|_| DataplaneError::Stopped)
+    }
 }
 
 struct PortSlot {
@@ -172,12 +405,13 @@ struct PortSlot {
 }
 
 impl PortSlot {
-    fn snapshot(&self, id: PortId) -> PortSnapshot {
+    fn snapshot(&self, id: PortId, policy: Option<&PortPolicy>) -> PortSnapshot {
         PortSnapshot {
             id,
             name: self.port.name().to_owned(),
             mtu: self.mtu,
             vnet_hdr: self.port.vnet_hdr_len() > 0,
+            enabled: policy.is_some_and(|p| p.enabled),
             counters: self.counters.clone(),
         }
     }
@@ -202,6 +436,8 @@ pub struct Dataplane {
     dead: Vec<PortId>,
     poll_budget: usize,
     idle_poll: Duration,
+    events: EventSink,
+    loop_stats: LoopStats,
 }
 
 impl Dataplane {
@@ -221,6 +457,8 @@ impl Dataplane {
             dead: Vec::new(),
             poll_budget: config.poll_budget.max(1),
             idle_poll: config.idle_poll,
+            events: EventSink::default(),
+            loop_stats: LoopStats::default(),
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -255,6 +493,11 @@ impl Dataplane {
             });
         }
         info!(port = port.name(), id = id.0, mtu, "port added");
+        self.events.emit(|| Event::PortAdded {
+            port: id,
+            name: port.name().to_owned(),
+            mtu,
+        });
         let slot = PortSlot {
             port,
             mtu,
@@ -272,20 +515,88 @@ impl Dataplane {
         Ok(id)
     }
 
+    /// Sends events to a bounded channel of `capacity` from now on; events
+    /// that do not fit are dropped and counted (`Snapshot::events_dropped`).
+    pub fn subscribe_events(&mut self, capacity: usize) -> Receiver<Event> {
+        let (sender, receiver) = mpsc::sync_channel(capacity);
+        self.events.sender = Some(sender);
+        receiver
+    }
+
     /// The current counters and MAC table.
     pub fn snapshot(&self) -> Snapshot {
-        let now = Instant::now();
+        let mut snapshot = self.counters();
+        snapshot.fdb = self.forwarder.fdb().entries(Instant::now());
+        snapshot
+    }
+
+    /// The current counters, without the MAC table's entries.
+    pub fn counters(&self) -> Snapshot {
         Snapshot {
             ports: self
                 .ports
                 .iter()
                 .enumerate()
-                .filter_map(|(i, slot)| slot.as_ref().map(|s| s.snapshot(PortId(i as u32))))
+                .filter_map(|(i, slot)| {
+                    let id = PortId(i as u32);
+                    slot.as_ref()
+                        .map(|s| s.snapshot(id, self.forwarder.port(id)))
+                })
                 .collect(),
             removed_ports: self.removed.clone(),
-            fdb: self.forwarder.fdb().entries(now),
+            fdb: Vec::new(),
+            fdb_size: self.forwarder.fdb().len(),
             fdb_counters: self.forwarder.fdb().counters(),
+            loop_stats: self.loop_stats.clone(),
+            events_dropped: self.events.dropped,
         }
+    }
+
+    /// The id of the port named `name`.
+    fn port_id(&self, name: &str) -> Result<PortId, DataplaneError> {
+        self.ports
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|s| s.port.name() == name))
+            .map(|i| PortId(i as u32))
+            .ok_or_else(|| DataplaneError::UnknownPort {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Applies `update` to port `id`; returns its state afterwards.
+    pub fn update_port(
+        &mut self,
+        id: PortId,
+        update: &PortUpdate,
+    ) -> Result<PortSnapshot, DataplaneError> {
+        let Some(Some(slot)) = self.ports.get_mut(id.index()) else {
+            return Err(DataplaneError::UnknownPort {
+                name: format!("#{id}"),
+            });
+        };
+        // What actually changes: only that is logged and reported.
+        let mut changed = PortUpdate::default();
+        if let Some(mtu) = update.mtu.filter(|&mtu| mtu != slot.mtu) {
+            slot.mtu = mtu;
+            changed.mtu = Some(mtu);
+        }
+        // Start from the current policy so that fields set elsewhere survive.
+        let mut policy = self.forwarder.port(id).cloned().unwrap_or_default();
+        if let Some(enabled) = update.enabled.filter(|&e| e != policy.enabled) {
+            policy.enabled = enabled;
+            self.forwarder.set_policy(id, policy)?;
+            changed.enabled = Some(enabled);
+        }
+        let snapshot = slot.snapshot(id, self.forwarder.port(id));
+        if !changed.is_empty() {
+            info!(port = %snapshot.name, id = id.0, ?changed, "port changed");
+            self.events.emit(|| Event::PortChanged {
+                port: id,
+                name: snapshot.name.clone(),
+                update: changed,
+            });
+        }
+        Ok(snapshot)
     }
 
     /// Runs until a [`Command::Shutdown`]; returns the final snapshot. The
@@ -309,6 +620,7 @@ impl Dataplane {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(DataplaneError::Wait(e)),
             }
+            self.loop_stats.iterations += 1;
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -342,11 +654,109 @@ impl Dataplane {
                     // The requester may have given up waiting; nothing to do then.
                     let _ = reply.send(self.snapshot());
                 }
+                Ok(command) => self.serve_control(command),
                 Err(TryRecvError::Empty) => return false,
                 // Every handle is gone: nobody can ever stop us, so stop now.
                 Err(TryRecvError::Disconnected) => return true,
             }
         }
+    }
+
+    /// Carries out a control-plane change and replies. A requester that gave up
+    /// waiting loses only its answer: the change stands.
+    fn serve_control(&mut self, command: Command) {
+        match command {
+            Command::Shutdown | Command::Snapshot(_) => unreachable!("served by serve_commands"),
+            Command::Counters(reply) => {
+                let _ = reply.send(self.counters());
+            }
+            Command::AddPort {
+                port,
+                mtu,
+                settings,
+                reply,
+            } => {
+                let _ = reply.send(self.add_configured_port(port, mtu, &settings));
+            }
+            Command::RemovePort { name, reply } => {
+                let result = self.port_id(&name).map(|id| {
+                    let (port, last) = self
+                        .take_port(id, RemovalCause::Requested)
+                        .expect("port_id found a live slot");
+                    RemovedPort { port, last }
+                });
+                if let Err(mpsc::SendError(Ok(removed))) = reply.send(result) {
+                    // Nobody took it: closing the TAP here is the only option left.
+                    drop(removed);
+                }
+            }
+            Command::UpdatePort {
+                name,
+                update,
+                reply,
+            } => {
+                let result = self
+                    .port_id(&name)
+                    .and_then(|id| self.update_port(id, &update));
+                let _ = reply.send(result);
+            }
+            Command::FdbAdd {
+                vlan,
+                mac,
+                port,
+                reply,
+            } => {
+                let result = self.port_id(&port).and_then(|id| {
+                    self.forwarder.fdb_mut().add_static(vlan, mac, id)?;
+                    info!(%mac, vlan, port = %port, "static MAC entry added");
+                    self.events.emit(|| Event::FdbStaticAdded {
+                        vlan,
+                        mac,
+                        port: id,
+                    });
+                    Ok(())
+                });
+                let _ = reply.send(result);
+            }
+            Command::FdbRemove { vlan, mac, reply } => {
+                let removed = self.forwarder.fdb_mut().remove(vlan, mac);
+                if removed {
+                    info!(%mac, vlan, "MAC entry removed");
+                    self.events.emit(|| Event::FdbRemoved { vlan, mac });
+                }
+                let _ = reply.send(removed);
+            }
+            Command::FdbFlush { port, reply } => {
+                let result = match port {
+                    None => Ok((None, self.forwarder.fdb_mut().flush())),
+                    Some(name) => self
+                        .port_id(&name)
+                        .map(|id| (Some(id), self.forwarder.fdb_mut().flush_port(id))),
+                };
+                let result = result.map(|(port, removed)| {
+                    info!(port = ?port, removed, "MAC table flushed");
+                    self.events.emit(|| Event::FdbFlushed { port, removed });
+                    removed
+                });
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Adds a port sent by the control plane, refusing a second port of the same name.
+    fn add_configured_port(
+        &mut self,
+        port: Box<dyn Port>,
+        mtu: u32,
+        settings: &PortUpdate,
+    ) -> Result<PortSnapshot, DataplaneError> {
+        if self.port_id(port.name()).is_ok() {
+            return Err(DataplaneError::PortExists {
+                name: port.name().to_owned(),
+            });
+        }
+        let id = self.add_port(port, mtu)?;
+        self.update_port(id, settings)
     }
 
     fn mark_ready(&mut self, id: PortId) {
@@ -367,6 +777,7 @@ impl Dataplane {
                 break;
             };
             let (read, drained) = self.serve_port(id);
+            self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {
                 Some(Some(slot)) if !drained => self.ready.push_back(id),
@@ -414,6 +825,7 @@ impl Dataplane {
             buffer,
             egress,
             dead,
+            events,
             ..
         } = self;
         let packet = &buffer[..len];
@@ -443,6 +855,7 @@ impl Dataplane {
         }
 
         let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
+        events.learned(ingress, frame, learned);
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
@@ -487,18 +900,34 @@ impl Dataplane {
         }
     }
 
+    /// Removes a port whose device failed; dropping it closes the fd.
     fn remove_port(&mut self, id: PortId) {
-        let Some(slot) = self.ports.get_mut(id.index()).and_then(Option::take) else {
-            return;
-        };
-        let mut slot = slot;
+        if let Some((port, last)) = self.take_port(id, RemovalCause::DeviceError) {
+            self.removed.push(last);
+            drop(port);
+        }
+    }
+
+    /// Takes port `id` out of the loop, the forwarder and the MAC table.
+    fn take_port(
+        &mut self,
+        id: PortId,
+        cause: RemovalCause,
+    ) -> Option<(Box<dyn Port>, PortSnapshot)> {
+        let mut slot = self.ports.get_mut(id.index()).and_then(Option::take)?;
         // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
         let _ = self.poll.registry().deregister(&mut *slot.port);
         // The slot held a port, so the forwarder knows it.
-        let _ = self.forwarder.remove_port(id);
+        let policy = self.forwarder.remove_port(id).ok();
         self.ready.retain(|&p| p != id);
-        info!(port = slot.port.name(), id = id.0, "port removed");
-        self.removed.push(slot.snapshot(id));
+        info!(port = slot.port.name(), id = id.0, ?cause, "port removed");
+        let last = slot.snapshot(id, policy.as_ref());
+        self.events.emit(|| Event::PortRemoved {
+            port: id,
+            name: last.name.clone(),
+            cause,
+        });
+        Some((slot.port, last))
     }
 }
 

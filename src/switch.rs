@@ -13,7 +13,7 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::config::{Config, PortConfig, SwitchConfig};
-use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle};
+use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
 use crate::link::{LinkError, LinkSettings, Netlink};
 use crate::netns::{self, NetnsError};
@@ -132,7 +132,16 @@ pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchErro
     let mut links = LinkSockets::default();
     for port in &config.ports {
         let tap_port = create_tap_port(&config.switch, port, &mut links)?;
-        dataplane.add_port(Box::new(tap_port), port.mtu)?;
+        let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
+        dataplane.update_port(id, &settings_of(port))?;
     }
     Ok((dataplane, handle))
+}
+
+/// The dataplane settings of a port's configuration, applied when it is added.
+pub fn settings_of(port: &PortConfig) -> PortUpdate {
+    PortUpdate {
+        mtu: Some(port.mtu),
+        enabled: Some(port.enabled),
+    }
 }
