@@ -417,7 +417,15 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let request: Request = match serde_json::from_slice(&line) {
+        let request = serde_json::from_slice::<Value>(&line).and_then(|value| {
+            // serde would also take a request as an array of its fields; only objects are requests.
+            if value.is_object() {
+                serde_json::from_value::<Request>(value)
+            } else {
+                Err(serde::de::Error::custom("a request is a JSON object"))
+            }
+        });
+        let request = match request {
             Ok(request) => request,
             Err(e) => {
                 let message = format!("bad request: {e}");

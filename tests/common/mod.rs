@@ -151,15 +151,17 @@ impl Switch {
     /// Without `--control` in `args`, it gets a socket in a fresh temp dir.
     pub fn start(args: &[&str]) -> Self {
         let dir = TempDir::new("tsctl");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
+        command.arg("run").args(args);
         let control = match args.iter().position(|a| *a == "--control") {
             Some(i) => PathBuf::from(args[i + 1]),
-            None => dir.path.join("tapswitch.sock"),
+            None => {
+                let control = dir.path.join("tapswitch.sock");
+                command.arg("--control").arg(&control);
+                control
+            }
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-            .arg("run")
-            .args(args)
-            .arg("--control")
-            .arg(&control)
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
