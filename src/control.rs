@@ -559,7 +559,12 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                     return Err(format!("no port named {name:?}"));
                 }
             }
-            Ok(json!(counters))
+            let mut reply = json!(counters);
+            // Counters only: the MAC table is `fdb_show`'s.
+            if let Some(object) = reply.as_object_mut() {
+                object.remove("fdb");
+            }
+            Ok(reply)
         }
         Request::Events {} => unreachable!("served by serve_connection"),
         Request::ConfigShow {} => {

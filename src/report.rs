@@ -263,9 +263,16 @@ pub mod reply {
 
     /// One event line for people: `time event key=value …`.
     pub fn event(event: &Value) -> String {
+        // Wall-clock time of day (UTC) to the millisecond: enough to line
+        // events up with logs; the JSON form has the full timestamp.
+        let millis = (event["time"].as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
+        let day_millis = millis % 86_400_000;
         let mut out = format!(
-            "{:.3} {}",
-            event["time"].as_f64().unwrap_or(0.0),
+            "{:02}:{:02}:{:02}.{:03} {}",
+            day_millis / 3_600_000,
+            day_millis / 60_000 % 60,
+            day_millis / 1000 % 60,
+            day_millis % 1000,
             text(&event["event"])
         );
         if let Some(fields) = event.as_object() {
