@@ -3,6 +3,7 @@
 //! before anything is created, so a bad config never half-applies.
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -84,6 +85,10 @@ pub struct SwitchConfig {
     /// Dataplane threads. Each port is read by one of them; all of them write
     /// to any port. See README (Performance) for when more than one pays.
     pub threads: usize,
+    /// Serve Prometheus metrics over HTTP here: `HOST:PORT`, or a bare `PORT`
+    /// on the loopback address. Off when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
     /// MAC flap detection; off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_flap: Option<MacFlapSettings>,
@@ -109,8 +114,21 @@ impl Default for SwitchConfig {
             idle_poll_us: DEFAULT_IDLE_POLL_US,
             threads: 1,
             mac_flap: None,
+            metrics: None,
         }
     }
+}
+
+/// Parses a metrics address: `HOST:PORT` (`[V6]:PORT` for IPv6) or a bare
+/// `PORT`, which means the loopback address: metrics stay on the machine
+/// unless asked otherwise.
+pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    }
+    text.parse().map_err(|_| {
+        format!("{text:?} is neither HOST:PORT (an IP address and a port) nor a bare PORT")
+    })
 }
 
 /// Chosen by measurement with `bench/run`; see README (Performance).
@@ -273,6 +291,13 @@ pub struct PortConfig {
     pub flood_multicast: bool,
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub flood_broadcast: bool,
+    /// A disabled port keeps its TAP but neither receives nor sends frames.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 fn default_mtu() -> u32 {
@@ -318,6 +343,7 @@ impl PortConfig {
             flood_unknown_unicast: true,
             flood_multicast: true,
             flood_broadcast: true,
+            enabled: true,
         }
     }
 
@@ -344,19 +370,15 @@ impl FromStr for PortConfig {
 }
 
 impl PortConfig {
-    fn validate(&self, field: &str) -> Result<(), ConfigError> {
+    /// Checks this port on its own; `field` names it in errors (`port[2]`).
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
         tap::validate_name(&self.name)
             .map_err(|e| invalid(format!("{field}.name"), e.to_string()))?;
         if let Some(netns) = &self.netns {
             validate_netns_name(netns)
                 .map_err(|reason| invalid(format!("{field}.netns"), reason))?;
         }
-        if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
-            return Err(invalid(
-                format!("{field}.mtu"),
-                format!("{} is outside {MIN_MTU}..={MAX_MTU}", self.mtu),
-            ));
-        }
+        validate_mtu(self.mtu).map_err(|reason| invalid(format!("{field}.mtu"), reason))?;
         if let Some(mac) = self.mac
             && !mac.is_unicast()
         {
@@ -541,6 +563,15 @@ impl PortConfig {
     }
 }
 
+/// The MTU range of a TAP netdev.
+pub fn validate_mtu(mtu: u32) -> Result<(), String> {
+    if (MIN_MTU..=MAX_MTU).contains(&mtu) {
+        Ok(())
+    } else {
+        Err(format!("{mtu} is outside {MIN_MTU}..={MAX_MTU}"))
+    }
+}
+
 /// Namespace names become paths under `/run/netns`: keep them to one plain component.
 fn validate_netns_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -620,6 +651,9 @@ impl Config {
                 }
             }
         }
+        if let Some(metrics) = &switch.metrics {
+            parse_metrics_addr(metrics).map_err(|reason| invalid("switch.metrics", reason))?;
+        }
         let mut names = HashSet::new();
         for (i, port) in self.ports.iter().enumerate() {
             let field = format!("port[{i}]");
@@ -676,6 +710,7 @@ mod tests {
             fdb_capacity = 100
             offloads = false
             poll_budget = 8
+            metrics = "127.0.0.1:9477"
 
             [[port]]
             name = "p1"
@@ -685,6 +720,7 @@ mod tests {
             persistent = true
             offloads = true
             txqueuelen = 5000
+            enabled = false
 
             [[port]]
             name = "p2"
@@ -693,6 +729,9 @@ mod tests {
         assert_eq!(config.switch.fdb_capacity, 100);
         assert!(!config.ports[1].offloads_enabled(&config.switch));
         assert!(config.ports[0].offloads_enabled(&config.switch));
+        assert!(!config.ports[0].enabled);
+        assert!(config.ports[1].enabled);
+        assert_eq!(config.switch.metrics.as_deref(), Some("127.0.0.1:9477"));
         assert_eq!(
             config.ports[0].mac,
             Some("02:00:00:00:00:01".parse().unwrap())
@@ -717,6 +756,7 @@ mod tests {
             ("[switch]\nfdb_capacity = 0", "switch.fdb_capacity"),
             ("[switch]\npoll_budget = 0", "switch.poll_budget"),
             ("[[port]]\nname = \"a\"\nnetns = \"x/y\"", "port[0].netns"),
+            ("[switch]\nmetrics = \"localhost\"", "switch.metrics"),
         ];
         for (text, field) in cases {
             let err = Config::from_toml(text, "test").unwrap_err().to_string();
@@ -871,6 +911,19 @@ mod tests {
             let err = Config::from_toml(&text, "test").unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn metrics_addresses_default_to_loopback() {
+        assert_eq!(
+            parse_metrics_addr("9477").unwrap(),
+            "127.0.0.1:9477".parse().unwrap()
+        );
+        assert_eq!(
+            parse_metrics_addr("[::1]:9477").unwrap(),
+            "[::1]:9477".parse().unwrap()
+        );
+        assert!(parse_metrics_addr("127.0.0.1").is_err());
     }
 
     #[test]

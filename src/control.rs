@@ -1,19 +1,57 @@
-//! The control plane, off the packet path: it runs on its own thread and
+//! The control plane, off the packet path: it runs on its own threads and
 //! reaches the dataplane only through [`DataplaneHandle`] (a channel plus a
 //! mio waker), so nothing it does can stall forwarding.
 //!
-//! Today it serves signals: SIGINT/SIGTERM stop the switch cleanly, SIGUSR1
-//! prints a JSON snapshot (per-port counters and the MAC table) on stdout.
+//! - Signals: SIGINT/SIGTERM stop the switch cleanly, SIGUSR1 prints a JSON
+//!   snapshot (per-port counters and the MAC table) on stdout.
+//! - The control socket: a Unix stream socket speaking JSON lines. Each
+//!   request line (`{"cmd":"port_list"}`) gets one reply line
+//!   (`{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`); an `events`
+//!   request turns the connection into a stream of event lines. Every
+//!   connection has its own thread with blocking I/O; changes are serialised
+//!   by one lock that only control threads take. Slow work (opening a TAP,
+//!   netlink) happens here; the dataplane receives finished ports.
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::dataplane::DataplaneHandle;
+use crate::config::{Config, PortConfig, validate_mtu};
+use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
+use crate::fdb::{PortId, VlanId};
+use crate::link::LinkSettings;
+use crate::switch::{self, LinkSockets};
+use crate::wire::MacAddr;
+
+/// Where `tapswitch run` listens, and every other command connects, by default.
+pub const DEFAULT_CONTROL_PATH: &str = "/run/tapswitch/tapswitch.sock";
+
+/// Longest request line accepted; a longer one gets an error and the
+/// connection is closed (there is no telling where the next request starts).
+pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+
+/// Events the dataplane may queue for the control plane before it drops them.
+pub const EVENT_QUEUE_LEN: usize = 4096;
+
+/// Event lines queued for one `events` reader before it loses some.
+const SUBSCRIBER_QUEUE_LEN: usize = 1024;
+
+/// Connections served at once; more are refused with an error line.
+const MAX_CONNECTIONS: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -21,6 +59,27 @@ pub enum ControlError {
     Signals(#[source] std::io::Error),
     #[error("starting the control thread failed: {0}")]
     Thread(#[source] std::io::Error),
+    #[error("creating the control socket directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another tapswitch (pid {pid}) is serving the control socket {path}")]
+    AlreadyServed { path: PathBuf, pid: String },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("control socket {path}: {step}: {source}")]
+    Socket {
+        path: PathBuf,
+        step: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the switch refused the request: {0}")]
+    Refused(String),
+    #[error("control socket {path}: bad reply {line:?}")]
+    BadReply { path: PathBuf, line: String },
 }
 
 /// The running signal thread; [`SignalThread::stop`] ends it.
@@ -71,5 +130,766 @@ impl SignalThread {
         self.signals.close();
         // A panic in the signal thread has already been reported by the panic hook.
         let _ = self.thread.join();
+    }
+}
+
+/// One request on the control socket: `{"cmd":"port_del","name":"p3"}`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+// Variants without fields are written `V {}`: only struct variants reject
+// unknown fields in an internally tagged enum.
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Who is serving: pid, version, metrics address.
+    Hello {},
+    /// Create a port (same fields as a `[[port]]` of the config file).
+    PortAdd {
+        port: PortConfig,
+    },
+    /// Remove a port; a non-persistent TAP is deleted.
+    PortDel {
+        name: String,
+    },
+    /// Change settings of a running port.
+    PortSet {
+        name: String,
+        set: PortUpdate,
+    },
+    PortList {},
+    FdbShow {},
+    /// Add a static MAC table entry.
+    FdbAdd {
+        mac: MacAddr,
+        port: String,
+        #[serde(default)]
+        vlan: VlanId,
+    },
+    FdbDel {
+        mac: MacAddr,
+        #[serde(default)]
+        vlan: VlanId,
+    },
+    /// Without a port: forget every learned entry. With one: every entry of that port.
+    FdbFlush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    /// Turn this connection into a stream of event lines.
+    Events {},
+    /// The configuration as it is now, with hot-plugged ports.
+    ConfigShow {},
+}
+
+/// A bound control socket that nobody else serves.
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Creates the directory, refuses a socket a live switch answers on,
+    /// replaces a stale one, and binds with mode 0600.
+    pub fn bind(path: &Path) -> Result<Self, ControlError> {
+        let socket_error = |step, source| ControlError::Socket {
+            path: path.to_owned(),
+            step,
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| ControlError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket {
+                    path: path.to_owned(),
+                });
+            }
+            match ControlClient::connect(path) {
+                Ok(mut client) => {
+                    // A hung switch still counts as live; just do not wait forever for its pid.
+                    let _ = client
+                        .reader
+                        .get_ref()
+                        .set_read_timeout(Some(Duration::from_secs(2)));
+                    let pid = client
+                        .request(&Request::Hello {})
+                        .ok()
+                        .and_then(|hello| hello["pid"].as_u64())
+                        .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string());
+                    return Err(ControlError::AlreadyServed {
+                        path: path.to_owned(),
+                        pid,
+                    });
+                }
+                Err(_) => {
+                    info!(path = %path.display(), "removing a stale control socket");
+                    std::fs::remove_file(path)
+                        .map_err(|source| socket_error("removing the stale socket", source))?;
+                }
+            }
+        }
+        // Created with mode 0600 (not chmod-ed after), so there is no moment
+        // when others could connect. Only this thread runs setup code now.
+        // SAFETY: umask only swaps the process's file mode mask; it cannot fail.
+        let previous = unsafe { libc::umask(0o177) };
+        let bound = UnixListener::bind(path);
+        // SAFETY: as above, restoring the previous mask.
+        unsafe { libc::umask(previous) };
+        let listener = bound.map_err(|source| socket_error("bind", source))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|source| socket_error("chmod 0600", source))?;
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// What control threads share.
+struct Shared {
+    dataplane: DataplaneHandle,
+    /// Serialises changes: the live configuration and the netlink sockets.
+    state: Mutex<State>,
+    subscribers: Mutex<Vec<Subscriber>>,
+    connections: AtomicUsize,
+    stopping: AtomicBool,
+}
+
+struct State {
+    config: Config,
+    links: LinkSockets,
+}
+
+struct Subscriber {
+    lines: SyncSender<String>,
+    /// Lines dropped since the last one delivered.
+    lost: u64,
+}
+
+/// The control socket's server threads; [`ControlServer::stop`] ends them.
+pub struct ControlServer {
+    shared: Arc<Shared>,
+    path: PathBuf,
+    accept: JoinHandle<()>,
+}
+
+impl ControlServer {
+    /// Serves `socket` for the dataplane behind `dataplane`, whose ports are
+    /// those of `config`; `events` come from [`crate::dataplane::Dataplane::subscribe_events`].
+    pub fn spawn(
+        socket: ControlSocket,
+        dataplane: DataplaneHandle,
+        config: Config,
+        events: Receiver<Event>,
+    ) -> Result<Self, ControlError> {
+        let shared = Arc::new(Shared {
+            dataplane,
+            state: Mutex::new(State {
+                config,
+                links: LinkSockets::default(),
+            }),
+            subscribers: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        let fan_out = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("tapswitch-events".into())
+            .spawn(move || fan_out_events(&fan_out, &events))
+            .map_err(ControlError::Thread)?;
+        let acceptor = Arc::clone(&shared);
+        let ControlSocket { listener, path } = socket;
+        let accept = std::thread::Builder::new()
+            .name("tapswitch-control".into())
+            .spawn(move || accept_connections(&acceptor, &listener))
+            .map_err(ControlError::Thread)?;
+        info!(path = %path.display(), "control socket ready");
+        Ok(Self {
+            shared,
+            path,
+            accept,
+        })
+    }
+
+    /// Stops accepting, removes the socket file and waits for the accept
+    /// thread. Open connections end when the dataplane is gone.
+    pub fn stop(self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept so it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        let _ = self.accept.join();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A control thread that panicked mid-change left nothing half-written
+    // that the next request could trip over: the dataplane owns the real state.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener) {
+    for stream in listener.incoming() {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                warn!(error = %e, "accepting a control connection failed");
+                continue;
+            }
+        };
+        if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            let _ = write_line(&mut stream, &error_reply("too many control connections"));
+            continue;
+        }
+        let connection = Arc::clone(shared);
+        let spawned = std::thread::Builder::new()
+            .name("tapswitch-conn".into())
+            .spawn(move || {
+                serve_connection(&connection, stream);
+                connection.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            warn!(error = %e, "starting a control connection thread failed");
+        }
+    }
+}
+
+fn write_line(stream: &mut UnixStream, value: &Value) -> std::io::Result<()> {
+    let mut line = value.to_string();
+    line.push('\n');
+    stream.write_all(line.as_bytes())
+}
+
+fn error_reply(message: &str) -> Value {
+    json!({"ok": false, "error": message})
+}
+
+/// Reads one line of at most [`MAX_REQUEST_LEN`] bytes. `Ok(None)` at end of
+/// stream; `Err(true)` when the line is too long, `Err(false)` on I/O errors.
+fn read_request(reader: &mut BufReader<UnixStream>) -> Result<Option<Vec<u8>>, bool> {
+    let mut line = Vec::new();
+    let limit = MAX_REQUEST_LEN as u64 + 1;
+    match reader.by_ref().take(limit).read_until(b'\n', &mut line) {
+        Ok(0) => Ok(None),
+        Ok(_) if line.last() == Some(&b'\n') => {
+            line.pop();
+            Ok(Some(line))
+        }
+        Ok(_) if line.len() > MAX_REQUEST_LEN => Err(true),
+        // The peer closed without a newline: take what it sent as the last request.
+        Ok(_) => Ok(Some(line)),
+        Err(_) => Err(false),
+    }
+}
+
+fn serve_connection(shared: &Arc<Shared>, stream: UnixStream) {
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    loop {
+        let line = match read_request(&mut reader) {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(false) => return,
+            Err(true) => {
+                let message = format!("request longer than {MAX_REQUEST_LEN} bytes; closing");
+                let _ = write_line(&mut writer, &error_reply(&message));
+                return;
+            }
+        };
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let request = serde_json::from_slice::<Value>(&line).and_then(|value| {
+            // serde would also take a request as an array of its fields; only objects are requests.
+            if value.is_object() {
+                serde_json::from_value::<Request>(value)
+            } else {
+                Err(serde::de::Error::custom("a request is a JSON object"))
+            }
+        });
+        let request = match request {
+            Ok(request) => request,
+            Err(e) => {
+                let message = format!("bad request: {e}");
+                if write_line(&mut writer, &error_reply(&message)).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        debug!(?request, "control request");
+        if let Request::Events {} = request {
+            stream_events(shared, writer);
+            return;
+        }
+        let reply = match handle_request(shared, request) {
+            Ok(result) => json!({"ok": true, "result": result}),
+            Err(message) => error_reply(&message),
+        };
+        if write_line(&mut writer, &reply).is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one request that is not `events`.
+fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
+    let dataplane = &shared.dataplane;
+    let stopped = |e: crate::dataplane::DataplaneError| e.to_string();
+    match request {
+        Request::Hello {} => {
+            let state = lock(&shared.state);
+            Ok(json!({
+                "pid": std::process::id(),
+                "version": env!("CARGO_PKG_VERSION"),
+                "metrics": state.config.switch.metrics,
+            }))
+        }
+        Request::PortAdd { port } => add_port(shared, port),
+        Request::PortDel { name } => {
+            let mut state = lock(&shared.state);
+            let removed = dataplane
+                .request(|reply| Command::RemovePort {
+                    name: name.clone(),
+                    reply,
+                })
+                .map_err(stopped)?
+                .map_err(stopped)?;
+            // Closing the TAP here deletes a non-persistent netdev, off the packet path.
+            drop(removed.port);
+            state.config.ports.retain(|p| p.name != name);
+            info!(port = %name, "port deleted by request");
+            Ok(json!(removed.last))
+        }
+        Request::PortSet { name, set } => set_port(shared, &name, set),
+        Request::PortList {} => {
+            let counters = counters(dataplane)?;
+            let mut state = lock(&shared.state);
+            prune_config(&mut state.config, &counters);
+            let ports: Vec<Value> = counters
+                .ports
+                .iter()
+                .map(|live| {
+                    let config = state.config.ports.iter().find(|p| p.name == live.name);
+                    json!({
+                        "name": live.name,
+                        "id": live.id,
+                        "netns": config.and_then(|c| c.netns.clone()),
+                        "mtu": live.mtu,
+                        "enabled": live.enabled,
+                        "offloads": live.vnet_hdr,
+                        "persistent": config.is_some_and(|c| c.persistent),
+                    })
+                })
+                .collect();
+            Ok(json!(ports))
+        }
+        Request::FdbShow {} => {
+            let snapshot = dataplane.snapshot().map_err(stopped)?;
+            let names = port_names(&snapshot);
+            let entries: Vec<Value> = snapshot
+                .fdb
+                .iter()
+                .map(|entry| {
+                    json!({
+                        "vlan": entry.vlan,
+                        "mac": entry.mac,
+                        "port": name_of(&names, entry.port),
+                        "port_id": entry.port,
+                        "kind": entry.kind,
+                        "age_secs": entry.age.as_secs_f64(),
+                    })
+                })
+                .collect();
+            Ok(json!({"entries": entries, "counters": snapshot.fdb_counters}))
+        }
+        Request::FdbAdd { mac, port, vlan } => {
+            dataplane
+                .request(|reply| Command::FdbAdd {
+                    vlan,
+                    mac,
+                    port,
+                    reply,
+                })
+                .map_err(stopped)?
+                .map_err(stopped)?;
+            Ok(Value::Null)
+        }
+        Request::FdbDel { mac, vlan } => {
+            let removed = dataplane
+                .request(|reply| Command::FdbRemove { vlan, mac, reply })
+                .map_err(stopped)?;
+            if removed {
+                Ok(Value::Null)
+            } else {
+                Err(format!("no MAC table entry for {mac} on VLAN {vlan}"))
+            }
+        }
+        Request::FdbFlush { port } => {
+            let removed = dataplane
+                .request(|reply| Command::FdbFlush { port, reply })
+                .map_err(stopped)?
+                .map_err(stopped)?;
+            Ok(json!({"removed": removed}))
+        }
+        Request::Stats { port } => {
+            let mut counters = counters(dataplane)?;
+            if let Some(name) = port {
+                counters.ports.retain(|p| p.name == name);
+                counters.removed_ports.retain(|p| p.name == name);
+                if counters.ports.is_empty() && counters.removed_ports.is_empty() {
+                    return Err(format!("no port named {name:?}"));
+                }
+            }
+            let mut reply = json!(counters);
+            // Counters only: the MAC table is `fdb_show`'s.
+            if let Some(object) = reply.as_object_mut() {
+                object.remove("fdb");
+            }
+            Ok(reply)
+        }
+        Request::Events {} => unreachable!("served by serve_connection"),
+        Request::ConfigShow {} => {
+            let counters = counters(dataplane)?;
+            let mut state = lock(&shared.state);
+            prune_config(&mut state.config, &counters);
+            Ok(json!(state.config))
+        }
+    }
+}
+
+fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {
+    dataplane
+        .request(Command::Counters)
+        .map_err(|e| e.to_string())
+}
+
+/// Forgets configured ports the dataplane removed after a device error, so
+/// the configuration says what runs and such a port can be added again.
+fn prune_config(config: &mut Config, counters: &Snapshot) {
+    config
+        .ports
+        .retain(|p| counters.ports.iter().any(|live| live.name == p.name));
+}
+
+fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
+    port.validate("port").map_err(|e| e.to_string())?;
+    let counters = counters(&shared.dataplane)?;
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    prune_config(&mut state.config, &counters);
+    if state.config.ports.iter().any(|p| p.name == port.name) {
+        return Err(format!(
+            "port.name: a port named {:?} already exists",
+            port.name
+        ));
+    }
+    // The slow part (TAP open in the namespace, netlink) runs here, not in the dataplane.
+    let tap = switch::create_tap_port(&state.config.switch, &port, &mut state.links)
+        .map_err(|e| e.to_string())?;
+    let added = shared
+        .dataplane
+        .request(|reply| Command::AddPort {
+            port: Box::new(tap),
+            mtu: port.mtu,
+            settings: switch::settings_of(&port),
+            reply,
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    info!(port = %port.name, netns = port.netns.as_deref().unwrap_or("-"), "port added by request");
+    state.config.ports.push(port);
+    Ok(json!(added))
+}
+
+fn set_port(shared: &Shared, name: &str, update: PortUpdate) -> Result<Value, String> {
+    if update.is_empty() {
+        return Err("port set: nothing to change (give mtu and/or enabled)".into());
+    }
+    if let Some(mtu) = update.mtu {
+        validate_mtu(mtu).map_err(|reason| format!("mtu: {reason}"))?;
+    }
+    let counters = counters(&shared.dataplane)?;
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    prune_config(&mut state.config, &counters);
+    let Some(config) = state.config.ports.iter_mut().find(|p| p.name == name) else {
+        return Err(format!("no port named {name:?}"));
+    };
+    if let Some(mtu) = update.mtu {
+        // The netdev first: if the kernel refuses, nothing has changed.
+        let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
+        let netlink = state
+            .links
+            .get(config.netns.as_deref())
+            .map_err(link_error)?;
+        let index = netlink.index_of(name).map_err(link_error)?;
+        netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    mtu: Some(mtu),
+                    ..LinkSettings::default()
+                },
+            )
+            .map_err(link_error)?;
+    }
+    let snapshot = shared
+        .dataplane
+        .request(|reply| Command::UpdatePort {
+            name: name.to_owned(),
+            update: update.clone(),
+            reply,
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    config.mtu = update.mtu.unwrap_or(config.mtu);
+    config.enabled = update.enabled.unwrap_or(config.enabled);
+    Ok(json!(snapshot))
+}
+
+fn port_names(snapshot: &Snapshot) -> HashMap<PortId, String> {
+    snapshot
+        .ports
+        .iter()
+        .map(|p| (p.id, p.name.clone()))
+        .collect()
+}
+
+fn name_of(names: &HashMap<PortId, String>, id: PortId) -> String {
+    names.get(&id).cloned().unwrap_or_else(|| format!("#{id}"))
+}
+
+/// Hands the connection to the fan-out as a subscriber and writes its lines
+/// until the reader goes away or the switch stops.
+fn stream_events(shared: &Shared, mut writer: UnixStream) {
+    let (lines, receiver) = mpsc::sync_channel(SUBSCRIBER_QUEUE_LEN);
+    lock(&shared.subscribers).push(Subscriber { lines, lost: 0 });
+    if write_line(&mut writer, &json!({"ok": true, "result": null})).is_err() {
+        return;
+    }
+    for line in receiver {
+        if writer.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns dataplane events into JSON lines with port names and a timestamp,
+/// and offers each to every subscriber without waiting for any.
+fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
+    let mut names: HashMap<PortId, String> = HashMap::new();
+    for event in events {
+        if let Event::PortAdded { port, name, .. } = &event {
+            names.insert(*port, name.clone());
+        }
+        let line = render_event(&event, &mut names, &shared.dataplane);
+        if let Event::PortRemoved { port, .. } = &event {
+            names.remove(port);
+        }
+        let mut subscribers = lock(&shared.subscribers);
+        subscribers.retain_mut(|subscriber| {
+            if subscriber.lost > 0 {
+                let notice = json!({"event": "events_lost", "count": subscriber.lost});
+                match subscriber.lines.try_send(format!("{notice}\n")) {
+                    Ok(()) => subscriber.lost = 0,
+                    Err(TrySendError::Full(_)) => {
+                        subscriber.lost += 1;
+                        return true;
+                    }
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            match subscriber.lines.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    subscriber.lost += 1;
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+    // The dataplane is gone: dropping the senders ends every event stream.
+    lock(&shared.subscribers).clear();
+}
+
+/// One event as a JSON line: port ids become names (`port`, `from`, `to`,
+/// `evicted_from`), with the id kept as `<key>_id`.
+fn render_event(
+    event: &Event,
+    names: &mut HashMap<PortId, String>,
+    dataplane: &DataplaneHandle,
+) -> String {
+    let mut value = json!(event);
+    let object = value.as_object_mut().expect("events serialise to objects");
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let own_name = object.remove("name");
+    for key in ["port", "from", "to", "evicted_from"] {
+        let Some(id) = object.get(key).and_then(Value::as_u64) else {
+            continue;
+        };
+        let id = PortId(id as u32);
+        if !names.contains_key(&id) {
+            // A port from before events were on: ask once for the names.
+            if let Ok(snapshot) = dataplane.request(Command::Counters) {
+                names.extend(port_names(&snapshot));
+            }
+        }
+        let name = match (&own_name, key) {
+            (Some(Value::String(own)), "port") => own.clone(),
+            _ => name_of(names, id),
+        };
+        object.insert(format!("{key}_id"), json!(id));
+        object.insert(key.to_owned(), json!(name));
+    }
+    object.insert("time".into(), json!((time.as_millis() as f64) / 1000.0));
+    format!("{value}\n")
+}
+
+/// A connection to a switch's control socket.
+pub struct ControlClient {
+    path: PathBuf,
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl ControlClient {
+    pub fn connect(path: &Path) -> Result<Self, ControlError> {
+        let socket_error = |step, source| ControlError::Socket {
+            path: path.to_owned(),
+            step,
+            source,
+        };
+        let writer = UnixStream::connect(path).map_err(|source| socket_error("connect", source))?;
+        let reader = writer
+            .try_clone()
+            .map_err(|source| socket_error("clone", source))?;
+        Ok(Self {
+            path: path.to_owned(),
+            writer,
+            reader: BufReader::new(reader),
+        })
+    }
+
+    /// Sends `request` and returns the `result` of a successful reply.
+    pub fn request(&mut self, request: &Request) -> Result<Value, ControlError> {
+        let mut line = serde_json::to_string(request).expect("requests serialise to JSON");
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|source| ControlError::Socket {
+                path: self.path.clone(),
+                step: "send",
+                source,
+            })?;
+        let mut reply = self.next_line()?;
+        match reply["ok"].as_bool() {
+            Some(true) => Ok(reply["result"].take()),
+            Some(false) => Err(ControlError::Refused(
+                reply["error"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned(),
+            )),
+            None => Err(ControlError::BadReply {
+                path: self.path.clone(),
+                line: reply.to_string(),
+            }),
+        }
+    }
+
+    /// The next line from the switch as JSON (a reply, or an event after
+    /// [`Request::Events`]).
+    pub fn next_line(&mut self) -> Result<Value, ControlError> {
+        let mut line = String::new();
+        let read = self
+            .reader
+            .read_line(&mut line)
+            .map_err(|source| ControlError::Socket {
+                path: self.path.clone(),
+                step: "receive",
+                source,
+            })?;
+        if read == 0 {
+            return Err(ControlError::Socket {
+                path: self.path.clone(),
+                step: "receive",
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            });
+        }
+        serde_json::from_str(&line).map_err(|_| ControlError::BadReply {
+            path: self.path.clone(),
+            line,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_json_lines() {
+        let request: Request =
+            serde_json::from_str(r#"{"cmd":"port_set","name":"p1","set":{"mtu":9000}}"#).unwrap();
+        assert_eq!(
+            request,
+            Request::PortSet {
+                name: "p1".into(),
+                set: PortUpdate {
+                    mtu: Some(9000),
+                    enabled: None
+                }
+            }
+        );
+        let request: Request =
+            serde_json::from_str(r#"{"cmd":"port_add","port":{"name":"p2","netns":"ns"}}"#)
+                .unwrap();
+        let Request::PortAdd { port } = request else {
+            panic!("not a port_add: {request:?}")
+        };
+        assert_eq!(port.netns.as_deref(), Some("ns"));
+        assert!(port.enabled);
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong() {
+        let cases = [
+            (r#"{"cmd":"reboot"}"#, "unknown variant `reboot`"),
+            (r#"{"cmd":"port_del"}"#, "missing field `name`"),
+            (r#"{"cmd":"port_list","extra":1}"#, "unknown field `extra`"),
+            (r#"{"cmd":"fdb_add","mac":"zz","port":"p"}"#, "zz"),
+            (
+                r#"{"cmd":"port_set","name":"p","set":{"vlan":3}}"#,
+                "unknown field `vlan`",
+            ),
+        ];
+        for (line, expected) in cases {
+            let err = serde_json::from_str::<Request>(line)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{line}: {err}");
+        }
     }
 }

@@ -21,25 +21,25 @@
 use std::collections::VecDeque;
 use std::io;
 use std::ops::ControlFlow;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, Learned, PortId};
+use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, FdbError, Learned, PortId, VlanId};
 use crate::forward::{
     DropReason, Egress, ForwardEvent, Forwarder, MacFlapEntry, PortPolicy, TagAction, Verdict,
 };
 use crate::gso::Segmenter;
 use crate::port::Port;
 use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, VnetHeader, shift_frame_offsets};
-use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, MacAddr, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -77,6 +77,12 @@ pub enum DataplaneError {
     },
     #[error("dataplane thread {worker} panicked")]
     WorkerPanicked { worker: usize },
+    #[error("no port named {name:?}")]
+    UnknownPort { name: String },
+    #[error("a port named {name:?} already exists")]
+    PortExists { name: String },
+    #[error(transparent)]
+    Fdb(#[from] FdbError),
 }
 
 /// Requests from the control plane.
@@ -85,6 +91,48 @@ pub enum Command {
     Shutdown,
     /// Reply with counters and the MAC table.
     Snapshot(Sender<Snapshot>),
+    /// Reply with counters only (`fdb` left empty): cheap enough to scrape often.
+    Counters(Sender<Snapshot>),
+    /// Start forwarding on a port the control plane has fully set up (TAP open,
+    /// netdev configured), so the loop never waits on netlink.
+    AddPort {
+        port: Box<dyn Port>,
+        mtu: u32,
+        /// Applied right after the port is added, before it forwards a frame.
+        settings: PortUpdate,
+        reply: Sender<Result<PortSnapshot, DataplaneError>>,
+    },
+    /// Stop forwarding on a port and hand it back; the requester drops it, so
+    /// closing the TAP (which deletes a non-persistent netdev) happens off the
+    /// packet path.
+    RemovePort {
+        name: String,
+        reply: Sender<Result<RemovedPort, DataplaneError>>,
+    },
+    /// Change settings of a running port.
+    UpdatePort {
+        name: String,
+        update: PortUpdate,
+        reply: Sender<Result<PortSnapshot, DataplaneError>>,
+    },
+    /// Pin `mac` to a port with a static MAC table entry.
+    FdbAdd {
+        vlan: VlanId,
+        mac: MacAddr,
+        port: String,
+        reply: Sender<Result<(), DataplaneError>>,
+    },
+    /// Remove the entry for `mac`; replies whether there was one.
+    FdbRemove {
+        vlan: VlanId,
+        mac: MacAddr,
+        reply: Sender<bool>,
+    },
+    /// Forget learned entries: all of them, or every entry (static too) of one port.
+    FdbFlush {
+        port: Option<String>,
+        reply: Sender<Result<usize, DataplaneError>>,
+    },
     /// (Primary to worker) serve this port too; `reads` when this worker reads it.
     Attach {
         id: PortId,
@@ -94,8 +142,195 @@ pub enum Command {
     },
     /// (Primary to worker) forget this port.
     Detach(PortId),
-    /// (Worker to primary) this port failed; remove it everywhere.
-    PortFailed(PortId),
+    /// (Primary to worker) the port's MTU changed.
+    SetMtu { id: PortId, mtu: u32 },
+    /// (Worker to primary) this port failed; remove it everywhere. Carries
+    /// the worker's last counters of the port.
+    PortFailed { id: PortId, counters: PortCounters },
+}
+
+/// Settings of a running port that the control plane can change; `None`
+/// leaves a setting as it is. A new per-port switch becomes a field here and a
+/// line in [`Dataplane::update_port`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortUpdate {
+    /// Largest frame accepted (plus Ethernet header and one VLAN tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// A disabled port neither receives nor sends frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl PortUpdate {
+    pub fn is_empty(&self) -> bool {
+        *self == PortUpdate::default()
+    }
+}
+
+/// A port taken out of the dataplane, with its last counters. Dropping the
+/// last reference closes the fd (other dataplane threads drop theirs when
+/// they process the detach).
+pub struct RemovedPort {
+    pub port: Arc<dyn Port>,
+    pub last: PortSnapshot,
+}
+
+/// Why a port left the dataplane.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalCause {
+    /// The control plane asked.
+    Requested,
+    /// Reading or writing failed with an error other than a full queue
+    /// (e.g. the TAP was deleted under us).
+    DeviceError,
+}
+
+/// Something that changed in the switch, for `tapswitch events`. Ports are
+/// named by id; the control plane adds names, keeping the packet path free of
+/// string copies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A source MAC not in the table was learned (`evicted_from`: a full
+    /// table made room by evicting one of that port's entries).
+    MacLearned {
+        mac: MacAddr,
+        port: PortId,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        evicted_from: Option<PortId>,
+    },
+    /// A live learned MAC showed up on another port.
+    MacMoved {
+        mac: MacAddr,
+        from: PortId,
+        to: PortId,
+    },
+    PortAdded {
+        port: PortId,
+        name: String,
+        mtu: u32,
+    },
+    PortRemoved {
+        port: PortId,
+        name: String,
+        cause: RemovalCause,
+    },
+    /// Settings of a port changed (`port set`).
+    PortChanged {
+        port: PortId,
+        name: String,
+        update: PortUpdate,
+    },
+    /// Entries were flushed: all learned ones, or all of one port.
+    FdbFlushed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<PortId>,
+        removed: usize,
+    },
+    FdbStaticAdded {
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+    },
+    FdbRemoved {
+        vlan: VlanId,
+        mac: MacAddr,
+    },
+}
+
+/// Where events go: a bounded channel filled with `try_send`, so a slow
+/// reader costs lost events (counted), never a stalled loop. Every worker
+/// holds a sender of the same channel.
+#[derive(Default)]
+struct EventSink {
+    sender: Option<SyncSender<Event>>,
+    dropped: u64,
+}
+
+impl EventSink {
+    fn emit(&mut self, event: impl FnOnce() -> Event) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        match sender.try_send(event()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.dropped += 1,
+            // The reader is gone: stop building events nobody will read.
+            Err(TrySendError::Disconnected(_)) => self.sender = None,
+        }
+    }
+
+    /// The event for what learning a frame's source address did, if it is news.
+    fn learned(&mut self, ingress: PortId, frame: &[u8], learned: Learned) {
+        if !matches!(
+            learned,
+            Learned::New | Learned::Moved { .. } | Learned::Evicted { .. }
+        ) {
+            return;
+        }
+        // Learning happened, so the frame has a full Ethernet header.
+        let mac = MacAddr::from_bytes(&frame[6..12]);
+        self.emit(|| match learned {
+            Learned::Moved { from } => Event::MacMoved {
+                mac,
+                from,
+                to: ingress,
+            },
+            Learned::Evicted { victim_port } => Event::MacLearned {
+                mac,
+                port: ingress,
+                evicted_from: Some(victim_port),
+            },
+            _ => Event::MacLearned {
+                mac,
+                port: ingress,
+                evicted_from: None,
+            },
+        });
+    }
+}
+
+/// Upper bounds of the batch-size histogram buckets (frames read from one
+/// port in one visit); the last bucket is everything above.
+pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// How the loop spends its turns (summed over dataplane threads).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoopStats {
+    /// Returns from `epoll_wait`.
+    pub iterations: u64,
+    /// Visits to a ready port.
+    pub batches: u64,
+    /// Frames read over all visits.
+    pub batch_frames: u64,
+    /// Visits by frames read: `batch_sizes[i]` counts visits that read at most
+    /// `BATCH_BUCKETS[i]` frames and more than the bucket before; the extra
+    /// last element counts larger ones.
+    pub batch_sizes: [u64; BATCH_BUCKETS.len() + 1],
+}
+
+impl LoopStats {
+    fn record_batch(&mut self, frames: usize) {
+        self.batches += 1;
+        self.batch_frames += frames as u64;
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&bound| frames <= bound)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.batch_sizes[bucket] += 1;
+    }
+
+    fn add(&mut self, other: &LoopStats) {
+        self.iterations += other.iterations;
+        self.batches += other.batches;
+        self.batch_frames += other.batch_frames;
+        for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
+            *mine += theirs;
+        }
+    }
 }
 
 /// Per-port counters.
@@ -185,10 +420,16 @@ pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
     /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters.
     pub removed_ports: Vec<PortSnapshot>,
+    /// The MAC table (empty in a counters-only snapshot).
     pub fdb: Vec<FdbEntry>,
+    /// Entries in the MAC table (also when `fdb` was left out).
+    pub fdb_size: usize,
     pub fdb_counters: FdbCounters,
     /// Addresses that flapped between ports, with their flap counts.
     pub mac_flaps: Vec<MacFlapEntry>,
+    pub loop_stats: LoopStats,
+    /// Events lost because their reader fell behind.
+    pub events_dropped: u64,
 }
 
 impl Snapshot {
@@ -196,10 +437,11 @@ impl Snapshot {
         self.ports.iter().find(|p| p.name == name)
     }
 
-    /// Adds another worker's per-port counters (same ports, by id).
+    /// Adds another worker's counters (per port, by id, and of its loop).
     fn merge_counters(&mut self, other: &Snapshot) {
         merge_ports(&mut self.ports, &other.ports);
-        merge_ports(&mut self.removed_ports, &other.removed_ports);
+        self.loop_stats.add(&other.loop_stats);
+        self.events_dropped += other.events_dropped;
     }
 }
 
@@ -251,6 +493,13 @@ impl DataplaneHandle {
     pub fn shutdown(&self) -> Result<(), DataplaneError> {
         self.send(Command::Shutdown)
     }
+
+    /// Sends the command `make` builds around a reply channel and waits for the reply.
+    pub fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, DataplaneError> {
+        let (reply, answer) = mpsc::channel();
+        self.send(make(reply))?;
+        answer.recv().map_err(|_| DataplaneError::Stopped)
+    }
 }
 
 struct PortSlot {
@@ -264,13 +513,13 @@ struct PortSlot {
 }
 
 impl PortSlot {
-    fn snapshot(&self, id: PortId) -> PortSnapshot {
+    fn snapshot(&self, id: PortId, policy: Option<&PortPolicy>) -> PortSnapshot {
         PortSnapshot {
             id,
             name: self.port.name().to_owned(),
             mtu: self.mtu,
             vnet_hdr: self.port.vnet_hdr_len() > 0,
-            enabled: true,
+            enabled: policy.is_some_and(|p| p.enabled),
             counters: self.counters.clone(),
         }
     }
@@ -314,6 +563,8 @@ pub struct Dataplane {
     idle_poll: Duration,
     /// Segments super-frames and completes checksums for ports without offloads.
     segmenter: Segmenter,
+    events: EventSink,
+    loop_stats: LoopStats,
 }
 
 impl Dataplane {
@@ -364,6 +615,8 @@ impl Dataplane {
             poll_budget: config.poll_budget.max(1),
             idle_poll: config.idle_poll,
             segmenter: Segmenter::new(),
+            events: EventSink::default(),
+            loop_stats: LoopStats::default(),
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -403,7 +656,24 @@ impl Dataplane {
             })?;
         }
         info!(port = port.name(), id = id.0, mtu, reader, "port added");
+        self.events.emit(|| Event::PortAdded {
+            port: id,
+            name: port.name().to_owned(),
+            mtu,
+        });
         Ok(id)
+    }
+
+    /// Sends events to a bounded channel of `capacity` from now on; events
+    /// that do not fit are dropped and counted (`Snapshot::events_dropped`).
+    /// Call before [`Dataplane::run`], so that every worker gets a sender.
+    pub fn subscribe_events(&mut self, capacity: usize) -> Receiver<Event> {
+        let (sender, receiver) = mpsc::sync_channel(capacity);
+        for worker in &mut self.workers.idle {
+            worker.events.sender = Some(sender.clone());
+        }
+        self.events.sender = Some(sender);
+        receiver
     }
 
     /// Puts a port in this worker's table (and epoll, when it reads it).
@@ -456,17 +726,26 @@ impl Dataplane {
 
     /// The current counters (of every worker, on the primary) and MAC table.
     pub fn snapshot(&self) -> Snapshot {
-        let mut snapshot = self.local_snapshot();
+        self.gather(true)
+    }
+
+    /// The current counters, without the MAC table's entries.
+    pub fn counters(&self) -> Snapshot {
+        self.gather(false)
+    }
+
+    fn gather(&self, with_fdb: bool) -> Snapshot {
+        let mut snapshot = self.local_snapshot(with_fdb);
         for worker in &self.workers.handles {
-            if let Ok(theirs) = worker.snapshot() {
+            if let Ok(theirs) = worker.request(Command::Counters) {
                 snapshot.merge_counters(&theirs);
             }
         }
         snapshot
     }
 
-    /// This worker's counters and the MAC table.
-    fn local_snapshot(&self) -> Snapshot {
+    /// This worker's counters, and the MAC table when asked.
+    fn local_snapshot(&self, with_fdb: bool) -> Snapshot {
         let now = Instant::now();
         let forwarder = self.forwarder();
         Snapshot {
@@ -476,16 +755,79 @@ impl Dataplane {
                 .enumerate()
                 .filter_map(|(i, slot)| {
                     let id = PortId(i as u32);
-                    let mut port = slot.as_ref()?.snapshot(id);
-                    port.enabled = forwarder.port(id).is_some_and(|policy| policy.enabled);
-                    Some(port)
+                    Some(slot.as_ref()?.snapshot(id, forwarder.port(id)))
                 })
                 .collect(),
             removed_ports: self.removed.clone(),
-            fdb: forwarder.fdb().entries(now),
+            fdb: if with_fdb {
+                forwarder.fdb().entries(now)
+            } else {
+                Vec::new()
+            },
+            fdb_size: forwarder.fdb().len(),
             fdb_counters: forwarder.fdb().counters(),
-            mac_flaps: forwarder.mac_flaps(now),
+            mac_flaps: if with_fdb {
+                forwarder.mac_flaps(now)
+            } else {
+                Vec::new()
+            },
+            loop_stats: self.loop_stats.clone(),
+            events_dropped: self.events.dropped,
         }
+    }
+
+    /// The id of the port named `name`.
+    fn port_id(&self, name: &str) -> Result<PortId, DataplaneError> {
+        self.ports
+            .iter()
+            .position(|slot| slot.as_ref().is_some_and(|s| s.port.name() == name))
+            .map(|i| PortId(i as u32))
+            .ok_or_else(|| DataplaneError::UnknownPort {
+                name: name.to_owned(),
+            })
+    }
+
+    /// Applies `update` to port `id`; returns its state afterwards.
+    pub fn update_port(
+        &mut self,
+        id: PortId,
+        update: &PortUpdate,
+    ) -> Result<PortSnapshot, DataplaneError> {
+        if !matches!(self.ports.get(id.index()), Some(Some(_))) {
+            return Err(DataplaneError::UnknownPort {
+                name: format!("#{id}"),
+            });
+        }
+        // What actually changes: only that is logged and reported.
+        let mut changed = PortUpdate::default();
+        let mut forwarder = self.forwarder.lock().unwrap_or_else(|e| e.into_inner());
+        // Start from the current policy so that fields set elsewhere survive.
+        let mut policy = forwarder.port(id).cloned().unwrap_or_default();
+        if let Some(enabled) = update.enabled.filter(|&e| e != policy.enabled) {
+            policy.enabled = enabled;
+            forwarder.set_policy(id, policy)?;
+            changed.enabled = Some(enabled);
+        }
+        let slot = self.ports[id.index()].as_mut().expect("checked above");
+        if let Some(mtu) = update.mtu.filter(|&mtu| mtu != slot.mtu) {
+            slot.mtu = mtu;
+            changed.mtu = Some(mtu);
+            for worker in &self.workers.handles {
+                // A stopped worker has no MTU to check.
+                let _ = worker.send(Command::SetMtu { id, mtu });
+            }
+        }
+        let snapshot = slot.snapshot(id, forwarder.port(id));
+        drop(forwarder);
+        if !changed.is_empty() {
+            info!(port = %snapshot.name, id = id.0, ?changed, "port changed");
+            self.events.emit(|| Event::PortChanged {
+                port: id,
+                name: snapshot.name.clone(),
+                update: changed,
+            });
+        }
+        Ok(snapshot)
     }
 
     /// Starts the other workers on their threads.
@@ -530,9 +872,9 @@ impl Dataplane {
         self.start_workers()?;
         let result = self.run_loop();
         let mut snapshot = match result {
-            Ok(()) => self.local_snapshot(),
+            Ok(()) => self.local_snapshot(true),
             Err(e) => {
-                let mut ignored = self.local_snapshot();
+                let mut ignored = self.local_snapshot(false);
                 let _ = self.stop_workers(&mut ignored);
                 return Err(e);
             }
@@ -560,6 +902,7 @@ impl Dataplane {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(DataplaneError::Wait(e)),
             }
+            self.loop_stats.iterations += 1;
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -604,13 +947,124 @@ impl Dataplane {
                         self.dead.push(id);
                     }
                 }
-                Ok(Command::Detach(id)) => self.forget_port(id),
-                Ok(Command::PortFailed(id)) => self.remove_port(id),
+                Ok(Command::Counters(reply)) => {
+                    let _ = reply.send(self.counters());
+                }
+                Ok(Command::Detach(id)) => {
+                    self.forget_port(id);
+                }
+                Ok(Command::SetMtu { id, mtu }) => {
+                    if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                        slot.mtu = mtu;
+                    }
+                }
+                Ok(Command::PortFailed { id, counters }) => {
+                    self.remove_failed_port(id, Some(counters));
+                }
+                Ok(command) => self.serve_control(command),
                 Err(TryRecvError::Empty) => return false,
                 // Every handle is gone: nobody can ever stop us, so stop now.
                 Err(TryRecvError::Disconnected) => return true,
             }
         }
+    }
+
+    /// Carries out a control-plane change and replies. A requester that gave up
+    /// waiting loses only its answer: the change stands.
+    fn serve_control(&mut self, command: Command) {
+        match command {
+            Command::AddPort {
+                port,
+                mtu,
+                settings,
+                reply,
+            } => {
+                let _ = reply.send(self.add_configured_port(port, mtu, &settings));
+            }
+            Command::RemovePort { name, reply } => {
+                let result = self.port_id(&name).map(|id| {
+                    let (port, last) = self
+                        .take_port(id, RemovalCause::Requested, None)
+                        .expect("port_id found a live slot");
+                    RemovedPort { port, last }
+                });
+                // Nobody took the port back: it is closed here, then.
+                let _ = reply.send(result);
+            }
+            Command::UpdatePort {
+                name,
+                update,
+                reply,
+            } => {
+                let result = self
+                    .port_id(&name)
+                    .and_then(|id| self.update_port(id, &update));
+                let _ = reply.send(result);
+            }
+            Command::FdbAdd {
+                vlan,
+                mac,
+                port,
+                reply,
+            } => {
+                let result = self.port_id(&port).and_then(|id| {
+                    self.forwarder().fdb_mut().add_static(vlan, mac, id)?;
+                    info!(%mac, vlan, port = %port, "static MAC entry added");
+                    self.events.emit(|| Event::FdbStaticAdded {
+                        vlan,
+                        mac,
+                        port: id,
+                    });
+                    Ok(())
+                });
+                let _ = reply.send(result);
+            }
+            Command::FdbRemove { vlan, mac, reply } => {
+                let removed = self.forwarder().fdb_mut().remove(vlan, mac);
+                if removed {
+                    info!(%mac, vlan, "MAC entry removed");
+                    self.events.emit(|| Event::FdbRemoved { vlan, mac });
+                }
+                let _ = reply.send(removed);
+            }
+            Command::FdbFlush { port, reply } => {
+                let result = match port {
+                    None => Ok((None, self.forwarder().fdb_mut().flush())),
+                    Some(name) => self
+                        .port_id(&name)
+                        .map(|id| (Some(id), self.forwarder().fdb_mut().flush_port(id))),
+                };
+                let result = result.map(|(port, removed)| {
+                    info!(port = ?port, removed, "MAC table flushed");
+                    self.events.emit(|| Event::FdbFlushed { port, removed });
+                    removed
+                });
+                let _ = reply.send(result);
+            }
+            Command::Shutdown
+            | Command::Snapshot(_)
+            | Command::Counters(_)
+            | Command::Attach { .. }
+            | Command::Detach(_)
+            | Command::SetMtu { .. }
+            | Command::PortFailed { .. } => unreachable!("served by serve_commands"),
+        }
+    }
+
+    /// Adds a port sent by the control plane, refusing a second port of the same name.
+    fn add_configured_port(
+        &mut self,
+        port: Box<dyn Port>,
+        mtu: u32,
+        settings: &PortUpdate,
+    ) -> Result<PortSnapshot, DataplaneError> {
+        if self.port_id(port.name()).is_ok() {
+            return Err(DataplaneError::PortExists {
+                name: port.name().to_owned(),
+            });
+        }
+        let id = self.add_port(port, mtu)?;
+        self.update_port(id, settings)
     }
 
     fn mark_ready(&mut self, id: PortId) {
@@ -631,6 +1085,7 @@ impl Dataplane {
                 break;
             };
             let (read, drained) = self.serve_port(id);
+            self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {
                 Some(Some(slot)) if !drained => self.ready.push_back(id),
@@ -679,6 +1134,7 @@ impl Dataplane {
             egress,
             dead,
             segmenter,
+            events,
             ..
         } = self;
         let packet = &buffer[..len];
@@ -719,6 +1175,7 @@ impl Dataplane {
         // The lock is held for the decision only, never across a syscall.
         let mut forwarder = forwarder.lock().unwrap_or_else(|e| e.into_inner());
         let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
+        events.learned(ingress, frame, learned);
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
@@ -768,34 +1225,71 @@ impl Dataplane {
         }
     }
 
-    /// Removes a port whose device failed, or that the control plane removed.
-    /// On the primary: everywhere; on another worker: here, then the primary
-    /// is told, which removes it everywhere else.
+    /// Removes a port whose device failed. On the primary: everywhere; on
+    /// another worker: here, then the primary is told, which removes it
+    /// everywhere else.
     fn remove_port(&mut self, id: PortId) {
         match self.primary.clone() {
             Some(primary) => {
-                self.forget_port(id);
-                // The primary stopping means the whole switch is stopping.
-                let _ = primary.send(Command::PortFailed(id));
-            }
-            None => {
-                if self.ports.get(id.index()).is_some_and(Option::is_some) {
-                    // The slot held a port, so the forwarder knows it.
-                    let _ = self.forwarder().remove_port(id);
-                }
-                self.forget_port(id);
-                for worker in &self.workers.handles {
-                    let _ = worker.send(Command::Detach(id));
+                if let Some(slot) = self.forget_port(id) {
+                    // The primary stopping means the whole switch is stopping.
+                    let _ = primary.send(Command::PortFailed {
+                        id,
+                        counters: slot.counters,
+                    });
                 }
             }
+            None => self.remove_failed_port(id, None),
         }
     }
 
-    /// Drops this worker's slot for `id`, keeping its last counters.
-    fn forget_port(&mut self, id: PortId) {
-        let Some(slot) = self.ports.get_mut(id.index()).and_then(Option::take) else {
-            return;
-        };
+    /// (Primary) removes a failed port everywhere; `counters` are those of the
+    /// worker that found it failed, if not this one.
+    fn remove_failed_port(&mut self, id: PortId, counters: Option<PortCounters>) {
+        if let Some((port, last)) = self.take_port(id, RemovalCause::DeviceError, counters) {
+            self.removed.push(last);
+            drop(port);
+        }
+    }
+
+    /// (Primary) takes port `id` out of every worker, the forwarder and the
+    /// MAC table; returns it with its last counters, summed over workers.
+    fn take_port(
+        &mut self,
+        id: PortId,
+        cause: RemovalCause,
+        extra: Option<PortCounters>,
+    ) -> Option<(Arc<dyn Port>, PortSnapshot)> {
+        if !matches!(self.ports.get(id.index()), Some(Some(_))) {
+            return None;
+        }
+        let mut last = self
+            .counters()
+            .ports
+            .into_iter()
+            .find(|p| p.id == id)
+            .expect("a live slot is in the snapshot");
+        if let Some(extra) = extra {
+            last.counters.add(&extra);
+        }
+        for worker in &self.workers.handles {
+            let _ = worker.send(Command::Detach(id));
+        }
+        // The slot held a port, so the forwarder knows it.
+        let _ = self.forwarder().remove_port(id);
+        let slot = self.forget_port(id)?;
+        info!(port = slot.port.name(), id = id.0, ?cause, "port removed");
+        self.events.emit(|| Event::PortRemoved {
+            port: id,
+            name: last.name.clone(),
+            cause,
+        });
+        Some((slot.port, last))
+    }
+
+    /// Drops this worker's slot for `id` (and its epoll registrations).
+    fn forget_port(&mut self, id: PortId) -> Option<PortSlot> {
+        let slot = self.ports.get_mut(id.index()).and_then(Option::take)?;
         if slot.reads {
             // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
             let _ = self
@@ -804,10 +1298,7 @@ impl Dataplane {
                 .deregister(&mut SourceFd(&slot.port.raw_fd()));
         }
         self.ready.retain(|&p| p != id);
-        if self.worker == 0 {
-            info!(port = slot.port.name(), id = id.0, "port removed");
-        }
-        self.removed.push(slot.snapshot(id));
+        Some(slot)
     }
 }
 

@@ -24,4 +24,5 @@ pub mod switch;
 
 pub mod control;
 pub mod demo;
+pub mod metrics;
 pub mod report;

@@ -85,3 +85,209 @@ fn port_name(snapshot: &Snapshot, id: u32) -> String {
         .map(|p| p.name.clone())
         .unwrap_or_else(|| format!("#{id}"))
 }
+
+/// Tables of control-socket replies (JSON, as `tapswitch … --json` prints them).
+pub mod reply {
+    use std::fmt::Write;
+
+    use serde_json::Value;
+
+    use crate::forward::DropReason;
+
+    fn text(value: &Value) -> String {
+        match value {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    /// `port list`: one port per line.
+    pub fn port_list(ports: &Value) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} PERSISTENT",
+            "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS"
+        );
+        for port in ports.as_array().into_iter().flatten() {
+            let state = if port["enabled"] == true {
+                "enabled"
+            } else {
+                "disabled"
+            };
+            let yes_no = |v: &Value| if *v == true { "yes" } else { "no" };
+            let _ = writeln!(
+                out,
+                "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {}",
+                text(&port["name"]),
+                text(&port["id"]),
+                text(&port["netns"]),
+                text(&port["mtu"]),
+                state,
+                yes_no(&port["offloads"]),
+                yes_no(&port["persistent"])
+            );
+        }
+        out
+    }
+
+    /// One port of a `stats`, `port add`, `port del` or `port set` reply.
+    fn port_counters_line(out: &mut String, port: &Value, note: &str) {
+        let c = &port["counters"];
+        let drops: Vec<String> = DropReason::ALL
+            .iter()
+            .filter_map(|r| {
+                let n = c["drops"][r.name()].as_u64().unwrap_or(0);
+                (n > 0).then(|| format!("{}={n}", r.name()))
+            })
+            .collect();
+        let drops = if drops.is_empty() {
+            "0".to_owned()
+        } else {
+            drops.join(" ")
+        };
+        let _ = writeln!(
+            out,
+            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {}{}",
+            text(&port["name"]),
+            text(&c["rx_frames"]),
+            text(&c["rx_bytes"]),
+            text(&c["tx_frames"]),
+            text(&c["tx_bytes"]),
+            text(&c["mac_moves"]),
+            drops,
+            note
+        );
+    }
+
+    fn counters_header(out: &mut String) {
+        let _ = writeln!(
+            out,
+            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  DROPS",
+            "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "MOVES"
+        );
+    }
+
+    /// A single port as the switch reports it after `port add/del/set`.
+    pub fn port(port: &Value) -> String {
+        let mut out = format!(
+            "{} (id {}): mtu {}, {}, offloads {}\n",
+            text(&port["name"]),
+            text(&port["id"]),
+            text(&port["mtu"]),
+            if port["enabled"] == true {
+                "enabled"
+            } else {
+                "disabled"
+            },
+            if port["vnet_hdr"] == true {
+                "on"
+            } else {
+                "off"
+            },
+        );
+        counters_header(&mut out);
+        port_counters_line(&mut out, port, "");
+        out
+    }
+
+    /// `stats`: per-port counters, then the MAC table and loop totals.
+    pub fn stats(stats: &Value) -> String {
+        let mut out = String::new();
+        counters_header(&mut out);
+        for port in stats["ports"].as_array().into_iter().flatten() {
+            port_counters_line(&mut out, port, "");
+        }
+        for port in stats["removed_ports"].as_array().into_iter().flatten() {
+            port_counters_line(&mut out, port, " (removed)");
+        }
+        let f = &stats["fdb_counters"];
+        let _ = writeln!(
+            out,
+            "MAC table: {} entries; learned {}, moved {}, evicted {}, aged out {}",
+            text(&stats["fdb_size"]),
+            text(&f["learned"]),
+            text(&f["moved"]),
+            text(&f["evicted"]),
+            text(&f["aged_out"])
+        );
+        let l = &stats["loop_stats"];
+        let batches = l["batches"].as_u64().unwrap_or(0);
+        let frames = l["batch_frames"].as_u64().unwrap_or(0);
+        let mean = if batches > 0 {
+            frames as f64 / batches as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "loop: {} iterations, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
+            text(&l["iterations"]),
+            text(&stats["events_dropped"])
+        );
+        out
+    }
+
+    /// `fdb show`: one entry per line.
+    pub fn fdb(fdb: &Value) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<6} {:<19} {:<15} {:<8} {:>8}",
+            "VLAN", "MAC", "PORT", "TYPE", "AGE(s)"
+        );
+        let entries = fdb["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        for entry in entries {
+            let _ = writeln!(
+                out,
+                "{:<6} {:<19} {:<15} {:<8} {:>8.1}",
+                text(&entry["vlan"]),
+                text(&entry["mac"]),
+                text(&entry["port"]),
+                text(&entry["kind"]),
+                entry["age_secs"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let c = &fdb["counters"];
+        let _ = writeln!(
+            out,
+            "{} entries; learned {}, moved {}, evicted {}, aged out {}",
+            entries.len(),
+            text(&c["learned"]),
+            text(&c["moved"]),
+            text(&c["evicted"]),
+            text(&c["aged_out"])
+        );
+        out
+    }
+
+    /// One event line for people: `time event key=value …`.
+    pub fn event(event: &Value) -> String {
+        // Wall-clock time of day (UTC) to the millisecond: enough to line
+        // events up with logs; the JSON form has the full timestamp.
+        let millis = (event["time"].as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
+        let day_millis = millis % 86_400_000;
+        let mut out = format!(
+            "{:02}:{:02}:{:02}.{:03} {}",
+            day_millis / 3_600_000,
+            day_millis / 60_000 % 60,
+            day_millis / 1000 % 60,
+            day_millis % 1000,
+            text(&event["event"])
+        );
+        if let Some(fields) = event.as_object() {
+            for (key, value) in fields {
+                if key == "time" || key == "event" || key.ends_with("_id") {
+                    continue;
+                }
+                let value = match value {
+                    Value::Object(_) => value.to_string(),
+                    _ => text(value),
+                };
+                let _ = write!(out, " {key}={value}");
+            }
+        }
+        out
+    }
+}

@@ -13,7 +13,7 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::config::{Config, PortConfig, SwitchConfig};
-use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle};
+use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
 use crate::link::{LinkError, LinkSettings, Netlink};
 use crate::netns::{self, NetnsError};
@@ -142,6 +142,15 @@ pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchErro
             .forwarder()
             .set_policy(id, port.policy())
             .map_err(|e| SwitchError::Dataplane(e.into()))?;
+        dataplane.update_port(id, &settings_of(port))?;
     }
     Ok((dataplane, handle))
+}
+
+/// The dataplane settings of a port's configuration, applied when it is added.
+pub fn settings_of(port: &PortConfig) -> PortUpdate {
+    PortUpdate {
+        mtu: Some(port.mtu),
+        enabled: Some(port.enabled),
+    }
 }

@@ -215,9 +215,12 @@ fn bad_command_lines_get_precise_errors() {
             "no-such-namespace-here",
         ),
     ];
+    let dir = TempDir::new("tsbad");
     for (args, expected) in cases {
         let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
             .args(args)
+            .arg("--control")
+            .arg(dir.path.join("tapswitch.sock"))
             .output()
             .unwrap();
         assert!(!output.status.success(), "{args:?} succeeded");

@@ -117,18 +117,51 @@ pub fn ping(netns: &str, addr: &str, count: u32, interval: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// A directory under the system temp dir, removed with its contents on drop.
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("creating a temp dir");
+        Self { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 /// A running `tapswitch run` process, stopped (SIGTERM, then SIGKILL) on drop.
+/// Each has its own control socket, so tests run side by side.
 pub struct Switch {
     child: Child,
     lines: Receiver<String>,
+    pub control: PathBuf,
+    // Dropped after the child is stopped (fields drop after Drop::drop runs).
+    _dir: TempDir,
 }
 
 impl Switch {
     /// Starts the switch with `args` after `run` and waits for it to be ready.
+    /// Without `--control` in `args`, it gets a socket in a fresh temp dir.
     pub fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
-            .arg("run")
-            .args(args)
+        let dir = TempDir::new("tsctl");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
+        command.arg("run").args(args);
+        let control = match args.iter().position(|a| *a == "--control") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => {
+                let control = dir.path.join("tapswitch.sock");
+                command.arg("--control").arg(&control);
+                control
+            }
+        };
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -143,7 +176,12 @@ impl Switch {
                 }
             }
         });
-        let mut switch = Self { child, lines };
+        let mut switch = Self {
+            child,
+            lines,
+            control,
+            _dir: dir,
+        };
         let ready = switch.next_line(Duration::from_secs(20));
         assert!(
             ready
@@ -152,6 +190,31 @@ impl Switch {
             "switch did not get ready: {ready:?}"
         );
         switch
+    }
+
+    /// Runs `tapswitch ARGS --control <this switch's socket>`; returns
+    /// (success, stdout, stderr).
+    pub fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .args(args)
+            .arg("--control")
+            .arg(&self.control)
+            .output()
+            .expect("running tapswitch");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `tapswitch ARGS --json` against this switch; panics on failure.
+    pub fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.push("--json");
+        let (ok, stdout, stderr) = self.ctl(&with_json);
+        assert!(ok, "tapswitch {args:?} failed: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
     }
 
     fn next_line(&mut self, timeout: Duration) -> Option<String> {
@@ -381,25 +444,6 @@ pub fn wait_for(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
             return false;
         }
         thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("creating a temp dir");
-        Self { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 

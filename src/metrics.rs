@@ -1,0 +1,315 @@
+//! Prometheus metrics over HTTP: a thread with a blocking `TcpListener` that
+//! answers `GET /metrics` with the text exposition format, rendered from a
+//! counters-only snapshot ([`Command::Counters`]) so a scrape costs the
+//! dataplane one copy of its counters, never the MAC table.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::dataplane::{BATCH_BUCKETS, Command, DataplaneHandle, Snapshot};
+use crate::forward::DropReason;
+
+/// How long a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum MetricsError {
+    #[error("metrics endpoint {addr}: bind: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the metrics thread failed: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Binds `addr` and serves metrics for `dataplane` on a thread of its own
+/// (which lives as long as the process). Returns the bound address, which
+/// differs from `addr` when that asked for port 0.
+pub fn spawn(addr: SocketAddr, dataplane: DataplaneHandle) -> Result<SocketAddr, MetricsError> {
+    let listener = TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| MetricsError::Bind { addr, source })?;
+    std::thread::Builder::new()
+        .name("tapswitch-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        if let Err(e) = serve(stream, &dataplane) {
+                            warn!(error = %e, "metrics request failed");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "accepting a metrics connection failed"),
+                }
+            }
+        })
+        .map_err(MetricsError::Thread)?;
+    info!(addr = %bound, "metrics endpoint ready");
+    Ok(bound)
+}
+
+/// Answers one HTTP request; the connection is closed after the reply.
+fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Headers are read and ignored: nothing in them changes the answer.
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, content_type, body) = match (method, target) {
+        ("GET", "/metrics") => match dataplane.request(Command::Counters) {
+            Ok(snapshot) => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                render(&snapshot),
+            ),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain; charset=utf-8",
+                format!("{e}\n"),
+            ),
+        },
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "metrics are at /metrics\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "only GET is served\n".to_owned(),
+        ),
+    };
+    let mut stream = stream;
+    write!(
+        stream,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    stream.flush()
+}
+
+/// Escapes a label value for the text format.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The snapshot in the Prometheus text exposition format.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let per_port = |get: &dyn Fn(&crate::dataplane::PortCounters) -> u64| -> Vec<(String, u64)> {
+        snapshot
+            .ports
+            .iter()
+            .map(|p| (format!("{{port=\"{}\"}}", label(&p.name)), get(&p.counters)))
+            .collect()
+    };
+    family(
+        "tapswitch_port_rx_frames_total",
+        "counter",
+        "Frames read from the port.",
+        &per_port(&|c| c.rx_frames),
+    );
+    family(
+        "tapswitch_port_rx_bytes_total",
+        "counter",
+        "Bytes read from the port (vnet header included).",
+        &per_port(&|c| c.rx_bytes),
+    );
+    family(
+        "tapswitch_port_tx_frames_total",
+        "counter",
+        "Frames written to the port.",
+        &per_port(&|c| c.tx_frames),
+    );
+    family(
+        "tapswitch_port_tx_bytes_total",
+        "counter",
+        "Bytes written to the port (vnet header included).",
+        &per_port(&|c| c.tx_bytes),
+    );
+    family(
+        "tapswitch_port_mac_moves_total",
+        "counter",
+        "Source MACs that moved onto the port.",
+        &per_port(&|c| c.mac_moves),
+    );
+    let drops: Vec<(String, u64)> = snapshot
+        .ports
+        .iter()
+        .flat_map(|p| {
+            DropReason::ALL.iter().map(move |r| {
+                (
+                    format!("{{port=\"{}\",reason=\"{}\"}}", label(&p.name), r.name()),
+                    p.counters.drops.get(*r),
+                )
+            })
+        })
+        .collect();
+    family(
+        "tapswitch_port_drops_total",
+        "counter",
+        "Frames dropped, by port and reason.",
+        &drops,
+    );
+    let enabled: Vec<(String, u64)> = snapshot
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                format!("{{port=\"{}\"}}", label(&p.name)),
+                u64::from(p.enabled),
+            )
+        })
+        .collect();
+    family(
+        "tapswitch_port_enabled",
+        "gauge",
+        "1 when the port forwards, 0 when disabled.",
+        &enabled,
+    );
+    let plain = |value: u64| vec![(String::new(), value)];
+    family(
+        "tapswitch_ports",
+        "gauge",
+        "Ports in the switch.",
+        &plain(snapshot.ports.len() as u64),
+    );
+    family(
+        "tapswitch_ports_removed_total",
+        "counter",
+        "Ports removed after a device error.",
+        &plain(snapshot.removed_ports.len() as u64),
+    );
+    family(
+        "tapswitch_fdb_entries",
+        "gauge",
+        "Entries in the MAC table.",
+        &plain(snapshot.fdb_size as u64),
+    );
+    let fdb = &snapshot.fdb_counters;
+    for (name, help, value) in [
+        ("learned", "Dynamic MAC entries created.", fdb.learned),
+        ("moved", "Live MAC entries that changed port.", fdb.moved),
+        (
+            "evicted",
+            "MAC entries evicted from a full table.",
+            fdb.evicted,
+        ),
+        ("aged_out", "MAC entries that expired.", fdb.aged_out),
+    ] {
+        family(
+            &format!("tapswitch_fdb_{name}_total"),
+            "counter",
+            help,
+            &plain(value),
+        );
+    }
+    let stats = &snapshot.loop_stats;
+    family(
+        "tapswitch_loop_iterations_total",
+        "counter",
+        "Returns of the dataplane loop from epoll_wait.",
+        &plain(stats.iterations),
+    );
+    let mut buckets = Vec::new();
+    let mut cumulative = 0;
+    for (i, count) in stats.batch_sizes.iter().enumerate() {
+        cumulative += count;
+        let bound = BATCH_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
+        buckets.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative));
+    }
+    buckets.push(("_sum".to_owned(), stats.batch_frames));
+    buckets.push(("_count".to_owned(), stats.batches));
+    family(
+        "tapswitch_batch_frames",
+        "histogram",
+        "Frames read from one ready port in one visit of the loop.",
+        &buckets,
+    );
+    family(
+        "tapswitch_events_dropped_total",
+        "counter",
+        "Events lost because the control plane fell behind.",
+        &plain(snapshot.events_dropped),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataplane::{LoopStats, PortCounters, PortSnapshot};
+    use crate::fdb::{FdbCounters, PortId};
+
+    #[test]
+    fn renders_every_family_with_labels() {
+        let mut counters = PortCounters {
+            rx_frames: 7,
+            ..PortCounters::default()
+        };
+        counters.drops.count(DropReason::Oversize);
+        let mut loop_stats = LoopStats {
+            batches: 3,
+            batch_frames: 70,
+            ..LoopStats::default()
+        };
+        loop_stats.batch_sizes[0] = 1;
+        loop_stats.batch_sizes[BATCH_BUCKETS.len()] = 2;
+        let snapshot = Snapshot {
+            ports: vec![PortSnapshot {
+                id: PortId(0),
+                name: "p\"0".into(),
+                mtu: 1500,
+                vnet_hdr: true,
+                enabled: true,
+                counters,
+            }],
+            removed_ports: vec![],
+            fdb: vec![],
+            fdb_size: 4,
+            fdb_counters: FdbCounters::default(),
+            mac_flaps: vec![],
+            loop_stats,
+            events_dropped: 0,
+        };
+        let text = render(&snapshot);
+        for line in [
+            "tapswitch_port_rx_frames_total{port=\"p\\\"0\"} 7",
+            "tapswitch_port_drops_total{port=\"p\\\"0\",reason=\"oversize\"} 1",
+            "tapswitch_fdb_entries 4",
+            "tapswitch_batch_frames_bucket{le=\"1\"} 1",
+            "tapswitch_batch_frames_bucket{le=\"128\"} 1",
+            "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
+            "tapswitch_batch_frames_sum 70",
+            "# TYPE tapswitch_batch_frames histogram",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}

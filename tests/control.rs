@@ -1,0 +1,588 @@
+//! The control plane end to end: a real `tapswitch run` with ports in real
+//! namespaces, driven through its control socket (by the CLI and by raw JSON
+//! lines) and scraped over HTTP. Needs root (CI runs as root).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use common::*;
+use tapswitch::config::Config;
+use tapswitch::control::{ControlClient, MAX_REQUEST_LEN, Request};
+
+/// Names of the ports in a `port list --json` reply.
+fn port_names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("port list is an array")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// One port of a `stats --json` reply.
+fn stats_port<'a>(stats: &'a Value, name: &str) -> &'a Value {
+    stats["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {stats}"))
+}
+
+fn stat(stats: &Value, name: &str, key: &str) -> u64 {
+    stats_port(stats, name)["counters"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {key}"))
+}
+
+fn drop_total(stats: &Value, name: &str) -> u64 {
+    stats_port(stats, name)["counters"]["drops"]
+        .as_object()
+        .expect("drops")
+        .values()
+        .map(|v| v.as_u64().expect("a count"))
+        .sum()
+}
+
+/// A raw connection speaking JSON lines, for requests the CLI never sends.
+struct Raw {
+    stream: UnixStream,
+    reader: BufReader<UnixStream>,
+}
+
+impl Raw {
+    fn connect(switch: &Switch) -> Self {
+        let stream = UnixStream::connect(&switch.control).expect("connecting");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Self { stream, reader }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> Value {
+        self.stream.write_all(bytes).expect("sending");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a reply line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("reply {line:?}: {e}"))
+    }
+
+    /// Sends `request` and expects an error reply containing `expected`.
+    fn refused(&mut self, request: &str, expected: &str) {
+        let reply = self.send(format!("{request}\n").as_bytes());
+        assert_eq!(reply["ok"], false, "{request} was accepted: {reply}");
+        let error = reply["error"].as_str().expect("an error message");
+        assert!(error.contains(expected), "{request}: {error}");
+    }
+}
+
+#[test]
+fn control_socket_round_trips() {
+    let mut bed = Bed::new(2);
+    let socket_mode = std::fs::metadata(&bed.switch.control)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(socket_mode & 0o777, 0o600, "control socket mode");
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let switch = &bed.switch;
+
+    let list = switch.ctl_json(&["port", "list"]);
+    assert_eq!(port_names(&list), ["p0", "p1"]);
+    assert_eq!(list[0]["netns"], bed.ns(0));
+    assert_eq!(list[0]["enabled"], true);
+    assert_eq!(list[1]["mtu"], 1500);
+    let (ok, table, _) = switch.ctl(&["port", "list"]);
+    assert!(ok);
+    assert!(table.starts_with("PORT"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("p1 ")), "{table}");
+
+    let fdb = switch.ctl_json(&["fdb", "show"]);
+    let entries = fdb["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{fdb}");
+    let mac0 = link_mac(bed.ns(0), "p0");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["mac"] == mac0.as_str() && e["port"] == "p0" && e["kind"] == "dynamic"),
+        "{fdb}"
+    );
+
+    let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:99", "p1"]);
+    assert!(ok, "{stderr}");
+    let fdb = switch.ctl_json(&["fdb", "show"]);
+    assert!(
+        fdb["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == "02:00:00:00:00:99" && e["port"] == "p1" && e["kind"] == "static"),
+        "{fdb}"
+    );
+    // A flush forgets what was learned and keeps what was configured.
+    let flushed = switch.ctl_json(&["fdb", "flush"]);
+    assert_eq!(flushed["removed"], 2);
+    let fdb = switch.ctl_json(&["fdb", "show"]);
+    assert_eq!(fdb["entries"].as_array().unwrap().len(), 1, "{fdb}");
+    let (ok, _, stderr) = switch.ctl(&["fdb", "del", "02:00:00:00:00:99"]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = switch.ctl(&["fdb", "del", "02:00:00:00:00:99"]);
+    assert!(!ok, "deleting a missing entry succeeded");
+    assert!(
+        stderr.contains("no MAC table entry for 02:00:00:00:00:99"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:98", "nosuch"]);
+    assert!(!ok);
+    assert!(stderr.contains("\"nosuch\""), "{stderr}");
+
+    let stats = switch.ctl_json(&["stats", "p0"]);
+    assert_eq!(stats["ports"].as_array().unwrap().len(), 1, "{stats}");
+    assert!(stat(&stats, "p0", "rx_frames") >= 2, "{stats}");
+    assert!(stats["loop_stats"]["iterations"].as_u64().unwrap() > 0);
+    let (ok, _, stderr) = switch.ctl(&["stats", "nosuch"]);
+    assert!(!ok);
+    assert!(stderr.contains("no port named \"nosuch\""), "{stderr}");
+    // The SIGUSR1 snapshot still works next to the socket.
+    assert!(counter(&bed.switch.snapshot(), "p0", "rx_frames") >= 2);
+
+    let switch = &bed.switch;
+    let config = switch.ctl_json(&["config", "show"]);
+    assert_eq!(config["port"][1]["name"], "p1");
+    assert_eq!(config["port"][1]["netns"], bed.ns(1));
+    let (ok, toml, _) = switch.ctl(&["config", "show"]);
+    assert!(ok);
+    let parsed = Config::from_toml(&toml, "config show").expect("config show prints valid TOML");
+    assert_eq!(parsed.ports.len(), 2);
+}
+
+#[test]
+fn bad_requests_get_errors_and_change_nothing() {
+    let bed = Bed::new(2);
+    let before = bed.switch.ctl_json(&["port", "list"]);
+    let mut raw = Raw::connect(&bed.switch);
+    raw.refused("{not json", "bad request");
+    raw.refused(r#"{"cmd":"reboot"}"#, "unknown variant `reboot`");
+    raw.refused(r#"["port_list"]"#, "bad request");
+    raw.refused(r#"{"cmd":"port_list","all":true}"#, "unknown field `all`");
+    raw.refused(r#"{"cmd":"port_del"}"#, "missing field `name`");
+    raw.refused(
+        r#"{"cmd":"port_del","name":"nosuch"}"#,
+        "no port named \"nosuch\"",
+    );
+    raw.refused(
+        r#"{"cmd":"port_add","port":{"name":"much-too-long-name"}}"#,
+        "port.name",
+    );
+    raw.refused(
+        r#"{"cmd":"port_add","port":{"name":"p1","netns":"elsewhere"}}"#,
+        "already exists",
+    );
+    raw.refused(
+        r#"{"cmd":"port_add","port":{"name":"tsnew","netns":"no-such-netns-here"}}"#,
+        "no-such-netns-here",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"mtu":10}}"#,
+        "mtu: 10",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{}}"#,
+        "nothing to change",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"speed":10}}"#,
+        "unknown field `speed`",
+    );
+    raw.refused(
+        r#"{"cmd":"fdb_add","mac":"ff:ff:ff:ff:ff:ff","port":"p0"}"#,
+        "multicast",
+    );
+    // The connection survives bad requests.
+    let reply = raw.send(b"{\"cmd\":\"port_list\"}\n");
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"], before);
+
+    // An oversized request is refused and the connection closed.
+    let mut huge = vec![b' '; MAX_REQUEST_LEN + 10];
+    huge.push(b'\n');
+    let reply = raw.send(&huge);
+    assert_eq!(reply["ok"], false);
+    assert!(
+        reply["error"].as_str().unwrap().contains("longer than"),
+        "{reply}"
+    );
+    let mut rest = String::new();
+    assert_eq!(raw.reader.read_to_string(&mut rest).unwrap_or(0), 0);
+
+    assert_eq!(bed.switch.ctl_json(&["port", "list"]), before);
+    let ns0_links = sh("ip", &["-n", bed.ns(0), "-j", "link", "show"]);
+    assert!(!ns0_links.contains("tsnew"), "a refused port was created");
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(1), 2, "0.1"),
+        2,
+        "forwarding broke"
+    );
+}
+
+#[test]
+fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+    let dir = TempDir::new("tssock");
+    let path = dir.path.join("sub").join("switch.sock");
+    let path_arg = path.to_str().unwrap();
+    let here = unique("tsso");
+    let first = Switch::start(&["--port", &here, "--control", path_arg]);
+
+    let other = unique("tsso");
+    let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .args(["run", "--port", &other, "--control", path_arg])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a second switch started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let pid = format!("pid {}", first.pid());
+    assert!(
+        stderr.contains("another tapswitch") && stderr.contains(&pid),
+        "{stderr}"
+    );
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&other).exists(),
+        "the refused switch created its TAP"
+    );
+    assert_eq!(
+        port_names(&first.ctl_json(&["port", "list"])),
+        std::slice::from_ref(&here)
+    );
+    assert!(first.stop(), "the switch did not stop cleanly");
+    assert!(!path.exists(), "the socket outlived its switch");
+
+    // A socket file nobody listens on (a crashed switch) is replaced.
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let second = Switch::start(&["--port", &here, "--control", path_arg]);
+    assert_eq!(port_names(&second.ctl_json(&["port", "list"])), [here]);
+}
+
+#[test]
+fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
+    const PINGS: u32 = 150;
+    let bed = Bed::new(2);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let switch = &bed.switch;
+    let before = switch.ctl_json(&["stats"]);
+
+    let ns0 = bed.ns(0).to_owned();
+    let flow = thread::spawn(move || ping(&ns0, &Bed::addr(1), PINGS, "0.02"));
+    let started = Instant::now();
+
+    let extra = [Netns::new(), Netns::new()];
+    let mut cycles = 0;
+    while !flow.is_finished() && cycles < 20 {
+        cycles += 1;
+        let names = [unique("tshp"), unique("tshp")];
+        for (name, ns) in names.iter().zip(&extra) {
+            let spec = format!("{name}@{}", ns.name);
+            let (ok, _, stderr) = switch.ctl(&["port", "add", &spec]);
+            assert!(ok, "port add {spec}: {stderr}");
+        }
+        for (i, (name, ns)) in names.iter().zip(&extra).enumerate() {
+            let addr = format!("10.66.1.{}/24", i + 1);
+            sh("ip", &["-n", &ns.name, "addr", "add", &addr, "dev", name]);
+        }
+        // The new ports forward between themselves while the flow goes on.
+        assert_eq!(
+            ping(&extra[0].name, "10.66.1.2", 2, "0.02"),
+            2,
+            "hot-plugged ports do not forward"
+        );
+        let (ok, _, stderr) = switch.ctl(&["port", "set", &names[0], "--mtu", "9000"]);
+        assert!(ok, "{stderr}");
+        let netdev_mtu = sh(
+            "ip",
+            &["-n", &extra[0].name, "-j", "link", "show", &names[0]],
+        );
+        assert!(netdev_mtu.contains("\"mtu\":9000"), "{netdev_mtu}");
+        let list = switch.ctl_json(&["port", "list"]);
+        let set = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == names[0].as_str())
+            .unwrap();
+        assert_eq!(set["mtu"], 9000, "{list}");
+        let (ok, _, stderr) = switch.ctl(&["port", "set", &names[1], "--disable"]);
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            ping(&extra[0].name, "10.66.1.2", 1, "0.02"),
+            0,
+            "a disabled port forwarded"
+        );
+        let (ok, _, stderr) = switch.ctl(&["port", "set", &names[1], "--enable"]);
+        assert!(ok, "{stderr}");
+        for name in &names {
+            let (ok, _, stderr) = switch.ctl(&["port", "del", name]);
+            assert!(ok, "port del {name}: {stderr}");
+        }
+        for (name, ns) in names.iter().zip(&extra) {
+            let (exists, _) = exec_in(&ns.name, &["ip", "link", "show", name]);
+            assert!(!exists, "TAP {name} left behind after port del");
+        }
+    }
+    let replies = flow.join().unwrap();
+    let elapsed = started.elapsed();
+    assert!(cycles >= 1);
+    assert_eq!(
+        replies, PINGS,
+        "the flow between p0 and p1 lost pings during {cycles} hot-plug cycles"
+    );
+
+    let after = switch.ctl_json(&["stats"]);
+    assert_eq!(
+        port_names(&switch.ctl_json(&["port", "list"])),
+        ["p0", "p1"]
+    );
+    for (name, key) in [
+        ("p0", "rx_frames"),
+        ("p0", "tx_frames"),
+        ("p1", "rx_frames"),
+        ("p1", "tx_frames"),
+    ] {
+        let delta = stat(&after, name, key) - stat(&before, name, key);
+        assert!(
+            delta >= PINGS as u64,
+            "{name} {key} grew by {delta} for {PINGS} pings"
+        );
+    }
+    for name in ["p0", "p1"] {
+        assert_eq!(
+            drop_total(&after, name),
+            drop_total(&before, name),
+            "{name} dropped frames during hot-plug: {after}"
+        );
+    }
+    eprintln!("{cycles} hot-plug cycles in {elapsed:?} under a {PINGS}-ping flow");
+}
+
+/// Reads event lines from a subscribed client on a thread.
+fn subscribe(switch: &Switch) -> mpsc::Receiver<Value> {
+    let mut client = ControlClient::connect(&switch.control).expect("connecting");
+    client.request(&Request::Events {}).expect("subscribing");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        while let Ok(event) = client.next_line() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for an event matching every field of `expected`; returns it.
+fn expect_event(events: &mpsc::Receiver<Value>, expected: Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = expected.as_object().unwrap();
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(event) = events.recv_timeout(left) else {
+            break;
+        };
+        if wanted.iter().all(|(k, v)| &event[k] == v) {
+            return event;
+        }
+        seen.push(event);
+    }
+    panic!("no event {expected}; saw {seen:?}");
+}
+
+#[test]
+fn events_stream_learning_moves_and_port_changes() {
+    let bed = Bed::new(3);
+    let events = subscribe(&bed.switch);
+    let watcher = subscribe(&bed.switch);
+    let switch = &bed.switch;
+
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
+    let mac0 = link_mac(bed.ns(0), "p0");
+    let mac1 = link_mac(bed.ns(1), "p1");
+    let learned = expect_event(
+        &events,
+        json!({"event": "mac_learned", "mac": mac0, "port": "p0"}),
+    );
+    assert_eq!(learned["port_id"], 0);
+    assert!(learned["time"].as_f64().unwrap() > 1.0e9);
+    expect_event(
+        &events,
+        json!({"event": "mac_learned", "mac": mac1, "port": "p1"}),
+    );
+
+    // p0's station shows up behind p2.
+    send_raw(
+        bed.ns(2),
+        "p2",
+        &[frame(mac_bytes(&mac1), mac_bytes(&mac0), 60)],
+    );
+    expect_event(
+        &events,
+        json!({"event": "mac_moved", "mac": mac0, "from": "p0", "to": "p2"}),
+    );
+
+    let flushed = switch.ctl_json(&["fdb", "flush"]);
+    expect_event(
+        &events,
+        json!({"event": "fdb_flushed", "removed": flushed["removed"]}),
+    );
+
+    let extra = Netns::new();
+    let name = unique("tsev");
+    let (ok, _, stderr) = switch.ctl(&["port", "add", &format!("{name}@{}", extra.name)]);
+    assert!(ok, "{stderr}");
+    expect_event(
+        &events,
+        json!({"event": "port_added", "port": name, "mtu": 1500}),
+    );
+    let (ok, _, stderr) = switch.ctl(&["port", "set", &name, "--disable"]);
+    assert!(ok, "{stderr}");
+    expect_event(
+        &events,
+        json!({"event": "port_changed", "port": name, "update": {"enabled": false}}),
+    );
+    let (ok, _, stderr) = switch.ctl(&["port", "del", &name]);
+    assert!(ok, "{stderr}");
+    expect_event(
+        &events,
+        json!({"event": "port_removed", "port": name, "cause": "requested"}),
+    );
+
+    // A TAP deleted under the switch is reported too.
+    sh("ip", &["-n", bed.ns(2), "link", "del", "p2"]);
+    expect_event(
+        &events,
+        json!({"event": "port_removed", "port": "p2", "cause": "device_error"}),
+    );
+    // A second subscriber saw the same stream.
+    expect_event(
+        &watcher,
+        json!({"event": "port_removed", "port": "p2", "cause": "device_error"}),
+    );
+    let stats = switch.ctl_json(&["stats"]);
+    assert_eq!(stats["events_dropped"], 0);
+}
+
+/// Scrapes `path` over HTTP/1.1; returns the status line and the body.
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers and body");
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// Parses the Prometheus text format into `series -> value`, checking that
+/// every sample belongs to a family declared with `# TYPE`.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut families = Vec::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(declaration) = line.strip_prefix("# TYPE ") {
+            let mut parts = declaration.split_whitespace();
+            families.push(parts.next().unwrap().to_owned());
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("series and value");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            families.iter().any(|f| name == f
+                || name
+                    .strip_prefix(f.as_str())
+                    .is_some_and(|rest| { ["_bucket", "_sum", "_count"].contains(&rest) })),
+            "sample {name} has no # TYPE"
+        );
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(
+            samples.insert(series.to_owned(), value).is_none(),
+            "duplicate {series}"
+        );
+    }
+    samples
+}
+
+#[test]
+fn metrics_endpoint_is_scraped_and_parsed() {
+    let bed = Bed::with_args(2, &["--metrics", "127.0.0.1:0"]);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
+    let config = bed.switch.ctl_json(&["config", "show"]);
+    let addr = config["switch"]["metrics"]
+        .as_str()
+        .expect("the bound metrics address")
+        .to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "{addr}"
+    );
+
+    let (status, body) = http_get(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let metrics = parse_metrics(&body);
+    let get = |series: &str| {
+        *metrics
+            .get(series)
+            .unwrap_or_else(|| panic!("no series {series} in\n{body}"))
+    };
+    assert!(get("tapswitch_port_rx_frames_total{port=\"p0\"}") >= 5.0);
+    assert!(get("tapswitch_port_tx_frames_total{port=\"p1\"}") >= 5.0);
+    assert!(get("tapswitch_port_rx_bytes_total{port=\"p0\"}") >= 5.0 * 98.0);
+    assert_eq!(
+        get("tapswitch_port_drops_total{port=\"p0\",reason=\"oversize\"}"),
+        0.0
+    );
+    assert_eq!(get("tapswitch_port_enabled{port=\"p1\"}"), 1.0);
+    assert_eq!(get("tapswitch_ports"), 2.0);
+    assert_eq!(get("tapswitch_fdb_entries"), 2.0);
+    assert!(get("tapswitch_fdb_learned_total") >= 2.0);
+    assert_eq!(get("tapswitch_fdb_moved_total"), 0.0);
+    assert!(get("tapswitch_loop_iterations_total") > 0.0);
+    // Every frame read is counted once in both the ports' and the loop's books.
+    let rx_total = get("tapswitch_port_rx_frames_total{port=\"p0\"}")
+        + get("tapswitch_port_rx_frames_total{port=\"p1\"}");
+    assert_eq!(get("tapswitch_batch_frames_sum"), rx_total);
+    let count = get("tapswitch_batch_frames_count");
+    assert_eq!(get("tapswitch_batch_frames_bucket{le=\"+Inf\"}"), count);
+    let mut previous = 0.0;
+    for le in ["1", "2", "4", "8", "16", "32", "64", "128", "+Inf"] {
+        let cumulative = get(&format!("tapswitch_batch_frames_bucket{{le=\"{le}\"}}"));
+        assert!(cumulative >= previous, "bucket {le} is not cumulative");
+        previous = cumulative;
+    }
+
+    // Counters move with traffic between scrapes.
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
+    let (_, body) = http_get(&addr, "/metrics");
+    let again = parse_metrics(&body);
+    assert!(
+        again["tapswitch_port_rx_frames_total{port=\"p1\"}"]
+            >= get("tapswitch_port_rx_frames_total{port=\"p1\"}") + 3.0
+    );
+
+    let (status, _) = http_get(&addr, "/nothing-here");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
