@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::dataplane::MAX_QUEUES;
 use crate::forward::MacFlapConfig;
 use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
@@ -243,6 +244,10 @@ pub struct PortConfig {
     /// Transmit queue length of the netdev (frames the kernel queues towards the switch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txqueuelen: Option<u32>,
+    /// Queues of the TAP (`IFF_MULTI_QUEUE` when more than one): the netdev
+    /// spreads its flows over them and each is read by one dataplane thread.
+    #[serde(default = "default_queues")]
+    pub queues: usize,
     /// User and group allowed to attach to the TAP later (e.g. an unprivileged QEMU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<u32>,
@@ -304,6 +309,10 @@ fn default_mtu() -> u32 {
     1500
 }
 
+fn default_queues() -> usize {
+    1
+}
+
 fn yes() -> bool {
     true
 }
@@ -327,6 +336,7 @@ impl PortConfig {
             persistent: false,
             offloads: None,
             txqueuelen: None,
+            queues: default_queues(),
             owner: None,
             group: None,
             vlan_mode: None,
@@ -389,6 +399,12 @@ impl PortConfig {
         }
         if self.txqueuelen == Some(0) {
             return Err(invalid(format!("{field}.txqueuelen"), "must be at least 1"));
+        }
+        if !(1..=MAX_QUEUES).contains(&self.queues) {
+            return Err(invalid(
+                format!("{field}.queues"),
+                format!("{} is outside 1..={MAX_QUEUES}", self.queues),
+            ));
         }
         self.validate_vlans(field)?;
         self.validate_security(field)?;

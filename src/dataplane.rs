@@ -11,8 +11,10 @@
 //! [`Waker`]: the loop never blocks on anything but `epoll_wait`.
 //!
 //! With `threads > 1` the switch runs one such loop per thread ("workers").
-//! Each port is *read* by exactly one worker (port id modulo threads) and
-//! *written* by any: a TAP fd takes concurrent writes. The workers share the
+//! Each queue of a port (a multi-queue TAP has one fd per queue; the kernel
+//! spreads the netdev's flows over them) is *read* by exactly one worker
+//! ((port id + queue) modulo threads), and every port is *written* by any
+//! worker: a TAP fd takes concurrent writes. The workers share the
 //! [`Forwarder`] (and so the MAC table) behind a mutex held only for the
 //! decision itself. Worker 0, the primary, owns port membership: it adds and
 //! removes ports and tells the others; it answers the control plane, merging
@@ -43,6 +45,20 @@ use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, MacAddr, VLAN_TAG_L
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
+
+/// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.
+pub const MAX_QUEUES: usize = 16;
+
+/// A set of a port's queues, bit `q` for queue `q`.
+type QueueMask = u16;
+
+fn token(id: PortId, queue: usize) -> Token {
+    Token(id.index() * MAX_QUEUES + queue)
+}
+
+fn queues_of(mask: QueueMask) -> impl Iterator<Item = usize> {
+    (0..MAX_QUEUES).filter(move |q| mask & (1 << q) != 0)
+}
 
 /// Largest frame a port can hand over: a 64 KiB super-frame, or a frame of the
 /// largest MTU with a VLAN tag, plus its vnet header.
@@ -133,12 +149,12 @@ pub enum Command {
         port: Option<String>,
         reply: Sender<Result<usize, DataplaneError>>,
     },
-    /// (Primary to worker) serve this port too; `reads` when this worker reads it.
+    /// (Primary to worker) serve this port too, reading the queues in `reads`.
     Attach {
         id: PortId,
         port: Arc<dyn Port>,
         mtu: u32,
-        reads: bool,
+        reads: QueueMask,
     },
     /// (Primary to worker) forget this port.
     Detach(PortId),
@@ -506,10 +522,10 @@ struct PortSlot {
     port: Arc<dyn Port>,
     mtu: u32,
     counters: PortCounters,
-    /// This worker reads the port (it is registered with this worker's epoll).
-    reads: bool,
-    /// On the ready list (it signalled and has not yet returned `WouldBlock`).
-    ready: bool,
+    /// The queues this worker reads (registered with this worker's epoll).
+    reads: QueueMask,
+    /// The queues on the ready list (they signalled and have not yet returned `WouldBlock`).
+    ready: QueueMask,
 }
 
 impl PortSlot {
@@ -555,7 +571,8 @@ pub struct Dataplane {
     workers: Workers,
     /// The primary, for reporting failed ports (`None` on the primary).
     primary: Option<DataplaneHandle>,
-    ready: VecDeque<PortId>,
+    /// Port queues with frames waiting, in the order they are served.
+    ready: VecDeque<(PortId, usize)>,
     buffer: Box<[u8]>,
     egress: Vec<Egress>,
     dead: Vec<PortId>,
@@ -625,7 +642,7 @@ impl Dataplane {
         Ok((dataplane, handle))
     }
 
-    /// Adds a port in the first free slot; the worker the slot maps to reads it.
+    /// Adds a port in the first free slot; its queues are spread over the workers.
     pub fn add_port(&mut self, port: Box<dyn Port>, mtu: u32) -> Result<PortId, DataplaneError> {
         let index = self
             .ports
@@ -635,14 +652,18 @@ impl Dataplane {
         let id = PortId(index as u32);
         let port: Arc<dyn Port> = Arc::from(port);
         self.forwarder().add_port(id, PortPolicy::default())?;
-        let reader = index % self.threads;
-        if let Err(e) = self.attach(id, Arc::clone(&port), mtu, reader == 0) {
+        let queues = port.queues().clamp(1, MAX_QUEUES);
+        let mut reads: Vec<QueueMask> = vec![0; self.threads];
+        for queue in 0..queues {
+            reads[(index + queue) % self.threads] |= 1 << queue;
+        }
+        if let Err(e) = self.attach(id, Arc::clone(&port), mtu, reads[0]) {
             // Not registered, so not a port: undo the forwarder's half.
             let _ = self.forwarder().remove_port(id);
             return Err(e);
         }
         for (i, worker) in self.workers.idle.iter_mut().enumerate() {
-            worker.attach(id, Arc::clone(&port), mtu, reader == i + 1)?;
+            worker.attach(id, Arc::clone(&port), mtu, reads[i + 1])?;
         }
         for (i, worker) in self.workers.handles.iter().enumerate() {
             if self.workers.threads.is_empty() {
@@ -652,10 +673,10 @@ impl Dataplane {
                 id,
                 port: Arc::clone(&port),
                 mtu,
-                reads: reader == i + 1,
+                reads: reads[i + 1],
             })?;
         }
-        info!(port = port.name(), id = id.0, mtu, reader, "port added");
+        info!(port = port.name(), id = id.0, mtu, queues, "port added");
         self.events.emit(|| Event::PortAdded {
             port: id,
             name: port.name().to_owned(),
@@ -676,27 +697,33 @@ impl Dataplane {
         receiver
     }
 
-    /// Puts a port in this worker's table (and epoll, when it reads it).
+    /// Puts a port in this worker's table, and the queues it reads in its epoll.
     fn attach(
         &mut self,
         id: PortId,
         port: Arc<dyn Port>,
         mtu: u32,
-        reads: bool,
+        reads: QueueMask,
     ) -> Result<(), DataplaneError> {
         let index = id.index();
-        if reads {
-            self.poll
-                .registry()
-                .register(
-                    &mut SourceFd(&port.raw_fd()),
-                    Token(index),
-                    Interest::READABLE,
-                )
-                .map_err(|source| DataplaneError::Register {
+        for queue in queues_of(reads) {
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&port.raw_fd(queue)),
+                token(id, queue),
+                Interest::READABLE,
+            );
+            if let Err(source) = registered {
+                for earlier in queues_of(reads).take_while(|&q| q < queue) {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&port.raw_fd(earlier)));
+                }
+                return Err(DataplaneError::Register {
                     name: port.name().to_owned(),
                     source,
-                })?;
+                });
+            }
         }
         let slot = PortSlot {
             port,
@@ -711,9 +738,7 @@ impl Dataplane {
             self.ports.resize_with(index + 1, || None);
         }
         self.ports[index] = Some(slot);
-        if reads {
-            self.ready.push_back(id);
-        }
+        self.ready.extend(queues_of(reads).map(|queue| (id, queue)));
         Ok(())
     }
 
@@ -907,7 +932,8 @@ impl Dataplane {
                 if event.token() == WAKER {
                     continue;
                 }
-                self.mark_ready(PortId(event.token().0 as u32));
+                let Token(token) = event.token();
+                self.mark_ready(PortId((token / MAX_QUEUES) as u32), token % MAX_QUEUES);
             }
             if self.serve_commands() {
                 return Ok(());
@@ -1067,12 +1093,14 @@ impl Dataplane {
         self.update_port(id, settings)
     }
 
-    fn mark_ready(&mut self, id: PortId) {
+    fn mark_ready(&mut self, id: PortId, queue: usize) {
+        let bit = 1 << queue;
         if let Some(Some(slot)) = self.ports.get_mut(id.index())
-            && !slot.ready
+            && slot.reads & bit != 0
+            && slot.ready & bit == 0
         {
-            slot.ready = true;
-            self.ready.push_back(id);
+            slot.ready |= bit;
+            self.ready.push_back((id, queue));
         }
     }
 
@@ -1081,15 +1109,15 @@ impl Dataplane {
     fn serve_ready_ports(&mut self) -> usize {
         let mut frames = 0;
         for _ in 0..self.ready.len() {
-            let Some(id) = self.ready.pop_front() else {
+            let Some((id, queue)) = self.ready.pop_front() else {
                 break;
             };
-            let (read, drained) = self.serve_port(id);
+            let (read, drained) = self.serve_port(id, queue);
             self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {
-                Some(Some(slot)) if !drained => self.ready.push_back(id),
-                Some(Some(slot)) => slot.ready = false,
+                Some(Some(_)) if !drained => self.ready.push_back((id, queue)),
+                Some(Some(slot)) => slot.ready &= !(1 << queue),
                 _ => {}
             }
             for dead in std::mem::take(&mut self.dead) {
@@ -1099,17 +1127,17 @@ impl Dataplane {
         frames
     }
 
-    /// Reads and forwards up to `poll_budget` frames from `id`. Returns the
-    /// frames read, and true when the port is drained (or gone), false when
-    /// the budget ran out.
-    fn serve_port(&mut self, ingress: PortId) -> (usize, bool) {
+    /// Reads and forwards up to `poll_budget` frames from queue `queue` of
+    /// `ingress`. Returns the frames read, and true when the queue is drained
+    /// (or the port gone), false when the budget ran out.
+    fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool) {
         let now = Instant::now();
         let mut frames = 0;
         while frames < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
                 return (frames, true);
             };
-            let len = match slot.port.recv(&mut self.buffer) {
+            let len = match slot.port.recv(queue, &mut self.buffer) {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (frames, true),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -1290,14 +1318,14 @@ impl Dataplane {
     /// Drops this worker's slot for `id` (and its epoll registrations).
     fn forget_port(&mut self, id: PortId) -> Option<PortSlot> {
         let slot = self.ports.get_mut(id.index()).and_then(Option::take)?;
-        if slot.reads {
+        for queue in queues_of(slot.reads) {
             // The fd may already be invalid in the kernel's eyes; epoll forgets it on close anyway.
             let _ = self
                 .poll
                 .registry()
-                .deregister(&mut SourceFd(&slot.port.raw_fd()));
+                .deregister(&mut SourceFd(&slot.port.raw_fd(queue)));
         }
-        self.ready.retain(|&p| p != id);
+        self.ready.retain(|&(p, _)| p != id);
         Some(slot)
     }
 }

@@ -11,15 +11,21 @@ use crate::tap::Tap;
 ///
 /// Frames carry a vnet header of [`Port::vnet_hdr_len`] bytes in front (0 when
 /// the port has none). `recv` and `send` never block: `recv` returns
-/// `WouldBlock` when the port is drained. Methods take `&self` because with
+/// `WouldBlock` when the queue is drained. Methods take `&self` because with
 /// several dataplane threads every thread may write to every port (the kernel
-/// serialises writes on a TAP fd); only one thread reads a given port.
+/// serialises writes on a TAP fd); only one thread reads a given queue.
 pub trait Port: Send + Sync {
     fn name(&self) -> &str;
-    /// The fd the event loop waits on for readability.
-    fn raw_fd(&self) -> RawFd;
+    /// How many queues (fds) frames arrive on: more than one for a
+    /// multi-queue TAP, whose netdev spreads its flows over them.
+    fn queues(&self) -> usize {
+        1
+    }
+    /// The fd of `queue`, which the event loop waits on for readability.
+    fn raw_fd(&self, queue: usize) -> RawFd;
     fn vnet_hdr_len(&self) -> usize;
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads one frame from `queue`.
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize>;
     fn send(&self, frame: &[u8]) -> io::Result<usize>;
     /// Sends `head` followed by `body` as one frame, without joining them.
     fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize>;
@@ -27,48 +33,65 @@ pub trait Port: Send + Sync {
     fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize>;
 }
 
-/// A port backed by a TAP whose fd the switch holds.
+/// A port backed by a TAP whose fd(s) the switch holds: one per queue.
+/// Frames are written on the first queue: a write goes up into the kernel
+/// whichever queue carries it, and writes from several threads to one fd are
+/// serialised by the kernel anyway.
 #[derive(Debug)]
 pub struct TapPort {
-    tap: Tap,
+    queues: Vec<Tap>,
 }
 
 impl TapPort {
     pub fn new(tap: Tap) -> Self {
-        Self { tap }
+        Self { queues: vec![tap] }
     }
 
+    /// A multi-queue port; `queues` are the opens of one multi-queue TAP.
+    ///
+    /// # Panics
+    /// If `queues` is empty.
+    pub fn with_queues(queues: Vec<Tap>) -> Self {
+        assert!(!queues.is_empty(), "a port has at least one queue");
+        Self { queues }
+    }
+
+    /// The first queue's TAP.
     pub fn tap(&self) -> &Tap {
-        &self.tap
+        &self.queues[0]
     }
 }
 
 impl Port for TapPort {
     fn name(&self) -> &str {
-        self.tap.name()
+        self.tap().name()
     }
 
-    fn raw_fd(&self) -> RawFd {
-        self.tap.as_raw_fd()
+    fn queues(&self) -> usize {
+        self.queues.len()
+    }
+
+    fn raw_fd(&self, queue: usize) -> RawFd {
+        self.queues[queue].as_raw_fd()
     }
 
     fn vnet_hdr_len(&self) -> usize {
-        self.tap.vnet_hdr_len()
+        self.tap().vnet_hdr_len()
     }
 
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.tap.read(buf)
+    fn recv(&self, queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        self.queues[queue].read(buf)
     }
 
     fn send(&self, frame: &[u8]) -> io::Result<usize> {
-        self.tap.write(frame)
+        self.tap().write(frame)
     }
 
     fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
-        self.tap.write_parts(head, body)
+        self.tap().write_parts(head, body)
     }
 
     fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        self.tap.write_vectored(parts)
+        self.tap().write_vectored(parts)
     }
 }

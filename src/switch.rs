@@ -78,22 +78,30 @@ pub fn create_tap_port(
         persistent: port.persistent,
         owner: port.owner,
         group: port.group,
+        multi_queue: port.queues > 1,
         ..TapOptions::default()
     };
     let tap_error = |source| SwitchError::Tap {
         port: port.name.clone(),
         source,
     };
-    let tap = match &port.netns {
-        Some(netns) => netns::run_in(netns, || Tap::open(&port.name, &options))
+    // A multi-queue TAP is opened once per queue: each open adds a queue.
+    let open_queues = || -> Result<Vec<Tap>, TapError> {
+        (0..port.queues)
+            .map(|_| Tap::open(&port.name, &options))
+            .collect()
+    };
+    let queues = match &port.netns {
+        Some(netns) => netns::run_in(netns, open_queues)
             .map_err(|source| SwitchError::Netns {
                 port: port.name.clone(),
                 netns: netns.clone(),
                 source,
             })?
             .map_err(tap_error)?,
-        None => Tap::open(&port.name, &options).map_err(tap_error)?,
+        None => open_queues().map_err(tap_error)?,
     };
+    let tap = TapPort::with_queues(queues);
 
     let link_error = |source| SwitchError::Link {
         port: port.name.clone(),
@@ -112,10 +120,11 @@ pub fn create_tap_port(
         port = %port.name,
         netns = port.netns.as_deref().unwrap_or("-"),
         mtu = port.mtu,
-        vnet_hdr = tap.vnet_hdr_len() > 0,
+        vnet_hdr = tap.tap().vnet_hdr_len() > 0,
+        queues = port.queues,
         "TAP ready"
     );
-    Ok(TapPort::new(tap))
+    Ok(tap)
 }
 
 /// Builds a dataplane with every port of `config`. On error, the ports made so

@@ -281,3 +281,45 @@ fn two_dataplane_threads_forward_count_and_remove_ports() {
             .all(|e| e["port"].as_u64() != Some(1))
     );
 }
+
+/// A port with several queues is one multi-queue TAP whose queues are read by
+/// different dataplane threads; every flow still gets through.
+#[test]
+fn multi_queue_ports_forward_across_threads() {
+    let mut bed = Bed::with_config(2, "[switch]\nthreads = 2", |_| "queues = 4".into());
+    for i in 0..2 {
+        let (ok, flags) = exec_in(
+            bed.ns(i),
+            &["cat", &format!("/sys/class/net/p{i}/tun_flags")],
+        );
+        assert!(ok);
+        let flags = i64::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+        assert_ne!(flags & 0x100, 0, "p{i} is not multi-queue: {flags:#x}");
+    }
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 20, "0.01"), 20);
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 20, "0.01"), 20);
+    // Many TCP flows, spread over the queues by the kernel's flow hash.
+    let _server = Background::start_in(bed.ns(1), &["iperf3", "-s", "-1", "-p", "5299"]);
+    thread::sleep(Duration::from_millis(300));
+    let (ok, out) = exec_in(
+        bed.ns(0),
+        &[
+            "iperf3",
+            "-c",
+            &Bed::addr(1),
+            "-p",
+            "5299",
+            "-t",
+            "1",
+            "-P",
+            "8",
+            "-J",
+        ],
+    );
+    assert!(ok, "iperf3 failed: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
+    assert!(bytes > 1_000_000, "only {bytes} bytes crossed");
+    let snapshot = bed.switch.snapshot();
+    assert_eq!(drops(&snapshot, "p1", "tx_error"), 0);
+}
