@@ -280,7 +280,11 @@ fn attach_tapswitch(
         source,
     })?;
     let mut command = Command::new(&ctx.tapswitch_bin);
+    // A control socket of its own, so a switch running elsewhere on the machine
+    // (at the default path) does not stop the benchmark's from starting.
     command
+        .arg("--control")
+        .arg(ctx.work_dir.join(format!("tapswitch-{label}.sock")))
         .arg("run")
         .arg("--port")
         .arg(format!("{}@{}", system.a.device, system.a.netns))
