@@ -13,13 +13,14 @@
 #                        print "TSW-PING-OK ADDR" or "TSW-PING-FAIL ADDR" on the console
 #   tsw.ping_secs=N      how long to try (default 60)
 #   tsw.echo=PORT        TCP echo server on PORT (busybox nc)
-# and prints "TSW-NET-UP ADDR MAC" on the console once eth0 is configured.
+# and prints "TSW-NET-UP ADDR MAC" on the console each time it configures eth0 (again after a
+# NIC is hot-plugged).
 set -euo pipefail
 
 RUN_DIR=${TAPSWITCH_VM_RUN_DIR:-/run/tapswitch-vm}
 CACHE_DIR=${TAPSWITCH_VM_CACHE_DIR:-/var/cache/tapswitch-vm}
 # Bump when the guest's init or module list changes, so cached guests are rebuilt.
-GUEST_VERSION=3
+GUEST_VERSION=4
 # virtio-net as modules, in dependency order (Debian's kernel builds none of them in).
 GUEST_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
   failover net_failover virtio_net)
@@ -153,12 +154,19 @@ build_guest() {
   trap 'rm -rf "$work"' RETURN
   kernel_pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
   [ -n "$kernel_pkg" ] || { echo "vm-testbed: no linux-image-*-amd64 package known to apt" >&2; return 1; }
-  log "downloading $kernel_pkg"
-  # apt's sandbox user must be able to write the download directory.
-  chmod 777 "$work"
-  (cd "$work" && apt-get download -qq "$kernel_pkg" 2>/dev/null) \
-    || { apt-get update -qq && (cd "$work" && apt-get download -qq "$kernel_pkg"); }
-  deb=$(ls "$work"/linux-image-*.deb)
+  # The package is kept, so a rebuild of the initramfs does not download ~70 MB again.
+  mkdir -p "$CACHE_DIR/debs"
+  deb=$(ls "$CACHE_DIR/debs/${kernel_pkg}_"*.deb 2>/dev/null | head -n 1 || true)
+  if [ -z "$deb" ]; then
+    log "downloading $kernel_pkg"
+    # apt's sandbox user must be able to write the download directory.
+    chmod 777 "$work"
+    (cd "$work" && apt-get download -qq "$kernel_pkg" 2>/dev/null) \
+      || { apt-get update -qq && (cd "$work" && apt-get download -qq "$kernel_pkg"); }
+    rm -f "$CACHE_DIR"/debs/*.deb
+    mv "$work"/linux-image-*.deb "$CACHE_DIR/debs/"
+    deb=$(ls "$CACHE_DIR/debs/${kernel_pkg}_"*.deb)
+  fi
   dpkg-deb -x "$deb" "$work/kernel"
   release=$(ls "$work/kernel/lib/modules")
   modules_dir="$work/kernel/lib/modules/$release"
@@ -196,14 +204,17 @@ for arg in $(cat /proc/cmdline); do
   esac
 done
 ip link set lo up
+configure_eth0() {
+  if [ -z "$ip" ]; then
+    echo "TSW-ERROR no tsw.ip= on the kernel command line"
+  elif ! ip link set eth0 up || ! ip addr add "$ip" dev eth0; then
+    echo "TSW-ERROR configuring eth0 with $ip"
+  else
+    echo "TSW-NET-UP $ip $(cat /sys/class/net/eth0/address)"
+  fi
+}
 for _ in $(seq 50); do [ -e /sys/class/net/eth0 ] && break; sleep 0.1; done
-if [ -z "$ip" ]; then
-  echo "TSW-ERROR no tsw.ip= on the kernel command line"
-elif ! ip link set eth0 up || ! ip addr add "$ip" dev eth0; then
-  echo "TSW-ERROR configuring eth0 with $ip"
-else
-  echo "TSW-NET-UP $ip $(cat /sys/class/net/eth0/address)"
-fi
+configure_eth0
 if [ -n "$echo_port" ]; then
   # -ll keeps listening after each connection; -e runs cat on every one of them.
   nc -ll -p "$echo_port" -e /bin/cat &
@@ -218,7 +229,13 @@ if [ -n "$peer" ]; then
   done
   echo "TSW-PING-$result $peer"
 fi
-while true; do sleep 3600; done
+# A NIC hot-plugged after an unplug comes up as a new, unconfigured eth0: configure it too.
+while true; do
+  if [ -n "$ip" ] && [ -e /sys/class/net/eth0 ] && ! ip addr show dev eth0 | grep -q "inet "; then
+    configure_eth0
+  fi
+  sleep 0.5
+done
 EOF
   chmod 755 "$root/init"
   (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) >"$work/initrd.img"
@@ -245,7 +262,8 @@ probe_kvm() {
     -append "console=ttyS0 quiet panic=-1" 2>/dev/null </dev/null || true)
   grep -q "TSW-ERROR no tsw.ip=" <<<"$out"
 }
-if [ ! -s "$CACHE_DIR/domain-type" ] || [ "$CACHE_DIR/domain-type" -ot "$CACHE_DIR/initrd.img" ]; then
+# The probe costs up to 30 s where KVM hangs; delete domain-type to probe again.
+if [ ! -s "$CACHE_DIR/domain-type" ]; then
   if probe_kvm; then echo kvm; else echo qemu; fi >"$CACHE_DIR/domain-type"
 fi
 log "ready: kernel $CACHE_DIR/vmlinuz, initrd $CACHE_DIR/initrd.img, domain type $(cat "$CACHE_DIR/domain-type")"
