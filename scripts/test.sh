@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "run as root (tests create TAPs and namespaces)" >&2; exit 1; }
 bash scripts/install-deps.sh
+# QEMU, libvirt and the tiny guest for tests/vm.rs. Daemons this run starts are stopped at exit;
+# ones already running are left alone.
+if ! pgrep -x libvirtd >/dev/null && ! pgrep -x virtlogd >/dev/null; then
+  trap 'bash scripts/vm-testbed.sh --stop' EXIT
+fi
+bash scripts/vm-testbed.sh
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings

@@ -21,6 +21,7 @@ pub mod config;
 pub mod link;
 pub mod netns;
 pub mod switch;
+pub mod vm;
 
 pub mod control;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! Network device management over rtnetlink: look up, configure, move, address and delete
-//! links, synchronously and without shelling out to `ip`.
+//! links, stack a macvtap on a TAP, and glue two TAPs with tc redirects, synchronously and
+//! without shelling out to `ip` or `tc`.
 //!
 //! Every request carries `NLM_F_ACK`, so each call returns only once the kernel has applied it
 //! or refused it; a refusal becomes a [`LinkError`] carrying the kernel's errno (and its extended
@@ -8,13 +9,22 @@
 use std::fmt::Write as _;
 use std::io;
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
-use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttribute,
+    LinkMessage, MacVtapMode,
+};
+use netlink_packet_route::tc::{
+    TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute,
+    TcFilterU32Option, TcHandle, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
+    TcU32Selector, TcU32SelectorFlags,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use serde::Serialize;
@@ -29,6 +39,15 @@ const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Size of `struct nlmsghdr`.
 const NLMSG_HDRLEN: usize = 16;
+/// `ETH_P_ALL`: a tc filter with this protocol sees every frame.
+const ETH_P_ALL: u16 = 0x0003;
+/// Handle of the ingress qdisc (`ffff:`), the parent of ingress filters.
+const INGRESS_QDISC_HANDLE: TcHandle = TcHandle {
+    major: 0xffff,
+    minor: 0,
+};
+/// Priority of the glue's redirect filter (`tc filter ... prio 1`).
+pub const TAP_GLUE_FILTER_PRIORITY: u16 = 1;
 
 /// Errors from link operations. Kernel refusals name the operation and the device.
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +352,142 @@ impl Netlink {
             })
     }
 
+    /// Creates macvtap `name` in `passthru` mode on top of link `lower_index` (RTM_NEWLINK) and
+    /// returns its interface index; the character device QEMU opens is
+    /// [`macvtap_device_path`] of that index.
+    ///
+    /// Passthru puts the lower device in promiscuous mode and hands every frame it receives to
+    /// the macvtap, whatever its destination MAC: the guest behind the macvtap sees exactly what
+    /// the lower device's wire side sends. A passthru macvtap is created with the lower
+    /// device's address whatever IFLA_ADDRESS says, so `mac` is applied by a second request
+    /// once it exists, and the kernel then gives it to the lower device too; `None` keeps the
+    /// lower device's. If that second step fails, the macvtap is deleted again.
+    pub fn create_macvtap(
+        &mut self,
+        name: &str,
+        lower_index: u32,
+        mac: Option<[u8; 6]>,
+    ) -> Result<u32, LinkError> {
+        let mut link = LinkMessage::default();
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        link.attributes.push(LinkAttribute::Link(lower_index));
+        link.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfoAttribute::Kind(InfoKind::MacVtap),
+            LinkInfoAttribute::Data(InfoData::MacVtap(vec![InfoMacVtap::Mode(
+                MacVtapMode::Passthrough,
+            )])),
+        ]));
+        self.request(
+            RouteNetlinkMessage::NewLink(link),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map_err(|failure| {
+            self.error_for_index(
+                failure,
+                format!("creating passthru macvtap {name}"),
+                lower_index,
+            )
+        })?;
+        let index = self.index_of(name)?;
+        if let Some(mac) = mac {
+            let settings = LinkSettings {
+                mac: Some(mac),
+                ..LinkSettings::default()
+            };
+            if let Err(error) = self.configure(index, &settings) {
+                let _ = self.delete(index);
+                return Err(error);
+            }
+        }
+        Ok(index)
+    }
+
+    /// Joins links `a_index` and `b_index` into one wire in the kernel: an ingress qdisc on each,
+    /// holding a `u32` match-all filter whose `mirred egress redirect` sends every frame the
+    /// device receives out of the other one. This is how a VM's own TAP (opened by QEMU) is
+    /// glued to a switch port's TAP (whose fd the switch holds): a frame QEMU writes is received
+    /// by the VM TAP's netdev and leaves through the port TAP's netdev to the switch's fd, and
+    /// back.
+    ///
+    /// `u32` and `mirred` rather than `matchall`, which not every kernel builds. The glue owns
+    /// the ingress qdisc of both devices: an existing one is reused, and
+    /// [`remove_tap_glue`](Self::remove_tap_glue) deletes it with every filter on it. On error
+    /// nothing is rolled back; call `remove_tap_glue` to clean up.
+    pub fn create_tap_glue(&mut self, a_index: u32, b_index: u32) -> Result<(), LinkError> {
+        // Both ends are resolved first: the kernel's ENODEV for a missing redirect target would
+        // otherwise read as if the device carrying the filter were missing.
+        let mut names = Vec::with_capacity(2);
+        for index in [a_index, b_index] {
+            let name = self.name_of(index).ok_or_else(|| LinkError::NotFound {
+                operation: format!("gluing ifindex {a_index} and ifindex {b_index}"),
+                device: format!("ifindex {index}"),
+            })?;
+            names.push(name);
+        }
+        for (from, to, to_name) in [(a_index, b_index, &names[1]), (b_index, a_index, &names[0])] {
+            self.add_ingress_qdisc(from)?;
+            let filter = redirect_all_filter(from, to);
+            self.request(
+                RouteNetlinkMessage::NewTrafficFilter(filter),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+            .map_err(|failure| {
+                self.error_for_index(
+                    failure,
+                    format!("adding a u32 filter redirecting every frame to {to_name}"),
+                    from,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Undoes [`create_tap_glue`](Self::create_tap_glue): deletes the ingress qdisc (and so its
+    /// filters) of both links. A link that is gone, or has no ingress qdisc, is already unglued.
+    pub fn remove_tap_glue(&mut self, a_index: u32, b_index: u32) -> Result<(), LinkError> {
+        for index in [a_index, b_index] {
+            // Handle 0, as `tc qdisc del dev X ingress` sends: a device without an ingress qdisc
+            // then answers ENOENT, where naming the handle would give EINVAL ("Invalid handle").
+            let mut qdisc = TcMessage::with_index(index as i32);
+            qdisc.header.parent = TcHandle::INGRESS;
+            match self.request(RouteNetlinkMessage::DelQueueDiscipline(qdisc), 0) {
+                Ok(_) => {}
+                Err(Failure::Kernel { source, .. })
+                    if matches!(source.raw_os_error(), Some(libc::ENODEV | libc::ENOENT)) => {}
+                Err(failure) => {
+                    return Err(self.error_for_index(
+                        failure,
+                        "deleting the ingress qdisc".to_owned(),
+                        index,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the ingress qdisc to link `index`, or keeps the one it has.
+    fn add_ingress_qdisc(&mut self, index: u32) -> Result<(), LinkError> {
+        let mut qdisc = TcMessage::with_index(index as i32);
+        qdisc.header.handle = INGRESS_QDISC_HANDLE;
+        qdisc.header.parent = TcHandle::INGRESS;
+        qdisc
+            .attributes
+            .push(TcAttribute::Kind("ingress".to_owned()));
+        match self.request(
+            RouteNetlinkMessage::NewQueueDiscipline(qdisc),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Ok(_) => Ok(()),
+            Err(Failure::Kernel { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(())
+            }
+            Err(failure) => {
+                Err(self.error_for_index(failure, "adding an ingress qdisc".to_owned(), index))
+            }
+        }
+    }
+
     /// Deletes link `index` (RTM_DELLINK).
     pub fn delete(&mut self, index: u32) -> Result<(), LinkError> {
         let mut link = LinkMessage::default();
@@ -480,6 +635,50 @@ impl Netlink {
             }
         }
     }
+}
+
+/// The character device of the macvtap with interface index `index` (`/dev/tapN`), which
+/// libvirt opens for `<interface type='ethernet'>` on a macvtap target. The kernel's devtmpfs
+/// creates it with the link.
+pub fn macvtap_device_path(index: u32) -> PathBuf {
+    PathBuf::from(format!("/dev/tap{index}"))
+}
+
+/// `tc filter add dev FROM ingress prio 1 protocol all u32 match u32 0 0
+/// action mirred egress redirect dev TO`, as a netlink message.
+fn redirect_all_filter(from: u32, to: u32) -> TcMessage {
+    let mut filter = TcMessage::with_index(from as i32);
+    filter.header.parent = INGRESS_QDISC_HANDLE;
+    // tcm_info carries the priority in its upper half and the protocol, big-endian, below.
+    filter.header.info = (u32::from(TAP_GLUE_FILTER_PRIORITY) << 16) | u32::from(ETH_P_ALL.to_be());
+
+    // One key with mask 0 matches every frame; terminal stops the u32 walk at this match.
+    let mut selector = TcU32Selector::default();
+    selector.flags = TcU32SelectorFlags::Terminal;
+    selector.nkeys = 1;
+    selector.keys = vec![TcU32Key::default()];
+
+    let mut mirror = TcMirror::default();
+    // Stolen: the frame leaves this device's receive path once redirected.
+    mirror.generic.action = TcActionType::Stolen;
+    mirror.eaction = TcMirrorActionType::EgressRedir;
+    mirror.ifindex = to;
+    let mut action = TcAction::default();
+    action.attributes = vec![
+        TcActionAttribute::Kind("mirred".to_owned()),
+        TcActionAttribute::Options(vec![TcActionOption::Mirror(TcActionMirrorOption::Parms(
+            mirror,
+        ))]),
+    ];
+
+    filter.attributes = vec![
+        TcAttribute::Kind("u32".to_owned()),
+        TcAttribute::Options(vec![
+            TcOption::U32(TcFilterU32Option::Selector(selector)),
+            TcOption::U32(TcFilterU32Option::Action(vec![action])),
+        ]),
+    ];
+    filter
 }
 
 fn link_error(failure: Failure, operation: String, device: String) -> LinkError {
@@ -916,6 +1115,290 @@ mod tests {
         assert_eq!(stats["tx"]["bytes"], info.stats.tx_bytes, "{stats}");
         assert_eq!(stats["rx"]["dropped"], info.stats.rx_dropped, "{stats}");
         assert_eq!(stats["tx"]["dropped"], info.stats.tx_dropped, "{stats}");
+    }
+
+    /// A TAP whose fd this test holds (no vnet header), with its netdev up; deleted on drop.
+    fn open_test_tap(prefix: &str) -> (crate::tap::Tap, u32) {
+        let options = crate::tap::TapOptions {
+            vnet_hdr: false,
+            ..crate::tap::TapOptions::default()
+        };
+        let tap = crate::tap::Tap::open(&unique_name(prefix), &options).unwrap();
+        let mut netlink = Netlink::open().unwrap();
+        let index = netlink.index_of(tap.name()).unwrap();
+        netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    up: Some(true),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap();
+        (tap, index)
+    }
+
+    /// A test frame: local-experimental ethertype, `marker` in the payload.
+    fn marked_frame(src_last: u8, marker: u8) -> Vec<u8> {
+        let mut frame = vec![0x02, 0x00, 0x00, 0xee, 0xee, 0xee];
+        frame.extend_from_slice(&[0x02, 0x00, 0x00, 0x11, 0x11, src_last]);
+        frame.extend_from_slice(&0x88b5u16.to_be_bytes());
+        frame.resize(60, marker);
+        frame
+    }
+
+    /// Reads with `read` (non-blocking) until a frame equal to `expected` after `skip` bytes
+    /// of header arrives, or `timeout` passes. Other frames (IPv6 chatter of fresh links) are
+    /// skipped.
+    fn wait_for_frame(
+        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+        skip: usize,
+        expected: &[u8],
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut buffer = vec![0u8; 65_536];
+        while std::time::Instant::now() < deadline {
+            match read(&mut buffer) {
+                Ok(n) if n >= skip && &buffer[skip..n] == expected => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        false
+    }
+
+    /// A link made by the code under test, deleted on drop (by name, whatever its index).
+    struct LinkGuard(String);
+
+    impl Drop for LinkGuard {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+
+    #[test]
+    fn create_macvtap_stacks_a_passthru_macvtap_that_carries_frames_both_ways() {
+        use std::io::{Read, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+
+        let (tap, tap_index) = open_test_tap("tm");
+        let mut netlink = Netlink::open().unwrap();
+        let name = unique_name("mv");
+        let mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+        let index = netlink.create_macvtap(&name, tap_index, Some(mac)).unwrap();
+        let _guard = LinkGuard(name.clone());
+
+        assert_eq!(netlink.index_of(&name).unwrap(), index);
+        let shown = ip_json_one(&["-d", "-j", "link", "show", "dev", &name]);
+        assert_eq!(shown["link"], tap.name(), "{shown}");
+        assert_eq!(shown["address"], "52:54:00:12:34:56", "{shown}");
+        assert_eq!(
+            netlink.info(tap.name()).unwrap().mac,
+            Some(mac),
+            "passthru gives the MAC to the lower device"
+        );
+        assert_eq!(shown["linkinfo"]["info_kind"], "macvtap", "{shown}");
+        assert_eq!(
+            shown["linkinfo"]["info_data"]["mode"], "passthru",
+            "{shown}"
+        );
+
+        let device = macvtap_device_path(index);
+        assert_eq!(device, PathBuf::from(format!("/dev/tap{index}")));
+        let sysfs = format!("/sys/class/net/{name}/macvtap/tap{index}");
+        assert!(std::path::Path::new(&sysfs).exists(), "{sysfs} missing");
+
+        netlink
+            .configure(
+                index,
+                &LinkSettings {
+                    up: Some(true),
+                    ..LinkSettings::default()
+                },
+            )
+            .unwrap();
+        let mut queue = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&device)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", device.display()));
+        // A macvtap queue prefixes frames with a 10-byte virtio_net_hdr by default.
+        const MACVTAP_VNET_HDR: usize = 10;
+
+        // Wire side of the TAP -> the macvtap's queue, as the switch's frames reach a guest.
+        let to_guest = marked_frame(0x01, 0xa1);
+        tap.write(&to_guest).unwrap();
+        assert!(
+            wait_for_frame(
+                |buf| queue.read(buf),
+                MACVTAP_VNET_HDR,
+                &to_guest,
+                std::time::Duration::from_secs(2)
+            ),
+            "a frame written to {}'s fd did not reach {}",
+            tap.name(),
+            device.display()
+        );
+
+        // The macvtap's queue -> the TAP's fd, as a guest's frames reach the switch.
+        let from_guest = marked_frame(0x02, 0xb2);
+        let mut with_header = vec![0u8; MACVTAP_VNET_HDR];
+        with_header.extend_from_slice(&from_guest);
+        queue.write_all(&with_header).unwrap();
+        assert!(
+            wait_for_frame(
+                |buf| tap.read(buf),
+                0,
+                &from_guest,
+                std::time::Duration::from_secs(2)
+            ),
+            "a frame written to {} did not reach {}'s fd",
+            device.display(),
+            tap.name()
+        );
+
+        let err = netlink.create_macvtap(&name, tap_index, None).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EEXIST), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!(
+                "creating passthru macvtap {name} on {}",
+                tap.name()
+            )),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn create_macvtap_on_a_missing_lower_link_fails() {
+        let mut netlink = Netlink::open().unwrap();
+        let name = unique_name("mv");
+        let _guard = LinkGuard(name.clone());
+        let err = netlink
+            .create_macvtap(&name, i32::MAX as u32 - 7, None)
+            .unwrap_err();
+        assert!(err.errno().is_some(), "{err:?}");
+        assert!(!ip_link_exists(&name));
+    }
+
+    /// `tc -j filter show dev NAME ingress`.
+    fn ingress_filters(name: &str) -> Vec<serde_json::Value> {
+        let out = run_ip_like("tc", &["-j", "filter", "show", "dev", name, "ingress"]);
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn run_ip_like(program: &str, args: &[&str]) -> String {
+        let out = Command::new(program).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn has_ingress_qdisc(name: &str) -> bool {
+        let out = run_ip_like("tc", &["-j", "qdisc", "show", "dev", name]);
+        let qdiscs: serde_json::Value = serde_json::from_str(&out).unwrap();
+        qdiscs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["kind"] == "ingress")
+    }
+
+    #[test]
+    fn tap_glue_redirects_every_frame_between_two_taps_until_removed() {
+        let (a, a_index) = open_test_tap("ga");
+        let (b, b_index) = open_test_tap("gb");
+        let mut netlink = Netlink::open().unwrap();
+        netlink.create_tap_glue(a_index, b_index).unwrap();
+
+        for (from, to) in [(a.name(), b.name()), (b.name(), a.name())] {
+            assert!(has_ingress_qdisc(from), "no ingress qdisc on {from}");
+            let filters = ingress_filters(from);
+            let rule = filters
+                .iter()
+                .find(|f| f["options"]["actions"].is_array())
+                .unwrap_or_else(|| panic!("no filter with actions on {from}: {filters:?}"));
+            assert_eq!(rule["kind"], "u32", "{rule}");
+            assert_eq!(rule["protocol"], "all", "{rule}");
+            assert_eq!(rule["pref"], u64::from(TAP_GLUE_FILTER_PRIORITY), "{rule}");
+            let action = &rule["options"]["actions"][0];
+            assert_eq!(action["kind"], "mirred", "{action}");
+            assert_eq!(action["mirred_action"], "redirect", "{action}");
+            assert_eq!(action["direction"], "egress", "{action}");
+            assert_eq!(action["to_dev"], to, "{action}");
+        }
+
+        // A frame written to one wire side is received by that netdev, redirected out of the
+        // other netdev, and read from the other wire side.
+        let timeout = std::time::Duration::from_secs(2);
+        let a_to_b = marked_frame(0x0a, 0xab);
+        a.write(&a_to_b).unwrap();
+        assert!(
+            wait_for_frame(|buf| b.read(buf), 0, &a_to_b, timeout),
+            "{} -> {}",
+            a.name(),
+            b.name()
+        );
+        let b_to_a = marked_frame(0x0b, 0xba);
+        b.write(&b_to_a).unwrap();
+        assert!(
+            wait_for_frame(|buf| a.read(buf), 0, &b_to_a, timeout),
+            "{} -> {}",
+            b.name(),
+            a.name()
+        );
+
+        netlink.remove_tap_glue(a_index, b_index).unwrap();
+        assert!(!has_ingress_qdisc(a.name()) && !has_ingress_qdisc(b.name()));
+        let after = marked_frame(0x0a, 0xcd);
+        a.write(&after).unwrap();
+        assert!(
+            !wait_for_frame(
+                |buf| b.read(buf),
+                0,
+                &after,
+                std::time::Duration::from_millis(300)
+            ),
+            "a frame crossed after the glue was removed"
+        );
+        // Removing again, or after a device is gone, is not an error.
+        netlink.remove_tap_glue(a_index, b_index).unwrap();
+        drop(b);
+        netlink.remove_tap_glue(a_index, b_index).unwrap();
+    }
+
+    #[test]
+    fn tap_glue_to_a_missing_link_names_the_device() {
+        let (a, a_index) = open_test_tap("ga");
+        let mut netlink = Netlink::open().unwrap();
+        let missing = i32::MAX as u32 - 7;
+        let err = netlink.create_tap_glue(a_index, missing).unwrap_err();
+        assert!(matches!(err, LinkError::NotFound { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "gluing ifindex {a_index} and ifindex {missing} failed: \
+                 network device ifindex {missing} not found"
+            )
+        );
+        assert!(
+            !has_ingress_qdisc(a.name()),
+            "nothing installed on {}",
+            a.name()
+        );
+        netlink.remove_tap_glue(a_index, missing).unwrap();
     }
 
     #[test]
