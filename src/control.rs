@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
 use crate::switch::{self, LinkSockets};
+use crate::upgrade::{self, HandedEntry, Handover};
 use crate::wire::MacAddr;
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -181,6 +183,12 @@ pub enum Request {
     Events {},
     /// The configuration as it is now, with hot-plugged ports.
     ConfigShow {},
+    /// Restart without loss: start `binary` (default: this program's file)
+    /// and hand it every TAP fd, this socket and the MAC table.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+    },
 }
 
 /// A bound control socket that nobody else serves.
@@ -253,6 +261,14 @@ impl ControlSocket {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// A socket handed over by the switch this process replaces (see `upgrade`).
+    pub fn from_listener(listener: UnixListener, path: &Path) -> Self {
+        Self {
+            listener,
+            path: path.to_owned(),
+        }
+    }
 }
 
 /// What control threads share.
@@ -263,6 +279,11 @@ struct Shared {
     subscribers: Mutex<Vec<Subscriber>>,
     connections: AtomicUsize,
     stopping: AtomicBool,
+    /// The listening socket (owned by the accept thread), to hand over.
+    listener_fd: RawFd,
+    path: PathBuf,
+    /// Set once a new process took over: this one leaves the socket to it.
+    handed_over: AtomicBool,
 }
 
 struct State {
@@ -301,6 +322,9 @@ impl ControlServer {
             subscribers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
+            listener_fd: socket.listener.as_raw_fd(),
+            path: socket.path.clone(),
+            handed_over: AtomicBool::new(false),
         });
         let fan_out = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -324,6 +348,12 @@ impl ControlServer {
     /// Stops accepting, removes the socket file and waits for the accept
     /// thread. Open connections end when the dataplane is gone.
     pub fn stop(self) {
+        if self.shared.handed_over.load(Ordering::SeqCst) {
+            // The socket now belongs to the new process, whose accept thread
+            // would take our wake-up connection: leave ours blocked in accept
+            // (the process is exiting) and the socket file in place.
+            return;
+        }
         self.shared.stopping.store(true, Ordering::SeqCst);
         // Wakes the blocking accept so it sees the flag.
         let _ = UnixStream::connect(&self.path);
@@ -464,6 +494,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
             }))
         }
         Request::PortAdd { port } => add_port(shared, port),
+        Request::Upgrade { binary } => upgrade(shared, binary),
         Request::PortDel { name } => {
             let mut state = lock(&shared.state);
             let removed = dataplane
@@ -574,6 +605,53 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
             Ok(json!(state.config))
         }
     }
+}
+
+/// Hands everything to a new process; once it forwards, this one stops.
+fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
+    let binary = match binary {
+        Some(binary) => binary,
+        None => std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?,
+    };
+    // Held throughout: no port comes or goes during the handover.
+    let state = lock(&shared.state);
+    let dataplane = &shared.dataplane;
+    let snapshot = dataplane.snapshot().map_err(|e| e.to_string())?;
+    let ports = dataplane
+        .request(Command::ExportPorts)
+        .map_err(|e| e.to_string())?;
+    let mut config = state.config.clone();
+    config
+        .ports
+        .retain(|p| ports.iter().any(|port| port.name() == p.name));
+    let mut fds = vec![shared.listener_fd];
+    let mut queues = Vec::with_capacity(config.ports.len());
+    for configured in &config.ports {
+        let port = ports
+            .iter()
+            .find(|port| port.name() == configured.name)
+            .expect("kept above only ports that exist");
+        queues.push(port.queues());
+        fds.extend((0..port.queues()).map(|queue| port.raw_fd(queue)));
+    }
+    let names = port_names(&snapshot);
+    let fdb = snapshot
+        .fdb
+        .iter()
+        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
+        .collect();
+    let handover = Handover {
+        config,
+        queues,
+        fdb,
+    };
+    let args = ["--control".to_owned(), shared.path.display().to_string()];
+    let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
+    // The new process forwards: stop reading and leave the socket to it.
+    shared.handed_over.store(true, Ordering::SeqCst);
+    info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
+    dataplane.shutdown().map_err(|e| e.to_string())?;
+    Ok(json!({"pid": child.id(), "binary": binary}))
 }
 
 fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {

@@ -156,6 +156,8 @@ pub enum Command {
         mtu: u32,
         reads: QueueMask,
     },
+    /// Reply with every port (slot order), to hand their fds to a new process.
+    ExportPorts(Sender<Vec<Arc<dyn Port>>>),
     /// (Primary to worker) forget this port.
     Detach(PortId),
     /// (Primary to worker) the port's MTU changed.
@@ -761,9 +763,16 @@ impl Dataplane {
 
     fn gather(&self, with_fdb: bool) -> Snapshot {
         let mut snapshot = self.local_snapshot(with_fdb);
-        for worker in &self.workers.handles {
-            if let Ok(theirs) = worker.request(Command::Counters) {
-                snapshot.merge_counters(&theirs);
+        // Before `run`, the other workers are right here; after, they answer
+        // on their channels (asking an idle one would wait forever).
+        for worker in &self.workers.idle {
+            snapshot.merge_counters(&worker.local_snapshot(false));
+        }
+        if !self.workers.threads.is_empty() {
+            for worker in &self.workers.handles {
+                if let Ok(theirs) = worker.request(Command::Counters) {
+                    snapshot.merge_counters(&theirs);
+                }
             }
         }
         snapshot
@@ -976,6 +985,10 @@ impl Dataplane {
                 Ok(Command::Counters(reply)) => {
                     let _ = reply.send(self.counters());
                 }
+                Ok(Command::ExportPorts(reply)) => {
+                    let ports = self.ports.iter().flatten();
+                    let _ = reply.send(ports.map(|slot| Arc::clone(&slot.port)).collect());
+                }
                 Ok(Command::Detach(id)) => {
                     self.forget_port(id);
                 }
@@ -1070,6 +1083,7 @@ impl Dataplane {
             Command::Shutdown
             | Command::Snapshot(_)
             | Command::Counters(_)
+            | Command::ExportPorts(_)
             | Command::Attach { .. }
             | Command::Detach(_)
             | Command::SetMtu { .. }

@@ -96,7 +96,7 @@ pub enum FdbError {
 }
 
 /// How an entry got into the table.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// Learned from a source address; ages out.

@@ -27,3 +27,4 @@ pub mod control;
 pub mod demo;
 pub mod metrics;
 pub mod report;
+pub mod upgrade;

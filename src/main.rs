@@ -1,8 +1,10 @@
 //! The `tapswitch` command.
 
 use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
@@ -13,10 +15,14 @@ use tapswitch::control::{
     ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN, Request,
     SignalThread,
 };
-use tapswitch::dataplane::PortUpdate;
+use tapswitch::dataplane::{Dataplane, DataplaneHandle, PortUpdate};
+use tapswitch::fdb::EntryKind;
+use tapswitch::port::TapPort;
 use tapswitch::report::reply;
+use tapswitch::switch::SwitchError;
+use tapswitch::tap::Tap;
 use tapswitch::wire::MacAddr;
-use tapswitch::{demo, metrics, report, switch};
+use tapswitch::{demo, metrics, report, switch, upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +59,17 @@ enum Command {
         /// overrides `switch.metrics` of the config.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// (Internal, set by `upgrade`) take over a running switch's ports,
+        /// control socket and MAC table from this inherited socket.
+        #[arg(long, hide = true, value_name = "FD", conflicts_with_all = ["config", "ports"])]
+        takeover_fd: Option<i32>,
+    },
+    /// Restart the running switch without losing a frame: start BINARY (by
+    /// default the running one's) and hand it every TAP, the control socket
+    /// and the MAC table; the old process exits once the new one forwards.
+    Upgrade {
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Add, remove, change or list ports of a running switch.
     #[command(subcommand)]
@@ -195,9 +212,16 @@ fn main() -> ExitCode {
     let json = cli.json;
     let result = match cli.command {
         Command::Run {
+            config: _,
+            ports: _,
+            metrics: _,
+            takeover_fd: Some(fd),
+        } => take_over(fd, &control),
+        Command::Run {
             config,
             ports,
             metrics,
+            takeover_fd: None,
         } => run(config, ports, metrics, &control),
         Command::Demo => demo::run().map_err(|e| e.to_string()),
         Command::CheckConfig { config } => check_config(config),
@@ -242,14 +266,97 @@ fn run(
     }
     // Before any TAP exists: a second switch on the same socket stops here.
     let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
-    let (mut dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
+    let (dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
+    serve(config, dataplane, handle, socket, None)
+}
+
+/// Becomes the switch a running one hands over to (`tapswitch upgrade`).
+fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
+    let (handover, fds, answer_socket) = upgrade::take_over(fd).map_err(|e| e.to_string())?;
+    let built = (|| {
+        let mut fds = fds.into_iter();
+        let listener = UnixListener::from(fds.next().expect("take_over checked the count"));
+        let socket = ControlSocket::from_listener(listener, control);
+        let mut queues = handover.queues.iter();
+        let (dataplane, handle) = switch::build_with(&handover.config, |port| {
+            let count = *queues.next().expect("one queue count per port");
+            let taps = fds
+                .by_ref()
+                .take(count)
+                .map(Tap::from_fd)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|source| SwitchError::Tap {
+                    port: port.name.clone(),
+                    source,
+                })?;
+            Ok(TapPort::with_queues(taps))
+        })
+        .map_err(|e| e.to_string())?;
+        restore_fdb(&dataplane, &handover);
+        Ok::<_, String>((dataplane, handle, socket))
+    })();
+    match built {
+        Ok((dataplane, handle, socket)) => {
+            let config = handover.config;
+            serve(config, dataplane, handle, socket, Some(answer_socket))
+        }
+        Err(reason) => {
+            upgrade::answer(&answer_socket, Err(reason.clone()));
+            Err(reason)
+        }
+    }
+}
+
+/// Puts the handed-over MAC table in place, ages preserved.
+fn restore_fdb(dataplane: &Dataplane, handover: &upgrade::Handover) {
+    let ports = dataplane.counters().ports;
+    let now = Instant::now();
+    let mut forwarder = dataplane.forwarder();
+    for entry in &handover.fdb {
+        let Some(port) = ports.iter().find(|p| p.name == entry.port).map(|p| p.id) else {
+            continue;
+        };
+        let seen = now
+            .checked_sub(Duration::from_millis(entry.age_ms))
+            .unwrap_or(now);
+        let fdb = forwarder.fdb_mut();
+        match entry.kind {
+            EntryKind::Static => {
+                // A static entry the old switch held is valid here too.
+                let _ = fdb.add_static(entry.vlan, entry.mac, port);
+            }
+            EntryKind::Sticky => {
+                fdb.learn_sticky(entry.vlan, entry.mac, port, seen);
+            }
+            EntryKind::Dynamic => {
+                fdb.learn(entry.vlan, entry.mac, port, seen);
+            }
+        }
+    }
+}
+
+/// Serves a built switch until it stops: signals, metrics, control socket.
+/// `handing_over` is the socket of the process this one replaces, told once
+/// everything is up.
+fn serve(
+    mut config: Config,
+    mut dataplane: Dataplane,
+    handle: DataplaneHandle,
+    socket: ControlSocket,
+    handing_over: Option<std::os::unix::net::UnixStream>,
+) -> Result<(), String> {
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
     let signals = SignalThread::spawn(handle.clone()).map_err(|e| e.to_string())?;
     if let Some(addr) = &config.switch.metrics {
-        let addr = parse_metrics_addr(addr).expect("validated above");
-        let bound = metrics::spawn(addr, handle.clone()).map_err(|e| e.to_string())?;
-        // `config show` tells where metrics really are (port 0 picks one).
-        config.switch.metrics = Some(bound.to_string());
+        let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
+        if handing_over.is_some() {
+            // The old process still listens there until it exits.
+            metrics::spawn_when_free(addr, handle.clone());
+        } else {
+            let bound = metrics::spawn(addr, handle.clone()).map_err(|e| e.to_string())?;
+            // `config show` tells where metrics really are (port 0 picks one).
+            config.switch.metrics = Some(bound.to_string());
+        }
     }
     let server =
         ControlServer::spawn(socket, handle, config.clone(), events).map_err(|e| e.to_string())?;
@@ -264,6 +371,11 @@ fn run(
             names.join(", ")
         )
         .and_then(|()| stdout.flush());
+    }
+    if let Some(old) = &handing_over {
+        // Every port is registered: frames that arrive from now on are read
+        // by whichever of the two processes gets them first.
+        upgrade::answer(old, Ok(()));
     }
     let result = dataplane.run();
     server.stop();
@@ -318,6 +430,9 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             format!("flushed {} entries\n", r["removed"])
         }),
         Command::Stats { port } => (Request::Stats { port }, reply::stats),
+        Command::Upgrade { binary } => (Request::Upgrade { binary }, |r| {
+            format!("handed over to pid {}\n", r["pid"])
+        }),
         Command::Config(ConfigCommand::Show) => (Request::ConfigShow {}, |r| {
             serde_json::from_value::<Config>(r.clone())
                 .map_err(|e| e.to_string())

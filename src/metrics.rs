@@ -56,6 +56,33 @@ pub fn spawn(addr: SocketAddr, dataplane: DataplaneHandle) -> Result<SocketAddr,
     Ok(bound)
 }
 
+/// Like [`spawn`], for a process taking over from another (`upgrade`) that
+/// still listens on `addr`: binds in the background as soon as the address is
+/// free, trying for [`TAKEOVER_BIND_PATIENCE`].
+pub fn spawn_when_free(addr: SocketAddr, dataplane: DataplaneHandle) {
+    let started = std::thread::Builder::new()
+        .name("tapswitch-metrics-bind".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + TAKEOVER_BIND_PATIENCE;
+            loop {
+                match spawn(addr, dataplane.clone()) {
+                    Ok(_) => return,
+                    Err(e) if std::time::Instant::now() >= deadline => {
+                        warn!(error = %e, "metrics endpoint not taken over");
+                        return;
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                }
+            }
+        });
+    if let Err(e) = started {
+        warn!(error = %e, "starting the metrics binder failed");
+    }
+}
+
+/// How long a taking-over process waits for the old one to free the metrics address.
+pub const TAKEOVER_BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Answers one HTTP request; the connection is closed after the reply.
 fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;

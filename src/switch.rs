@@ -130,6 +130,18 @@ pub fn create_tap_port(
 /// Builds a dataplane with every port of `config`. On error, the ports made so
 /// far are dropped, which deletes their (non-persistent) TAPs.
 pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
+    let mut links = LinkSockets::default();
+    build_with(config, |port| {
+        create_tap_port(&config.switch, port, &mut links)
+    })
+}
+
+/// Builds a dataplane whose ports come from `open_port`, called for each
+/// port of `config` in order (new TAPs, or fds handed over by `upgrade`).
+pub fn build_with(
+    config: &Config,
+    mut open_port: impl FnMut(&PortConfig) -> Result<TapPort, SwitchError>,
+) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
         idle_poll: config.switch.idle_poll(),
@@ -142,9 +154,8 @@ pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchErro
     dataplane
         .forwarder()
         .set_mac_flap(config.switch.mac_flap_config());
-    let mut links = LinkSockets::default();
     for port in &config.ports {
-        let tap_port = create_tap_port(&config.switch, port, &mut links)?;
+        let tap_port = open_port(port)?;
         let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
         // The loop is not running yet: the port's policy is in place before its first frame.
         dataplane

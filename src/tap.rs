@@ -42,6 +42,8 @@ mod sys {
     pub const TUNSETOWNER: c_ulong = iow(204);
     pub const TUNSETGROUP: c_ulong = iow(206);
     pub const TUNGETFEATURES: c_ulong = ior(207);
+    pub const TUNGETIFF: c_ulong = ior(210);
+    pub const TUNGETVNETHDRSZ: c_ulong = ior(215);
     pub const TUNSETOFFLOAD: c_ulong = iow(208);
     pub const TUNSETSNDBUF: c_ulong = iow(212);
     pub const TUNSETVNETHDRSZ: c_ulong = iow(216);
@@ -245,6 +247,54 @@ impl Tap {
         if let Some(bytes) = options.sndbuf {
             tap.ioctl_int("TUNSETSNDBUF", sys::TUNSETSNDBUF, bytes)?;
         }
+        Ok(tap)
+    }
+
+    /// Adopts an fd of an attached TAP that another process handed over (see
+    /// `upgrade`). Name, vnet header and queue mode are read from the fd;
+    /// the offloads are set again, as on every open.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, TapError> {
+        let file = File::from(fd);
+        let mut ifreq = IfReqBuilder::new().build();
+        // SAFETY: TUNGETIFF writes one ifreq through the pointer, which points
+        // at `ifreq`, live for the call.
+        let ret = unsafe { libc::ioctl(file.as_raw_fd(), sys::TUNGETIFF, &mut ifreq) };
+        if ret < 0 {
+            return Err(TapError::Ioctl {
+                name: format!("fd {}", file.as_raw_fd()),
+                op: "TUNGETIFF",
+                source: io::Error::last_os_error(),
+            });
+        }
+        let name: String = ifreq
+            .ifr_name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8 as char)
+            .collect();
+        // SAFETY: TUNGETIFF filled the flags member of the union.
+        let flags = libc::c_int::from(unsafe { ifreq.ifr_ifru.ifru_flags });
+        let mut tap = Tap {
+            file,
+            name,
+            vnet_hdr_len: 0,
+            offloads: 0,
+        };
+        if flags & sys::IFF_VNET_HDR != 0 {
+            let mut size: libc::c_int = 0;
+            // SAFETY: TUNGETVNETHDRSZ writes one int through the pointer, which
+            // points at `size`, live for the call.
+            let ret = unsafe { libc::ioctl(tap.file.as_raw_fd(), sys::TUNGETVNETHDRSZ, &mut size) };
+            if ret < 0 {
+                return Err(tap.ioctl_error("TUNGETVNETHDRSZ", io::Error::last_os_error()));
+            }
+            tap.vnet_hdr_len = size as usize;
+        }
+        tap.set_offloads(if tap.vnet_hdr_len > 0 {
+            FULL_OFFLOADS
+        } else {
+            0
+        })?;
         Ok(tap)
     }
 
@@ -548,6 +598,22 @@ mod tests {
             "{err}"
         );
         drop((q1, q2));
+    }
+
+    #[test]
+    fn a_handed_over_fd_is_the_same_tap() {
+        let name = unique_name();
+        let tap = Tap::open(&name, &TapOptions::default()).expect("open tap");
+        let fd = tap.file.try_clone().unwrap();
+        let adopted = Tap::from_fd(fd.into()).expect("adopt");
+        assert_eq!(adopted.name(), name);
+        assert_eq!(adopted.vnet_hdr_len(), VNET_HDR_LEN);
+        assert_eq!(adopted.offloads(), tap.offloads());
+        drop(tap);
+        // The adopted fd keeps the non-persistent TAP alive.
+        assert!(link_exists(&name));
+        drop(adopted);
+        assert!(!link_exists(&name));
     }
 
     #[test]

@@ -225,6 +225,11 @@ impl Switch {
         self.child.id() as i32
     }
 
+    /// Whether the process has exited (it is reaped if so).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory-safety preconditions; the pid is our own child's.
         let ret = unsafe { libc::kill(self.pid(), signal) };

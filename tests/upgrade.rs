@@ -1,0 +1,108 @@
+//! Restart without loss: `tapswitch upgrade` under a steady flow.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The process the old switch started for us; stopped by its PID on drop.
+struct Successor(i32);
+
+impl Successor {
+    fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.0, 0) == 0 }
+    }
+
+    fn stop(&self) -> bool {
+        // SAFETY: kill has no memory-safety preconditions; the pid is the
+        // switch our switch started in this test.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), || !self.alive())
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if self.alive() && !self.stop() {
+            // SAFETY: as above.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn upgrade_under_a_ping_flow_loses_nothing_and_keeps_the_mac_table() {
+    upgrade_under_flow(Bed::new(2));
+}
+
+#[test]
+fn upgrade_hands_over_every_queue_of_a_threaded_switch() {
+    upgrade_under_flow(Bed::with_config(2, "[switch]\nthreads = 2", |_| {
+        "queues = 3".into()
+    }));
+}
+
+fn upgrade_under_flow(mut bed: Bed) {
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let before = bed.switch.snapshot();
+    assert_eq!(before["fdb"].as_array().unwrap().len(), 2);
+
+    // 400 requests at 5 ms: the handover happens in the middle.
+    let ns0 = bed.ns(0).to_owned();
+    let flow = thread::spawn(move || ping(&ns0, &Bed::addr(1), 400, "0.005"));
+    thread::sleep(Duration::from_millis(600));
+    let started = Instant::now();
+    let reply = bed.switch.ctl_json(&["upgrade"]);
+    let handover_time = started.elapsed();
+    let successor = Successor(reply["pid"].as_i64().expect("the new pid") as i32);
+    assert_ne!(successor.0, bed.switch.pid());
+    let replies = flow.join().unwrap();
+    assert_eq!(replies, 400, "frames were lost across the upgrade");
+    eprintln!("handover took {handover_time:?}");
+
+    // The old process is gone; the new one answers on the same socket.
+    assert!(
+        wait_for(Duration::from_secs(10), || bed.switch.exited()),
+        "the old switch did not exit"
+    );
+    assert!(successor.alive());
+    let stats = bed.switch.ctl_json(&["stats"]);
+    let ports: Vec<&str> = stats["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(ports, ["p0", "p1"]);
+    // The table came across: both endpoints are known to the new process.
+    let fdb = bed.switch.ctl_json(&["fdb", "show"]);
+    let macs: Vec<String> = (0..2).map(|i| link_mac(bed.ns(i), &Bed::dev(i))).collect();
+    for mac in &macs {
+        assert!(
+            fdb.to_string().contains(mac.as_str()),
+            "{mac} not in the new table: {fdb}"
+        );
+    }
+    // And it forwards.
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 5, "0.05"), 5);
+
+    // Stopping the new switch removes the TAPs it inherited.
+    assert!(successor.stop(), "the new switch did not stop on SIGTERM");
+    let (ok, _) = exec_in(bed.ns(0), &["ip", "link", "show", "p0"]);
+    assert!(!ok, "p0 outlived the switch");
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
+    let mut bed = Bed::new(2);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let (ok, _, stderr) = bed.switch.ctl(&["upgrade", "--binary", "/bin/false"]);
+    assert!(!ok);
+    assert!(stderr.contains("did not become ready"), "{stderr}");
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
+    let snapshot = bed.switch.snapshot();
+    assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
+}
