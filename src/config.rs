@@ -426,6 +426,9 @@ pub const RUNTIME_KEYS: &[&str] = &[
 /// Keys whose value is a list: on the command line, a comma-separated one.
 const LIST_KEYS: &[&str] = &["allowed_vlans", "allowed_macs"];
 
+/// Keys whose value is a table: on the command line the braces may be left out.
+const TABLE_KEYS: &[&str] = &["storm_control"];
+
 /// New values for keys of a `[[port]]` table, in JSON form (as `port_set` and
 /// `port_add` carry them). `null` removes a key: the port gets the value a table
 /// without that key has (unset for optional keys, the default otherwise).
@@ -434,13 +437,17 @@ pub type PortSettings = serde_json::Map<String, serde_json::Value>;
 /// The value of `key` written on the command line, in TOML syntax: `20`, `true`,
 /// `{ broadcast_pps = 100 }`, `[10, "100-200"]`; a bare word that is not TOML
 /// (`access`, `drop+log`, `02:00:00:00:00:01`) is a string. A list key also takes
-/// comma-separated items (`10,20,100-200`). `none` removes the key (see
+/// comma-separated items (`10,20,100-200`), a table key its contents without braces
+/// (`broadcast_pps = 100, multicast_pps = 50`). `none` removes the key (see
 /// [`PortSettings`]). What the value means is checked where the port's
 /// configuration is built, by the same code that reads the config file.
 pub fn setting_value(key: &str, text: &str) -> serde_json::Value {
     let text = text.trim();
     if text == "none" {
         return serde_json::Value::Null;
+    }
+    if TABLE_KEYS.contains(&key) && !text.starts_with('{') {
+        return toml_scalar(&format!("{{ {text} }}"));
     }
     if LIST_KEYS.contains(&key) && !text.starts_with('[') {
         let items = text
@@ -1127,6 +1134,11 @@ mod tests {
             (
                 "storm_control",
                 "{ broadcast_pps = 100, multicast_pps = 50 }",
+                json!({"broadcast_pps": 100, "multicast_pps": 50}),
+            ),
+            (
+                "storm_control",
+                "broadcast_pps=100,multicast_pps = 50",
                 json!({"broadcast_pps": 100, "multicast_pps": 50}),
             ),
             ("mac_limit", "none", serde_json::Value::Null),

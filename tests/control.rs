@@ -202,7 +202,7 @@ fn bad_requests_get_errors_and_change_nothing() {
     );
     raw.refused(
         r#"{"cmd":"port_set","name":"p0","set":{"speed":10}}"#,
-        "unknown field `speed`",
+        "port p0: speed: unknown setting",
     );
     raw.refused(
         r#"{"cmd":"fdb_add","mac":"ff:ff:ff:ff:ff:ff","port":"p0"}"#,
