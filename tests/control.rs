@@ -205,6 +205,14 @@ fn bad_requests_get_errors_and_change_nothing() {
         "port p0: speed: unknown setting",
     );
     raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"netns":"elsewhere"}}"#,
+        "port p0: netns: cannot change on a running port",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"mtu":9000,"mac_limit":0}}"#,
+        "port p0: mac_limit: must be at least 1",
+    );
+    raw.refused(
         r#"{"cmd":"fdb_add","mac":"ff:ff:ff:ff:ff:ff","port":"p0"}"#,
         "multicast",
     );
