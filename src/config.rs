@@ -46,6 +46,13 @@ pub enum ConfigError {
     },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    /// A setting of one port, named by the port rather than its place in a file.
+    #[error("port {port}: {source}")]
+    Port {
+        port: String,
+        #[source]
+        source: Box<ConfigError>,
+    },
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -363,6 +370,166 @@ impl PortConfig {
     }
 }
 
+/// Every key of a `[[port]]` table.
+pub const PORT_KEYS: &[&str] = &[
+    "name",
+    "netns",
+    "mtu",
+    "mac",
+    "persistent",
+    "offloads",
+    "txqueuelen",
+    "queues",
+    "owner",
+    "group",
+    "vlan_mode",
+    "vlan",
+    "allowed_vlans",
+    "native_vlan",
+    "mac_limit",
+    "mac_limit_action",
+    "sticky_macs",
+    "allowed_macs",
+    "bind_mac",
+    "storm_control",
+    "isolated",
+    "flood_unknown_unicast",
+    "flood_multicast",
+    "flood_broadcast",
+    "enabled",
+];
+
+/// The keys a running port can change (`port set`). The others shape the TAP
+/// itself (its name, namespace, queues, owner, vnet header), which only
+/// deleting and adding the port again can change.
+pub const RUNTIME_KEYS: &[&str] = &[
+    "mtu",
+    "mac",
+    "txqueuelen",
+    "vlan_mode",
+    "vlan",
+    "allowed_vlans",
+    "native_vlan",
+    "mac_limit",
+    "mac_limit_action",
+    "sticky_macs",
+    "allowed_macs",
+    "bind_mac",
+    "storm_control",
+    "isolated",
+    "flood_unknown_unicast",
+    "flood_multicast",
+    "flood_broadcast",
+    "enabled",
+];
+
+/// Keys whose value is a list: on the command line, a comma-separated one.
+const LIST_KEYS: &[&str] = &["allowed_vlans", "allowed_macs"];
+
+/// Keys whose value is a table: on the command line the braces may be left out.
+const TABLE_KEYS: &[&str] = &["storm_control"];
+
+/// New values for keys of a `[[port]]` table, in JSON form (as `port_set` and
+/// `port_add` carry them). `null` removes a key: the port gets the value a table
+/// without that key has (unset for optional keys, the default otherwise).
+pub type PortSettings = serde_json::Map<String, serde_json::Value>;
+
+/// The value of `key` written on the command line, in TOML syntax: `20`, `true`,
+/// `{ broadcast_pps = 100 }`, `[10, "100-200"]`; a bare word that is not TOML
+/// (`access`, `drop+log`, `02:00:00:00:00:01`) is a string. A list key also takes
+/// comma-separated items (`10,20,100-200`), a table key its contents without braces
+/// (`broadcast_pps = 100, multicast_pps = 50`). `none` removes the key (see
+/// [`PortSettings`]). What the value means is checked where the port's
+/// configuration is built, by the same code that reads the config file.
+pub fn setting_value(key: &str, text: &str) -> serde_json::Value {
+    let text = text.trim();
+    if text == "none" {
+        return serde_json::Value::Null;
+    }
+    if TABLE_KEYS.contains(&key) && !text.starts_with('{') {
+        return toml_scalar(&format!("{{ {text} }}"));
+    }
+    if LIST_KEYS.contains(&key) && !text.starts_with('[') {
+        let items = text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(toml_scalar)
+            .collect();
+        return serde_json::Value::Array(items);
+    }
+    toml_scalar(text)
+}
+
+/// `text` as a TOML value, or as a string when it is not one.
+fn toml_scalar(text: &str) -> serde_json::Value {
+    let parsed = toml::from_str::<toml::Table>(&format!("value = {text}"))
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .and_then(|value| serde_json::to_value(value).ok());
+    parsed.unwrap_or_else(|| serde_json::Value::String(text.to_owned()))
+}
+
+impl PortConfig {
+    /// This port with `settings` applied, checked as a whole by the same rules as the
+    /// config file. Errors name the port and the key: `port p1: mac_limit: must be at
+    /// least 1`. `self` is left as it is either way.
+    pub fn with_settings(&self, settings: &PortSettings) -> Result<PortConfig, ConfigError> {
+        let in_port = |source: ConfigError| ConfigError::Port {
+            port: self.name.clone(),
+            source: Box::new(source),
+        };
+        let serde_json::Value::Object(mut table) =
+            serde_json::to_value(self).expect("a port config serialises to JSON")
+        else {
+            unreachable!("a port config serialises to a JSON object");
+        };
+        for (key, value) in settings {
+            if !PORT_KEYS.contains(&key.as_str()) {
+                return Err(in_port(invalid(
+                    key.clone(),
+                    format!("unknown setting; the keys are {}", PORT_KEYS.join(", ")),
+                )));
+            }
+            if value.is_null() {
+                table.remove(key);
+                continue;
+            }
+            // Read alone first, so that a value of the wrong type is blamed on its key.
+            let alone = serde_json::json!({ "name": self.name, key.as_str(): value });
+            serde_json::from_value::<PortConfig>(alone)
+                .map_err(|e| in_port(invalid(key.clone(), e.to_string())))?;
+            table.insert(key.clone(), value.clone());
+        }
+        let port: PortConfig = serde_json::from_value(serde_json::Value::Object(table))
+            .map_err(|e| in_port(invalid("settings", e.to_string())))?;
+        port.validate_keys("")
+            .and_then(|()| port.validate_policy("policy"))
+            .map_err(in_port)?;
+        Ok(port)
+    }
+
+    /// Like [`Self::with_settings`] for a running port: only [`RUNTIME_KEYS`] may change.
+    pub fn with_runtime_settings(
+        &self,
+        settings: &PortSettings,
+    ) -> Result<PortConfig, ConfigError> {
+        if let Some(key) = settings
+            .keys()
+            .find(|key| PORT_KEYS.contains(&key.as_str()) && !RUNTIME_KEYS.contains(&key.as_str()))
+        {
+            return Err(ConfigError::Port {
+                port: self.name.clone(),
+                source: Box::new(invalid(
+                    key.clone(),
+                    "cannot change on a running port; delete the port and add it again",
+                )),
+            });
+        }
+        self.with_settings(settings)
+    }
+}
+
 /// The command-line port syntax `NAME[@NETNS]`.
 impl FromStr for PortConfig {
     type Err = ConfigError;
@@ -382,32 +549,39 @@ impl FromStr for PortConfig {
 impl PortConfig {
     /// Checks this port on its own; `field` names it in errors (`port[2]`).
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        self.validate_keys(&format!("{field}."))
+            .and_then(|()| self.validate_policy(field))
+    }
+
+    /// Checks every key; `prefix` comes before each key name in errors
+    /// (`port[2].` in a file, empty when the port is named some other way).
+    fn validate_keys(&self, prefix: &str) -> Result<(), ConfigError> {
         tap::validate_name(&self.name)
-            .map_err(|e| invalid(format!("{field}.name"), e.to_string()))?;
+            .map_err(|e| invalid(format!("{prefix}name"), e.to_string()))?;
         if let Some(netns) = &self.netns {
             validate_netns_name(netns)
-                .map_err(|reason| invalid(format!("{field}.netns"), reason))?;
+                .map_err(|reason| invalid(format!("{prefix}netns"), reason))?;
         }
-        validate_mtu(self.mtu).map_err(|reason| invalid(format!("{field}.mtu"), reason))?;
+        validate_mtu(self.mtu).map_err(|reason| invalid(format!("{prefix}mtu"), reason))?;
         if let Some(mac) = self.mac
             && !mac.is_unicast()
         {
             return Err(invalid(
-                format!("{field}.mac"),
+                format!("{prefix}mac"),
                 format!("{mac} is not a unicast address"),
             ));
         }
         if self.txqueuelen == Some(0) {
-            return Err(invalid(format!("{field}.txqueuelen"), "must be at least 1"));
+            return Err(invalid(format!("{prefix}txqueuelen"), "must be at least 1"));
         }
         if !(1..=MAX_QUEUES).contains(&self.queues) {
             return Err(invalid(
-                format!("{field}.queues"),
+                format!("{prefix}queues"),
                 format!("{} is outside 1..={MAX_QUEUES}", self.queues),
             ));
         }
-        self.validate_vlans(field)?;
-        self.validate_security(field)?;
+        self.validate_vlans(prefix)?;
+        self.validate_security(prefix)?;
         if let Some(storm) = &self.storm_control {
             let rates = [
                 ("broadcast_pps", storm.broadcast_pps),
@@ -417,25 +591,29 @@ impl PortConfig {
             for (key, rate) in rates {
                 if rate == Some(0) {
                     return Err(invalid(
-                        format!("{field}.storm_control.{key}"),
+                        format!("{prefix}storm_control.{key}"),
                         "must be at least 1 packet per second (turn the flood off with flood_* = false)",
                     ));
                 }
             }
         }
-        // Everything above names the field; this is the forwarder's own check, so the
-        // two can never disagree about what is valid.
+        Ok(())
+    }
+
+    /// The forwarder's own check of the policy these keys make, so the two can never
+    /// disagree about what is valid. After [`Self::validate_keys`], which names fields.
+    fn validate_policy(&self, field: &str) -> Result<(), ConfigError> {
         self.policy()
             .validate()
             .map_err(|e| invalid(field.to_owned(), e.to_string()))
     }
 
-    fn validate_vlans(&self, field: &str) -> Result<(), ConfigError> {
+    fn validate_vlans(&self, prefix: &str) -> Result<(), ConfigError> {
         let vlan_id = |key: &str, id: i64| {
             VlanSpec::Id(id)
                 .range()
                 .map(|(id, _)| id)
-                .map_err(|reason| invalid(format!("{field}.{key}"), reason))
+                .map_err(|reason| invalid(format!("{prefix}{key}"), reason))
         };
         match self.vlan_mode {
             None => {
@@ -446,7 +624,7 @@ impl PortConfig {
                 ] {
                     if set {
                         return Err(invalid(
-                            format!("{field}.{key}"),
+                            format!("{prefix}{key}"),
                             "needs vlan_mode = \"access\" or \"trunk\"",
                         ));
                     }
@@ -455,7 +633,7 @@ impl PortConfig {
             Some(VlanModeName::Access) => {
                 let Some(vlan) = self.vlan else {
                     return Err(invalid(
-                        format!("{field}.vlan"),
+                        format!("{prefix}vlan"),
                         "an access port needs its VLAN",
                     ));
                 };
@@ -466,7 +644,7 @@ impl PortConfig {
                 ] {
                     if set {
                         return Err(invalid(
-                            format!("{field}.{key}"),
+                            format!("{prefix}{key}"),
                             "only for vlan_mode = \"trunk\"",
                         ));
                     }
@@ -475,7 +653,7 @@ impl PortConfig {
             Some(VlanModeName::Trunk) => {
                 if self.vlan.is_some() {
                     return Err(invalid(
-                        format!("{field}.vlan"),
+                        format!("{prefix}vlan"),
                         "only for vlan_mode = \"access\"; a trunk has allowed_vlans and native_vlan",
                     ));
                 }
@@ -484,13 +662,13 @@ impl PortConfig {
                 }
                 for (index, spec) in self.allowed_vlans.iter().flatten().enumerate() {
                     spec.range().map_err(|reason| {
-                        invalid(format!("{field}.allowed_vlans[{index}]"), reason)
+                        invalid(format!("{prefix}allowed_vlans[{index}]"), reason)
                     })?;
                 }
                 let none_allowed = self.allowed_vlans.as_ref().is_none_or(Vec::is_empty);
                 if none_allowed && self.native_vlan.is_none() {
                     return Err(invalid(
-                        format!("{field}.allowed_vlans"),
+                        format!("{prefix}allowed_vlans"),
                         "a trunk needs allowed VLANs or a native_vlan",
                     ));
                 }
@@ -499,28 +677,28 @@ impl PortConfig {
         Ok(())
     }
 
-    fn validate_security(&self, field: &str) -> Result<(), ConfigError> {
+    fn validate_security(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.mac_limit == Some(0) {
-            return Err(invalid(format!("{field}.mac_limit"), "must be at least 1"));
+            return Err(invalid(format!("{prefix}mac_limit"), "must be at least 1"));
         }
         if self.mac_limit_action.is_some() && self.mac_limit.is_none() {
             return Err(invalid(
-                format!("{field}.mac_limit_action"),
+                format!("{prefix}mac_limit_action"),
                 "has no effect without mac_limit",
             ));
         }
         for (index, mac) in self.allowed_macs.iter().flatten().enumerate() {
             if !mac.is_unicast() || mac.is_zero() {
                 return Err(invalid(
-                    format!("{field}.allowed_macs[{index}]"),
+                    format!("{prefix}allowed_macs[{index}]"),
                     format!("{mac} is not a unicast station address"),
                 ));
             }
         }
         if self.bind_mac && self.mac.is_none() {
             return Err(invalid(
-                format!("{field}.bind_mac"),
-                format!("needs {field}.mac, the address to bind to"),
+                format!("{prefix}bind_mac"),
+                format!("needs {prefix}mac, the address to bind to"),
             ));
         }
         Ok(())
@@ -927,6 +1105,211 @@ mod tests {
             let err = Config::from_toml(&text, "test").unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    fn settings(pairs: &[(&str, &str)]) -> PortSettings {
+        pairs
+            .iter()
+            .map(|(key, text)| ((*key).to_owned(), setting_value(key, text)))
+            .collect()
+    }
+
+    #[test]
+    fn command_line_values_use_toml_syntax() {
+        use serde_json::json;
+        let cases = [
+            ("vlan", "20", json!(20)),
+            ("vlan_mode", "access", json!("access")),
+            ("mac_limit_action", "drop+log", json!("drop+log")),
+            ("isolated", "true", json!(true)),
+            ("mac", "02:00:00:00:00:01", json!("02:00:00:00:00:01")),
+            ("allowed_vlans", "10,20,100-200", json!([10, 20, "100-200"])),
+            ("allowed_vlans", "[10, \"100-200\"]", json!([10, "100-200"])),
+            ("allowed_vlans", "7", json!([7])),
+            (
+                "allowed_macs",
+                "02:00:00:00:00:01, 02:00:00:00:00:02",
+                json!(["02:00:00:00:00:01", "02:00:00:00:00:02"]),
+            ),
+            (
+                "storm_control",
+                "{ broadcast_pps = 100, multicast_pps = 50 }",
+                json!({"broadcast_pps": 100, "multicast_pps": 50}),
+            ),
+            (
+                "storm_control",
+                "broadcast_pps=100,multicast_pps = 50",
+                json!({"broadcast_pps": 100, "multicast_pps": 50}),
+            ),
+            ("mac_limit", "none", serde_json::Value::Null),
+        ];
+        for (key, text, expected) in cases {
+            assert_eq!(setting_value(key, text), expected, "{key} = {text}");
+        }
+    }
+
+    #[test]
+    fn settings_change_a_port_as_a_whole() {
+        let config = Config::from_toml(FEATURES, "test").unwrap();
+        let access = &config.ports[0];
+        let moved = access
+            .with_runtime_settings(&settings(&[
+                ("vlan", "20"),
+                ("storm_control", "{ broadcast_pps = 50 }"),
+                ("mac_limit", "none"),
+                ("flood_multicast", "false"),
+            ]))
+            .unwrap();
+        let policy = moved.policy();
+        assert_eq!(policy.vlan, VlanMode::Access { vlan: 20 });
+        assert_eq!(policy.storm.broadcast_pps, Some(50));
+        assert_eq!(policy.storm.multicast_pps, None, "the table is replaced");
+        assert_eq!(policy.security.mac_limit, None);
+        assert!(!policy.flood.multicast);
+        // Everything not named stays.
+        assert_eq!(moved.netns, access.netns);
+        assert_eq!(moved.vlan_mode, access.vlan_mode);
+        // From access to trunk in one change; `none` drops the access VLAN.
+        let trunk = access
+            .with_runtime_settings(&settings(&[
+                ("vlan_mode", "trunk"),
+                ("vlan", "none"),
+                ("allowed_vlans", "10,100-102"),
+                ("native_vlan", "1"),
+            ]))
+            .unwrap();
+        let VlanMode::Trunk { allowed, native } = trunk.policy().vlan else {
+            panic!("not a trunk: {trunk:?}");
+        };
+        assert_eq!(allowed.iter().collect::<Vec<_>>(), [10, 100, 101, 102]);
+        assert_eq!(native, Some(1));
+        // A disabled port stays in the config as such; `enabled` is a setting like the others.
+        let off = access
+            .with_runtime_settings(&settings(&[("enabled", "false")]))
+            .unwrap();
+        assert!(!off.enabled);
+        // Back to the defaults: a plain port again.
+        let plain = access
+            .with_runtime_settings(&settings(&[
+                ("vlan_mode", "none"),
+                ("vlan", "none"),
+                ("mac_limit", "none"),
+                ("storm_control", "none"),
+            ]))
+            .unwrap();
+        assert_eq!(plain.policy(), PortPolicy::default());
+        assert_eq!(config.ports[0], *access, "the original is untouched");
+    }
+
+    #[test]
+    fn bad_settings_name_the_port_and_key() {
+        let config = Config::from_toml(FEATURES, "test").unwrap();
+        let access = &config.ports[0];
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[("vlan", "5000")],
+                "port p1: vlan: VLAN 5000 is outside 1..=4094",
+            ),
+            (
+                &[("mac_limit", "0")],
+                "port p1: mac_limit: must be at least 1",
+            ),
+            (
+                &[("mac_limit", "lots")],
+                "port p1: mac_limit: invalid type: string \"lots\"",
+            ),
+            (
+                &[("vlan_mode", "hybrid")],
+                "port p1: vlan_mode: unknown variant `hybrid`",
+            ),
+            (
+                &[
+                    ("vlan_mode", "trunk"),
+                    ("vlan", "none"),
+                    ("allowed_vlans", "1-5000"),
+                ],
+                "port p1: allowed_vlans[0]: VLAN 5000 is outside",
+            ),
+            (
+                &[("vlan_mode", "trunk")],
+                "port p1: vlan: only for vlan_mode = \"access\"",
+            ),
+            (
+                &[("storm_control", "{ broadcast_pps = 0 }")],
+                "port p1: storm_control.broadcast_pps: must be at least 1",
+            ),
+            (
+                &[("storm_control", "{ broadcast = 10 }")],
+                "port p1: storm_control: unknown field `broadcast`",
+            ),
+            (&[("bind_mac", "true")], "port p1: bind_mac: needs mac"),
+            (
+                &[("allowed_macs", "ff:ff:ff:ff:ff:ff")],
+                "port p1: allowed_macs[0]: ff:ff:ff:ff:ff:ff is not",
+            ),
+            (
+                &[("mac_limit_action", "shutdown"), ("mac_limit", "none")],
+                "port p1: mac_limit_action: has no effect",
+            ),
+            (
+                &[("isolated", "yes")],
+                "port p1: isolated: invalid type: string \"yes\", expected a boolean",
+            ),
+            (&[("mtu", "10")], "port p1: mtu: 10 is outside 68..=65535"),
+            (&[("speed", "10")], "port p1: speed: unknown setting"),
+            (
+                &[("netns", "\"other\"")],
+                "port p1: netns: cannot change on a running port",
+            ),
+            (
+                &[("queues", "4")],
+                "port p1: queues: cannot change on a running port",
+            ),
+            (
+                &[("name", "\"p9\"")],
+                "port p1: name: cannot change on a running port",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = access
+                .with_runtime_settings(&settings(pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(expected), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_keys_are_every_key_of_a_port_table() {
+        let mut port = PortConfig::named("p1");
+        port.netns = Some("ns".into());
+        port.mac = Some("02:00:00:00:00:01".parse().unwrap());
+        port.persistent = true;
+        port.offloads = Some(false);
+        port.txqueuelen = Some(10);
+        port.owner = Some(1);
+        port.group = Some(1);
+        port.vlan_mode = Some(VlanModeName::Trunk);
+        port.vlan = Some(1);
+        port.allowed_vlans = Some(vec![VlanSpec::Id(1)]);
+        port.native_vlan = Some(1);
+        port.mac_limit = Some(1);
+        port.mac_limit_action = Some(ViolationAction::Drop);
+        port.sticky_macs = true;
+        port.allowed_macs = Some(Vec::new());
+        port.bind_mac = true;
+        port.storm_control = Some(StormControlConfig::default());
+        port.isolated = true;
+        port.flood_unknown_unicast = false;
+        port.flood_multicast = false;
+        port.flood_broadcast = false;
+        let table = toml::Table::try_from(&port).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut known = PORT_KEYS.to_vec();
+        keys.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(keys, known);
+        assert!(RUNTIME_KEYS.iter().all(|key| PORT_KEYS.contains(key)));
     }
 
     #[test]

@@ -31,7 +31,7 @@ use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, PortConfig, validate_mtu};
+use crate::config::{Config, PortConfig, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
@@ -151,10 +151,12 @@ pub enum Request {
     PortDel {
         name: String,
     },
-    /// Change settings of a running port.
+    /// Change settings of a running port: `set` holds `[[port]]` keys (those of
+    /// [`crate::config::RUNTIME_KEYS`]) with their new values; `null` returns a
+    /// key to its default. Applied whole or not at all.
     PortSet {
         name: String,
-        set: PortUpdate,
+        set: PortSettings,
     },
     PortList {},
     FdbShow {},
@@ -698,50 +700,94 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     Ok(json!(added))
 }
 
-fn set_port(shared: &Shared, name: &str, update: PortUpdate) -> Result<Value, String> {
-    if update.is_empty() {
-        return Err("port set: nothing to change (give mtu and/or enabled)".into());
-    }
-    if let Some(mtu) = update.mtu {
-        validate_mtu(mtu).map_err(|reason| format!("mtu: {reason}"))?;
+fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value, String> {
+    if settings.is_empty() {
+        return Err(format!(
+            "port {name}: nothing to change (give settings such as mtu, enabled, vlan_mode, vlan, mac_limit)"
+        ));
     }
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
     prune_config(&mut state.config, &counters);
-    let Some(config) = state.config.ports.iter_mut().find(|p| p.name == name) else {
+    let Some(index) = state.config.ports.iter().position(|p| p.name == name) else {
         return Err(format!("no port named {name:?}"));
     };
-    if let Some(mtu) = update.mtu {
-        // The netdev first: if the kernel refuses, nothing has changed.
-        let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
-        let netlink = state
-            .links
-            .get(config.netns.as_deref())
-            .map_err(link_error)?;
-        let index = netlink.index_of(name).map_err(link_error)?;
-        netlink
-            .configure(
-                index,
-                &LinkSettings {
-                    mtu: Some(mtu),
-                    ..LinkSettings::default()
-                },
-            )
-            .map_err(link_error)?;
+    let old = &state.config.ports[index];
+    let netns = old.netns.clone();
+    // The port's whole new configuration, checked like a config file before anything
+    // changes: a bad setting is refused with nothing applied.
+    let new = old
+        .with_runtime_settings(&settings)
+        .map_err(|e| e.to_string())?;
+    let old_policy = old.policy();
+    let new_policy = new.policy();
+    let update = PortUpdate {
+        mtu: (new.mtu != old.mtu).then_some(new.mtu),
+        // Given explicitly even when the config says so already: it is also what
+        // brings back a port its MAC limit shut down.
+        enabled: settings.contains_key("enabled").then_some(new.enabled),
+        policy: (new_policy != old_policy).then_some(new_policy),
+    };
+    // The netdev first: if the kernel refuses, nothing has changed.
+    let netdev = netdev_changes(old, &new);
+    if netdev != LinkSettings::default() {
+        configure_netdev(&mut state.links, netns.as_deref(), name, &netdev)?;
     }
-    let snapshot = shared
+    let result = shared
         .dataplane
         .request(|reply| Command::UpdatePort {
             name: name.to_owned(),
-            update: update.clone(),
+            update,
             reply,
         })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    config.mtu = update.mtu.unwrap_or(config.mtu);
-    config.enabled = update.enabled.unwrap_or(config.enabled);
+        .map_err(|e| e.to_string())
+        .and_then(|result| result.map_err(|e| e.to_string()));
+    let snapshot = match result {
+        Ok(snapshot) => snapshot,
+        Err(message) => {
+            // The dataplane refuses only a port it no longer has or when it stops;
+            // put the netdev back anyway, so nothing stays half-applied.
+            let old = &state.config.ports[index];
+            let undo = netdev_changes(&new, old);
+            if undo != LinkSettings::default()
+                && let Err(undo_error) =
+                    configure_netdev(&mut state.links, netns.as_deref(), name, &undo)
+            {
+                warn!(port = %name, error = %undo_error, "restoring the netdev failed");
+            }
+            return Err(message);
+        }
+    };
+    let settings = serde_json::to_string(&settings).expect("JSON values serialise");
+    info!(port = %name, %settings, "port changed by request");
+    state.config.ports[index] = new;
     Ok(json!(snapshot))
+}
+
+/// The netdev settings that differ between two configurations of a port. A
+/// setting `new` no longer has (`mac`, `txqueuelen` returned to "unset") leaves
+/// the netdev as it is.
+fn netdev_changes(old: &PortConfig, new: &PortConfig) -> LinkSettings {
+    LinkSettings {
+        mtu: (new.mtu != old.mtu).then_some(new.mtu),
+        mac: new.mac.filter(|&mac| Some(mac) != old.mac).map(|mac| mac.0),
+        txqueuelen: new.txqueuelen.filter(|&len| Some(len) != old.txqueuelen),
+        ..LinkSettings::default()
+    }
+}
+
+/// Applies `settings` to port `name`'s netdev in namespace `netns`.
+fn configure_netdev(
+    links: &mut LinkSockets,
+    netns: Option<&str>,
+    name: &str,
+    settings: &LinkSettings,
+) -> Result<(), String> {
+    let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
+    let netlink = links.get(netns).map_err(link_error)?;
+    let index = netlink.index_of(name).map_err(link_error)?;
+    netlink.configure(index, settings).map_err(link_error)
 }
 
 fn port_names(snapshot: &Snapshot) -> HashMap<PortId, String> {
@@ -811,7 +857,7 @@ fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
 }
 
 /// One event as a JSON line: port ids become names (`port`, `from`, `to`,
-/// `evicted_from`), with the id kept as `<key>_id`.
+/// `evicted_from`, `held_on`, `moved_to`), with the id kept as `<key>_id`.
 fn render_event(
     event: &Event,
     names: &mut HashMap<PortId, String>,
@@ -823,7 +869,7 @@ fn render_event(
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
     let own_name = object.remove("name");
-    for key in ["port", "from", "to", "evicted_from"] {
+    for key in ["port", "from", "to", "evicted_from", "held_on", "moved_to"] {
         let Some(id) = object.get(key).and_then(Value::as_u64) else {
             continue;
         };
@@ -929,17 +975,17 @@ mod tests {
 
     #[test]
     fn requests_parse_from_json_lines() {
-        let request: Request =
-            serde_json::from_str(r#"{"cmd":"port_set","name":"p1","set":{"mtu":9000}}"#).unwrap();
+        let request: Request = serde_json::from_str(
+            r#"{"cmd":"port_set","name":"p1","set":{"mtu":9000,"vlan":20,"mac_limit":null}}"#,
+        )
+        .unwrap();
+        let Request::PortSet { name, set } = request else {
+            panic!("not a port_set: {request:?}")
+        };
+        assert_eq!(name, "p1");
         assert_eq!(
-            request,
-            Request::PortSet {
-                name: "p1".into(),
-                set: PortUpdate {
-                    mtu: Some(9000),
-                    enabled: None
-                }
-            }
+            Value::Object(set),
+            json!({"mtu": 9000, "vlan": 20, "mac_limit": null})
         );
         let request: Request =
             serde_json::from_str(r#"{"cmd":"port_add","port":{"name":"p2","netns":"ns"}}"#)
@@ -959,8 +1005,8 @@ mod tests {
             (r#"{"cmd":"port_list","extra":1}"#, "unknown field `extra`"),
             (r#"{"cmd":"fdb_add","mac":"zz","port":"p"}"#, "zz"),
             (
-                r#"{"cmd":"port_set","name":"p","set":{"vlan":3}}"#,
-                "unknown field `vlan`",
+                r#"{"cmd":"port_set","name":"p","set":[3]}"#,
+                "invalid type: sequence, expected a map",
             ),
         ];
         for (line, expected) in cases {

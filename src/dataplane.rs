@@ -30,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, FdbError, Learned, PortId, VlanId};
 use crate::forward::{
     DropReason, Egress, ForwardEvent, Forwarder, MacFlapEntry, PortPolicy, TagAction, Verdict,
+    ViolationAction,
 };
 use crate::gso::Segmenter;
 use crate::port::Port;
@@ -168,17 +169,34 @@ pub enum Command {
 }
 
 /// Settings of a running port that the control plane can change; `None`
-/// leaves a setting as it is. A new per-port switch becomes a field here and a
-/// line in [`Dataplane::update_port`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// leaves a setting as it is. Applied in one step by [`Dataplane::update_port`]:
+/// an invalid policy changes nothing. Serialised (for `port_changed` events)
+/// without the policy, which shows as `"policy": true`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PortUpdate {
     /// Largest frame accepted (plus Ethernet header and one VLAN tag).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
-    /// A disabled port neither receives nor sends frames.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A disabled port neither receives nor sends frames. Also what brings back a
+    /// port its MAC limit shut down.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    /// The port's whole new forwarding policy (VLANs, security, storm control,
+    /// isolation, floods). Its `enabled` is not used: `enabled` above decides, or
+    /// the port keeps its current state (so a port shut down by its MAC limit stays
+    /// down until enabled).
+    #[serde(
+        serialize_with = "serialize_as_present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub policy: Option<PortPolicy>,
+}
+
+fn serialize_as_present<S: Serializer>(
+    policy: &Option<PortPolicy>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bool(policy.is_some())
 }
 
 impl PortUpdate {
@@ -256,6 +274,32 @@ pub enum Event {
     FdbRemoved {
         vlan: VlanId,
         mac: MacAddr,
+    },
+    /// `mac` moved between ports too often (`[switch.mac_flap]`): it stays on
+    /// `held_on` and is not learned on `moved_to` while the hold lasts.
+    MacFlap {
+        vlan: VlanId,
+        mac: MacAddr,
+        held_on: PortId,
+        moved_to: PortId,
+        /// Flaps of this address so far.
+        flaps: u64,
+    },
+    /// A new source would have exceeded the port's `mac_limit` (for `drop+log` at
+    /// most one per port per second, `suppressed` counting the rest; `drop` is
+    /// silent, counted only).
+    MacLimitExceeded {
+        port: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        limit: u32,
+        action: ViolationAction,
+        suppressed: u64,
+    },
+    /// The port's MAC limit (`mac_limit_action = "shutdown"`) disabled it;
+    /// `port set NAME --enable` brings it back.
+    PortShutdown {
+        port: PortId,
     },
 }
 
@@ -835,12 +879,22 @@ impl Dataplane {
         // What actually changes: only that is logged and reported.
         let mut changed = PortUpdate::default();
         let mut forwarder = self.forwarder.lock().unwrap_or_else(|e| e.into_inner());
-        // Start from the current policy so that fields set elsewhere survive.
-        let mut policy = forwarder.port(id).cloned().unwrap_or_default();
-        if let Some(enabled) = update.enabled.filter(|&e| e != policy.enabled) {
-            policy.enabled = enabled;
-            forwarder.set_policy(id, policy)?;
-            changed.enabled = Some(enabled);
+        let current = forwarder.port(id).cloned().unwrap_or_default();
+        let mut policy = update.policy.clone().unwrap_or_else(|| current.clone());
+        policy.enabled = update.enabled.unwrap_or(current.enabled);
+        if policy != current {
+            // First, and validated whole: if it is refused, nothing has changed.
+            forwarder.set_policy(id, policy.clone())?;
+            if policy.enabled != current.enabled {
+                changed.enabled = Some(policy.enabled);
+            }
+            let rest_changed = PortPolicy {
+                enabled: current.enabled,
+                ..policy.clone()
+            } != current;
+            if rest_changed {
+                changed.policy = Some(policy);
+            }
         }
         let slot = self.ports[id.index()].as_mut().expect("checked above");
         if let Some(mtu) = update.mtu.filter(|&mtu| mtu != slot.mtu) {
@@ -1226,7 +1280,7 @@ impl Dataplane {
             in_slot.counters.drops.count(reason);
         }
         if forwarder.has_events() {
-            report_forward_events(&mut forwarder, ports);
+            report_forward_events(&mut forwarder, ports, events);
         }
         drop(forwarder);
         if matches!(verdict, Verdict::Drop(_)) {
@@ -1404,8 +1458,13 @@ fn send_with_software_offload(
     }
 }
 
-/// Logs what the forwarder reported and counts it on the ports concerned.
-fn report_forward_events(forwarder: &mut Forwarder, ports: &mut [Option<PortSlot>]) {
+/// Logs what the forwarder reported, counts it on the ports concerned and passes
+/// it on as events.
+fn report_forward_events(
+    forwarder: &mut Forwarder,
+    ports: &mut [Option<PortSlot>],
+    events: &mut EventSink,
+) {
     let lost = forwarder.events_lost();
     for event in forwarder.drain_events() {
         let name = |id: PortId| match ports.get(id.index()) {
@@ -1423,11 +1482,20 @@ fn report_forward_events(forwarder: &mut Forwarder, ports: &mut [Option<PortSlot
             } => {
                 let port_name = name(port);
                 warn!(port = %port_name, vlan, %mac, limit, %action, suppressed, "MAC limit exceeded");
-                if action == crate::forward::ViolationAction::Shutdown {
+                events.emit(|| Event::MacLimitExceeded {
+                    port,
+                    vlan,
+                    mac,
+                    limit,
+                    action,
+                    suppressed,
+                });
+                if action == ViolationAction::Shutdown {
                     warn!(port = %port_name, "port shut down by its MAC limit");
                     if let Some(Some(slot)) = ports.get_mut(port.index()) {
                         slot.counters.shutdowns += 1;
                     }
+                    events.emit(|| Event::PortShutdown { port });
                 }
             }
             ForwardEvent::MacFlap {
@@ -1438,6 +1506,13 @@ fn report_forward_events(forwarder: &mut Forwarder, ports: &mut [Option<PortSlot
                 flaps,
             } => {
                 warn!(vlan, %mac, held_on = %name(held_on), moved_to = %name(moved_to), flaps, "MAC flapping between ports; held");
+                events.emit(|| Event::MacFlap {
+                    vlan,
+                    mac,
+                    held_on,
+                    moved_to,
+                    flaps,
+                });
                 if let Some(Some(slot)) = ports.get_mut(moved_to.index()) {
                     slot.counters.mac_flaps += 1;
                 }
@@ -1537,5 +1612,140 @@ fn classify_send_error(error: &io::Error) -> SendFailure {
         }
         Some(libc::EINTR) => SendFailure::Dropped(DropReason::TxQueueFull),
         _ => SendFailure::PortGone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::forward::{ForwardError, VlanMode};
+    use crate::port::TapPort;
+    use crate::tap::{Tap, TapOptions};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A dataplane (not running: its methods are called directly) with one real
+    /// host-side TAP, deleted when the dataplane drops.
+    fn dataplane_with_a_port() -> (Dataplane, PortId, Receiver<Event>) {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "tdp{}x{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (mut dataplane, _handle) = Dataplane::new(DataplaneConfig {
+            poll_budget: 64,
+            idle_poll: Duration::ZERO,
+            threads: 1,
+            fdb: FdbConfig::default(),
+        })
+        .unwrap();
+        let events = dataplane.subscribe_events(64);
+        let tap = Tap::open(&name, &TapOptions::default()).expect("opening a TAP");
+        let id = dataplane
+            .add_port(Box::new(TapPort::new(tap)), 1500)
+            .unwrap();
+        (dataplane, id, events)
+    }
+
+    fn access(vlan: u16) -> PortPolicy {
+        PortPolicy {
+            vlan: VlanMode::Access { vlan },
+            ..PortPolicy::default()
+        }
+    }
+
+    #[test]
+    fn an_invalid_update_changes_nothing() {
+        let (mut dataplane, id, events) = dataplane_with_a_port();
+        dataplane
+            .update_port(
+                id,
+                &PortUpdate {
+                    policy: Some(access(10)),
+                    ..PortUpdate::default()
+                },
+            )
+            .unwrap();
+        let mut bad = access(20);
+        bad.security.mac_limit = Some(0);
+        let error = dataplane
+            .update_port(
+                id,
+                &PortUpdate {
+                    mtu: Some(9000),
+                    enabled: Some(false),
+                    policy: Some(bad),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                DataplaneError::Forward(ForwardError::InvalidPolicy { .. })
+            ),
+            "{error}"
+        );
+        let snapshot = dataplane.update_port(id, &PortUpdate::default()).unwrap();
+        assert_eq!((snapshot.mtu, snapshot.enabled), (1500, true));
+        assert_eq!(dataplane.forwarder().port(id), Some(&access(10)));
+        let changes: Vec<Event> = events
+            .try_iter()
+            .filter(|e| matches!(e, Event::PortChanged { .. }))
+            .collect();
+        assert_eq!(
+            changes.len(),
+            1,
+            "only the valid update is reported: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn a_policy_keeps_the_ports_state_unless_told() {
+        let (mut dataplane, id, events) = dataplane_with_a_port();
+        let disable = PortUpdate {
+            enabled: Some(false),
+            ..PortUpdate::default()
+        };
+        dataplane.update_port(id, &disable).unwrap();
+        // A new policy (whose own `enabled` is true) leaves a disabled port disabled.
+        let snapshot = dataplane
+            .update_port(
+                id,
+                &PortUpdate {
+                    policy: Some(access(20)),
+                    ..PortUpdate::default()
+                },
+            )
+            .unwrap();
+        assert!(!snapshot.enabled);
+        assert_eq!(
+            dataplane.forwarder().port(id).map(|p| p.vlan.clone()),
+            Some(VlanMode::Access { vlan: 20 })
+        );
+        let rendered: Vec<String> = events
+            .try_iter()
+            .filter(|e| matches!(e, Event::PortChanged { .. }))
+            .map(|e| serde_json::to_string(&e).unwrap())
+            .collect();
+        assert_eq!(rendered.len(), 2, "{rendered:?}");
+        assert!(
+            rendered[0].contains(r#""update":{"enabled":false}"#),
+            "{rendered:?}"
+        );
+        assert!(
+            rendered[1].contains(r#""update":{"policy":true}"#),
+            "{rendered:?}"
+        );
+        // The same policy again is no change at all.
+        dataplane
+            .update_port(
+                id,
+                &PortUpdate {
+                    policy: Some(access(20)),
+                    ..PortUpdate::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(events.try_iter().count(), 0);
     }
 }

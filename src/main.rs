@@ -10,12 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
-use tapswitch::config::{Config, PortConfig, parse_metrics_addr};
+use tapswitch::config::{Config, PortConfig, PortSettings, parse_metrics_addr, setting_value};
 use tapswitch::control::{
     ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN, Request,
     SignalThread,
 };
-use tapswitch::dataplane::{Dataplane, DataplaneHandle, PortUpdate};
+use tapswitch::dataplane::{Dataplane, DataplaneHandle};
 use tapswitch::fdb::EntryKind;
 use tapswitch::port::TapPort;
 use tapswitch::report::reply;
@@ -42,6 +42,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Built once from the command line: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the switch in the foreground until SIGINT/SIGTERM.
     ///
@@ -108,21 +110,35 @@ enum PortCommand {
         port: PortConfig,
         #[command(flatten)]
         options: PortOptions,
+        #[command(flatten)]
+        features: FeatureOptions,
     },
     /// Stop forwarding on a port and close its TAP (deleting it unless persistent).
     Del { name: String },
-    /// Change a running port.
+    /// Change a running port, as a whole or not at all.
+    ///
+    /// Options are the `[[port]]` keys of the config file with the same values
+    /// (`--mac-limit 16` is `mac_limit = 16`); `none` removes a setting, as if
+    /// the key were not in the table.
     Set {
         name: String,
         /// MTU of the netdev and of the switch's frame-length check.
-        #[arg(long)]
-        mtu: Option<u32>,
-        /// Forward frames from and to the port.
+        #[arg(long, value_name = "N")]
+        mtu: Option<String>,
+        /// MAC of the netdev (the endpoint's address, the one `bind_mac` binds).
+        #[arg(long, value_name = "MAC")]
+        mac: Option<String>,
+        /// Transmit queue length of the netdev.
+        #[arg(long, value_name = "N")]
+        txqueuelen: Option<String>,
+        /// Forward frames from and to the port (also after a MAC-limit shutdown).
         #[arg(long, conflicts_with = "disable")]
         enable: bool,
         /// Keep the TAP but drop every frame from and to it.
         #[arg(long)]
         disable: bool,
+        #[command(flatten)]
+        features: FeatureOptions,
     },
     /// The ports and their settings.
     List,
@@ -167,6 +183,83 @@ impl PortOptions {
         port.owner = self.owner.or(port.owner);
         port.group = self.group.or(port.group);
         port.enabled &= !self.disabled;
+    }
+}
+
+/// Switch features of a port, named and written as the `[[port]]` keys of the
+/// config file (`--vlan-mode access` is `vlan_mode = "access"`); `none` removes a
+/// setting. See README (Switch features).
+#[derive(Args)]
+#[command(next_help_heading = "Switch features (the [[port]] keys of the config file)")]
+struct FeatureOptions {
+    /// `access` (one untagged VLAN), `trunk` (tagged VLANs), `none` (transparent).
+    #[arg(long, value_name = "MODE")]
+    vlan_mode: Option<String>,
+    /// The VLAN of an access port, 1..=4094.
+    #[arg(long, value_name = "ID")]
+    vlan: Option<String>,
+    /// The tagged VLANs of a trunk: ids and ranges, `10,20,100-199`.
+    #[arg(long, value_name = "LIST")]
+    allowed_vlans: Option<String>,
+    /// The VLAN a trunk sends and receives untagged.
+    #[arg(long, value_name = "ID")]
+    native_vlan: Option<String>,
+    /// Most MAC addresses learned on the port.
+    #[arg(long, value_name = "N")]
+    mac_limit: Option<String>,
+    /// Beyond the MAC limit: `drop` (default), `drop+log`, `shutdown`.
+    #[arg(long, value_name = "ACTION")]
+    mac_limit_action: Option<String>,
+    /// Learned MACs never age out or move.
+    #[arg(long, value_name = "BOOL")]
+    sticky_macs: Option<String>,
+    /// Anti-spoofing: the only source MACs accepted, `MAC,MAC`.
+    #[arg(long, value_name = "LIST")]
+    allowed_macs: Option<String>,
+    /// Anti-spoofing: accept the port's `mac` as a source (besides `allowed_macs`).
+    #[arg(long, value_name = "BOOL")]
+    bind_mac: Option<String>,
+    /// Ingress caps in packets per second:
+    /// `broadcast_pps = N, multicast_pps = N, unknown_unicast_pps = N` (any of them).
+    #[arg(long, value_name = "RATES")]
+    storm_control: Option<String>,
+    /// Isolated ports exchange frames only with non-isolated ones.
+    #[arg(long, value_name = "BOOL")]
+    isolated: Option<String>,
+    /// Whether the port receives floods of unknown unicast.
+    #[arg(long, value_name = "BOOL")]
+    flood_unknown_unicast: Option<String>,
+    /// Whether the port receives multicast floods.
+    #[arg(long, value_name = "BOOL")]
+    flood_multicast: Option<String>,
+    /// Whether the port receives broadcasts.
+    #[arg(long, value_name = "BOOL")]
+    flood_broadcast: Option<String>,
+}
+
+impl FeatureOptions {
+    /// The options given, as `[[port]]` keys and values.
+    fn settings(self) -> PortSettings {
+        let given = [
+            ("vlan_mode", self.vlan_mode),
+            ("vlan", self.vlan),
+            ("allowed_vlans", self.allowed_vlans),
+            ("native_vlan", self.native_vlan),
+            ("mac_limit", self.mac_limit),
+            ("mac_limit_action", self.mac_limit_action),
+            ("sticky_macs", self.sticky_macs),
+            ("allowed_macs", self.allowed_macs),
+            ("bind_mac", self.bind_mac),
+            ("storm_control", self.storm_control),
+            ("isolated", self.isolated),
+            ("flood_unknown_unicast", self.flood_unknown_unicast),
+            ("flood_multicast", self.flood_multicast),
+            ("flood_broadcast", self.flood_broadcast),
+        ];
+        given
+            .into_iter()
+            .filter_map(|(key, text)| Some((key.to_owned(), setting_value(key, &text?))))
+            .collect()
     }
 }
 
@@ -401,23 +494,36 @@ fn check_config(path: Option<PathBuf>) -> Result<(), String> {
 /// Sends one request for `command` to the switch at `control` and prints the reply.
 fn control_request(control: &std::path::Path, json: bool, command: Command) -> Result<(), String> {
     let (request, render): (Request, fn(&Value) -> String) = match command {
-        Command::Port(PortCommand::Add { mut port, options }) => {
+        Command::Port(PortCommand::Add {
+            mut port,
+            options,
+            features,
+        }) => {
             options.apply(&mut port);
+            let port = port
+                .with_settings(&features.settings())
+                .map_err(|e| e.to_string())?;
             (Request::PortAdd { port }, reply::port)
         }
         Command::Port(PortCommand::Del { name }) => (Request::PortDel { name }, reply::port),
         Command::Port(PortCommand::Set {
             name,
             mtu,
+            mac,
+            txqueuelen,
             enable,
             disable,
+            features,
         }) => {
-            let enabled = match (enable, disable) {
-                (true, _) => Some(true),
-                (_, true) => Some(false),
-                _ => None,
-            };
-            let set = PortUpdate { mtu, enabled };
+            let mut set = features.settings();
+            for (key, text) in [("mtu", mtu), ("mac", mac), ("txqueuelen", txqueuelen)] {
+                if let Some(text) = text {
+                    set.insert(key.to_owned(), setting_value(key, &text));
+                }
+            }
+            if enable || disable {
+                set.insert("enabled".to_owned(), Value::Bool(enable));
+            }
             (Request::PortSet { name, set }, reply::port)
         }
         Command::Port(PortCommand::List) => (Request::PortList {}, reply::port_list),

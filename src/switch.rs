@@ -158,19 +158,17 @@ pub fn build_with(
         let tap_port = open_port(port)?;
         let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
         // The loop is not running yet: the port's policy is in place before its first frame.
-        dataplane
-            .forwarder()
-            .set_policy(id, port.policy())
-            .map_err(|e| SwitchError::Dataplane(e.into()))?;
         dataplane.update_port(id, &settings_of(port))?;
     }
     Ok((dataplane, handle))
 }
 
-/// The dataplane settings of a port's configuration, applied when it is added.
+/// The dataplane settings of a port's configuration (MTU, state, forwarding
+/// policy), applied when it is added, before its first frame.
 pub fn settings_of(port: &PortConfig) -> PortUpdate {
     PortUpdate {
         mtu: Some(port.mtu),
         enabled: Some(port.enabled),
+        policy: Some(port.policy()),
     }
 }

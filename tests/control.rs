@@ -202,7 +202,15 @@ fn bad_requests_get_errors_and_change_nothing() {
     );
     raw.refused(
         r#"{"cmd":"port_set","name":"p0","set":{"speed":10}}"#,
-        "unknown field `speed`",
+        "port p0: speed: unknown setting",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"netns":"elsewhere"}}"#,
+        "port p0: netns: cannot change on a running port",
+    );
+    raw.refused(
+        r#"{"cmd":"port_set","name":"p0","set":{"mtu":9000,"mac_limit":0}}"#,
+        "port p0: mac_limit: must be at least 1",
     );
     raw.refused(
         r#"{"cmd":"fdb_add","mac":"ff:ff:ff:ff:ff:ff","port":"p0"}"#,
@@ -585,4 +593,85 @@ fn metrics_endpoint_is_scraped_and_parsed() {
 
     let (status, _) = http_get(&addr, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+/// Port security set at runtime and MAC flap detection, as seen by an `events`
+/// subscriber: a MAC bouncing between p0 and p1 is reported as a flap; p2, given a
+/// MAC limit of 1 with `shutdown` by `port set`, reports the violation and its
+/// shutdown, and `port set --enable` brings it back.
+#[test]
+fn events_report_flaps_violations_and_shutdowns() {
+    let bed = Bed::with_config(
+        3,
+        "[switch.mac_flap]\nmoves = 3\nwindow_ms = 5000\nhold_secs = 30\n",
+        |_| String::new(),
+    );
+    let events = subscribe(&bed.switch);
+    let switch = &bed.switch;
+
+    let roamer = "02:f1:a9:00:00:01";
+    for _ in 0..3 {
+        for i in 0..2 {
+            send_raw(
+                bed.ns(i),
+                &Bed::dev(i),
+                &[frame([0xff; 6], mac_bytes(roamer), 60)],
+            );
+            thread::sleep(Duration::from_millis(30));
+        }
+    }
+    // Learned on p0, then three moves: p1, p0, p1. The third is the flap.
+    let flap = expect_event(
+        &events,
+        json!({"event": "mac_flap", "mac": roamer, "held_on": "p0", "moved_to": "p1"}),
+    );
+    assert_eq!(flap["flaps"], 1, "{flap}");
+    assert_eq!(
+        (flap["held_on_id"].as_u64(), flap["moved_to_id"].as_u64()),
+        (Some(0), Some(1))
+    );
+
+    let (ok, _, stderr) = switch.ctl(&[
+        "port",
+        "set",
+        "p2",
+        "--mac-limit",
+        "1",
+        "--mac-limit-action",
+        "shutdown",
+    ]);
+    assert!(ok, "{stderr}");
+    expect_event(
+        &events,
+        json!({"event": "port_changed", "port": "p2", "update": {"policy": true}}),
+    );
+    let first = "02:f1:a9:00:00:02";
+    let second = "02:f1:a9:00:00:03";
+    for mac in [first, second] {
+        send_raw(bed.ns(2), "p2", &[frame([0xff; 6], mac_bytes(mac), 60)]);
+    }
+    expect_event(
+        &events,
+        json!({"event": "mac_limit_exceeded", "port": "p2", "mac": second, "limit": 1,
+               "action": "shutdown"}),
+    );
+    expect_event(&events, json!({"event": "port_shutdown", "port": "p2"}));
+    let stats = switch.ctl_json(&["stats", "p2"]);
+    let p2 = stats_port(&stats, "p2");
+    assert_eq!(p2["enabled"], false, "{p2}");
+    assert_eq!(p2["counters"]["shutdowns"], 1, "{p2}");
+
+    let (ok, out, stderr) = switch.ctl(&["port", "set", "p2", "--enable"]);
+    assert!(ok, "{stderr}");
+    assert!(out.starts_with("p2 (id 2): mtu 1500, enabled"), "{out}");
+    expect_event(
+        &events,
+        json!({"event": "port_changed", "port": "p2", "update": {"enabled": true}}),
+    );
+    let config = switch.ctl_json(&["config", "show"]);
+    assert_eq!(config["port"][2]["mac_limit"], 1, "{config}");
+    assert_eq!(
+        config["port"][2]["mac_limit_action"], "shutdown",
+        "{config}"
+    );
 }

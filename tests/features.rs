@@ -334,3 +334,261 @@ fn jumbo_frames_pass_and_oversize_is_dropped_at_egress() {
         "normal frames still pass"
     );
 }
+
+/// Pings from `netns` to `addr` in rounds of 25 at 20 ms until `stop` is set, and
+/// returns (sent, received).
+fn ping_flow(
+    netns: String,
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> thread::JoinHandle<(u32, u32)> {
+    thread::spawn(move || {
+        let (mut sent, mut received) = (0, 0);
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            received += ping(&netns, &addr, 25, "0.02");
+            sent += 25;
+        }
+        (sent, received)
+    })
+}
+
+/// What a refused `port set` must leave as it was: the live configuration, the port
+/// list, p0's drop counters and p0's MAC table entries.
+fn observable_state(bed: &mut Bed) -> (serde_json::Value, serde_json::Value, String, Vec<String>) {
+    let config = bed.switch.ctl_json(&["config", "show"]);
+    let list = bed.switch.ctl_json(&["port", "list"]);
+    let snapshot = bed.switch.snapshot();
+    let drops = port(&snapshot, "p0")["counters"]["drops"].to_string();
+    let mut fdb: Vec<String> = fdb_on_port(&snapshot, 0)
+        .iter()
+        .map(|e| format!("{} {}", e["vlan"], e["mac"]))
+        .collect();
+    fdb.sort();
+    (config, list, drops, fdb)
+}
+
+/// `port set` under traffic: p0 moves from access VLAN 10 (with p1) to VLAN 20 (with
+/// p2 and p3) and isolation follows it; refused settings name their field and change
+/// nothing; a storm-control rate set at runtime is enforced, and cleared again. A
+/// ping flow between p2 and p3 runs throughout and loses nothing.
+#[test]
+fn port_settings_change_at_runtime_whole_or_not_at_all() {
+    const CAP: u64 = 50;
+    const BURST: usize = 600;
+    let mut bed = Bed::with_config(4, "", |i| {
+        format!(
+            "vlan_mode = \"access\"\nvlan = {}",
+            if i < 2 { 10 } else { 20 }
+        )
+    });
+    assert_eq!(ping(bed.ns(2), &Bed::addr(3), 2, "0.1"), 2, "VLAN 20");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flow = ping_flow(bed.ns(2).to_owned(), Bed::addr(3), stop.clone());
+
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2, "VLAN 10");
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(2), 1, "0.1"),
+        0,
+        "p0 reached VLAN 20"
+    );
+
+    let (ok, out, stderr) = bed.switch.ctl(&["port", "set", "p0", "--vlan", "20"]);
+    assert!(ok, "{stderr}");
+    assert!(out.starts_with("p0 (id 0): mtu 1500, enabled"), "{out}");
+    assert_eq!(ping(bed.ns(0), &Bed::addr(2), 3, "0.1"), 3, "p0 in VLAN 20");
+    assert_eq!(ping(bed.ns(0), &Bed::addr(3), 1, "0.1"), 1, "p0 in VLAN 20");
+    // p1 still has p0's address in its ARP cache: its unicast stays in VLAN 10.
+    assert_eq!(
+        ping(bed.ns(1), &Bed::addr(0), 2, "0.1"),
+        0,
+        "VLAN 10 reached p0"
+    );
+    let config = bed.switch.ctl_json(&["config", "show"]);
+    assert_eq!(config["port"][0]["vlan"], 20, "{config}");
+    assert_eq!(config["port"][1]["vlan"], 10, "{config}");
+
+    let before = observable_state(&mut bed);
+    let refused = [
+        (
+            vec!["--vlan", "5000"],
+            "port p0: vlan: VLAN 5000 is outside 1..=4094",
+        ),
+        (
+            vec!["--mac-limit", "0"],
+            "port p0: mac_limit: must be at least 1",
+        ),
+        // Valid parts do not apply either when another part is refused.
+        (
+            vec!["--vlan", "10", "--mac-limit", "0"],
+            "port p0: mac_limit: must be at least 1",
+        ),
+        (
+            vec![
+                "--vlan",
+                "10",
+                "--mtu",
+                "9000",
+                "--storm-control",
+                "broadcast_pps = 0",
+            ],
+            "port p0: storm_control.broadcast_pps: must be at least 1",
+        ),
+        (
+            vec!["--vlan-mode", "trunk", "--allowed-vlans", "10,30-20"],
+            "port p0: vlan: only for vlan_mode = \"access\"",
+        ),
+        (
+            vec![
+                "--vlan-mode",
+                "trunk",
+                "--vlan",
+                "none",
+                "--allowed-vlans",
+                "10,30-20",
+            ],
+            "port p0: allowed_vlans[1]: range \"30-20\" is reversed",
+        ),
+        (
+            vec!["--isolated", "maybe"],
+            "port p0: isolated: invalid type",
+        ),
+    ];
+    for (options, expected) in &refused {
+        let mut args = vec!["port", "set", "p0"];
+        args.extend(options);
+        let (ok, _, stderr) = bed.switch.ctl(&args);
+        assert!(!ok, "{options:?} was accepted");
+        assert!(stderr.contains(expected), "{options:?}: {stderr}");
+    }
+    assert_eq!(
+        observable_state(&mut bed),
+        before,
+        "a refused change changed something"
+    );
+    assert_eq!(
+        link_stats_mtu(bed.ns(0), "p0"),
+        1500,
+        "the netdev MTU changed"
+    );
+    assert_eq!(
+        ping(bed.ns(0), &Bed::addr(2), 2, "0.05"),
+        2,
+        "p0 after refusals"
+    );
+
+    // Storm control set at runtime (with a longer TAP queue, so that the kernel
+    // keeps the whole burst for the switch to police).
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "set",
+        "p0",
+        "--storm-control",
+        &format!("broadcast_pps = {CAP}"),
+        "--txqueuelen",
+        "10000",
+    ]);
+    assert!(ok, "{stderr}");
+    let qlen = sh("ip", &["-n", bed.ns(0), "-j", "link", "show", "dev", "p0"]);
+    assert!(qlen.contains("\"txqlen\":10000"), "{qlen}");
+    let burst_and_count = |bed: &mut Bed| {
+        let snapshot = bed.switch.snapshot();
+        let rx_before = counter(&snapshot, "p0", "rx_frames");
+        let dropped_before = drops(&snapshot, "p0", "storm_broadcast");
+        let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
+        let started = Instant::now();
+        send_raw(bed.ns(0), "p0", &vec![frame([0xff; 6], src, 60); BURST]);
+        let mut last_rx = 0;
+        assert!(wait_for(Duration::from_secs(5), || {
+            thread::sleep(Duration::from_millis(100));
+            let rx = counter(&bed.switch.snapshot(), "p0", "rx_frames");
+            std::mem::replace(&mut last_rx, rx) == rx
+        }));
+        let snapshot = bed.switch.snapshot();
+        let read = counter(&snapshot, "p0", "rx_frames") - rx_before;
+        let dropped = drops(&snapshot, "p0", "storm_broadcast") - dropped_before;
+        (read, dropped, started.elapsed().as_secs_f64())
+    };
+    let (read, dropped, elapsed) = burst_and_count(&mut bed);
+    assert!(read >= BURST as u64, "the switch read {read} of {BURST}");
+    let passed = read - dropped;
+    let allowed = CAP + (CAP as f64 * elapsed).ceil() as u64 + 10;
+    assert!(
+        passed <= allowed,
+        "{passed} broadcasts passed in {elapsed:.2}s, the cap allows {allowed}"
+    );
+    assert!(
+        passed >= CAP / 2,
+        "storm control dropped nearly everything: {passed}"
+    );
+
+    // `none` removes it again.
+    let (ok, _, stderr) = bed
+        .switch
+        .ctl(&["port", "set", "p0", "--storm-control", "none"]);
+    assert!(ok, "{stderr}");
+    let (read, dropped, _) = burst_and_count(&mut bed);
+    assert!(read >= BURST as u64);
+    assert_eq!(dropped, 0, "storm control still on");
+    let config = bed.switch.ctl_json(&["config", "show"]);
+    assert!(config["port"][0].get("storm_control").is_none(), "{config}");
+    assert_eq!(config["port"][0]["txqueuelen"], 10000, "{config}");
+
+    // `port add` takes the same settings: a hot-added port in VLAN 10 reaches p1 only.
+    let extra = Netns::new();
+    let spec = format!("p4@{}", extra.name);
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        &spec,
+        "--vlan-mode",
+        "access",
+        "--vlan",
+        "10",
+    ]);
+    assert!(ok, "{stderr}");
+    sh(
+        "ip",
+        &[
+            "-n",
+            &extra.name,
+            "addr",
+            "add",
+            "10.66.0.5/24",
+            "dev",
+            "p4",
+        ],
+    );
+    assert_eq!(
+        ping(&extra.name, &Bed::addr(1), 2, "0.1"),
+        2,
+        "p4 in VLAN 10"
+    );
+    assert_eq!(
+        ping(&extra.name, &Bed::addr(2), 1, "0.1"),
+        0,
+        "p4 reached VLAN 20"
+    );
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "add", "p5", "--mac-limit", "0"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("port p5: mac_limit: must be at least 1"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "p4"]);
+    assert!(ok, "{stderr}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, received) = flow.join().unwrap();
+    assert!(sent >= 100, "the flow ran for only {sent} pings");
+    assert_eq!(
+        received, sent,
+        "the VLAN 20 flow lost pings during the changes"
+    );
+}
+
+/// The MTU of `dev` in `netns`.
+fn link_stats_mtu(netns: &str, dev: &str) -> u64 {
+    let json = sh("ip", &["-n", netns, "-j", "link", "show", "dev", dev]);
+    let value: serde_json::Value = serde_json::from_str(&json).expect("ip -j output is JSON");
+    value[0]["mtu"].as_u64().expect("mtu")
+}
