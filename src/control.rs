@@ -34,6 +34,7 @@ use crate::config::{Config, PortConfig, validate_mtu};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
+use crate::privileges::{self, CAP_SYS_ADMIN};
 use crate::switch::{self, LinkSockets};
 use crate::wire::MacAddr;
 
@@ -292,12 +293,21 @@ impl ControlServer {
         config: Config,
         events: Receiver<Event>,
     ) -> Result<Self, ControlError> {
+        Self::spawn_with_links(socket, dataplane, config, events, LinkSockets::default())
+    }
+
+    /// Like [`Self::spawn`], with netlink sockets opened earlier: a switch that
+    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them.
+    pub fn spawn_with_links(
+        socket: ControlSocket,
+        dataplane: DataplaneHandle,
+        config: Config,
+        events: Receiver<Event>,
+        links: LinkSockets,
+    ) -> Result<Self, ControlError> {
         let shared = Arc::new(Shared {
             dataplane,
-            state: Mutex::new(State {
-                config,
-                links: LinkSockets::default(),
-            }),
+            state: Mutex::new(State { config, links }),
             subscribers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -592,6 +602,15 @@ fn prune_config(config: &mut Config, counters: &Snapshot) {
 
 fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     port.validate("port").map_err(|e| e.to_string())?;
+    if let Some(netns) = &port.netns
+        && !privileges::thread_has(CAP_SYS_ADMIN)
+    {
+        return Err(format!(
+            "port.netns: adding a port in namespace {netns} at runtime needs CAP_SYS_ADMIN \
+             (to enter it), which this switch dropped after setup; list the port in the \
+             config file, or set switch.netns_hotplug = true"
+        ));
+    }
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
