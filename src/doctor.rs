@@ -424,7 +424,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             "link_down",
             here,
             "the netdev is administratively down: the endpoint neither sends nor receives".into(),
-            format!("{} link set {name} up", ip(&port.config)),
+            format!("{} link set dev {name} up", ip(&port.config)),
         ));
     } else if !link.carrier {
         out.push(finding(
@@ -447,7 +447,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
                 link.mtu, port.switch_mtu, port.switch_mtu
             ),
             format!(
-                "tapswitch port set {name} --mtu {} (sets both sides), or {} link set {name} mtu {}",
+                "tapswitch port set {name} --mtu {} (sets both sides), or {} link set dev {name} mtu {}",
                 link.mtu,
                 ip(&port.config),
                 port.switch_mtu
@@ -478,7 +478,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
                 link.txqueuelen
             ),
             format!(
-                "{} link set {name} txqueuelen {configured}",
+                "{} link set dev {name} txqueuelen {configured}",
                 ip(&port.config)
             ),
         ));
@@ -494,7 +494,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             ),
             format!(
                 "txqueuelen = {MIN_OFFLOAD_TXQUEUELEN} or more for this port in the config, or \
-                 {} link set {name} txqueuelen {MIN_OFFLOAD_TXQUEUELEN}",
+                 {} link set dev {name} txqueuelen {MIN_OFFLOAD_TXQUEUELEN}",
                 ip(&port.config)
             ),
         ));
@@ -555,7 +555,7 @@ fn check_ports_together(ports: &[PortFacts], out: &mut Vec<Finding>) {
                 "offloads_mixed",
                 Some(name),
                 format!(
-                    "offloads are off here but on for {} : every super-frame \
+                    "offloads are off here but on for {}: every super-frame \
                      from those ports to this one is segmented and checksummed in software by \
                      the switch, and TCP from this endpoint is not offloaded at all",
                     offloaded.config.name
@@ -891,7 +891,7 @@ mod tests {
         assert!(has_errors(&findings));
         assert_eq!(
             findings[0].fix,
-            "tapswitch port set p0 --mtu 9000 (sets both sides), or ip -n ns-p0 link set p0 mtu 1500"
+            "tapswitch port set p0 --mtu 9000 (sets both sides), or ip -n ns-p0 link set dev p0 mtu 1500"
         );
     }
 
