@@ -17,6 +17,7 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
+use crate::privileges::{CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
 use crate::tap;
 use crate::wire::MacAddr;
 
@@ -100,6 +101,19 @@ pub struct SwitchConfig {
     /// MAC flap detection; off when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac_flap: Option<MacFlapSettings>,
+    /// Once the ports are up and the sockets bound, keep only the
+    /// capabilities runtime changes need (see [`Config::runtime_capabilities`]).
+    pub drop_privileges: bool,
+    /// Keep CAP_SYS_ADMIN after the drop so `port add NAME@NETNS` can enter
+    /// namespaces at runtime. Unset: on when a configured port is in a namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns_hotplug: Option<bool>,
+    /// Run as this user after setup (needs `drop_privileges`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// ... and this group (default: the user's primary group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
@@ -123,6 +137,10 @@ impl Default for SwitchConfig {
             threads: 1,
             mac_flap: None,
             metrics: None,
+            drop_privileges: true,
+            netns_hotplug: None,
+            user: None,
+            group: None,
         }
     }
 }
@@ -848,6 +866,27 @@ impl Config {
         if let Some(metrics) = &switch.metrics {
             parse_metrics_addr(metrics).map_err(|reason| invalid("switch.metrics", reason))?;
         }
+        for (key, value) in [("user", &switch.user), ("group", &switch.group)] {
+            match value {
+                Some(name) if name.is_empty() || name.contains('\0') => {
+                    return Err(invalid(
+                        format!("switch.{key}"),
+                        format!("{name:?} is not a {key} name"),
+                    ));
+                }
+                Some(_) if !switch.drop_privileges => {
+                    return Err(invalid(
+                        format!("switch.{key}"),
+                        "needs drop_privileges = true (a user switch without it would lose \
+                         CAP_NET_ADMIN and every later port change)",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if switch.group.is_some() && switch.user.is_none() {
+            return Err(invalid("switch.group", "needs switch.user"));
+        }
         let mut names = HashSet::new();
         for (i, port) in self.ports.iter().enumerate() {
             let field = format!("port[{i}]");
@@ -860,6 +899,27 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether ports may be added in namespaces at runtime (`switch.netns_hotplug`,
+    /// by default whether any configured port is in one).
+    pub fn netns_hotplug(&self) -> bool {
+        self.switch
+            .netns_hotplug
+            .unwrap_or_else(|| self.ports.iter().any(|port| port.netns.is_some()))
+    }
+
+    /// What the switch keeps after setup when it drops privileges: CAP_NET_ADMIN
+    /// (new TAPs, netlink), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
+    /// (entering a namespace takes `setns`).
+    pub fn runtime_capabilities(&self) -> CapSet {
+        if self.netns_hotplug() {
+            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN])
+        } else {
+            CapSet::of(&[CAP_NET_ADMIN])
+        }
     }
 }
 
@@ -1323,6 +1383,43 @@ mod tests {
             "[::1]:9477".parse().unwrap()
         );
         assert!(parse_metrics_addr("127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn privilege_settings_validate_and_pick_capabilities() {
+        let config = Config::from_toml("[[port]]\nname = \"a\"", "test").unwrap();
+        assert!(config.switch.drop_privileges);
+        assert_eq!(config.runtime_capabilities(), CapSet::of(&[CAP_NET_ADMIN]));
+        let namespaced =
+            Config::from_toml("[[port]]\nname = \"a\"\nnetns = \"n\"", "test").unwrap();
+        assert_eq!(
+            namespaced.runtime_capabilities(),
+            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN])
+        );
+        let strict = Config::from_toml(
+            "[switch]\nnetns_hotplug = false\nuser = \"nobody\"\n\
+             [[port]]\nname = \"a\"\nnetns = \"n\"",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(strict.runtime_capabilities(), CapSet::of(&[CAP_NET_ADMIN]));
+        let again = toml::to_string(&strict).unwrap();
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), strict);
+        let cases = [
+            ("[switch]\nuser = \"\"", "switch.user"),
+            (
+                "[switch]\nuser = \"nobody\"\ndrop_privileges = false",
+                "switch.user: needs drop_privileges",
+            ),
+            (
+                "[switch]\ngroup = \"nogroup\"",
+                "switch.group: needs switch.user",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_toml(text, "test").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
     }
 
     #[test]

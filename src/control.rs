@@ -35,6 +35,7 @@ use crate::config::{Config, PortConfig, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
+use crate::privileges::{self, CAP_SYS_ADMIN};
 use crate::switch::{self, LinkSockets};
 use crate::upgrade::{self, HandedEntry, Handover};
 use crate::wire::MacAddr;
@@ -286,6 +287,10 @@ struct Shared {
     path: PathBuf,
     /// Set once a new process took over: this one leaves the socket to it.
     handed_over: AtomicBool,
+    /// Written to stop the accept thread; it polls the other end with the
+    /// listener. (Connecting to our own socket would not do: the file may be
+    /// gone, or after a handover the new process would take the connection.)
+    wake: UnixStream,
 }
 
 struct State {
@@ -315,18 +320,32 @@ impl ControlServer {
         config: Config,
         events: Receiver<Event>,
     ) -> Result<Self, ControlError> {
+        Self::spawn_with_links(socket, dataplane, config, events, LinkSockets::default())
+    }
+
+    /// Like [`Self::spawn`], with netlink sockets opened earlier: a switch that
+    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them.
+    pub fn spawn_with_links(
+        socket: ControlSocket,
+        dataplane: DataplaneHandle,
+        config: Config,
+        events: Receiver<Event>,
+        links: LinkSockets,
+    ) -> Result<Self, ControlError> {
+        let (wake_tx, wake_rx) = UnixStream::pair().map_err(ControlError::Thread)?;
+        wake_tx
+            .set_nonblocking(true)
+            .map_err(ControlError::Thread)?;
         let shared = Arc::new(Shared {
             dataplane,
-            state: Mutex::new(State {
-                config,
-                links: LinkSockets::default(),
-            }),
+            state: Mutex::new(State { config, links }),
             subscribers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             listener_fd: socket.listener.as_raw_fd(),
             path: socket.path.clone(),
             handed_over: AtomicBool::new(false),
+            wake: wake_tx,
         });
         let fan_out = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -337,7 +356,7 @@ impl ControlServer {
         let ControlSocket { listener, path } = socket;
         let accept = std::thread::Builder::new()
             .name("tapswitch-control".into())
-            .spawn(move || accept_connections(&acceptor, &listener))
+            .spawn(move || accept_connections(&acceptor, &listener, &wake_rx))
             .map_err(ControlError::Thread)?;
         info!(path = %path.display(), "control socket ready");
         Ok(Self {
@@ -350,17 +369,12 @@ impl ControlServer {
     /// Stops accepting, removes the socket file and waits for the accept
     /// thread. Open connections end when the dataplane is gone.
     pub fn stop(self) {
-        if self.shared.handed_over.load(Ordering::SeqCst) {
-            // The socket now belongs to the new process, whose accept thread
-            // would take our wake-up connection: leave ours blocked in accept
-            // (the process is exiting) and the socket file in place.
-            return;
-        }
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        stop_accepting(&self.shared);
         let _ = self.accept.join();
-        let _ = std::fs::remove_file(&self.path);
+        if !self.shared.handed_over.load(Ordering::SeqCst) {
+            // After a handover the socket file is the new process's.
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -372,18 +386,57 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener) {
-    for stream in listener.incoming() {
-        if shared.stopping.load(Ordering::SeqCst) {
+/// Makes the accept thread return (connections already open are served on).
+fn stop_accepting(shared: &Shared) {
+    shared.stopping.store(true, Ordering::SeqCst);
+    // A full buffer means a wake-up is already pending.
+    let _ = (&shared.wake).write(&[1]);
+}
+
+fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &UnixStream) {
+    // Non-blocking: after a handover two processes poll the same socket for a
+    // moment, and the one that loses the race must not block in accept.
+    if let Err(e) = listener.set_nonblocking(true) {
+        warn!(error = %e, "the control socket cannot be made non-blocking; not serving it");
+        return;
+    }
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is an array of two initialised pollfds, live for the call.
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            warn!(%error, "waiting for control connections failed; not serving the socket");
             return;
         }
-        let mut stream = match stream {
-            Ok(stream) => stream,
+        if fds[1].revents != 0 || shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut stream = match listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
                 warn!(error = %e, "accepting a control connection failed");
                 continue;
             }
         };
+        // Accepted sockets inherit nothing from the listener's O_NONBLOCK on
+        // Linux, but say it: connection threads use blocking I/O.
+        let _ = stream.set_nonblocking(false);
         if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
             shared.connections.fetch_sub(1, Ordering::SeqCst);
             let _ = write_line(&mut stream, &error_reply("too many control connections"));
@@ -472,11 +525,17 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream) {
             stream_events(shared, writer);
             return;
         }
+        let upgrading = matches!(request, Request::Upgrade { .. });
         let reply = match handle_request(shared, request) {
             Ok(result) => json!({"ok": true, "result": result}),
             Err(message) => error_reply(&message),
         };
-        if write_line(&mut writer, &reply).is_err() {
+        let written = write_line(&mut writer, &reply);
+        if upgrading && shared.handed_over.load(Ordering::SeqCst) {
+            // Only now: stopping first could end the process before the reply.
+            let _ = shared.dataplane.shutdown();
+        }
+        if written.is_err() {
             return;
         }
     }
@@ -649,10 +708,11 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
     let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
-    // The new process forwards: stop reading and leave the socket to it.
+    // The new process forwards: new connections are its; our dataplane
+    // stops once this reply is written (see `serve_connection`).
     shared.handed_over.store(true, Ordering::SeqCst);
+    stop_accepting(shared);
     info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
-    dataplane.shutdown().map_err(|e| e.to_string())?;
     Ok(json!({"pid": child.id(), "binary": binary}))
 }
 
@@ -672,6 +732,15 @@ fn prune_config(config: &mut Config, counters: &Snapshot) {
 
 fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     port.validate("port").map_err(|e| e.to_string())?;
+    if let Some(netns) = &port.netns
+        && !privileges::thread_has(CAP_SYS_ADMIN)
+    {
+        return Err(format!(
+            "port.netns: adding a port in namespace {netns} at runtime needs CAP_SYS_ADMIN \
+             (to enter it), which this switch dropped after setup; list the port in the \
+             config file, or set switch.netns_hotplug = true"
+        ));
+    }
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;

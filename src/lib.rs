@@ -20,11 +20,13 @@ pub mod wire;
 pub mod config;
 pub mod link;
 pub mod netns;
+pub mod privileges;
 pub mod switch;
 pub mod vm;
 
 pub mod control;
 pub mod demo;
+pub mod doctor;
 pub mod metrics;
 pub mod report;
 pub mod upgrade;

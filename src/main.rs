@@ -19,10 +19,10 @@ use tapswitch::dataplane::{Dataplane, DataplaneHandle};
 use tapswitch::fdb::EntryKind;
 use tapswitch::port::TapPort;
 use tapswitch::report::reply;
-use tapswitch::switch::SwitchError;
+use tapswitch::switch::{LinkSockets, SwitchError};
 use tapswitch::tap::Tap;
 use tapswitch::wire::MacAddr;
-use tapswitch::{demo, metrics, report, switch, upgrade};
+use tapswitch::{demo, doctor, metrics, privileges, report, switch, upgrade};
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +93,11 @@ enum Command {
     /// Create three namespaces, connect them through the switch, prove all
     /// pairs can ping, show the MAC table and counters, and clean up.
     Demo,
+    /// Inspect the running switch and its ports; name misconfigurations and their fixes.
+    ///
+    /// Exits 1 when any finding is an error. Run as root: it enters the ports'
+    /// namespaces and reads the switch's /proc entries.
+    Doctor,
     /// Validate a configuration file and print it with defaults filled in.
     CheckConfig {
         /// TOML configuration file (the embedded default when omitted).
@@ -321,6 +326,7 @@ fn main() -> ExitCode {
         Command::Demo => demo::run().map_err(|e| e.to_string()),
         Command::CheckConfig { config } => check_config(config),
         Command::Events => stream_events(&control, json),
+        Command::Doctor => return doctor(&control, json),
         command => control_request(&control, json, command),
     };
     match result {
@@ -361,8 +367,20 @@ fn run(
     }
     // Before any TAP exists: a second switch on the same socket stops here.
     let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
+    // A misspelt user stops the switch before it creates anything.
+    let identity = resolve_identity(&config)?;
     let (dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
-    serve(config, dataplane, handle, socket, None)
+    serve(config, dataplane, handle, socket, identity, None)
+}
+
+/// The configured user and group, looked up.
+fn resolve_identity(config: &Config) -> Result<Option<privileges::Identity>, String> {
+    match &config.switch.user {
+        Some(user) => privileges::resolve_identity(user, config.switch.group.as_deref())
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 /// Becomes the switch a running one hands over to (`tapswitch upgrade`).
@@ -388,12 +406,20 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
         restore_fdb(&dataplane, &handover);
-        Ok::<_, String>((dataplane, handle, socket))
+        let identity = resolve_identity(&handover.config)?;
+        Ok::<_, String>((dataplane, handle, socket, identity))
     })();
     match built {
-        Ok((dataplane, handle, socket)) => {
+        Ok((dataplane, handle, socket, identity)) => {
             let config = handover.config;
-            serve(config, dataplane, handle, socket, Some(answer_socket))
+            serve(
+                config,
+                dataplane,
+                handle,
+                socket,
+                identity,
+                Some(answer_socket),
+            )
         }
         Err(reason) => {
             upgrade::answer(&answer_socket, Err(reason.clone()));
@@ -438,23 +464,42 @@ fn serve(
     mut dataplane: Dataplane,
     handle: DataplaneHandle,
     socket: ControlSocket,
+    identity: Option<privileges::Identity>,
     handing_over: Option<std::os::unix::net::UnixStream>,
 ) -> Result<(), String> {
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
-    let signals = SignalThread::spawn(handle.clone()).map_err(|e| e.to_string())?;
-    if let Some(addr) = &config.switch.metrics {
-        let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
-        if handing_over.is_some() {
-            // The old process still listens there until it exits.
-            metrics::spawn_when_free(addr, handle.clone());
-        } else {
-            let bound = metrics::spawn(addr, handle.clone()).map_err(|e| e.to_string())?;
-            // `config show` tells where metrics really are (port 0 picks one).
-            config.switch.metrics = Some(bound.to_string());
+    let metrics_listener = match &config.switch.metrics {
+        // Taking over: the old process holds the address until it exits.
+        Some(_) if handing_over.is_some() => None,
+        Some(addr) => {
+            let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
+            Some(metrics::bind(addr).map_err(|e| e.to_string())?)
         }
+        None => None,
+    };
+    // Netlink sockets in every port's namespace, opened while the switch may still enter them.
+    let mut links = LinkSockets::default();
+    for port in &config.ports {
+        links
+            .get(port.netns.as_deref())
+            .map_err(|e| format!("port {}: {e}", port.name))?;
     }
-    let server =
-        ControlServer::spawn(socket, handle, config.clone(), events).map_err(|e| e.to_string())?;
+    // Everything privileged is done; no other thread runs yet (capabilities are per thread).
+    if config.switch.drop_privileges {
+        drop_privileges(&config, identity.as_ref(), socket.path())?;
+    }
+    let signals = SignalThread::spawn(handle.clone()).map_err(|e| e.to_string())?;
+    if let Some(listener) = metrics_listener {
+        let bound = metrics::serve_on(listener, handle.clone()).map_err(|e| e.to_string())?;
+        // `config show` tells where metrics really are (port 0 picks one).
+        config.switch.metrics = Some(bound.to_string());
+    } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
+        // The old process still listens there until it exits.
+        let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
+        metrics::spawn_when_free(addr, handle.clone());
+    }
+    let server = ControlServer::spawn_with_links(socket, handle, config.clone(), events, links)
+        .map_err(|e| e.to_string())?;
     let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
     {
         let mut stdout = std::io::stdout().lock();
@@ -480,6 +525,59 @@ fn serve(
     // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear.
     drop(dataplane);
     Ok(())
+}
+
+/// Keeps only [`Config::runtime_capabilities`], as `identity` when given.
+fn drop_privileges(
+    config: &Config,
+    identity: Option<&privileges::Identity>,
+    control: &std::path::Path,
+) -> Result<(), String> {
+    if let Some(identity) = identity {
+        // The server wakes its own accept by connecting at shutdown; it must still
+        // be allowed to once it is this user.
+        std::os::unix::fs::chown(control, Some(identity.uid), Some(identity.gid))
+            .map_err(|e| format!("chown {} to the switch user: {e}", control.display()))?;
+    }
+    let dropped = privileges::drop_privileges(config.runtime_capabilities(), identity)
+        .map_err(|e| format!("{e} (set drop_privileges = false in [switch] to run without)"))?;
+    if !dropped.missing.is_empty() {
+        tracing::warn!(missing = %dropped.missing, "capabilities to keep were not held to begin with");
+    }
+    tracing::info!(
+        kept = %dropped.kept,
+        uid = dropped.identity.as_ref().map(|i| i.uid),
+        gid = dropped.identity.as_ref().map(|i| i.gid),
+        netns_hotplug = config.netns_hotplug(),
+        "privileges dropped"
+    );
+    Ok(())
+}
+
+/// Prints doctor's findings; exit status 1 when any is an error.
+fn doctor(control: &std::path::Path, json: bool) -> ExitCode {
+    let inspection = match doctor::inspect(control) {
+        Ok(inspection) => inspection,
+        Err(e) => {
+            eprintln!("tapswitch doctor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let findings = doctor::diagnose(&inspection);
+    let out = if json {
+        format!("{:#}\n", doctor::to_json(&findings))
+    } else {
+        doctor::render(&findings)
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush());
+    if doctor::has_errors(&findings) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn check_config(path: Option<PathBuf>) -> Result<(), String> {
@@ -547,7 +645,11 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 .and_then(|config| toml::to_string(&config).map_err(|e| e.to_string()))
                 .unwrap_or_else(|e| format!("unreadable config in the reply ({e}): {r}\n"))
         }),
-        Command::Run { .. } | Command::Demo | Command::CheckConfig { .. } | Command::Events => {
+        Command::Run { .. }
+        | Command::Demo
+        | Command::CheckConfig { .. }
+        | Command::Events
+        | Command::Doctor => {
             unreachable!("served in main")
         }
     };

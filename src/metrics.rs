@@ -33,10 +33,24 @@ pub enum MetricsError {
 /// (which lives as long as the process). Returns the bound address, which
 /// differs from `addr` when that asked for port 0.
 pub fn spawn(addr: SocketAddr, dataplane: DataplaneHandle) -> Result<SocketAddr, MetricsError> {
-    let listener = TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
-    let bound = listener
-        .local_addr()
-        .map_err(|source| MetricsError::Bind { addr, source })?;
+    serve_on(bind(addr)?, dataplane)
+}
+
+/// Binds the metrics listener (apart from [`serve_on`], so a switch can bind
+/// before dropping privileges and start the thread after).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serves metrics on `listener` from a thread of its own; returns its address.
+pub fn serve_on(
+    listener: TcpListener,
+    dataplane: DataplaneHandle,
+) -> Result<SocketAddr, MetricsError> {
+    let bound = listener.local_addr().map_err(|source| MetricsError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
     std::thread::Builder::new()
         .name("tapswitch-metrics".into())
         .spawn(move || {
