@@ -22,6 +22,7 @@ pub mod link;
 pub mod netns;
 pub mod switch;
 pub mod vm;
+pub mod vmport;
 
 pub mod control;
 pub mod demo;

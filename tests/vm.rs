@@ -298,6 +298,7 @@ fn two_guests_on_macvtaps_ping_each_other_and_a_namespace_talks_to_both() {
             attachment: VmAttachment::Macvtap { macvtap },
             mac: format!("52:54:00:67:00:{:02x}", i + 1).parse().unwrap(),
             queues: 1,
+            alias: None,
         });
     }
 
@@ -408,6 +409,7 @@ fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
         },
         mac: "52:54:00:68:00:01".parse().unwrap(),
         queues: 1,
+        alias: None,
     };
     let scratch = ScratchDir::new();
     let guest = Guest::start(
@@ -477,6 +479,7 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
         },
         mac: "52:54:00:69:00:01".parse().unwrap(),
         queues: 1,
+        alias: None,
     };
 
     let scratch = ScratchDir::new();
