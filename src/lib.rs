@@ -18,6 +18,7 @@ pub mod vnet;
 pub mod wire;
 
 pub mod config;
+pub mod libvirt;
 pub mod link;
 pub mod netns;
 pub mod switch;
