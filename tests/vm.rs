@@ -633,6 +633,13 @@ fn port_names(switch: &Switch) -> Vec<String> {
         .collect()
 }
 
+/// `virsh dumpxml --inactive`: the stored definition of a persistent domain.
+fn stored_xml(domain: &str) -> String {
+    let (ok, xml, err) = virsh(&["dumpxml", "--inactive", domain]);
+    assert!(ok, "virsh dumpxml --inactive {domain}: {err}");
+    xml
+}
+
 fn link_exists(name: &str) -> bool {
     Netlink::open().unwrap().index_of(name).is_ok()
 }
@@ -786,6 +793,12 @@ fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
     assert!(out.contains("hot-plugged into the running domain"), "{out}");
     let device = format!("mvt-{port}");
     assert_eq!(guest.interface_targets(), vec![device.clone()]);
+    // LIVE and CONFIG: the persistent definition has the NIC too.
+    let target = format!("<target dev='{device}'");
+    assert!(
+        stored_xml(&domain).contains(&target),
+        "not in the stored definition"
+    );
     let net_up = "TSW-NET-UP 10.71.0.1/24";
     guest.wait_console_count(net_up, 1, GUEST_TIMEOUT);
     assert!(
@@ -842,6 +855,10 @@ fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
     let (ok, out, err) = switch.ctl(&["port", "del", &port]);
     assert!(ok, "port del: {err}");
     assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(
+        !stored_xml(&domain).contains(&target),
+        "left in the stored definition"
+    );
     assert!(
         wait_for(Duration::from_secs(60), || guest
             .interface_targets()
@@ -936,4 +953,46 @@ fn without_libvirt_a_vm_port_still_gets_its_devices_and_says_so() {
     assert!(!ok);
     assert!(err.contains("port n0 is not bound to a VM"), "{err}");
     assert!(switch.stop());
+}
+
+#[test]
+fn a_daemon_vm_port_goes_into_a_stopped_domains_definition_and_out_again() {
+    testbed();
+    let (switch, _netns) = switch_with_namespace("10.74.0.100");
+    // Defined, never started: libvirt only validates the definition.
+    let scratch = ScratchDir::new();
+    let domain = unique("tsw-vm-");
+    let xml = format!(
+        "<domain type='{}'><name>{domain}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{CACHE_DIR}/vmlinuz</kernel></os>\
+         <devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
+        testbed()
+    );
+    let path = scratch.0.join("stopped.xml");
+    std::fs::write(&path, xml).unwrap();
+    let (ok, _, err) = virsh(&["define", path.to_str().unwrap()]);
+    assert!(ok, "virsh define: {err}");
+    let _guest = Guest {
+        name: domain.clone(),
+        console: scratch.0.join("unused"),
+    };
+
+    let port = unique("vs");
+    let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", &domain]);
+    assert!(ok, "port add --vm on a stopped domain: {err}");
+    assert!(out.contains("added to the domain's definition"), "{out}");
+    let stored = stored_xml(&domain);
+    assert!(
+        stored.contains(&format!("<target dev='mvt-{port}' managed='no'/>")),
+        "{stored}"
+    );
+    assert!(
+        stored.contains(&format!("<alias name='ua-tsw-{port}'/>")),
+        "{stored}"
+    );
+    let (ok, out, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(!stored_xml(&domain).contains(&format!("mvt-{port}")));
+    assert_eq!(port_names(&switch), vec!["n0".to_owned()]);
 }
