@@ -10,6 +10,8 @@ packages=(
   iperf3        # TCP throughput in bench/
   ethtool       # offload inspection in diagnostics
   tcpdump       # captures when a test fails and you want to look
+  libvirt-dev   # the virt crate links libvirt (hot-plug, domain events)
+  pkg-config    # how the virt crate's build script finds libvirt
 )
 
 missing=()

@@ -114,6 +114,10 @@ pub struct SwitchConfig {
     /// ... and this group (default: the user's primary group).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// libvirt connection URI for VM ports (hot-plug, domain events); `qemu:///system` when
+    /// unset. Only used once a port has `vm` set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub libvirt_uri: Option<String>,
 }
 
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
@@ -141,6 +145,7 @@ impl Default for SwitchConfig {
             netns_hotplug: None,
             user: None,
             group: None,
+            libvirt_uri: None,
         }
     }
 }
@@ -166,7 +171,15 @@ pub const MAX_THREADS: usize = 64;
 /// Longer windows buy nothing and burn a core after every burst.
 pub const MAX_IDLE_POLL_US: u64 = 10_000;
 
+/// The libvirt URI used when `switch.libvirt_uri` is unset.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+
 impl SwitchConfig {
+    /// Where VM ports talk to libvirt.
+    pub fn libvirt_uri(&self) -> &str {
+        self.libvirt_uri.as_deref().unwrap_or(DEFAULT_LIBVIRT_URI)
+    }
+
     pub fn fdb_ageing(&self) -> Duration {
         Duration::from_secs(self.fdb_ageing_secs)
     }
@@ -324,6 +337,48 @@ pub struct PortConfig {
     /// A disabled port keeps its TAP but neither receives nor sends frames.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+
+    /// The libvirt domain whose NIC this port is: the switch creates the device QEMU opens
+    /// (see `vm_mode`), hot-plugs it into the domain when it runs, and removes the port when
+    /// the domain goes away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+    /// How the guest's NIC reaches the port: `macvtap` (default) or `glue`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_mode: Option<VmMode>,
+    /// The guest NIC's MAC; derived from the port name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_mac: Option<MacAddr>,
+    /// virtio-net queue pairs of the guest NIC (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_queues: Option<u32>,
+    /// Name of the device QEMU opens (the macvtap or the VM's TAP); derived from the port
+    /// name when unset (`mvt-NAME`, `vmt-NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_device: Option<String>,
+}
+
+/// `vm_mode`: how a guest NIC is joined to its port (see [`crate::vm`]).
+#[derive(Copy, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum VmMode {
+    /// A passthru macvtap stacked on the port TAP.
+    #[default]
+    Macvtap,
+    /// The VM's own TAP, joined to the port TAP by tc redirects.
+    Glue,
+}
+
+impl FromStr for VmMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "macvtap" => Ok(Self::Macvtap),
+            "glue" => Ok(Self::Glue),
+            other => Err(format!("unknown VM mode {other:?} (macvtap or glue)")),
+        }
+    }
 }
 
 fn default_enabled() -> bool {
@@ -379,6 +434,11 @@ impl PortConfig {
             flood_multicast: true,
             flood_broadcast: true,
             enabled: true,
+            vm: None,
+            vm_mode: None,
+            vm_mac: None,
+            vm_queues: None,
+            vm_device: None,
         }
     }
 
@@ -600,6 +660,7 @@ impl PortConfig {
         }
         self.validate_vlans(prefix)?;
         self.validate_security(prefix)?;
+        self.validate_vm(prefix)?;
         if let Some(storm) = &self.storm_control {
             let rates = [
                 ("broadcast_pps", storm.broadcast_pps),
@@ -713,13 +774,118 @@ impl PortConfig {
                 ));
             }
         }
-        if self.bind_mac && self.mac.is_none() {
+        if self.bind_mac && self.mac.is_none() && self.vm.is_none() {
             return Err(invalid(
                 format!("{prefix}bind_mac"),
-                format!("needs {prefix}mac, the address to bind to"),
+                format!(
+                    "needs {prefix}mac (or vm, whose guest MAC it binds), the address to bind to"
+                ),
             ));
         }
         Ok(())
+    }
+
+    fn validate_vm(&self, prefix: &str) -> Result<(), ConfigError> {
+        let Some(domain) = &self.vm else {
+            for (key, set) in [
+                ("vm_mode", self.vm_mode.is_some()),
+                ("vm_mac", self.vm_mac.is_some()),
+                ("vm_queues", self.vm_queues.is_some()),
+                ("vm_device", self.vm_device.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        format!("{prefix}{key}"),
+                        "only for a VM port (set vm = \"DOMAIN\")",
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if domain.is_empty() || domain.len() > 255 || domain.contains(['/', '\0']) {
+            return Err(invalid(
+                format!("{prefix}vm"),
+                format!("{domain:?} is not a libvirt domain name"),
+            ));
+        }
+        if self.netns.is_some() {
+            return Err(invalid(
+                format!("{prefix}netns"),
+                "a VM port lives in the host's namespace, where libvirt looks its device up",
+            ));
+        }
+        if let Some(mac) = self.vm_mac
+            && (!mac.is_unicast() || mac.is_zero())
+        {
+            return Err(invalid(
+                format!("{prefix}vm_mac"),
+                format!("{mac} is not a unicast station address"),
+            ));
+        }
+        if let Some(queues) = self.vm_queues
+            && !(1..=crate::vm::MAX_QUEUES).contains(&queues)
+        {
+            return Err(invalid(
+                format!("{prefix}vm_queues"),
+                format!("{queues} is outside 1..={}", crate::vm::MAX_QUEUES),
+            ));
+        }
+        let device = self.vm_device_name();
+        tap::validate_name(&device)
+            .map_err(|e| invalid(format!("{prefix}vm_device"), e.to_string()))?;
+        if device == self.name {
+            return Err(invalid(
+                format!("{prefix}vm_device"),
+                format!("{device:?} is the port TAP's own name"),
+            ));
+        }
+        if self.vm_mode.unwrap_or_default() == VmMode::Macvtap
+            && let (Some(mac), Some(vm_mac)) = (self.mac, self.vm_mac)
+            && mac != vm_mac
+        {
+            return Err(invalid(
+                format!("{prefix}mac"),
+                format!(
+                    "{mac} differs from vm_mac {vm_mac}: a passthru macvtap gives the port TAP \
+                     the guest's MAC; leave mac unset"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guest NIC's MAC: `vm_mac`, else one derived from the port name (`52:54:00` and
+    /// three bytes of a hash, as libvirt's prefix), so it stays the same across restarts.
+    pub fn vm_mac_or_derived(&self) -> MacAddr {
+        if let Some(mac) = self.vm_mac {
+            return mac;
+        }
+        // FNV-1a: stable across builds and platforms, unlike the std hasher.
+        let hash = self.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let [a, b, c, ..] = hash.to_be_bytes();
+        MacAddr([0x52, 0x54, 0x00, a, b, c])
+    }
+
+    /// The device QEMU opens for this VM port: `vm_device`, else `mvt-NAME` (macvtap) or
+    /// `vmt-NAME` (glue), shortened to 15 bytes with a hash of the name when needed.
+    pub fn vm_device_name(&self) -> String {
+        if let Some(device) = &self.vm_device {
+            return device.clone();
+        }
+        let prefix = match self.vm_mode.unwrap_or_default() {
+            VmMode::Macvtap => "mvt-",
+            VmMode::Glue => "vmt-",
+        };
+        if prefix.len() + self.name.len() <= tap::MAX_NAME_LEN {
+            return format!("{prefix}{}", self.name);
+        }
+        let hash = self.name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        // 4 + 5 + 6 = 15 bytes: a readable start of the name and a hash of all of it.
+        format!("{prefix}{}{:06x}", &self.name[..5], hash & 0x00ff_ffff)
     }
 
     /// The forwarding policy this port's settings describe. Only meaningful once the
@@ -745,7 +911,9 @@ impl PortConfig {
         };
         let mut allowed_macs: Vec<MacAddr> = self.allowed_macs.clone().unwrap_or_default();
         if self.bind_mac
-            && let Some(mac) = self.mac
+            && let Some(mac) = self
+                .mac
+                .or(self.vm.as_ref().map(|_| self.vm_mac_or_derived()))
             && !allowed_macs.contains(&mac)
         {
             allowed_macs.push(mac);
@@ -1370,6 +1538,109 @@ mod tests {
         known.sort_unstable();
         assert_eq!(keys, known);
         assert!(RUNTIME_KEYS.iter().all(|key| PORT_KEYS.contains(key)));
+    }
+
+    #[test]
+    fn vm_ports_parse_and_derive_their_device_and_mac() {
+        let text = r#"
+            [[port]]
+            name = "web1"
+            vm = "instance-00000001"
+
+            [[port]]
+            name = "a-long-name.12"
+            vm = "db"
+            vm_mode = "glue"
+            vm_mac = "fa:16:3e:00:00:07"
+            vm_queues = 4
+            bind_mac = true
+
+            [[port]]
+            name = "n1"
+            vm = "db"
+            vm_device = "tap1234abcd-ef"
+        "#;
+        let config = Config::from_toml(text, "test").unwrap();
+        let [web, db, nova] = &config.ports[..] else {
+            panic!("three ports")
+        };
+        assert_eq!(web.vm_device_name(), "mvt-web1");
+        assert_eq!(web.vm_mode.unwrap_or_default(), VmMode::Macvtap);
+        let derived = web.vm_mac_or_derived();
+        assert_eq!(derived.0[..3], [0x52, 0x54, 0x00]);
+        assert_eq!(derived, web.clone().vm_mac_or_derived(), "stable");
+        assert_ne!(derived, PortConfig::named("web2").vm_mac_or_derived());
+        // Too long for "vmt-" + name: a readable start and a hash, 15 bytes.
+        let device = db.vm_device_name();
+        assert!(
+            device.starts_with("vmt-a-lon") && device.len() == 15,
+            "{device}"
+        );
+        assert_ne!(
+            device,
+            PortConfig {
+                name: "a-long-name.13".into(),
+                ..db.clone()
+            }
+            .vm_device_name()
+        );
+        assert_eq!(db.vm_mac_or_derived().to_string(), "fa:16:3e:00:00:07");
+        // bind_mac on a VM port binds the guest's MAC.
+        assert_eq!(
+            &*db.policy().security.allowed_macs,
+            &[db.vm_mac_or_derived()]
+        );
+        assert_eq!(nova.vm_device_name(), "tap1234abcd-ef");
+        let again = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
+    }
+
+    #[test]
+    fn invalid_vm_settings_name_the_field() {
+        let port = |extra: &str| format!("[[port]]\nname = \"p1\"\n{extra}");
+        let cases = [
+            (
+                port("vm_mode = \"glue\""),
+                "port[0].vm_mode: only for a VM port",
+            ),
+            (
+                port("vm_queues = 2"),
+                "port[0].vm_queues: only for a VM port",
+            ),
+            (
+                port("vm = \"\""),
+                "port[0].vm: \"\" is not a libvirt domain name",
+            ),
+            (port("vm = \"d\"\nvm_mode = \"bridge\""), "bridge"),
+            (
+                port("vm = \"d\"\nnetns = \"ns1\""),
+                "port[0].netns: a VM port lives in the host's namespace",
+            ),
+            (
+                port("vm = \"d\"\nvm_mac = \"01:00:5e:00:00:01\""),
+                "port[0].vm_mac: 01:00:5e:00:00:01 is not a unicast",
+            ),
+            (
+                port("vm = \"d\"\nvm_queues = 0"),
+                "port[0].vm_queues: 0 is outside 1..=256",
+            ),
+            (
+                port("vm = \"d\"\nvm_device = \"p1\""),
+                "port[0].vm_device: \"p1\" is the port TAP's own name",
+            ),
+            (
+                port("vm = \"d\"\nvm_device = \"x/y\""),
+                "port[0].vm_device: invalid interface name",
+            ),
+            (
+                port("vm = \"d\"\nmac = \"02:00:00:00:00:01\"\nvm_mac = \"02:00:00:00:00:02\""),
+                "port[0].mac: 02:00:00:00:00:01 differs from vm_mac",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_toml(&text, "test").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ use crate::switch::{self, LinkSockets};
 use crate::upgrade::{self, HandedEntry, Handover};
 use crate::wire::MacAddr;
 
+mod vms;
+
 /// Where `tapswitch run` listens, and every other command connects, by default.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/tapswitch/tapswitch.sock";
 
@@ -83,6 +85,8 @@ pub enum ControlError {
     Refused(String),
     #[error("control socket {path}: bad reply {line:?}")]
     BadReply { path: PathBuf, line: String },
+    #[error("VM port: {0}")]
+    VmPort(String),
 }
 
 /// The running signal thread; [`SignalThread::stop`] ends it.
@@ -141,6 +145,8 @@ impl SignalThread {
 // Variants without fields are written `V {}`: only struct variants reject
 // unknown fields in an internally tagged enum.
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+// One request per line, parsed and dropped: a large `port_add` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Request {
     /// Who is serving: pid, version, metrics address.
     Hello {},
@@ -191,6 +197,10 @@ pub enum Request {
     Upgrade {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         binary: Option<PathBuf>,
+    },
+    /// The libvirt `<interface>` element of a VM port, for its domain's definition.
+    LibvirtXml {
+        name: String,
     },
 }
 
@@ -291,6 +301,8 @@ struct Shared {
     /// listener. (Connecting to our own socket would not do: the file may be
     /// gone, or after a handover the new process would take the connection.)
     wake: UnixStream,
+    /// libvirt for VM ports.
+    vms: vms::Vms,
 }
 
 struct State {
@@ -309,6 +321,7 @@ pub struct ControlServer {
     shared: Arc<Shared>,
     path: PathBuf,
     accept: JoinHandle<()>,
+    vm_events: JoinHandle<()>,
 }
 
 impl ControlServer {
@@ -336,9 +349,13 @@ impl ControlServer {
         wake_tx
             .set_nonblocking(true)
             .map_err(ControlError::Thread)?;
+        let (vms, domain_events) = vms::Vms::new(&config.switch);
+        let mut state = State { config, links };
+        // The configured VM ports' TAPs exist: give them their VM devices before serving.
+        vms::create_configured(&mut state)?;
         let shared = Arc::new(Shared {
             dataplane,
-            state: Mutex::new(State { config, links }),
+            state: Mutex::new(state),
             subscribers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
@@ -346,7 +363,9 @@ impl ControlServer {
             path: socket.path.clone(),
             handed_over: AtomicBool::new(false),
             wake: wake_tx,
+            vms,
         });
+        let vm_events = vms::spawn(&shared, domain_events)?;
         let fan_out = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("tapswitch-events".into())
@@ -363,6 +382,7 @@ impl ControlServer {
             shared,
             path,
             accept,
+            vm_events,
         })
     }
 
@@ -375,6 +395,7 @@ impl ControlServer {
             // After a handover the socket file is the new process's.
             let _ = std::fs::remove_file(&self.path);
         }
+        vms::stop(&self.shared, self.vm_events);
     }
 }
 
@@ -558,24 +579,15 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         Request::Upgrade { binary } => upgrade(shared, binary),
         Request::PortDel { name } => {
             let mut state = lock(&shared.state);
-            let removed = dataplane
-                .request(|reply| Command::RemovePort {
-                    name: name.clone(),
-                    reply,
-                })
-                .map_err(stopped)?
-                .map_err(stopped)?;
-            // Closing the TAP here deletes a non-persistent netdev, off the packet path.
-            drop(removed.port);
-            state.config.ports.retain(|p| p.name != name);
+            let reply = remove_port(shared, &mut state, &name, true)?;
             info!(port = %name, "port deleted by request");
-            Ok(json!(removed.last))
+            Ok(reply)
         }
         Request::PortSet { name, set } => set_port(shared, &name, set),
         Request::PortList {} => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
-            prune_config(&mut state.config, &counters);
+            prune_config(&mut state, &counters);
             let ports: Vec<Value> = counters
                 .ports
                 .iter()
@@ -589,6 +601,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                         "enabled": live.enabled,
                         "offloads": live.vnet_hdr,
                         "persistent": config.is_some_and(|c| c.persistent),
+                        "vm": config.and_then(|c| c.vm.clone()),
                     })
                 })
                 .collect();
@@ -662,8 +675,14 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         Request::ConfigShow {} => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
-            prune_config(&mut state.config, &counters);
+            prune_config(&mut state, &counters);
             Ok(json!(state.config))
+        }
+        Request::LibvirtXml { name } => {
+            let counters = counters(dataplane)?;
+            let mut state = lock(&shared.state);
+            prune_config(&mut state, &counters);
+            vms::libvirt_xml(&state, &name)
         }
     }
 }
@@ -716,6 +735,45 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
     Ok(json!({"pid": child.id(), "binary": binary}))
 }
 
+/// Removes port `name` from the dataplane and closes its TAP here, off the packet path
+/// (deleting a non-persistent netdev), with a VM port's devices. `unplug`: first take a VM
+/// port's NIC out of its domain (not when the domain itself dropped it or went away).
+fn remove_port(
+    shared: &Shared,
+    state: &mut State,
+    name: &str,
+    unplug: bool,
+) -> Result<Value, String> {
+    let vm_port = state
+        .config
+        .ports
+        .iter()
+        .find(|p| p.name == name && p.vm.is_some())
+        .cloned();
+    let unplugged = match &vm_port {
+        Some(port) if unplug => vms::unplug(shared, port),
+        _ => None,
+    };
+    let removed = shared
+        .dataplane
+        .request(|reply| Command::RemovePort {
+            name: name.to_owned(),
+            reply,
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    drop(removed.port);
+    if let Some(port) = &vm_port {
+        vms::remove_devices(state, port);
+    }
+    state.config.ports.retain(|p| p.name != name);
+    let mut reply = json!(removed.last);
+    if let Some(vm) = unplugged {
+        reply["vm"] = vm;
+    }
+    Ok(reply)
+}
+
 fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {
     dataplane
         .request(Command::Counters)
@@ -723,9 +781,21 @@ fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {
 }
 
 /// Forgets configured ports the dataplane removed after a device error, so
-/// the configuration says what runs and such a port can be added again.
-fn prune_config(config: &mut Config, counters: &Snapshot) {
-    config
+/// the configuration says what runs and such a port can be added again; a VM
+/// port's devices go with it.
+fn prune_config(state: &mut State, counters: &Snapshot) {
+    let gone: Vec<PortConfig> = state
+        .config
+        .ports
+        .iter()
+        .filter(|p| !counters.ports.iter().any(|live| live.name == p.name))
+        .cloned()
+        .collect();
+    for port in &gone {
+        vms::remove_devices(state, port);
+    }
+    state
+        .config
         .ports
         .retain(|p| counters.ports.iter().any(|live| live.name == p.name));
 }
@@ -744,7 +814,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
-    prune_config(&mut state.config, &counters);
+    prune_config(state, &counters);
     if state.config.ports.iter().any(|p| p.name == port.name) {
         return Err(format!(
             "port.name: a port named {:?} already exists",
@@ -754,6 +824,8 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     // The slow part (TAP open in the namespace, netlink) runs here, not in the dataplane.
     let tap = switch::create_tap_port(&state.config.switch, &port, &mut state.links)
         .map_err(|e| e.to_string())?;
+    // On error the TAP is dropped, which deletes it (and a macvtap stacked on it).
+    let vm_interface = vms::create_devices(state, &port)?;
     let added = shared
         .dataplane
         .request(|reply| Command::AddPort {
@@ -762,11 +834,32 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
             settings: switch::settings_of(&port),
             reply,
         })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+        .and_then(|added| added.map_err(|e| e.to_string()));
+    let added = match added {
+        Ok(added) => added,
+        Err(error) => {
+            vms::remove_devices(state, &port);
+            return Err(error);
+        }
+    };
     info!(port = %port.name, netns = port.netns.as_deref().unwrap_or("-"), "port added by request");
-    state.config.ports.push(port);
-    Ok(json!(added))
+    state.config.ports.push(port.clone());
+    let mut reply = json!(added);
+    if let Some(interface) = vm_interface {
+        // The port forwards before the guest sees its NIC.
+        match vms::plug(shared, &port, &interface) {
+            Ok(vm) => reply["vm"] = vm,
+            Err(error) => {
+                let _ = remove_port(shared, state, &port.name, false);
+                return Err(format!(
+                    "port {}: {error}; the port was not added",
+                    port.name
+                ));
+            }
+        }
+    }
+    Ok(reply)
 }
 
 fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value, String> {
@@ -778,7 +871,7 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
-    prune_config(&mut state.config, &counters);
+    prune_config(state, &counters);
     let Some(index) = state.config.ports.iter().position(|p| p.name == name) else {
         return Err(format!("no port named {name:?}"));
     };
@@ -898,31 +991,37 @@ fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
         if let Event::PortRemoved { port, .. } = &event {
             names.remove(port);
         }
-        let mut subscribers = lock(&shared.subscribers);
-        subscribers.retain_mut(|subscriber| {
-            if subscriber.lost > 0 {
-                let notice = json!({"event": "events_lost", "count": subscriber.lost});
-                match subscriber.lines.try_send(format!("{notice}\n")) {
-                    Ok(()) => subscriber.lost = 0,
-                    Err(TrySendError::Full(_)) => {
-                        subscriber.lost += 1;
-                        return true;
-                    }
-                    Err(TrySendError::Disconnected(_)) => return false,
-                }
-            }
-            match subscriber.lines.try_send(line.clone()) {
-                Ok(()) => true,
-                Err(TrySendError::Full(_)) => {
-                    subscriber.lost += 1;
-                    true
-                }
-                Err(TrySendError::Disconnected(_)) => false,
-            }
-        });
+        offer_line(shared, &line);
     }
     // The dataplane is gone: dropping the senders ends every event stream.
     lock(&shared.subscribers).clear();
+}
+
+/// Offers one event line to every subscriber without waiting for any; a
+/// subscriber whose queue is full loses it (and is told how many it lost).
+fn offer_line(shared: &Shared, line: &str) {
+    let mut subscribers = lock(&shared.subscribers);
+    subscribers.retain_mut(|subscriber| {
+        if subscriber.lost > 0 {
+            let notice = json!({"event": "events_lost", "count": subscriber.lost});
+            match subscriber.lines.try_send(format!("{notice}\n")) {
+                Ok(()) => subscriber.lost = 0,
+                Err(TrySendError::Full(_)) => {
+                    subscriber.lost += 1;
+                    return true;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        match subscriber.lines.try_send(line.to_owned()) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                subscriber.lost += 1;
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    });
 }
 
 /// One event as a JSON line: port ids become names (`port`, `from`, `to`,

@@ -18,11 +18,13 @@ pub mod vnet;
 pub mod wire;
 
 pub mod config;
+pub mod libvirt;
 pub mod link;
 pub mod netns;
 pub mod privileges;
 pub mod switch;
 pub mod vm;
+pub mod vmport;
 
 pub mod control;
 pub mod demo;

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
-use tapswitch::config::{Config, PortConfig, PortSettings, parse_metrics_addr, setting_value};
+use tapswitch::config::{
+    Config, PortConfig, PortSettings, VmMode, parse_metrics_addr, setting_value,
+};
 use tapswitch::control::{
     ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN, Request,
     SignalThread,
@@ -90,6 +92,12 @@ enum Command {
     /// The configuration of a running switch.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The libvirt `<interface>` element of a VM port (`port add --vm`), to put into the
+    /// domain's `<devices>`.
+    LibvirtXml {
+        /// The VM port.
+        port: String,
+    },
     /// Create three namespaces, connect them through the switch, prove all
     /// pairs can ping, show the MAC table and counters, and clean up.
     Demo,
@@ -110,6 +118,11 @@ enum Command {
 #[allow(clippy::large_enum_variant)]
 enum PortCommand {
     /// Create a TAP port (in namespace NETNS with NAME@NETNS) and start forwarding on it.
+    ///
+    /// With --vm DOMAIN the port is a libvirt domain's NIC: the switch also creates the device
+    /// QEMU opens (a passthru macvtap on the port, or with --mode glue the VM's own TAP glued
+    /// to it), hot-plugs it when the domain runs, and otherwise waits for the domain (see
+    /// `libvirt-xml`). --mac is then the guest's MAC.
     Add {
         #[arg(value_name = "NAME[@NETNS]")]
         port: PortConfig,
@@ -117,6 +130,8 @@ enum PortCommand {
         options: PortOptions,
         #[command(flatten)]
         features: FeatureOptions,
+        #[command(flatten)]
+        vm: VmOptions,
     },
     /// Stop forwarding on a port and close its TAP (deleting it unless persistent).
     Del { name: String },
@@ -265,6 +280,33 @@ impl FeatureOptions {
             .into_iter()
             .filter_map(|(key, text)| Some((key.to_owned(), setting_value(key, &text?))))
             .collect()
+    }
+}
+
+/// A VM port's settings (`vm`, `vm_mode`, `vm_queues` of a `[[port]]`).
+#[derive(Args)]
+struct VmOptions {
+    /// The libvirt domain whose NIC this port is.
+    #[arg(long, value_name = "DOMAIN")]
+    vm: Option<String>,
+    /// How the guest NIC reaches the port.
+    #[arg(long, value_name = "macvtap|glue", requires = "vm")]
+    mode: Option<VmMode>,
+    /// virtio-net queue pairs of the guest NIC.
+    #[arg(long, value_name = "N", requires = "vm")]
+    queues: Option<u32>,
+}
+
+impl VmOptions {
+    fn apply(self, port: &mut PortConfig) {
+        if self.vm.is_none() {
+            return;
+        }
+        port.vm = self.vm;
+        port.vm_mode = self.mode.or(port.vm_mode);
+        port.vm_queues = self.queues.or(port.vm_queues);
+        // The endpoint of a VM port is the guest: --mac is its NIC's address.
+        port.vm_mac = port.mac.take().or(port.vm_mac);
     }
 }
 
@@ -596,8 +638,10 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             mut port,
             options,
             features,
+            vm,
         }) => {
             options.apply(&mut port);
+            vm.apply(&mut port);
             let port = port
                 .with_settings(&features.settings())
                 .map_err(|e| e.to_string())?;
@@ -638,6 +682,9 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         Command::Stats { port } => (Request::Stats { port }, reply::stats),
         Command::Upgrade { binary } => (Request::Upgrade { binary }, |r| {
             format!("handed over to pid {}\n", r["pid"])
+        }),
+        Command::LibvirtXml { port } => (Request::LibvirtXml { name: port }, |r| {
+            r["xml"].as_str().unwrap_or_default().to_owned()
         }),
         Command::Config(ConfigCommand::Show) => (Request::ConfigShow {}, |r| {
             serde_json::from_value::<Config>(r.clone())

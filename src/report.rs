@@ -107,8 +107,8 @@ pub mod reply {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} PERSISTENT",
-            "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS"
+            "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} VM",
+            "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS", "PERSISTENT"
         );
         for port in ports.as_array().into_iter().flatten() {
             let state = if port["enabled"] == true {
@@ -119,14 +119,15 @@ pub mod reply {
             let yes_no = |v: &Value| if *v == true { "yes" } else { "no" };
             let _ = writeln!(
                 out,
-                "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {}",
+                "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} {}",
                 text(&port["name"]),
                 text(&port["id"]),
                 text(&port["netns"]),
                 text(&port["mtu"]),
                 state,
                 yes_no(&port["offloads"]),
-                yes_no(&port["persistent"])
+                yes_no(&port["persistent"]),
+                text(&port["vm"])
             );
         }
         out
@@ -187,6 +188,9 @@ pub mod reply {
                 "off"
             },
         );
+        if let Some(vm) = port.get("vm") {
+            let _ = writeln!(out, "vm {}: {}", text(&vm["domain"]), text(&vm["action"]));
+        }
         counters_header(&mut out);
         port_counters_line(&mut out, port, "");
         out

@@ -41,6 +41,14 @@ pub enum VmError {
     /// The all-zero MAC means "no address".
     #[error("VM interface MAC 00:00:00:00:00:00: a guest NIC needs a non-zero address")]
     ZeroMac,
+    /// libvirt accepts only `ua-` aliases of letters, digits, `_` and `-` from users.
+    #[error(
+        "VM interface alias {alias:?}: must start with \"ua-\" and hold only letters, digits, '_' and '-'"
+    )]
+    InvalidAlias {
+        /// The rejected alias.
+        alias: String,
+    },
     /// Queue count outside 1..=MAX_QUEUES.
     #[error("VM interface queues {queues}: must be between 1 and {MAX_QUEUES}")]
     InvalidQueues {
@@ -83,6 +91,15 @@ pub struct VmInterface {
     pub mac: MacAddr,
     /// virtio-net queue pairs; more than one needs a multi-queue target.
     pub queues: u32,
+    /// libvirt device alias (`<alias name='ua-…'/>`): libvirt names the device by it in
+    /// events, so a removed NIC can be told apart from the domain's other devices.
+    pub alias: Option<String>,
+}
+
+/// The device alias tapswitch gives the NIC of port `port`: `ua-tsw-` and the port name, with
+/// `.` (not allowed in aliases) written as `_`.
+pub fn port_alias(port: &str) -> String {
+    format!("ua-tsw-{}", port.replace('.', "_"))
 }
 
 impl VmInterface {
@@ -101,6 +118,19 @@ impl VmInterface {
                 queues: self.queues,
             });
         }
+        if let Some(alias) = &self.alias {
+            let valid = alias.strip_prefix("ua-").is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            });
+            if !valid {
+                return Err(VmError::InvalidAlias {
+                    alias: alias.clone(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -116,7 +146,8 @@ impl VmInterface {
     ///
     /// `managed='no'`: libvirt opens the existing device and neither creates nor deletes it,
     /// so the switch's port (and its macvtap or VM TAP) outlives the domain. `<driver
-    /// queues='N'/>` appears only for N > 1, as libvirt writes it. Every value is validated
+    /// queues='N'/>` appears only for N > 1, as libvirt writes it, and `<alias name='…'/>` only
+    /// with an alias. Every value is validated
     /// first; the validated names and MAC contain no character XML would need escaped.
     pub fn to_xml(&self) -> Result<String, VmError> {
         self.validate()?;
@@ -131,6 +162,9 @@ impl VmInterface {
         let _ = writeln!(xml, "  <model type='virtio'/>");
         if self.queues > 1 {
             let _ = writeln!(xml, "  <driver queues='{}'/>", self.queues);
+        }
+        if let Some(alias) = &self.alias {
+            let _ = writeln!(xml, "  <alias name='{alias}'/>");
         }
         let _ = writeln!(xml, "</interface>");
         Ok(xml)
@@ -148,6 +182,7 @@ mod tests {
             },
             mac: "52:54:00:ab:cd:01".parse().unwrap(),
             queues,
+            alias: None,
         }
     }
 
@@ -171,6 +206,7 @@ mod tests {
             },
             mac: "fa:16:3e:00:00:07".parse().unwrap(),
             queues: 4,
+            alias: Some(port_alias("web.1")),
         };
         assert_eq!(
             interface.to_xml().unwrap(),
@@ -179,6 +215,7 @@ mod tests {
              \x20 <target dev='tap1234abcd-ef' managed='no'/>\n\
              \x20 <model type='virtio'/>\n\
              \x20 <driver queues='4'/>\n\
+             \x20 <alias name='ua-tsw-web_1'/>\n\
              </interface>\n"
         );
         assert_eq!(interface.attachment.target_device(), "tap1234abcd-ef");
@@ -225,5 +262,16 @@ mod tests {
             );
         }
         assert!(macvtap("mvt0", MAX_QUEUES).validate().is_ok());
+
+        for alias in ["net0", "ua-", "ua-a.b", "ua-x'/>"] {
+            let interface = VmInterface {
+                alias: Some(alias.to_owned()),
+                ..macvtap("mvt0", 1)
+            };
+            assert!(
+                matches!(interface.validate(), Err(VmError::InvalidAlias { .. })),
+                "{alias}"
+            );
+        }
     }
 }

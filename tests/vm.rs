@@ -16,9 +16,12 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
+use tapswitch::control::{ControlClient, Request};
 use tapswitch::link::{LinkSettings, Netlink};
 use tapswitch::tap::{Tap, TapOptions};
 use tapswitch::vm::{VmAttachment, VmInterface};
@@ -107,18 +110,44 @@ struct Guest {
     console: PathBuf,
 }
 
+/// How a test's domain is created.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lifetime {
+    /// `virsh define` + `virsh start`: the domain outlives a `destroy`.
+    Persistent,
+    /// `virsh create`: the domain is gone once it stops.
+    Transient,
+}
+
 impl Guest {
     fn start(scratch: &ScratchDir, spec: &GuestSpec<'_>) -> Self {
-        let name = unique("tsw-vm-");
+        let interface = spec.interface.to_xml().expect("valid interface");
+        Self::start_with(
+            scratch,
+            &unique("tsw-vm-"),
+            spec.ip_with_prefix,
+            spec.peer,
+            &interface,
+            Lifetime::Persistent,
+        )
+    }
+
+    /// Starts domain `name` with `interface` (device XML, possibly empty) in its devices.
+    fn start_with(
+        scratch: &ScratchDir,
+        name: &str,
+        ip_with_prefix: &str,
+        peer: Option<&str>,
+        interface: &str,
+        lifetime: Lifetime,
+    ) -> Self {
+        let name = name.to_owned();
         let console = scratch.0.join(format!("{name}.console"));
-        let mut cmdline = format!(
-            "console=ttyS0 quiet panic=-1 tsw.ip={} tsw.echo={ECHO_PORT}",
-            spec.ip_with_prefix
-        );
-        if let Some(peer) = spec.peer {
+        let mut cmdline =
+            format!("console=ttyS0 quiet panic=-1 tsw.ip={ip_with_prefix} tsw.echo={ECHO_PORT}");
+        if let Some(peer) = peer {
             cmdline.push_str(&format!(" tsw.peer={peer} tsw.ping_secs=100"));
         }
-        let interface = spec.interface.to_xml().expect("valid interface");
         let xml = format!(
             "<domain type='{domain_type}'>
   <name>{name}</name>
@@ -148,12 +177,29 @@ impl Guest {
         let xml_path = scratch.0.join(format!("{name}.xml"));
         std::fs::write(&xml_path, &xml).expect("writing domain XML");
         let xml_arg = xml_path.to_str().expect("UTF-8 path");
+        if lifetime == Lifetime::Transient {
+            let guest = Self { name, console };
+            let (ok, _, err) = virsh(&["create", xml_arg]);
+            assert!(ok, "virsh create {} failed: {err}\n{xml}", guest.name);
+            return guest;
+        }
         let (ok, _, err) = virsh(&["define", xml_arg]);
         assert!(ok, "virsh define {name} failed: {err}\n{xml}");
         let guest = Self { name, console };
         let (ok, _, err) = virsh(&["start", &guest.name]);
         assert!(ok, "virsh start {} failed: {err}\n{xml}", guest.name);
         guest
+    }
+
+    /// Waits until the console shows `marker` at least `count` times.
+    fn wait_console_count(&self, marker: &str, count: usize, timeout: Duration) {
+        assert!(
+            wait_for(timeout, || self.console_text().matches(marker).count()
+                >= count),
+            "guest {} did not print {marker:?} {count} times within {timeout:?}; console:\n{}",
+            self.name,
+            self.console_text()
+        );
     }
 
     fn console_text(&self) -> String {
@@ -298,6 +344,7 @@ fn two_guests_on_macvtaps_ping_each_other_and_a_namespace_talks_to_both() {
             attachment: VmAttachment::Macvtap { macvtap },
             mac: format!("52:54:00:67:00:{:02x}", i + 1).parse().unwrap(),
             queues: 1,
+            alias: None,
         });
     }
 
@@ -408,6 +455,7 @@ fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
         },
         mac: "52:54:00:68:00:01".parse().unwrap(),
         queues: 1,
+        alias: None,
     };
     let scratch = ScratchDir::new();
     let guest = Guest::start(
@@ -477,6 +525,7 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
         },
         mac: "52:54:00:69:00:01".parse().unwrap(),
         queues: 1,
+        alias: None,
     };
 
     let scratch = ScratchDir::new();
@@ -530,4 +579,420 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
     );
     let payload = b"hello replugged guest";
     assert_eq!(tcp_echo(&netns.name, "10.69.0.1", payload), payload);
+}
+
+// --- VM ports through the daemon: `port add --vm`, `libvirt-xml`, domain events ------------
+
+/// The switch's event stream (`events`), read on a thread, as JSON values.
+fn subscribe(switch: &Switch) -> Receiver<Value> {
+    let mut client = ControlClient::connect(&switch.control).expect("connecting for events");
+    client
+        .request(&Request::Events {})
+        .expect("subscribing to events");
+    let (lines, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Ends when the switch stops (end of stream) or the test drops the receiver.
+        while let Ok(line) = client.next_line() {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The first event for which `matches` holds, within `timeout`; panics with what came instead.
+fn wait_event(
+    events: &Receiver<Value>,
+    timeout: Duration,
+    matches: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match events.recv_timeout(left) {
+            Ok(event) if matches(&event) => return event,
+            Ok(event) => seen.push(event.to_string()),
+            Err(_) => break,
+        }
+    }
+    panic!(
+        "no matching event within {timeout:?}; saw:\n{}",
+        seen.join("\n")
+    )
+}
+
+/// Names of the switch's ports.
+fn port_names(switch: &Switch) -> Vec<String> {
+    switch
+        .ctl_json(&["port", "list"])
+        .as_array()
+        .expect("port list is an array")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name").to_owned())
+        .collect()
+}
+
+/// `virsh dumpxml --inactive`: the stored definition of a persistent domain.
+fn stored_xml(domain: &str) -> String {
+    let (ok, xml, err) = virsh(&["dumpxml", "--inactive", domain]);
+    assert!(ok, "virsh dumpxml --inactive {domain}: {err}");
+    xml
+}
+
+fn link_exists(name: &str) -> bool {
+    Netlink::open().unwrap().index_of(name).is_ok()
+}
+
+/// `tapswitch libvirt-xml PORT` on `switch`.
+fn libvirt_xml(switch: &Switch, port: &str) -> String {
+    let (ok, xml, err) = switch.ctl(&["libvirt-xml", port]);
+    assert!(ok, "libvirt-xml {port}: {err}");
+    xml
+}
+
+/// A switch with one namespace port `n0` at `ns_ip`/24, for guests to talk to.
+fn switch_with_namespace(ns_ip: &str) -> (Switch, Netns) {
+    let netns = Netns::new();
+    let switch = Switch::start(&["--port", &format!("n0@{}", netns.name)]);
+    sh(
+        "ip",
+        &[
+            "-n",
+            &netns.name,
+            "addr",
+            "add",
+            &format!("{ns_ip}/24"),
+            "dev",
+            "n0",
+        ],
+    );
+    (switch, netns)
+}
+
+#[test]
+fn daemon_vm_ports_made_before_their_domains_carry_traffic_and_go_with_the_domains() {
+    testbed();
+    let (switch, netns) = switch_with_namespace("10.70.0.100");
+    let events = subscribe(&switch);
+    let ports = [unique("va"), unique("va")];
+    let domains = [unique("tsw-vm-"), unique("tsw-vm-")];
+    // As Nova plugs VIFs: the port and its device exist before the domain does.
+    for (port, domain) in ports.iter().zip(&domains) {
+        let (ok, out, err) = switch.ctl(&["port", "add", port, "--vm", domain]);
+        assert!(ok, "port add {port} --vm {domain}: {err}");
+        assert!(
+            out.contains(&format!("vm {domain}: waiting for the domain")),
+            "{out}"
+        );
+    }
+    let devices: Vec<String> = ports.iter().map(|p| format!("mvt-{p}")).collect();
+    for device in &devices {
+        assert!(link_exists(device), "{device} was not created");
+    }
+    let xml: Vec<String> = ports.iter().map(|p| libvirt_xml(&switch, p)).collect();
+    assert!(
+        xml[0].contains(&format!("<target dev='{}' managed='no'/>", devices[0])),
+        "{}",
+        xml[0]
+    );
+
+    // Guest 0 is persistent (define + start), guest 1 transient (create).
+    let scratch = ScratchDir::new();
+    let lifetimes = [Lifetime::Persistent, Lifetime::Transient];
+    let guests: Vec<Guest> = (0..2)
+        .map(|i| {
+            Guest::start_with(
+                &scratch,
+                &domains[i],
+                &format!("10.70.0.{}/24", i + 1),
+                Some(&format!("10.70.0.{}", 2 - i)),
+                &xml[i],
+                lifetimes[i],
+            )
+        })
+        .collect();
+    guests[0].wait_console("TSW-PING-OK 10.70.0.2", "TSW-PING-FAIL", GUEST_TIMEOUT);
+    guests[1].wait_console("TSW-PING-OK 10.70.0.1", "TSW-PING-FAIL", GUEST_TIMEOUT);
+    for i in 0..2 {
+        assert_eq!(
+            ping(&netns.name, &format!("10.70.0.{}", i + 1), 2, "0.2"),
+            2
+        );
+    }
+
+    // A persistent domain that stops keeps its port: destroy + start works again.
+    let (ok, _, err) = virsh(&["destroy", &domains[0]]);
+    assert!(ok, "virsh destroy: {err}");
+    wait_event(&events, Duration::from_secs(20), |e| {
+        e["event"] == "vm_domain_event"
+            && e["domain"] == domains[0].as_str()
+            && e["kind"] == "stopped"
+    });
+    assert!(
+        port_names(&switch).contains(&ports[0]),
+        "kept for a restart"
+    );
+    assert!(link_exists(&devices[0]));
+    let (ok, _, err) = virsh(&["start", &domains[0]]);
+    assert!(ok, "virsh start after destroy: {err}");
+    assert!(
+        wait_for(GUEST_TIMEOUT, || ping(&netns.name, "10.70.0.1", 1, "0.2")
+            == 1),
+        "no ping after the restart; console:\n{}",
+        guests[0].console_text()
+    );
+
+    // A transient domain that stops is gone: so is its port, device and all.
+    let (ok, _, err) = virsh(&["destroy", &domains[1]]);
+    assert!(ok, "virsh destroy: {err}");
+    let removed = wait_event(&events, Duration::from_secs(20), |e| {
+        e["event"] == "vm_port_removed"
+    });
+    assert_eq!(removed["port"], ports[1].as_str());
+    assert_eq!(removed["reason"], "domain_gone");
+    assert!(!port_names(&switch).contains(&ports[1]));
+    assert!(!link_exists(&devices[1]), "{} is left", devices[1]);
+
+    // Destroyed and undefined: the persistent one's port goes too.
+    virsh(&["destroy", &domains[0]]);
+    let (ok, _, err) = virsh(&["undefine", &domains[0]]);
+    assert!(ok, "virsh undefine: {err}");
+    let removed = wait_event(&events, Duration::from_secs(20), |e| {
+        e["event"] == "vm_port_removed"
+    });
+    assert_eq!(removed["port"], ports[0].as_str());
+    assert_eq!(port_names(&switch), vec!["n0".to_owned()]);
+    assert!(!link_exists(&devices[0]) && !link_exists(&ports[0]));
+    drop(guests);
+    assert!(switch.stop(), "switch exits cleanly");
+}
+
+#[test]
+fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
+    testbed();
+    let (switch, netns) = switch_with_namespace("10.71.0.100");
+    let events = subscribe(&switch);
+    let scratch = ScratchDir::new();
+    let domain = unique("tsw-vm-");
+    // A guest without a NIC: its init finds no eth0 and keeps looking (no peer to ping, so
+    // it goes straight to that loop).
+    let guest = Guest::start_with(
+        &scratch,
+        &domain,
+        "10.71.0.1/24",
+        None,
+        "",
+        Lifetime::Persistent,
+    );
+    guest.wait_console_count("TSW-ERROR configuring eth0", 1, GUEST_TIMEOUT);
+
+    let port = unique("vh");
+    let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", &domain]);
+    assert!(ok, "port add --vm on a running domain: {err}");
+    assert!(out.contains("hot-plugged into the running domain"), "{out}");
+    let device = format!("mvt-{port}");
+    assert_eq!(guest.interface_targets(), vec![device.clone()]);
+    // LIVE and CONFIG: the persistent definition has the NIC too.
+    let target = format!("<target dev='{device}'");
+    assert!(
+        stored_xml(&domain).contains(&target),
+        "not in the stored definition"
+    );
+    let net_up = "TSW-NET-UP 10.71.0.1/24";
+    guest.wait_console_count(net_up, 1, GUEST_TIMEOUT);
+    assert!(
+        wait_for(Duration::from_secs(30), || ping(
+            &netns.name,
+            "10.71.0.1",
+            1,
+            "0.2"
+        ) == 1),
+        "no ping after the hot-plug; console:\n{}",
+        guest.console_text()
+    );
+    assert_eq!(
+        tcp_echo(&netns.name, "10.71.0.1", b"hot-plugged"),
+        b"hot-plugged"
+    );
+
+    // Unplugged behind the switch's back (virsh, as Nova detaches): the port goes with the NIC.
+    let xml = libvirt_xml(&switch, &port);
+    let xml_path = scratch.0.join("nic.xml");
+    std::fs::write(&xml_path, &xml).unwrap();
+    let (ok, _, err) = virsh(&[
+        "detach-device",
+        &domain,
+        xml_path.to_str().unwrap(),
+        "--live",
+    ]);
+    assert!(ok, "virsh detach-device: {err}");
+    let removed = wait_event(&events, Duration::from_secs(60), |e| {
+        e["event"] == "vm_port_removed"
+    });
+    assert_eq!(removed["reason"], "device_removed");
+    assert_eq!(removed["port"], port.as_str());
+    assert!(!port_names(&switch).contains(&port));
+    assert!(!link_exists(&device));
+    assert_eq!(ping(&netns.name, "10.71.0.1", 2, "0.2"), 0, "unplugged");
+
+    // Plugged again through the switch: the guest configures the new NIC and answers.
+    let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", &domain]);
+    assert!(ok, "port add again: {err}");
+    assert!(out.contains("hot-plugged"), "{out}");
+    guest.wait_console_count(net_up, 2, GUEST_TIMEOUT);
+    assert!(
+        wait_for(Duration::from_secs(30), || ping(
+            &netns.name,
+            "10.71.0.1",
+            1,
+            "0.2"
+        ) == 1),
+        "no ping after the replug"
+    );
+
+    // `port del` takes the NIC out of the running guest first.
+    let (ok, out, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(
+        !stored_xml(&domain).contains(&target),
+        "left in the stored definition"
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || guest
+            .interface_targets()
+            .is_empty()),
+        "the NIC is still in the guest: {:?}",
+        guest.interface_targets()
+    );
+    assert!(!link_exists(&device));
+    assert!(guest.is_running());
+}
+
+#[test]
+fn a_daemon_glue_port_carries_a_transient_guest_and_removes_its_vm_tap() {
+    testbed();
+    let (switch, netns) = switch_with_namespace("10.72.0.100");
+    let port = unique("vg");
+    let domain = unique("tsw-vm-");
+    let (ok, _, err) = switch.ctl(&[
+        "port",
+        "add",
+        &port,
+        "--vm",
+        &domain,
+        "--mode",
+        "glue",
+        "--mac",
+        "52:54:00:72:00:01",
+    ]);
+    assert!(ok, "port add --mode glue: {err}");
+    let vm_tap = format!("vmt-{port}");
+    let _vm_tap_guard = LinkGuard(vm_tap.clone());
+    assert!(link_exists(&vm_tap));
+    let xml = libvirt_xml(&switch, &port);
+    assert!(xml.contains("<mac address='52:54:00:72:00:01'/>"), "{xml}");
+    let scratch = ScratchDir::new();
+    let guest = Guest::start_with(
+        &scratch,
+        &domain,
+        "10.72.0.1/24",
+        Some("10.72.0.100"),
+        &xml,
+        Lifetime::Transient,
+    );
+    guest.wait_console("TSW-PING-OK 10.72.0.100", "TSW-PING-FAIL", GUEST_TIMEOUT);
+    assert!(
+        guest
+            .console_text()
+            .contains("TSW-NET-UP 10.72.0.1/24 52:54:00:72:00:01")
+    );
+    assert_eq!(
+        tcp_echo(&netns.name, "10.72.0.1", b"glued by the daemon"),
+        b"glued by the daemon"
+    );
+
+    let (ok, out, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(!link_exists(&vm_tap), "the VM TAP is left");
+    assert_eq!(ping(&netns.name, "10.72.0.1", 2, "0.2"), 0);
+}
+
+#[test]
+fn without_libvirt_a_vm_port_still_gets_its_devices_and_says_so() {
+    let dir = TempDir::new("tsnolv");
+    let config = dir.path.join("switch.toml");
+    std::fs::write(
+        &config,
+        "[switch]\nlibvirt_uri = \"qemu+unix:///system?socket=/nonexistent/libvirt-sock\"\n\n\
+         [[port]]\nname = \"n0\"\n",
+    )
+    .unwrap();
+    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+    let port = unique("vu");
+    let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", "nowhere", "--json"]);
+    assert!(ok, "port add --vm without libvirt: {err}");
+    let reply: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(reply["vm"]["libvirt"], "unreachable", "{reply}");
+    let action = reply["vm"]["action"].as_str().unwrap();
+    assert!(
+        action.starts_with("devices created; could not reach libvirt at qemu+unix:///system?socket=/nonexistent/libvirt-sock"),
+        "{action}"
+    );
+    let device = format!("mvt-{port}");
+    assert!(link_exists(&device));
+    let config_text = switch.ctl(&["config", "show"]).1;
+    assert!(config_text.contains("vm = \"nowhere\""), "{config_text}");
+    let (ok, _, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(!link_exists(&device) && !link_exists(&port));
+    // A plain port has no libvirt XML.
+    let (ok, _, err) = switch.ctl(&["libvirt-xml", "n0"]);
+    assert!(!ok);
+    assert!(err.contains("port n0 is not bound to a VM"), "{err}");
+    assert!(switch.stop());
+}
+
+#[test]
+fn a_daemon_vm_port_goes_into_a_stopped_domains_definition_and_out_again() {
+    testbed();
+    let (switch, _netns) = switch_with_namespace("10.74.0.100");
+    // Defined, never started: libvirt only validates the definition.
+    let scratch = ScratchDir::new();
+    let domain = unique("tsw-vm-");
+    let xml = format!(
+        "<domain type='{}'><name>{domain}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{CACHE_DIR}/vmlinuz</kernel></os>\
+         <devices><controller type='usb' model='none'/><memballoon model='none'/></devices></domain>",
+        testbed()
+    );
+    let path = scratch.0.join("stopped.xml");
+    std::fs::write(&path, xml).unwrap();
+    let (ok, _, err) = virsh(&["define", path.to_str().unwrap()]);
+    assert!(ok, "virsh define: {err}");
+    let _guest = Guest {
+        name: domain.clone(),
+        console: scratch.0.join("unused"),
+    };
+
+    let port = unique("vs");
+    let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", &domain]);
+    assert!(ok, "port add --vm on a stopped domain: {err}");
+    assert!(out.contains("added to the domain's definition"), "{out}");
+    let stored = stored_xml(&domain);
+    assert!(
+        stored.contains(&format!("<target dev='mvt-{port}' managed='no'/>")),
+        "{stored}"
+    );
+    assert!(
+        stored.contains(&format!("<alias name='ua-tsw-{port}'/>")),
+        "{stored}"
+    );
+    let (ok, out, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(!stored_xml(&domain).contains(&format!("mvt-{port}")));
+    assert_eq!(port_names(&switch), vec!["n0".to_owned()]);
 }

@@ -14,6 +14,7 @@ mod search;
 mod signals;
 mod stats;
 mod systems;
+mod vmpair;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -115,6 +116,22 @@ struct RunArgs {
     /// Frame sizes for the packet-rate tests.
     #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
     frame_sizes: Vec<usize>,
+    /// Also run the VM pair: two libvirt guests, kernel bridge vs tapswitch (needs
+    /// scripts/vm-testbed.sh; skipped with a note otherwise).
+    #[arg(long)]
+    vm: bool,
+    /// Run only the VM pair.
+    #[arg(long)]
+    vm_only: bool,
+    /// VM pair rounds; default 3 (quick: 1).
+    #[arg(long)]
+    vm_rounds: Option<u32>,
+    /// MiB per VM-to-VM TCP transfer; default 32 (quick: 16): TCG guests move ~40 Mb/s.
+    #[arg(long)]
+    vm_mb: Option<u32>,
+    /// Where to write the VM pair's results.
+    #[arg(long, default_value = "bench/results/latest-vm.json")]
+    vm_output: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -183,7 +200,19 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
     for size in &args.frame_sizes {
         blast::payload_len(*size).map_err(|e| e.to_string())?;
     }
+    signals::install();
     let quick = args.quick;
+    let vm = (args.vm || args.vm_only).then(|| vmpair::VmConfig {
+        rounds: args.vm_rounds.unwrap_or(if quick { 1 } else { 3 }),
+        megabytes: args.vm_mb.unwrap_or(if quick { 16 } else { 32 }),
+        transfers: 3,
+        pings: 20,
+        tapswitch_bin: args.tapswitch.clone(),
+        output: args.vm_output.clone(),
+    });
+    if args.vm_only {
+        return run_vm_pair(vm.as_ref().expect("set above"));
+    }
     let pick = |value: Option<u64>, full: u64, smoke: u64| {
         value.unwrap_or(if quick { smoke } else { full })
     };
@@ -237,5 +266,24 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
     let results = run::run(config).map_err(|e| e.to_string())?;
     println!("\n{}", report::table(&results));
     println!("results: {}", output.display());
+    match &vm {
+        Some(vm) => run_vm_pair(vm),
+        None => Ok(()),
+    }
+}
+
+/// The VM pair, or a note saying why it was skipped.
+fn run_vm_pair(config: &vmpair::VmConfig) -> Result<(), String> {
+    if let Some(reason) = vmpair::unavailable(&config.tapswitch_bin) {
+        println!("\nnote: VM pair skipped: {reason}");
+        return Ok(());
+    }
+    eprintln!(
+        "tapswitch-bench: VM pair, {} rounds of bridge tapswitch; {} x {} MiB TCP, {} pings",
+        config.rounds, config.transfers, config.megabytes, config.pings
+    );
+    let results = vmpair::run(config)?;
+    println!("\n{}", vmpair::table(&results));
+    println!("VM results: {}", config.output.display());
     Ok(())
 }

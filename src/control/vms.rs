@@ -1,0 +1,359 @@
+//! VM ports on the control plane: their devices, their place in libvirt domains, and ports
+//! that come and go with their VMs. All libvirt work happens on control threads (a request's
+//! connection thread, or `tapswitch-vms` for domain events), never in the dataplane.
+//!
+//! The model is Nova's plug/unplug: a VM port's devices are created before the domain uses
+//! them (`port add --vm` works before the domain exists or runs) and stay while the domain
+//! exists, so `virsh destroy` followed by `virsh start` finds them again. The port is removed
+//! when
+//! - the domain is undefined and not running, or a transient domain stops (it no longer
+//!   exists: nothing will use the port again);
+//! - the port's NIC is hot-unplugged from the running domain (libvirt's device-removed event
+//!   for the port's alias), as Nova unplugs a detached interface's VIF;
+//! - `port del`, which also unplugs the NIC from the domain first.
+//!
+//! When the domain starts without the NIC, it is hot-plugged. Events missed while libvirt was
+//! unreachable are not replayed; after a reconnect every VM port is plugged again where it is
+//! missing, but no port is removed on that account.
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use super::{ControlError, Shared, State, lock, offer_line, remove_port};
+use crate::config::{PortConfig, SwitchConfig};
+use crate::libvirt::{
+    DeviceChange, DomainEvent, DomainEventKind, DomainState, Libvirt, LibvirtError,
+};
+use crate::vm::{VmInterface, port_alias};
+use crate::vmport;
+
+/// How often the events thread checks the libvirt connection while VM ports exist.
+const RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// libvirt, shared by the control threads.
+pub(super) struct Vms {
+    libvirt: Libvirt,
+}
+
+impl Vms {
+    /// A libvirt client for `switch.libvirt_uri` (not connected yet) and its event stream.
+    pub(super) fn new(switch: &SwitchConfig) -> (Self, Receiver<DomainEvent>) {
+        let (sender, events) = mpsc::channel();
+        let libvirt = Libvirt::new(switch.libvirt_uri(), sender);
+        (Self { libvirt }, events)
+    }
+}
+
+/// Creates the devices of the configured VM ports (`run` with `vm = …` in the config), whose
+/// TAPs exist by now.
+pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
+    let ports: Vec<PortConfig> = state
+        .config
+        .ports
+        .iter()
+        .filter(|p| p.vm.is_some())
+        .cloned()
+        .collect();
+    for port in &ports {
+        create_devices(state, port).map_err(ControlError::VmPort)?;
+    }
+    Ok(())
+}
+
+/// Creates the device QEMU opens for `port`, if it is a VM port.
+pub(super) fn create_devices(
+    state: &mut State,
+    port: &PortConfig,
+) -> Result<Option<VmInterface>, String> {
+    if port.vm.is_none() {
+        return Ok(None);
+    }
+    let netlink = state.links.get(None).map_err(|e| e.to_string())?;
+    vmport::create_devices(port, netlink)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Removes the device QEMU opens for `port`, if it is a VM port; failures are logged, as the
+/// port is going away regardless.
+pub(super) fn remove_devices(state: &mut State, port: &PortConfig) {
+    if port.vm.is_none() {
+        return;
+    }
+    let removed = state
+        .links
+        .get(None)
+        .map_err(|e| e.to_string())
+        .and_then(|netlink| vmport::remove_devices(port, netlink).map_err(|e| e.to_string()));
+    if let Err(error) = removed {
+        warn!(port = %port.name, %error, "removing the VM device failed");
+    }
+}
+
+/// Puts the NIC of the new VM port `port` into its domain where it is missing. `Err` when the
+/// domain refused it; an unreachable libvirt is reported in the `Ok` value.
+pub(super) fn plug(
+    shared: &Shared,
+    port: &PortConfig,
+    interface: &VmInterface,
+) -> Result<Value, String> {
+    let domain = port.vm.as_deref().unwrap_or_default();
+    match shared.vms.libvirt.plug(domain, interface) {
+        Ok(change) => {
+            let action = if change.live {
+                "hot-plugged into the running domain"
+            } else if change.config {
+                "added to the domain's definition"
+            } else if change.state == DomainState::Absent {
+                "waiting for the domain (define it with the element of `tapswitch libvirt-xml`)"
+            } else {
+                "already in the domain"
+            };
+            if change.live || change.config {
+                publish(shared, plugged_event(port, &change));
+            }
+            Ok(status(domain, &change, action))
+        }
+        Err(LibvirtError::Unreachable { uri, message }) => Ok(json!({
+            "domain": domain,
+            "action": format!("devices created; could not reach libvirt at {uri} ({message})"),
+            "libvirt": "unreachable",
+        })),
+        Err(error) => Err(error.to_string()),
+    }
+}
+
+/// Takes the NIC of VM port `port` out of its domain (for `port del`); the outcome, or why
+/// not, for the reply.
+pub(super) fn unplug(shared: &Shared, port: &PortConfig) -> Option<Value> {
+    let domain = port.vm.as_deref()?;
+    let interface = vmport::interface_of(port).ok()?;
+    Some(match shared.vms.libvirt.unplug(domain, &interface) {
+        Ok(change) => {
+            let action = if change.live || change.config {
+                "unplugged from the domain"
+            } else {
+                "not in the domain"
+            };
+            status(domain, &change, action)
+        }
+        Err(error) => {
+            warn!(port = %port.name, %error, "unplugging the VM interface failed");
+            json!({"domain": domain, "action": format!("not unplugged: {error}")})
+        }
+    })
+}
+
+fn status(domain: &str, change: &DeviceChange, action: &str) -> Value {
+    let mut value = json!(change);
+    value["domain"] = json!(domain);
+    value["action"] = json!(action);
+    value
+}
+
+fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Value {
+    json!({
+        "event": "vm_interface_plugged",
+        "port": port.name,
+        "domain": port.vm,
+        "live": change.live,
+        "config": change.config,
+    })
+}
+
+/// `libvirt-xml PORT`: the `<interface>` element for the port's domain.
+pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<Value, String> {
+    let port = state
+        .config
+        .ports
+        .iter()
+        .find(|p| p.name == name)
+        .ok_or_else(|| format!("no port named {name:?}"))?;
+    let interface = vmport::interface_of(port).map_err(|e| e.to_string())?;
+    let xml = interface.to_xml().map_err(|e| e.to_string())?;
+    Ok(json!({
+        "port": port.name,
+        "domain": port.vm,
+        "device": interface.attachment.target_device(),
+        "mac": interface.mac,
+        "xml": xml,
+    }))
+}
+
+/// Offers a control-plane event line (with a timestamp) to every `events` subscriber.
+fn publish(shared: &Shared, mut event: Value) {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    event["time"] = json!((time.as_millis() as f64) / 1000.0);
+    offer_line(shared, &format!("{event}\n"));
+}
+
+/// Starts `tapswitch-vms`: domain events, and the libvirt connection while VM ports exist.
+pub(super) fn spawn(
+    shared: &Arc<Shared>,
+    events: Receiver<DomainEvent>,
+) -> Result<JoinHandle<()>, ControlError> {
+    let shared = Arc::clone(shared);
+    std::thread::Builder::new()
+        .name("tapswitch-vms".into())
+        .spawn(move || serve_events(&shared, &events))
+        .map_err(ControlError::Thread)
+}
+
+fn serve_events(shared: &Shared, events: &Receiver<DomainEvent>) {
+    let mut reconciled_generation = 0;
+    let mut next_check = Instant::now();
+    while !shared.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        match events.recv_timeout(Duration::from_millis(500)) {
+            Ok(event) => handle_event(shared, &event),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if Instant::now() < next_check {
+            continue;
+        }
+        next_check = Instant::now() + RECONNECT_INTERVAL;
+        let has_vm_ports = lock(&shared.state)
+            .config
+            .ports
+            .iter()
+            .any(|p| p.vm.is_some());
+        if !has_vm_ports {
+            continue;
+        }
+        if let Err(error) = shared.vms.libvirt.connect() {
+            // Logged once per outage would be nicer; every 5 s is still quiet enough.
+            warn!(%error, "VM ports: libvirt unreachable");
+            continue;
+        }
+        let generation = shared.vms.libvirt.generation();
+        if generation != reconciled_generation {
+            reconciled_generation = generation;
+            reconcile(shared);
+        }
+    }
+}
+
+/// After (re)connecting: every VM port's NIC goes into its domain where it is missing.
+fn reconcile(shared: &Shared) {
+    let state = lock(&shared.state);
+    for port in state.config.ports.iter().filter(|p| p.vm.is_some()) {
+        ensure_plugged(shared, port);
+    }
+}
+
+fn ensure_plugged(shared: &Shared, port: &PortConfig) {
+    let Ok(interface) = vmport::interface_of(port) else {
+        return;
+    };
+    let domain = port.vm.as_deref().unwrap_or_default();
+    match shared.vms.libvirt.plug(domain, &interface) {
+        Ok(change) if change.live || change.config => {
+            info!(port = %port.name, domain, live = change.live, config = change.config,
+                "VM interface plugged");
+            publish(shared, plugged_event(port, &change));
+        }
+        Ok(_) => {}
+        Err(error) => warn!(port = %port.name, domain, %error, "plugging the VM interface failed"),
+    }
+}
+
+fn handle_event(shared: &Shared, event: &DomainEvent) {
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    let bound: Vec<PortConfig> = state
+        .config
+        .ports
+        .iter()
+        .filter(|p| p.vm.as_deref() == Some(event.domain.as_str()))
+        .cloned()
+        .collect();
+    if bound.is_empty() {
+        return;
+    }
+    let kind = match &event.kind {
+        DomainEventKind::Started => "started",
+        DomainEventKind::Stopped => "stopped",
+        DomainEventKind::Undefined => "undefined",
+        DomainEventKind::DeviceRemoved { .. } => "device_removed",
+    };
+    let mut line = json!({"event": "vm_domain_event", "domain": event.domain, "kind": kind});
+    if let DomainEventKind::DeviceRemoved { alias } = &event.kind {
+        line["alias"] = json!(alias);
+    }
+    publish(shared, line);
+    let libvirt = &shared.vms.libvirt;
+    let (remove, reason): (Vec<&PortConfig>, &str) = match &event.kind {
+        DomainEventKind::Started => {
+            for port in &bound {
+                ensure_plugged(shared, port);
+            }
+            return;
+        }
+        // A persistent domain that stops keeps its ports for its next start; one that no
+        // longer exists (transient, or undefined once stopped) has no use for them.
+        DomainEventKind::Stopped | DomainEventKind::Undefined => {
+            match libvirt.domain_state(&event.domain) {
+                Ok(DomainState::Absent) => (bound.iter().collect(), "domain_gone"),
+                Ok(_) => return,
+                Err(error) => {
+                    warn!(domain = %event.domain, %error, "cannot tell whether the domain still exists; keeping its ports");
+                    return;
+                }
+            }
+        }
+        DomainEventKind::DeviceRemoved { alias } => {
+            let ports: Vec<&PortConfig> = bound
+                .iter()
+                .filter(|p| port_alias(&p.name) == *alias)
+                // A NIC plugged again since (same alias) is not the one removed.
+                .filter(|p| {
+                    let target = p.vm_device_name();
+                    !matches!(libvirt.has_live_interface(&event.domain, &target), Ok(true))
+                })
+                .collect();
+            (ports, "device_removed")
+        }
+    };
+    for port in remove {
+        match remove_port(shared, state, &port.name, false) {
+            Ok(_) => {
+                info!(port = %port.name, domain = %event.domain, reason, "VM port removed");
+                publish(
+                    shared,
+                    json!({
+                        "event": "vm_port_removed",
+                        "port": port.name,
+                        "domain": event.domain,
+                        "reason": reason,
+                    }),
+                );
+            }
+            Err(error) => warn!(port = %port.name, %error, "removing the VM port failed"),
+        }
+    }
+}
+
+/// At switch exit: the devices of non-persistent VM ports go with their port TAPs; a
+/// persistent port keeps them for the next run (a running guest keeps its NIC device).
+pub(super) fn stop(shared: &Shared, thread: JoinHandle<()>) {
+    let _ = thread.join();
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    let ports: Vec<PortConfig> = state
+        .config
+        .ports
+        .iter()
+        .filter(|p| p.vm.is_some() && !p.persistent)
+        .cloned()
+        .collect();
+    for port in &ports {
+        remove_devices(state, port);
+    }
+}
