@@ -106,3 +106,57 @@ fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
     let snapshot = bed.switch.snapshot();
     assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
 }
+
+/// Deletes the given links in their namespaces when dropped (persistent TAPs
+/// outlive the switch by design).
+struct PersistentTaps(Vec<(String, String)>);
+
+impl Drop for PersistentTaps {
+    fn drop(&mut self) {
+        for (netns, dev) in &self.0 {
+            let _ = std::process::Command::new("ip")
+                .args(["-n", netns, "link", "del", dev])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_restarted_switch_reattaches_to_persistent_taps_after_a_crash() {
+    let namespaces = [Netns::new(), Netns::new()];
+    let _taps = PersistentTaps(
+        (0..2)
+            .map(|i| (namespaces[i].name.clone(), Bed::dev(i)))
+            .collect(),
+    );
+    let config: String = (0..2)
+        .map(|i| {
+            format!(
+                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\npersistent = true\n\n",
+                namespaces[i].name
+            )
+        })
+        .collect();
+    let mut switch = start_with_config(&config);
+    for (i, ns) in namespaces.iter().enumerate() {
+        let addr = format!("{}/24", Bed::addr(i));
+        sh(
+            "ip",
+            &["-n", &ns.name, "addr", "add", &addr, "dev", &Bed::dev(i)],
+        );
+    }
+    assert_eq!(ping(&namespaces[0].name, &Bed::addr(1), 2, "0.1"), 2);
+
+    // A crash: no cleanup runs. The persistent TAPs stay, without carrier.
+    switch.signal(libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(5), || switch.exited()));
+    let (ok, link) = exec_in(&namespaces[0].name, &["ip", "link", "show", "p0"]);
+    assert!(ok, "the persistent TAP went with the switch");
+    assert!(link.contains("NO-CARRIER"), "{link}");
+
+    // The restarted switch finds them by name and attaches again; the
+    // endpoints kept their addresses, as their devices never went away.
+    let _restarted = start_with_config(&config);
+    assert_eq!(ping(&namespaces[0].name, &Bed::addr(1), 5, "0.05"), 5);
+    assert_eq!(ping(&namespaces[1].name, &Bed::addr(0), 5, "0.05"), 5);
+}
