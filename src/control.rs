@@ -609,22 +609,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         }
         Request::FdbShow {} => {
             let snapshot = dataplane.snapshot().map_err(stopped)?;
-            let names = port_names(&snapshot);
-            let entries: Vec<Value> = snapshot
-                .fdb
-                .iter()
-                .map(|entry| {
-                    json!({
-                        "vlan": entry.vlan,
-                        "mac": entry.mac,
-                        "port": name_of(&names, entry.port),
-                        "port_id": entry.port,
-                        "kind": entry.kind,
-                        "age_secs": entry.age.as_secs_f64(),
-                    })
-                })
-                .collect();
-            Ok(json!({"entries": entries, "counters": snapshot.fdb_counters}))
+            Ok(crate::report::fdb_json(&snapshot))
         }
         Request::FdbAdd { mac, port, vlan } => {
             dataplane

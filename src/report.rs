@@ -3,44 +3,29 @@
 use std::fmt::Write;
 
 use crate::dataplane::Snapshot;
-use crate::fdb::EntryKind;
 
-/// The learned MAC table, one entry per line.
+/// The MAC table as `fdb show` sends it: entries with port names, and counters.
+pub fn fdb_json(snapshot: &Snapshot) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = snapshot
+        .fdb
+        .iter()
+        .map(|entry| {
+            serde_json::json!({
+                "vlan": entry.vlan,
+                "mac": entry.mac,
+                "port": port_name(snapshot, entry.port.0),
+                "port_id": entry.port,
+                "kind": entry.kind,
+                "age_secs": entry.age.as_secs_f64(),
+            })
+        })
+        .collect();
+    serde_json::json!({"entries": entries, "counters": snapshot.fdb_counters})
+}
+
+/// The learned MAC table, one entry per line (the same table as `fdb show`).
 pub fn fdb_table(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<6} {:<19} {:<15} {:<8} {:>8}",
-        "VLAN", "MAC", "PORT", "TYPE", "AGE(s)"
-    );
-    for entry in &snapshot.fdb {
-        let port = port_name(snapshot, entry.port.0);
-        let kind = match entry.kind {
-            EntryKind::Dynamic => "dynamic",
-            EntryKind::Static => "static",
-            EntryKind::Sticky => "sticky",
-        };
-        let _ = writeln!(
-            out,
-            "{:<6} {:<19} {:<15} {:<8} {:>8.1}",
-            entry.vlan,
-            entry.mac.to_string(),
-            port,
-            kind,
-            entry.age.as_secs_f64()
-        );
-    }
-    let c = &snapshot.fdb_counters;
-    let _ = writeln!(
-        out,
-        "{} entries; learned {}, moved {}, evicted {}, aged out {}",
-        snapshot.fdb.len(),
-        c.learned,
-        c.moved,
-        c.evicted,
-        c.aged_out
-    );
-    out
+    reply::fdb(&fdb_json(snapshot))
 }
 
 /// Per-port counters, one port per line; drops are listed by reason when any.
