@@ -457,6 +457,47 @@ pub struct Dropped {
     pub identity: Option<Identity>,
 }
 
+/// Lets the capabilities this thread holds survive an `execve` by a
+/// non-root user: inheritable = permitted, then each raised into the ambient
+/// set. Meant for a `pre_exec` hook (the forked child of `tapswitch upgrade`):
+/// only system calls, no allocation. For root it changes nothing that matters.
+pub fn keep_across_exec() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget reads the header and writes two CapData (version 3) through
+    // pointers to live locals of exactly those layouts.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    for half in &mut data {
+        half.inheritable = half.permitted;
+    }
+    // SAFETY: capset reads the header and two CapData from live locals.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let permitted = u64::from(data[0].permitted) | u64::from(data[1].permitted) << 32;
+    for cap in (0..64).filter(|cap| permitted & (1 << cap) != 0) {
+        // SAFETY: prctl with integer arguments only.
+        let ret = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                cap as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Reduces this (single-threaded) process to `keep` ∩ what it holds, with an
 /// empty inheritable and ambient set and, when allowed, a bounding set of
 /// `keep`; first switches to `identity` if given, keeping capabilities across
@@ -496,7 +537,11 @@ pub fn drop_privileges(
             )?;
         }
     }
-    if let Some(identity) = identity {
+    // A process started by `upgrade` already runs as the identity.
+    // SAFETY: getuid/getgid cannot fail.
+    let already =
+        identity.is_some_and(|i| unsafe { libc::getuid() == i.uid && libc::getgid() == i.gid });
+    if let Some(identity) = identity.filter(|_| !already) {
         if !(effective.contains(CAP_SETUID) && effective.contains(CAP_SETGID)) {
             return Err(PrivilegeError::CannotSwitchUser {
                 uid: identity.uid,

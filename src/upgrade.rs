@@ -17,6 +17,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -108,16 +109,20 @@ pub fn hand_over(
     let (ours, theirs) = UnixStream::pair().map_err(UpgradeError::Socket)?;
     // The child must inherit its end: clear close-on-exec on it.
     set_cloexec(theirs.as_raw_fd(), false).map_err(UpgradeError::Socket)?;
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    command
         .args(args)
         .arg("run")
         .arg("--takeover-fd")
-        .arg(theirs.as_raw_fd().to_string())
-        .spawn()
-        .map_err(|source| UpgradeError::Spawn {
-            binary: binary.display().to_string(),
-            source,
-        })?;
+        .arg(theirs.as_raw_fd().to_string());
+    // A switch running as an unprivileged user would lose CAP_NET_ADMIN at exec.
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // system calls (capget, capset, prctl): no allocation, no locks.
+    unsafe { command.pre_exec(crate::privileges::keep_across_exec) };
+    let mut child = command.spawn().map_err(|source| UpgradeError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    })?;
     drop(theirs);
     match send_and_wait(&ours, fds, handover) {
         Ok(()) => Ok(child),

@@ -160,7 +160,6 @@ fn with_a_user_the_switch_runs_as_that_user() {
         assert!(stderr.contains("/dev/net/tun"), "{stderr}");
         assert!(doctor_codes(&switch).contains(&"tun_device_denied".to_owned()));
     }
-    // Shutdown wakes the control thread through its own socket, which it may still use.
     assert!(switch.stop(), "the switch exits cleanly as nobody");
 }
 
@@ -209,4 +208,35 @@ fn opting_out_keeps_every_capability_and_doctor_warns() {
             != 0
     );
     assert!(doctor_codes(&switch).contains(&"caps_excess".to_owned()));
+}
+
+#[test]
+fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
+    let name = unique("tspg");
+    let mut switch = start_with_config(&format!(
+        "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"{name}\"\n"
+    ));
+    let nobody = sh("id", &["-u", "nobody"]).trim().parse::<u32>().unwrap();
+    let reply = switch.ctl_json(&["upgrade"]);
+    let pid = reply["pid"].as_u64().expect("the new pid") as u32;
+    struct Stop(u32);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            // SAFETY: kill has no memory-safety preconditions; the pid is the
+            // switch our switch started in this test.
+            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
+        }
+    }
+    let _stop = Stop(pid);
+    assert!(wait_for(std::time::Duration::from_secs(10), || switch.exited()));
+    let successor = read_process(pid).expect("the new switch runs");
+    assert_eq!(successor.uid, nobody);
+    // Without ambient capabilities the exec would have left it with none.
+    assert_eq!(successor.effective, CapSet::of(&[CAP_NET_ADMIN]));
+    assert_eq!(successor.permitted, CapSet::of(&[CAP_NET_ADMIN]));
+    assert!(
+        successor.ambient.is_empty(),
+        "ambient capabilities were cleared again"
+    );
+    assert_eq!(port_names(&switch), [name]);
 }
