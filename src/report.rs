@@ -1,7 +1,4 @@
 //! Tables for people: the MAC table and per-port counters of a [`Snapshot`].
-
-use std::fmt::Write;
-
 use crate::dataplane::Snapshot;
 
 /// The MAC table as `fdb show` sends it: entries with port names, and counters.
@@ -28,38 +25,10 @@ pub fn fdb_table(snapshot: &Snapshot) -> String {
     reply::fdb(&fdb_json(snapshot))
 }
 
-/// Per-port counters, one port per line; drops are listed by reason when any.
+/// Per-port counters, one port per line (the same table as `stats`).
 pub fn port_table(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  DROPS",
-        "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "MOVES"
-    );
-    let all = snapshot
-        .ports
-        .iter()
-        .map(|p| (p, ""))
-        .chain(snapshot.removed_ports.iter().map(|p| (p, " (removed)")));
-    for (port, note) in all {
-        let c = &port.counters;
-        let drops: Vec<String> = crate::forward::DropReason::ALL
-            .iter()
-            .filter(|r| c.drops.get(**r) > 0)
-            .map(|r| format!("{}={}", r.name(), c.drops.get(*r)))
-            .collect();
-        let drops = if drops.is_empty() {
-            "0".to_owned()
-        } else {
-            drops.join(" ")
-        };
-        let _ = writeln!(
-            out,
-            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {}{}",
-            port.name, c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.mac_moves, drops, note
-        );
-    }
-    out
+    let json = serde_json::to_value(snapshot).expect("snapshots serialise to JSON");
+    reply::port_counters(&json)
 }
 
 fn port_name(snapshot: &Snapshot, id: u32) -> String {
@@ -182,7 +151,8 @@ pub mod reply {
     }
 
     /// `stats`: per-port counters, then the MAC table and loop totals.
-    pub fn stats(stats: &Value) -> String {
+    /// The per-port counter lines of a snapshot or `stats` reply, removed ports last.
+    pub fn port_counters(stats: &Value) -> String {
         let mut out = String::new();
         counters_header(&mut out);
         for port in stats["ports"].as_array().into_iter().flatten() {
@@ -191,6 +161,11 @@ pub mod reply {
         for port in stats["removed_ports"].as_array().into_iter().flatten() {
             port_counters_line(&mut out, port, " (removed)");
         }
+        out
+    }
+
+    pub fn stats(stats: &Value) -> String {
+        let mut out = port_counters(stats);
         let f = &stats["fdb_counters"];
         let _ = writeln!(
             out,
