@@ -218,16 +218,8 @@ fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
     ));
     let nobody = sh("id", &["-u", "nobody"]).trim().parse::<u32>().unwrap();
     let reply = switch.ctl_json(&["upgrade"]);
-    let pid = reply["pid"].as_u64().expect("the new pid") as u32;
-    struct Stop(u32);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            // SAFETY: kill has no memory-safety preconditions; the pid is the
-            // switch our switch started in this test.
-            unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-        }
-    }
-    let _stop = Stop(pid);
+    let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
+    let pid = successor.pid() as u32;
     assert!(wait_for(std::time::Duration::from_secs(10), || switch.exited()));
     let successor = read_process(pid).expect("the new switch runs");
     assert_eq!(successor.uid, nobody);

@@ -7,32 +7,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// The process the old switch started for us; stopped by its PID on drop.
-struct Successor(i32);
-
-impl Successor {
-    fn alive(&self) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(self.0, 0) == 0 }
-    }
-
-    fn stop(&self) -> bool {
-        // SAFETY: kill has no memory-safety preconditions; the pid is the
-        // switch our switch started in this test.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-        wait_for(Duration::from_secs(10), || !self.alive())
-    }
-}
-
-impl Drop for Successor {
-    fn drop(&mut self) {
-        if self.alive() && !self.stop() {
-            // SAFETY: as above.
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
-}
-
 #[test]
 fn upgrade_under_a_ping_flow_loses_nothing_and_keeps_the_mac_table() {
     upgrade_under_flow(Bed::new(2));
@@ -57,8 +31,8 @@ fn upgrade_under_flow(mut bed: Bed) {
     let started = Instant::now();
     let reply = bed.switch.ctl_json(&["upgrade"]);
     let handover_time = started.elapsed();
-    let successor = Successor(reply["pid"].as_i64().expect("the new pid") as i32);
-    assert_ne!(successor.0, bed.switch.pid());
+    let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
+    assert_ne!(successor.pid(), bed.switch.pid());
     let replies = flow.join().unwrap();
     assert_eq!(replies, 400, "frames were lost across the upgrade");
     eprintln!("handover took {handover_time:?}");

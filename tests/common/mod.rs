@@ -714,3 +714,40 @@ impl Capture {
         }
     }
 }
+
+/// A switch started by a switch of this test (`tapswitch upgrade`): not our
+/// child, so it is handled by its PID; stopped on drop (SIGTERM, then SIGKILL).
+pub struct Successor(i32);
+
+impl Successor {
+    pub fn new(pid: i32) -> Self {
+        Self(pid)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0
+    }
+
+    /// Whether the process still exists (an unreaped zombie counts as existing).
+    pub fn alive(&self) -> bool {
+        // SAFETY: signal 0 only checks that the process exists.
+        unsafe { libc::kill(self.0, 0) == 0 }
+    }
+
+    /// SIGTERM, then waits up to 10 s; whether it is gone.
+    pub fn stop(&self) -> bool {
+        // SAFETY: kill has no memory-safety preconditions; the pid is a switch
+        // started (through our own switch) by this test.
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), || !self.alive())
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        if self.alive() && !self.stop() {
+            // SAFETY: as in `stop`.
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
