@@ -17,7 +17,7 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
-use crate::privileges::{CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
+use crate::privileges::{self, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
 use crate::tap;
 use crate::wire::MacAddr;
 
@@ -27,8 +27,13 @@ pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 
 /// Smallest MTU the kernel accepts for an Ethernet device carrying IPv4.
 pub const MIN_MTU: u32 = 68;
-/// Largest MTU of a TAP (and of any frame the switch handles, jumbo included).
-pub const MAX_MTU: u32 = 65535;
+/// Largest MTU of a TAP: the kernel's 65535 less the 14-byte Ethernet header
+/// (`maxmtu 65521` in `ip -d link show`).
+pub const MAX_MTU: u32 = 65521;
+
+/// Largest MAC table. Beyond a million entries a table only gives a MAC flood room
+/// to take the machine's memory.
+pub const MAX_FDB_CAPACITY: usize = 1 << 20;
 
 /// Errors in configuration: each names the field and the offending value.
 #[derive(Debug, Error)]
@@ -65,7 +70,10 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 
 /// The whole configuration of one switch.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [switch] table and [[port]] tables"
+)]
 pub struct Config {
     #[serde(default)]
     pub switch: SwitchConfig,
@@ -75,7 +83,7 @@ pub struct Config {
 
 /// Switch-wide settings.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default, expecting = "a table of switch settings")]
 pub struct SwitchConfig {
     /// Seconds a learned MAC lives without being seen again.
     pub fdb_ageing_secs: u64,
@@ -123,7 +131,10 @@ pub struct SwitchConfig {
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
 /// is a flap; the MAC is then held on the port it was on for `hold_secs`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table like { moves = 4, window_ms = 1000, hold_secs = 30 }"
+)]
 pub struct MacFlapSettings {
     pub moves: u32,
     pub window_ms: u64,
@@ -207,7 +218,10 @@ pub enum VlanModeName {
 
 /// One item of `allowed_vlans`: a VLAN id (`10`) or an inclusive range (`"100-200"`).
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a VLAN id (10) or a range of them (\"100-200\")"
+)]
 pub enum VlanSpec {
     Id(i64),
     Range(String),
@@ -247,7 +261,11 @@ impl VlanSpec {
 
 /// `storm_control = { ... }`: ingress caps in packets per second.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of rates like { broadcast_pps = 100, multicast_pps = 50, \
+                 unknown_unicast_pps = 50 }"
+)]
 pub struct StormControlConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broadcast_pps: Option<u32>,
@@ -259,7 +277,7 @@ pub struct StormControlConfig {
 
 /// One port: a TAP whose fd the switch holds and whose netdev is the endpoint.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table of port settings")]
 pub struct PortConfig {
     /// TAP interface name (at most 15 bytes).
     pub name: String,
@@ -276,6 +294,11 @@ pub struct PortConfig {
     /// Keep the TAP when the switch exits, to re-attach on restart.
     #[serde(default)]
     pub persistent: bool,
+    /// Use an existing TAP of this name that the switch did not create (e.g. made with
+    /// `ip tuntap add`) as it is: its flags (vnet header, queues, persistence, owner) stay,
+    /// and the switch never deletes it. Without it such a device is refused.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub adopt: bool,
     /// Overrides `switch.offloads` for this port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offloads: Option<bool>,
@@ -286,10 +309,19 @@ pub struct PortConfig {
     /// spreads its flows over them and each is read by one dataplane thread.
     #[serde(default = "default_queues")]
     pub queues: usize,
-    /// User and group allowed to attach to the TAP later (e.g. an unprivileged QEMU).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// User and group allowed to attach to the TAP later (e.g. an unprivileged QEMU):
+    /// a name (looked up when the configuration is read) or a number.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "user_id"
+    )]
     pub owner: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "group_id"
+    )]
     pub group: Option<u32>,
 
     /// `access` (one VLAN, untagged) or `trunk` (tagged VLANs, optional native one).
@@ -381,6 +413,36 @@ impl FromStr for VmMode {
     }
 }
 
+/// A user or group as the config file and the command line give it: a number or a name.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a name or a number")]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}
+
+/// `owner = 64055` or `owner = "libvirt-qemu"`: the uid, a name looked up now.
+fn user_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    match Option::<NameOrId>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(NameOrId::Id(uid)) => Ok(Some(uid)),
+        Some(NameOrId::Name(name)) => privileges::user_id(&name)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+/// `group = 64055` or `group = "kvm"`: the gid, a name looked up now.
+fn group_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    match Option::<NameOrId>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(NameOrId::Id(gid)) => Ok(Some(gid)),
+        Some(NameOrId::Name(name)) => privileges::group_id(&name)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
 fn default_enabled() -> bool {
     true
 }
@@ -414,6 +476,7 @@ impl PortConfig {
             mtu: default_mtu(),
             mac: None,
             persistent: false,
+            adopt: false,
             offloads: None,
             txqueuelen: None,
             queues: default_queues(),
@@ -455,6 +518,7 @@ pub const PORT_KEYS: &[&str] = &[
     "mtu",
     "mac",
     "persistent",
+    "adopt",
     "offloads",
     "txqueuelen",
     "queues",
@@ -641,14 +705,10 @@ impl PortConfig {
                 .map_err(|reason| invalid(format!("{prefix}netns"), reason))?;
         }
         validate_mtu(self.mtu).map_err(|reason| invalid(format!("{prefix}mtu"), reason))?;
-        if let Some(mac) = self.mac
-            && !mac.is_unicast()
-        {
-            return Err(invalid(
-                format!("{prefix}mac"),
-                format!("{mac} is not a unicast address"),
-            ));
+        if let Some(mac) = self.mac {
+            validate_station_mac(mac).map_err(|reason| invalid(format!("{prefix}mac"), reason))?;
         }
+        self.validate_adopt(prefix)?;
         if self.txqueuelen == Some(0) {
             return Err(invalid(format!("{prefix}txqueuelen"), "must be at least 1"));
         }
@@ -767,12 +827,8 @@ impl PortConfig {
             ));
         }
         for (index, mac) in self.allowed_macs.iter().flatten().enumerate() {
-            if !mac.is_unicast() || mac.is_zero() {
-                return Err(invalid(
-                    format!("{prefix}allowed_macs[{index}]"),
-                    format!("{mac} is not a unicast station address"),
-                ));
-            }
+            validate_station_mac(*mac)
+                .map_err(|reason| invalid(format!("{prefix}allowed_macs[{index}]"), reason))?;
         }
         if self.bind_mac && self.mac.is_none() && self.vm.is_none() {
             return Err(invalid(
@@ -781,6 +837,44 @@ impl PortConfig {
                     "needs {prefix}mac (or vm, whose guest MAC it binds), the address to bind to"
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// An adopted device keeps what its creator set: settings that would change it are refused.
+    fn validate_adopt(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !self.adopt {
+            return Ok(());
+        }
+        let conflicts = [
+            (
+                "persistent",
+                self.persistent,
+                "an adopted TAP keeps its own persistence and is never deleted by the switch",
+            ),
+            (
+                "owner",
+                self.owner.is_some(),
+                "an adopted TAP keeps the owner its creator gave it",
+            ),
+            (
+                "group",
+                self.group.is_some(),
+                "an adopted TAP keeps the group its creator gave it",
+            ),
+            (
+                "vm",
+                self.vm.is_some(),
+                "a VM port's TAP is the switch's own; adopt is for a TAP made outside it",
+            ),
+        ];
+        for (key, set, reason) in conflicts {
+            if set {
+                return Err(invalid(
+                    format!("{prefix}{key}"),
+                    format!("not with adopt = true: {reason}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -814,13 +908,9 @@ impl PortConfig {
                 "a VM port lives in the host's namespace, where libvirt looks its device up",
             ));
         }
-        if let Some(mac) = self.vm_mac
-            && (!mac.is_unicast() || mac.is_zero())
-        {
-            return Err(invalid(
-                format!("{prefix}vm_mac"),
-                format!("{mac} is not a unicast station address"),
-            ));
+        if let Some(mac) = self.vm_mac {
+            validate_station_mac(mac)
+                .map_err(|reason| invalid(format!("{prefix}vm_mac"), reason))?;
         }
         if let Some(queues) = self.vm_queues
             && !(1..=crate::vm::MAX_QUEUES).contains(&queues)
@@ -952,6 +1042,22 @@ pub fn validate_mtu(mtu: u32) -> Result<(), String> {
     }
 }
 
+/// A station's own address (a port's or a guest's MAC, an allowed source): unicast and not
+/// all zeros, which the kernel refuses as a device address and no station sends from.
+pub fn validate_station_mac(mac: MacAddr) -> Result<(), String> {
+    if mac.is_multicast() {
+        Err(format!(
+            "{mac} is not a unicast station address (the group bit of the first byte is set)"
+        ))
+    } else if mac.is_zero() {
+        Err(format!(
+            "{mac} is not a unicast station address (all zeros)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 /// Namespace names become paths under `/run/netns`: keep them to one plain component.
 fn validate_netns_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
@@ -992,8 +1098,11 @@ impl Config {
     /// Checks the configuration as a whole.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let switch = &self.switch;
-        if switch.fdb_capacity == 0 {
-            return Err(invalid("switch.fdb_capacity", "must be at least 1"));
+        if !(1..=MAX_FDB_CAPACITY).contains(&switch.fdb_capacity) {
+            return Err(invalid(
+                "switch.fdb_capacity",
+                format!("{} is outside 1..={MAX_FDB_CAPACITY}", switch.fdb_capacity),
+            ));
         }
         if switch.fdb_ageing_secs == 0 {
             return Err(invalid("switch.fdb_ageing_secs", "must be at least 1"));
@@ -1483,7 +1592,7 @@ mod tests {
                 &[("isolated", "yes")],
                 "port p1: isolated: invalid type: string \"yes\", expected a boolean",
             ),
-            (&[("mtu", "10")], "port p1: mtu: 10 is outside 68..=65535"),
+            (&[("mtu", "10")], "port p1: mtu: 10 is outside 68..=65521"),
             (&[("speed", "10")], "port p1: speed: unknown setting"),
             (
                 &[("netns", "\"other\"")],
@@ -1513,6 +1622,7 @@ mod tests {
         port.netns = Some("ns".into());
         port.mac = Some("02:00:00:00:00:01".parse().unwrap());
         port.persistent = true;
+        port.adopt = true;
         port.offloads = Some(false);
         port.txqueuelen = Some(10);
         port.owner = Some(1);
@@ -1691,6 +1801,165 @@ mod tests {
             let err = Config::from_toml(text, "test").unwrap_err().to_string();
             assert!(err.contains(expected), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn one_validation_per_concern_whatever_the_entry_point() {
+        let config = Config::from_toml(FEATURES, "test").unwrap();
+        let access = &config.ports[0];
+        let file = |extra: &str| {
+            Config::from_toml(&format!("[[port]]\nname = \"p1\"\n{extra}"), "test")
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        let set = |pairs: &[(&str, &str)]| {
+            access
+                .with_runtime_settings(&settings(pairs))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        };
+        // A TAP's largest MTU is 65521, from the file and from `port set` alike.
+        assert!(file("mtu = 65521").is_ok());
+        assert!(set(&[("mtu", "65521")]).is_ok());
+        for result in [file("mtu = 65535"), set(&[("mtu", "65535")])] {
+            let err = result.unwrap_err();
+            assert!(err.contains("65535 is outside 68..=65521"), "{err}");
+        }
+        // The zero MAC is nobody's address.
+        for result in [
+            file("mac = \"00:00:00:00:00:00\""),
+            set(&[("mac", "00:00:00:00:00:00")]),
+            "tap1"
+                .parse::<PortConfig>()
+                .and_then(|mut port| {
+                    port.mac = Some(MacAddr([0; 6]));
+                    port.validate("--port tap1").map(|()| port)
+                })
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        ] {
+            let err = result.unwrap_err();
+            assert!(err.contains("(all zeros)"), "{err}");
+        }
+        assert!(validate_station_mac(MacAddr([2, 0, 0, 0, 0, 1])).is_ok());
+        assert!(validate_station_mac(MacAddr([1, 0, 0x5e, 0, 0, 1])).is_err());
+        // Bad values are explained in words, never by Rust type names.
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("storm_control", "100")], "broadcast_pps = 100"),
+            (&[("storm_control", "fast")], "broadcast_pps = 100"),
+            (
+                &[
+                    ("vlan_mode", "trunk"),
+                    ("vlan", "none"),
+                    ("allowed_vlans", "[true]"),
+                ],
+                "a VLAN id (10) or a range",
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let err = set(pairs).unwrap_err();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+            for type_name in ["struct", "enum", "StormControlConfig", "VlanSpec"] {
+                assert!(!err.contains(type_name), "{pairs:?}: {err}");
+            }
+        }
+        let err = Config::from_toml("[switch.mac_flap]\nmoves = 1", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("MacFlapSettings"), "{err}");
+        let err = Config::from_toml("port = 5", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("PortConfig"), "{err}");
+    }
+
+    #[test]
+    fn owners_are_names_or_numbers() {
+        let config = Config::from_toml(
+            "[[port]]\nname = \"a\"\nowner = \"root\"\ngroup = \"root\"\n\
+             [[port]]\nname = \"b\"\nowner = 64055\ngroup = \"64055\"",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(
+            (config.ports[0].owner, config.ports[0].group),
+            (Some(0), Some(0))
+        );
+        assert_eq!(
+            (config.ports[1].owner, config.ports[1].group),
+            (Some(64055), Some(64055))
+        );
+        // Written back as numbers, which read back the same.
+        let again = toml::to_string(&config).unwrap();
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
+        for (extra, expected) in [
+            (
+                "owner = \"no-such-user-x\"",
+                "no user named \"no-such-user-x\"",
+            ),
+            (
+                "group = \"no-such-group-x\"",
+                "no group named \"no-such-group-x\"",
+            ),
+            ("owner = true", "a name or a number"),
+        ] {
+            let err = Config::from_toml(&format!("[[port]]\nname = \"a\"\n{extra}"), "test")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_mac_table_size_is_bounded() {
+        let capacity = |n: u64| {
+            Config::from_toml(&format!("[switch]\nfdb_capacity = {n}"), "test")
+                .map(|c| c.switch.fdb_capacity)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(capacity(MAX_FDB_CAPACITY as u64), Ok(MAX_FDB_CAPACITY));
+        for n in [0, MAX_FDB_CAPACITY as u64 + 1, 99_999_999_999] {
+            let err = capacity(n).unwrap_err();
+            assert!(
+                err.contains(&format!("switch.fdb_capacity: {n} is outside 1..=1048576")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_adopted_port_changes_nothing_of_its_device() {
+        let port = |extra: &str| {
+            Config::from_toml(
+                &format!("[[port]]\nname = \"a\"\nadopt = true\n{extra}"),
+                "test",
+            )
+            .map_err(|e| e.to_string())
+        };
+        let plain = port("").unwrap();
+        assert!(plain.ports[0].adopt);
+        assert!(port("offloads = false\nqueues = 2\nmtu = 9000").is_ok());
+        for (extra, expected) in [
+            (
+                "persistent = true",
+                "port[0].persistent: not with adopt = true",
+            ),
+            ("owner = 0", "port[0].owner: not with adopt = true"),
+            ("group = 0", "port[0].group: not with adopt = true"),
+            ("vm = \"d\"", "port[0].vm: not with adopt = true"),
+        ] {
+            let err = port(extra).unwrap_err();
+            assert!(err.contains(expected), "{extra}: {err}");
+        }
+        // Not a runtime setting: it decides which device the port is.
+        let err = PortConfig::named("a")
+            .with_runtime_settings(&settings(&[("adopt", "true")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("adopt: cannot change on a running port"),
+            "{err}"
+        );
     }
 
     #[test]

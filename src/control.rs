@@ -154,7 +154,7 @@ pub enum Request {
     PortAdd {
         port: PortConfig,
     },
-    /// Remove a port; a non-persistent TAP is deleted.
+    /// Remove a port; a non-persistent TAP the switch created is deleted.
     PortDel {
         name: String,
     },
@@ -601,6 +601,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                         "enabled": live.enabled,
                         "offloads": live.vnet_hdr,
                         "persistent": config.is_some_and(|c| c.persistent),
+                        "adopted": config.is_some_and(|c| c.adopt),
                         "vm": config.and_then(|c| c.vm.clone()),
                     })
                 })

@@ -61,10 +61,9 @@ fn queues_of(mask: QueueMask) -> impl Iterator<Item = usize> {
     (0..MAX_QUEUES).filter(move |q| mask & (1 << q) != 0)
 }
 
-/// Largest frame a port can hand over: a 64 KiB super-frame, or a frame of the
-/// largest MTU with a VLAN tag, plus its vnet header.
-const BUFFER_LEN: usize =
-    crate::config::MAX_MTU as usize + HEADER_LEN + VLAN_TAG_LEN + crate::vnet::VNET_HDR_LEN;
+/// Largest frame a port can hand over: a super-frame carrying the largest IP packet
+/// (65535 bytes, more than a TAP's largest MTU) with a VLAN tag, plus its vnet header.
+const BUFFER_LEN: usize = u16::MAX as usize + HEADER_LEN + VLAN_TAG_LEN + crate::vnet::VNET_HDR_LEN;
 
 /// How often the MAC table is swept for aged-out entries.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
+use crate::policy::{MAX_VLAN, MIN_VLAN, TRANSPARENT_VLAN};
 use crate::wire::MacAddr;
 
 /// A switch port: a dense slot index, so per-port state can live in a `Vec`.
@@ -53,6 +54,11 @@ impl fmt::Display for PortId {
 
 /// A VLAN identifier. 0 is the untagged (default) segment.
 pub type VlanId = u16;
+
+/// Whether frames can be on segment `vlan`: a port's VLAN, or the transparent segment.
+pub fn is_segment(vlan: VlanId) -> bool {
+    vlan == TRANSPARENT_VLAN || (MIN_VLAN..=MAX_VLAN).contains(&vlan)
+}
 
 /// The shortest gap between two sweeps started by a learn on a full table.
 pub const MIN_FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -81,6 +87,12 @@ pub enum FdbError {
     /// Static entries are for unicast stations only.
     #[error("cannot add static entry for {mac} on VLAN {vlan}: it is a multicast address")]
     MulticastStatic { vlan: VlanId, mac: MacAddr },
+    /// Not a VLAN any port carries.
+    #[error(
+        "cannot add static entry for {mac} on VLAN {vlan}: VLANs are {MIN_VLAN}..={MAX_VLAN} \
+         ({TRANSPARENT_VLAN} for ports without VLAN settings)"
+    )]
+    VlanOutOfRange { vlan: VlanId, mac: MacAddr },
     /// The zero address is never a station.
     #[error("cannot add static entry for {mac} on VLAN {vlan}: the zero address is not a station")]
     ZeroStatic { vlan: VlanId, mac: MacAddr },
@@ -362,6 +374,9 @@ impl Fdb {
     /// Pins `mac` to `port`, replacing any entry for it. When the table is full, a dynamic
     /// entry makes room as it would for a learn.
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        if !is_segment(vlan) {
+            return Err(FdbError::VlanOutOfRange { vlan, mac });
+        }
         if mac.is_multicast() {
             return Err(FdbError::MulticastStatic { vlan, mac });
         }
@@ -894,6 +909,25 @@ mod tests {
         assert_eq!(fdb.learn(0, mac(5), P0, t0), Learned::Full);
         assert_eq!(fdb.lookup(0, mac(5), t0), None);
         fdb.assert_consistent();
+    }
+
+    #[test]
+    fn static_entries_are_only_for_vlans_a_port_carries() {
+        let mut fdb = fdb(8, 300);
+        for vlan in [0, 1, 4094] {
+            assert_eq!(
+                fdb.add_static(vlan, mac(1), PortId(0)),
+                Ok(()),
+                "VLAN {vlan}"
+            );
+        }
+        for vlan in [4095, 5000, u16::MAX] {
+            let err = fdb.add_static(vlan, mac(2), PortId(0)).unwrap_err();
+            assert_eq!(err, FdbError::VlanOutOfRange { vlan, mac: mac(2) });
+            assert!(err.to_string().contains("VLANs are 1..=4094"), "{err}");
+            assert_eq!(fdb.entry_port(vlan, mac(2)), None);
+        }
+        assert_eq!(fdb.len(), 3);
     }
 
     #[test]

@@ -13,12 +13,12 @@ use std::path::PathBuf;
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NlaBuffer, NlasIterator,
+    NetlinkPayload, Nla, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, LinkAttribute, LinkFlags, LinkInfo as LinkInfoAttribute,
-    LinkMessage, MacVtapMode,
+    InfoData, InfoKind, InfoMacVtap, InfoTun, LinkAttribute, LinkFlags,
+    LinkInfo as LinkInfoAttribute, LinkMessage, MacVtapMode,
 };
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute,
@@ -146,6 +146,8 @@ pub struct LinkSettings {
     pub mac: Option<[u8; 6]>,
     /// Transmit queue length in packets.
     pub txqueuelen: Option<u32>,
+    /// The interface alias (IFLA_IFALIAS, `ip link set NAME alias TEXT`).
+    pub alias: Option<String>,
 }
 
 impl LinkSettings {
@@ -165,6 +167,9 @@ impl LinkSettings {
         }
         if let Some(len) = self.txqueuelen {
             parts.push(format!("txqueuelen {len}"));
+        }
+        if let Some(alias) = &self.alias {
+            parts.push(format!("alias {alias:?}"));
         }
         if parts.is_empty() {
             "configuring (no changes)".to_owned()
@@ -220,6 +225,119 @@ fn serialize_mac<S: serde::Serializer>(mac: &Option<[u8; 6]>, s: S) -> Result<S:
         Some(mac) => s.serialize_str(&format_mac(mac)),
         None => s.serialize_none(),
     }
+}
+
+/// A link that exists already under some name, as far as it matters to whoever wants the
+/// name for a TAP: what kind of device it is and who made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingLink {
+    /// Interface index.
+    pub index: u32,
+    /// IFLA_INFO_KIND: `tun` (TUN and TAP), `veth`, `bridge`, `macvtap`...; `None` for a
+    /// device without one (a physical NIC, loopback).
+    pub kind: Option<String>,
+    /// IFLA_IFALIAS, if set.
+    pub alias: Option<String>,
+    /// The TUN/TAP settings, when `kind` is `tun`.
+    pub tun: Option<TunInfo>,
+}
+
+/// The settings of a TUN/TAP device (IFLA_TUN_* of its IFLA_INFO_DATA).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunInfo {
+    /// A TAP (Ethernet frames), not a TUN (IP packets).
+    pub tap: bool,
+    /// Frames carry a 4-byte packet-information prefix (IFF_NO_PI clear).
+    pub packet_info: bool,
+    /// Frames carry a virtio-net header (IFF_VNET_HDR).
+    pub vnet_hdr: bool,
+    /// The device outlives its last fd (TUNSETPERSIST).
+    pub persistent: bool,
+    /// IFF_MULTI_QUEUE.
+    pub multi_queue: bool,
+    /// File descriptors attached now.
+    pub attached_queues: u32,
+}
+
+impl ExistingLink {
+    /// "a veth device", "a TUN device (IP packets, not Ethernet frames)": for messages.
+    pub fn describe(&self) -> String {
+        match (&self.kind, &self.tun) {
+            (_, Some(tun)) if !tun.tap => "a TUN device (IP packets, not Ethernet frames)".into(),
+            (_, Some(_)) => "a TAP device".into(),
+            (Some(kind), None) => format!("a {kind} device"),
+            (None, None) => "a device without a link kind (a physical NIC or loopback)".into(),
+        }
+    }
+}
+
+/// `IFLA_TUN_*` from `linux/if_link.h`, which netlink-packet-route passes through raw.
+mod ifla_tun {
+    pub const TYPE: u16 = 3;
+    pub const PI: u16 = 4;
+    pub const VNET_HDR: u16 = 5;
+    pub const PERSIST: u16 = 6;
+    pub const MULTI_QUEUE: u16 = 7;
+    pub const NUM_QUEUES: u16 = 8;
+    /// `IFF_TAP`, the value of IFLA_TUN_TYPE for a TAP.
+    pub const IFF_TAP: u8 = 2;
+}
+
+fn existing_link_from(link: LinkMessage) -> ExistingLink {
+    let mut existing = ExistingLink {
+        index: link.header.index,
+        kind: None,
+        alias: None,
+        tun: None,
+    };
+    for attribute in link.attributes {
+        match attribute {
+            LinkAttribute::IfAlias(alias) => existing.alias = Some(alias),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfoAttribute::Kind(kind) => existing.kind = Some(kind.to_string()),
+                        LinkInfoAttribute::Data(InfoData::Tun(attributes)) => {
+                            existing.tun = Some(tun_info_from(&attributes));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if existing.tun.is_none() && existing.kind.as_deref() == Some("tun") {
+        // A kernel that sends no IFLA_INFO_DATA for tun: nothing known about its flags.
+        existing.tun = Some(TunInfo {
+            tap: true,
+            ..TunInfo::default()
+        });
+    }
+    existing
+}
+
+fn tun_info_from(attributes: &[InfoTun]) -> TunInfo {
+    let mut tun = TunInfo::default();
+    for attribute in attributes {
+        let mut value = vec![0; attribute.value_len()];
+        attribute.emit_value(&mut value);
+        let byte = value.first().copied().unwrap_or(0);
+        match attribute.kind() {
+            ifla_tun::TYPE => tun.tap = byte == ifla_tun::IFF_TAP,
+            ifla_tun::PI => tun.packet_info = byte != 0,
+            ifla_tun::VNET_HDR => tun.vnet_hdr = byte != 0,
+            ifla_tun::PERSIST => tun.persistent = byte != 0,
+            ifla_tun::MULTI_QUEUE => tun.multi_queue = byte != 0,
+            ifla_tun::NUM_QUEUES => {
+                tun.attached_queues = <[u8; 4]>::try_from(value.as_slice())
+                    .map(u32::from_ne_bytes)
+                    .unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    tun
 }
 
 /// Formats a MAC address as lower-case colon-separated hex.
@@ -305,6 +423,16 @@ impl Netlink {
         })
     }
 
+    /// What link `name` is, if one exists: its kind, alias and, for a TUN/TAP device, the
+    /// flags its creator gave it. `None` when there is no such link.
+    pub fn existing(&mut self, name: &str) -> Result<Option<ExistingLink>, LinkError> {
+        match self.get_link_by_name(name, "looking up an existing device") {
+            Ok(link) => Ok(Some(existing_link_from(link))),
+            Err(error) if error.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Applies all of `settings` to link `index` in one RTM_SETLINK.
     ///
     /// The kernel applies the attributes one after another and stops at the first it refuses,
@@ -328,6 +456,9 @@ impl Netlink {
         }
         if let Some(len) = settings.txqueuelen {
             link.attributes.push(LinkAttribute::TxQueueLen(len));
+        }
+        if let Some(alias) = &settings.alias {
+            link.attributes.push(LinkAttribute::IfAlias(alias.clone()));
         }
         self.request(RouteNetlinkMessage::SetLink(link), 0)
             .map(drop)
@@ -860,6 +991,65 @@ mod tests {
     }
 
     #[test]
+    fn existing_links_say_what_they_are_and_how_a_tap_was_made() {
+        let mut netlink = Netlink::open().unwrap();
+        assert_eq!(netlink.existing(&unique_name("tz")).unwrap(), None);
+
+        let tap = TestTap::new();
+        let found = netlink
+            .existing(&tap.name)
+            .unwrap()
+            .expect("the TAP exists");
+        assert_eq!(found.index, netlink.index_of(&tap.name).unwrap());
+        assert_eq!(found.kind.as_deref(), Some("tun"));
+        assert_eq!(found.alias, None);
+        let tun = found.tun.expect("a tun device has IFLA_TUN_* data");
+        assert!(tun.tap && tun.persistent, "{tun:?}");
+        assert!(
+            !tun.vnet_hdr && !tun.multi_queue && !tun.packet_info,
+            "{tun:?}"
+        );
+        assert_eq!(tun.attached_queues, 0);
+        assert_eq!(found.describe(), "a TAP device");
+
+        let vnet = unique_name("tv");
+        run_ip(&[
+            "tuntap",
+            "add",
+            "dev",
+            &vnet,
+            "mode",
+            "tap",
+            "vnet_hdr",
+            "multi_queue",
+            "pi",
+        ]);
+        let _vnet = TestTap {
+            name: vnet.clone(),
+            netns: None,
+        };
+        let tun = netlink.existing(&vnet).unwrap().unwrap().tun.unwrap();
+        assert!(
+            tun.vnet_hdr && tun.multi_queue && tun.packet_info,
+            "{tun:?}"
+        );
+
+        let layer3 = unique_name("tn");
+        run_ip(&["tuntap", "add", "dev", &layer3, "mode", "tun"]);
+        let _layer3 = TestTap {
+            name: layer3.clone(),
+            netns: None,
+        };
+        let found = netlink.existing(&layer3).unwrap().unwrap();
+        assert!(!found.tun.unwrap().tap);
+        assert!(found.describe().starts_with("a TUN device"), "{found:?}");
+
+        let lo = netlink.existing("lo").unwrap().unwrap();
+        assert_eq!((lo.kind.as_deref(), lo.tun), (None, None));
+        assert!(lo.describe().contains("physical NIC or loopback"));
+    }
+
+    #[test]
     fn configure_applies_up_mtu_mac_and_txqueuelen_together() {
         let tap = TestTap::new();
         let mut netlink = Netlink::open().unwrap();
@@ -870,6 +1060,7 @@ mod tests {
             mtu: Some(9000),
             mac: Some(mac),
             txqueuelen: Some(4321),
+            alias: Some("made by a test".to_owned()),
         };
         netlink.configure(index, &settings).unwrap();
 
@@ -888,6 +1079,7 @@ mod tests {
         assert_eq!(shown["mtu"], 9000);
         assert_eq!(shown["address"], "02:5a:11:22:33:44");
         assert_eq!(shown["txqlen"], 4321);
+        assert_eq!(shown["ifalias"], "made by a test");
         let flags: Vec<&str> = shown["flags"]
             .as_array()
             .unwrap()
@@ -1462,10 +1654,11 @@ mod tests {
             mtu: Some(9000),
             mac: Some([2, 0, 0, 0, 0, 1]),
             txqueuelen: Some(500),
+            alias: Some("x".to_owned()),
         };
         assert_eq!(
             all.describe(),
-            "setting link up, MTU 9000, MAC 02:00:00:00:00:01, txqueuelen 500"
+            "setting link up, MTU 9000, MAC 02:00:00:00:00:01, txqueuelen 500, alias \"x\""
         );
         assert_eq!(
             LinkSettings::default().describe(),

@@ -133,7 +133,7 @@ enum PortCommand {
         #[command(flatten)]
         vm: VmOptions,
     },
-    /// Stop forwarding on a port and close its TAP (deleting it unless persistent).
+    /// Stop forwarding on a port and close its TAP (deleting it unless persistent or adopted).
     Del { name: String },
     /// Change a running port, as a whole or not at all.
     ///
@@ -180,12 +180,16 @@ struct PortOptions {
     offloads: Option<bool>,
     #[arg(long)]
     txqueuelen: Option<u32>,
-    /// uid allowed to attach to the TAP.
-    #[arg(long)]
+    /// User allowed to attach to the TAP: a name or a uid.
+    #[arg(long, value_name = "USER", value_parser = user_id)]
     owner: Option<u32>,
-    /// gid allowed to attach to the TAP.
-    #[arg(long)]
+    /// Group allowed to attach to the TAP: a name or a gid.
+    #[arg(long, value_name = "GROUP", value_parser = group_id)]
     group: Option<u32>,
+    /// Use an existing TAP of this name that the switch did not create (e.g. made with
+    /// `ip tuntap add`) as it is: its flags stay and the switch never deletes it.
+    #[arg(long)]
+    adopt: bool,
     /// Create the port disabled.
     #[arg(long)]
     disabled: bool,
@@ -202,8 +206,17 @@ impl PortOptions {
         port.txqueuelen = self.txqueuelen.or(port.txqueuelen);
         port.owner = self.owner.or(port.owner);
         port.group = self.group.or(port.group);
+        port.adopt |= self.adopt;
         port.enabled &= !self.disabled;
     }
+}
+
+fn user_id(text: &str) -> Result<u32, String> {
+    privileges::user_id(text).map_err(|e| e.to_string())
+}
+
+fn group_id(text: &str) -> Result<u32, String> {
+    privileges::group_id(text).map_err(|e| e.to_string())
 }
 
 /// Switch features of a port, named and written as the `[[port]]` keys of the
@@ -409,20 +422,10 @@ fn run(
     }
     // Before any TAP exists: a second switch on the same socket stops here.
     let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
-    // A misspelt user stops the switch before it creates anything.
-    let identity = resolve_identity(&config)?;
+    // A misspelt user or a missing namespace stops the switch before it creates anything.
+    let identity = switch::preflight(&config).map_err(|e| e.to_string())?;
     let (dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
     serve(config, dataplane, handle, socket, identity, None)
-}
-
-/// The configured user and group, looked up.
-fn resolve_identity(config: &Config) -> Result<Option<privileges::Identity>, String> {
-    match &config.switch.user {
-        Some(user) => privileges::resolve_identity(user, config.switch.group.as_deref())
-            .map(Some)
-            .map_err(|e| e.to_string()),
-        None => Ok(None),
-    }
 }
 
 /// Becomes the switch a running one hands over to (`tapswitch upgrade`).
@@ -448,7 +451,7 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
         })
         .map_err(|e| e.to_string())?;
         restore_fdb(&dataplane, &handover);
-        let identity = resolve_identity(&handover.config)?;
+        let identity = switch::resolve_identity(&handover.config).map_err(|e| e.to_string())?;
         Ok::<_, String>((dataplane, handle, socket, identity))
     })();
     match built {
@@ -627,6 +630,8 @@ fn check_config(path: Option<PathBuf>) -> Result<(), String> {
         Some(path) => Config::from_file(&path).map_err(|e| e.to_string())?,
         None => Config::embedded_default(),
     };
+    // What `run` checks of the host before it creates anything.
+    switch::preflight(&config).map_err(|e| e.to_string())?;
     print!("{}", toml::to_string(&config).map_err(|e| e.to_string())?);
     Ok(())
 }

@@ -80,9 +80,9 @@ const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// Errors while dropping or reading privileges; each names the step.
 #[derive(Debug, Error)]
 pub enum PrivilegeError {
-    #[error("no user named {0:?} (switch.user)")]
+    #[error("no user named {0:?}")]
     NoSuchUser(String),
-    #[error("no group named {0:?} (switch.group)")]
+    #[error("no group named {0:?}")]
     NoSuchGroup(String),
     #[error("looking up {what} {name:?}: {source}")]
     Lookup {
@@ -274,14 +274,46 @@ pub struct Identity {
 /// Looks up `user` (and `group`, else the user's primary group) in the
 /// system's user database.
 pub fn resolve_identity(user: &str, group: Option<&str>) -> Result<Identity, PrivilegeError> {
-    let lookup_error = |what, name: &str, source| PrivilegeError::Lookup {
+    let (uid, primary_gid) = lookup_user(user)?;
+    let gid = match group {
+        Some(group) => lookup_group(group)?,
+        None => primary_gid,
+    };
+    Ok(Identity { uid, gid })
+}
+
+/// The uid of `user`: a user name, or a number taken as it is (as `chown` does).
+pub fn user_id(user: &str) -> Result<u32, PrivilegeError> {
+    match user.parse() {
+        Ok(uid) => Ok(uid),
+        Err(_) => lookup_user(user).map(|(uid, _)| uid),
+    }
+}
+
+/// The gid of `group`: a group name, or a number taken as it is.
+pub fn group_id(group: &str) -> Result<u32, PrivilegeError> {
+    match group.parse() {
+        Ok(gid) => Ok(gid),
+        Err(_) => lookup_group(group),
+    }
+}
+
+/// Enough room for any passwd or group entry of a normal system.
+const LOOKUP_BUFFER_LEN: usize = 16 * 1024;
+
+fn lookup_error(what: &'static str, name: &str, source: io::Error) -> PrivilegeError {
+    PrivilegeError::Lookup {
         what,
         name: name.to_owned(),
         source,
-    };
+    }
+}
+
+/// `user`'s uid and primary gid (getpwnam_r).
+fn lookup_user(user: &str) -> Result<(u32, u32), PrivilegeError> {
     let c_user = CString::new(user)
         .map_err(|_| lookup_error("user", user, io::ErrorKind::InvalidInput.into()))?;
-    let mut buffer = vec![0u8; 16 * 1024];
+    let mut buffer = vec![0u8; LOOKUP_BUFFER_LEN];
     // SAFETY: passwd is plain data; all-zero is a valid value to be overwritten.
     let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut found: *mut libc::passwd = std::ptr::null_mut();
@@ -306,37 +338,39 @@ pub fn resolve_identity(user: &str, group: Option<&str>) -> Result<Identity, Pri
     if found.is_null() {
         return Err(PrivilegeError::NoSuchUser(user.to_owned()));
     }
-    let uid = passwd.pw_uid;
-    let mut gid = passwd.pw_gid;
-    if let Some(group) = group {
-        let c_group = CString::new(group)
-            .map_err(|_| lookup_error("group", group, io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: group is plain data; all-zero is a valid value to be overwritten.
-        let mut entry: libc::group = unsafe { std::mem::zeroed() };
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: as for getpwnam_r above.
-        let ret = unsafe {
-            libc::getgrnam_r(
-                c_group.as_ptr(),
-                &mut entry,
-                buffer.as_mut_ptr().cast(),
-                buffer.len(),
-                &mut found,
-            )
-        };
-        if ret != 0 {
-            return Err(lookup_error(
-                "group",
-                group,
-                io::Error::from_raw_os_error(ret),
-            ));
-        }
-        if found.is_null() {
-            return Err(PrivilegeError::NoSuchGroup(group.to_owned()));
-        }
-        gid = entry.gr_gid;
+    Ok((passwd.pw_uid, passwd.pw_gid))
+}
+
+/// `group`'s gid (getgrnam_r).
+fn lookup_group(group: &str) -> Result<u32, PrivilegeError> {
+    let c_group = CString::new(group)
+        .map_err(|_| lookup_error("group", group, io::ErrorKind::InvalidInput.into()))?;
+    let mut buffer = vec![0u8; LOOKUP_BUFFER_LEN];
+    // SAFETY: group is plain data; all-zero is a valid value to be overwritten.
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer refers to a live local of the right type; the buffer's
+    // length is passed with it; getgrnam_r writes only within them.
+    let ret = unsafe {
+        libc::getgrnam_r(
+            c_group.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if ret != 0 {
+        return Err(lookup_error(
+            "group",
+            group,
+            io::Error::from_raw_os_error(ret),
+        ));
     }
-    Ok(Identity { uid, gid })
+    if found.is_null() {
+        return Err(PrivilegeError::NoSuchGroup(group.to_owned()));
+    }
+    Ok(entry.gr_gid)
 }
 
 /// `struct __user_cap_header_struct`.

@@ -80,7 +80,12 @@ pub mod reply {
                 text(&port["mtu"]),
                 state,
                 yes_no(&port["offloads"]),
-                yes_no(&port["persistent"]),
+                // An adopted TAP outlives the port too, but it is its creator's.
+                if port["adopted"] == true {
+                    "adopted"
+                } else {
+                    yes_no(&port["persistent"])
+                },
                 text(&port["vm"])
             );
         }

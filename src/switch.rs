@@ -15,9 +15,10 @@ use tracing::info;
 use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
-use crate::link::{LinkError, LinkSettings, Netlink};
-use crate::netns::{self, NetnsError};
+use crate::link::{ExistingLink, LinkError, LinkSettings, Netlink, TunInfo};
+use crate::netns::{self, NetnsError, NetnsFd};
 use crate::port::TapPort;
+use crate::privileges::{self, Identity, PrivilegeError};
 use crate::tap::{Tap, TapError, TapOptions};
 
 /// Errors while building a switch; each names the port it concerns.
@@ -42,8 +43,69 @@ pub enum SwitchError {
         #[source]
         source: NetnsError,
     },
+    #[error(
+        "port {port}: {place} already has a device named {port}, {what}, not a TAP; \
+         choose another port name"
+    )]
+    NotATap {
+        port: String,
+        /// "namespace NAME" or "the host's namespace".
+        place: String,
+        what: String,
+    },
+    #[error(
+        "port {port}: a TAP named {port} already exists and this switch did not create it; \
+         add the port with --adopt (adopt = true) to use that device as it is (the switch then \
+         keeps its flags and never deletes it), or choose another name"
+    )]
+    ForeignTap { port: String },
+    #[error("port {port}: adopt: there is no TAP named {port} to adopt")]
+    NothingToAdopt { port: String },
+    #[error("port {port}: cannot adopt the existing TAP {port} as it is: {reason}")]
+    CannotAdopt { port: String, reason: String },
+    #[error("{field}: {source}")]
+    Identity {
+        /// `switch.user` or `switch.group`.
+        field: &'static str,
+        #[source]
+        source: PrivilegeError,
+    },
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
+}
+
+/// The configured user and group (`switch.user`, `switch.group`), looked up.
+pub fn resolve_identity(config: &Config) -> Result<Option<Identity>, SwitchError> {
+    let Some(user) = &config.switch.user else {
+        return Ok(None);
+    };
+    privileges::resolve_identity(user, config.switch.group.as_deref())
+        .map(Some)
+        .map_err(|source| SwitchError::Identity {
+            field: match source {
+                PrivilegeError::NoSuchGroup(_) => "switch.group",
+                _ => "switch.user",
+            },
+            source,
+        })
+}
+
+/// What a configuration needs of this host before anything is created: its user and group
+/// exist, and so does every port's namespace (the switch enters them, it does not make
+/// them). `run` checks this first and `check-config` the same way, so a configuration
+/// `check-config` accepts does not stop `run` for these reasons. Returns the identity.
+pub fn preflight(config: &Config) -> Result<Option<Identity>, SwitchError> {
+    let identity = resolve_identity(config)?;
+    for port in &config.ports {
+        if let Some(netns) = &port.netns {
+            NetnsFd::open(netns).map_err(|source| SwitchError::Netns {
+                port: port.name.clone(),
+                netns: netns.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(identity)
 }
 
 /// Netlink sockets by namespace (`None` is ours), opened once and reused.
@@ -66,20 +128,139 @@ impl LinkSockets {
     }
 }
 
-/// Creates the TAP of `port` and brings its netdev up with the configured
-/// MTU, MAC and queue length, in its namespace.
+/// The alias (`ip link show` prints it) the switch gives every TAP it creates. A TAP
+/// that exists when a port is opened is the switch's own only if it carries this alias
+/// (a persistent port's TAP, or one left by a crash): it is re-attached as before. Any
+/// other TAP of that name is somebody else's and is refused unless the port adopts it.
+pub const OWN_TAP_ALIAS: &str = "tapswitch port";
+
+/// Whether the port's TAP is to be created (or is the switch's own), or is a device of
+/// somebody else's that the port adopts as it is.
+#[derive(Debug)]
+enum Claim {
+    Own,
+    Adopted(TunInfo),
+}
+
+/// Decides whether `port` may take the device `existing` (`None`: there is none).
+fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, SwitchError> {
+    let Some(link) = existing else {
+        if port.adopt {
+            return Err(SwitchError::NothingToAdopt {
+                port: port.name.clone(),
+            });
+        }
+        return Ok(Claim::Own);
+    };
+    let Some(tun) = link.tun.filter(|tun| tun.tap) else {
+        return Err(SwitchError::NotATap {
+            port: port.name.clone(),
+            place: match &port.netns {
+                Some(netns) => format!("namespace {netns}"),
+                None => "the host's namespace".to_owned(),
+            },
+            what: link.describe(),
+        });
+    };
+    if port.adopt {
+        adoptable(port, &tun).map_err(|reason| SwitchError::CannotAdopt {
+            port: port.name.clone(),
+            reason,
+        })?;
+        return Ok(Claim::Adopted(tun));
+    }
+    if link.alias.as_deref() == Some(OWN_TAP_ALIAS) {
+        return Ok(Claim::Own);
+    }
+    Err(SwitchError::ForeignTap {
+        port: port.name.clone(),
+    })
+}
+
+/// Why the port's settings cannot run on the device `tun` as it is, if they cannot.
+fn adoptable(port: &PortConfig, tun: &TunInfo) -> Result<(), String> {
+    if tun.packet_info {
+        return Err(
+            "its frames carry packet-information headers (made without IFF_NO_PI, \
+                    as `ip tuntap add ... pi` does), which the switch does not read"
+                .to_owned(),
+        );
+    }
+    match port.offloads {
+        Some(true) if !tun.vnet_hdr => {
+            return Err(
+                "offloads = true needs a vnet header, which the device was made \
+                        without (`ip tuntap add ... vnet_hdr` makes one); leave offloads \
+                        unset to follow the device"
+                    .to_owned(),
+            );
+        }
+        Some(false) if tun.vnet_hdr => {
+            return Err(
+                "offloads = false, but the device carries a vnet header; leave \
+                        offloads unset to follow the device"
+                    .to_owned(),
+            );
+        }
+        _ => {}
+    }
+    if port.queues > 1 && !tun.multi_queue {
+        return Err(format!(
+            "queues = {} needs a multi-queue device (`ip tuntap add ... multi_queue`); \
+             this one has one queue",
+            port.queues
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the TAP of `port` (or re-attaches the switch's own persistent one, or adopts an
+/// existing one when `port.adopt`) and brings its netdev up with the configured MTU, MAC
+/// and queue length, in its namespace.
 pub fn create_tap_port(
     switch: &SwitchConfig,
     port: &PortConfig,
     links: &mut LinkSockets,
 ) -> Result<TapPort, SwitchError> {
-    let options = TapOptions {
-        vnet_hdr: port.offloads_enabled(switch),
-        persistent: port.persistent,
-        owner: port.owner,
-        group: port.group,
-        multi_queue: port.queues > 1,
-        ..TapOptions::default()
+    let link_error = |source| match source {
+        LinkError::Netns(source) => SwitchError::Netns {
+            port: port.name.clone(),
+            netns: port.netns.clone().unwrap_or_default(),
+            source,
+        },
+        source => SwitchError::Link {
+            port: port.name.clone(),
+            source,
+        },
+    };
+    // Looked at before TUNSETIFF, which would attach to a free TAP of that name, set its
+    // flags to ours and take its persistence away, or fail with a bare EINVAL on a device
+    // that is no TAP.
+    let existing = links
+        .get(port.netns.as_deref())
+        .map_err(link_error)?
+        .existing(&port.name)
+        .map_err(link_error)?;
+    let claim = claim(port, existing.as_ref())?;
+    let options = match claim {
+        Claim::Own => TapOptions {
+            vnet_hdr: port.offloads_enabled(switch),
+            persistent: Some(port.persistent),
+            owner: port.owner,
+            group: port.group,
+            multi_queue: port.queues > 1,
+            ..TapOptions::default()
+        },
+        // The device keeps the flags its creator gave it: the same ones are asked for
+        // (TUNSETIFF on an existing TAP replaces them), and persistence and owner are left.
+        Claim::Adopted(tun) => TapOptions {
+            vnet_hdr: tun.vnet_hdr,
+            multi_queue: tun.multi_queue,
+            persistent: None,
+            owner: None,
+            group: None,
+            sndbuf: None,
+        },
     };
     let tap_error = |source| SwitchError::Tap {
         port: port.name.clone(),
@@ -103,10 +284,6 @@ pub fn create_tap_port(
     };
     let tap = TapPort::with_queues(queues);
 
-    let link_error = |source| SwitchError::Link {
-        port: port.name.clone(),
-        source,
-    };
     let netlink = links.get(port.netns.as_deref()).map_err(link_error)?;
     let index = netlink.index_of(&port.name).map_err(link_error)?;
     let settings = LinkSettings {
@@ -114,6 +291,10 @@ pub fn create_tap_port(
         mtu: Some(port.mtu),
         mac: port.mac.map(|mac| mac.0),
         txqueuelen: port.txqueuelen,
+        alias: match claim {
+            Claim::Own => Some(OWN_TAP_ALIAS.to_owned()),
+            Claim::Adopted(_) => None,
+        },
     };
     netlink.configure(index, &settings).map_err(link_error)?;
     info!(
@@ -122,6 +303,7 @@ pub fn create_tap_port(
         mtu = port.mtu,
         vnet_hdr = tap.tap().vnet_hdr_len() > 0,
         queues = port.queues,
+        adopted = port.adopt,
         "TAP ready"
     );
     Ok(tap)
@@ -170,5 +352,135 @@ pub fn settings_of(port: &PortConfig) -> PortUpdate {
         mtu: Some(port.mtu),
         enabled: Some(port.enabled),
         policy: Some(port.policy()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(alias: Option<&str>, tun: TunInfo) -> ExistingLink {
+        ExistingLink {
+            index: 7,
+            kind: Some("tun".into()),
+            alias: alias.map(str::to_owned),
+            tun: Some(tun),
+        }
+    }
+
+    const USER_TAP: TunInfo = TunInfo {
+        tap: true,
+        packet_info: false,
+        vnet_hdr: false,
+        persistent: true,
+        multi_queue: false,
+        attached_queues: 0,
+    };
+
+    #[test]
+    fn only_the_switchs_own_taps_are_taken_without_adopt() {
+        let port = PortConfig::named("p1");
+        assert!(matches!(claim(&port, None), Ok(Claim::Own)));
+        let own = tap(Some(OWN_TAP_ALIAS), USER_TAP);
+        assert!(matches!(claim(&port, Some(&own)), Ok(Claim::Own)));
+        for alias in [None, Some("uplink"), Some("tapswitch")] {
+            let err = claim(&port, Some(&tap(alias, USER_TAP))).unwrap_err();
+            assert!(matches!(err, SwitchError::ForeignTap { .. }), "{err}");
+            assert!(err.to_string().contains("--adopt"), "{err}");
+        }
+    }
+
+    #[test]
+    fn adopting_keeps_the_devices_flags_or_says_why_it_cannot() {
+        let mut port = PortConfig::named("p1");
+        port.adopt = true;
+        let err = claim(&port, None).unwrap_err();
+        assert!(matches!(err, SwitchError::NothingToAdopt { .. }), "{err}");
+        let Ok(Claim::Adopted(tun)) = claim(&port, Some(&tap(None, USER_TAP))) else {
+            panic!("a plain user TAP is adoptable");
+        };
+        assert_eq!(tun, USER_TAP);
+        let cases = [
+            (
+                TunInfo {
+                    packet_info: true,
+                    ..USER_TAP
+                },
+                PortConfig { ..port.clone() },
+                "packet-information headers",
+            ),
+            (
+                USER_TAP,
+                PortConfig {
+                    offloads: Some(true),
+                    ..port.clone()
+                },
+                "offloads = true needs a vnet header",
+            ),
+            (
+                TunInfo {
+                    vnet_hdr: true,
+                    ..USER_TAP
+                },
+                PortConfig {
+                    offloads: Some(false),
+                    ..port.clone()
+                },
+                "offloads = false, but the device carries a vnet header",
+            ),
+            (
+                USER_TAP,
+                PortConfig {
+                    queues: 2,
+                    ..port.clone()
+                },
+                "queues = 2 needs a multi-queue device",
+            ),
+        ];
+        for (tun, port, expected) in cases {
+            let err = claim(&port, Some(&tap(None, tun))).unwrap_err();
+            assert!(matches!(err, SwitchError::CannotAdopt { .. }), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_device_that_is_no_tap_is_named_by_its_kind() {
+        let port = PortConfig {
+            netns: Some("blue".into()),
+            ..PortConfig::named("p1")
+        };
+        let veth = ExistingLink {
+            index: 3,
+            kind: Some("veth".into()),
+            alias: None,
+            tun: None,
+        };
+        let tun = tap(
+            Some(OWN_TAP_ALIAS),
+            TunInfo {
+                tap: false,
+                ..USER_TAP
+            },
+        );
+        for (link, expected) in [
+            (
+                veth,
+                "port p1: namespace blue already has a device named p1, a veth device, not a TAP",
+            ),
+            (
+                tun,
+                "a TUN device (IP packets, not Ethernet frames), not a TAP",
+            ),
+        ] {
+            for adopt in [false, true] {
+                let port = PortConfig {
+                    adopt,
+                    ..port.clone()
+                };
+                let err = claim(&port, Some(&link)).unwrap_err().to_string();
+                assert!(err.contains(expected), "{err}");
+            }
+        }
     }
 }

@@ -98,8 +98,9 @@ pub struct TapOptions {
     pub vnet_hdr: bool,
     /// Open with `IFF_MULTI_QUEUE` (each open of the same name adds a queue).
     pub multi_queue: bool,
-    /// Keep the netdev after the fd closes (`TUNSETPERSIST`).
-    pub persistent: bool,
+    /// Keep the netdev after the fd closes (`TUNSETPERSIST`), or not; `None` leaves the
+    /// device's flag as it is (a device the switch adopted keeps its creator's choice).
+    pub persistent: Option<bool>,
     /// Owner and group allowed to attach later (`TUNSETOWNER`/`TUNSETGROUP`).
     pub owner: Option<u32>,
     pub group: Option<u32>,
@@ -112,7 +113,7 @@ impl Default for TapOptions {
         Self {
             vnet_hdr: true,
             multi_queue: false,
-            persistent: false,
+            persistent: Some(false),
             owner: None,
             group: None,
             sndbuf: None,
@@ -237,7 +238,9 @@ impl Tap {
         // Offload flags outlive the fd on a persistent TAP (a previous holder such
         // as QEMU may have set them), so set them on every open, even to zero.
         tap.set_offloads(if options.vnet_hdr { FULL_OFFLOADS } else { 0 })?;
-        tap.set_persistent(options.persistent)?;
+        if let Some(persistent) = options.persistent {
+            tap.set_persistent(persistent)?;
+        }
         if let Some(uid) = options.owner {
             tap.ioctl_ulong("TUNSETOWNER", sys::TUNSETOWNER, uid.into())?;
         }
@@ -561,7 +564,7 @@ mod tests {
     fn persistent_tap_survives_and_reattaches() {
         let name = unique_name();
         let options = TapOptions {
-            persistent: true,
+            persistent: Some(true),
             vnet_hdr: false,
             ..TapOptions::default()
         };

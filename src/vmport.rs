@@ -123,7 +123,7 @@ pub fn create_devices(
             let options = TapOptions {
                 vnet_hdr: true,
                 multi_queue: interface.queues > 1,
-                persistent: true,
+                persistent: Some(true),
                 owner: port.owner,
                 group: port.group,
                 sndbuf: None,
@@ -309,7 +309,7 @@ mod tests {
         let _cleanup = Cleanup(vec![device.clone(), port.name.clone()]);
         let _tap = TapPort::new(Tap::open(&port.name, &TapOptions::default()).unwrap());
         let persistent = TapOptions {
-            persistent: true,
+            persistent: Some(true),
             ..TapOptions::default()
         };
         drop(Tap::open(&device, &persistent).unwrap());

@@ -675,3 +675,295 @@ fn events_report_flaps_violations_and_shutdowns() {
         "{config}"
     );
 }
+
+/// Runs `tapswitch ARGS` against `switch`; expects it to fail with `expected` in its message.
+fn ctl_refused(switch: &Switch, args: &[&str], expected: &str) -> String {
+    let (ok, _, stderr) = switch.ctl(args);
+    assert!(!ok, "{args:?} was accepted");
+    assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_tap_the_switch_did_not_create_is_refused_unless_adopted_and_then_kept() {
+    let mut bed = Bed::new(1);
+    let home = Netns::new();
+    let user_tap = ForeignTap::new(&home.name, "ut", &[]);
+    let name = user_tap.name.as_str();
+    let spec = format!("{name}@{}", home.name);
+    let flags = user_tap.flags().expect("the user's TAP exists");
+    assert!(
+        flags.contains("vnet_hdr off") && flags.contains("persist on"),
+        "{flags}"
+    );
+
+    // Not asked to adopt: refused, and the device is exactly as it was.
+    let error = ctl_refused(
+        &bed.switch,
+        &["port", "add", &spec],
+        "this switch did not create it",
+    );
+    assert!(error.contains("--adopt"), "{error}");
+    assert_eq!(user_tap.flags().as_deref(), Some(flags.as_str()));
+    assert!(!port_names(&bed.switch.ctl_json(&["port", "list"])).contains(&name.to_owned()));
+
+    // Adopted: the port forwards on the device as it is (no vnet header, still persistent).
+    let added = bed.switch.ctl(&["port", "add", &spec, "--adopt"]);
+    assert!(added.0, "adopting failed: {}", added.2);
+    assert_eq!(user_tap.flags().as_deref(), Some(flags.as_str()));
+    let list = bed.switch.ctl_json(&["port", "list"]);
+    let port = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no adopted port in {list}"));
+    assert_eq!(port["adopted"], true, "{port}");
+    assert_eq!(
+        port["offloads"], false,
+        "follows the device's flags: {port}"
+    );
+    let addr = format!("{}/24", Bed::addr(5));
+    sh("ip", &["-n", &home.name, "addr", "add", &addr, "dev", name]);
+    assert_eq!(ping(&home.name, &Bed::addr(0), 2, "0.1"), 2);
+
+    // Deleting the port leaves the user's device, persistence included.
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", name]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        user_tap.flags().as_deref(),
+        Some(flags.as_str()),
+        "port del deleted or changed the user's TAP"
+    );
+
+    // So does a switch that stops with the device adopted.
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &spec, "--adopt"]);
+    assert!(ok, "{stderr}");
+    bed.switch.signal(libc::SIGTERM);
+    assert!(wait_for(Duration::from_secs(10), || bed.switch.exited()));
+    assert_eq!(
+        user_tap.flags().as_deref(),
+        Some(flags.as_str()),
+        "the switch's shutdown deleted or changed the user's TAP"
+    );
+}
+
+#[test]
+fn adopting_refuses_settings_the_device_does_not_have() {
+    let bed = Bed::new(1);
+    let home = Netns::new();
+    let plain = ForeignTap::new(&home.name, "ua", &[]);
+    let spec = format!("{}@{}", plain.name, home.name);
+    ctl_refused(
+        &bed.switch,
+        &["port", "add", &spec, "--adopt", "--offloads", "true"],
+        "offloads = true needs a vnet header, which the device was made without",
+    );
+    ctl_refused(
+        &bed.switch,
+        &["port", "add", &spec, "--adopt", "--persistent"],
+        "persistent: not with adopt = true",
+    );
+    let missing = format!("{}@{}", unique("un"), home.name);
+    ctl_refused(
+        &bed.switch,
+        &["port", "add", &missing, "--adopt"],
+        "there is no TAP named",
+    );
+    // A vnet-header device is adopted with its header: offloads follow it.
+    let vnet = ForeignTap::new(&home.name, "uv", &["vnet_hdr"]);
+    let flags = vnet.flags().unwrap();
+    let spec = format!("{}@{}", vnet.name, home.name);
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &spec, "--adopt"]);
+    assert!(ok, "{stderr}");
+    let list = bed.switch.ctl_json(&["port", "list"]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == vnet.name.as_str() && p["offloads"] == true),
+        "{list}"
+    );
+    assert_eq!(vnet.flags(), Some(flags));
+    // The switch goes before the devices the guards delete.
+    drop(bed);
+}
+
+#[test]
+fn a_name_taken_by_a_device_that_is_no_tap_is_named_in_the_error() {
+    let bed = Bed::new(1);
+    let home = Netns::new();
+    let veth = unique("vx");
+    let peer = unique("vy");
+    sh(
+        "ip",
+        &[
+            "-n", &home.name, "link", "add", &veth, "type", "veth", "peer", "name", &peer,
+        ],
+    );
+    let error = ctl_refused(
+        &bed.switch,
+        &["port", "add", &format!("{veth}@{}", home.name)],
+        "already has a device named",
+    );
+    assert!(error.contains("a veth device, not a TAP"), "{error}");
+    assert!(!error.contains("Invalid argument"), "{error}");
+    let tun = unique("tn");
+    sh(
+        "ip",
+        &[
+            "-n", &home.name, "tuntap", "add", "dev", &tun, "mode", "tun",
+        ],
+    );
+    ctl_refused(
+        &bed.switch,
+        &["port", "add", &format!("{tun}@{}", home.name)],
+        "a TUN device (IP packets, not Ethernet frames), not a TAP",
+    );
+    // Everything was left as it was; the namespace's deletion takes them.
+    assert!(exec_in(&home.name, &["ip", "link", "show", &veth]).0);
+    assert!(exec_in(&home.name, &["ip", "link", "show", &tun]).0);
+}
+
+#[test]
+fn every_entry_point_validates_the_same_way() {
+    let bed = Bed::new(1);
+    let switch = &bed.switch;
+    let mac = "02:00:00:00:00:77";
+    for vlan in ["4095", "5000", "65535"] {
+        ctl_refused(
+            switch,
+            &["fdb", "add", mac, "p0", "--vlan", vlan],
+            "VLANs are 1..=4094",
+        );
+    }
+    for vlan in ["0", "4094"] {
+        let (ok, _, stderr) = switch.ctl(&["fdb", "add", mac, "p0", "--vlan", vlan]);
+        assert!(ok, "--vlan {vlan}: {stderr}");
+    }
+    ctl_refused(
+        switch,
+        &[
+            "port",
+            "set",
+            "p0",
+            "--vlan-mode",
+            "access",
+            "--vlan",
+            "4095",
+        ],
+        "VLAN 4095 is outside 1..=4094",
+    );
+
+    // The TAP's real maximum MTU, everywhere.
+    ctl_refused(
+        switch,
+        &["port", "set", "p0", "--mtu", "65535"],
+        "65535 is outside 68..=65521",
+    );
+    let home = Netns::new();
+    ctl_refused(
+        switch,
+        &[
+            "port",
+            "add",
+            &format!("{}@{}", unique("mt"), home.name),
+            "--mtu",
+            "65535",
+        ],
+        "65535 is outside 68..=65521",
+    );
+    let (ok, _, stderr) = switch.ctl(&["port", "set", "p0", "--mtu", "65521"]);
+    assert!(ok, "the largest MTU was refused: {stderr}");
+
+    // An all-zero MAC is no station's, refused before the kernel sees it.
+    ctl_refused(
+        switch,
+        &["port", "set", "p0", "--mac", "00:00:00:00:00:00"],
+        "00:00:00:00:00:00 is not a unicast station address (all zeros)",
+    );
+
+    // Storm control in words, not Rust types.
+    let error = ctl_refused(
+        switch,
+        &["port", "set", "p0", "--storm-control", "100"],
+        "broadcast_pps = 100",
+    );
+    assert!(!error.contains("StormControlConfig"), "{error}");
+    assert!(!error.contains("struct"), "{error}");
+
+    // --owner and --group take names, as the config's user does.
+    let owned = unique("ow");
+    let spec = format!("{owned}@{}", home.name);
+    let (ok, _, stderr) = switch.ctl(&["port", "add", &spec, "--owner", "nobody"]);
+    assert!(ok, "{stderr}");
+    let (_, details) = exec_in(&home.name, &["ip", "-d", "link", "show", &owned]);
+    assert!(details.contains("user nobody"), "{details}");
+    ctl_refused(
+        switch,
+        &["port", "add", &spec, "--owner", "no-such-user-x"],
+        "no user named \"no-such-user-x\"",
+    );
+}
+
+#[test]
+fn check_config_refuses_what_run_refuses() {
+    let dir = TempDir::new("tschk");
+    let check = |name: &str, text: &str| {
+        let path = dir.path.join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .expect("running tapswitch");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let home = Netns::new();
+    let (ok, stderr) = check(
+        "good.toml",
+        &format!(
+            "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"a\"\nnetns = \"{}\"\nowner = \"nobody\"",
+            home.name
+        ),
+    );
+    assert!(ok, "{stderr}");
+    let missing = unique("nsgone");
+    let cases = [
+        (
+            "[switch]\nuser = \"no-such-user-x\"\n[[port]]\nname = \"a\"".to_owned(),
+            "switch.user: no user named \"no-such-user-x\"",
+        ),
+        (
+            format!("[[port]]\nname = \"a\"\nnetns = \"{missing}\""),
+            "does not exist",
+        ),
+        (
+            "[switch]\nfdb_capacity = 99999999999\n[[port]]\nname = \"a\"".to_owned(),
+            "switch.fdb_capacity: 99999999999 is outside 1..=1048576",
+        ),
+        (
+            "[[port]]\nname = \"a\"\nowner = \"no-such-user-x\"".to_owned(),
+            "no user named \"no-such-user-x\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let (ok, stderr) = check("bad.toml", &text);
+        assert!(!ok, "check-config accepted {text:?}");
+        assert!(stderr.contains(expected), "{text:?}: {stderr}");
+        // `run` refuses the same file with the same words.
+        let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .args(["run", "--config"])
+            .arg(dir.path.join("bad.toml"))
+            .arg("--control")
+            .arg(dir.path.join("run.sock"))
+            .output()
+            .expect("running tapswitch");
+        let run_stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "run accepted {text:?}");
+        assert!(run_stderr.contains(expected), "run, {text:?}: {run_stderr}");
+    }
+}

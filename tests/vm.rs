@@ -438,7 +438,7 @@ fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
     // The VM's own TAP, as Nova makes it for vif_type=tap: persistent, no fd until QEMU's.
     let vm_tap = unique("vt");
     let persistent = TapOptions {
-        persistent: true,
+        persistent: Some(true),
         ..TapOptions::default()
     };
     drop(Tap::open(&vm_tap, &persistent).expect("creating the VM TAP"));

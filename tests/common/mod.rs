@@ -751,3 +751,46 @@ impl Drop for Successor {
         }
     }
 }
+
+/// A TAP made outside the switch, as a user makes one: `ip -n NETNS tuntap add dev NAME
+/// mode tap` plus `extra` options (persistent, as `ip` makes them). Deleted on drop,
+/// which also proves the switch left it in place.
+pub struct ForeignTap {
+    pub netns: String,
+    pub name: String,
+}
+
+impl ForeignTap {
+    pub fn new(netns: &str, prefix: &str, extra: &[&str]) -> Self {
+        let name = unique(prefix);
+        let mut args = vec!["-n", netns, "tuntap", "add", "dev", &name, "mode", "tap"];
+        args.extend_from_slice(extra);
+        sh("ip", &args);
+        Self {
+            netns: netns.to_owned(),
+            name,
+        }
+    }
+
+    /// The TUN/TAP line of `ip -d link show` (`tun type tap pi off vnet_hdr off persist
+    /// on ...`), or `None` when the device is gone.
+    pub fn flags(&self) -> Option<String> {
+        let (ok, details) = exec_in(&self.netns, &["ip", "-d", "link", "show", &self.name]);
+        ok.then(|| {
+            details
+                .lines()
+                .map(str::trim)
+                .find(|line| line.starts_with("tun "))
+                .map(|line| line.split(" addrgenmode").next().unwrap_or(line).to_owned())
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl Drop for ForeignTap {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["-n", &self.netns, "link", "del", &self.name])
+            .output();
+    }
+}
