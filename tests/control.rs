@@ -922,15 +922,6 @@ fn check_config_refuses_what_run_refuses() {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     };
-    let home = Netns::new();
-    let (ok, stderr) = check(
-        "good.toml",
-        &format!(
-            "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"a\"\nnetns = \"{}\"\nowner = \"nobody\"",
-            home.name
-        ),
-    );
-    assert!(ok, "{stderr}");
     let missing = unique("nsgone");
     let cases = [
         (
@@ -966,4 +957,14 @@ fn check_config_refuses_what_run_refuses() {
         assert!(!output.status.success(), "run accepted {text:?}");
         assert!(run_stderr.contains(expected), "run, {text:?}: {run_stderr}");
     }
+    // What exists passes.
+    let home = Netns::new();
+    let (ok, stderr) = check(
+        "good.toml",
+        &format!(
+            "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"a\"\nnetns = \"{}\"\nowner = \"nobody\"",
+            home.name
+        ),
+    );
+    assert!(ok, "{stderr}");
 }
