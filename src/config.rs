@@ -423,23 +423,22 @@ enum NameOrId {
 
 /// `owner = 64055` or `owner = "libvirt-qemu"`: the uid, a name looked up now.
 fn user_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    match Option::<NameOrId>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(NameOrId::Id(uid)) => Ok(Some(uid)),
-        Some(NameOrId::Name(name)) => privileges::user_id(&name)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
-    }
+    name_or_id(deserializer, privileges::user_id)
 }
 
 /// `group = 64055` or `group = "kvm"`: the gid, a name looked up now.
 fn group_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    name_or_id(deserializer, privileges::group_id)
+}
+
+fn name_or_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    look_up: fn(&str) -> Result<u32, privileges::PrivilegeError>,
+) -> Result<Option<u32>, D::Error> {
     match Option::<NameOrId>::deserialize(deserializer)? {
         None => Ok(None),
-        Some(NameOrId::Id(gid)) => Ok(Some(gid)),
-        Some(NameOrId::Name(name)) => privileges::group_id(&name)
-            .map(Some)
-            .map_err(serde::de::Error::custom),
+        Some(NameOrId::Id(id)) => Ok(Some(id)),
+        Some(NameOrId::Name(name)) => look_up(&name).map(Some).map_err(serde::de::Error::custom),
     }
 }
 
