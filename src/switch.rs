@@ -59,6 +59,15 @@ pub enum SwitchError {
          keeps its flags and never deletes it), or choose another name"
     )]
     ForeignTap { port: String },
+    #[error(
+        "port {port}: the TAP {port} this switch left behind is {existing}, and the port now \
+         asks for queues = {queues}; delete the device (ip link del {port}) or keep its queue mode"
+    )]
+    QueueModeChanged {
+        port: String,
+        existing: &'static str,
+        queues: usize,
+    },
     #[error("port {port}: adopt: there is no TAP named {port} to adopt")]
     NothingToAdopt { port: String },
     #[error("port {port}: cannot adopt the existing TAP {port} as it is: {reason}")]
@@ -170,6 +179,18 @@ fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, Sw
         return Ok(Claim::Adopted(tun));
     }
     if link.alias.as_deref() == Some(OWN_TAP_ALIAS) {
+        // TUNSETIFF refuses a change of queue mode with a bare EINVAL.
+        if tun.multi_queue != (port.queues > 1) {
+            return Err(SwitchError::QueueModeChanged {
+                port: port.name.clone(),
+                existing: if tun.multi_queue {
+                    "multi-queue"
+                } else {
+                    "single-queue"
+                },
+                queues: port.queues,
+            });
+        }
         return Ok(Claim::Own);
     }
     Err(SwitchError::ForeignTap {
@@ -383,6 +404,15 @@ mod tests {
         assert!(matches!(claim(&port, None), Ok(Claim::Own)));
         let own = tap(Some(OWN_TAP_ALIAS), USER_TAP);
         assert!(matches!(claim(&port, Some(&own)), Ok(Claim::Own)));
+        let four = PortConfig {
+            queues: 4,
+            ..port.clone()
+        };
+        let err = claim(&four, Some(&own)).unwrap_err().to_string();
+        assert!(
+            err.contains("is single-queue, and the port now asks for queues = 4"),
+            "{err}"
+        );
         for alias in [None, Some("uplink"), Some("tapswitch")] {
             let err = claim(&port, Some(&tap(alias, USER_TAP))).unwrap_err();
             assert!(matches!(err, SwitchError::ForeignTap { .. }), "{err}");
