@@ -17,7 +17,7 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
-use crate::privileges::{self, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
+use crate::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
 use crate::tap;
 use crate::wire::MacAddr;
 
@@ -116,6 +116,10 @@ pub struct SwitchConfig {
     /// namespaces at runtime. Unset: on when a configured port is in a namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns_hotplug: Option<bool>,
+    /// Keep CAP_CHOWN after the drop so `port add --vm DOMAIN --owner UID` (macvtap mode)
+    /// can give the macvtap's `/dev/tapN` to QEMU's user at runtime. Unset: on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm_hotplug: Option<bool>,
     /// Run as this user after setup (needs `drop_privileges`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -154,6 +158,7 @@ impl Default for SwitchConfig {
             metrics: None,
             drop_privileges: true,
             netns_hotplug: None,
+            vm_hotplug: None,
             user: None,
             group: None,
             libvirt_uri: None,
@@ -1187,15 +1192,28 @@ impl Config {
             .unwrap_or_else(|| self.ports.iter().any(|port| port.netns.is_some()))
     }
 
+    /// Whether VM ports whose macvtap device goes to an owner may be added at runtime
+    /// (`switch.vm_hotplug`, on by default: hot-plugging VM NICs is what a switch for
+    /// libvirt guests does, and Debian's QEMU runs as `libvirt-qemu`).
+    pub fn vm_hotplug(&self) -> bool {
+        self.switch.vm_hotplug.unwrap_or(true)
+    }
+
     /// What the switch keeps after setup when it drops privileges: CAP_NET_ADMIN
     /// (new TAPs, netlink), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
-    /// (entering a namespace takes `setns`).
+    /// (entering a namespace takes `setns`), plus CAP_CHOWN when [`Self::vm_hotplug`]
+    /// (giving a new macvtap's `/dev/tapN` to QEMU's user). Nothing else VM ports do at
+    /// runtime needs more: macvtaps, glue TAPs (their owner is `TUNSETOWNER`) and tc
+    /// filters are CAP_NET_ADMIN, and libvirt is a Unix socket.
     pub fn runtime_capabilities(&self) -> CapSet {
+        let mut keep = vec![CAP_NET_ADMIN];
         if self.netns_hotplug() {
-            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN])
-        } else {
-            CapSet::of(&[CAP_NET_ADMIN])
+            keep.push(CAP_SYS_ADMIN);
         }
+        if self.vm_hotplug() {
+            keep.push(CAP_CHOWN);
+        }
+        CapSet::of(&keep)
     }
 }
 
@@ -1769,15 +1787,18 @@ mod tests {
     fn privilege_settings_validate_and_pick_capabilities() {
         let config = Config::from_toml("[[port]]\nname = \"a\"", "test").unwrap();
         assert!(config.switch.drop_privileges);
-        assert_eq!(config.runtime_capabilities(), CapSet::of(&[CAP_NET_ADMIN]));
+        assert_eq!(
+            config.runtime_capabilities(),
+            CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+        );
         let namespaced =
             Config::from_toml("[[port]]\nname = \"a\"\nnetns = \"n\"", "test").unwrap();
         assert_eq!(
             namespaced.runtime_capabilities(),
-            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN])
+            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN])
         );
         let strict = Config::from_toml(
-            "[switch]\nnetns_hotplug = false\nuser = \"nobody\"\n\
+            "[switch]\nnetns_hotplug = false\nvm_hotplug = false\nuser = \"nobody\"\n\
              [[port]]\nname = \"a\"\nnetns = \"n\"",
             "test",
         )

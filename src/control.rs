@@ -2,8 +2,9 @@
 //! reaches the dataplane only through [`DataplaneHandle`] (a channel plus a
 //! mio waker), so nothing it does can stall forwarding.
 //!
-//! - Signals: SIGINT/SIGTERM stop the switch cleanly, SIGUSR1 prints a JSON
-//!   snapshot (per-port counters and the MAC table) on stdout.
+//! - Signals: SIGINT/SIGTERM/SIGQUIT stop the switch cleanly, SIGUSR1 prints a
+//!   JSON snapshot (per-port counters and the MAC table) on stdout, and every other
+//!   signal that would kill or stop a daemon is logged and ignored ([`signal_action`]).
 //! - The control socket: a Unix stream socket speaking JSON lines. Each
 //!   request line (`{"cmd":"port_list"}`) gets one reply line
 //!   (`{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`); an `events`
@@ -24,9 +25,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use libc::{
+    SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGTSTP, SIGUSR1,
+    SIGUSR2, SIGVTALRM, SIGXCPU,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -35,9 +39,10 @@ use crate::config::{Config, PortConfig, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
-use crate::privileges::{self, CAP_SYS_ADMIN};
+use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::switch::{self, LinkSockets};
 use crate::upgrade::{self, HandedEntry, Handover};
+use crate::vmport;
 use crate::wire::MacAddr;
 
 mod vms;
@@ -89,6 +94,221 @@ pub enum ControlError {
     VmPort(String),
 }
 
+/// What `tapswitch run` does on a signal (README, Signals, shows the same table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignalAction {
+    /// Stop cleanly: counters on stderr, exit status 0, the control socket, the
+    /// non-persistent TAPs and their VM devices removed.
+    Stop,
+    /// One JSON line on stdout: per-port counters, drops by reason, the MAC table.
+    Snapshot,
+    /// Logged with this explanation; nothing changes and forwarding goes on.
+    Log(&'static str),
+}
+
+/// Signals whose default action would kill, stop or core-dump the switch, and what it
+/// does instead. Real-time signals are logged too ([`signal_action`]).
+const SIGNAL_TABLE: [(libc::c_int, SignalAction); 14] = [
+    (SIGINT, SignalAction::Stop),
+    (SIGTERM, SignalAction::Stop),
+    // Ctrl-\ at a terminal: the user wants it gone, not a core file and a stale socket.
+    (SIGQUIT, SignalAction::Stop),
+    // The soft CPU-time limit: the hard limit's SIGKILL follows, so stop while we can.
+    (SIGXCPU, SignalAction::Stop),
+    (SIGUSR1, SignalAction::Snapshot),
+    (
+        SIGHUP,
+        SignalAction::Log(
+            "ignored: no configuration reload yet; the switch runs on unchanged \
+             (change it with `tapswitch port add/del/set`)",
+        ),
+    ),
+    (
+        SIGTSTP,
+        SignalAction::Log(
+            "ignored: a suspended switch would stop forwarding for every port \
+             (stop it with SIGTERM or Ctrl-C)",
+        ),
+    ),
+    (
+        SIGUSR2,
+        SignalAction::Log("ignored: SIGUSR2 has no meaning here"),
+    ),
+    (
+        SIGALRM,
+        SignalAction::Log("ignored: the switch sets no timers"),
+    ),
+    (
+        SIGVTALRM,
+        SignalAction::Log("ignored: the switch sets no timers"),
+    ),
+    (
+        SIGPROF,
+        SignalAction::Log("ignored: the switch sets no timers"),
+    ),
+    (
+        SIGIO,
+        SignalAction::Log("ignored: the switch uses no signal-driven I/O"),
+    ),
+    (
+        SIGPWR,
+        SignalAction::Log("ignored: power events are for init"),
+    ),
+    (
+        SIGSTKFLT,
+        SignalAction::Log("ignored: SIGSTKFLT has no meaning here"),
+    ),
+];
+
+/// Signals set to `SIG_IGN`, silently: each stands for a read or write that then fails
+/// with an error instead (EIO, EFBIG, EPIPE), and a handler would log, which writes, which
+/// could raise the same signal again. SIGTTIN/SIGTTOU: a background `run` touching its
+/// terminal would otherwise be stopped; SIGXFSZ: a log file over its size limit would kill.
+/// SIGPIPE is ignored by the Rust runtime already.
+const IGNORED_SIGNALS: [libc::c_int; 3] = [libc::SIGTTIN, libc::SIGTTOU, libc::SIGXFSZ];
+
+/// What the switch does on `signal`; `None` for a signal it leaves at its default (those
+/// the default ignores, crashes such as SIGSEGV, and SIGKILL/SIGSTOP, which nobody can catch).
+pub fn signal_action(signal: libc::c_int) -> Option<SignalAction> {
+    SIGNAL_TABLE
+        .iter()
+        .find(|(number, _)| *number == signal)
+        .map(|(_, action)| *action)
+        .or_else(|| {
+            realtime_signals()
+                .contains(&signal)
+                .then_some(SignalAction::Log(
+                    "ignored: real-time signals have no meaning here",
+                ))
+        })
+}
+
+/// The real-time signals left to applications (the C library keeps the first few).
+fn realtime_signals() -> std::ops::RangeInclusive<libc::c_int> {
+    libc::SIGRTMIN()..=libc::SIGRTMAX()
+}
+
+/// `SIGHUP`, or `SIGRTMIN+3` for a real-time signal.
+pub fn signal_name(signal: libc::c_int) -> String {
+    // Linux-only signals signal-hook has no name for.
+    let linux_only = match signal {
+        SIGPWR => Some("SIGPWR"),
+        SIGSTKFLT => Some("SIGSTKFLT"),
+        _ => None,
+    };
+    match linux_only.or_else(|| signal_hook::low_level::signal_name(signal)) {
+        Some(name) => name.to_owned(),
+        None if realtime_signals().contains(&signal) => {
+            format!("SIGRTMIN+{}", signal - libc::SIGRTMIN())
+        }
+        None => format!("signal {signal}"),
+    }
+}
+
+/// Every signal with a [`SignalAction`], as a set.
+fn handled_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset below initialises it whole.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live sigset_t; these only write into it.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for signal in SIGNAL_TABLE
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(realtime_signals())
+        {
+            libc::sigaddset(&mut set, signal);
+        }
+    }
+    set
+}
+
+fn set_thread_mask(how: libc::c_int, set: &libc::sigset_t) -> Result<(), ControlError> {
+    // SAFETY: `set` is a live, initialised sigset_t; the old mask is not asked for.
+    let ret = unsafe { libc::pthread_sigmask(how, set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(ControlError::Signals(std::io::Error::from_raw_os_error(
+            ret,
+        )));
+    }
+    Ok(())
+}
+
+/// The switch's signal handlers, installed first thing (before the control socket and
+/// any TAP exist) so no signal during setup kills the switch halfway; a signal that comes
+/// before [`SignalHandlers::spawn`] waits for the signal thread.
+pub struct SignalHandlers {
+    signals: Signals,
+}
+
+impl SignalHandlers {
+    /// Catches the signals of [`SIGNAL_TABLE`] (and real-time ones), ignores
+    /// [`IGNORED_SIGNALS`], and blocks the caught ones on this thread, so threads started
+    /// later inherit the block: only the signal thread takes them, and no dataplane system
+    /// call is interrupted. Call while the process is single-threaded.
+    pub fn install() -> Result<Self, ControlError> {
+        set_thread_mask(libc::SIG_BLOCK, &handled_set())?;
+        for signal in IGNORED_SIGNALS {
+            // SAFETY: SIG_IGN installs no code of ours; the previous disposition is not needed.
+            if unsafe { libc::signal(signal, libc::SIG_IGN) } == libc::SIG_ERR {
+                return Err(ControlError::Signals(std::io::Error::last_os_error()));
+            }
+        }
+        let handled = SIGNAL_TABLE
+            .iter()
+            .map(|(signal, _)| *signal)
+            .chain(realtime_signals());
+        let signals = Signals::new(handled).map_err(ControlError::Signals)?;
+        Ok(Self { signals })
+    }
+
+    /// Starts the signal thread for `dataplane`; signals that came during setup are
+    /// served now (a SIGTERM then stops the switch as soon as it runs).
+    pub fn spawn(self, dataplane: DataplaneHandle) -> Result<SignalThread, ControlError> {
+        let mut signals = self.signals;
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("tapswitch-signals".into())
+            .spawn(move || {
+                // Only here: pending and future signals are delivered to this thread.
+                if let Err(error) = set_thread_mask(libc::SIG_UNBLOCK, &handled_set()) {
+                    warn!(%error, "signals cannot be served; only SIGKILL stops the switch");
+                    return;
+                }
+                for signal in signals.forever() {
+                    serve_signal(&dataplane, signal);
+                }
+            })
+            .map_err(ControlError::Thread)?;
+        Ok(SignalThread {
+            signals: handle,
+            thread,
+        })
+    }
+}
+
+fn serve_signal(dataplane: &DataplaneHandle, signal: libc::c_int) {
+    let name = signal_name(signal);
+    match signal_action(signal) {
+        Some(SignalAction::Snapshot) => match dataplane.snapshot() {
+            Ok(snapshot) => {
+                let line = serde_json::to_string(&snapshot).expect("snapshots serialise to JSON");
+                let mut stdout = std::io::stdout().lock();
+                // stdout closed: the reader went away; nothing to report to.
+                let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+            }
+            Err(e) => warn!(error = %e, "snapshot failed"),
+        },
+        Some(SignalAction::Stop) => {
+            info!(signal = %name, "stopping");
+            // Already stopped is fine: we are stopping anyway.
+            let _ = dataplane.shutdown();
+        }
+        Some(SignalAction::Log(what)) => warn!(signal = %name, "{what}"),
+        None => warn!(signal = %name, "ignored: not a signal the switch handles"),
+    }
+}
+
 /// The running signal thread; [`SignalThread::stop`] ends it.
 pub struct SignalThread {
     signals: Handle,
@@ -96,43 +316,8 @@ pub struct SignalThread {
 }
 
 impl SignalThread {
-    /// Starts serving signals for `dataplane`. Install before creating ports,
-    /// so a SIGTERM during setup is not fatal with TAPs left half-configured.
-    pub fn spawn(dataplane: DataplaneHandle) -> Result<Self, ControlError> {
-        let mut signals =
-            Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(ControlError::Signals)?;
-        let handle = signals.handle();
-        let thread = std::thread::Builder::new()
-            .name("tapswitch-signals".into())
-            .spawn(move || {
-                for signal in signals.forever() {
-                    match signal {
-                        SIGUSR1 => match dataplane.snapshot() {
-                            Ok(snapshot) => {
-                                let line = serde_json::to_string(&snapshot)
-                                    .expect("snapshots serialise to JSON");
-                                let mut stdout = std::io::stdout().lock();
-                                // stdout closed: the reader went away; nothing to report to.
-                                let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-                            }
-                            Err(e) => warn!(error = %e, "snapshot failed"),
-                        },
-                        _ => {
-                            info!(signal, "stopping");
-                            // Already stopped is fine: we are stopping anyway.
-                            let _ = dataplane.shutdown();
-                        }
-                    }
-                }
-            })
-            .map_err(ControlError::Thread)?;
-        Ok(Self {
-            signals: handle,
-            thread,
-        })
-    }
-
-    /// Stops the thread and waits for it.
+    /// Stops the thread and waits for it. Signals stay blocked elsewhere: one that comes
+    /// during the rest of the shutdown waits, unserved, until the process exits.
     pub fn stop(self) {
         self.signals.close();
         // A panic in the signal thread has already been reported by the panic hook.
@@ -207,7 +392,24 @@ pub enum Request {
 /// A bound control socket that nobody else serves.
 pub struct ControlSocket {
     listener: UnixListener,
+    file: SocketFile,
+}
+
+/// The control socket's file, removed when this is dropped if it is ours: a switch that
+/// fails to start, or stops, leaves no socket file behind.
+struct SocketFile {
     path: PathBuf,
+    /// Ours to remove: we created it, or we serve it after a handover. Not a failed
+    /// takeover's (the old switch still serves it), not once handed over to a new process.
+    remove: bool,
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl ControlSocket {
@@ -263,23 +465,28 @@ impl ControlSocket {
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(previous) };
         let listener = bound.map_err(|source| socket_error("bind", source))?;
+        let file = SocketFile {
+            path: path.to_owned(),
+            remove: true,
+        };
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|source| socket_error("chmod 0600", source))?;
-        Ok(Self {
-            listener,
-            path: path.to_owned(),
-        })
+        Ok(Self { listener, file })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.file.path
     }
 
-    /// A socket handed over by the switch this process replaces (see `upgrade`).
+    /// A socket handed over by the switch this process replaces (see `upgrade`). Its file
+    /// stays the old switch's until this one serves it.
     pub fn from_listener(listener: UnixListener, path: &Path) -> Self {
         Self {
             listener,
-            path: path.to_owned(),
+            file: SocketFile {
+                path: path.to_owned(),
+                remove: false,
+            },
         }
     }
 }
@@ -319,9 +526,41 @@ struct Subscriber {
 /// The control socket's server threads; [`ControlServer::stop`] ends them.
 pub struct ControlServer {
     shared: Arc<Shared>,
-    path: PathBuf,
+    file: SocketFile,
     accept: JoinHandle<()>,
     vm_events: JoinHandle<()>,
+}
+
+/// A control server made but not started: its state is ready (the configured VM ports have
+/// their devices, which can take CAP_CHOWN) and no thread runs yet, so the privilege drop
+/// can come between [`ControlServer::prepare`] and [`PreparedServer::spawn`]. Dropped
+/// unstarted after a fresh start, it removes the VM devices it made (and the socket file).
+pub struct PreparedServer {
+    /// Taken by `spawn`; still here on drop means the start failed.
+    parts: Option<Prepared>,
+}
+
+struct Prepared {
+    socket: ControlSocket,
+    dataplane: DataplaneHandle,
+    events: Receiver<Event>,
+    state: State,
+    vms: vms::Vms,
+    domain_events: Receiver<crate::libvirt::DomainEvent>,
+    /// A start of our own, not a takeover: on failure, what this start made goes again
+    /// (the socket file with `socket`, the TAPs with the dataplane, VM devices here), as
+    /// at a stop. A failed takeover leaves everything to the switch still serving it.
+    fresh_start: bool,
+}
+
+impl Drop for PreparedServer {
+    fn drop(&mut self) {
+        if let Some(parts) = &mut self.parts
+            && parts.fresh_start
+        {
+            vms::remove_unkept_devices(&mut parts.state);
+        }
+    }
 }
 
 impl ControlServer {
@@ -333,68 +572,131 @@ impl ControlServer {
         config: Config,
         events: Receiver<Event>,
     ) -> Result<Self, ControlError> {
-        Self::spawn_with_links(socket, dataplane, config, events, LinkSockets::default())
+        Self::prepare(socket, dataplane, config, events, LinkSockets::default())?.spawn()
     }
 
-    /// Like [`Self::spawn`], with netlink sockets opened earlier: a switch that
-    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them.
-    pub fn spawn_with_links(
+    /// The server of [`Self::spawn`], with netlink sockets opened earlier (a switch that
+    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them) and
+    /// the configured VM ports' devices made, but no thread started.
+    pub fn prepare(
         socket: ControlSocket,
         dataplane: DataplaneHandle,
         config: Config,
         events: Receiver<Event>,
         links: LinkSockets,
-    ) -> Result<Self, ControlError> {
-        let (wake_tx, wake_rx) = UnixStream::pair().map_err(ControlError::Thread)?;
-        wake_tx
-            .set_nonblocking(true)
-            .map_err(ControlError::Thread)?;
+    ) -> Result<PreparedServer, ControlError> {
         let (vms, domain_events) = vms::Vms::new(&config.switch);
-        let mut state = State { config, links };
+        let fresh_start = socket.file.remove;
+        let mut prepared = PreparedServer {
+            parts: Some(Prepared {
+                socket,
+                dataplane,
+                events,
+                state: State { config, links },
+                vms,
+                domain_events,
+                fresh_start,
+            }),
+        };
         // The configured VM ports' TAPs exist: give them their VM devices before serving.
-        vms::create_configured(&mut state)?;
+        let parts = prepared.parts.as_mut().expect("set above");
+        vms::create_configured(&mut parts.state)?;
+        Ok(prepared)
+    }
+}
+
+impl PreparedServer {
+    /// Starts the server's threads (after the privilege drop: they inherit its sets).
+    pub fn spawn(mut self) -> Result<ControlServer, ControlError> {
+        let Prepared {
+            socket,
+            dataplane,
+            events,
+            state,
+            vms,
+            domain_events,
+            fresh_start,
+        } = self.parts.take().expect("taken only here");
+        let ControlSocket { listener, mut file } = socket;
+        let wake = UnixStream::pair().and_then(|(tx, rx)| {
+            tx.set_nonblocking(true)?;
+            Ok((tx, rx))
+        });
+        let (wake_tx, wake_rx) = match wake {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Back in place, so that dropping `self` cleans up.
+                self.parts = Some(Prepared {
+                    socket: ControlSocket { listener, file },
+                    dataplane,
+                    events,
+                    state,
+                    vms,
+                    domain_events,
+                    fresh_start,
+                });
+                return Err(ControlError::Thread(error));
+            }
+        };
         let shared = Arc::new(Shared {
             dataplane,
             state: Mutex::new(state),
             subscribers: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
-            listener_fd: socket.listener.as_raw_fd(),
-            path: socket.path.clone(),
+            listener_fd: listener.as_raw_fd(),
+            path: file.path.clone(),
             handed_over: AtomicBool::new(false),
             wake: wake_tx,
             vms,
         });
-        let vm_events = vms::spawn(&shared, domain_events)?;
-        let fan_out = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("tapswitch-events".into())
-            .spawn(move || fan_out_events(&fan_out, &events))
-            .map_err(ControlError::Thread)?;
-        let acceptor = Arc::clone(&shared);
-        let ControlSocket { listener, path } = socket;
-        let accept = std::thread::Builder::new()
-            .name("tapswitch-control".into())
-            .spawn(move || accept_connections(&acceptor, &listener, &wake_rx))
-            .map_err(ControlError::Thread)?;
-        info!(path = %path.display(), "control socket ready");
-        Ok(Self {
+        let started = (|| {
+            let vm_events = vms::spawn(&shared, domain_events)?;
+            let fan_out = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("tapswitch-events".into())
+                .spawn(move || fan_out_events(&fan_out, &events))
+                .map_err(ControlError::Thread)?;
+            let acceptor = Arc::clone(&shared);
+            let accept = std::thread::Builder::new()
+                .name("tapswitch-control".into())
+                .spawn(move || accept_connections(&acceptor, &listener, &wake_rx))
+                .map_err(ControlError::Thread)?;
+            Ok((vm_events, accept))
+        })();
+        let (vm_events, accept) = match started {
+            Ok(threads) => threads,
+            Err(error) => {
+                // Threads already started see `stopping` (or their channels close) and end.
+                stop_accepting(&shared);
+                if fresh_start {
+                    vms::remove_unkept_devices(&mut lock(&shared.state));
+                }
+                return Err(error);
+            }
+        };
+        // Served by us from now on, also a socket handed over by the switch we replace.
+        file.remove = true;
+        info!(path = %file.path.display(), "control socket ready");
+        Ok(ControlServer {
             shared,
-            path,
+            file,
             accept,
             vm_events,
         })
     }
+}
 
+impl ControlServer {
     /// Stops accepting, removes the socket file and waits for the accept
     /// thread. Open connections end when the dataplane is gone.
     pub fn stop(self) {
         stop_accepting(&self.shared);
         let _ = self.accept.join();
-        if !self.shared.handed_over.load(Ordering::SeqCst) {
-            // After a handover the socket file is the new process's.
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let mut file = self.file;
+        // After a handover the socket file is the new process's.
+        file.remove = !self.shared.handed_over.load(Ordering::SeqCst);
+        drop(file);
         vms::stop(&self.shared, self.vm_events);
     }
 }
@@ -795,6 +1097,16 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
             "port.netns: adding a port in namespace {netns} at runtime needs CAP_SYS_ADMIN \
              (to enter it), which this switch dropped after setup; list the port in the \
              config file, or set switch.netns_hotplug = true"
+        ));
+    }
+    if vmport::needs_chown(&port) && !privileges::thread_has(CAP_CHOWN) {
+        return Err(format!(
+            "port.owner: giving VM port {}'s /dev/tapN to {} at runtime needs CAP_CHOWN, \
+             which this switch dropped after setup; set switch.vm_hotplug = true (the \
+             default), list the port in the config file, or use --mode glue (a glue TAP's \
+             owner needs no extra capability)",
+            port.name,
+            vmport::owner_text(port.owner, port.group)
         ));
     }
     let counters = counters(&shared.dataplane)?;

@@ -907,7 +907,9 @@ impl Dataplane {
         let snapshot = slot.snapshot(id, forwarder.port(id));
         drop(forwarder);
         if !changed.is_empty() {
-            info!(port = %snapshot.name, id = id.0, ?changed, "port changed");
+            // As JSON: the changed settings only, without Rust's `Some(..)`.
+            let settings = serde_json::to_string(&changed).unwrap_or_default();
+            info!(port = %snapshot.name, id = id.0, changed = %settings, "port changed");
             self.events.emit(|| Event::PortChanged {
                 port: id,
                 name: snapshot.name.clone(),
@@ -1127,7 +1129,8 @@ impl Dataplane {
                         .map(|id| (Some(id), self.forwarder().fdb_mut().flush_port(id))),
                 };
                 let result = result.map(|(port, removed)| {
-                    info!(port = ?port, removed, "MAC table flushed");
+                    // No port field at all when every port's entries went.
+                    info!(port = port.map(|id| id.0), removed, "MAC table flushed");
                     self.events.emit(|| Event::FdbFlushed { port, removed });
                     removed
                 });

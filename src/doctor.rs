@@ -25,7 +25,7 @@ use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::control::{ControlClient, ControlError, Request};
 use crate::link::{LinkInfo, Netlink};
 use crate::netns;
-use crate::privileges::{self, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges};
+use crate::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges};
 
 /// `IFF_MULTI_QUEUE` and `IFF_VNET_HDR` of `linux/if_tun.h` (kernel ABI).
 const IFF_MULTI_QUEUE: u32 = 0x0100;
@@ -297,13 +297,23 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
             return;
         }
     };
-    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]);
+    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
+    let uses: Vec<&str> = CAPABILITY_USES
+        .iter()
+        .filter(|(cap, _)| daemon.effective.contains(*cap))
+        .map(|(_, what)| *what)
+        .collect();
+    let uses = if uses.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", uses.join("; "))
+    };
     out.push(finding(
         Severity::Info,
         "daemon_privileges",
         None,
         format!(
-            "the switch (pid {}) runs as uid {} gid {} with capabilities {}",
+            "the switch (pid {}) runs as uid {} gid {} with capabilities {}{uses}",
             daemon.pid, daemon.uid, daemon.gid, daemon.effective
         ),
         "nothing to do".into(),
@@ -329,6 +339,33 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
                 .into(),
             "list such ports in the config file, or set switch.netns_hotplug = true".into(),
         ));
+    }
+    if !daemon.effective.contains(CAP_CHOWN) {
+        let refused = "`port add NAME --vm DOMAIN --owner UID` (macvtap mode) is refused at \
+                       runtime: giving the macvtap's /dev/tapN to QEMU's user takes CAP_CHOWN";
+        // Wanted but never held: started without it (e.g. a unit's capability lines).
+        let wanted = inspection.switch.vm_hotplug.unwrap_or(true);
+        out.push(if wanted {
+            finding(
+                Severity::Warning,
+                "caps_no_vm_owner",
+                None,
+                format!("switch.vm_hotplug is on, but the switch lacks CAP_CHOWN: {refused}"),
+                "start it with CAP_CHOWN (systemd: add it to CapabilityBoundingSet= and \
+                 AmbientCapabilities=), or use vm_mode = glue, whose TAP owner needs none"
+                    .into(),
+            )
+        } else {
+            finding(
+                Severity::Info,
+                "caps_no_vm_owner",
+                None,
+                format!("the switch lacks CAP_CHOWN (switch.vm_hotplug = false): {refused}"),
+                "list such VM ports in the config file, set switch.vm_hotplug = true, or use \
+                 vm_mode = glue, whose TAP owner needs no extra capability"
+                    .into(),
+            )
+        });
     }
     let excess = daemon.effective.without(needed);
     if !excess.is_empty() {
@@ -358,6 +395,22 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
         ));
     }
 }
+
+/// What each capability a dropped switch may keep is kept for (README, Least privilege).
+const CAPABILITY_USES: [(u32, &str); 3] = [
+    (
+        CAP_NET_ADMIN,
+        "CAP_NET_ADMIN: TAPs, VM devices and links at runtime",
+    ),
+    (
+        CAP_SYS_ADMIN,
+        "CAP_SYS_ADMIN: entering namespaces for `port add NAME@NETNS` (switch.netns_hotplug)",
+    ),
+    (
+        CAP_CHOWN,
+        "CAP_CHOWN: giving a new VM port's /dev/tapN to QEMU's user (switch.vm_hotplug)",
+    ),
+];
 
 fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
     let name = port.config.name.as_str();
@@ -839,9 +892,9 @@ mod tests {
                 pid: 42,
                 uid: 0,
                 gid: 0,
-                effective: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]),
-                permitted: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]),
-                bounding: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]),
+                effective: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]),
+                permitted: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]),
+                bounding: CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]),
                 ambient: CapSet::default(),
             }),
             tun: TunFacts {
@@ -1024,13 +1077,53 @@ mod tests {
         inspection.switch.drop_privileges = false;
         let findings = diagnose(&inspection);
         let excess = findings.iter().find(|f| f.code == "caps_excess").unwrap();
-        assert!(excess.what.contains("39 capabilities"), "{excess:?}");
+        assert!(excess.what.contains("38 capabilities"), "{excess:?}");
         assert!(excess.fix.contains("drop_privileges = true"));
 
         let daemon = inspection.daemon.as_mut().unwrap();
         daemon.effective = CapSet::default();
         let codes: Vec<_> = diagnose(&inspection).iter().map(|f| f.code).collect();
         assert!(codes.contains(&"caps_no_net_admin") && codes.contains(&"caps_no_netns_hotplug"));
+    }
+
+    #[test]
+    fn doctor_says_what_each_capability_is_kept_for_and_when_vm_owners_fail() {
+        let inspection = healthy();
+        let findings = diagnose(&inspection);
+        let privileges = findings
+            .iter()
+            .find(|f| f.code == "daemon_privileges")
+            .unwrap();
+        assert!(
+            privileges
+                .what
+                .contains("CAP_CHOWN: giving a new VM port's /dev/tapN")
+                && privileges.what.contains("(switch.vm_hotplug)"),
+            "{privileges:?}"
+        );
+        assert!(!findings.iter().any(|f| f.code == "caps_no_vm_owner"));
+
+        // Without CAP_CHOWN although vm_hotplug is on (a unit without it): a warning.
+        let mut inspection = healthy();
+        let daemon = inspection.daemon.as_mut().unwrap();
+        daemon.effective = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]);
+        assert_eq!(problems(&inspection), vec![("caps_no_vm_owner", None)]);
+        let warning = diagnose(&inspection)
+            .into_iter()
+            .find(|f| f.code == "caps_no_vm_owner")
+            .unwrap();
+        assert!(warning.fix.contains("AmbientCapabilities="), "{warning:?}");
+        assert!(!warning.what.contains("CAP_CHOWN: giving"), "{warning:?}");
+
+        // Turned off on purpose: a note with the ways out.
+        inspection.switch.vm_hotplug = Some(false);
+        assert!(problems(&inspection).is_empty());
+        let note = diagnose(&inspection)
+            .into_iter()
+            .find(|f| f.code == "caps_no_vm_owner")
+            .unwrap();
+        assert_eq!(note.severity, Severity::Info);
+        assert!(note.fix.contains("vm_mode = glue"), "{note:?}");
     }
 
     #[test]

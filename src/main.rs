@@ -15,7 +15,7 @@ use tapswitch::config::{
 };
 use tapswitch::control::{
     ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN, Request,
-    SignalThread,
+    SignalHandlers,
 };
 use tapswitch::dataplane::{Dataplane, DataplaneHandle};
 use tapswitch::fdb::EntryKind;
@@ -47,10 +47,11 @@ struct Cli {
 // Built once from the command line: the size of the largest variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Command {
-    /// Run the switch in the foreground until SIGINT/SIGTERM.
+    /// Run the switch in the foreground until SIGINT/SIGTERM/SIGQUIT.
     ///
     /// With neither --config nor --port it runs on the embedded default
-    /// configuration. SIGUSR1 prints counters and the MAC table as one JSON line.
+    /// configuration. SIGUSR1 prints counters and the MAC table as one JSON line;
+    /// SIGHUP and other signals are logged and change nothing (README, Signals).
     Run {
         /// TOML configuration file.
         #[arg(long, short)]
@@ -361,6 +362,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in log files.
         .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (the terminal of a foreground `run` was
+        // closed: EIO) is lost, not reported on that same stderr, which would panic.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     let control = cli.control;
@@ -387,7 +391,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("tapswitch: {message}");
+            // Unlike eprintln!, a closed or hung-up stderr does not turn this into a panic.
+            let _ = writeln!(std::io::stderr(), "tapswitch: {message}");
             ExitCode::FAILURE
         }
     }
@@ -410,6 +415,8 @@ fn run(
     metrics_addr: Option<String>,
     control: &std::path::Path,
 ) -> Result<(), String> {
+    // Before anything exists that a signal's default action would leave behind.
+    let signals = SignalHandlers::install().map_err(|e| e.to_string())?;
     let mut config = load_config(path, ports)?;
     if let Some(addr) = metrics_addr {
         parse_metrics_addr(&addr).map_err(|reason| format!("--metrics: {reason}"))?;
@@ -420,16 +427,18 @@ fn run(
             "no ports configured: give --port NAME[@NETNS] or a [[port]] in the config".into(),
         );
     }
-    // Before any TAP exists: a second switch on the same socket stops here.
+    // Before any TAP exists: a second switch on the same socket stops here. From here on
+    // a failed start removes the socket file (when `socket` is dropped) and its TAPs.
     let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
     // A misspelt user or a missing namespace stops the switch before it creates anything.
     let identity = switch::preflight(&config).map_err(|e| e.to_string())?;
     let (dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
-    serve(config, dataplane, handle, socket, identity, None)
+    serve(config, dataplane, handle, socket, identity, signals, None)
 }
 
 /// Becomes the switch a running one hands over to (`tapswitch upgrade`).
 fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
+    let signals = SignalHandlers::install().map_err(|e| e.to_string())?;
     let (handover, fds, answer_socket) = upgrade::take_over(fd).map_err(|e| e.to_string())?;
     let built = (|| {
         let mut fds = fds.into_iter();
@@ -463,6 +472,7 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
                 handle,
                 socket,
                 identity,
+                signals,
                 Some(answer_socket),
             )
         }
@@ -510,6 +520,7 @@ fn serve(
     handle: DataplaneHandle,
     socket: ControlSocket,
     identity: Option<privileges::Identity>,
+    signals: SignalHandlers,
     handing_over: Option<std::os::unix::net::UnixStream>,
 ) -> Result<(), String> {
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
@@ -518,7 +529,12 @@ fn serve(
         Some(_) if handing_over.is_some() => None,
         Some(addr) => {
             let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
-            Some(metrics::bind(addr).map_err(|e| e.to_string())?)
+            let listener = metrics::bind(addr).map_err(|e| e.to_string())?;
+            // `config show` tells where metrics really are (port 0 picks one).
+            if let Ok(bound) = listener.local_addr() {
+                config.switch.metrics = Some(bound.to_string());
+            }
+            Some(listener)
         }
         None => None,
     };
@@ -529,22 +545,23 @@ fn serve(
             .get(port.netns.as_deref())
             .map_err(|e| format!("port {}: {e}", port.name))?;
     }
+    let control_path = socket.path().to_owned();
+    // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
+    let server = ControlServer::prepare(socket, handle.clone(), config.clone(), events, links)
+        .map_err(|e| e.to_string())?;
     // Everything privileged is done; no other thread runs yet (capabilities are per thread).
     if config.switch.drop_privileges {
-        drop_privileges(&config, identity.as_ref(), socket.path())?;
+        drop_privileges(&config, identity.as_ref(), &control_path)?;
     }
-    let signals = SignalThread::spawn(handle.clone()).map_err(|e| e.to_string())?;
+    let signals = signals.spawn(handle.clone()).map_err(|e| e.to_string())?;
     if let Some(listener) = metrics_listener {
-        let bound = metrics::serve_on(listener, handle.clone()).map_err(|e| e.to_string())?;
-        // `config show` tells where metrics really are (port 0 picks one).
-        config.switch.metrics = Some(bound.to_string());
+        metrics::serve_on(listener, handle.clone()).map_err(|e| e.to_string())?;
     } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
         // The old process still listens there until it exits.
         let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
         metrics::spawn_when_free(addr, handle.clone());
     }
-    let server = ControlServer::spawn_with_links(socket, handle, config.clone(), events, links)
-        .map_err(|e| e.to_string())?;
+    let server = server.spawn().map_err(|e| e.to_string())?;
     let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
     {
         let mut stdout = std::io::stdout().lock();
@@ -566,7 +583,8 @@ fn serve(
     server.stop();
     signals.stop();
     let snapshot = result.map_err(|e| e.to_string())?;
-    eprint!("{}", report::port_table(&snapshot));
+    // The counters are for a reader; without one (a closed terminal) the stop is still clean.
+    let _ = write!(std::io::stderr(), "{}", report::port_table(&snapshot));
     // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear.
     drop(dataplane);
     Ok(())

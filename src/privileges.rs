@@ -1,7 +1,8 @@
 //! Least privilege: once its TAPs are open and its sockets bound, the daemon
 //! keeps only the capabilities later work needs (CAP_NET_ADMIN to create TAPs
 //! and configure links; CAP_SYS_ADMIN too when ports may be added in other
-//! network namespaces at runtime, because entering one takes `setns`), and
+//! network namespaces at runtime, because entering one takes `setns`; CAP_CHOWN
+//! when VM ports may be added, to give a macvtap's `/dev/tapN` to QEMU), and
 //! optionally becomes an unprivileged user.
 //!
 //! Capabilities are per thread and inherited by threads created later, so the
@@ -18,6 +19,8 @@ use std::io;
 use serde::{Serialize, Serializer};
 use thiserror::Error;
 
+/// `CAP_CHOWN`: give a file to another user (a VM port's `/dev/tapN` to QEMU's).
+pub const CAP_CHOWN: u32 = 0;
 /// `CAP_SETGID`: change group ids.
 pub const CAP_SETGID: u32 = 6;
 /// `CAP_SETUID`: change user ids.

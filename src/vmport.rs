@@ -44,12 +44,12 @@ pub enum VmPortError {
          remove it or choose another vm_device"
     )]
     DeviceTaken { port: String, device: String },
-    #[error("port {port}: giving {path} to uid {owner:?} gid {group:?}: {source}")]
+    #[error("port {port}: giving {path} to {owner}: {source}")]
     Chown {
         port: String,
         path: String,
-        owner: Option<u32>,
-        group: Option<u32>,
+        /// `uid 64055 gid 64055`, or only the one given.
+        owner: String,
         #[source]
         source: std::io::Error,
     },
@@ -225,10 +225,26 @@ fn chown_device(port: &PortConfig, path: &Path) -> Result<(), VmPortError> {
     std::os::unix::fs::chown(path, port.owner, port.group).map_err(|source| VmPortError::Chown {
         port: port.name.clone(),
         path: path.display().to_string(),
-        owner: port.owner,
-        group: port.group,
+        owner: owner_text(port.owner, port.group),
         source,
     })
+}
+
+/// `uid 64055 gid 64056`, `uid 64055` or `gid 64056`: who a device is given to.
+pub fn owner_text(owner: Option<u32>, group: Option<u32>) -> String {
+    let ids: Vec<String> = [("uid", owner), ("gid", group)]
+        .into_iter()
+        .filter_map(|(kind, id)| Some(format!("{kind} {}", id?)))
+        .collect();
+    ids.join(" ")
+}
+
+/// Whether making `port`'s VM device gives a character device to a user or group, which
+/// takes CAP_CHOWN (a glue TAP's owner is `TUNSETOWNER`, which does not).
+pub fn needs_chown(port: &PortConfig) -> bool {
+    port.vm.is_some()
+        && port.vm_mode.unwrap_or_default() == VmMode::Macvtap
+        && (port.owner.is_some() || port.group.is_some())
 }
 
 #[cfg(test)]
@@ -368,6 +384,31 @@ mod tests {
             .output()
             .unwrap();
         assert!(!String::from_utf8_lossy(&qdiscs.stdout).contains("ingress"));
+    }
+
+    #[test]
+    fn owners_read_as_ids_and_only_macvtap_owners_need_chown() {
+        assert_eq!(owner_text(Some(64055), Some(64056)), "uid 64055 gid 64056");
+        assert_eq!(owner_text(None, Some(7)), "gid 7");
+        let err = VmPortError::Chown {
+            port: "vp".into(),
+            path: "/dev/tap9".into(),
+            owner: owner_text(Some(64055), None),
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert_eq!(
+            err.to_string(),
+            "port vp: giving /dev/tap9 to uid 64055: Operation not permitted (os error 1)"
+        );
+        assert!(needs_chown(&vm_port("a", VmMode::Macvtap)));
+        assert!(!needs_chown(&vm_port("a", VmMode::Glue)));
+        let unowned = PortConfig {
+            owner: None,
+            group: None,
+            ..vm_port("a", VmMode::Macvtap)
+        };
+        assert!(!needs_chown(&unowned));
+        assert!(!needs_chown(&PortConfig::named("plain")));
     }
 
     #[test]

@@ -344,8 +344,11 @@ fn handle_event(shared: &Shared, event: &DomainEvent) {
 /// persistent port keeps them for the next run (a running guest keeps its NIC device).
 pub(super) fn stop(shared: &Shared, thread: JoinHandle<()>) {
     let _ = thread.join();
-    let mut guard = lock(&shared.state);
-    let state = &mut *guard;
+    remove_unkept_devices(&mut lock(&shared.state));
+}
+
+/// Removes the devices of the non-persistent VM ports (what is already gone is fine).
+pub(super) fn remove_unkept_devices(state: &mut State) {
     let ports: Vec<PortConfig> = state
         .config
         .ports
