@@ -141,6 +141,11 @@ impl Drop for TempDir {
 pub struct Switch {
     child: Child,
     lines: Receiver<String>,
+    /// The switch's stderr so far, when started with it piped ([`Switch::start_capturing_log`]).
+    log: Option<(
+        std::sync::Arc<std::sync::Mutex<String>>,
+        thread::JoinHandle<()>,
+    )>,
     pub control: PathBuf,
     // Dropped after the child is stopped (fields drop after Drop::drop runs).
     _dir: TempDir,
@@ -150,6 +155,20 @@ impl Switch {
     /// Starts the switch with `args` after `run` and waits for it to be ready.
     /// Without `--control` in `args`, it gets a socket in a fresh temp dir.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_configured(args, |_| {})
+    }
+
+    /// Like [`Switch::start`], with the switch's stderr (its log, and the counters it
+    /// prints when it stops) kept for [`Switch::log`] and [`Switch::stop_logged`].
+    pub fn start_capturing_log(args: &[&str]) -> Self {
+        Self::start_configured(args, |command| {
+            command.stderr(Stdio::piped());
+        })
+    }
+
+    /// Like [`Switch::start`], with `configure` applied to the command last (its stdin,
+    /// stderr, `pre_exec`); a piped stderr is collected as with [`Switch::start_capturing_log`].
+    pub fn start_configured(args: &[&str], configure: impl FnOnce(&mut Command)) -> Self {
         let dir = TempDir::new("tsctl");
         let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
         command.arg("run").args(args);
@@ -161,11 +180,24 @@ impl Switch {
                 control
             }
         };
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting tapswitch");
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        configure(&mut command);
+        let mut child = command.spawn().expect("starting tapswitch");
+        let log = child.stderr.take().map(|stderr| {
+            let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let collected = std::sync::Arc::clone(&text);
+            let reader = thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    // Still shown, as with an inherited stderr.
+                    eprintln!("{line}");
+                    let mut text = collected.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+            (text, reader)
+        });
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();
         thread::spawn(move || {
@@ -179,6 +211,7 @@ impl Switch {
         let mut switch = Self {
             child,
             lines,
+            log,
             control,
             _dir: dir,
         };
@@ -250,6 +283,22 @@ impl Switch {
         self.terminate()
     }
 
+    /// The stderr so far of a switch started with [`Switch::start_capturing_log`].
+    pub fn log(&self) -> String {
+        let (text, _) = self.log.as_ref().expect("started with start_capturing_log");
+        text.lock().unwrap().clone()
+    }
+
+    /// Like [`Switch::stop`], also returning the whole stderr (counters included).
+    pub fn stop_logged(mut self) -> (bool, String) {
+        let clean = self.terminate();
+        let (text, reader) = self.log.take().expect("started with start_capturing_log");
+        // The pipe closes when the process is gone: the reader has everything then.
+        let _ = reader.join();
+        let text = text.lock().unwrap().clone();
+        (clean, text)
+    }
+
     fn terminate(&mut self) -> bool {
         if let Ok(Some(status)) = self.child.try_wait() {
             return status.success();
@@ -310,6 +359,16 @@ impl Bed {
     }
 
     pub fn with_args(count: usize, extra: &[&str]) -> Self {
+        Self::with_starter(count, extra, Switch::start)
+    }
+
+    /// Like [`Bed::with_args`], with the switch started by `start` (e.g.
+    /// [`Switch::start_capturing_log`]) on the `run` arguments.
+    pub fn with_starter(
+        count: usize,
+        extra: &[&str],
+        start: impl FnOnce(&[&str]) -> Switch,
+    ) -> Self {
         let namespaces: Vec<Netns> = (0..count).map(|_| Netns::new()).collect();
         let mut args: Vec<String> = Vec::new();
         for (i, ns) in namespaces.iter().enumerate() {
@@ -318,7 +377,7 @@ impl Bed {
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let switch = Switch::start(&args);
+        let switch = start(&args);
         Self::address(switch, namespaces)
     }
 
