@@ -252,6 +252,11 @@ if [ ! -f "$CACHE_DIR/vmlinuz" ] || [ ! -f "$CACHE_DIR/initrd.img" ] \
   build_guest
 fi
 
+# Readable by every user: a test runs one domain's QEMU as libvirt-qemu (a per-domain
+# <seclabel model='dac'>), which opens the kernel and initramfs itself.
+chmod 0755 "$CACHE_DIR"
+chmod 0644 "$CACHE_DIR/vmlinuz" "$CACHE_DIR/initrd.img"
+
 # KVM only when it really boots the guest: on some hosts /dev/kvm exists but QEMU/KVM hangs or
 # fails (nested or paravirtual hypervisors), so probe once with a real boot and remember.
 probe_kvm() {

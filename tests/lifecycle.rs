@@ -371,7 +371,7 @@ fn a_start_that_fails_after_binding_leaves_no_socket_file_or_tap() {
 fn a_start_whose_vm_devices_fail_removes_the_ones_it_made() {
     let dir = TempDir::new("tslv");
     let control = dir.path.join("s.sock");
-    let (glued, blocked) = (unique("tslg"), unique("tslb"));
+    let (glued, blocked) = (unique("lg"), unique("lb"));
     // Someone else's device under the name the second VM port's macvtap wants.
     let foreign = unique("tslx");
     sh(
@@ -408,6 +408,10 @@ fn a_start_whose_vm_devices_fail_removes_the_ones_it_made() {
     assert!(!ok, "started although {foreign} is taken");
     assert!(stderr.contains("is not a macvtap stacked on"), "{stderr}");
     let vm_tap = format!("vmt-{glued}");
+    assert!(
+        vm_tap.len() <= 15,
+        "{vm_tap} would be shortened: not the VM TAP's name"
+    );
     assert!(
         !link_exists(&vm_tap),
         "the failed start left the VM TAP {vm_tap}"

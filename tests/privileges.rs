@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use common::*;
 use tapswitch::privileges::{
-    CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process, read_threads,
+    CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process, read_threads,
 };
 
 /// The privileges of the switch's main thread, after checking that every other
@@ -42,29 +42,80 @@ fn port_names(switch: &Switch) -> Vec<String> {
         .collect()
 }
 
-fn doctor_codes(switch: &Switch) -> Vec<String> {
+fn doctor_findings(switch: &Switch) -> Vec<Value> {
     let (_, stdout, stderr) = switch.ctl(&["doctor", "--json"]);
     let report: Value =
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("doctor: {e}: {stdout} {stderr}"));
-    report["findings"]
-        .as_array()
-        .expect("findings")
+    report["findings"].as_array().expect("findings").clone()
+}
+
+fn doctor_codes(switch: &Switch) -> Vec<String> {
+    doctor_findings(switch)
         .iter()
         .map(|f| f["code"].as_str().expect("code").to_owned())
         .collect()
 }
 
+/// (uid, gid) of the macvtap character device of link `name`.
+fn macvtap_device_owner(name: &str) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let index = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .unwrap_or_else(|e| panic!("no link {name}: {e}"));
+    let device = std::fs::metadata(format!("/dev/tap{}", index.trim())).unwrap();
+    (device.uid(), device.gid())
+}
+
+/// A `[switch]` line that makes VM ports skip libvirt (tests here need no libvirtd).
+const NO_LIBVIRT: &str = "libvirt_uri = \"qemu+unix:///system?socket=/nonexistent/libvirt-sock\"";
+
 #[test]
-fn by_default_only_cap_net_admin_remains_and_hot_plug_works() {
+fn by_default_cap_net_admin_and_cap_chown_remain_and_hot_plug_works() {
     let first = unique("tspv");
-    let switch = Switch::start(&["--port", &first]);
+    let switch = start_with_config(&format!(
+        "[switch]\n{NO_LIBVIRT}\n[[port]]\nname = \"{first}\"\n"
+    ));
     let privileges = privileges_of(&switch);
-    let net_admin = CapSet::of(&[CAP_NET_ADMIN]);
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN]);
     assert_eq!(privileges.uid, 0);
-    assert_eq!(privileges.effective, net_admin);
-    assert_eq!(privileges.permitted, net_admin);
-    assert_eq!(privileges.bounding, net_admin);
+    assert_eq!(privileges.effective, kept);
+    assert_eq!(privileges.permitted, kept);
+    assert_eq!(privileges.bounding, kept);
     assert!(privileges.ambient.is_empty());
+
+    // A VM port whose macvtap goes to QEMU's user (Debian's libvirt-qemu is 64055).
+    let vm_port = unique("tsm");
+    let (ok, _, stderr) = switch.ctl(&[
+        "port",
+        "add",
+        &vm_port,
+        "--vm",
+        "some-domain",
+        "--owner",
+        "64055",
+        "--group",
+        "64056",
+    ]);
+    assert!(ok, "port add --vm --owner after the drop: {stderr}");
+    assert_eq!(
+        macvtap_device_owner(&format!("mvt-{vm_port}")),
+        (64055, 64056)
+    );
+    let (ok, _, stderr) = switch.ctl(&["port", "del", &vm_port]);
+    assert!(ok, "{stderr}");
+    let findings = doctor_findings(&switch);
+    let privileges_note = findings
+        .iter()
+        .find(|f| f["code"] == "daemon_privileges")
+        .expect("a daemon_privileges finding");
+    let what = privileges_note["what"].as_str().unwrap();
+    assert!(
+        what.contains("CAP_CHOWN: giving a new VM port's /dev/tapN"),
+        "{what}"
+    );
+    assert!(
+        !findings.iter().any(|f| f["code"] == "caps_excess"),
+        "{findings:?}"
+    );
 
     // A TAP in the switch's own namespace needs CAP_NET_ADMIN only.
     let second = unique("tspv");
@@ -91,7 +142,7 @@ fn by_default_only_cap_net_admin_remains_and_hot_plug_works() {
 fn namespaced_ports_keep_sys_admin_for_hot_plug_into_namespaces() {
     let bed = Bed::new(2);
     let privileges = privileges_of(&bed.switch);
-    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]);
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
     assert_eq!((privileges.effective, privileges.permitted), (kept, kept));
 
     let extra = Netns::new();
@@ -120,6 +171,47 @@ fn namespaced_ports_keep_sys_admin_for_hot_plug_into_namespaces() {
 }
 
 #[test]
+fn without_vm_hotplug_cap_chown_goes_owned_macvtaps_are_refused_and_glue_still_works() {
+    let (configured, refused, glued) = (unique("tsc"), unique("tsr"), unique("tsg"));
+    // A configured VM port with an owner gets its device before the drop.
+    let switch = start_with_config(&format!(
+        "[switch]\nvm_hotplug = false\n{NO_LIBVIRT}\n\
+         [[port]]\nname = \"{configured}\"\nvm = \"dom-c\"\nowner = 64055\n"
+    ));
+    let privileges = privileges_of(&switch);
+    assert_eq!(privileges.effective, CapSet::of(&[CAP_NET_ADMIN]));
+    assert_eq!(macvtap_device_owner(&format!("mvt-{configured}")).0, 64055);
+
+    // At runtime the macvtap of a new one could not be given away: refused, nothing made.
+    let (ok, _, stderr) = switch.ctl(&[
+        "port", "add", &refused, "--vm", "dom-r", "--owner", "64055", "--group", "64056",
+    ]);
+    assert!(!ok, "an owned macvtap VM port was added without CAP_CHOWN");
+    assert!(
+        stderr.contains("to uid 64055 gid 64056 at runtime needs CAP_CHOWN")
+            && stderr.contains("switch.vm_hotplug = true")
+            && stderr.contains("--mode glue"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Some("), "{stderr}");
+    assert!(
+        !std::path::Path::new("/sys/class/net")
+            .join(&refused)
+            .exists()
+    );
+
+    // A glue TAP's owner is TUNSETOWNER, which CAP_NET_ADMIN covers.
+    let (ok, _, stderr) = switch.ctl(&[
+        "port", "add", &glued, "--vm", "dom-g", "--mode", "glue", "--owner", "64055",
+    ]);
+    assert!(ok, "glue VM port with an owner: {stderr}");
+    let owner = std::fs::read_to_string(format!("/sys/class/net/vmt-{glued}/owner")).unwrap();
+    assert_eq!(owner.trim(), "64055");
+    assert!(doctor_codes(&switch).contains(&"caps_no_vm_owner".to_owned()));
+    assert!(switch.stop(), "the switch exits cleanly");
+}
+
+#[test]
 fn with_a_user_the_switch_runs_as_that_user() {
     let name = unique("tspu");
     let switch = start_with_config(&format!(
@@ -139,8 +231,14 @@ fn with_a_user_the_switch_runs_as_that_user() {
         "real, effective, saved and filesystem uid"
     );
     assert_eq!(privileges.uid, nobody);
-    assert_eq!(privileges.effective, CapSet::of(&[CAP_NET_ADMIN]));
-    assert_eq!(privileges.permitted, CapSet::of(&[CAP_NET_ADMIN]));
+    assert_eq!(
+        privileges.effective,
+        CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+    );
+    assert_eq!(
+        privileges.permitted,
+        CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+    );
     assert_eq!(port_names(&switch), [name]);
 
     // TAP creation as this user also needs the device node: 0666 is the udev default,
@@ -224,8 +322,9 @@ fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
     let successor = read_process(pid).expect("the new switch runs");
     assert_eq!(successor.uid, nobody);
     // Without ambient capabilities the exec would have left it with none.
-    assert_eq!(successor.effective, CapSet::of(&[CAP_NET_ADMIN]));
-    assert_eq!(successor.permitted, CapSet::of(&[CAP_NET_ADMIN]));
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN]);
+    assert_eq!(successor.effective, kept);
+    assert_eq!(successor.permitted, kept);
     assert!(
         successor.ambient.is_empty(),
         "ambient capabilities were cleared again"

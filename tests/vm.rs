@@ -141,6 +141,20 @@ impl Guest {
         interface: &str,
         lifetime: Lifetime,
     ) -> Self {
+        Self::start_as(scratch, name, ip_with_prefix, peer, interface, lifetime, "")
+    }
+
+    /// Like [`Guest::start_with`], with `seclabel` (a `<seclabel>` element, or nothing) in
+    /// the domain: QEMU runs as root by the testbed's qemu.conf unless it says otherwise.
+    fn start_as(
+        scratch: &ScratchDir,
+        name: &str,
+        ip_with_prefix: &str,
+        peer: Option<&str>,
+        interface: &str,
+        lifetime: Lifetime,
+        seclabel: &str,
+    ) -> Self {
         let name = name.to_owned();
         let console = scratch.0.join(format!("{name}.console"));
         let mut cmdline =
@@ -169,6 +183,7 @@ impl Guest {
     <controller type='usb' model='none'/>
     <memballoon model='none'/>
   </devices>
+  {seclabel}
 </domain>
 ",
             domain_type = testbed(),
@@ -995,4 +1010,107 @@ fn a_daemon_vm_port_goes_into_a_stopped_domains_definition_and_out_again() {
     assert!(out.contains("unplugged from the domain"), "{out}");
     assert!(!stored_xml(&domain).contains(&format!("mvt-{port}")));
     assert_eq!(port_names(&switch), vec!["n0".to_owned()]);
+}
+
+/// The uid and gid of user `name`.
+fn user_ids(name: &str) -> (u32, u32) {
+    let id = |flag| sh("id", &[flag, name]).trim().parse::<u32>().unwrap();
+    (id("-u"), id("-g"))
+}
+
+/// The QEMU process of running domain `domain`, from libvirt's pid file.
+fn qemu_pid(domain: &str) -> u32 {
+    let path = format!("/run/libvirt/qemu/{domain}.pid");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+#[test]
+fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unprivileged() {
+    use std::os::unix::fs::MetadataExt;
+    use tapswitch::privileges::{CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, read_process};
+    testbed();
+    // Debian's libvirt runs QEMU as libvirt-qemu; only this test's domain does here (its
+    // seclabel), so the testbed's qemu.conf and the other tests stay as they are.
+    let (uid, gid) = user_ids("libvirt-qemu");
+    for file in ["vmlinuz", "initrd.img"] {
+        let mode = std::fs::metadata(Path::new(CACHE_DIR).join(file))
+            .unwrap()
+            .mode();
+        assert_eq!(
+            mode & 0o004,
+            0o004,
+            "{file} is not readable by libvirt-qemu"
+        );
+    }
+    let (switch, netns) = switch_with_namespace("10.75.0.100");
+    // A default switch: what VM hot-plug needs stays after the drop, nothing more.
+    let kept = read_process(switch.pid() as u32).unwrap();
+    assert_eq!(
+        kept.effective,
+        CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN])
+    );
+    let scratch = ScratchDir::new();
+    let domain = unique("tsw-vm-");
+    let seclabel = format!(
+        "<seclabel type='static' model='dac' relabel='no'><label>+{uid}:+{gid}</label></seclabel>"
+    );
+    let guest = Guest::start_as(
+        &scratch,
+        &domain,
+        "10.75.0.1/24",
+        None,
+        "",
+        Lifetime::Persistent,
+        &seclabel,
+    );
+    guest.wait_console_count("TSW-ERROR configuring eth0", 1, GUEST_TIMEOUT);
+    let qemu = read_process(qemu_pid(&domain)).unwrap();
+    assert_eq!(
+        (qemu.uid, qemu.gid),
+        (uid, gid),
+        "QEMU runs as libvirt-qemu"
+    );
+    assert!(qemu.effective.is_empty(), "QEMU holds {}", qemu.effective);
+
+    let port = unique("vq");
+    let (uid_text, gid_text) = (uid.to_string(), gid.to_string());
+    let (ok, out, err) = switch.ctl(&[
+        "port", "add", &port, "--vm", &domain, "--owner", &uid_text, "--group", &gid_text,
+    ]);
+    assert!(ok, "port add --vm --owner on a default switch: {err}");
+    assert!(!err.contains("Some("), "{err}");
+    assert!(out.contains("hot-plugged into the running domain"), "{out}");
+    let device = format!("mvt-{port}");
+    let index = Netlink::open().unwrap().index_of(&device).unwrap();
+    let node = std::fs::metadata(format!("/dev/tap{index}")).unwrap();
+    assert_eq!(
+        (node.uid(), node.gid()),
+        (uid, gid),
+        "/dev/tap{index} owner"
+    );
+    guest.wait_console_count("TSW-NET-UP 10.75.0.1/24", 1, GUEST_TIMEOUT);
+    assert!(
+        wait_for(Duration::from_secs(30), || ping(
+            &netns.name,
+            "10.75.0.1",
+            1,
+            "0.2"
+        ) == 1),
+        "no ping to the unprivileged guest; console:\n{}",
+        guest.console_text()
+    );
+    assert_eq!(
+        tcp_echo(&netns.name, "10.75.0.1", b"unprivileged QEMU"),
+        b"unprivileged QEMU"
+    );
+    let (ok, out, err) = switch.ctl(&["port", "del", &port]);
+    assert!(ok, "port del: {err}");
+    assert!(out.contains("unplugged from the domain"), "{out}");
+    assert!(!link_exists(&device));
+    assert!(guest.is_running());
+    assert!(switch.stop(), "switch exits cleanly");
 }
