@@ -106,6 +106,8 @@ pub enum SignalAction {
     Log(&'static str),
 }
 
+const NO_TIMERS: SignalAction = SignalAction::Log("ignored: the switch sets no timers");
+
 /// Signals whose default action would kill, stop or core-dump the switch, and what it
 /// does instead. Real-time signals are logged too ([`signal_action`]).
 const SIGNAL_TABLE: [(libc::c_int, SignalAction); 14] = [
@@ -134,18 +136,9 @@ const SIGNAL_TABLE: [(libc::c_int, SignalAction); 14] = [
         SIGUSR2,
         SignalAction::Log("ignored: SIGUSR2 has no meaning here"),
     ),
-    (
-        SIGALRM,
-        SignalAction::Log("ignored: the switch sets no timers"),
-    ),
-    (
-        SIGVTALRM,
-        SignalAction::Log("ignored: the switch sets no timers"),
-    ),
-    (
-        SIGPROF,
-        SignalAction::Log("ignored: the switch sets no timers"),
-    ),
+    (SIGALRM, NO_TIMERS),
+    (SIGVTALRM, NO_TIMERS),
+    (SIGPROF, NO_TIMERS),
     (
         SIGIO,
         SignalAction::Log("ignored: the switch uses no signal-driven I/O"),
@@ -608,6 +601,13 @@ impl ControlServer {
 impl PreparedServer {
     /// Starts the server's threads (after the privilege drop: they inherit its sets).
     pub fn spawn(mut self) -> Result<ControlServer, ControlError> {
+        // On error `self` still holds everything, and dropping it cleans up.
+        let (wake_tx, wake_rx) = UnixStream::pair()
+            .and_then(|(tx, rx)| {
+                tx.set_nonblocking(true)?;
+                Ok((tx, rx))
+            })
+            .map_err(ControlError::Thread)?;
         let Prepared {
             socket,
             dataplane,
@@ -618,26 +618,6 @@ impl PreparedServer {
             fresh_start,
         } = self.parts.take().expect("taken only here");
         let ControlSocket { listener, mut file } = socket;
-        let wake = UnixStream::pair().and_then(|(tx, rx)| {
-            tx.set_nonblocking(true)?;
-            Ok((tx, rx))
-        });
-        let (wake_tx, wake_rx) = match wake {
-            Ok(pair) => pair,
-            Err(error) => {
-                // Back in place, so that dropping `self` cleans up.
-                self.parts = Some(Prepared {
-                    socket: ControlSocket { listener, file },
-                    dataplane,
-                    events,
-                    state,
-                    vms,
-                    domain_events,
-                    fresh_start,
-                });
-                return Err(ControlError::Thread(error));
-            }
-        };
         let shared = Arc::new(Shared {
             dataplane,
             state: Mutex::new(state),

@@ -287,6 +287,11 @@ fn netlink_up(netlink: &mut Netlink, index: u32) {
         .expect("bringing the link up");
 }
 
+/// Whether `addr` answers a ping from `netns` within `timeout` (one try at a time).
+fn answers_ping(netns: &str, addr: &str, timeout: Duration) -> bool {
+    wait_for(timeout, || ping(netns, addr, 1, "0.2") == 1)
+}
+
 /// Sends `payload` to the guest's TCP echo server from inside `netns` and returns the reply.
 fn tcp_echo(netns: &str, guest_ip: &str, payload: &[u8]) -> Vec<u8> {
     let address: SocketAddr = format!("{guest_ip}:{ECHO_PORT}").parse().unwrap();
@@ -491,12 +496,7 @@ fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
     assert_eq!(ping(&netns.name, "10.68.0.1", 2, "0.2"), 0, "unglued");
     netlink.create_tap_glue(port_index, vm_index).unwrap();
     assert!(
-        wait_for(Duration::from_secs(10), || ping(
-            &netns.name,
-            "10.68.0.1",
-            1,
-            "0.2"
-        ) == 1),
+        answers_ping(&netns.name, "10.68.0.1", Duration::from_secs(10)),
         "glued again"
     );
     assert_eq!(tcp_echo(&netns.name, "10.68.0.1", payload), payload);
@@ -584,12 +584,7 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
     );
     assert_eq!(guest.interface_targets(), vec![macvtap.clone()]);
     assert!(
-        wait_for(Duration::from_secs(20), || ping(
-            &netns.name,
-            "10.69.0.1",
-            1,
-            "0.2"
-        ) == 1),
+        answers_ping(&netns.name, "10.69.0.1", Duration::from_secs(20)),
         "no ping after replug"
     );
     let payload = b"hello replugged guest";
@@ -752,8 +747,7 @@ fn daemon_vm_ports_made_before_their_domains_carry_traffic_and_go_with_the_domai
     let (ok, _, err) = virsh(&["start", &domains[0]]);
     assert!(ok, "virsh start after destroy: {err}");
     assert!(
-        wait_for(GUEST_TIMEOUT, || ping(&netns.name, "10.70.0.1", 1, "0.2")
-            == 1),
+        answers_ping(&netns.name, "10.70.0.1", GUEST_TIMEOUT),
         "no ping after the restart; console:\n{}",
         guests[0].console_text()
     );
@@ -817,12 +811,7 @@ fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
     let net_up = "TSW-NET-UP 10.71.0.1/24";
     guest.wait_console_count(net_up, 1, GUEST_TIMEOUT);
     assert!(
-        wait_for(Duration::from_secs(30), || ping(
-            &netns.name,
-            "10.71.0.1",
-            1,
-            "0.2"
-        ) == 1),
+        answers_ping(&netns.name, "10.71.0.1", Duration::from_secs(30)),
         "no ping after the hot-plug; console:\n{}",
         guest.console_text()
     );
@@ -857,12 +846,7 @@ fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
     assert!(out.contains("hot-plugged"), "{out}");
     guest.wait_console_count(net_up, 2, GUEST_TIMEOUT);
     assert!(
-        wait_for(Duration::from_secs(30), || ping(
-            &netns.name,
-            "10.71.0.1",
-            1,
-            "0.2"
-        ) == 1),
+        answers_ping(&netns.name, "10.71.0.1", Duration::from_secs(30)),
         "no ping after the replug"
     );
 
@@ -1094,12 +1078,7 @@ fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unpriv
     );
     guest.wait_console_count("TSW-NET-UP 10.75.0.1/24", 1, GUEST_TIMEOUT);
     assert!(
-        wait_for(Duration::from_secs(30), || ping(
-            &netns.name,
-            "10.75.0.1",
-            1,
-            "0.2"
-        ) == 1),
+        answers_ping(&netns.name, "10.75.0.1", Duration::from_secs(30)),
         "no ping to the unprivileged guest; console:\n{}",
         guest.console_text()
     );
