@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -130,6 +130,10 @@ pub struct SwitchConfig {
     /// unset. Only used once a port has `vm` set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub libvirt_uri: Option<String>,
+    /// Directory of the state file (ports added at runtime, the MAC table), which a
+    /// restarted switch restores; `/var/lib/tapswitch` when unset. One per switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
@@ -162,6 +166,7 @@ impl Default for SwitchConfig {
             user: None,
             group: None,
             libvirt_uri: None,
+            state_dir: None,
         }
     }
 }
@@ -191,6 +196,13 @@ pub const MAX_IDLE_POLL_US: u64 = 10_000;
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 
 impl SwitchConfig {
+    /// Where the state file is kept.
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir
+            .as_deref()
+            .unwrap_or(Path::new(crate::state::DEFAULT_STATE_DIR))
+    }
+
     /// Where VM ports talk to libvirt.
     pub fn libvirt_uri(&self) -> &str {
         self.libvirt_uri.as_deref().unwrap_or(DEFAULT_LIBVIRT_URI)

@@ -19,11 +19,11 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use libc::{
     SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGTSTP, SIGUSR1,
@@ -40,6 +40,7 @@ use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkSettings;
 use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
+use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
 use crate::switch::{self, LinkSockets};
 use crate::upgrade::{self, HandedEntry, Handover};
 use crate::vmport;
@@ -60,8 +61,18 @@ pub const EVENT_QUEUE_LEN: usize = 4096;
 /// Event lines queued for one `events` reader before it loses some.
 const SUBSCRIBER_QUEUE_LEN: usize = 1024;
 
-/// Connections served at once; more are refused with an error line.
+/// Connections served at once. Beyond it, the connection that has waited longest
+/// for a request is closed to make room (hung clients cannot lock others out);
+/// only when none waits (all are being served or stream events) is the new one
+/// refused with an error line.
 const MAX_CONNECTIONS: usize = 64;
+
+/// A connection that sends nothing for this long (between requests, or in the
+/// middle of one) is closed.
+pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A reply or event line the client does not take within this long closes its connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum ControlError {
@@ -490,7 +501,7 @@ struct Shared {
     /// Serialises changes: the live configuration and the netlink sockets.
     state: Mutex<State>,
     subscribers: Mutex<Vec<Subscriber>>,
-    connections: AtomicUsize,
+    connections: Mutex<Connections>,
     stopping: AtomicBool,
     /// The listening socket (owned by the accept thread), to hand over.
     listener_fd: RawFd,
@@ -508,6 +519,74 @@ struct Shared {
 struct State {
     config: Config,
     links: LinkSockets,
+    /// Names of the ports added at runtime (the state file records them).
+    runtime_ports: Vec<String>,
+    store: Option<StateDir>,
+    /// What the state file says now, once written.
+    saved: Option<SavedState>,
+    /// The last write failed (said once, not every [`SAVE_INTERVAL`]).
+    save_failing: bool,
+}
+
+/// What the control plane keeps on disk (see [`crate::state`]).
+pub struct Persistence {
+    pub store: StateDir,
+    /// Ports of the configuration that were added at runtime (restored from the
+    /// state file, or handed over by `upgrade`).
+    pub runtime_ports: Vec<String>,
+}
+
+/// The open control connections.
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    open: HashMap<u64, OpenConnection>,
+}
+
+struct OpenConnection {
+    /// The connection's socket, to shut it down when it must make room.
+    socket: UnixStream,
+    /// Since when it has waited for (the rest of) a request; `None` while a
+    /// request is served or it streams events.
+    waiting_since: Option<Instant>,
+}
+
+impl Connections {
+    /// Takes `socket` in and returns its id, closing the connection that has
+    /// waited longest for a request if there is no room; `None`: no room.
+    fn admit(&mut self, socket: &UnixStream) -> Option<u64> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            let (&longest, _) = self
+                .open
+                .iter()
+                .filter_map(|(id, c)| c.waiting_since.map(|since| (id, since)))
+                .min_by_key(|&(_, since)| since)?;
+            let evicted = self.open.remove(&longest).expect("found above");
+            debug!(
+                waited = ?evicted.waiting_since.map(|since| since.elapsed()),
+                "closing the control connection that waited longest for a request, to make room"
+            );
+            // Its thread's read returns end of stream, and it ends.
+            let _ = evicted.socket.shutdown(std::net::Shutdown::Both);
+        }
+        let socket = socket.try_clone().ok()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.open.insert(
+            id,
+            OpenConnection {
+                socket,
+                waiting_since: Some(Instant::now()),
+            },
+        );
+        Some(id)
+    }
+
+    fn set_waiting(&mut self, id: u64, waiting: bool) {
+        if let Some(connection) = self.open.get_mut(&id) {
+            connection.waiting_since = waiting.then(Instant::now);
+        }
+    }
 }
 
 struct Subscriber {
@@ -522,6 +601,9 @@ pub struct ControlServer {
     file: SocketFile,
     accept: JoinHandle<()>,
     vm_events: JoinHandle<()>,
+    /// Dropped to stop `tapswitch-state`.
+    stop_saving: Option<SyncSender<()>>,
+    saver: Option<JoinHandle<()>>,
 }
 
 /// A control server made but not started: its state is ready (the configured VM ports have
@@ -565,27 +647,52 @@ impl ControlServer {
         config: Config,
         events: Receiver<Event>,
     ) -> Result<Self, ControlError> {
-        Self::prepare(socket, dataplane, config, events, LinkSockets::default())?.spawn()
+        Self::prepare(
+            socket,
+            dataplane,
+            config,
+            events,
+            LinkSockets::default(),
+            None,
+        )?
+        .spawn()
     }
 
     /// The server of [`Self::spawn`], with netlink sockets opened earlier (a switch that
-    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them) and
-    /// the configured VM ports' devices made, but no thread started.
+    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them),
+    /// with `persistence` a state file kept up to date, and the configured VM ports'
+    /// devices made, but no thread started.
     pub fn prepare(
         socket: ControlSocket,
         dataplane: DataplaneHandle,
         config: Config,
         events: Receiver<Event>,
         links: LinkSockets,
+        persistence: Option<Persistence>,
     ) -> Result<PreparedServer, ControlError> {
         let (vms, domain_events) = vms::Vms::new(&config.switch);
         let fresh_start = socket.file.remove;
+        let (store, runtime_ports) = match persistence {
+            Some(Persistence {
+                store,
+                runtime_ports,
+            }) => (Some(store), runtime_ports),
+            None => (None, Vec::new()),
+        };
+        let state = State {
+            config,
+            links,
+            runtime_ports,
+            store,
+            saved: None,
+            save_failing: false,
+        };
         let mut prepared = PreparedServer {
             parts: Some(Prepared {
                 socket,
                 dataplane,
                 events,
-                state: State { config, links },
+                state,
                 vms,
                 domain_events,
                 fresh_start,
@@ -618,11 +725,12 @@ impl PreparedServer {
             fresh_start,
         } = self.parts.take().expect("taken only here");
         let ControlSocket { listener, mut file } = socket;
+        let saving = state.store.is_some();
         let shared = Arc::new(Shared {
             dataplane,
             state: Mutex::new(state),
             subscribers: Mutex::new(Vec::new()),
-            connections: AtomicUsize::new(0),
+            connections: Mutex::new(Connections::default()),
             stopping: AtomicBool::new(false),
             listener_fd: listener.as_raw_fd(),
             path: file.path.clone(),
@@ -642,9 +750,20 @@ impl PreparedServer {
                 .name("tapswitch-control".into())
                 .spawn(move || accept_connections(&acceptor, &listener, &wake_rx))
                 .map_err(ControlError::Thread)?;
-            Ok((vm_events, accept))
+            let (stop_saving, saver) = if saving {
+                let (stop, stopped) = mpsc::sync_channel(0);
+                let saver = Arc::clone(&shared);
+                let thread = std::thread::Builder::new()
+                    .name("tapswitch-state".into())
+                    .spawn(move || save_periodically(&saver, &stopped))
+                    .map_err(ControlError::Thread)?;
+                (Some(stop), Some(thread))
+            } else {
+                (None, None)
+            };
+            Ok((vm_events, accept, stop_saving, saver))
         })();
-        let (vm_events, accept) = match started {
+        let (vm_events, accept, stop_saving, saver) = match started {
             Ok(threads) => threads,
             Err(error) => {
                 // Threads already started see `stopping` (or their channels close) and end.
@@ -663,14 +782,28 @@ impl PreparedServer {
             file,
             accept,
             vm_events,
+            stop_saving,
+            saver,
         })
     }
 }
 
 impl ControlServer {
+    /// Writes the state file from `last`, the dataplane's final snapshot (at exit,
+    /// when it no longer answers). Nothing after a handover: the file is the new process's.
+    pub fn save_state(&self, last: &Snapshot) {
+        let mut state = lock(&self.shared.state);
+        prune_config(&mut state, last);
+        save_state(&self.shared, &mut state, last);
+    }
+
     /// Stops accepting, removes the socket file and waits for the accept
     /// thread. Open connections end when the dataplane is gone.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        drop(self.stop_saving.take());
+        if let Some(saver) = self.saver.take() {
+            let _ = saver.join();
+        }
         stop_accepting(&self.shared);
         let _ = self.accept.join();
         let mut file = self.file;
@@ -740,20 +873,25 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
         // Accepted sockets inherit nothing from the listener's O_NONBLOCK on
         // Linux, but say it: connection threads use blocking I/O.
         let _ = stream.set_nonblocking(false);
-        if shared.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
-            let _ = write_line(&mut stream, &error_reply("too many control connections"));
+        // A client that stops reading or sending cannot hold a thread for ever.
+        let _ = stream.set_read_timeout(Some(CONNECTION_IDLE_TIMEOUT));
+        let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        let Some(id) = lock(&shared.connections).admit(&stream) else {
+            let _ = write_line(
+                &mut stream,
+                &error_reply("too many control connections (all of them busy)"),
+            );
             continue;
-        }
+        };
         let connection = Arc::clone(shared);
         let spawned = std::thread::Builder::new()
             .name("tapswitch-conn".into())
             .spawn(move || {
-                serve_connection(&connection, stream);
-                connection.connections.fetch_sub(1, Ordering::SeqCst);
+                serve_connection(&connection, stream, id);
+                lock(&connection.connections).open.remove(&id);
             });
         if let Err(e) = spawned {
-            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            lock(&shared.connections).open.remove(&id);
             warn!(error = %e, "starting a control connection thread failed");
         }
     }
@@ -787,13 +925,16 @@ fn read_request(reader: &mut BufReader<UnixStream>) -> Result<Option<Vec<u8>>, b
     }
 }
 
-fn serve_connection(shared: &Arc<Shared>, stream: UnixStream) {
+fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let line = match read_request(&mut reader) {
+        lock(&shared.connections).set_waiting(id, true);
+        let read = read_request(&mut reader);
+        lock(&shared.connections).set_waiting(id, false);
+        let line = match read {
             Ok(Some(line)) => line,
             Ok(None) | Err(false) => return,
             Err(true) => {
@@ -904,6 +1045,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                 })
                 .map_err(stopped)?
                 .map_err(stopped)?;
+            save_now(shared, &mut lock(&shared.state));
             Ok(Value::Null)
         }
         Request::FdbDel { mac, vlan } => {
@@ -911,6 +1053,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                 .request(|reply| Command::FdbRemove { vlan, mac, reply })
                 .map_err(stopped)?;
             if removed {
+                save_now(shared, &mut lock(&shared.state));
                 Ok(Value::Null)
             } else {
                 Err(format!("no MAC table entry for {mac} on VLAN {vlan}"))
@@ -921,6 +1064,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                 .request(|reply| Command::FdbFlush { port, reply })
                 .map_err(stopped)?
                 .map_err(stopped)?;
+            save_now(shared, &mut lock(&shared.state));
             Ok(json!({"removed": removed}))
         }
         Request::Stats { port } => {
@@ -988,10 +1132,17 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         .iter()
         .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
         .collect();
+    let runtime_ports = state
+        .runtime_ports
+        .iter()
+        .filter(|name| config.ports.iter().any(|p| p.name == **name))
+        .cloned()
+        .collect();
     let handover = Handover {
         config,
         queues,
         fdb,
+        runtime_ports,
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
     let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
@@ -1035,11 +1186,82 @@ fn remove_port(
         vms::remove_devices(state, port);
     }
     state.config.ports.retain(|p| p.name != name);
+    save_now(shared, state);
     let mut reply = json!(removed.last);
     if let Some(vm) = unplugged {
         reply["vm"] = vm;
     }
     Ok(reply)
+}
+
+/// Writes the state file if it says something new.
+fn save_state(shared: &Shared, state: &mut State, snapshot: &Snapshot) {
+    // After a handover the file is the new process's.
+    if shared.handed_over.load(Ordering::SeqCst) {
+        return;
+    }
+    let Some(store) = &state.store else {
+        return;
+    };
+    let names = port_names(snapshot);
+    let fdb = snapshot
+        .fdb
+        .iter()
+        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
+        .collect();
+    let config = &state.config;
+    state
+        .runtime_ports
+        .retain(|name| config.ports.iter().any(|p| p.name == *name));
+    let ports = state
+        .runtime_ports
+        .iter()
+        .filter_map(|name| config.ports.iter().find(|p| p.name == *name).cloned())
+        .collect();
+    let saved = SavedState::new(ports, fdb);
+    if state.saved.as_ref().is_some_and(|last| saved.same_as(last)) {
+        return;
+    }
+    match store.save(&saved) {
+        Ok(()) => {
+            if state.save_failing {
+                info!(path = %store.file().display(), "the state file is written again");
+            }
+            state.save_failing = false;
+            state.saved = Some(saved);
+        }
+        Err(error) => {
+            if !state.save_failing {
+                warn!(%error, "saving the switch state failed; trying again on the next change");
+            }
+            state.save_failing = true;
+        }
+    }
+}
+
+/// Writes the state file after a change, with the MAC table as it is now.
+fn save_now(shared: &Shared, state: &mut State) {
+    if state.store.is_none() {
+        return;
+    }
+    // A stopped dataplane: the final save at exit writes it.
+    if let Ok(snapshot) = shared.dataplane.snapshot() {
+        save_state(shared, state, &snapshot);
+    }
+}
+
+/// `tapswitch-state`: the MAC table changes without requests (learning,
+/// ageing, ports removed after errors), so it is written every
+/// [`SAVE_INTERVAL`] when it has changed.
+fn save_periodically(shared: &Shared, stop: &Receiver<()>) {
+    while let Err(RecvTimeoutError::Timeout) = stop.recv_timeout(SAVE_INTERVAL) {
+        let Ok(snapshot) = shared.dataplane.snapshot() else {
+            return;
+        };
+        let mut state = lock(&shared.state);
+        prune_config(&mut state, &snapshot);
+        save_state(shared, &mut state, &snapshot);
+    }
 }
 
 fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {
@@ -1123,6 +1345,8 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     };
     info!(port = %port.name, netns = port.netns.as_deref().unwrap_or("-"), "port added by request");
     state.config.ports.push(port.clone());
+    state.runtime_ports.retain(|name| *name != port.name);
+    state.runtime_ports.push(port.name.clone());
     let mut reply = json!(added);
     if let Some(interface) = vm_interface {
         // The port forwards before the guest sees its NIC.
@@ -1137,6 +1361,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
             }
         }
     }
+    save_now(shared, state);
     Ok(reply)
 }
 
@@ -1202,6 +1427,7 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
     let settings = serde_json::to_string(&settings).expect("JSON values serialise");
     info!(port = %name, %settings, "port changed by request");
     state.config.ports[index] = new;
+    save_now(shared, state);
     Ok(json!(snapshot))
 }
 

@@ -31,4 +31,5 @@ pub mod demo;
 pub mod doctor;
 pub mod metrics;
 pub mod report;
+pub mod state;
 pub mod upgrade;

@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
@@ -14,13 +14,13 @@ use tapswitch::config::{
     Config, PortConfig, PortSettings, VmMode, parse_metrics_addr, setting_value,
 };
 use tapswitch::control::{
-    ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN, Request,
-    SignalHandlers,
+    ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN,
+    Persistence, Request, SignalHandlers,
 };
 use tapswitch::dataplane::{Dataplane, DataplaneHandle};
-use tapswitch::fdb::EntryKind;
 use tapswitch::port::TapPort;
 use tapswitch::report::reply;
+use tapswitch::state::StateDir;
 use tapswitch::switch::{LinkSockets, SwitchError};
 use tapswitch::tap::Tap;
 use tapswitch::wire::MacAddr;
@@ -64,9 +64,13 @@ enum Command {
         /// overrides `switch.metrics` of the config.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Keep the state file (ports added at runtime, the MAC table) here, and
+        /// restore it at start; overrides `switch.state_dir` (default /var/lib/tapswitch).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
         /// (Internal, set by `upgrade`) take over a running switch's ports,
         /// control socket and MAC table from this inherited socket.
-        #[arg(long, hide = true, value_name = "FD", conflicts_with_all = ["config", "ports"])]
+        #[arg(long, hide = true, value_name = "FD", conflicts_with_all = ["config", "ports", "state_dir"])]
         takeover_fd: Option<i32>,
     },
     /// Restart the running switch without losing a frame: start BINARY (by
@@ -374,14 +378,16 @@ fn main() -> ExitCode {
             config: _,
             ports: _,
             metrics: _,
+            state_dir: _,
             takeover_fd: Some(fd),
         } => take_over(fd, &control),
         Command::Run {
             config,
             ports,
             metrics,
+            state_dir,
             takeover_fd: None,
-        } => run(config, ports, metrics, &control),
+        } => run(config, ports, metrics, state_dir, &control),
         Command::Demo => demo::run().map_err(|e| e.to_string()),
         Command::CheckConfig { config } => check_config(config),
         Command::Events => stream_events(&control, json),
@@ -413,6 +419,7 @@ fn run(
     path: Option<PathBuf>,
     ports: Vec<PortConfig>,
     metrics_addr: Option<String>,
+    state_dir: Option<PathBuf>,
     control: &std::path::Path,
 ) -> Result<(), String> {
     // Before anything exists that a signal's default action would leave behind.
@@ -421,6 +428,9 @@ fn run(
     if let Some(addr) = metrics_addr {
         parse_metrics_addr(&addr).map_err(|reason| format!("--metrics: {reason}"))?;
         config.switch.metrics = Some(addr);
+    }
+    if state_dir.is_some() {
+        config.switch.state_dir = state_dir;
     }
     if config.ports.is_empty() {
         return Err(
@@ -432,8 +442,91 @@ fn run(
     let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
     // A misspelt user or a missing namespace stops the switch before it creates anything.
     let identity = switch::preflight(&config).map_err(|e| e.to_string())?;
-    let (dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
-    serve(config, dataplane, handle, socket, identity, signals, None)
+    let store = StateDir::open(
+        config.switch.state_dir(),
+        identity.as_ref().map(|i| (i.uid, i.gid)),
+    )
+    .map_err(|e| e.to_string())?;
+    let saved = store.load().unwrap_or_else(|error| {
+        tracing::error!(%error, "not restoring the switch state");
+        None
+    });
+    let (mut dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
+    let mut runtime_ports = Vec::new();
+    if let Some(saved) = saved {
+        runtime_ports = restore_ports(&mut config, &mut dataplane, &saved.ports);
+        let entries = upgrade::restore_fdb(
+            &dataplane,
+            &saved.fdb,
+            saved.age(),
+            config.switch.fdb_ageing(),
+        );
+        tracing::info!(
+            path = %store.file().display(),
+            ports = runtime_ports.len(),
+            fdb_entries = entries,
+            "switch state restored"
+        );
+    }
+    let persistence = Persistence {
+        store,
+        runtime_ports,
+    };
+    serve(
+        config,
+        dataplane,
+        handle,
+        socket,
+        identity,
+        signals,
+        None,
+        persistence,
+    )
+}
+
+/// Recreates the ports added at runtime before a restart (persistent TAPs are
+/// attached again by name), after those of the configuration, whose names win.
+/// A port that cannot be made is skipped with an error: the switch starts
+/// without it. Returns the names of those restored.
+fn restore_ports(
+    config: &mut Config,
+    dataplane: &mut Dataplane,
+    saved: &[PortConfig],
+) -> Vec<String> {
+    let mut links = LinkSockets::default();
+    let mut restored = Vec::new();
+    for port in saved {
+        if config.ports.iter().any(|p| p.name == port.name) {
+            tracing::warn!(port = %port.name, "the configuration has this port now; not restoring the saved one");
+            continue;
+        }
+        let added = port
+            .validate("port")
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                switch::create_tap_port(&config.switch, port, &mut links).map_err(|e| e.to_string())
+            })
+            .and_then(|tap| {
+                let id = dataplane
+                    .add_port(Box::new(tap), port.mtu)
+                    .map_err(|e| e.to_string())?;
+                dataplane
+                    .update_port(id, &switch::settings_of(port))
+                    .map_err(|e| e.to_string())
+            });
+        match added {
+            Ok(_) => {
+                config.ports.push(port.clone());
+                restored.push(port.name.clone());
+            }
+            Err(error) => {
+                let saved = serde_json::to_string(port).expect("port configs serialise");
+                tracing::error!(port = %port.name, %error, %saved,
+                    "a port added at runtime before the restart could not be made again; add it with `port add`");
+            }
+        }
+    }
+    restored
 }
 
 /// Becomes the switch a running one hands over to (`tapswitch upgrade`).
@@ -459,12 +552,24 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
             Ok(TapPort::with_queues(taps))
         })
         .map_err(|e| e.to_string())?;
-        restore_fdb(&dataplane, &handover);
+        upgrade::restore_fdb(
+            &dataplane,
+            &handover.fdb,
+            Duration::ZERO,
+            handover.config.switch.fdb_ageing(),
+        );
         let identity = switch::resolve_identity(&handover.config).map_err(|e| e.to_string())?;
-        Ok::<_, String>((dataplane, handle, socket, identity))
+        // The old process made the directory (and gave it to the switch user).
+        let store =
+            StateDir::open(handover.config.switch.state_dir(), None).map_err(|e| e.to_string())?;
+        Ok::<_, String>((dataplane, handle, socket, identity, store))
     })();
     match built {
-        Ok((dataplane, handle, socket, identity)) => {
+        Ok((dataplane, handle, socket, identity, store)) => {
+            let persistence = Persistence {
+                store,
+                runtime_ports: handover.runtime_ports,
+            };
             let config = handover.config;
             serve(
                 config,
@@ -474,39 +579,12 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
                 identity,
                 signals,
                 Some(answer_socket),
+                persistence,
             )
         }
         Err(reason) => {
             upgrade::answer(&answer_socket, Err(reason.clone()));
             Err(reason)
-        }
-    }
-}
-
-/// Puts the handed-over MAC table in place, ages preserved.
-fn restore_fdb(dataplane: &Dataplane, handover: &upgrade::Handover) {
-    let ports = dataplane.counters().ports;
-    let now = Instant::now();
-    let mut forwarder = dataplane.forwarder();
-    for entry in &handover.fdb {
-        let Some(port) = ports.iter().find(|p| p.name == entry.port).map(|p| p.id) else {
-            continue;
-        };
-        let seen = now
-            .checked_sub(Duration::from_millis(entry.age_ms))
-            .unwrap_or(now);
-        let fdb = forwarder.fdb_mut();
-        match entry.kind {
-            EntryKind::Static => {
-                // A static entry the old switch held is valid here too.
-                let _ = fdb.add_static(entry.vlan, entry.mac, port);
-            }
-            EntryKind::Sticky => {
-                fdb.learn_sticky(entry.vlan, entry.mac, port, seen);
-            }
-            EntryKind::Dynamic => {
-                fdb.learn(entry.vlan, entry.mac, port, seen);
-            }
         }
     }
 }
@@ -522,6 +600,7 @@ fn serve(
     identity: Option<privileges::Identity>,
     signals: SignalHandlers,
     handing_over: Option<std::os::unix::net::UnixStream>,
+    persistence: Persistence,
 ) -> Result<(), String> {
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
     let metrics_listener = match &config.switch.metrics {
@@ -547,8 +626,15 @@ fn serve(
     }
     let control_path = socket.path().to_owned();
     // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
-    let server = ControlServer::prepare(socket, handle.clone(), config.clone(), events, links)
-        .map_err(|e| e.to_string())?;
+    let server = ControlServer::prepare(
+        socket,
+        handle.clone(),
+        config.clone(),
+        events,
+        links,
+        Some(persistence),
+    )
+    .map_err(|e| e.to_string())?;
     // Everything privileged is done; no other thread runs yet (capabilities are per thread).
     if config.switch.drop_privileges {
         drop_privileges(&config, identity.as_ref(), &control_path)?;
@@ -580,6 +666,9 @@ fn serve(
         upgrade::answer(old, Ok(()));
     }
     let result = dataplane.run();
+    if let Ok(last) = &result {
+        server.save_state(last);
+    }
     server.stop();
     signals.stop();
     let snapshot = result.map_err(|e| e.to_string())?;

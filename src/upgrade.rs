@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::dataplane::Dataplane;
 use crate::fdb::{EntryKind, FdbEntry, PortId, VlanId};
 use crate::wire::MacAddr;
 
@@ -71,10 +72,14 @@ pub struct Handover {
     pub queues: Vec<usize>,
     /// The MAC table.
     pub fdb: Vec<HandedEntry>,
+    /// The ports of `config` that were added at runtime: the ones the state
+    /// file records (see [`crate::state`]).
+    #[serde(default)]
+    pub runtime_ports: Vec<String>,
 }
 
 /// One MAC table entry, its port named (ids are per process).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct HandedEntry {
     pub vlan: VlanId,
     pub mac: MacAddr,
@@ -95,6 +100,49 @@ impl HandedEntry {
             age_ms: entry.age.as_millis() as u64,
         })
     }
+}
+
+/// Puts `entries` into the MAC table of `dataplane` (before it runs), for
+/// ports it has by name. `since`: how long ago the ages were taken (a restart
+/// from the state file); learned entries that would be older than `ageing`
+/// by now are left out.
+pub fn restore_fdb(
+    dataplane: &Dataplane,
+    entries: &[HandedEntry],
+    since: Duration,
+    ageing: Duration,
+) -> usize {
+    let ports = dataplane.counters().ports;
+    let now = Instant::now();
+    let mut forwarder = dataplane.forwarder();
+    let fdb = forwarder.fdb_mut();
+    let mut restored = 0;
+    for entry in entries {
+        let Some(port) = ports.iter().find(|p| p.name == entry.port).map(|p| p.id) else {
+            continue;
+        };
+        let age = Duration::from_millis(entry.age_ms).saturating_add(since);
+        if entry.kind == EntryKind::Dynamic && age >= ageing {
+            continue;
+        }
+        let seen = now.checked_sub(age).unwrap_or(now);
+        match entry.kind {
+            EntryKind::Static => {
+                // A static entry the old switch held is valid here too.
+                if fdb.add_static(entry.vlan, entry.mac, port).is_err() {
+                    continue;
+                }
+            }
+            EntryKind::Sticky => {
+                fdb.learn_sticky(entry.vlan, entry.mac, port, seen);
+            }
+            EntryKind::Dynamic => {
+                fdb.learn(entry.vlan, entry.mac, port, seen);
+            }
+        }
+        restored += 1;
+    }
+    restored
 }
 
 /// The old side: starts `binary` (with `args` before its own `run

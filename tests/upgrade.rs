@@ -81,20 +81,6 @@ fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
     assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
 }
 
-/// Deletes the given links in their namespaces when dropped (persistent TAPs
-/// outlive the switch by design).
-struct PersistentTaps(Vec<(String, String)>);
-
-impl Drop for PersistentTaps {
-    fn drop(&mut self) {
-        for (netns, dev) in &self.0 {
-            let _ = std::process::Command::new("ip")
-                .args(["-n", netns, "link", "del", dev])
-                .status();
-        }
-    }
-}
-
 #[test]
 fn a_restarted_switch_reattaches_to_persistent_taps_after_a_crash() {
     let namespaces = [Netns::new(), Netns::new()];

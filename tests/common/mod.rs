@@ -180,6 +180,11 @@ impl Switch {
                 control
             }
         };
+        // Not the machine's /var/lib/tapswitch: a test's runtime ports and MAC table
+        // are its own, and a test that restarts a switch names the directory itself.
+        if !args.contains(&"--state-dir") {
+            command.arg("--state-dir").arg(dir.path.join("state"));
+        }
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         configure(&mut command);
         let mut child = command.spawn().expect("starting tapswitch");
@@ -852,4 +857,36 @@ impl Drop for ForeignTap {
             .args(["-n", &self.netns, "link", "del", &self.name])
             .output();
     }
+}
+
+/// Deletes the given links (namespace, device) when dropped: persistent TAPs
+/// outlive the switch by design.
+pub struct PersistentTaps(pub Vec<(String, String)>);
+
+impl Drop for PersistentTaps {
+    fn drop(&mut self) {
+        for (netns, dev) in &self.0 {
+            let _ = Command::new("ip")
+                .args(["-n", netns, "link", "del", dev])
+                .status();
+        }
+    }
+}
+
+/// Open file descriptors of process `pid`.
+pub fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("reading /proc/PID/fd")
+        .count()
+}
+
+/// Resident set size of process `pid` in KiB (`VmRSS` of /proc/PID/status).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/PID/status")
 }

@@ -290,6 +290,9 @@ fn attach_tapswitch(
         .arg(format!("{}@{}", system.a.device, system.a.netns))
         .arg("--port")
         .arg(format!("{}@{}", system.b.device, system.b.netns))
+        // Its own state file: not the machine's /var/lib/tapswitch.
+        .arg("--state-dir")
+        .arg(ctx.work_dir.join(format!("state-{label}")))
         .args(&ctx.tapswitch_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

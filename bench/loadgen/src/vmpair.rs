@@ -447,6 +447,9 @@ fn start_switch(
         .arg(config)
         .arg("--control")
         .arg(control)
+        // Its own state file: not the machine's /var/lib/tapswitch.
+        .arg("--state-dir")
+        .arg(scratch.join(format!("state-{round}")))
         .stdin(Stdio::null())
         .stdout(ready_file)
         .stderr(log_file);

@@ -1,0 +1,271 @@
+//! Faults on a real switch: a crash (SIGKILL) and restart from the state file,
+//! control clients that hang, stall mid-line or vanish, a TAP deleted under
+//! load. After each, the remaining ports forward and the daemon's fds and
+//! memory are back where they were.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// The MACs of `fdb show` with their ports and kinds.
+fn fdb_entries(switch: &Switch) -> Vec<(String, String, String, f64)> {
+    switch.ctl_json(&["fdb", "show"])["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|e| {
+            (
+                e["mac"].as_str().unwrap().to_owned(),
+                e["port"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+                e["age_secs"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn port_list(switch: &Switch) -> Vec<Value> {
+    switch
+        .ctl_json(&["port", "list"])
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
+    let namespaces = [Netns::new(), Netns::new(), Netns::new()];
+    let _taps = PersistentTaps(
+        (0..3)
+            .map(|i| (namespaces[i].name.clone(), Bed::dev(i)))
+            .collect(),
+    );
+    let state = TempDir::new("tsst");
+    let state_dir = state.path.to_str().unwrap();
+    let config_dir = TempDir::new("tscf");
+    let config_path = config_dir.path.join("switch.toml");
+    let config: String = (0..2)
+        .map(|i| {
+            format!(
+                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\npersistent = true\n\n",
+                namespaces[i].name
+            )
+        })
+        .collect();
+    std::fs::write(&config_path, config).unwrap();
+    let args = [
+        "--config",
+        config_path.to_str().unwrap(),
+        "--state-dir",
+        state_dir,
+    ];
+    let mut switch = Switch::start(&args);
+    // A port added at runtime, with settings of its own.
+    let p2 = format!("p2@{}", namespaces[2].name);
+    let (ok, _, stderr) = switch.ctl(&["port", "add", &p2, "--persistent", "--mac-limit", "8"]);
+    assert!(ok, "{stderr}");
+    for (i, ns) in namespaces.iter().enumerate() {
+        let addr = format!("{}/24", Bed::addr(i));
+        sh(
+            "ip",
+            &["-n", &ns.name, "addr", "add", &addr, "dev", &Bed::dev(i)],
+        );
+    }
+    assert_eq!(ping(&namespaces[0].name, &Bed::addr(1), 2, "0.1"), 2);
+    assert_eq!(ping(&namespaces[0].name, &Bed::addr(2), 2, "0.1"), 2);
+    let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:99", "p2"]);
+    assert!(ok, "{stderr}");
+    let macs: Vec<String> = (0..3)
+        .map(|i| link_mac(&namespaces[i].name, &Bed::dev(i)))
+        .collect();
+    let before = fdb_entries(&switch);
+    for (i, mac) in macs.iter().enumerate() {
+        assert!(
+            before.iter().any(|e| e.0 == *mac && e.1 == Bed::dev(i)),
+            "{mac} not learned on p{i}: {before:?}"
+        );
+    }
+    // The file is written on each change; it holds the table as of the last one.
+    let file = state.path.join("state.json");
+    let saved = std::fs::read_to_string(&file).expect("a state file");
+    for mac in &macs {
+        assert!(saved.contains(mac.as_str()), "{mac} not saved: {saved}");
+    }
+
+    // A crash: nothing runs at exit.
+    switch.signal(libc::SIGKILL);
+    assert!(wait_for(Duration::from_secs(5), || switch.exited()));
+
+    let restarted = Switch::start(&args);
+    // Before any frame: the table is the one saved, not learned again.
+    let after = fdb_entries(&restarted);
+    for (i, mac) in macs.iter().enumerate() {
+        let entry = after
+            .iter()
+            .find(|e| e.0 == *mac)
+            .unwrap_or_else(|| panic!("{mac} not restored: {after:?}"));
+        assert_eq!(entry.1, Bed::dev(i), "{mac} restored on the wrong port");
+        assert_eq!(entry.2, "dynamic");
+    }
+    assert!(
+        after
+            .iter()
+            .any(|e| e.0 == "02:00:00:00:00:99" && e.1 == "p2" && e.2 == "static"),
+        "the static entry was not restored: {after:?}"
+    );
+    let ports = port_list(&restarted);
+    let p2 = ports
+        .iter()
+        .find(|p| p["name"] == "p2")
+        .unwrap_or_else(|| panic!("the runtime port is gone: {ports:?}"));
+    assert_eq!(p2["netns"], namespaces[2].name.as_str());
+    assert_eq!(p2["persistent"], true);
+    // Its whole configuration came back, not only its name.
+    let config = restarted.ctl_json(&["config", "show"]);
+    let saved_p2 = config["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "p2")
+        .unwrap()
+        .clone();
+    assert_eq!(saved_p2["mac_limit"], 8, "{saved_p2}");
+
+    let fdb_counters = restarted.ctl_json(&["fdb", "show"])["counters"].clone();
+    assert_eq!(ping(&namespaces[0].name, &Bed::addr(2), 5, "0.05"), 5);
+    assert_eq!(ping(&namespaces[1].name, &Bed::addr(0), 5, "0.05"), 5);
+    assert_eq!(ping(&namespaces[2].name, &Bed::addr(1), 5, "0.05"), 5);
+    let now = restarted.ctl_json(&["fdb", "show"])["counters"].clone();
+    assert_eq!(
+        fdb_counters["learned"], now["learned"],
+        "entries were learned again"
+    );
+}
+
+#[test]
+fn an_unreadable_state_file_is_kept_aside_and_the_switch_starts() {
+    let state = TempDir::new("tsst");
+    std::fs::write(state.path.join("state.json"), "{\"version\":1,\"ports\":[").unwrap();
+    let name = unique("tsst");
+    let switch = Switch::start(&["--port", &name, "--state-dir", state.path.to_str().unwrap()]);
+    let names: Vec<Value> = port_list(&switch)
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(names, [name.as_str()]);
+    let kept: Vec<String> = std::fs::read_dir(&state.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("state.json.unreadable-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the broken file was not kept aside");
+    let text = std::fs::read_to_string(state.path.join(&kept[0])).unwrap();
+    assert_eq!(text, "{\"version\":1,\"ports\":[");
+    // The switch writes a good one on its next change.
+    let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:42", &name]);
+    assert!(ok, "{stderr}");
+    let saved = std::fs::read_to_string(state.path.join("state.json")).unwrap();
+    assert!(saved.contains("02:00:00:00:00:42"), "{saved}");
+}
+
+#[test]
+fn a_switch_that_became_nobody_still_writes_its_state() {
+    let state = TempDir::new("tsst");
+    let dir = state.path.join("switch");
+    let name = unique("tsst");
+    let config = TempDir::new("tscf");
+    let path = config.path.join("switch.toml");
+    std::fs::write(
+        &path,
+        format!("[switch]\nuser = \"nobody\"\n[[port]]\nname = \"{name}\"\n"),
+    )
+    .unwrap();
+    let switch = Switch::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--state-dir",
+        dir.to_str().unwrap(),
+    ]);
+    let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:43", &name]);
+    assert!(ok, "{stderr}");
+    let saved = std::fs::read_to_string(dir.join("state.json")).expect("a state file");
+    assert!(saved.contains("02:00:00:00:00:43"), "{saved}");
+    let nobody = sh("id", &["-u", "nobody"]).trim().parse::<u32>().unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&dir).unwrap());
+    assert_eq!(
+        owner, nobody,
+        "the state directory belongs to the switch user"
+    );
+}
+
+/// Connects to the switch's control socket.
+fn connect(switch: &Switch) -> UnixStream {
+    UnixStream::connect(&switch.control).expect("connecting to the control socket")
+}
+
+#[test]
+fn hung_stalled_and_vanishing_control_clients_lock_nobody_out_and_leak_nothing() {
+    let bed = Bed::new(2);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let pid = bed.switch.pid();
+    // Each request below has run once, so every lazily made thing exists already.
+    assert_eq!(port_list(&bed.switch).len(), 2);
+    let fds = fd_count(pid);
+    let rss = rss_kib(pid);
+
+    // More clients than the connection cap that connect and send nothing ...
+    let hung: Vec<UnixStream> = (0..70).map(|_| connect(&bed.switch)).collect();
+    // ... and some that send half a request and stall.
+    let stalled: Vec<UnixStream> = (0..10)
+        .map(|_| {
+            let mut stream = connect(&bed.switch);
+            stream.write_all(br#"{"cmd":"port_li"#).unwrap();
+            stream
+        })
+        .collect();
+    // Others still get answers, and the switch forwards.
+    for _ in 0..3 {
+        let (ok, _, stderr) = bed.switch.ctl(&["port", "list"]);
+        assert!(ok, "a client was locked out by hung ones: {stderr}");
+    }
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
+
+    // Clients that go away in the middle of a request, or before reading the reply.
+    for _ in 0..20 {
+        let mut stream = connect(&bed.switch);
+        stream.write_all(br#"{"cmd":"fdb_sh"#).unwrap();
+        drop(stream);
+        let mut stream = connect(&bed.switch);
+        stream.write_all(b"{\"cmd\":\"fdb_show\"}\n").unwrap();
+        drop(stream);
+    }
+    // A request completed by a client that stalled before: it is answered.
+    let mut late = connect(&bed.switch);
+    late.write_all(br#"{"cmd":"he"#).unwrap();
+    thread::sleep(Duration::from_millis(200));
+    late.write_all(b"llo\"}\n").unwrap();
+    let mut reply = [0u8; 256];
+    let n = late.read(&mut reply).unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.contains("\"ok\":true"), "{reply}");
+    drop(late);
+
+    drop(hung);
+    drop(stalled);
+    assert!(
+        wait_for(Duration::from_secs(10), || fd_count(pid) <= fds),
+        "the switch holds {} fds, {fds} before the clients came",
+        fd_count(pid)
+    );
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 5, "0.05"), 5);
+    assert_eq!(port_list(&bed.switch).len(), 2);
+    // Threads' stacks are returned; allow the allocator its slack.
+    let grown = rss_kib(pid).saturating_sub(rss);
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+}
