@@ -358,6 +358,9 @@ impl EventSink {
 /// port in one visit); the last bucket is everything above.
 pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
+/// Ports removed after device errors that snapshots still report (the newest).
+pub const MAX_REMOVED_PORTS: usize = 64;
+
 /// How the loop spends its turns (summed over dataplane threads).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoopStats {
@@ -479,7 +482,8 @@ pub struct PortSnapshot {
 #[derive(Clone, Debug, Serialize)]
 pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
-    /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters.
+    /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters:
+    /// the newest removal of each name, at most [`MAX_REMOVED_PORTS`].
     pub removed_ports: Vec<PortSnapshot>,
     /// The MAC table (empty in a counters-only snapshot).
     pub fdb: Vec<FdbEntry>,
@@ -1345,6 +1349,12 @@ impl Dataplane {
     /// worker that found it failed, if not this one.
     fn remove_failed_port(&mut self, id: PortId, counters: Option<PortCounters>) {
         if let Some((port, last)) = self.take_port(id, RemovalCause::DeviceError, counters) {
+            // Bounded: a port that fails over and over (churn, a flapping VM) must not
+            // grow the switch. The newest removal of a name says all there is to say.
+            self.removed.retain(|earlier| earlier.name != last.name);
+            if self.removed.len() >= MAX_REMOVED_PORTS {
+                self.removed.remove(0);
+            }
             self.removed.push(last);
             drop(port);
         }

@@ -269,3 +269,60 @@ fn hung_stalled_and_vanishing_control_clients_lock_nobody_out_and_leak_nothing()
     let grown = rss_kib(pid).saturating_sub(rss);
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
 }
+
+#[test]
+fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
+    let bed = Bed::new(4);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    assert_eq!(ping(bed.ns(2), &Bed::addr(3), 2, "0.1"), 2);
+    let pid = bed.switch.pid();
+    assert_eq!(port_list(&bed.switch).len(), 4);
+    let fds = fd_count(pid);
+    let rss = rss_kib(pid);
+    let _server = iperf3_server(bed.ns(1), 5201);
+    let p3 = format!("p3@{}", bed.ns(3));
+    // The endpoint comes back with the same address, so p2's ARP entry stays right.
+    let p3_mac = link_mac(bed.ns(3), "p3");
+    for round in 0..3 {
+        // TCP bulk between p0 and p1 and a ping flow towards p3, whose TAP goes.
+        let ns0 = bed.ns(0).to_owned();
+        let bulk = thread::spawn(move || iperf3_client_for(&ns0, &Bed::addr(1), 5201, 3, &[]));
+        let ns2 = bed.ns(2).to_owned();
+        let pings = thread::spawn(move || ping(&ns2, &Bed::addr(3), 100, "0.01"));
+        thread::sleep(Duration::from_millis(1000));
+        sh("ip", &["-n", bed.ns(3), "link", "del", "p3"]);
+        let received = bulk.join().unwrap();
+        assert!(
+            received > 1 << 20,
+            "round {round}: the TCP flow between p0 and p1 stalled ({received} bytes)"
+        );
+        let answered = pings.join().unwrap();
+        assert!(
+            answered < 100,
+            "round {round}: p3 answered after its TAP was deleted"
+        );
+        assert!(
+            wait_for(Duration::from_secs(5), || port_list(&bed.switch).len() == 3),
+            "round {round}: p3 still listed"
+        );
+        assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
+        // Its fd is closed: one fewer than with four ports.
+        assert!(
+            wait_for(Duration::from_secs(5), || fd_count(pid) == fds - 1),
+            "round {round}: {} fds with p3 gone, {fds} with it",
+            fd_count(pid)
+        );
+        // The port comes back, and with it exactly its fd.
+        let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &p3, "--mac", &p3_mac]);
+        assert!(ok, "round {round}: {stderr}");
+        let addr = format!("{}/24", Bed::addr(3));
+        sh("ip", &["-n", bed.ns(3), "addr", "add", &addr, "dev", "p3"]);
+        assert_eq!(ping(bed.ns(2), &Bed::addr(3), 3, "0.05"), 3);
+        assert_eq!(fd_count(pid), fds, "round {round}");
+    }
+    let snapshot = bed.switch.ctl_json(&["stats"]);
+    let removed = snapshot["removed_ports"].as_array().unwrap();
+    assert_eq!(removed.len(), 1, "one entry per removed name: {removed:?}");
+    let grown = rss_kib(pid).saturating_sub(rss);
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+}

@@ -40,37 +40,6 @@ fn offload_setting(netns: &str, dev: &str, feature: &str) -> String {
         .to_owned()
 }
 
-/// An iperf3 server in `netns`, listening before this returns.
-fn iperf3_server(netns: &str, port: u16) -> Background {
-    let port_arg = port.to_string();
-    let server = Background::start_in(netns, &["iperf3", "-s", "-p", &port_arg]);
-    let filter = format!("sport = :{port}");
-    assert!(
-        wait_for(Duration::from_secs(5), || {
-            let (_, out) = exec_in(netns, &["ss", "-Htln", &filter]);
-            !out.trim().is_empty()
-        }),
-        "iperf3 server did not listen on {port}"
-    );
-    server
-}
-
-/// Runs an iperf3 client for 2 s; returns the bytes the receiving side got.
-fn iperf3_client(netns: &str, server: &str, port: u16, extra: &[&str]) -> u64 {
-    let port_arg = port.to_string();
-    let mut args = vec![
-        "timeout", "30", "iperf3", "-c", server, "-p", &port_arg, "-t", "2", "-J",
-    ];
-    args.extend_from_slice(extra);
-    let (ok, out) = exec_in(netns, &args);
-    let json: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("iperf3 {extra:?} output is not JSON ({e}): {out}"));
-    assert!(ok, "iperf3 {extra:?} failed: {}", json["error"]);
-    json["end"]["sum_received"]["bytes"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no received bytes in iperf3 output: {json}"))
-}
-
 /// Every port's drops for the reasons software offload must make vanish.
 fn assert_no_offload_drops(snapshot: &Value) {
     for name in ["p0", "p1"] {

@@ -890,3 +890,55 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|kib| kib.parse().ok())
         .expect("VmRSS in /proc/PID/status")
 }
+
+/// An iperf3 server in `netns`, listening before this returns.
+pub fn iperf3_server(netns: &str, port: u16) -> Background {
+    let port_arg = port.to_string();
+    let server = Background::start_in(netns, &["iperf3", "-s", "-p", &port_arg]);
+    let filter = format!("sport = :{port}");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let (_, out) = exec_in(netns, &["ss", "-Htln", &filter]);
+            !out.trim().is_empty()
+        }),
+        "iperf3 server did not listen on {port}"
+    );
+    server
+}
+
+/// Runs an iperf3 client for 2 s; returns the bytes the receiving side got.
+pub fn iperf3_client(netns: &str, server: &str, port: u16, extra: &[&str]) -> u64 {
+    iperf3_client_for(netns, server, port, 2, extra)
+}
+
+/// Runs an iperf3 client for `seconds`; returns the bytes the receiving side got.
+pub fn iperf3_client_for(
+    netns: &str,
+    server: &str,
+    port: u16,
+    seconds: u32,
+    extra: &[&str],
+) -> u64 {
+    let port_arg = port.to_string();
+    let seconds_arg = seconds.to_string();
+    let mut args = vec![
+        "timeout",
+        "30",
+        "iperf3",
+        "-c",
+        server,
+        "-p",
+        &port_arg,
+        "-t",
+        &seconds_arg,
+        "-J",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out) = exec_in(netns, &args);
+    let json: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("iperf3 {extra:?} output is not JSON ({e}): {out}"));
+    assert!(ok, "iperf3 {extra:?} failed: {}", json["error"]);
+    json["end"]["sum_received"]["bytes"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no received bytes in iperf3 output: {json}"))
+}
