@@ -13,8 +13,8 @@
 //! - `port del`, which also unplugs the NIC from the domain first.
 //!
 //! When the domain starts without the NIC, it is hot-plugged. Events missed while libvirt was
-//! unreachable are not replayed; after a reconnect every VM port is plugged again where it is
-//! missing, but no port is removed on that account.
+//! unreachable are replayed from the domains' state after a reconnect: ports of domains that
+//! no longer exist are removed, and every other VM port is plugged again where it is missing.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -240,11 +240,54 @@ fn serve_events(shared: &Shared, events: &Receiver<DomainEvent>) {
     }
 }
 
-/// After (re)connecting: every VM port's NIC goes into its domain where it is missing.
+/// After (re)connecting, events missed while libvirt was unreachable are replayed from
+/// the domains' state as it is now: a port whose domain no longer exists is removed (as
+/// its undefine or stop event would have), and every other VM port's NIC goes into its
+/// domain where it is missing.
 fn reconcile(shared: &Shared) {
-    let state = lock(&shared.state);
-    for port in state.config.ports.iter().filter(|p| p.vm.is_some()) {
-        ensure_plugged(shared, port);
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    let ports: Vec<PortConfig> = state
+        .config
+        .ports
+        .iter()
+        .filter(|p| p.vm.is_some())
+        .cloned()
+        .collect();
+    for port in &ports {
+        let domain = port.vm.as_deref().unwrap_or_default();
+        match shared.vms.libvirt.domain_state(domain) {
+            Ok(DomainState::Absent) => remove_vm_port(shared, state, port, domain, "domain_gone"),
+            Ok(_) => ensure_plugged(shared, port),
+            Err(error) => {
+                warn!(port = %port.name, domain, %error, "cannot tell whether the domain still exists; keeping the port");
+            }
+        }
+    }
+}
+
+/// Removes VM port `port` of `domain` because of `reason`, and says so.
+fn remove_vm_port(
+    shared: &Shared,
+    state: &mut State,
+    port: &PortConfig,
+    domain: &str,
+    reason: &str,
+) {
+    match remove_port(shared, state, &port.name, false) {
+        Ok(_) => {
+            info!(port = %port.name, domain, reason, "VM port removed");
+            publish(
+                shared,
+                json!({
+                    "event": "vm_port_removed",
+                    "port": port.name,
+                    "domain": domain,
+                    "reason": reason,
+                }),
+            );
+        }
+        Err(error) => warn!(port = %port.name, %error, "removing the VM port failed"),
     }
 }
 
@@ -322,21 +365,7 @@ fn handle_event(shared: &Shared, event: &DomainEvent) {
         }
     };
     for port in remove {
-        match remove_port(shared, state, &port.name, false) {
-            Ok(_) => {
-                info!(port = %port.name, domain = %event.domain, reason, "VM port removed");
-                publish(
-                    shared,
-                    json!({
-                        "event": "vm_port_removed",
-                        "port": port.name,
-                        "domain": event.domain,
-                        "reason": reason,
-                    }),
-                );
-            }
-            Err(error) => warn!(port = %port.name, %error, "removing the VM port failed"),
-        }
+        remove_vm_port(shared, state, port, &event.domain, reason);
     }
 }
 
