@@ -14,4 +14,9 @@ bash scripts/vm-testbed.sh
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# A short soak (the full one is 10 minutes, see bench/README.md): memory and fds must stay flat.
+cargo build --locked --workspace
+target/debug/tapswitch-bench soak --duration 45 --tapswitch target/debug/tapswitch \
+  --output "${TMPDIR:-/tmp}/tapswitch-soak-ci.json"
+# Last, so that its summary closes the output.
 cargo test --locked --workspace

@@ -361,6 +361,11 @@ pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 /// Ports removed after device errors that snapshots still report (the newest).
 pub const MAX_REMOVED_PORTS: usize = 64;
 
+/// Upper bounds (µs) of the buckets of [`LoopStats::turn_us`].
+pub const TURN_BUCKETS_US: [u64; 16] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536,
+];
+
 /// How the loop spends its turns (summed over dataplane threads).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LoopStats {
@@ -374,6 +379,12 @@ pub struct LoopStats {
     /// `BATCH_BUCKETS[i]` frames and more than the bucket before; the extra
     /// last element counts larger ones.
     pub batch_sizes: [u64; BATCH_BUCKETS.len() + 1],
+    /// Loop latency: turns that forwarded frames, by how long the turn took
+    /// from epoll's return until the loop could wait again (a frame arriving
+    /// meanwhile waits at most that long). `turn_us[i]` counts turns of at
+    /// most `TURN_BUCKETS_US[i]` µs and more than the bucket before; the extra
+    /// last element counts longer ones.
+    pub turn_us: [u64; TURN_BUCKETS_US.len() + 1],
 }
 
 impl LoopStats {
@@ -387,11 +398,23 @@ impl LoopStats {
         self.batch_sizes[bucket] += 1;
     }
 
+    fn record_turn(&mut self, took: Duration) {
+        let micros = took.as_micros() as u64;
+        let bucket = TURN_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(TURN_BUCKETS_US.len());
+        self.turn_us[bucket] += 1;
+    }
+
     fn add(&mut self, other: &LoopStats) {
         self.iterations += other.iterations;
         self.batches += other.batches;
         self.batch_frames += other.batch_frames;
         for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.turn_us.iter_mut().zip(other.turn_us) {
             *mine += theirs;
         }
     }
@@ -996,6 +1019,7 @@ impl Dataplane {
                 Err(e) => return Err(DataplaneError::Wait(e)),
             }
             self.loop_stats.iterations += 1;
+            let turn_started = Instant::now();
             for event in events.iter() {
                 if event.token() == WAKER {
                     continue;
@@ -1010,6 +1034,7 @@ impl Dataplane {
             let now = Instant::now();
             if frames > 0 {
                 spin_until = now + self.idle_poll;
+                self.loop_stats.record_turn(now - turn_started);
             }
             if self.primary.is_none() && now >= next_housekeeping {
                 let expired = self.forwarder().fdb_mut().expire(now);

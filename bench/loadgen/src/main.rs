@@ -12,6 +12,7 @@ mod rr;
 mod run;
 mod search;
 mod signals;
+mod soak;
 mod stats;
 mod systems;
 mod vmpair;
@@ -34,6 +35,11 @@ struct Cli {
 enum Tool {
     /// Run the benchmark (root): interleaved rounds, table on stdout, JSON file.
     Run(RunArgs),
+    /// Soak (root): one switch under mixed traffic (TCP bulk, request/response,
+    /// an unknown-unicast flood, port churn, port set) for --duration; reports
+    /// frames, drops by reason, fds, RSS and loop latency, and exits non-zero
+    /// when fds grew or RSS grew beyond the tolerance.
+    Soak(SoakArgs),
     /// Echo UDP datagrams back (request/response server).
     RrServer {
         #[arg(long)]
@@ -76,6 +82,29 @@ enum Tool {
         #[arg(long, default_value_t = 50)]
         quiet_ms: u64,
     },
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// How long the load runs, in seconds.
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Warm-up under the same load before the starting point is taken, in seconds
+    /// (default: a sixth of --duration, 5 to 60).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// The tapswitch binary.
+    #[arg(long, default_value = "target/release/tapswitch")]
+    tapswitch: PathBuf,
+    /// RSS growth allowed between start and end, in MiB.
+    #[arg(long, default_value_t = 4)]
+    rss_tolerance_mib: u64,
+    /// Packets per second of the unknown-unicast flood.
+    #[arg(long, default_value_t = 20_000)]
+    flood_pps: u32,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/soak.json")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -138,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
         Tool::Run(args) => run_benchmark(args),
+        Tool::Soak(args) => run_soak(args),
         Tool::RrServer { bind } => rr::serve(bind).map_err(|e| e.to_string()),
         Tool::RrClient {
             server,
@@ -269,6 +299,41 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
     match &vm {
         Some(vm) => run_vm_pair(vm),
         None => Ok(()),
+    }
+}
+
+fn run_soak(args: SoakArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("soak needs root (namespaces, TAP devices)".into());
+    }
+    for tool in ["iperf3", "ip"] {
+        if !proc::on_path(tool) {
+            return Err(format!("soak needs {tool} (scripts/install-deps.sh)"));
+        }
+    }
+    if !proc::on_path(&args.tapswitch.to_string_lossy()) {
+        return Err(format!(
+            "no tapswitch binary at {} (cargo build --release, or --tapswitch PATH)",
+            args.tapswitch.display()
+        ));
+    }
+    signals::install();
+    let config = soak::SoakConfig {
+        duration: Duration::from_secs(args.duration),
+        warmup: Duration::from_secs(args.warmup.unwrap_or((args.duration / 6).clamp(5, 60))),
+        tapswitch_bin: args.tapswitch,
+        output: args.output,
+        rss_tolerance_kib: args.rss_tolerance_mib * 1024,
+        flood_pps: args.flood_pps,
+    };
+    let report = soak::run(&config)?;
+    println!("\n{}", soak::table(&report));
+    println!("results: {}", config.output.display());
+    if report.failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("soak failed: {}", report.failures.join("; ")))
     }
 }
 
