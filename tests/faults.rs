@@ -326,3 +326,149 @@ fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
     let grown = rss_kib(pid).saturating_sub(rss);
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
 }
+
+/// A libvirtd of this test's own, beside the machine's (which is left alone): in a mount
+/// namespace of its own, with its runtime, state, cache and domain-definition directories
+/// bound to directories of `dir`, and its socket in `dir/run`. Stopped by its PID on drop.
+struct OwnLibvirtd {
+    child: Option<std::process::Child>,
+    dir: std::path::PathBuf,
+    uri: String,
+}
+
+impl OwnLibvirtd {
+    fn new(dir: &std::path::Path) -> Self {
+        for sub in ["run", "runtime", "definitions", "state", "cache"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let conf = dir.join("libvirtd.conf");
+        std::fs::write(
+            &conf,
+            format!("unix_sock_dir = \"{}\"\n", dir.join("run").display()),
+        )
+        .unwrap();
+        Self {
+            child: None,
+            dir: dir.to_owned(),
+            uri: format!(
+                "qemu+unix:///system?socket={}",
+                dir.join("run/libvirt-sock").display()
+            ),
+        }
+    }
+
+    fn definitions(&self) -> std::path::PathBuf {
+        self.dir.join("definitions")
+    }
+
+    fn virsh(&self, args: &[&str]) -> (bool, String) {
+        let output = std::process::Command::new("virsh")
+            .args(["-c", &self.uri])
+            .args(args)
+            .output()
+            .expect("running virsh");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn start(&mut self) {
+        let d = |sub: &str| self.dir.join(sub).display().to_string();
+        let script = format!(
+            "mount --bind {} /run/libvirt && mount --bind {} /etc/libvirt/qemu && \
+             mount --bind {} /var/lib/libvirt && mount --bind {} /var/cache/libvirt && \
+             exec libvirtd -f {} -p {}",
+            d("runtime"),
+            d("definitions"),
+            d("state"),
+            d("cache"),
+            d("libvirtd.conf"),
+            d("libvirtd.pid"),
+        );
+        let log = std::fs::File::create(self.dir.join("libvirtd.log")).unwrap();
+        let child = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting libvirtd (scripts/vm-testbed.sh installs it)");
+        self.child = Some(child);
+        assert!(
+            wait_for(Duration::from_secs(30), || self.virsh(&["list"]).0),
+            "our libvirtd did not answer: {}",
+            std::fs::read_to_string(self.dir.join("libvirtd.log")).unwrap_or_default()
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill has no memory-safety preconditions; the pid is our own
+            // unreaped child (sh exec-ed libvirtd).
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnLibvirtd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reconnect() {
+    let dir = TempDir::new("tslv");
+    let mut libvirtd = OwnLibvirtd::new(&dir.path);
+    libvirtd.start();
+    let domain = unique("tslv");
+    let xml = dir.path.join("domain.xml");
+    std::fs::write(
+        &xml,
+        format!(
+            "<domain type='qemu'><name>{domain}</name><memory unit='MiB'>64</memory>\
+             <vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os><devices/></domain>"
+        ),
+    )
+    .unwrap();
+    let (ok, err) = libvirtd.virsh(&["define", xml.to_str().unwrap()]);
+    assert!(ok, "virsh define: {err}");
+
+    let bed = Bed::with_config(
+        2,
+        &format!("[switch]\nlibvirt_uri = \"{}\"", libvirtd.uri),
+        |_| String::new(),
+    );
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let vm_port = unique("tslv");
+    let (ok, _, err) = bed.switch.ctl(&["port", "add", &vm_port, "--vm", &domain]);
+    assert!(ok, "port add --vm: {err}");
+    assert_eq!(port_list(&bed.switch).len(), 3);
+
+    // libvirtd goes away; meanwhile the domain's definition goes (as an undefine would).
+    libvirtd.stop();
+    std::fs::remove_file(libvirtd.definitions().join(format!("{domain}.xml")))
+        .expect("the stored definition");
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.05"), 3);
+    assert_eq!(
+        port_list(&bed.switch).len(),
+        3,
+        "removed before libvirt said so"
+    );
+    libvirtd.start();
+    let (_, err) = libvirtd.virsh(&["dominfo", &domain]);
+    assert!(
+        err.contains("failed to get domain"),
+        "the domain is still there: {err}"
+    );
+
+    // The switch reconnects and replays what it missed from the domains' state.
+    assert!(
+        wait_for(Duration::from_secs(60), || port_list(&bed.switch).len()
+            == 2),
+        "the VM port of a domain that no longer exists is still there: {:?}",
+        port_list(&bed.switch)
+    );
+    assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
+}
