@@ -50,14 +50,7 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
     let state_dir = state.path.to_str().unwrap();
     let config_dir = TempDir::new("tscf");
     let config_path = config_dir.path.join("switch.toml");
-    let config: String = (0..2)
-        .map(|i| {
-            format!(
-                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\npersistent = true\n\n",
-                namespaces[i].name
-            )
-        })
-        .collect();
+    let config = persistent_ports_config(&namespaces[..2]);
     std::fs::write(&config_path, config).unwrap();
     let args = [
         "--config",
@@ -70,13 +63,7 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
     let p2 = format!("p2@{}", namespaces[2].name);
     let (ok, _, stderr) = switch.ctl(&["port", "add", &p2, "--persistent", "--mac-limit", "8"]);
     assert!(ok, "{stderr}");
-    for (i, ns) in namespaces.iter().enumerate() {
-        let addr = format!("{}/24", Bed::addr(i));
-        sh(
-            "ip",
-            &["-n", &ns.name, "addr", "add", &addr, "dev", &Bed::dev(i)],
-        );
-    }
+    address_ports(&namespaces);
     assert_eq!(ping(&namespaces[0].name, &Bed::addr(1), 2, "0.1"), 2);
     assert_eq!(ping(&namespaces[0].name, &Bed::addr(2), 2, "0.1"), 2);
     let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:99", "p2"]);

@@ -89,22 +89,9 @@ fn a_restarted_switch_reattaches_to_persistent_taps_after_a_crash() {
             .map(|i| (namespaces[i].name.clone(), Bed::dev(i)))
             .collect(),
     );
-    let config: String = (0..2)
-        .map(|i| {
-            format!(
-                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\npersistent = true\n\n",
-                namespaces[i].name
-            )
-        })
-        .collect();
+    let config = persistent_ports_config(&namespaces);
     let mut switch = start_with_config(&config);
-    for (i, ns) in namespaces.iter().enumerate() {
-        let addr = format!("{}/24", Bed::addr(i));
-        sh(
-            "ip",
-            &["-n", &ns.name, "addr", "add", &addr, "dev", &Bed::dev(i)],
-        );
-    }
+    address_ports(&namespaces);
     assert_eq!(ping(&namespaces[0].name, &Bed::addr(1), 2, "0.1"), 2);
 
     // A crash: no cleanup runs. The persistent TAPs stay, without carrier.

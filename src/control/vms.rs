@@ -49,16 +49,21 @@ impl Vms {
     }
 }
 
-/// Creates the devices of the configured VM ports (`run` with `vm = …` in the config), whose
-/// TAPs exist by now.
-pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
-    let ports: Vec<PortConfig> = state
+/// The VM ports of the configuration, copied (their handling changes the configuration).
+fn vm_ports(state: &State) -> Vec<PortConfig> {
+    state
         .config
         .ports
         .iter()
         .filter(|p| p.vm.is_some())
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Creates the devices of the configured VM ports (`run` with `vm = …` in the config), whose
+/// TAPs exist by now.
+pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
+    let ports = vm_ports(state);
     for port in &ports {
         create_devices(state, port).map_err(ControlError::VmPort)?;
     }
@@ -247,13 +252,7 @@ fn serve_events(shared: &Shared, events: &Receiver<DomainEvent>) {
 fn reconcile(shared: &Shared) {
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
-    let ports: Vec<PortConfig> = state
-        .config
-        .ports
-        .iter()
-        .filter(|p| p.vm.is_some())
-        .cloned()
-        .collect();
+    let ports = vm_ports(state);
     for port in &ports {
         let domain = port.vm.as_deref().unwrap_or_default();
         match shared.vms.libvirt.domain_state(domain) {

@@ -859,6 +859,31 @@ impl Drop for ForeignTap {
     }
 }
 
+/// Gives port `p{i}` in `namespaces[i]` the address [`Bed::addr`]`(i)`/24.
+pub fn address_ports(namespaces: &[Netns]) {
+    for (i, ns) in namespaces.iter().enumerate() {
+        let addr = format!("{}/24", Bed::addr(i));
+        sh(
+            "ip",
+            &["-n", &ns.name, "addr", "add", &addr, "dev", &Bed::dev(i)],
+        );
+    }
+}
+
+/// `[[port]]` tables for persistent ports `p0`, `p1`, … in `namespaces`, in order.
+pub fn persistent_ports_config(namespaces: &[Netns]) -> String {
+    namespaces
+        .iter()
+        .enumerate()
+        .map(|(i, ns)| {
+            format!(
+                "[[port]]\nname = \"p{i}\"\nnetns = \"{}\"\npersistent = true\n\n",
+                ns.name
+            )
+        })
+        .collect()
+}
+
 /// Deletes the given links (namespace, device) when dropped: persistent TAPs
 /// outlive the switch by design.
 pub struct PersistentTaps(pub Vec<(String, String)>);
