@@ -592,6 +592,8 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
 /// Serves a built switch until it stops: signals, metrics, control socket.
 /// `handing_over` is the socket of the process this one replaces, told once
 /// everything is up.
+// Two callers (a fresh start, a takeover), each handing over what it built.
+#[allow(clippy::too_many_arguments)]
 fn serve(
     mut config: Config,
     mut dataplane: Dataplane,
