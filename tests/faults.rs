@@ -293,9 +293,9 @@ fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
             "round {round}: p3 still listed"
         );
         assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
-        // Its fd is closed: one fewer than with four ports.
+        // Its fd is closed (and whatever else the switch held for it).
         assert!(
-            wait_for(Duration::from_secs(5), || fd_count(pid) == fds - 1),
+            wait_for(Duration::from_secs(5), || fd_count(pid) < fds),
             "round {round}: {} fds with p3 gone, {fds} with it",
             fd_count(pid)
         );
@@ -305,7 +305,11 @@ fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
         let addr = format!("{}/24", Bed::addr(3));
         sh("ip", &["-n", bed.ns(3), "addr", "add", &addr, "dev", "p3"]);
         assert_eq!(ping(bed.ns(2), &Bed::addr(3), 3, "0.05"), 3);
-        assert_eq!(fd_count(pid), fds, "round {round}");
+        assert!(
+            wait_for(Duration::from_secs(5), || fd_count(pid) == fds),
+            "round {round}: {} fds with p3 back, {fds} before",
+            fd_count(pid)
+        );
     }
     let snapshot = bed.switch.ctl_json(&["stats"]);
     let removed = snapshot["removed_ports"].as_array().unwrap();
