@@ -435,7 +435,12 @@ fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reco
     let vm_port = unique("tslv");
     let (ok, _, err) = bed.switch.ctl(&["port", "add", &vm_port, "--vm", &domain]);
     assert!(ok, "port add --vm: {err}");
-    assert_eq!(port_list(&bed.switch).len(), 3);
+    // A port made before its domain exists waits for it, across reconnects too.
+    let waiting = unique("tslv");
+    let future = unique("tslv");
+    let (ok, _, err) = bed.switch.ctl(&["port", "add", &waiting, "--vm", &future]);
+    assert!(ok, "port add --vm before the domain: {err}");
+    assert_eq!(port_list(&bed.switch).len(), 4);
 
     // libvirtd goes away; meanwhile the domain's definition goes (as an undefine would).
     libvirtd.stop();
@@ -444,7 +449,7 @@ fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reco
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.05"), 3);
     assert_eq!(
         port_list(&bed.switch).len(),
-        3,
+        4,
         "removed before libvirt said so"
     );
     libvirtd.start();
@@ -457,9 +462,15 @@ fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reco
     // The switch reconnects and replays what it missed from the domains' state.
     assert!(
         wait_for(Duration::from_secs(60), || port_list(&bed.switch).len()
-            == 2),
+            == 3),
         "the VM port of a domain that no longer exists is still there: {:?}",
         port_list(&bed.switch)
     );
+    let names: Vec<Value> = port_list(&bed.switch)
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert!(names.contains(&Value::from(waiting.as_str())), "{names:?}");
+    assert!(!names.contains(&Value::from(vm_port.as_str())), "{names:?}");
     assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
 }

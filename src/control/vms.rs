@@ -14,10 +14,12 @@
 //!
 //! When the domain starts without the NIC, it is hot-plugged. Events missed while libvirt was
 //! unreachable are replayed from the domains' state after a reconnect: ports of domains that
-//! no longer exist are removed, and every other VM port is plugged again where it is missing.
+//! this switch saw exist and that no longer do are removed (a port made before its domain
+//! keeps waiting for it), and every other VM port is plugged again where it is missing.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +40,17 @@ const RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
 /// libvirt, shared by the control threads.
 pub(super) struct Vms {
     libvirt: Libvirt,
+    /// Domains this switch has seen exist. Only their ports are removed when a reconnect
+    /// finds the domain gone: a port made before its domain waits for it.
+    seen: Mutex<HashSet<String>>,
+}
+
+impl Vms {
+    fn saw(&self, domain: &str, state: &DomainState) {
+        if *state != DomainState::Absent {
+            lock(&self.seen).insert(domain.to_owned());
+        }
+    }
 }
 
 impl Vms {
@@ -45,7 +58,13 @@ impl Vms {
     pub(super) fn new(switch: &SwitchConfig) -> (Self, Receiver<DomainEvent>) {
         let (sender, events) = mpsc::channel();
         let libvirt = Libvirt::new(switch.libvirt_uri(), sender);
-        (Self { libvirt }, events)
+        (
+            Self {
+                libvirt,
+                seen: Mutex::new(HashSet::new()),
+            },
+            events,
+        )
     }
 }
 
@@ -110,6 +129,7 @@ pub(super) fn plug(
     let domain = port.vm.as_deref().unwrap_or_default();
     match shared.vms.libvirt.plug(domain, interface) {
         Ok(change) => {
+            shared.vms.saw(domain, &change.state);
             let action = if change.live {
                 "hot-plugged into the running domain"
             } else if change.config {
@@ -256,8 +276,16 @@ fn reconcile(shared: &Shared) {
     for port in &ports {
         let domain = port.vm.as_deref().unwrap_or_default();
         match shared.vms.libvirt.domain_state(domain) {
-            Ok(DomainState::Absent) => remove_vm_port(shared, state, port, domain, "domain_gone"),
-            Ok(_) => ensure_plugged(shared, port),
+            Ok(DomainState::Absent) => {
+                // Gone while we were away; a domain never seen is still to come.
+                if lock(&shared.vms.seen).remove(domain) {
+                    remove_vm_port(shared, state, port, domain, "domain_gone");
+                }
+            }
+            Ok(known) => {
+                shared.vms.saw(domain, &known);
+                ensure_plugged(shared, port);
+            }
             Err(error) => {
                 warn!(port = %port.name, domain, %error, "cannot tell whether the domain still exists; keeping the port");
             }
@@ -295,7 +323,11 @@ fn ensure_plugged(shared: &Shared, port: &PortConfig) {
         return;
     };
     let domain = port.vm.as_deref().unwrap_or_default();
-    match shared.vms.libvirt.plug(domain, &interface) {
+    let plugged = shared.vms.libvirt.plug(domain, &interface);
+    if let Ok(change) = &plugged {
+        shared.vms.saw(domain, &change.state);
+    }
+    match plugged {
         Ok(change) if change.live || change.config => {
             info!(port = %port.name, domain, live = change.live, config = change.config,
                 "VM interface plugged");
