@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod inject;
+pub use inject::*;
+
 /// A name unique to this process and call, short enough for an interface.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -429,53 +432,6 @@ impl Bed {
     pub fn dev(i: usize) -> String {
         format!("p{i}")
     }
-}
-
-/// Sends raw Ethernet frames out of `dev` in `netns` through an `AF_PACKET`
-/// socket, as an endpoint would.
-pub fn send_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) {
-    let dev = dev.to_owned();
-    let frames = frames.to_vec();
-    tapswitch::netns::run_in(netns, move || {
-        let cname = std::ffi::CString::new(dev.clone()).unwrap();
-        // SAFETY: cname is a valid NUL-terminated string for the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        assert_ne!(ifindex, 0, "no interface {dev}");
-        // SAFETY: plain socket creation; the fd is closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        for frame in &frames {
-            // SAFETY: frame and addr are live for the call and their lengths are given.
-            let sent = unsafe {
-                libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(
-                sent,
-                frame.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: fd is our own open socket.
-        unsafe { libc::close(fd) };
-    })
-    .expect("entering the namespace");
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
