@@ -1265,11 +1265,15 @@ fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
         if let Event::PortAdded { port, name, .. } = &event {
             names.insert(*port, name.clone());
         }
-        let line = render_event(&event, &mut names, &shared.dataplane);
+        // Nobody to read it: not worth a line. (A MAC flood is one event per frame,
+        // and rendering them all took a core from the dataplane.)
+        if !lock(&shared.subscribers).is_empty() {
+            let line = render_event(&event, &mut names, &shared.dataplane);
+            offer_line(shared, &line);
+        }
         if let Event::PortRemoved { port, .. } = &event {
             names.remove(port);
         }
-        offer_line(shared, &line);
     }
     // The dataplane is gone: dropping the senders ends every event stream.
     lock(&shared.subscribers).clear();
