@@ -12,7 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 /// `<linux/if_packet.h>`.
-const PACKET_VNET_HDR: libc::c_int = 15;
+pub(crate) const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
 
 /// `struct virtio_net_hdr` as `PACKET_VNET_HDR` takes it (10 bytes, host byte order,
@@ -45,10 +45,26 @@ impl VirtioNetHdr {
         bytes[8..10].copy_from_slice(&self.csum_offset.to_le_bytes());
         bytes
     }
+
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        Self {
+            flags: bytes[0],
+            gso_type: bytes[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        }
+    }
 }
 
 /// Frames per `sendmmsg` call.
 const BATCH: usize = 256;
+
+/// How often a paced injector tries a frame the TAP queue has no room for, 100 µs
+/// apart, before it counts the frame refused.
+pub const PACED_RETRIES: u32 = 10_000;
 
 /// What became of the frames given to [`Injector::send`].
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -79,6 +95,7 @@ pub struct Injector {
     fd: OwnedFd,
     ifindex: i32,
     vnet_header: bool,
+    paced: bool,
 }
 
 impl Injector {
@@ -137,7 +154,18 @@ impl Injector {
             fd,
             ifindex,
             vnet_header,
+            paced: false,
         }
+    }
+
+    /// Waits for room instead of losing frames: a TAP queue without room refuses a
+    /// frame with ENOBUFS (the qdisc is bypassed), and a paced injector sends it again
+    /// after a moment, up to [`PACED_RETRIES`] times. So the switch gets every frame,
+    /// as fast as it reads. (ENOBUFS also reports frames the kernel's own checks drop
+    /// on transmit: do not pace those.)
+    pub fn paced(mut self) -> Self {
+        self.paced = true;
+        self
     }
 
     fn address(&self) -> libc::sockaddr_ll {
@@ -198,6 +226,7 @@ impl Injector {
                 })
                 .collect();
             let mut done = 0;
+            let mut retries = 0;
             while done < batch {
                 // SAFETY: every message points at `addr` and an iovec of a live buffer,
                 // all of which outlive the call; the count is that of `messages[done..]`.
@@ -210,15 +239,21 @@ impl Injector {
                     )
                 };
                 if n < 0 {
-                    // The first message of the rest was refused: count it, go on.
+                    // The first message of the rest was refused.
                     let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
                     assert_ne!(errno, libc::EBADF, "the injector's socket is gone");
+                    if self.paced && errno == libc::ENOBUFS && retries < PACED_RETRIES {
+                        retries += 1;
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                        continue;
+                    }
                     sent.refuse(errno);
                     done += 1;
                 } else {
                     sent.accepted += n as u64;
                     done += n as usize;
                 }
+                retries = 0;
             }
             left -= batch as u64;
         }

@@ -576,6 +576,9 @@ pub struct Captured {
     pub vlan: Option<u16>,
     /// The TPID of that tag.
     pub vlan_tpid: Option<u16>,
+    /// The `virtio_net_hdr` the kernel put in front (a [`Capture::with_vnet_header`]
+    /// capture only): whether the frame is a super-frame, and its segment size.
+    pub vnet: Option<VirtioNetHdr>,
 }
 
 impl Captured {
@@ -606,10 +609,21 @@ const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// `PACKET_AUXDATA`.
 pub struct Capture {
     fd: std::os::fd::OwnedFd,
+    vnet_header: bool,
 }
 
 impl Capture {
     pub fn open(netns: &str, dev: &str) -> Self {
+        Self::new(netns, dev, false)
+    }
+
+    /// A capture that also reads the `virtio_net_hdr` of each frame
+    /// (`PACKET_VNET_HDR`): super-frames arrive whole, with their segment size.
+    pub fn with_vnet_header(netns: &str, dev: &str) -> Self {
+        Self::new(netns, dev, true)
+    }
+
+    fn new(netns: &str, dev: &str, vnet_header: bool) -> Self {
         use std::os::fd::FromRawFd;
         let dev = dev.to_owned();
         let fd = tapswitch::netns::run_in(netns, move || {
@@ -648,26 +662,32 @@ impl Capture {
             };
             assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
             let on: libc::c_int = 1;
-            // SAFETY: `on` is a live int and its length is given.
-            let ret = unsafe {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_PACKET,
-                    PACKET_AUXDATA,
-                    (&raw const on).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            assert_eq!(
-                ret,
-                0,
-                "PACKET_AUXDATA: {}",
-                std::io::Error::last_os_error()
-            );
+            let mut options = vec![PACKET_AUXDATA];
+            if vnet_header {
+                options.push(PACKET_VNET_HDR);
+            }
+            for option in options {
+                // SAFETY: `on` is a live int and its length is given.
+                let ret = unsafe {
+                    libc::setsockopt(
+                        raw,
+                        libc::SOL_PACKET,
+                        option,
+                        (&raw const on).cast(),
+                        std::mem::size_of::<libc::c_int>() as u32,
+                    )
+                };
+                assert_eq!(
+                    ret,
+                    0,
+                    "setsockopt(SOL_PACKET, {option}): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
             fd
         })
         .expect("entering the namespace");
-        Self { fd }
+        Self { fd, vnet_header }
     }
 
     /// Every frame received (or sent) on the interface since the last call.
@@ -699,10 +719,16 @@ impl Capture {
                 return out;
             }
             buffer.truncate(n as usize);
+            let vnet = self.vnet_header.then(|| {
+                let header = VirtioNetHdr::from_bytes(&buffer[..VIRTIO_NET_HDR_LEN]);
+                buffer.drain(..VIRTIO_NET_HDR_LEN);
+                header
+            });
             let mut captured = Captured {
                 bytes: buffer,
                 vlan: None,
                 vlan_tpid: None,
+                vnet,
             };
             // SAFETY: msg was filled by recvmsg; the CMSG macros walk its control buffer.
             let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
