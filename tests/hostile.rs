@@ -47,7 +47,9 @@ const UPLINK: usize = 2;
 const FLOW: (usize, usize) = (3, 4);
 /// A trunk with native VLAN 10 (the attacker's) that also carries VLAN 20 tagged.
 const TRUNK: usize = 5;
-const PORTS: usize = 6;
+/// In the attacker's VLAN without offloads: super-frames reach it cut in software.
+const PLAIN: usize = 6;
+const PORTS: usize = 7;
 
 fn port_mac(i: usize) -> [u8; 6] {
     [0x02, 0x00, 0x00, 0x00, 0x00, i as u8 + 1]
@@ -102,6 +104,9 @@ struct Outcome {
     drops: BTreeMap<String, u64>,
     /// Frames the switch passed on (each flood reaches the uplink once).
     forwarded: u64,
+    /// Frames written (or dropped) towards the port without offloads: super-frames
+    /// arrive there cut into segments.
+    to_plain: u64,
 }
 
 impl Outcome {
@@ -133,7 +138,7 @@ impl Outcome {
     }
 }
 
-/// Six namespaces on one switch (see the role constants), a flow pair in VLAN 20,
+/// Seven namespaces on one switch (see the role constants), a flow pair in VLAN 20,
 /// and captures on every port that could show a leak.
 struct Scene {
     bed: Bed,
@@ -142,18 +147,20 @@ struct Scene {
 
 impl Scene {
     /// `switch`: the `[switch]` table; `attacker`: extra `[[port]]` settings of the
-    /// attacker's port; `hearers`: of the uplink and the trunk.
+    /// attacker's port; `hearers`: of the ports that hear its floods (uplink, trunk,
+    /// plain).
     fn new(switch: &str, attacker: &str, hearers: &str) -> Self {
         let bed = Bed::with_config(PORTS, switch, |i| {
             let vlan = match i {
                 ATTACKER | ISOLATED | UPLINK => "vlan_mode = \"access\"\nvlan = 10",
+                PLAIN => "vlan_mode = \"access\"\nvlan = 10\noffloads = false",
                 TRUNK => "vlan_mode = \"trunk\"\nnative_vlan = 10\nallowed_vlans = [20]",
                 _ => "vlan_mode = \"access\"\nvlan = 20",
             };
             let isolated = matches!(i, ATTACKER | ISOLATED);
             let extra = match i {
                 ATTACKER => attacker,
-                UPLINK | TRUNK => hearers,
+                UPLINK | TRUNK | PLAIN => hearers,
                 _ => "",
             };
             format!(
@@ -166,7 +173,7 @@ impl Scene {
             2,
             "the flow pair before any attack"
         );
-        let watched = [ISOLATED, UPLINK, FLOW.0, FLOW.1, TRUNK]
+        let watched = [ISOLATED, UPLINK, FLOW.0, FLOW.1, TRUNK, PLAIN]
             .into_iter()
             .map(|i| (i, Capture::with_vnet_header(bed.ns(i), &Bed::dev(i))))
             .collect();
@@ -231,9 +238,11 @@ impl Scene {
             })
             .filter(|(_, n)| *n > 0)
             .collect();
-        let uplink = Bed::dev(UPLINK);
-        let uplink_drops: u64 = reasons(&after, &uplink).values().sum::<u64>()
-            - reasons(&before, &uplink).values().sum::<u64>();
+        let written = |i: usize| {
+            let dev = Bed::dev(i);
+            delta(&dev, "tx_frames") + reasons(&after, &dev).values().sum::<u64>()
+                - reasons(&before, &dev).values().sum::<u64>()
+        };
         let netdev_after = netdev_tx(self.ns(ATTACKER), "p0");
         let (taken, queue_dropped) = (
             netdev_after.0 - netdev_before.0,
@@ -260,11 +269,13 @@ impl Scene {
             background,
             read,
             drops,
-            forwarded: delta(&uplink, "tx_frames") + uplink_drops,
+            forwarded: written(UPLINK),
+            to_plain: written(PLAIN),
         };
         eprintln!(
             "{class}: tried {}, refused by the kernel {:?}, tx_dropped on the netdev {}, \
-             of its own {}, read by the switch {} (sent in {:.2}s), dropped {:?}, forwarded {}",
+             of its own {}, read by the switch {} (sent in {:.2}s), dropped {:?}, forwarded {} \
+             ({} frames to the port without offloads)",
             outcome.tried,
             outcome.refused,
             outcome.queue_dropped,
@@ -272,7 +283,8 @@ impl Scene {
             outcome.read,
             sending.as_secs_f64(),
             outcome.drops,
-            outcome.forwarded
+            outcome.forwarded,
+            outcome.to_plain
         );
 
         // Every frame is somewhere: refused on the send path, or read by the switch
@@ -310,7 +322,7 @@ impl Scene {
         for (i, capture) in &self.watched {
             for frame in capture.drain().iter().filter(|f| is_attack(f)) {
                 assert!(
-                    matches!(*i, UPLINK | TRUNK),
+                    matches!(*i, UPLINK | TRUNK | PLAIN),
                     "{class}: an attack frame reached p{i}: {frame:?}"
                 );
                 // The outermost tag on the wire: the one the receiving kernel moved into
@@ -331,6 +343,23 @@ impl Scene {
                     segment <= 1500 + 14 + 4,
                     "{class}: p{i} got an attack frame of {segment} bytes on the wire"
                 );
+                if *i == PLAIN {
+                    assert!(
+                        frame
+                            .vnet
+                            .is_none_or(|v| v.gso_type == VIRTIO_NET_HDR_GSO_NONE),
+                        "{class}: a super-frame reached the port without offloads: {frame:?}"
+                    );
+                    // An IPv4 segment says how long it is, and is that long.
+                    if frame.bytes[12..14] == [0x08, 0x00] {
+                        let total = u16::from_be_bytes([frame.bytes[16], frame.bytes[17]]);
+                        assert_eq!(
+                            usize::from(total),
+                            frame.bytes.len() - 14,
+                            "{class}: a malformed IPv4 frame on the port without offloads"
+                        );
+                    }
+                }
             }
         }
     }
@@ -730,7 +759,7 @@ fn lying_vnet_headers_are_refused_or_counted_and_never_reach_another_port_oversi
             "TSO gso_size 1",
             header(csum, tso, 54, 1, 34, 16),
             TCP,
-            3000,
+            300,
             Fate::Forwarded,
         ),
         (
