@@ -113,10 +113,7 @@ impl Injector {
     fn new(netns: &str, dev: &str, vnet_header: bool) -> Self {
         let dev = dev.to_owned();
         let (fd, ifindex) = tapswitch::netns::run_in(netns, move || {
-            let cname = std::ffi::CString::new(dev.clone()).expect("no NUL in a device name");
-            // SAFETY: cname is a valid NUL-terminated string for the call.
-            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-            assert_ne!(ifindex, 0, "no interface {dev}");
+            let ifindex = ifindex(&dev);
             // Protocol 0: the socket only sends, it receives nothing.
             // SAFETY: plain socket creation; the fd is owned below.
             let raw =
@@ -124,29 +121,11 @@ impl Injector {
             assert!(raw >= 0, "AF_PACKET socket: {}", io::Error::last_os_error());
             // SAFETY: raw is a fresh socket that nothing else owns.
             let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let on: libc::c_int = 1;
             let mut options = vec![PACKET_QDISC_BYPASS];
             if vnet_header {
                 options.push(PACKET_VNET_HDR);
             }
-            for option in options {
-                // SAFETY: `on` is a live int and its length is given.
-                let ret = unsafe {
-                    libc::setsockopt(
-                        raw,
-                        libc::SOL_PACKET,
-                        option,
-                        (&raw const on).cast(),
-                        std::mem::size_of::<libc::c_int>() as u32,
-                    )
-                };
-                assert_eq!(
-                    ret,
-                    0,
-                    "setsockopt(SOL_PACKET, {option}): {}",
-                    io::Error::last_os_error()
-                );
-            }
+            enable_packet_options(raw, &options);
             (fd, ifindex as i32)
         })
         .expect("entering the namespace");
@@ -258,6 +237,38 @@ impl Injector {
             left -= batch as u64;
         }
         sent
+    }
+}
+
+/// The interface index of `dev` in the calling thread's namespace; panics without one.
+pub(crate) fn ifindex(dev: &str) -> u32 {
+    let cname = std::ffi::CString::new(dev).expect("no NUL in a device name");
+    // SAFETY: cname is a valid NUL-terminated string for the call.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    assert_ne!(ifindex, 0, "no interface {dev}");
+    ifindex
+}
+
+/// Turns on the boolean `SOL_PACKET` options `options` of the packet socket `fd`.
+pub(crate) fn enable_packet_options(fd: std::os::fd::RawFd, options: &[libc::c_int]) {
+    let on: libc::c_int = 1;
+    for &option in options {
+        // SAFETY: `on` is a live int and its length is given.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_PACKET,
+                option,
+                (&raw const on).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        assert_eq!(
+            ret,
+            0,
+            "setsockopt(SOL_PACKET, {option}): {}",
+            io::Error::last_os_error()
+        );
     }
 }
 

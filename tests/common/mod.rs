@@ -627,10 +627,7 @@ impl Capture {
         use std::os::fd::FromRawFd;
         let dev = dev.to_owned();
         let fd = tapswitch::netns::run_in(netns, move || {
-            let cname = std::ffi::CString::new(dev.clone()).unwrap();
-            // SAFETY: cname is a valid NUL-terminated string for the call.
-            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-            assert_ne!(ifindex, 0, "no interface {dev}");
+            let ifindex = ifindex(&dev);
             let protocol = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket creation; the fd is owned below.
             let raw = unsafe {
@@ -661,29 +658,11 @@ impl Capture {
                 )
             };
             assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
-            let on: libc::c_int = 1;
             let mut options = vec![PACKET_AUXDATA];
             if vnet_header {
                 options.push(PACKET_VNET_HDR);
             }
-            for option in options {
-                // SAFETY: `on` is a live int and its length is given.
-                let ret = unsafe {
-                    libc::setsockopt(
-                        raw,
-                        libc::SOL_PACKET,
-                        option,
-                        (&raw const on).cast(),
-                        std::mem::size_of::<libc::c_int>() as u32,
-                    )
-                };
-                assert_eq!(
-                    ret,
-                    0,
-                    "setsockopt(SOL_PACKET, {option}): {}",
-                    std::io::Error::last_os_error()
-                );
-            }
+            enable_packet_options(raw, &options);
             fd
         })
         .expect("entering the namespace");
