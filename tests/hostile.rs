@@ -13,15 +13,17 @@
 //! `tun_put_user` rebuilds the header the switch reads from the skb):
 //! - refused on the send path, never reaching the switch: with EINVAL by the socket
 //!   (gso_size 0, hdr_len past the end of the frame, csum_start + csum_offset outside
-//!   the frame, unknown gso_type, the ECN bit without TCP, super-frames cut short in
-//!   their headers), or dropped on transmit, ENOBUFS to the sender and `tx_dropped` on
-//!   the netdev, by the kernel's segmentation checks (UDP segmentation of a TCP packet,
-//!   TCP segmentation of UDP);
+//!   the frame, unknown gso_type, the ECN bit without TCP), or dropped on transmit,
+//!   ENOBUFS to the sender and `tx_dropped` (counted twice) on the netdev, by the
+//!   kernel's segmentation checks (UDP segmentation of a TCP packet, TCP segmentation
+//!   of UDP);
 //! - rewritten: a too-short hdr_len becomes the linear length (the switch sees a valid
 //!   header); unknown flags are cleared; a gso_size larger than the payload makes a
 //!   plain frame (here bigger than the MTU, so the switch counts it `oversize`);
 //! - passed as sent: a checksum request at a wrong place inside the frame, a gso_size
-//!   of 1, and segments bigger than the port's MTU (which the switch counts `oversize`).
+//!   of 1 (legal, but each such frame costs the switch one write per payload byte
+//!   towards a port without offloads), and segments bigger than the port's MTU
+//!   (which the switch counts `oversize`).
 //!
 //! The switch's own checks of those headers (`vnet::VnetHeader::validate`) are unit
 //! tested and fuzzed; here the point is what really arrives.
