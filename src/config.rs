@@ -1076,13 +1076,7 @@ pub fn validate_station_mac(mac: MacAddr) -> Result<(), String> {
 
 /// Namespace names become paths under `/run/netns`: keep them to one plain component.
 fn validate_netns_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("empty namespace name".into());
-    }
-    if name.len() > 255 || name == "." || name == ".." || name.contains(['/', '\0']) {
-        return Err(format!("{name:?} is not a valid namespace name"));
-    }
-    Ok(())
+    crate::netns::validate_name(name).map_err(|e| e.to_string())
 }
 
 impl Config {

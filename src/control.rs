@@ -876,6 +876,13 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
         // A client that stops reading or sending cannot hold a thread for ever.
         let _ = stream.set_read_timeout(Some(CONNECTION_IDLE_TIMEOUT));
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+        // The socket's mode keeps others out, unless someone loosened it (or its
+        // directory): the peer's credentials, which the kernel vouches for, decide.
+        if let Err(refusal) = check_peer_credentials(&stream) {
+            warn!(%refusal, "control connection refused");
+            let _ = write_line(&mut stream, &error_reply(&refusal));
+            continue;
+        }
         let Some(id) = lock(&shared.connections).admit(&stream) else {
             let _ = write_line(
                 &mut stream,
@@ -895,6 +902,47 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
             warn!(error = %e, "starting a control connection thread failed");
         }
     }
+}
+
+/// Who may use the control socket: root and the user the switch runs as. `Err`
+/// says why a peer may not.
+fn check_peer_credentials(stream: &UnixStream) -> Result<(), String> {
+    let peer = peer_credentials(stream)
+        .map_err(|e| format!("cannot tell who is connecting (SO_PEERCRED: {e})"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    if peer.uid == 0 || peer.uid == own {
+        return Ok(());
+    }
+    Err(format!(
+        "permission denied: uid {} (pid {}) is neither root nor the switch's own uid {own}",
+        peer.uid, peer.pid
+    ))
+}
+
+/// The process at the other end of a Unix socket, as the kernel recorded it at connect.
+fn peer_credentials(stream: &UnixStream) -> std::io::Result<libc::ucred> {
+    let mut credentials = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into `credentials`, a live ucred,
+    // and stores the length it wrote in `len`; both pointers are valid for the call.
+    let ret = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut credentials).cast(),
+            &raw mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(credentials)
 }
 
 fn write_line(stream: &mut UnixStream, value: &Value) -> std::io::Result<()> {
@@ -1105,6 +1153,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         Some(binary) => binary,
         None => std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?,
     };
+    check_upgrade_binary(&binary)?;
     // Held throughout: no port comes or goes during the handover.
     let state = lock(&shared.state);
     let dataplane = &shared.dataplane;
@@ -1152,6 +1201,39 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
     stop_accepting(shared);
     info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
     Ok(json!({"pid": child.id(), "binary": binary}))
+}
+
+/// What `upgrade` may start, with every TAP and this socket: an executable file by
+/// absolute path (not relative to wherever the switch was started), owned by root or
+/// the switch's user and writable by nobody else, so nobody else decides what runs.
+fn check_upgrade_binary(binary: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = binary.display();
+    if !binary.is_absolute() {
+        return Err(format!("upgrade: binary {shown} is not an absolute path"));
+    }
+    let meta = std::fs::metadata(binary).map_err(|e| format!("upgrade: binary {shown}: {e}"))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let own = unsafe { libc::geteuid() };
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_file() {
+        Err(format!("upgrade: binary {shown} is not a regular file"))
+    } else if mode & 0o111 == 0 {
+        Err(format!(
+            "upgrade: binary {shown} is not executable (mode {mode:04o})"
+        ))
+    } else if mode & 0o022 != 0 {
+        Err(format!(
+            "upgrade: binary {shown} is writable by users other than its owner (mode {mode:04o})"
+        ))
+    } else if meta.uid() != 0 && meta.uid() != own {
+        Err(format!(
+            "upgrade: binary {shown} belongs to uid {}, neither root nor the switch's own uid {own}",
+            meta.uid()
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 /// Removes port `name` from the dataplane and closes its TAP here, off the packet path
@@ -1491,11 +1573,15 @@ fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
         if let Event::PortAdded { port, name, .. } = &event {
             names.insert(*port, name.clone());
         }
-        let line = render_event(&event, &mut names, &shared.dataplane);
+        // Nobody to read it: not worth a line. (A MAC flood is one event per frame,
+        // and rendering them all took a core from the dataplane.)
+        if !lock(&shared.subscribers).is_empty() {
+            let line = render_event(&event, &mut names, &shared.dataplane);
+            offer_line(shared, &line);
+        }
         if let Event::PortRemoved { port, .. } = &event {
             names.remove(port);
         }
-        offer_line(shared, &line);
     }
     // The dataplane is gone: dropping the senders ends every event stream.
     lock(&shared.subscribers).clear();
@@ -1592,14 +1678,24 @@ impl ControlClient {
     pub fn request(&mut self, request: &Request) -> Result<Value, ControlError> {
         let mut line = serde_json::to_string(request).expect("requests serialise to JSON");
         line.push('\n');
-        self.writer
-            .write_all(line.as_bytes())
-            .map_err(|source| ControlError::Socket {
-                path: self.path.clone(),
-                step: "send",
-                source,
-            })?;
-        let mut reply = self.next_line()?;
+        if let Err(source) = self.writer.write_all(line.as_bytes()) {
+            // A switch that refuses a connection says why and closes it, maybe before
+            // the request arrived: its reason is what the caller needs to see.
+            return match self.next_line() {
+                Ok(reply) if reply["ok"] == false => self.outcome(reply),
+                _ => Err(ControlError::Socket {
+                    path: self.path.clone(),
+                    step: "send",
+                    source,
+                }),
+            };
+        }
+        let reply = self.next_line()?;
+        self.outcome(reply)
+    }
+
+    /// A reply line as the request's result, or the switch's refusal.
+    fn outcome(&self, mut reply: Value) -> Result<Value, ControlError> {
         match reply["ok"].as_bool() {
             Some(true) => Ok(reply["result"].take()),
             Some(false) => Err(ControlError::Refused(

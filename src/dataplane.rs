@@ -1294,7 +1294,13 @@ impl Dataplane {
             }
         };
         let is_gso = offload.segmentation.is_some();
-        if !is_gso && frame.len() > in_slot.max_frame_len() {
+        // A super-frame whose segments would not fit the port's MTU is a giant in
+        // disguise: the endpoint could not have sent those segments as frames.
+        let too_big = match offload.segmentation {
+            Some(layout) => !layout.fits_mtu(in_slot.mtu as usize),
+            None => frame.len() > in_slot.max_frame_len(),
+        };
+        if too_big {
             in_slot.counters.drops.count(DropReason::Oversize);
             return;
         }
@@ -1323,6 +1329,16 @@ impl Dataplane {
                 continue;
             };
             let out_hdr_len = out_slot.port.vnet_hdr_len();
+            if let Some(layout) = offload.segmentation
+                && out_hdr_len > 0
+                && !layout.fits_mtu(out_slot.mtu as usize)
+            {
+                // Handed over whole, its segments would be bigger than this port's
+                // MTU allows a frame to be (software segmentation, below, cuts TCP to
+                // fit a port without offloads instead).
+                out_slot.counters.drops.count(DropReason::Oversize);
+                continue;
+            }
             let result = if out_hdr_len == 0 && !offload.is_plain() {
                 // A port without offloads takes only complete, MTU-sized frames.
                 if tag != TagAction::AsIs {

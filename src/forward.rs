@@ -22,7 +22,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use crate::fdb::{Fdb, FdbConfig, Learned, PortId, VlanId};
-use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr, is_vlan_tpid};
 
 pub use crate::policy::{
     FloodControl, PolicyError, PortPolicy, PortSecurity, StormControl, Tagging, TokenBucket,
@@ -492,6 +492,10 @@ impl Forwarder {
         let dot1q_vid = outer_tag
             .filter(|tag| tag.tpid == ETHERTYPE_VLAN)
             .map(|tag| tag.vid);
+        // Another tag behind the 802.1Q one: removing the outer tag would make it the
+        // outermost, and the frame would enter the inner tag's VLAN on the next trunk
+        // (the double-tagging VLAN hop, e.g. a priority tag over a tag of another VLAN).
+        let pop_exposes_tag = dot1q_vid.is_some() && is_vlan_tpid(frame.inner_ethertype());
         let source = frame.src_addr();
         let allowed = &in_policy.security.allowed_macs;
         if !allowed.is_empty() && !allowed.contains(&source) {
@@ -572,6 +576,13 @@ impl Forwarder {
                 }
             }
         };
+        if pop_exposes_tag && verdict == Verdict::Forward {
+            // Where the frame leaves untagged it cannot go: it would not be untagged.
+            egress.retain(|out| out.tag != TagAction::Pop);
+            if egress.is_empty() {
+                return (Verdict::Drop(DropReason::VlanNotAllowed), learned);
+            }
+        }
         (verdict, learned)
     }
 
@@ -1352,6 +1363,22 @@ mod tests {
             Verdict::Drop(DropReason::VlanNotAllowed),
             "no native VLAN on P3"
         );
+        // A VLAN 10 tag over another tag goes only where it stays tagged: popping it (for
+        // access port P0) would leave the inner tag outermost, and the frame would be in
+        // that tag's VLAN on the next trunk (the double-tagging hop).
+        let mut double = tagged(host(6), MacAddr::BROADCAST, ETHERTYPE_VLAN, 10);
+        double.splice(16..16, [0x81, 0x00, 0x00, 20]);
+        forwarder.decide(P2, &double, now, &mut egress);
+        assert_eq!(egress, vec![out(P3, TagAction::AsIs)]);
+        // A priority tag over a VLAN 20 tag on an access port of VLAN 1: only P2 carries
+        // VLAN 1, untagged (native); so nowhere.
+        let mut priority_double = tagged(host(7), MacAddr::BROADCAST, ETHERTYPE_VLAN, 0);
+        priority_double.splice(16..16, [0x81, 0x00, 0x00, 20]);
+        assert_eq!(
+            forwarder.decide(P1, &priority_double, now, &mut egress).0,
+            Verdict::Drop(DropReason::VlanNotAllowed)
+        );
+        assert!(egress.is_empty());
         // An 802.1Q-tagged frame between trunks keeps its tag.
         let vlan10 = tagged(host(5), MacAddr::BROADCAST, ETHERTYPE_VLAN, 10);
         forwarder.decide(P3, &vlan10, now, &mut egress);

@@ -794,9 +794,18 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             format!("flushed {} entries\n", r["removed"])
         }),
         Command::Stats { port } => (Request::Stats { port }, reply::stats),
-        Command::Upgrade { binary } => (Request::Upgrade { binary }, |r| {
-            format!("handed over to pid {}\n", r["pid"])
-        }),
+        Command::Upgrade { binary } => {
+            // The switch has its own working directory: a relative path means ours.
+            let binary = binary
+                .map(|path| {
+                    std::path::absolute(&path)
+                        .map_err(|e| format!("--binary {}: {e}", path.display()))
+                })
+                .transpose()?;
+            (Request::Upgrade { binary }, |r| {
+                format!("handed over to pid {}\n", r["pid"])
+            })
+        }
         Command::LibvirtXml { port } => (Request::LibvirtXml { name: port }, |r| {
             r["xml"].as_str().unwrap_or_default().to_owned()
         }),

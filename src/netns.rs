@@ -16,6 +16,11 @@ use std::sync::Mutex;
 /// Directory where iproute2 keeps its named network namespaces.
 pub const NETNS_RUN_DIR: &str = "/run/netns";
 
+/// `f_type` of the nsfs filesystem that namespace files live on (`<linux/magic.h>`).
+const NSFS_MAGIC: libc::c_long = 0x6e73_6673;
+/// `_IO(0xb7, 0x3)` of `<linux/nsfs.h>`: the `CLONE_NEW*` type of a namespace fd.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
 /// Longest namespace name: it becomes one path component.
 const NAME_MAX: usize = 255;
 
@@ -45,6 +50,15 @@ pub enum NetnsError {
     AlreadyExists {
         /// The existing namespace.
         name: String,
+    },
+    /// `/run/netns/NAME` is not the bind mount of a network namespace: a symbolic link
+    /// (which could lead anywhere), a plain file, or another kind of namespace.
+    #[error("{} is not a network namespace: {reason}", netns_display_path(.name))]
+    NotANamespace {
+        /// The namespace asked for.
+        name: String,
+        /// What the file is instead.
+        reason: &'static str,
     },
     /// A system call failed; `step` says which and on what.
     #[error("network namespace {name:?}: {step} failed: {source}")]
@@ -109,18 +123,41 @@ pub fn netns_path(name: &str) -> Result<PathBuf, NetnsError> {
 pub struct NetnsFd(OwnedFd);
 
 impl NetnsFd {
-    /// Opens the named namespace `/run/netns/NAME`.
+    /// Opens the named namespace `/run/netns/NAME`: that file itself (never what a
+    /// symbolic link there points to), and only if it is a network namespace.
     pub fn open(name: &str) -> Result<Self, NetnsError> {
         let path = netns_path(name)?;
-        open_ns_file(&path).map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                NetnsError::NotFound {
+        let not_a_namespace = |reason| NetnsError::NotANamespace {
+            name: name.to_owned(),
+            reason,
+        };
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|source| match source.raw_os_error() {
+                _ if source.kind() == io::ErrorKind::NotFound => NetnsError::NotFound {
                     name: name.to_owned(),
-                }
-            } else {
-                NetnsError::os(name, "opening the namespace file", source)
-            }
-        })
+                },
+                Some(libc::ELOOP) => not_a_namespace("it is a symbolic link"),
+                _ => NetnsError::os(name, "opening the namespace file", source),
+            })?;
+        let fd = OwnedFd::from(file);
+        // SAFETY: statfs is plain data; all-zero is a valid value for fstatfs to overwrite.
+        let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is open for the call and fs_info is a live statfs it may write.
+        if unsafe { libc::fstatfs(fd.as_raw_fd(), &raw mut fs_info) } != 0 {
+            return Err(NetnsError::os(name, "fstatfs", io::Error::last_os_error()));
+        }
+        if fs_info.f_type != NSFS_MAGIC {
+            return Err(not_a_namespace("it is a plain file, not a namespace mount"));
+        }
+        // SAFETY: NS_GET_NSTYPE takes no argument and returns the namespace type.
+        let kind = unsafe { libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE) };
+        if kind != libc::CLONE_NEWNET {
+            return Err(not_a_namespace("it is another kind of namespace"));
+        }
+        Ok(NetnsFd(fd))
     }
 
     /// Opens the network namespace of the calling thread.
@@ -542,6 +579,41 @@ mod tests {
             NetnsFd::open(&name),
             Err(NetnsError::NotFound { .. })
         ));
+    }
+
+    /// Removes a file of this test under `/run/netns` on drop.
+    struct RunDirFile(PathBuf);
+
+    impl Drop for RunDirFile {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn only_namespace_mounts_under_run_netns_are_opened() {
+        let _ns = TestNetns::new(); // makes sure /run/netns exists
+        // A link to the host's own namespace: never followed.
+        let link = unique_name("tsl");
+        let link_file = RunDirFile(netns_path(&link).unwrap());
+        std::os::unix::fs::symlink("/proc/1/ns/net", &link_file.0).unwrap();
+        let error = NetnsFd::open(&link).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("/run/netns/{link} is not a network namespace: it is a symbolic link")
+        );
+        assert!(run_in(&link, || ()).is_err());
+        // A plain file (a mount point whose mount is gone).
+        let plain = unique_name("tsp");
+        let plain_file = RunDirFile(netns_path(&plain).unwrap());
+        fs::write(&plain_file.0, b"").unwrap();
+        let error = NetnsFd::open(&plain).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "/run/netns/{plain} is not a network namespace: it is a plain file, not a namespace mount"
+            )
+        );
     }
 
     #[test]

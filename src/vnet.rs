@@ -188,6 +188,13 @@ impl Segmentation {
         let ip_and_transport = self.headers_len() - self.l3_offset;
         self.gso_size.min(mtu.saturating_sub(ip_and_transport))
     }
+
+    /// Whether the segments the sender asked for (`gso_size` of payload each) fit a
+    /// link of `mtu` bytes: what a super-frame must satisfy on the port it came from
+    /// and on a port that receives it whole, like a plain frame.
+    pub fn fits_mtu(&self, mtu: usize) -> bool {
+        self.max_payload_for_mtu(mtu) == self.gso_size
+    }
 }
 
 /// Where a partial checksum (`NEEDS_CSUM`) is to be completed, in bytes
@@ -574,6 +581,27 @@ mod tests {
         assert_eq!(hdr.gso_size(), 1448);
         assert_eq!(hdr.csum_start(), 34);
         assert_eq!(hdr.csum_offset(), 16);
+    }
+
+    #[test]
+    fn segments_fit_an_mtu_only_with_their_headers() {
+        // IPv4 + TCP with timestamps: 20 + 32 bytes in front of each segment's payload.
+        let layout = Segmentation {
+            ip: IpVersion::V4,
+            transport: Transport::Tcp,
+            l3_offset: 14,
+            l4_offset: 34,
+            l4_header_len: 32,
+            gso_size: 1448,
+        };
+        assert!(layout.fits_mtu(1500));
+        assert!(!layout.fits_mtu(1499));
+        let giant = Segmentation {
+            gso_size: 4000,
+            ..layout
+        };
+        assert!(!giant.fits_mtu(1500));
+        assert!(giant.fits_mtu(9000));
     }
 
     #[test]

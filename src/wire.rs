@@ -171,7 +171,8 @@ mod field {
     pub const PAYLOAD_TAGGED: RangeFrom<usize> = super::HEADER_LEN + super::VLAN_TAG_LEN..;
 }
 
-fn is_vlan_tpid(ethertype: u16) -> bool {
+/// Whether `ethertype` is the TPID of an 802.1Q or 802.1ad tag.
+pub fn is_vlan_tpid(ethertype: u16) -> bool {
     ethertype == ETHERTYPE_VLAN || ethertype == ETHERTYPE_QINQ
 }
 

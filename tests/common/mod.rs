@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod inject;
+pub use inject::*;
+
 /// A name unique to this process and call, short enough for an interface.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -436,53 +439,6 @@ impl Bed {
     }
 }
 
-/// Sends raw Ethernet frames out of `dev` in `netns` through an `AF_PACKET`
-/// socket, as an endpoint would.
-pub fn send_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) {
-    let dev = dev.to_owned();
-    let frames = frames.to_vec();
-    tapswitch::netns::run_in(netns, move || {
-        let cname = std::ffi::CString::new(dev.clone()).unwrap();
-        // SAFETY: cname is a valid NUL-terminated string for the call.
-        let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        assert_ne!(ifindex, 0, "no interface {dev}");
-        // SAFETY: plain socket creation; the fd is closed below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_ifindex = ifindex as i32;
-        addr.sll_halen = 6;
-        for frame in &frames {
-            // SAFETY: frame and addr are live for the call and their lengths are given.
-            let sent = unsafe {
-                libc::sendto(
-                    fd,
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const addr).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            assert_eq!(
-                sent,
-                frame.len() as isize,
-                "sendto: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        // SAFETY: fd is our own open socket.
-        unsafe { libc::close(fd) };
-    })
-    .expect("entering the namespace");
-}
-
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn mac_bytes(mac: &str) -> [u8; 6] {
     let mut out = [0u8; 6];
@@ -625,6 +581,9 @@ pub struct Captured {
     pub vlan: Option<u16>,
     /// The TPID of that tag.
     pub vlan_tpid: Option<u16>,
+    /// The `virtio_net_hdr` the kernel put in front (a [`Capture::with_vnet_header`]
+    /// capture only): whether the frame is a super-frame, and its segment size.
+    pub vnet: Option<VirtioNetHdr>,
 }
 
 impl Captured {
@@ -655,17 +614,25 @@ const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// `PACKET_AUXDATA`.
 pub struct Capture {
     fd: std::os::fd::OwnedFd,
+    vnet_header: bool,
 }
 
 impl Capture {
     pub fn open(netns: &str, dev: &str) -> Self {
+        Self::new(netns, dev, false)
+    }
+
+    /// A capture that also reads the `virtio_net_hdr` of each frame
+    /// (`PACKET_VNET_HDR`): super-frames arrive whole, with their segment size.
+    pub fn with_vnet_header(netns: &str, dev: &str) -> Self {
+        Self::new(netns, dev, true)
+    }
+
+    fn new(netns: &str, dev: &str, vnet_header: bool) -> Self {
         use std::os::fd::FromRawFd;
         let dev = dev.to_owned();
         let fd = tapswitch::netns::run_in(netns, move || {
-            let cname = std::ffi::CString::new(dev.clone()).unwrap();
-            // SAFETY: cname is a valid NUL-terminated string for the call.
-            let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-            assert_ne!(ifindex, 0, "no interface {dev}");
+            let ifindex = ifindex(&dev);
             let protocol = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket creation; the fd is owned below.
             let raw = unsafe {
@@ -696,27 +663,15 @@ impl Capture {
                 )
             };
             assert_eq!(ret, 0, "bind: {}", std::io::Error::last_os_error());
-            let on: libc::c_int = 1;
-            // SAFETY: `on` is a live int and its length is given.
-            let ret = unsafe {
-                libc::setsockopt(
-                    raw,
-                    libc::SOL_PACKET,
-                    PACKET_AUXDATA,
-                    (&raw const on).cast(),
-                    std::mem::size_of::<libc::c_int>() as u32,
-                )
-            };
-            assert_eq!(
-                ret,
-                0,
-                "PACKET_AUXDATA: {}",
-                std::io::Error::last_os_error()
-            );
+            let mut options = vec![PACKET_AUXDATA];
+            if vnet_header {
+                options.push(PACKET_VNET_HDR);
+            }
+            enable_packet_options(raw, &options);
             fd
         })
         .expect("entering the namespace");
-        Self { fd }
+        Self { fd, vnet_header }
     }
 
     /// Every frame received (or sent) on the interface since the last call.
@@ -748,10 +703,16 @@ impl Capture {
                 return out;
             }
             buffer.truncate(n as usize);
+            let vnet = self.vnet_header.then(|| {
+                let header = VirtioNetHdr::from_bytes(&buffer[..VIRTIO_NET_HDR_LEN]);
+                buffer.drain(..VIRTIO_NET_HDR_LEN);
+                header
+            });
             let mut captured = Captured {
                 bytes: buffer,
                 vlan: None,
                 vlan_tpid: None,
+                vnet,
             };
             // SAFETY: msg was filled by recvmsg; the CMSG macros walk its control buffer.
             let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
