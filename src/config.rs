@@ -92,8 +92,10 @@ pub struct SwitchConfig {
     /// Default for ports that do not say: vnet header with checksum and
     /// segmentation offloads (64 KiB super-frames through the switch).
     pub offloads: bool,
-    /// Frames read from one port before the loop turns to the next, so one
-    /// busy port cannot starve the others.
+    /// Work the loop does for one port before it turns to the next, so one
+    /// busy port cannot starve the others: a frame costs one unit per port it
+    /// is written to (a flood to N ports costs N), and at least one (read and
+    /// dropped).
     pub poll_budget: usize,
     /// Microseconds the loop keeps polling without sleeping after it last
     /// forwarded a frame. Trades CPU under load for request/response latency;
@@ -130,6 +132,9 @@ pub struct SwitchConfig {
     /// unset. Only used once a port has `vm` set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub libvirt_uri: Option<String>,
+    /// Storm-control caps of every port that does not set its own (per key).
+    #[serde(skip_serializing_if = "StormControlConfig::is_empty")]
+    pub storm_control: StormControlConfig,
 }
 
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
@@ -162,6 +167,7 @@ impl Default for SwitchConfig {
             user: None,
             group: None,
             libvirt_uri: None,
+            storm_control: StormControlConfig::default(),
         }
     }
 }
@@ -264,7 +270,10 @@ impl VlanSpec {
     }
 }
 
-/// `storm_control = { ... }`: ingress caps in packets per second.
+/// `storm_control = { ... }`: ingress caps in packets per second, in a `[[port]]`
+/// table or as the defaults in `[switch]`. A key a port leaves out takes the
+/// `[switch]` value, and one left out there the built-in default
+/// ([`StormControl::default`]: broadcast and unknown unicast capped, multicast not).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(
     deny_unknown_fields,
@@ -273,11 +282,120 @@ impl VlanSpec {
 )]
 pub struct StormControlConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broadcast_pps: Option<u32>,
+    pub broadcast_pps: Option<StormRate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multicast_pps: Option<u32>,
+    pub multicast_pps: Option<StormRate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unknown_unicast_pps: Option<u32>,
+    pub unknown_unicast_pps: Option<StormRate>,
+}
+
+impl StormControlConfig {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn rates(&self) -> [(&'static str, Option<StormRate>); 3] {
+        [
+            ("broadcast_pps", self.broadcast_pps),
+            ("multicast_pps", self.multicast_pps),
+            ("unknown_unicast_pps", self.unknown_unicast_pps),
+        ]
+    }
+
+    /// Every rate at least 1; `prefix` names the table in errors.
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (key, rate) in self.rates() {
+            if rate == Some(StormRate::Pps(0)) {
+                return Err(invalid(
+                    format!("{prefix}storm_control.{key}"),
+                    "must be at least 1 packet per second (turn the flood off with flood_* = false, the cap with \"unlimited\")",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caps for a port with these settings under `defaults` (the `[switch]` table).
+    pub fn resolve(&self, defaults: &StormControlConfig) -> StormControl {
+        let builtin = StormControl::default();
+        let pick =
+            |port: Option<StormRate>, switch: Option<StormRate>, builtin: Option<u32>| match port
+                .or(switch)
+            {
+                Some(StormRate::Pps(rate)) => Some(rate),
+                Some(StormRate::Unlimited) => None,
+                None => builtin,
+            };
+        StormControl {
+            broadcast_pps: pick(
+                self.broadcast_pps,
+                defaults.broadcast_pps,
+                builtin.broadcast_pps,
+            ),
+            multicast_pps: pick(
+                self.multicast_pps,
+                defaults.multicast_pps,
+                builtin.multicast_pps,
+            ),
+            unknown_unicast_pps: pick(
+                self.unknown_unicast_pps,
+                defaults.unknown_unicast_pps,
+                builtin.unknown_unicast_pps,
+            ),
+        }
+    }
+}
+
+/// One storm-control rate: packets per second, or `"unlimited"`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StormRate {
+    Pps(u32),
+    Unlimited,
+}
+
+impl Serialize for StormRate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StormRate::Pps(rate) => serializer.serialize_u32(*rate),
+            StormRate::Unlimited => serializer.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StormRate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl serde::de::Visitor<'_> for RateVisitor {
+            type Value = StormRate;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("packets per second (a whole number) or \"unlimited\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<StormRate, E> {
+                u32::try_from(value).map(StormRate::Pps).map_err(|_| {
+                    E::custom(format!(
+                        "{value} is outside 0..={} packets per second",
+                        u32::MAX
+                    ))
+                })
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StormRate, E> {
+                self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<StormRate, E> {
+                match value {
+                    "unlimited" => Ok(StormRate::Unlimited),
+                    other => Err(E::custom(format!(
+                        "{other:?} is not a rate: give packets per second or \"unlimited\""
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
 }
 
 /// One port: a TAP whose fd the switch holds and whose netdev is the endpoint.
@@ -726,19 +844,7 @@ impl PortConfig {
         self.validate_security(prefix)?;
         self.validate_vm(prefix)?;
         if let Some(storm) = &self.storm_control {
-            let rates = [
-                ("broadcast_pps", storm.broadcast_pps),
-                ("multicast_pps", storm.multicast_pps),
-                ("unknown_unicast_pps", storm.unknown_unicast_pps),
-            ];
-            for (key, rate) in rates {
-                if rate == Some(0) {
-                    return Err(invalid(
-                        format!("{prefix}storm_control.{key}"),
-                        "must be at least 1 packet per second (turn the flood off with flood_* = false)",
-                    ));
-                }
-            }
+            storm.validate(prefix)?;
         }
         Ok(())
     }
@@ -982,9 +1088,15 @@ impl PortConfig {
         format!("{prefix}{}{:06x}", &self.name[..5], hash & 0x00ff_ffff)
     }
 
-    /// The forwarding policy this port's settings describe. Only meaningful once the
-    /// config validated.
+    /// The forwarding policy this port's settings describe under a default
+    /// `[switch]` table. Only meaningful once the config validated.
     pub fn policy(&self) -> PortPolicy {
+        self.policy_in(&SwitchConfig::default())
+    }
+
+    /// The forwarding policy this port's settings describe on a switch whose
+    /// `[switch]` table is `switch` (it holds the storm-control defaults).
+    pub fn policy_in(&self, switch: &SwitchConfig) -> PortPolicy {
         let vlan = match self.vlan_mode {
             None => VlanMode::Transparent,
             Some(VlanModeName::Access) => VlanMode::Access {
@@ -1012,7 +1124,11 @@ impl PortConfig {
         {
             allowed_macs.push(mac);
         }
-        let storm = self.storm_control.clone().unwrap_or_default();
+        let storm = self
+            .storm_control
+            .clone()
+            .unwrap_or_default()
+            .resolve(&switch.storm_control);
         PortPolicy {
             enabled: true,
             vlan,
@@ -1022,11 +1138,7 @@ impl PortConfig {
                 sticky: self.sticky_macs,
                 allowed_macs: allowed_macs.into_boxed_slice(),
             },
-            storm: StormControl {
-                broadcast_pps: storm.broadcast_pps,
-                multicast_pps: storm.multicast_pps,
-                unknown_unicast_pps: storm.unknown_unicast_pps,
-            },
+            storm,
             isolated: self.isolated,
             flood: FloodControl {
                 unknown_unicast: self.flood_unknown_unicast,
@@ -1114,6 +1226,7 @@ impl Config {
         if switch.poll_budget == 0 {
             return Err(invalid("switch.poll_budget", "must be at least 1"));
         }
+        switch.storm_control.validate("switch.")?;
         if !(1..=MAX_THREADS).contains(&switch.threads) {
             return Err(invalid(
                 "switch.threads",

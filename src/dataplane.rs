@@ -4,7 +4,10 @@
 //! mio is edge-triggered: a readiness event arrives once per transition, so a
 //! port that signalled stays on the *ready list* until a read returns
 //! `WouldBlock`. Each turn serves every ready port for at most `poll_budget`
-//! frames, so one busy port cannot starve the rest. One buffer serves every
+//! units of work, so one busy port cannot starve the rest; a frame costs one
+//! unit per port it is written to (and one when it goes nowhere), so a port
+//! whose frames flood to every other port gets fewer of them per turn than a
+//! port talking to one peer. One buffer serves every
 //! frame: read once, written to each egress port, never copied or allocated.
 //!
 //! The control plane talks to the loop only through a channel and a mio
@@ -1174,7 +1177,7 @@ impl Dataplane {
         }
     }
 
-    /// One pass over the ready list: each port gets up to `poll_budget` reads.
+    /// One pass over the ready list: each port gets up to `poll_budget` units of work.
     /// Returns the number of frames read.
     fn serve_ready_ports(&mut self) -> usize {
         let mut frames = 0;
@@ -1197,13 +1200,15 @@ impl Dataplane {
         frames
     }
 
-    /// Reads and forwards up to `poll_budget` frames from queue `queue` of
-    /// `ingress`. Returns the frames read, and true when the queue is drained
-    /// (or the port gone), false when the budget ran out.
+    /// Reads and forwards frames from queue `queue` of `ingress` until their
+    /// writes add up to `poll_budget` (a frame that goes nowhere counts as one).
+    /// Returns the frames read, and true when the queue is drained (or the port
+    /// gone), false when the budget ran out.
     fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool) {
         let now = Instant::now();
         let mut frames = 0;
-        while frames < self.poll_budget {
+        let mut work = 0;
+        while work < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
                 return (frames, true);
             };
@@ -1218,13 +1223,14 @@ impl Dataplane {
                 }
             };
             frames += 1;
-            self.forward_frame(ingress, len, now);
+            work += self.forward_frame(ingress, len, now).max(1);
         }
         (frames, false)
     }
 
     /// Forwards the frame of `len` bytes in the buffer, read from `ingress`.
-    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) {
+    /// Returns the number of egress ports it was given to (0 when dropped).
+    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) -> usize {
         let Self {
             ports,
             forwarder,
@@ -1237,7 +1243,7 @@ impl Dataplane {
         } = self;
         let packet = &buffer[..len];
         let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
-            return;
+            return 0;
         };
         let hdr_len = in_slot.port.vnet_hdr_len();
         in_slot.counters.rx_frames += 1;
@@ -1248,7 +1254,7 @@ impl Dataplane {
                 Some(header) => Some(header),
                 None => {
                     in_slot.counters.drops.count(DropReason::Runt);
-                    return;
+                    return 0;
                 }
             }
         } else {
@@ -1261,13 +1267,13 @@ impl Dataplane {
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
                 in_slot.counters.drops.count(DropReason::BadVnetHeader);
-                return;
+                return 0;
             }
         };
         let is_gso = offload.segmentation.is_some();
         if !is_gso && frame.len() > in_slot.max_frame_len() {
             in_slot.counters.drops.count(DropReason::Oversize);
-            return;
+            return 0;
         }
 
         // The lock is held for the decision only, never across a syscall.
@@ -1286,7 +1292,7 @@ impl Dataplane {
         }
         drop(forwarder);
         if matches!(verdict, Verdict::Drop(_)) {
-            return;
+            return 0;
         }
 
         for &Egress { port: out, tag } in egress.iter() {
@@ -1321,6 +1327,7 @@ impl Dataplane {
                 dead.push(out);
             }
         }
+        egress.len()
     }
 
     /// Removes a port whose device failed. On the primary: everywhere; on

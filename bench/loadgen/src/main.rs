@@ -4,6 +4,7 @@
 
 mod blast;
 mod cpu;
+mod flood;
 mod iperf;
 mod netns;
 mod proc;
@@ -34,6 +35,24 @@ struct Cli {
 enum Tool {
     /// Run the benchmark (root): interleaved rounds, table on stdout, JSON file.
     Run(RunArgs),
+    /// The MAC-flood scenario (root): a TCP flow between two ports, clean, under a
+    /// flood from a third port, and under an equal CPU load; table on stdout, JSON file.
+    Flood(FloodArgs),
+    /// Send 60-byte frames with random source MACs to an unknown MAC on DEVICE, as
+    /// fast as it takes them; prints one JSON line.
+    Flooder {
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value_t = 5_000)]
+        duration_ms: u64,
+    },
+    /// Use FRACTION of one CPU (0..=1) for the duration; prints one JSON line.
+    Burn {
+        #[arg(long)]
+        fraction: f64,
+        #[arg(long, default_value_t = 5_000)]
+        duration_ms: u64,
+    },
     /// Echo UDP datagrams back (request/response server).
     RrServer {
         #[arg(long)]
@@ -134,10 +153,55 @@ struct RunArgs {
     vm_output: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct FloodArgs {
+    /// Rounds of bridge, tapswitch (each: clean, flood, equal load).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Systems to compare; the bridge is the baseline and must be included.
+    #[arg(long, value_delimiter = ',', default_value = "bridge,tapswitch")]
+    systems: Vec<String>,
+    /// Seconds of each iperf3 flow.
+    #[arg(long, default_value_t = 5)]
+    tcp_seconds: u32,
+    /// The tapswitch binary.
+    #[arg(long, default_value = "target/release/tapswitch")]
+    tapswitch: PathBuf,
+    /// Extra argument passed to `tapswitch run` (repeat for several).
+    #[arg(long = "switch-arg", allow_hyphen_values = true)]
+    switch_args: Vec<String>,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/flood.json")]
+    output: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
         Tool::Run(args) => run_benchmark(args),
+        Tool::Flood(args) => run_flood(args),
+        Tool::Flooder {
+            device,
+            duration_ms,
+        } => flood::flooder(&device, Duration::from_millis(duration_ms))
+            .map(|report| {
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("plain struct serialises")
+                )
+            })
+            .map_err(|e| e.to_string()),
+        Tool::Burn {
+            fraction,
+            duration_ms,
+        } => {
+            let report = flood::burn(fraction, Duration::from_millis(duration_ms));
+            println!(
+                "{}",
+                serde_json::to_string(&report).expect("plain struct serialises")
+            );
+            Ok(())
+        }
         Tool::RrServer { bind } => rr::serve(bind).map_err(|e| e.to_string()),
         Tool::RrClient {
             server,
@@ -270,6 +334,42 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
         Some(vm) => run_vm_pair(vm),
         None => Ok(()),
     }
+}
+
+fn run_flood(args: FloodArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("flood needs root (namespaces, veth, TAP devices)".into());
+    }
+    let mut systems = Vec::new();
+    for name in &args.systems {
+        let kind = SystemKind::from_name(name)
+            .filter(|kind| *kind != SystemKind::Ovs)
+            .ok_or_else(|| format!("unknown system `{name}` (expected bridge or tapswitch)"))?;
+        if systems.contains(&kind) {
+            return Err(format!("system `{name}` listed twice"));
+        }
+        run::check_requirements(kind, &args.tapswitch)
+            .map_err(|reason| format!("{name}: {reason}"))?;
+        systems.push(kind);
+    }
+    let config = flood::FloodConfig {
+        rounds: args.rounds,
+        systems,
+        tcp_seconds: args.tcp_seconds,
+        tapswitch_bin: args.tapswitch,
+        tapswitch_args: args.switch_args,
+        output: args.output,
+    };
+    eprintln!(
+        "tapswitch-bench: flood, {} rounds; TCP {} s per condition",
+        config.rounds, config.tcp_seconds
+    );
+    let output = config.output.clone();
+    let results = flood::run(config).map_err(|e| e.to_string())?;
+    println!("\n{}", flood::table(&results));
+    println!("results: {}", output.display());
+    Ok(())
 }
 
 /// The VM pair, or a note saying why it was skipped.

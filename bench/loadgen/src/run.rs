@@ -100,6 +100,7 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
         work_dir,
         tapswitch_bin: config.tapswitch_bin.clone(),
         tapswitch_args: config.tapswitch_args.clone(),
+        extra_netns: Vec::new(),
     };
     let self_exe = std::env::current_exe().map_err(RunError::SelfPath)?;
     let started = Instant::now();
@@ -178,9 +179,9 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
 }
 
 /// The run's scratch directory, removed at the end unless a round went wrong.
-struct RemoveDirOnDrop {
-    path: PathBuf,
-    keep: bool,
+pub(crate) struct RemoveDirOnDrop {
+    pub(crate) path: PathBuf,
+    pub(crate) keep: bool,
 }
 
 impl Drop for RemoveDirOnDrop {
@@ -191,7 +192,7 @@ impl Drop for RemoveDirOnDrop {
     }
 }
 
-fn check_stop() -> Result<(), RunError> {
+pub(crate) fn check_stop() -> Result<(), RunError> {
     if signals::stop_requested() {
         Err(RunError::Interrupted)
     } else {
@@ -199,7 +200,7 @@ fn check_stop() -> Result<(), RunError> {
     }
 }
 
-fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
+pub(crate) fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
     if system.switch_alive() {
         Ok(())
     } else {
@@ -210,7 +211,7 @@ fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
 }
 
 /// A subcommand of this program run inside a namespace.
-fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Command {
+pub(crate) fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Command {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", netns])
@@ -219,7 +220,7 @@ fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Co
     command
 }
 
-fn parse_tool_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_tool_json<T: serde::de::DeserializeOwned>(
     tool: &'static str,
     text: &str,
 ) -> Result<T, RunError> {
@@ -230,7 +231,7 @@ fn parse_tool_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn run_to_string(mut command: Command, what: &str) -> Result<String, RunError> {
+pub(crate) fn run_to_string(mut command: Command, what: &str) -> Result<String, RunError> {
     let output = command
         .stdin(Stdio::null())
         .output()
