@@ -1459,6 +1459,69 @@ mod tests {
     "#;
 
     #[test]
+    fn storm_control_defaults_come_from_the_switch_then_the_builtin_ones() {
+        let text = r#"
+            [switch]
+            storm_control = { unknown_unicast_pps = 20000, multicast_pps = 300 }
+
+            [[port]]
+            name = "plain"
+
+            [[port]]
+            name = "own"
+            storm_control = { broadcast_pps = "unlimited", multicast_pps = 50 }
+        "#;
+        let config = Config::from_toml(text, "test").unwrap();
+        let switch = &config.switch;
+        let plain = config.ports[0].policy_in(switch).storm;
+        assert_eq!(
+            plain,
+            StormControl {
+                broadcast_pps: Some(crate::policy::DEFAULT_BROADCAST_PPS),
+                multicast_pps: Some(300),
+                unknown_unicast_pps: Some(20000),
+            }
+        );
+        let own = config.ports[1].policy_in(switch).storm;
+        assert_eq!(
+            own,
+            StormControl {
+                broadcast_pps: None,
+                multicast_pps: Some(50),
+                unknown_unicast_pps: Some(20000),
+            }
+        );
+        // Under a default [switch], a port without settings gets the built-in caps.
+        assert_eq!(config.ports[0].policy().storm, StormControl::default());
+        // "unlimited" survives `config show`.
+        let again = toml::to_string(&config).unwrap();
+        assert!(again.contains(r#"broadcast_pps = "unlimited""#), "{again}");
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
+
+        for (text, expected) in [
+            (
+                "[switch]\nstorm_control = { broadcast_pps = 0 }",
+                "switch.storm_control.broadcast_pps: must be at least 1",
+            ),
+            (
+                "[switch]\nstorm_control = { broadcast_pps = \"lots\" }",
+                "\"lots\" is not a rate",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nstorm_control = { unknown_unicast_pps = -5 }",
+                "-5 is outside 0..=4294967295",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nstorm_control = { unknown_unicast_pps = true }",
+                "packets per second (a whole number) or \"unlimited\"",
+            ),
+        ] {
+            let error = Config::from_toml(text, "test").unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn feature_settings_become_policies() {
         let config = Config::from_toml(FEATURES, "test").unwrap();
         let access = config.ports[0].policy();

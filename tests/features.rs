@@ -408,7 +408,7 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
 #[test]
 fn a_flooding_ports_turn_is_charged_per_write() {
     const FLOOD: u32 = 20_000;
-    let mut bed = Bed::with_config(4, "", |i| {
+    let bed = Bed::with_config(4, "", |i| {
         if i == 0 {
             "storm_control = { unknown_unicast_pps = 4000000000 }\ntxqueuelen = 10000".into()
         } else {

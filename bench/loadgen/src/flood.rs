@@ -69,18 +69,6 @@ pub struct BurnReport {
     pub cpu_s: f64,
 }
 
-/// This process's user + system CPU time, in seconds.
-fn own_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes one rusage struct into the zeroed local it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    seconds(usage.ru_utime) + seconds(usage.ru_stime)
-}
-
 /// xorshift64*: cheap, and good enough to make every source MAC new.
 struct Random(u64);
 
@@ -180,7 +168,7 @@ pub fn flooder(device: &str, duration: Duration) -> Result<FloodReport, FloodErr
     let frame_len = 60;
     let mut buffers = vec![0u8; BATCH * frame_len];
     let (mut sent, mut send_errors) = (0u64, 0u64);
-    let cpu_before = own_cpu_seconds();
+    let cpu_before = cpu::own_cpu_seconds();
     let start = Instant::now();
     while start.elapsed() < duration {
         for frame in buffers.chunks_exact_mut(frame_len) {
@@ -208,7 +196,7 @@ pub fn flooder(device: &str, duration: Duration) -> Result<FloodReport, FloodErr
         sent,
         send_errors,
         elapsed_s: start.elapsed().as_secs_f64(),
-        cpu_s: own_cpu_seconds() - cpu_before,
+        cpu_s: cpu::own_cpu_seconds() - cpu_before,
     })
 }
 
@@ -218,11 +206,12 @@ pub fn flooder(device: &str, duration: Duration) -> Result<FloodReport, FloodErr
 /// machine, where a sleeper gets the CPU back later than it asked.
 pub fn burn(fraction: f64, duration: Duration) -> BurnReport {
     let fraction = fraction.clamp(0.0, 1.0);
-    let cpu_before = own_cpu_seconds();
+    let cpu_before = cpu::own_cpu_seconds();
     let start = Instant::now();
     let mut x = 1u64;
     while start.elapsed() < duration {
-        let behind = fraction * start.elapsed().as_secs_f64() - (own_cpu_seconds() - cpu_before);
+        let behind =
+            fraction * start.elapsed().as_secs_f64() - (cpu::own_cpu_seconds() - cpu_before);
         if behind > 0.0 {
             for _ in 0..20_000 {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
@@ -233,7 +222,7 @@ pub fn burn(fraction: f64, duration: Duration) -> BurnReport {
     }
     BurnReport {
         elapsed_s: start.elapsed().as_secs_f64(),
-        cpu_s: own_cpu_seconds() - cpu_before,
+        cpu_s: cpu::own_cpu_seconds() - cpu_before,
     }
 }
 
@@ -244,6 +233,9 @@ pub struct FloodConfig {
     pub systems: Vec<SystemKind>,
     pub tcp_seconds: u32,
     pub tapswitch_bin: PathBuf,
+    /// A second tapswitch build (e.g. of main) measured in the same rounds, right
+    /// after the first, as system `tapswitch-baseline`.
+    pub baseline_tapswitch: Option<PathBuf>,
     pub tapswitch_args: Vec<String>,
     pub output: PathBuf,
 }
@@ -262,7 +254,7 @@ pub struct ConditionSample {
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodSample {
     pub round: u32,
-    pub system: &'static str,
+    pub system: String,
     pub clean: ConditionSample,
     pub flood: ConditionSample,
     pub equal_load: ConditionSample,
@@ -307,7 +299,7 @@ impl Spread {
 /// Per system: medians and spreads over the rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodSummary {
-    pub system: &'static str,
+    pub system: String,
     pub clean_gbps: Option<Spread>,
     pub equal_load_gbps: Option<Spread>,
     pub flood_gbps: Option<Spread>,
@@ -329,7 +321,7 @@ pub struct FloodResults {
     pub rounds: Vec<FloodSample>,
 }
 
-fn summarise(system: &'static str, samples: &[FloodSample]) -> FloodSummary {
+fn summarise(system: &str, samples: &[FloodSample]) -> FloodSummary {
     let mine: Vec<&FloodSample> = samples.iter().filter(|s| s.system == system).collect();
     let spread = |value: &dyn Fn(&FloodSample) -> Option<f64>| {
         let values: Vec<f64> = mine.iter().filter_map(|s| value(s)).collect();
@@ -337,7 +329,7 @@ fn summarise(system: &'static str, samples: &[FloodSample]) -> FloodSummary {
     };
     let cpu_share = |report: Option<(f64, f64)>| report.map(|(cpu, wall)| cpu / wall);
     FloodSummary {
-        system,
+        system: system.to_owned(),
         clean_gbps: spread(&|s| FloodSample::gbps(&s.clean)),
         equal_load_gbps: spread(&|s| FloodSample::gbps(&s.equal_load)),
         flood_gbps: spread(&|s| FloodSample::gbps(&s.flood)),
@@ -361,15 +353,8 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
     }
     signals::install();
     let run_id = std::process::id();
-    let work_dir = std::env::temp_dir().join(format!("tsb-{run_id}"));
-    std::fs::create_dir_all(&work_dir).map_err(|source| RunError::Write {
-        path: work_dir.display().to_string(),
-        source,
-    })?;
-    let mut work_dir_guard = RemoveDirOnDrop {
-        path: work_dir.clone(),
-        keep: false,
-    };
+    let mut work_dir_guard = RemoveDirOnDrop::create(run_id)?;
+    let work_dir = work_dir_guard.path().to_owned();
     let names = ["a", "b", "c", "d"].map(|side| format!("tsb-{run_id}-{side}"));
     let namespaces = names
         .iter()
@@ -387,58 +372,63 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
             namespaces[3].name().to_owned(),
         ],
     };
+    // (system, its name in the results, its context): the baseline build is
+    // tapswitch with another binary.
+    let mut entrants: Vec<(SystemKind, String, RunContext)> = Vec::new();
+    for &kind in &config.systems {
+        entrants.push((kind, kind.name().to_owned(), ctx.clone()));
+        if let (SystemKind::Tapswitch, Some(baseline)) = (kind, &config.baseline_tapswitch) {
+            let mut baseline_ctx = ctx.clone();
+            baseline_ctx.tapswitch_bin = baseline.clone();
+            entrants.push((kind, "tapswitch-baseline".to_owned(), baseline_ctx));
+        }
+    }
     let self_exe = std::env::current_exe().map_err(RunError::SelfPath)?;
     let started = Instant::now();
     let mut samples = Vec::new();
     'rounds: for round in 1..=config.rounds {
-        for &kind in &config.systems {
+        for (kind, name, ctx) in &entrants {
+            let kind = *kind;
             if signals::stop_requested() {
                 break 'rounds;
             }
             eprintln!(
-                "[{:>5.0}s] flood round {round}/{} {}",
+                "[{:>5.0}s] flood round {round}/{} {name}",
                 started.elapsed().as_secs_f64(),
                 config.rounds,
-                kind.name()
             );
             let mut sample = FloodSample {
                 round,
-                system: kind.name(),
+                system: name.clone(),
                 clean: ConditionSample::default(),
                 flood: ConditionSample::default(),
                 equal_load: ConditionSample::default(),
                 error: None,
                 warnings: Vec::new(),
             };
-            let label = format!("flood-r{round}-{}", kind.name());
-            let outcome = systems::attach(kind, &ctx, &label)
+            let label = format!("flood-r{round}-{name}");
+            let outcome = systems::attach(kind, ctx, &label)
                 .map_err(RunError::from)
                 .and_then(|mut system| {
-                    let measured = measure(&mut system, &ctx, &config, &self_exe, &mut sample);
+                    let measured = measure(&mut system, ctx, &config, &self_exe, &mut sample);
                     sample.warnings.extend(system.detach());
                     measured
                 });
             if let Err(error) = outcome {
-                eprintln!("    {} round {round} failed: {error}", kind.name());
                 sample.error = Some(error.to_string());
             }
-            for warning in &sample.warnings {
-                eprintln!("    warning: {warning}");
-            }
+            run::print_round_problems(name, round, &sample.error, &sample.warnings);
             samples.push(sample);
         }
     }
-    if samples
+    work_dir_guard.keep_if(
+        samples
+            .iter()
+            .any(|s| s.error.is_some() || !s.warnings.is_empty()),
+    );
+    let summaries = entrants
         .iter()
-        .any(|s| s.error.is_some() || !s.warnings.is_empty())
-    {
-        work_dir_guard.keep = true;
-        eprintln!("logs kept in {}", work_dir_guard.path.display());
-    }
-    let summaries = config
-        .systems
-        .iter()
-        .map(|kind| summarise(kind.name(), &samples))
+        .map(|(_, name, _)| summarise(name, &samples))
         .collect();
     let results = FloodResults {
         config: config.clone(),
@@ -582,13 +572,16 @@ fn condition(
     Ok(sample)
 }
 
+/// A line of the table: its label, the figure it shows, decimals.
+type TableRow = (&'static str, fn(&FloodSummary) -> &Option<Spread>, usize);
+
 /// The table for people.
 pub fn table(results: &FloodResults) -> String {
     let fmt = |spread: &Option<Spread>, digits: usize| match spread {
         Some(s) => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits),
         None => "-".into(),
     };
-    let rows: [(&str, fn(&FloodSummary) -> &Option<Spread>, usize); 11] = [
+    let rows: [TableRow; 11] = [
         ("TCP clean (Gb/s)", |s| &s.clean_gbps, 2),
         ("TCP under equal CPU load (Gb/s)", |s| &s.equal_load_gbps, 2),
         ("TCP under flood (Gb/s)", |s| &s.flood_gbps, 2),

@@ -167,6 +167,10 @@ struct FloodArgs {
     /// The tapswitch binary.
     #[arg(long, default_value = "target/release/tapswitch")]
     tapswitch: PathBuf,
+    /// Another tapswitch build (e.g. of main) to measure in the same rounds, as
+    /// `tapswitch-baseline`.
+    #[arg(long)]
+    baseline_tapswitch: Option<PathBuf>,
     /// Extra argument passed to `tapswitch run` (repeat for several).
     #[arg(long = "switch-arg", allow_hyphen_values = true)]
     switch_args: Vec<String>,
@@ -358,9 +362,14 @@ fn run_flood(args: FloodArgs) -> Result<(), String> {
         systems,
         tcp_seconds: args.tcp_seconds,
         tapswitch_bin: args.tapswitch,
+        baseline_tapswitch: args.baseline_tapswitch,
         tapswitch_args: args.switch_args,
         output: args.output,
     };
+    if let Some(baseline) = &config.baseline_tapswitch {
+        run::check_requirements(SystemKind::Tapswitch, baseline)
+            .map_err(|reason| format!("baseline: {reason}"))?;
+    }
     eprintln!(
         "tapswitch-bench: flood, {} rounds; TCP {} s per condition",
         config.rounds, config.tcp_seconds

@@ -82,15 +82,8 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
     }
     signals::install();
     let run_id = std::process::id();
-    let work_dir = std::env::temp_dir().join(format!("tsb-{run_id}"));
-    std::fs::create_dir_all(&work_dir).map_err(|source| RunError::Write {
-        path: work_dir.display().to_string(),
-        source,
-    })?;
-    let mut work_dir_guard = RemoveDirOnDrop {
-        path: work_dir.clone(),
-        keep: false,
-    };
+    let mut work_dir_guard = RemoveDirOnDrop::create(run_id)?;
+    let work_dir = work_dir_guard.path().to_owned();
     let netns_a = OwnedNetns::create(&format!("tsb-{run_id}-a"))?;
     let netns_b = OwnedNetns::create(&format!("tsb-{run_id}-b"))?;
     let ctx = RunContext {
@@ -143,23 +136,17 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
                     samples.push(sample);
                     break 'rounds;
                 }
-                eprintln!("    {} round {round} failed: {error}", kind.name());
                 sample.error = Some(error.to_string());
             }
-            for warning in &sample.warnings {
-                eprintln!("    warning: {warning}");
-            }
+            print_round_problems(kind.name(), round, &sample.error, &sample.warnings);
             samples.push(sample);
         }
     }
-    if samples
-        .iter()
-        .any(|s| s.error.is_some() || !s.warnings.is_empty())
-    {
-        // The switch and OVS logs there are what explains a failed round.
-        work_dir_guard.keep = true;
-        eprintln!("logs kept in {}", work_dir_guard.path.display());
-    }
+    work_dir_guard.keep_if(
+        samples
+            .iter()
+            .any(|s| s.error.is_some() || !s.warnings.is_empty()),
+    );
     let machine = MachineInfo::collect(&config.tapswitch_bin);
     let results = Results::build(
         &config,
@@ -180,8 +167,49 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
 
 /// The run's scratch directory, removed at the end unless a round went wrong.
 pub(crate) struct RemoveDirOnDrop {
-    pub(crate) path: PathBuf,
-    pub(crate) keep: bool,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl RemoveDirOnDrop {
+    /// Creates the run's scratch directory, `tsb-<run id>` in the temp directory.
+    pub(crate) fn create(run_id: u32) -> Result<Self, RunError> {
+        let path = std::env::temp_dir().join(format!("tsb-{run_id}"));
+        std::fs::create_dir_all(&path).map_err(|source| RunError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { path, keep: false })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Keeps the directory when a round went wrong: the switch and OVS logs there
+    /// are what explains it.
+    pub(crate) fn keep_if(&mut self, something_went_wrong: bool) {
+        if something_went_wrong {
+            self.keep = true;
+            eprintln!("logs kept in {}", self.path.display());
+        }
+    }
+}
+
+/// Tells on stderr how a system's round went wrong, if it did.
+pub(crate) fn print_round_problems(
+    system: &str,
+    round: u32,
+    error: &Option<String>,
+    warnings: &[String],
+) {
+    if let Some(error) = error {
+        eprintln!("    {system} round {round} failed: {error}");
+    }
+    for warning in warnings {
+        eprintln!("    warning: {warning}");
+    }
 }
 
 impl Drop for RemoveDirOnDrop {
