@@ -50,6 +50,12 @@ use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, MacAddr, VLAN_TAG_L
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
 
+/// How long a port queue waits for its next turn after one spent mostly on frames
+/// storm control dropped. Its TAP queue (1000 frames by default) holds a
+/// millisecond of a fast flood; the switch reads at most a turn's worth of a
+/// storming port per this, i.e. some 64,000 frames a second.
+const STORM_HOLD_BACK: Duration = Duration::from_millis(1);
+
 /// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.
 pub const MAX_QUEUES: usize = 16;
 
@@ -621,6 +627,9 @@ pub struct Dataplane {
     primary: Option<DataplaneHandle>,
     /// Port queues with frames waiting, in the order they are served.
     ready: VecDeque<(PortId, usize)>,
+    /// Port queues with frames waiting that are not served again before the
+    /// instant given: their last turn was mostly frames storm control dropped.
+    held_back: Vec<(PortId, usize, Instant)>,
     buffer: Box<[u8]>,
     egress: Vec<Egress>,
     dead: Vec<PortId>,
@@ -674,6 +683,7 @@ impl Dataplane {
             workers: Workers::default(),
             primary,
             ready: VecDeque::new(),
+            held_back: Vec::new(),
             buffer: vec![0; BUFFER_LEN].into_boxed_slice(),
             egress: Vec::new(),
             dead: Vec::new(),
@@ -984,10 +994,13 @@ impl Dataplane {
         let mut spin_until = Instant::now();
         loop {
             let now = Instant::now();
+            let next_wakeup = self
+                .release_held_back(now)
+                .map_or(next_housekeeping, |resume| resume.min(next_housekeeping));
             let timeout = if !self.ready.is_empty() || now < spin_until {
                 Duration::ZERO
             } else {
-                next_housekeeping.saturating_duration_since(now)
+                next_wakeup.saturating_duration_since(now)
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -1177,6 +1190,20 @@ impl Dataplane {
         }
     }
 
+    /// Puts the held-back queues whose time has come back on the ready list;
+    /// returns when the next of the others is due.
+    fn release_held_back(&mut self, now: Instant) -> Option<Instant> {
+        let ready = &mut self.ready;
+        self.held_back.retain(|&(id, queue, resume)| {
+            let due = resume <= now;
+            if due {
+                ready.push_back((id, queue));
+            }
+            !due
+        });
+        self.held_back.iter().map(|&(_, _, resume)| resume).min()
+    }
+
     /// One pass over the ready list: each port gets up to `poll_budget` units of work.
     /// Returns the number of frames read.
     fn serve_ready_ports(&mut self) -> usize {
@@ -1185,10 +1212,18 @@ impl Dataplane {
             let Some((id, queue)) = self.ready.pop_front() else {
                 break;
             };
-            let (read, drained) = self.serve_port(id, queue);
+            let (read, drained, policed) = self.serve_port(id, queue);
             self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {
+                // A port that used its whole turn on frames over its storm-control
+                // rates waits before its next: it still gets its share of what
+                // the loop does, but flooding cannot make the switch read for it
+                // as fast as it writes. Its TAP queue keeps the rest, or drops it.
+                Some(Some(_)) if !drained && policed * 2 > read => {
+                    self.held_back
+                        .push((id, queue, Instant::now() + STORM_HOLD_BACK))
+                }
                 Some(Some(_)) if !drained => self.ready.push_back((id, queue)),
                 Some(Some(slot)) => slot.ready &= !(1 << queue),
                 _ => {}
@@ -1202,35 +1237,42 @@ impl Dataplane {
 
     /// Reads and forwards frames from queue `queue` of `ingress` until their
     /// writes add up to `poll_budget` (a frame that goes nowhere counts as one).
-    /// Returns the frames read, and true when the queue is drained (or the port
-    /// gone), false when the budget ran out.
-    fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool) {
+    /// Returns the frames read, true when the queue is drained (or the port
+    /// gone) and false when the budget ran out, and how many of the frames
+    /// storm control dropped.
+    fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool, usize) {
         let now = Instant::now();
-        let mut frames = 0;
-        let mut work = 0;
+        let (mut frames, mut work, mut policed) = (0, 0, 0);
         while work < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
-                return (frames, true);
+                return (frames, true, policed);
             };
             let len = match slot.port.recv(queue, &mut self.buffer) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (frames, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (frames, true, policed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     warn!(port = slot.port.name(), error = %e, "reading failed; removing the port");
                     self.dead.push(ingress);
-                    return (frames, true);
+                    return (frames, true, policed);
                 }
             };
             frames += 1;
-            work += self.forward_frame(ingress, len, now).max(1);
+            match self.forward_frame(ingress, len, now) {
+                Handled::Written(ports) => work += ports.max(1),
+                Handled::Policed => {
+                    work += 1;
+                    policed += 1;
+                }
+            }
         }
-        (frames, false)
+        (frames, false, policed)
     }
 
     /// Forwards the frame of `len` bytes in the buffer, read from `ingress`.
-    /// Returns the number of egress ports it was given to (0 when dropped).
-    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) -> usize {
+    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) -> Handled {
         let Self {
             ports,
             forwarder,
@@ -1243,7 +1285,7 @@ impl Dataplane {
         } = self;
         let packet = &buffer[..len];
         let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
-            return 0;
+            return Handled::Written(0);
         };
         let hdr_len = in_slot.port.vnet_hdr_len();
         in_slot.counters.rx_frames += 1;
@@ -1254,7 +1296,7 @@ impl Dataplane {
                 Some(header) => Some(header),
                 None => {
                     in_slot.counters.drops.count(DropReason::Runt);
-                    return 0;
+                    return Handled::Written(0);
                 }
             }
         } else {
@@ -1267,13 +1309,13 @@ impl Dataplane {
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
                 in_slot.counters.drops.count(DropReason::BadVnetHeader);
-                return 0;
+                return Handled::Written(0);
             }
         };
         let is_gso = offload.segmentation.is_some();
         if !is_gso && frame.len() > in_slot.max_frame_len() {
             in_slot.counters.drops.count(DropReason::Oversize);
-            return 0;
+            return Handled::Written(0);
         }
 
         // The lock is held for the decision only, never across a syscall.
@@ -1291,8 +1333,10 @@ impl Dataplane {
             report_forward_events(&mut forwarder, ports, events);
         }
         drop(forwarder);
-        if matches!(verdict, Verdict::Drop(_)) {
-            return 0;
+        match verdict {
+            Verdict::Drop(reason) if reason.is_storm() => return Handled::Policed,
+            Verdict::Drop(_) => return Handled::Written(0),
+            Verdict::Forward => {}
         }
 
         for &Egress { port: out, tag } in egress.iter() {
@@ -1327,7 +1371,7 @@ impl Dataplane {
                 dead.push(out);
             }
         }
-        egress.len()
+        Handled::Written(egress.len())
     }
 
     /// Removes a port whose device failed. On the primary: everywhere; on
@@ -1403,8 +1447,17 @@ impl Dataplane {
                 .deregister(&mut SourceFd(&slot.port.raw_fd(queue)));
         }
         self.ready.retain(|&(p, _)| p != id);
+        self.held_back.retain(|&(p, _, _)| p != id);
         Some(slot)
     }
+}
+
+/// What became of one frame read, for the port's turn.
+enum Handled {
+    /// Written to this many ports (0: dropped for another reason than storm control).
+    Written(usize),
+    /// Dropped by storm control.
+    Policed,
 }
 
 /// Counts the outcome of writing `len` bytes to `slot`; false when the port

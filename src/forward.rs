@@ -115,6 +115,16 @@ impl DropReason {
         DropReason::StormUnknownUnicast,
     ];
 
+    /// Whether storm control dropped the frame (over a flood rate of its port).
+    pub const fn is_storm(self) -> bool {
+        matches!(
+            self,
+            DropReason::StormBroadcast
+                | DropReason::StormMulticast
+                | DropReason::StormUnknownUnicast
+        )
+    }
+
     /// Stable snake_case name, used as a counter label.
     pub const fn name(self) -> &'static str {
         match self {
@@ -841,6 +851,15 @@ mod tests {
             DropReason::ALL.iter().map(|reason| reason.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
         assert_eq!(DropReason::SameSegment.name(), "same_segment");
+        let storm: Vec<_> = DropReason::ALL.iter().filter(|r| r.is_storm()).collect();
+        assert_eq!(
+            storm,
+            [
+                &DropReason::StormBroadcast,
+                &DropReason::StormMulticast,
+                &DropReason::StormUnknownUnicast
+            ]
+        );
     }
 
     #[test]
