@@ -20,7 +20,7 @@ use crate::cpu;
 use crate::iperf::{self, TcpReport, TcpTest};
 use crate::netns::OwnedNetns;
 use crate::proc::OwnedChild;
-use crate::run::{self, RemoveDirOnDrop, RunError};
+use crate::run::{self, RunError};
 use crate::signals;
 use crate::stats;
 use crate::systems::{self, AttachedSystem, RunContext, SystemKind};
@@ -348,12 +348,7 @@ fn summarise(system: &str, samples: &[FloodSample]) -> FloodSummary {
 
 /// Runs the scenario and writes the results file.
 pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
-    if !config.systems.contains(&SystemKind::Bridge) {
-        return Err(RunError::NoBaseline);
-    }
-    signals::install();
-    let run_id = std::process::id();
-    let mut work_dir_guard = RemoveDirOnDrop::create(run_id)?;
+    let (run_id, mut work_dir_guard) = run::start_run(&config.systems)?;
     let work_dir = work_dir_guard.path().to_owned();
     let names = ["a", "b", "c", "d"].map(|side| format!("tsb-{run_id}-{side}"));
     let namespaces = names

@@ -188,22 +188,13 @@ fn main() -> ExitCode {
             device,
             duration_ms,
         } => flood::flooder(&device, Duration::from_millis(duration_ms))
-            .map(|report| {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("plain struct serialises")
-                )
-            })
+            .map(|report| print_json(&report))
             .map_err(|e| e.to_string()),
         Tool::Burn {
             fraction,
             duration_ms,
         } => {
-            let report = flood::burn(fraction, Duration::from_millis(duration_ms));
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("plain struct serialises")
-            );
+            print_json(&flood::burn(fraction, Duration::from_millis(duration_ms)));
             Ok(())
         }
         Tool::RrServer { bind } => rr::serve(bind).map_err(|e| e.to_string()),
@@ -220,12 +211,7 @@ fn main() -> ExitCode {
             warmup,
             timeout: Duration::from_millis(timeout_ms),
         })
-        .map(|report| {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("plain struct serialises")
-            )
-        })
+        .map(|report| print_json(&report))
         .map_err(|e| e.to_string()),
         Tool::Blast {
             dst,
@@ -240,12 +226,7 @@ fn main() -> ExitCode {
             duration: Duration::from_millis(duration_ms),
             trial,
         })
-        .map(|report| {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("plain struct serialises")
-            )
-        })
+        .map(|report| print_json(&report))
         .map_err(|e| e.to_string()),
         Tool::Sink { bind, quiet_ms } => {
             blast::sink(bind, Duration::from_millis(quiet_ms)).map_err(|e| e.to_string())
@@ -258,6 +239,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tool's report: one JSON line on stdout, for the orchestrator to read.
+fn print_json(report: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(report).expect("plain struct serialises")
+    );
 }
 
 fn run_benchmark(args: RunArgs) -> Result<(), String> {

@@ -77,12 +77,7 @@ pub struct RunConfig {
 
 /// Runs the whole benchmark and writes the results file; returns the results.
 pub fn run(config: RunConfig) -> Result<Results, RunError> {
-    if !config.systems.contains(&SystemKind::Bridge) {
-        return Err(RunError::NoBaseline);
-    }
-    signals::install();
-    let run_id = std::process::id();
-    let mut work_dir_guard = RemoveDirOnDrop::create(run_id)?;
+    let (run_id, mut work_dir_guard) = start_run(&config.systems)?;
     let work_dir = work_dir_guard.path().to_owned();
     let netns_a = OwnedNetns::create(&format!("tsb-{run_id}-a"))?;
     let netns_b = OwnedNetns::create(&format!("tsb-{run_id}-b"))?;
@@ -163,6 +158,17 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
         return Err(RunError::Interrupted);
     }
     Ok(results)
+}
+
+/// What every run starts with: the bridge among the systems (every ratio is
+/// against it), Ctrl-C handled, and a scratch directory named after the run id.
+pub(crate) fn start_run(systems: &[SystemKind]) -> Result<(u32, RemoveDirOnDrop), RunError> {
+    if !systems.contains(&SystemKind::Bridge) {
+        return Err(RunError::NoBaseline);
+    }
+    signals::install();
+    let run_id = std::process::id();
+    Ok((run_id, RemoveDirOnDrop::create(run_id)?))
 }
 
 /// The run's scratch directory, removed at the end unless a round went wrong.
