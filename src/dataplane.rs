@@ -1193,14 +1193,34 @@ impl Dataplane {
     /// Puts the held-back queues whose time has come back on the ready list;
     /// returns when the next of the others is due.
     fn release_held_back(&mut self, now: Instant) -> Option<Instant> {
-        let ready = &mut self.ready;
-        self.held_back.retain(|&(id, queue, resume)| {
-            let due = resume <= now;
-            if due {
-                ready.push_back((id, queue));
+        let mut index = 0;
+        while index < self.held_back.len() {
+            let (id, queue, resume) = self.held_back[index];
+            if resume > now {
+                index += 1;
+                continue;
             }
-            !due
-        });
+            self.held_back.swap_remove(index);
+            let Some(Some(slot)) = self.ports.get(id.index()) else {
+                continue;
+            };
+            // Registering again reports the frames already waiting, too.
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&slot.port.raw_fd(queue)),
+                token(id, queue),
+                Interest::READABLE,
+            );
+            match registered {
+                Ok(()) => self.ready.push_back((id, queue)),
+                Err(error) => {
+                    warn!(port = slot.port.name(), %error, "cannot wait for the port again; removing it");
+                    self.dead.push(id);
+                }
+            }
+        }
+        for dead in std::mem::take(&mut self.dead) {
+            self.remove_port(dead);
+        }
         self.held_back.iter().map(|&(_, _, resume)| resume).min()
     }
 
@@ -1220,9 +1240,14 @@ impl Dataplane {
                 // rates waits before its next: it still gets its share of what
                 // the loop does, but flooding cannot make the switch read for it
                 // as fast as it writes. Its TAP queue keeps the rest, or drops it.
-                Some(Some(_)) if !drained && policed * 2 > read => {
+                // Out of epoll meanwhile: every frame it queues would wake the loop.
+                Some(Some(slot)) if !drained && policed * 2 > read => {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&slot.port.raw_fd(queue)));
                     self.held_back
-                        .push((id, queue, Instant::now() + STORM_HOLD_BACK))
+                        .push((id, queue, Instant::now() + STORM_HOLD_BACK));
                 }
                 Some(Some(_)) if !drained => self.ready.push_back((id, queue)),
                 Some(Some(slot)) => slot.ready &= !(1 << queue),
