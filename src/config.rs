@@ -92,8 +92,10 @@ pub struct SwitchConfig {
     /// Default for ports that do not say: vnet header with checksum and
     /// segmentation offloads (64 KiB super-frames through the switch).
     pub offloads: bool,
-    /// Frames read from one port before the loop turns to the next, so one
-    /// busy port cannot starve the others.
+    /// Work the loop does for one port before it turns to the next, so one
+    /// busy port cannot starve the others: a frame costs one unit per port it
+    /// is written to (a flood to N ports costs N), and at least one (read and
+    /// dropped).
     pub poll_budget: usize,
     /// Microseconds the loop keeps polling without sleeping after it last
     /// forwarded a frame. Trades CPU under load for request/response latency;
@@ -134,6 +136,9 @@ pub struct SwitchConfig {
     /// restarted switch restores; `/var/lib/tapswitch` when unset. One per switch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_dir: Option<PathBuf>,
+    /// Storm-control caps of every port that does not set its own (per key).
+    #[serde(skip_serializing_if = "StormControlConfig::is_empty")]
+    pub storm_control: StormControlConfig,
 }
 
 /// `[switch.mac_flap]`: `moves` moves of one MAC between ports within `window_ms`
@@ -167,6 +172,7 @@ impl Default for SwitchConfig {
             group: None,
             libvirt_uri: None,
             state_dir: None,
+            storm_control: StormControlConfig::default(),
         }
     }
 }
@@ -276,7 +282,10 @@ impl VlanSpec {
     }
 }
 
-/// `storm_control = { ... }`: ingress caps in packets per second.
+/// `storm_control = { ... }`: ingress caps in packets per second, in a `[[port]]`
+/// table or as the defaults in `[switch]`. A key a port leaves out takes the
+/// `[switch]` value, and one left out there the built-in default
+/// ([`StormControl::default`]: broadcast and unknown unicast capped, multicast not).
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(
     deny_unknown_fields,
@@ -285,11 +294,120 @@ impl VlanSpec {
 )]
 pub struct StormControlConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broadcast_pps: Option<u32>,
+    pub broadcast_pps: Option<StormRate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub multicast_pps: Option<u32>,
+    pub multicast_pps: Option<StormRate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unknown_unicast_pps: Option<u32>,
+    pub unknown_unicast_pps: Option<StormRate>,
+}
+
+impl StormControlConfig {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn rates(&self) -> [(&'static str, Option<StormRate>); 3] {
+        [
+            ("broadcast_pps", self.broadcast_pps),
+            ("multicast_pps", self.multicast_pps),
+            ("unknown_unicast_pps", self.unknown_unicast_pps),
+        ]
+    }
+
+    /// Every rate at least 1; `prefix` names the table in errors.
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        for (key, rate) in self.rates() {
+            if rate == Some(StormRate::Pps(0)) {
+                return Err(invalid(
+                    format!("{prefix}storm_control.{key}"),
+                    "must be at least 1 packet per second (turn the flood off with flood_* = false, the cap with \"unlimited\")",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The caps for a port with these settings under `defaults` (the `[switch]` table).
+    pub fn resolve(&self, defaults: &StormControlConfig) -> StormControl {
+        let builtin = StormControl::default();
+        let pick =
+            |port: Option<StormRate>, switch: Option<StormRate>, builtin: Option<u32>| match port
+                .or(switch)
+            {
+                Some(StormRate::Pps(rate)) => Some(rate),
+                Some(StormRate::Unlimited) => None,
+                None => builtin,
+            };
+        StormControl {
+            broadcast_pps: pick(
+                self.broadcast_pps,
+                defaults.broadcast_pps,
+                builtin.broadcast_pps,
+            ),
+            multicast_pps: pick(
+                self.multicast_pps,
+                defaults.multicast_pps,
+                builtin.multicast_pps,
+            ),
+            unknown_unicast_pps: pick(
+                self.unknown_unicast_pps,
+                defaults.unknown_unicast_pps,
+                builtin.unknown_unicast_pps,
+            ),
+        }
+    }
+}
+
+/// One storm-control rate: packets per second, or `"unlimited"`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StormRate {
+    Pps(u32),
+    Unlimited,
+}
+
+impl Serialize for StormRate {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StormRate::Pps(rate) => serializer.serialize_u32(*rate),
+            StormRate::Unlimited => serializer.serialize_str("unlimited"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StormRate {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RateVisitor;
+        impl serde::de::Visitor<'_> for RateVisitor {
+            type Value = StormRate;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("packets per second (a whole number) or \"unlimited\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<StormRate, E> {
+                u32::try_from(value).map(StormRate::Pps).map_err(|_| {
+                    E::custom(format!(
+                        "{value} is outside 0..={} packets per second",
+                        u32::MAX
+                    ))
+                })
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<StormRate, E> {
+                self.visit_i64(i64::try_from(value).unwrap_or(i64::MAX))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<StormRate, E> {
+                match value {
+                    "unlimited" => Ok(StormRate::Unlimited),
+                    other => Err(E::custom(format!(
+                        "{other:?} is not a rate: give packets per second or \"unlimited\""
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(RateVisitor)
+    }
 }
 
 /// One port: a TAP whose fd the switch holds and whose netdev is the endpoint.
@@ -738,19 +856,7 @@ impl PortConfig {
         self.validate_security(prefix)?;
         self.validate_vm(prefix)?;
         if let Some(storm) = &self.storm_control {
-            let rates = [
-                ("broadcast_pps", storm.broadcast_pps),
-                ("multicast_pps", storm.multicast_pps),
-                ("unknown_unicast_pps", storm.unknown_unicast_pps),
-            ];
-            for (key, rate) in rates {
-                if rate == Some(0) {
-                    return Err(invalid(
-                        format!("{prefix}storm_control.{key}"),
-                        "must be at least 1 packet per second (turn the flood off with flood_* = false)",
-                    ));
-                }
-            }
+            storm.validate(prefix)?;
         }
         Ok(())
     }
@@ -994,9 +1100,15 @@ impl PortConfig {
         format!("{prefix}{}{:06x}", &self.name[..5], hash & 0x00ff_ffff)
     }
 
-    /// The forwarding policy this port's settings describe. Only meaningful once the
-    /// config validated.
+    /// The forwarding policy this port's settings describe under a default
+    /// `[switch]` table. Only meaningful once the config validated.
     pub fn policy(&self) -> PortPolicy {
+        self.policy_in(&SwitchConfig::default())
+    }
+
+    /// The forwarding policy this port's settings describe on a switch whose
+    /// `[switch]` table is `switch` (it holds the storm-control defaults).
+    pub fn policy_in(&self, switch: &SwitchConfig) -> PortPolicy {
         let vlan = match self.vlan_mode {
             None => VlanMode::Transparent,
             Some(VlanModeName::Access) => VlanMode::Access {
@@ -1024,7 +1136,11 @@ impl PortConfig {
         {
             allowed_macs.push(mac);
         }
-        let storm = self.storm_control.clone().unwrap_or_default();
+        let storm = self
+            .storm_control
+            .clone()
+            .unwrap_or_default()
+            .resolve(&switch.storm_control);
         PortPolicy {
             enabled: true,
             vlan,
@@ -1034,11 +1150,7 @@ impl PortConfig {
                 sticky: self.sticky_macs,
                 allowed_macs: allowed_macs.into_boxed_slice(),
             },
-            storm: StormControl {
-                broadcast_pps: storm.broadcast_pps,
-                multicast_pps: storm.multicast_pps,
-                unknown_unicast_pps: storm.unknown_unicast_pps,
-            },
+            storm,
             isolated: self.isolated,
             flood: FloodControl {
                 unknown_unicast: self.flood_unknown_unicast,
@@ -1120,6 +1232,7 @@ impl Config {
         if switch.poll_budget == 0 {
             return Err(invalid("switch.poll_budget", "must be at least 1"));
         }
+        switch.storm_control.validate("switch.")?;
         if !(1..=MAX_THREADS).contains(&switch.threads) {
             return Err(invalid(
                 "switch.threads",
@@ -1350,6 +1463,69 @@ mod tests {
         allowed_vlans = [10, 20, "100-102"]
         native_vlan = 1        # optional: sent untagged
     "#;
+
+    #[test]
+    fn storm_control_defaults_come_from_the_switch_then_the_builtin_ones() {
+        let text = r#"
+            [switch]
+            storm_control = { unknown_unicast_pps = 20000, multicast_pps = 300 }
+
+            [[port]]
+            name = "plain"
+
+            [[port]]
+            name = "own"
+            storm_control = { broadcast_pps = "unlimited", multicast_pps = 50 }
+        "#;
+        let config = Config::from_toml(text, "test").unwrap();
+        let switch = &config.switch;
+        let plain = config.ports[0].policy_in(switch).storm;
+        assert_eq!(
+            plain,
+            StormControl {
+                broadcast_pps: Some(crate::policy::DEFAULT_BROADCAST_PPS),
+                multicast_pps: Some(300),
+                unknown_unicast_pps: Some(20000),
+            }
+        );
+        let own = config.ports[1].policy_in(switch).storm;
+        assert_eq!(
+            own,
+            StormControl {
+                broadcast_pps: None,
+                multicast_pps: Some(50),
+                unknown_unicast_pps: Some(20000),
+            }
+        );
+        // Under a default [switch], a port without settings gets the built-in caps.
+        assert_eq!(config.ports[0].policy().storm, StormControl::default());
+        // "unlimited" survives `config show`.
+        let again = toml::to_string(&config).unwrap();
+        assert!(again.contains(r#"broadcast_pps = "unlimited""#), "{again}");
+        assert_eq!(Config::from_toml(&again, "again").unwrap(), config);
+
+        for (text, expected) in [
+            (
+                "[switch]\nstorm_control = { broadcast_pps = 0 }",
+                "switch.storm_control.broadcast_pps: must be at least 1",
+            ),
+            (
+                "[switch]\nstorm_control = { broadcast_pps = \"lots\" }",
+                "\"lots\" is not a rate",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nstorm_control = { unknown_unicast_pps = -5 }",
+                "-5 is outside 0..=4294967295",
+            ),
+            (
+                "[[port]]\nname = \"p\"\nstorm_control = { unknown_unicast_pps = true }",
+                "packets per second (a whole number) or \"unlimited\"",
+            ),
+        ] {
+            let error = Config::from_toml(text, "test").unwrap_err().to_string();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
 
     #[test]
     fn feature_settings_become_policies() {

@@ -1413,7 +1413,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
         .request(|reply| Command::AddPort {
             port: Box::new(tap),
             mtu: port.mtu,
-            settings: switch::settings_of(&port),
+            settings: switch::settings_of(&state.config.switch, &port),
             reply,
         })
         .map_err(|e| e.to_string())
@@ -1467,8 +1467,8 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
     let new = old
         .with_runtime_settings(&settings)
         .map_err(|e| e.to_string())?;
-    let old_policy = old.policy();
-    let new_policy = new.policy();
+    let old_policy = old.policy_in(&state.config.switch);
+    let new_policy = new.policy_in(&state.config.switch);
     let update = PortUpdate {
         mtu: (new.mtu != old.mtu).then_some(new.mtu),
         // Given explicitly even when the config says so already: it is also what

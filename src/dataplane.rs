@@ -4,7 +4,10 @@
 //! mio is edge-triggered: a readiness event arrives once per transition, so a
 //! port that signalled stays on the *ready list* until a read returns
 //! `WouldBlock`. Each turn serves every ready port for at most `poll_budget`
-//! frames, so one busy port cannot starve the rest. One buffer serves every
+//! units of work, so one busy port cannot starve the rest; a frame costs one
+//! unit per port it is written to (and one when it goes nowhere), so a port
+//! whose frames flood to every other port gets fewer of them per turn than a
+//! port talking to one peer. One buffer serves every
 //! frame: read once, written to each egress port, never copied or allocated.
 //!
 //! The control plane talks to the loop only through a channel and a mio
@@ -46,6 +49,12 @@ use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, MacAddr, VLAN_TAG_L
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
+
+/// How long a port queue waits for its next turn after one spent mostly on frames
+/// storm control dropped. Its TAP queue (1000 frames by default) holds a
+/// millisecond of a fast flood; the switch reads at most a turn's worth of a
+/// storming port per this, i.e. some 64,000 frames a second.
+const STORM_HOLD_BACK: Duration = Duration::from_millis(1);
 
 /// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.
 pub const MAX_QUEUES: usize = 16;
@@ -645,6 +654,9 @@ pub struct Dataplane {
     primary: Option<DataplaneHandle>,
     /// Port queues with frames waiting, in the order they are served.
     ready: VecDeque<(PortId, usize)>,
+    /// Port queues with frames waiting that are not served again before the
+    /// instant given: their last turn was mostly frames storm control dropped.
+    held_back: Vec<(PortId, usize, Instant)>,
     buffer: Box<[u8]>,
     egress: Vec<Egress>,
     dead: Vec<PortId>,
@@ -698,6 +710,7 @@ impl Dataplane {
             workers: Workers::default(),
             primary,
             ready: VecDeque::new(),
+            held_back: Vec::new(),
             buffer: vec![0; BUFFER_LEN].into_boxed_slice(),
             egress: Vec::new(),
             dead: Vec::new(),
@@ -1008,10 +1021,13 @@ impl Dataplane {
         let mut spin_until = Instant::now();
         loop {
             let now = Instant::now();
+            let next_wakeup = self
+                .release_held_back(now)
+                .map_or(next_housekeeping, |resume| resume.min(next_housekeeping));
             let timeout = if !self.ready.is_empty() || now < spin_until {
                 Duration::ZERO
             } else {
-                next_housekeeping.saturating_duration_since(now)
+                next_wakeup.saturating_duration_since(now)
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -1203,7 +1219,41 @@ impl Dataplane {
         }
     }
 
-    /// One pass over the ready list: each port gets up to `poll_budget` reads.
+    /// Puts the held-back queues whose time has come back on the ready list;
+    /// returns when the next of the others is due.
+    fn release_held_back(&mut self, now: Instant) -> Option<Instant> {
+        let mut index = 0;
+        while index < self.held_back.len() {
+            let (id, queue, resume) = self.held_back[index];
+            if resume > now {
+                index += 1;
+                continue;
+            }
+            self.held_back.swap_remove(index);
+            let Some(Some(slot)) = self.ports.get(id.index()) else {
+                continue;
+            };
+            // Registering again reports the frames already waiting, too.
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&slot.port.raw_fd(queue)),
+                token(id, queue),
+                Interest::READABLE,
+            );
+            match registered {
+                Ok(()) => self.ready.push_back((id, queue)),
+                Err(error) => {
+                    warn!(port = slot.port.name(), %error, "cannot wait for the port again; removing it");
+                    self.dead.push(id);
+                }
+            }
+        }
+        for dead in std::mem::take(&mut self.dead) {
+            self.remove_port(dead);
+        }
+        self.held_back.iter().map(|&(_, _, resume)| resume).min()
+    }
+
+    /// One pass over the ready list: each port gets up to `poll_budget` units of work.
     /// Returns the number of frames read.
     fn serve_ready_ports(&mut self) -> usize {
         let mut frames = 0;
@@ -1211,10 +1261,23 @@ impl Dataplane {
             let Some((id, queue)) = self.ready.pop_front() else {
                 break;
             };
-            let (read, drained) = self.serve_port(id, queue);
+            let (read, drained, policed) = self.serve_port(id, queue);
             self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {
+                // A port that used its whole turn on frames over its storm-control
+                // rates waits before its next: it still gets its share of what
+                // the loop does, but flooding cannot make the switch read for it
+                // as fast as it writes. Its TAP queue keeps the rest, or drops it.
+                // Out of epoll meanwhile: every frame it queues would wake the loop.
+                Some(Some(slot)) if !drained && policed * 2 > read => {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&slot.port.raw_fd(queue)));
+                    self.held_back
+                        .push((id, queue, Instant::now() + STORM_HOLD_BACK));
+                }
                 Some(Some(_)) if !drained => self.ready.push_back((id, queue)),
                 Some(Some(slot)) => slot.ready &= !(1 << queue),
                 _ => {}
@@ -1226,34 +1289,44 @@ impl Dataplane {
         frames
     }
 
-    /// Reads and forwards up to `poll_budget` frames from queue `queue` of
-    /// `ingress`. Returns the frames read, and true when the queue is drained
-    /// (or the port gone), false when the budget ran out.
-    fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool) {
+    /// Reads and forwards frames from queue `queue` of `ingress` until their
+    /// writes add up to `poll_budget` (a frame that goes nowhere counts as one).
+    /// Returns the frames read, true when the queue is drained (or the port
+    /// gone) and false when the budget ran out, and how many of the frames
+    /// storm control dropped.
+    fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool, usize) {
         let now = Instant::now();
-        let mut frames = 0;
-        while frames < self.poll_budget {
+        let (mut frames, mut work, mut policed) = (0, 0, 0);
+        while work < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
-                return (frames, true);
+                return (frames, true, policed);
             };
             let len = match slot.port.recv(queue, &mut self.buffer) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return (frames, true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return (frames, true, policed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     warn!(port = slot.port.name(), error = %e, "reading failed; removing the port");
                     self.dead.push(ingress);
-                    return (frames, true);
+                    return (frames, true, policed);
                 }
             };
             frames += 1;
-            self.forward_frame(ingress, len, now);
+            match self.forward_frame(ingress, len, now) {
+                Handled::Written(ports) => work += ports.max(1),
+                Handled::Policed => {
+                    work += 1;
+                    policed += 1;
+                }
+            }
         }
-        (frames, false)
+        (frames, false, policed)
     }
 
     /// Forwards the frame of `len` bytes in the buffer, read from `ingress`.
-    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) {
+    fn forward_frame(&mut self, ingress: PortId, len: usize, now: Instant) -> Handled {
         let Self {
             ports,
             forwarder,
@@ -1266,7 +1339,7 @@ impl Dataplane {
         } = self;
         let packet = &buffer[..len];
         let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
-            return;
+            return Handled::Written(0);
         };
         let hdr_len = in_slot.port.vnet_hdr_len();
         in_slot.counters.rx_frames += 1;
@@ -1277,7 +1350,7 @@ impl Dataplane {
                 Some(header) => Some(header),
                 None => {
                     in_slot.counters.drops.count(DropReason::Runt);
-                    return;
+                    return Handled::Written(0);
                 }
             }
         } else {
@@ -1290,7 +1363,7 @@ impl Dataplane {
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
                 in_slot.counters.drops.count(DropReason::BadVnetHeader);
-                return;
+                return Handled::Written(0);
             }
         };
         let is_gso = offload.segmentation.is_some();
@@ -1302,7 +1375,7 @@ impl Dataplane {
         };
         if too_big {
             in_slot.counters.drops.count(DropReason::Oversize);
-            return;
+            return Handled::Written(0);
         }
 
         // The lock is held for the decision only, never across a syscall.
@@ -1320,8 +1393,10 @@ impl Dataplane {
             report_forward_events(&mut forwarder, ports, events);
         }
         drop(forwarder);
-        if matches!(verdict, Verdict::Drop(_)) {
-            return;
+        match verdict {
+            Verdict::Drop(reason) if reason.is_storm() => return Handled::Policed,
+            Verdict::Drop(_) => return Handled::Written(0),
+            Verdict::Forward => {}
         }
 
         for &Egress { port: out, tag } in egress.iter() {
@@ -1366,6 +1441,7 @@ impl Dataplane {
                 dead.push(out);
             }
         }
+        Handled::Written(egress.len())
     }
 
     /// Removes a port whose device failed. On the primary: everywhere; on
@@ -1447,8 +1523,17 @@ impl Dataplane {
                 .deregister(&mut SourceFd(&slot.port.raw_fd(queue)));
         }
         self.ready.retain(|&(p, _)| p != id);
+        self.held_back.retain(|&(p, _, _)| p != id);
         Some(slot)
     }
+}
+
+/// What became of one frame read, for the port's turn.
+enum Handled {
+    /// Written to this many ports (0: dropped for another reason than storm control).
+    Written(usize),
+    /// Dropped by storm control.
+    Policed,
 }
 
 /// Counts the outcome of writing `len` bytes to `slot`; false when the port

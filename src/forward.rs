@@ -115,6 +115,16 @@ impl DropReason {
         DropReason::StormUnknownUnicast,
     ];
 
+    /// Whether storm control dropped the frame (over a flood rate of its port).
+    pub const fn is_storm(self) -> bool {
+        matches!(
+            self,
+            DropReason::StormBroadcast
+                | DropReason::StormMulticast
+                | DropReason::StormUnknownUnicast
+        )
+    }
+
     /// Stable snake_case name, used as a counter label.
     pub const fn name(self) -> &'static str {
         match self {
@@ -503,25 +513,32 @@ impl Forwarder {
         }
         let in_isolated = in_policy.isolated;
 
+        // Storm control before learning: a frame over its port's flood rate teaches
+        // the switch nothing, so a MAC flood churns the table (and raises events) at
+        // most at that rate, and its frames cost no more than a lookup.
+        let destination_mac = frame.dst_addr();
+        let destination = self.classify(vlan, destination_mac, now);
+        if let Some(reason) = self.storm_check(ingress, destination, now) {
+            return (Verdict::Drop(reason), Learned::Ignored);
+        }
+
         let learned = match self.learn_source(ingress, vlan, source, now) {
             Ok(learned) => learned,
             Err(reason) => return (Verdict::Drop(reason), Learned::Ignored),
         };
 
-        let destination = frame.dst_addr();
-        let destination = if destination.is_broadcast() {
-            Destination::Broadcast
-        } else if destination.is_multicast() {
-            Destination::Multicast
-        } else {
-            match self.fdb.lookup(vlan, destination, now) {
-                Some(port) => Destination::Known(port),
-                None => Destination::UnknownUnicast,
+        // Learning can change the answer: the frame is addressed to its own source, or
+        // making room for the source evicted the destination. A flood it turned into
+        // is policed like any other.
+        let destination = match self.classify(vlan, destination_mac, now) {
+            after if after == destination => destination,
+            after => {
+                if let Some(reason) = self.storm_check(ingress, after, now) {
+                    return (Verdict::Drop(reason), learned);
+                }
+                after
             }
         };
-        if let Some(reason) = self.storm_check(ingress, destination, now) {
-            return (Verdict::Drop(reason), learned);
-        }
 
         let verdict = match destination {
             Destination::Known(port) if port == ingress => Verdict::Drop(DropReason::SameSegment),
@@ -584,6 +601,20 @@ impl Forwarder {
             }
         }
         (verdict, learned)
+    }
+
+    /// What `destination` on `vlan` makes of a frame now.
+    fn classify(&self, vlan: VlanId, destination: MacAddr, now: Instant) -> Destination {
+        if destination.is_broadcast() {
+            Destination::Broadcast
+        } else if destination.is_multicast() {
+            Destination::Multicast
+        } else {
+            match self.fdb.lookup(vlan, destination, now) {
+                Some(port) => Destination::Known(port),
+                None => Destination::UnknownUnicast,
+            }
+        }
     }
 
     fn state(&self, id: PortId) -> Option<&PortState> {
@@ -831,6 +862,15 @@ mod tests {
             DropReason::ALL.iter().map(|reason| reason.name()).collect();
         assert_eq!(names.len(), DropReason::COUNT);
         assert_eq!(DropReason::SameSegment.name(), "same_segment");
+        let storm: Vec<_> = DropReason::ALL.iter().filter(|r| r.is_storm()).collect();
+        assert_eq!(
+            storm,
+            [
+                &DropReason::StormBroadcast,
+                &DropReason::StormMulticast,
+                &DropReason::StormUnknownUnicast
+            ]
+        );
     }
 
     #[test]
@@ -1204,7 +1244,14 @@ mod tests {
             ageing: Duration::from_secs(300),
             capacity: 64,
         });
-        for port in [P0, P1, P2] {
+        // P0's flood is about the table here: storm control (which would stop learning
+        // from its frames past the cap) is off.
+        let flooding = PortPolicy {
+            storm: StormControl::UNLIMITED,
+            ..PortPolicy::default()
+        };
+        forwarder.add_port(P0, flooding).unwrap();
+        for port in [P1, P2] {
             forwarder.add_port(port, PortPolicy::default()).unwrap();
         }
         let mut egress = Vec::new();
@@ -1627,6 +1674,118 @@ mod tests {
                 .0,
             Verdict::Forward
         );
+    }
+
+    #[test]
+    fn a_frame_over_the_storm_rate_is_not_learned() {
+        let t0 = Instant::now();
+        let capped = PortPolicy {
+            storm: StormControl {
+                unknown_unicast_pps: Some(3),
+                ..StormControl::UNLIMITED
+            },
+            ..PortPolicy::default()
+        };
+        let mut forwarder = with_policies(&[(P0, capped), (P1, PortPolicy::default())]);
+        let mut egress = Vec::new();
+        let outcomes: Vec<(Verdict, Learned)> = (10..20)
+            .map(|n| forwarder.decide(P0, &frame(host(n), host(99)), t0, &mut egress))
+            .collect();
+        assert_eq!(outcomes[..3], [(Verdict::Forward, Learned::New); 3]);
+        assert_eq!(
+            outcomes[3..],
+            [(
+                Verdict::Drop(DropReason::StormUnknownUnicast),
+                Learned::Ignored
+            ); 7]
+        );
+        assert_eq!(forwarder.fdb().port_count(P0), 3);
+        // Known unicast from the same port is neither policed nor kept from learning.
+        forwarder.decide(P1, &frame(host(2), host(10)), t0, &mut egress);
+        let (verdict, learned) = forwarder.decide(P0, &frame(host(30), host(2)), t0, &mut egress);
+        assert_eq!((verdict, learned), (Verdict::Forward, Learned::New));
+    }
+
+    #[test]
+    fn ports_have_the_default_flood_caps() {
+        let t0 = Instant::now();
+        let mut forwarder = forwarder(&[P0, P1]);
+        let mut egress = Vec::new();
+        let flooded = (0..2 * crate::policy::DEFAULT_UNKNOWN_UNICAST_PPS)
+            .filter(|n| {
+                let source = MacAddr([0x02, 0xaa, 0, (n >> 16) as u8, (n >> 8) as u8, *n as u8]);
+                forwarder
+                    .decide(P0, &frame(source, host(99)), t0, &mut egress)
+                    .0
+                    == Verdict::Forward
+            })
+            .count();
+        assert_eq!(flooded, crate::policy::DEFAULT_UNKNOWN_UNICAST_PPS as usize);
+        let broadcasts = (0..2 * crate::policy::DEFAULT_BROADCAST_PPS)
+            .filter(|_| {
+                forwarder
+                    .decide(P1, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress)
+                    .0
+                    == Verdict::Forward
+            })
+            .count();
+        assert_eq!(broadcasts, crate::policy::DEFAULT_BROADCAST_PPS as usize);
+    }
+
+    proptest! {
+        /// Whatever a capped port sends and whenever, it floods no more than its rates
+        /// allow, and learns no source from a frame storm control dropped.
+        #[test]
+        fn a_capped_port_floods_and_learns_within_its_rate(
+            rate in 1u32..50,
+            frames in proptest::collection::vec((2u8..250, 0u8..3, 0u64..200), 1..400),
+        ) {
+            let t0 = Instant::now();
+            let capped = PortPolicy {
+                storm: StormControl {
+                    broadcast_pps: Some(rate),
+                    multicast_pps: Some(rate),
+                    unknown_unicast_pps: Some(rate),
+                },
+                ..PortPolicy::default()
+            };
+            let mut forwarder = with_policies(&[(P0, capped), (P1, PortPolicy::default())]);
+            let mut egress = Vec::new();
+            // P1's station, so that some of P0's frames are known unicast.
+            forwarder.decide(P1, &frame(host(1), MacAddr::BROADCAST), t0, &mut egress);
+            let mut now = t0;
+            let mut flooded = [0u64; 3];
+            let mut admitted_sources = std::collections::HashSet::new();
+            for (source, kind, advance_ms) in frames {
+                now += Duration::from_millis(advance_ms);
+                let destination = match kind {
+                    0 => MacAddr::BROADCAST,
+                    1 => MacAddr([0x01, 0x00, 0x5e, 0, 0, 7]),
+                    _ if source % 4 == 0 => host(1),
+                    _ => MacAddr([0x02, 0xee, 0, 0, 0, source]),
+                };
+                let (verdict, _) = forwarder.decide(P0, &frame(host(source), destination), now, &mut egress);
+                let storm = matches!(
+                    verdict,
+                    Verdict::Drop(DropReason::StormBroadcast | DropReason::StormMulticast | DropReason::StormUnknownUnicast)
+                );
+                if !storm {
+                    admitted_sources.insert(source);
+                }
+                if verdict == Verdict::Forward && destination != host(1) {
+                    flooded[usize::from(kind)] += 1;
+                }
+                let elapsed = now.duration_since(t0).as_secs_f64();
+                for count in flooded {
+                    prop_assert!(count as f64 <= f64::from(rate) * (1.0 + elapsed) + 1e-9);
+                }
+            }
+            for entry in forwarder.fdb().entries(now) {
+                if entry.port == P0 {
+                    prop_assert!(admitted_sources.contains(&entry.mac.0[5]), "{:?} learned from a policed frame", entry.mac);
+                }
+            }
+        }
     }
 
     #[test]

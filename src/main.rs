@@ -511,7 +511,7 @@ fn restore_ports(
                     .add_port(Box::new(tap), port.mtu)
                     .map_err(|e| e.to_string())?;
                 dataplane
-                    .update_port(id, &switch::settings_of(port))
+                    .update_port(id, &switch::settings_of(&config.switch, port))
                     .map_err(|e| e.to_string())
             });
         match added {

@@ -274,11 +274,50 @@ pub struct PortSecurity {
 
 /// Ingress caps in packets per second; `None` is unlimited. Each bucket holds one
 /// second's worth of packets, so a burst of up to the rate passes at once.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+///
+/// The default caps broadcast and unknown unicast (see [`DEFAULT_BROADCAST_PPS`],
+/// [`DEFAULT_UNKNOWN_UNICAST_PPS`]): every flooded frame costs the switch one write per
+/// other port, on the one thread that serves every port, so without a cap one port can
+/// buy a share of the dataplane many times its own. Multicast is not capped by
+/// default: a multicast stream (video, market data) may legitimately be fast.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StormControl {
     pub broadcast_pps: Option<u32>,
     pub multicast_pps: Option<u32>,
     pub unknown_unicast_pps: Option<u32>,
+}
+
+/// Broadcasts per second a port may flood by default. Normal broadcast is ARP
+/// requests (one per new neighbour, a few retries), DHCP (a handful per boot) and
+/// the odd discovery protocol: a Linux host keeps at most 1,024 neighbours
+/// (`gc_thresh3`), so even one that resolved its whole table anew every second
+/// would stay under half of this. A VM booting sends tens.
+pub const DEFAULT_BROADCAST_PPS: u32 = 2_000;
+
+/// Unknown-unicast frames per second a port may flood by default. A destination is
+/// unknown only until it sends once (its ARP reply, its SYN-ACK), or after it was
+/// silent for the ageing time: a few thousand new flows per second to stations not
+/// yet learned flood one or two frames each. Above this a port is sending to
+/// addresses that never answer: a MAC flood or a scan.
+pub const DEFAULT_UNKNOWN_UNICAST_PPS: u32 = 5_000;
+
+impl StormControl {
+    /// No caps at all.
+    pub const UNLIMITED: StormControl = StormControl {
+        broadcast_pps: None,
+        multicast_pps: None,
+        unknown_unicast_pps: None,
+    };
+}
+
+impl Default for StormControl {
+    fn default() -> Self {
+        StormControl {
+            broadcast_pps: Some(DEFAULT_BROADCAST_PPS),
+            multicast_pps: None,
+            unknown_unicast_pps: Some(DEFAULT_UNKNOWN_UNICAST_PPS),
+        }
+    }
 }
 
 /// Which floods a port receives (as egress). Known unicast is never affected.

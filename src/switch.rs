@@ -361,18 +361,19 @@ pub fn build_with(
         let tap_port = open_port(port)?;
         let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
         // The loop is not running yet: the port's policy is in place before its first frame.
-        dataplane.update_port(id, &settings_of(port))?;
+        dataplane.update_port(id, &settings_of(&config.switch, port))?;
     }
     Ok((dataplane, handle))
 }
 
 /// The dataplane settings of a port's configuration (MTU, state, forwarding
-/// policy), applied when it is added, before its first frame.
-pub fn settings_of(port: &PortConfig) -> PortUpdate {
+/// policy under the switch's defaults), applied when it is added, before its
+/// first frame.
+pub fn settings_of(switch: &SwitchConfig, port: &PortConfig) -> PortUpdate {
     PortUpdate {
         mtu: Some(port.mtu),
         enabled: Some(port.enabled),
-        policy: Some(port.policy()),
+        policy: Some(port.policy_in(switch)),
     }
 }
 

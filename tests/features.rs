@@ -290,6 +290,177 @@ fn a_mac_flood_is_contained_to_the_port_limit() {
     assert_eq!(ping(bed.ns(1), &Bed::addr(2), 3, "0.05"), 3);
 }
 
+/// A MAC flood to an unknown destination, from one port of a switch with the default
+/// configuration: the switch floods at most the default unknown-unicast rate of it to
+/// the other ports and counts the rest (`storm_unknown_unicast`); the other ports' MACs
+/// stay learned and they keep reaching each other. `unknown_unicast_pps = "unlimited"`
+/// set at runtime turns the cap off again.
+#[test]
+fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
+    const FLOOD: usize = 30_000;
+    let mut bed = Bed::new(4);
+    // A longer TAP queue, so that the kernel keeps most of the flood for the switch to
+    // police rather than dropping it before the switch reads it.
+    sh(
+        "ip",
+        &["-n", bed.ns(0), "link", "set", "p0", "txqueuelen", "10000"],
+    );
+    assert_eq!(
+        ping(bed.ns(1), &Bed::addr(2), 2, "0.1"),
+        2,
+        "before the flood"
+    );
+    let flow_macs = [link_mac(bed.ns(1), "p1"), link_mac(bed.ns(2), "p2")];
+    let mut next_source = 0u32;
+    let mut flood = |count: usize| -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|_| {
+                next_source += 1;
+                let [a, b, c, d] = next_source.to_be_bytes();
+                frame([0x02, 0xfe, 0xed, 0, 0, 1], [0x02, a, b, c, d, 0x5a], 60)
+            })
+            .collect()
+    };
+    // Reads the switch made from p0, floods that reached the bystander p3, and drops.
+    // From `stats` (counters only): a full snapshot of a full MAC table would stall
+    // the loop it measures.
+    let flood_counts = |bed: &mut Bed| {
+        let snapshot = bed.switch.ctl_json(&["stats"]);
+        (
+            counter(&snapshot, "p0", "rx_frames"),
+            counter(&snapshot, "p3", "tx_frames"),
+            drops(&snapshot, "p0", "storm_unknown_unicast"),
+        )
+    };
+    let settle = |bed: &mut Bed| {
+        let mut last_rx = 0;
+        assert!(wait_for(Duration::from_secs(10), || {
+            thread::sleep(Duration::from_millis(100));
+            let rx = counter(&bed.switch.ctl_json(&["stats"]), "p0", "rx_frames");
+            std::mem::replace(&mut last_rx, rx) == rx
+        }));
+    };
+
+    let (rx_before, to_p3_before, dropped_before) = flood_counts(&mut bed);
+    let started = Instant::now();
+    send_raw(bed.ns(0), "p0", &flood(FLOOD));
+    settle(&mut bed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let (rx, to_p3, dropped) = flood_counts(&mut bed);
+    let (read, to_p3, dropped) = (
+        rx - rx_before,
+        to_p3 - to_p3_before,
+        dropped - dropped_before,
+    );
+    let cap = u64::from(tapswitch::policy::DEFAULT_UNKNOWN_UNICAST_PPS);
+    // The bucket starts full (one second's worth) and refills at the rate.
+    let allowed = cap + (cap as f64 * elapsed).ceil() as u64;
+    assert!(
+        dropped > 0,
+        "no flood frame was dropped as storm_unknown_unicast ({read} read in {elapsed:.2}s, {to_p3} reached p3)"
+    );
+    assert!(
+        to_p3 <= allowed + 10,
+        "{to_p3} flood frames reached p3 in {elapsed:.2}s, the cap allows {allowed}"
+    );
+    assert!(
+        read - dropped <= allowed,
+        "{} passed in {elapsed:.2}s, the cap allows {allowed}",
+        read - dropped
+    );
+    assert!(
+        to_p3 >= cap / 2,
+        "the cap let almost nothing through: {to_p3}"
+    );
+
+    let snapshot = bed.switch.snapshot();
+    for (id, mac) in [(1, &flow_macs[0]), (2, &flow_macs[1])] {
+        assert!(
+            fdb_on_port(&snapshot, id)
+                .iter()
+                .any(|e| e["mac"] == mac.as_str()),
+            "port {id}'s MAC {mac} was forgotten during the flood"
+        );
+    }
+    assert_eq!(ping(bed.ns(1), &Bed::addr(2), 3, "0.05"), 3, "p1 to p2");
+    assert_eq!(ping(bed.ns(3), &Bed::addr(1), 3, "0.05"), 3, "p3 to p1");
+
+    // The cap can be turned off per port.
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "set",
+        "p0",
+        "--storm-control",
+        "unknown_unicast_pps = \"unlimited\"",
+    ]);
+    assert!(ok, "{stderr}");
+    let (_, _, dropped_before) = flood_counts(&mut bed);
+    send_raw(bed.ns(0), "p0", &flood(2 * cap as usize));
+    settle(&mut bed);
+    let (_, _, dropped) = flood_counts(&mut bed);
+    assert_eq!(dropped, dropped_before, "the cap is still on");
+}
+
+/// The loop charges a port's turn by the writes it causes: a frame flooded to three
+/// ports costs three of the 64 units a turn has, so a port flooding (with its
+/// storm-control cap lifted, so every frame is flooded) is served at most 22 frames
+/// per turn, where a port sending unicast gets 64.
+#[test]
+fn a_flooding_ports_turn_is_charged_per_write() {
+    const FLOOD: u32 = 20_000;
+    let bed = Bed::with_config(4, "", |i| {
+        if i == 0 {
+            "storm_control = { unknown_unicast_pps = 4000000000 }\ntxqueuelen = 10000".into()
+        } else {
+            String::new()
+        }
+    });
+    let visits = |snapshot: &serde_json::Value| -> Vec<u64> {
+        snapshot["loop_stats"]["batch_sizes"]
+            .as_array()
+            .expect("loop_stats.batch_sizes")
+            .iter()
+            .map(|n| n.as_u64().expect("a count"))
+            .collect()
+    };
+    // Counters from `stats`: a full snapshot of a full MAC table would stall the loop.
+    let snapshot = bed.switch.ctl_json(&["stats"]);
+    let (visits_before, to_p3_before) = (visits(&snapshot), counter(&snapshot, "p3", "tx_frames"));
+    let flood: Vec<Vec<u8>> = (0..FLOOD)
+        .map(|n| {
+            let [a, b, c, d] = n.to_be_bytes();
+            frame([0x02, 0xfe, 0xed, 0, 0, 2], [0x02, a, b, c, d, 0x5b], 60)
+        })
+        .collect();
+    send_raw(bed.ns(0), "p0", &flood);
+    let mut last_rx = 0;
+    assert!(wait_for(Duration::from_secs(10), || {
+        thread::sleep(Duration::from_millis(100));
+        let rx = counter(&bed.switch.ctl_json(&["stats"]), "p0", "rx_frames");
+        std::mem::replace(&mut last_rx, rx) == rx
+    }));
+    let snapshot = bed.switch.ctl_json(&["stats"]);
+    let to_p3 = counter(&snapshot, "p3", "tx_frames") - to_p3_before;
+    let read = counter(&snapshot, "p0", "rx_frames");
+    assert!(
+        to_p3 + 50 >= read && read > 1_000,
+        "the flood was not flooded: {read} read, {to_p3} reached p3"
+    );
+    let visits: Vec<u64> = visits(&snapshot)
+        .iter()
+        .zip(&visits_before)
+        .map(|(after, before)| after - before)
+        .collect();
+    // Buckets: at most 1, 2, 4, 8, 16, 32, 64, 128 frames, more.
+    let small: u64 = visits[..6].iter().sum();
+    assert!(small > 0, "no visits counted: {visits:?}");
+    assert_eq!(
+        visits[6..].iter().sum::<u64>(),
+        0,
+        "visits that read more than 32 flooded frames: {visits:?}"
+    );
+}
+
 /// Jumbo frames pass between ports with a 9000-byte MTU; the same frame towards a
 /// 1500-byte port is dropped and counted there.
 #[test]

@@ -139,7 +139,7 @@ pub fn blast(params: BlastParams) -> Result<BlastReport, BlastError> {
         for (index, chunk) in buffers.chunks_exact_mut(payload).take(count).enumerate() {
             encode_header(chunk, params.trial, sent + index as u64);
         }
-        match send_batch(&socket, &mut buffers, payload, count) {
+        match send_batch(socket.as_raw_fd(), &mut buffers, payload, count) {
             Ok(accepted) => sent += accepted as u64,
             Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => send_errors += 1,
             Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => send_errors += 1,
@@ -154,9 +154,10 @@ pub fn blast(params: BlastParams) -> Result<BlastReport, BlastError> {
 }
 
 /// Hands `count` datagrams of `payload` bytes each, laid out back to back in
-/// `buffers`, to the kernel in one `sendmmsg`; returns how many it took.
-fn send_batch(
-    socket: &UdpSocket,
+/// `buffers`, to the kernel in one `sendmmsg` on `fd` (a connected socket, or a
+/// packet socket bound to one device); returns how many it took.
+pub fn send_batch(
+    fd: std::os::fd::RawFd,
     buffers: &mut [u8],
     payload: usize,
     count: usize,
@@ -182,15 +183,9 @@ fn send_batch(
         .collect();
     // SAFETY: `headers` holds `headers.len()` initialised mmsghdr entries whose iovecs
     // point into `buffers`, all borrowed for the duration of the call; the socket is
-    // connected, so no destination address is needed.
-    let accepted = unsafe {
-        libc::sendmmsg(
-            socket.as_raw_fd(),
-            headers.as_mut_ptr(),
-            headers.len() as libc::c_uint,
-            0,
-        )
-    };
+    // connected (or bound to its device), so no destination address is needed.
+    let accepted =
+        unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
     if accepted < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -33,6 +33,20 @@ pub fn parse_stat_ticks(line: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// This process's user + system CPU time (all threads), in seconds, from
+/// getrusage: exact, where /proc counts clock ticks.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes one rusage struct into the zeroed local it is given;
+    // RUSAGE_SELF cannot fail.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -50,32 +64,20 @@ mod tests {
         assert_eq!(parse_stat_ticks("4242 (x) S 1 2"), None);
     }
 
-    fn rusage_cpu_seconds() -> f64 {
-        // SAFETY: getrusage writes one rusage struct into the zeroed local it is given.
-        let usage = unsafe {
-            let mut usage: libc::rusage = std::mem::zeroed();
-            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
-            usage
-        };
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        seconds(usage.ru_utime) + seconds(usage.ru_stime)
-    }
-
     #[test]
     fn proc_stat_agrees_with_getrusage_while_spinning() {
         let pid = std::process::id();
-        let (proc_before, rusage_before) =
-            (process_cpu_seconds(pid).unwrap(), rusage_cpu_seconds());
+        let (proc_before, rusage_before) = (process_cpu_seconds(pid).unwrap(), own_cpu_seconds());
         // Spin until the kernel has charged 0.3 s, however loaded the machine is.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
-        while rusage_cpu_seconds() - rusage_before < 0.3 && std::time::Instant::now() < deadline {
+        while own_cpu_seconds() - rusage_before < 0.3 && std::time::Instant::now() < deadline {
             for _ in 0..10_000 {
                 x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
             }
         }
         let proc_delta = process_cpu_seconds(pid).unwrap() - proc_before;
-        let rusage_delta = rusage_cpu_seconds() - rusage_before;
+        let rusage_delta = own_cpu_seconds() - rusage_before;
         assert!(rusage_delta >= 0.3, "spun 20 s without 0.3 s of CPU");
         // Clock ticks are 10 ms; other test threads may add a little to both.
         assert!(

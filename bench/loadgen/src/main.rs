@@ -4,6 +4,7 @@
 
 mod blast;
 mod cpu;
+mod flood;
 mod iperf;
 mod netns;
 mod proc;
@@ -40,6 +41,24 @@ enum Tool {
     /// frames, drops by reason, fds, RSS and loop latency, and exits non-zero
     /// when fds grew or RSS grew beyond the tolerance.
     Soak(SoakArgs),
+    /// The MAC-flood scenario (root): a TCP flow between two ports, clean, under a
+    /// flood from a third port, and under an equal CPU load; table on stdout, JSON file.
+    Flood(FloodArgs),
+    /// Send 60-byte frames with random source MACs to an unknown MAC on DEVICE, as
+    /// fast as it takes them; prints one JSON line.
+    Flooder {
+        #[arg(long)]
+        device: String,
+        #[arg(long, default_value_t = 5_000)]
+        duration_ms: u64,
+    },
+    /// Use FRACTION of one CPU (0..=1) for the duration; prints one JSON line.
+    Burn {
+        #[arg(long)]
+        fraction: f64,
+        #[arg(long, default_value_t = 5_000)]
+        duration_ms: u64,
+    },
     /// Echo UDP datagrams back (request/response server).
     RrServer {
         #[arg(long)]
@@ -163,11 +182,51 @@ struct RunArgs {
     vm_output: PathBuf,
 }
 
+#[derive(clap::Args)]
+struct FloodArgs {
+    /// Rounds of bridge, tapswitch (each: clean, flood, equal load).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Systems to compare; the bridge is the baseline and must be included.
+    #[arg(long, value_delimiter = ',', default_value = "bridge,tapswitch")]
+    systems: Vec<String>,
+    /// Seconds of each iperf3 flow.
+    #[arg(long, default_value_t = 5)]
+    tcp_seconds: u32,
+    /// The tapswitch binary.
+    #[arg(long, default_value = "target/release/tapswitch")]
+    tapswitch: PathBuf,
+    /// Another tapswitch build (e.g. of main) to measure in the same rounds, as
+    /// `tapswitch-baseline`.
+    #[arg(long)]
+    baseline_tapswitch: Option<PathBuf>,
+    /// Extra argument passed to `tapswitch run` (repeat for several).
+    #[arg(long = "switch-arg", allow_hyphen_values = true)]
+    switch_args: Vec<String>,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/flood.json")]
+    output: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: Result<(), String> = match cli.command {
         Tool::Run(args) => run_benchmark(args),
         Tool::Soak(args) => run_soak(args),
+        Tool::Flood(args) => run_flood(args),
+        Tool::Flooder {
+            device,
+            duration_ms,
+        } => flood::flooder(&device, Duration::from_millis(duration_ms))
+            .map(|report| print_json(&report))
+            .map_err(|e| e.to_string()),
+        Tool::Burn {
+            fraction,
+            duration_ms,
+        } => {
+            print_json(&flood::burn(fraction, Duration::from_millis(duration_ms)));
+            Ok(())
+        }
         Tool::RrServer { bind } => rr::serve(bind).map_err(|e| e.to_string()),
         Tool::RrClient {
             server,
@@ -182,12 +241,7 @@ fn main() -> ExitCode {
             warmup,
             timeout: Duration::from_millis(timeout_ms),
         })
-        .map(|report| {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("plain struct serialises")
-            )
-        })
+        .map(|report| print_json(&report))
         .map_err(|e| e.to_string()),
         Tool::Blast {
             dst,
@@ -202,12 +256,7 @@ fn main() -> ExitCode {
             duration: Duration::from_millis(duration_ms),
             trial,
         })
-        .map(|report| {
-            println!(
-                "{}",
-                serde_json::to_string(&report).expect("plain struct serialises")
-            )
-        })
+        .map(|report| print_json(&report))
         .map_err(|e| e.to_string()),
         Tool::Sink { bind, quiet_ms } => {
             blast::sink(bind, Duration::from_millis(quiet_ms)).map_err(|e| e.to_string())
@@ -220,6 +269,14 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A tool's report: one JSON line on stdout, for the orchestrator to read.
+fn print_json(report: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(report).expect("plain struct serialises")
+    );
 }
 
 fn run_benchmark(args: RunArgs) -> Result<(), String> {
@@ -335,6 +392,47 @@ fn run_soak(args: SoakArgs) -> Result<(), String> {
     } else {
         Err(format!("soak failed: {}", report.failures.join("; ")))
     }
+}
+
+fn run_flood(args: FloodArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("flood needs root (namespaces, veth, TAP devices)".into());
+    }
+    let mut systems = Vec::new();
+    for name in &args.systems {
+        let kind = SystemKind::from_name(name)
+            .filter(|kind| *kind != SystemKind::Ovs)
+            .ok_or_else(|| format!("unknown system `{name}` (expected bridge or tapswitch)"))?;
+        if systems.contains(&kind) {
+            return Err(format!("system `{name}` listed twice"));
+        }
+        run::check_requirements(kind, &args.tapswitch)
+            .map_err(|reason| format!("{name}: {reason}"))?;
+        systems.push(kind);
+    }
+    let config = flood::FloodConfig {
+        rounds: args.rounds,
+        systems,
+        tcp_seconds: args.tcp_seconds,
+        tapswitch_bin: args.tapswitch,
+        baseline_tapswitch: args.baseline_tapswitch,
+        tapswitch_args: args.switch_args,
+        output: args.output,
+    };
+    if let Some(baseline) = &config.baseline_tapswitch {
+        run::check_requirements(SystemKind::Tapswitch, baseline)
+            .map_err(|reason| format!("baseline: {reason}"))?;
+    }
+    eprintln!(
+        "tapswitch-bench: flood, {} rounds; TCP {} s per condition",
+        config.rounds, config.tcp_seconds
+    );
+    let output = config.output.clone();
+    let results = flood::run(config).map_err(|e| e.to_string())?;
+    println!("\n{}", flood::table(&results));
+    println!("results: {}", output.display());
+    Ok(())
 }
 
 /// The VM pair, or a note saying why it was skipped.

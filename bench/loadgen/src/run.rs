@@ -77,20 +77,8 @@ pub struct RunConfig {
 
 /// Runs the whole benchmark and writes the results file; returns the results.
 pub fn run(config: RunConfig) -> Result<Results, RunError> {
-    if !config.systems.contains(&SystemKind::Bridge) {
-        return Err(RunError::NoBaseline);
-    }
-    signals::install();
-    let run_id = std::process::id();
-    let work_dir = std::env::temp_dir().join(format!("tsb-{run_id}"));
-    std::fs::create_dir_all(&work_dir).map_err(|source| RunError::Write {
-        path: work_dir.display().to_string(),
-        source,
-    })?;
-    let mut work_dir_guard = RemoveDirOnDrop {
-        path: work_dir.clone(),
-        keep: false,
-    };
+    let (run_id, mut work_dir_guard) = start_run(&config.systems)?;
+    let work_dir = work_dir_guard.path().to_owned();
     let netns_a = OwnedNetns::create(&format!("tsb-{run_id}-a"))?;
     let netns_b = OwnedNetns::create(&format!("tsb-{run_id}-b"))?;
     let ctx = RunContext {
@@ -100,6 +88,7 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
         work_dir,
         tapswitch_bin: config.tapswitch_bin.clone(),
         tapswitch_args: config.tapswitch_args.clone(),
+        extra_netns: Vec::new(),
     };
     let self_exe = std::env::current_exe().map_err(RunError::SelfPath)?;
     let started = Instant::now();
@@ -142,23 +131,17 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
                     samples.push(sample);
                     break 'rounds;
                 }
-                eprintln!("    {} round {round} failed: {error}", kind.name());
                 sample.error = Some(error.to_string());
             }
-            for warning in &sample.warnings {
-                eprintln!("    warning: {warning}");
-            }
+            print_round_problems(kind.name(), round, &sample.error, &sample.warnings);
             samples.push(sample);
         }
     }
-    if samples
-        .iter()
-        .any(|s| s.error.is_some() || !s.warnings.is_empty())
-    {
-        // The switch and OVS logs there are what explains a failed round.
-        work_dir_guard.keep = true;
-        eprintln!("logs kept in {}", work_dir_guard.path.display());
-    }
+    work_dir_guard.keep_if(
+        samples
+            .iter()
+            .any(|s| s.error.is_some() || !s.warnings.is_empty()),
+    );
     let machine = MachineInfo::collect(&config.tapswitch_bin);
     let results = Results::build(
         &config,
@@ -177,10 +160,62 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
     Ok(results)
 }
 
+/// What every run starts with: the bridge among the systems (every ratio is
+/// against it), Ctrl-C handled, and a scratch directory named after the run id.
+pub(crate) fn start_run(systems: &[SystemKind]) -> Result<(u32, RemoveDirOnDrop), RunError> {
+    if !systems.contains(&SystemKind::Bridge) {
+        return Err(RunError::NoBaseline);
+    }
+    signals::install();
+    let run_id = std::process::id();
+    Ok((run_id, RemoveDirOnDrop::create(run_id)?))
+}
+
 /// The run's scratch directory, removed at the end unless a round went wrong.
-struct RemoveDirOnDrop {
+pub(crate) struct RemoveDirOnDrop {
     path: PathBuf,
     keep: bool,
+}
+
+impl RemoveDirOnDrop {
+    /// Creates the run's scratch directory, `tsb-<run id>` in the temp directory.
+    pub(crate) fn create(run_id: u32) -> Result<Self, RunError> {
+        let path = std::env::temp_dir().join(format!("tsb-{run_id}"));
+        std::fs::create_dir_all(&path).map_err(|source| RunError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self { path, keep: false })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Keeps the directory when a round went wrong: the switch and OVS logs there
+    /// are what explains it.
+    pub(crate) fn keep_if(&mut self, something_went_wrong: bool) {
+        if something_went_wrong {
+            self.keep = true;
+            eprintln!("logs kept in {}", self.path.display());
+        }
+    }
+}
+
+/// Tells on stderr how a system's round went wrong, if it did.
+pub(crate) fn print_round_problems(
+    system: &str,
+    round: u32,
+    error: &Option<String>,
+    warnings: &[String],
+) {
+    if let Some(error) = error {
+        eprintln!("    {system} round {round} failed: {error}");
+    }
+    for warning in warnings {
+        eprintln!("    warning: {warning}");
+    }
 }
 
 impl Drop for RemoveDirOnDrop {
@@ -191,7 +226,7 @@ impl Drop for RemoveDirOnDrop {
     }
 }
 
-fn check_stop() -> Result<(), RunError> {
+pub(crate) fn check_stop() -> Result<(), RunError> {
     if signals::stop_requested() {
         Err(RunError::Interrupted)
     } else {
@@ -199,7 +234,7 @@ fn check_stop() -> Result<(), RunError> {
     }
 }
 
-fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
+pub(crate) fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
     if system.switch_alive() {
         Ok(())
     } else {
@@ -210,7 +245,7 @@ fn check_alive(system: &mut AttachedSystem) -> Result<(), RunError> {
 }
 
 /// A subcommand of this program run inside a namespace.
-fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Command {
+pub(crate) fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Command {
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", netns])
@@ -219,7 +254,7 @@ fn self_in_netns(self_exe: &std::path::Path, netns: &str, args: &[String]) -> Co
     command
 }
 
-fn parse_tool_json<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_tool_json<T: serde::de::DeserializeOwned>(
     tool: &'static str,
     text: &str,
 ) -> Result<T, RunError> {
@@ -230,7 +265,7 @@ fn parse_tool_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn run_to_string(mut command: Command, what: &str) -> Result<String, RunError> {
+pub(crate) fn run_to_string(mut command: Command, what: &str) -> Result<String, RunError> {
     let output = command
         .stdin(Stdio::null())
         .output()

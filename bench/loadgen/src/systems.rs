@@ -41,6 +41,8 @@ pub enum SystemError {
         device: String,
         netns: String,
     },
+    #[error("{system} is wired with two ports only here; leave it out of scenarios with more")]
+    TwoPortsOnly { system: &'static str },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -105,6 +107,9 @@ pub struct RunContext {
     pub tapswitch_bin: PathBuf,
     /// Passed through to `tapswitch run` after the ports.
     pub tapswitch_args: Vec<String>,
+    /// Namespaces of further ports beyond A and B (the flood scenario's flooder and
+    /// bystander): each gets one netdev, up, without an address.
+    pub extra_netns: Vec<String>,
 }
 
 impl RunContext {
@@ -115,6 +120,20 @@ impl RunContext {
 
     fn device_b(&self) -> String {
         format!("tsb{}b", self.run_id)
+    }
+
+    /// The extra ports: (namespace, device), devices `tsb<id>c`, `tsb<id>d`, ...
+    pub fn extra_ports(&self) -> Vec<(String, String)> {
+        self.extra_netns
+            .iter()
+            .zip(b'c'..=b'z')
+            .map(|(netns, letter)| {
+                (
+                    netns.clone(),
+                    format!("tsb{}{}", self.run_id, char::from(letter)),
+                )
+            })
+            .collect()
     }
 
     fn endpoints(&self, kind: SystemKind) -> (Endpoint, Endpoint) {
@@ -234,10 +253,21 @@ pub fn attach(
         (Some(ctx.netns_a.clone()), ctx.device_a()),
         (Some(ctx.netns_b.clone()), ctx.device_b()),
     ];
+    system.leftover_candidates.extend(
+        ctx.extra_ports()
+            .into_iter()
+            .map(|(netns, device)| (Some(netns), device)),
+    );
     match kind {
         SystemKind::Bridge => attach_bridge(&mut system, ctx)?,
         SystemKind::Tapswitch => attach_tapswitch(&mut system, ctx, label)?,
+        SystemKind::Ovs if !ctx.extra_netns.is_empty() => {
+            return Err(SystemError::TwoPortsOnly { system: "ovs" });
+        }
         SystemKind::Ovs => attach_ovs(&mut system, ctx, label)?,
+    }
+    for (netns, device) in ctx.extra_ports() {
+        proc::ip(&["-n", &netns, "link", "set", "dev", &device, "up"])?;
     }
     netns::configure_pair(&system.a, &system.b)?;
     Ok(system)
@@ -248,20 +278,25 @@ fn attach_bridge(system: &mut AttachedSystem, ctx: &RunContext) -> Result<(), Sy
     let ns = bridge_ns.name().to_owned();
     system.bridge_netns = Some(bridge_ns);
     proc::ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
-    for (port, end) in [("pa", &system.a), ("pb", &system.b)] {
+    let mut ports = vec![
+        (
+            "pa".to_owned(),
+            system.a.netns.clone(),
+            system.a.device.clone(),
+        ),
+        (
+            "pb".to_owned(),
+            system.b.netns.clone(),
+            system.b.device.clone(),
+        ),
+    ];
+    for (index, (netns, device)) in ctx.extra_ports().into_iter().enumerate() {
+        ports.push((format!("px{index}"), netns, device));
+    }
+    for (port, netns, device) in &ports {
+        let port = port.as_str();
         proc::ip(&[
-            "-n",
-            &ns,
-            "link",
-            "add",
-            port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &end.device,
-            "netns",
-            &end.netns,
+            "-n", &ns, "link", "add", port, "type", "veth", "peer", "name", device, "netns", netns,
         ])?;
         proc::ip(&["-n", &ns, "link", "set", port, "master", "br0", "up"])?;
     }
@@ -292,7 +327,11 @@ fn attach_tapswitch(
         .arg(format!("{}@{}", system.b.device, system.b.netns))
         // Its own state file: not the machine's /var/lib/tapswitch.
         .arg("--state-dir")
-        .arg(ctx.work_dir.join(format!("state-{label}")))
+        .arg(ctx.work_dir.join(format!("state-{label}")));
+    for (netns, device) in ctx.extra_ports() {
+        command.arg("--port").arg(format!("{device}@{netns}"));
+    }
+    command
         .args(&ctx.tapswitch_args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
