@@ -15,3 +15,5 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
+# Every fuzz target for a short, bounded time (longer runs: scripts/fuzz.sh SECONDS).
+bash scripts/fuzz.sh 10
