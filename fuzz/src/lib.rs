@@ -205,8 +205,9 @@ fn check_segment(segment: &[u8], layout: &Segmentation, index: usize, seq: u32) 
             assert_eq!(layout.ip, IpVersion::V4);
             let header = ipv4.header();
             assert_eq!(usize::from(header.total_len()), segment.len() - l3);
-            let computed = header.to_header().calc_header_checksum();
-            assert_eq!(header.header_checksum(), computed, "IPv4 header checksum");
+            // Over the raw bytes: etherparse's own header type drops the
+            // reserved flag bit, which a sender may set and segments keep.
+            assert_eq!(naive_sum(header.slice(), 0), 0xffff, "IPv4 header checksum");
             assert_eq!(usize::from(header.ihl()) * 4 + l3, layout.l4_offset);
             (header.source().to_vec(), header.destination().to_vec())
         }
