@@ -20,3 +20,5 @@ target/debug/tapswitch-bench soak --duration 45 --tapswitch target/debug/tapswit
   --output "${TMPDIR:-/tmp}/tapswitch-soak-ci.json"
 # Last, so that its summary closes the output.
 cargo test --locked --workspace
+# Every fuzz target for a short, bounded time (longer runs: scripts/fuzz.sh SECONDS).
+bash scripts/fuzz.sh 10

@@ -973,6 +973,18 @@ fn read_request(reader: &mut BufReader<UnixStream>) -> Result<Option<Vec<u8>>, b
     }
 }
 
+/// Parses one request line (without its newline), as the server does.
+pub fn parse_request(line: &[u8]) -> Result<Request, serde_json::Error> {
+    serde_json::from_slice::<Value>(line).and_then(|value| {
+        // serde would also take a request as an array of its fields; only objects are requests.
+        if value.is_object() {
+            serde_json::from_value::<Request>(value)
+        } else {
+            Err(serde::de::Error::custom("a request is a JSON object"))
+        }
+    })
+}
+
 fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -994,15 +1006,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let request = serde_json::from_slice::<Value>(&line).and_then(|value| {
-            // serde would also take a request as an array of its fields; only objects are requests.
-            if value.is_object() {
-                serde_json::from_value::<Request>(value)
-            } else {
-                Err(serde::de::Error::custom("a request is a JSON object"))
-            }
-        });
-        let request = match request {
+        let request = match parse_request(&line) {
             Ok(request) => request,
             Err(e) => {
                 let message = format!("bad request: {e}");

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::config::Config;
-use crate::dataplane::Dataplane;
+use crate::config::{Config, ConfigError};
+use crate::dataplane::{Dataplane, MAX_QUEUES};
 use crate::fdb::{EntryKind, FdbEntry, PortId, VlanId};
 use crate::wire::MacAddr;
 
@@ -58,6 +58,12 @@ pub enum UpgradeError {
     Document(#[source] serde_json::Error),
     #[error("expected {expected} fds in the handover, got {got}")]
     FdCount { expected: usize, got: usize },
+    #[error("the handover gives {counts} queue counts for {ports} ports")]
+    QueueCounts { ports: usize, counts: usize },
+    #[error("the handover gives port {port} {queues} queues, not 1..={MAX_QUEUES}")]
+    QueueCount { port: String, queues: usize },
+    #[error("the handed-over configuration is invalid: {0}")]
+    Config(#[source] ConfigError),
     #[error("the new process did not become ready: {reason}")]
     NotReady { reason: String },
 }
@@ -264,15 +270,43 @@ pub fn take_over(fd: RawFd) -> Result<(Handover, Vec<OwnedFd>, UnixStream), Upgr
     reader
         .read_exact(&mut json)
         .map_err(UpgradeError::Receive)?;
-    let handover: Handover = serde_json::from_slice(&json).map_err(UpgradeError::Document)?;
-    let expected = 1 + handover.queues.iter().sum::<usize>();
-    if fds.len() != expected {
-        return Err(UpgradeError::FdCount {
-            expected,
-            got: fds.len(),
-        });
-    }
+    let handover = Handover::decode(&json, fds.len())?;
     Ok((handover, fds, socket))
+}
+
+impl Handover {
+    /// Reads the JSON document of a handover that came with `fd_count` fds
+    /// (control listener first, then every port queue) and checks that the
+    /// switch can be built from it: a valid configuration, one queue count a
+    /// port can have per configured port, together exactly those fds.
+    pub fn decode(json: &[u8], fd_count: usize) -> Result<Handover, UpgradeError> {
+        let handover: Handover = serde_json::from_slice(json).map_err(UpgradeError::Document)?;
+        let ports = &handover.config.ports;
+        if handover.queues.len() != ports.len() {
+            return Err(UpgradeError::QueueCounts {
+                ports: ports.len(),
+                counts: handover.queues.len(),
+            });
+        }
+        for (port, &queues) in ports.iter().zip(&handover.queues) {
+            if !(1..=MAX_QUEUES).contains(&queues) {
+                return Err(UpgradeError::QueueCount {
+                    port: port.name.clone(),
+                    queues,
+                });
+            }
+        }
+        // At most MAX_QUEUES per port: the sum cannot overflow.
+        let expected = 1 + handover.queues.iter().sum::<usize>();
+        if fd_count != expected {
+            return Err(UpgradeError::FdCount {
+                expected,
+                got: fd_count,
+            });
+        }
+        handover.config.validate().map_err(UpgradeError::Config)?;
+        Ok(handover)
+    }
 }
 
 /// The new side's answer: `Ok` means forwarding starts now.
@@ -432,6 +466,56 @@ mod tests {
             file.read_to_string(&mut text).unwrap();
             assert_eq!(text, format!("file {i}"));
         }
+    }
+
+    /// Found by `fuzz/` (target upgrade): `{"config":{},"queues":[0],...}`
+    /// with one fd was accepted, and the new process then panicked building
+    /// a port from the queue count of a port that does not exist (or from no
+    /// fds: `TapPort::with_queues` of nothing). Queue counts that overflow
+    /// their sum slipped past the fd count the same way.
+    #[test]
+    fn handovers_the_switch_cannot_be_built_from_are_refused() {
+        let decode = |json: &str, fds| Handover::decode(json.as_bytes(), fds);
+        let err = decode(r#"{"config":{},"queues":[0],"fdb":[]}"#, 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpgradeError::QueueCounts {
+                    ports: 0,
+                    counts: 1
+                }
+            ),
+            "{err}"
+        );
+        let one_port = |queues: &str| {
+            format!(r#"{{"config":{{"port":[{{"name":"p1"}}]}},"queues":{queues},"fdb":[]}}"#)
+        };
+        let err = decode(&one_port("[0]"), 1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the handover gives port p1 0 queues, not 1..=16"
+        );
+        let overflow = format!("[{}, 2]", usize::MAX);
+        assert!(matches!(
+            decode(&one_port(&overflow), 2).unwrap_err(),
+            UpgradeError::QueueCounts { .. }
+        ));
+        let err = decode(&one_port(&format!("[{}]", usize::MAX)), 0).unwrap_err();
+        assert!(matches!(err, UpgradeError::QueueCount { .. }), "{err}");
+        let bad_config = r#"{"config":{"port":[{"name":"p1","mtu":1}]},"queues":[1],"fdb":[]}"#;
+        assert!(matches!(
+            decode(bad_config, 2).unwrap_err(),
+            UpgradeError::Config(_)
+        ));
+        let handover = decode(&one_port("[1]"), 2).unwrap();
+        assert_eq!(handover.queues, [1]);
+        assert!(matches!(
+            decode(&one_port("[1]"), 3).unwrap_err(),
+            UpgradeError::FdCount {
+                expected: 2,
+                got: 3
+            }
+        ));
     }
 
     #[test]

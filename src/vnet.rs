@@ -255,6 +255,10 @@ pub enum VnetError {
         offset: usize,
         frame_len: usize,
     },
+    #[error(
+        "vnet header csum_start {start} lies in the frame's {header_len}-byte Ethernet header: completing the checksum would rewrite addresses or the VLAN tag"
+    )]
+    ChecksumInEthernetHeader { start: usize, header_len: usize },
     #[error("vnet header hdr_len {hdr_len} exceeds the {frame_len}-byte frame")]
     HdrLenBeyondFrame { hdr_len: usize, frame_len: usize },
     #[error(
@@ -340,6 +344,13 @@ impl VnetHeader<'_> {
                     frame_len: frame.len(),
                 });
             }
+            // The forwarding decision was made on the Ethernet header: a
+            // checksum written into it would send the frame out with other
+            // addresses or in another VLAN than it was switched in.
+            let header_len = ethernet_header_len(frame);
+            if start < header_len {
+                return Err(VnetError::ChecksumInEthernetHeader { start, header_len });
+            }
             Some(ChecksumRequest { start, offset })
         } else {
             None
@@ -384,6 +395,15 @@ impl VnetHeader<'_> {
             segmentation: Some(segmentation),
             checksum,
         })
+    }
+}
+
+/// Length of `frame`'s Ethernet header with its outer VLAN tag (a runt counts
+/// as having a whole one).
+fn ethernet_header_len(frame: &[u8]) -> usize {
+    match frame.get(12..14) {
+        Some(&[0x81, 0x00] | &[0x88, 0xa8]) => HEADER_LEN + VLAN_TAG_LEN,
+        _ => HEADER_LEN,
     }
 }
 
@@ -793,6 +813,49 @@ mod tests {
             with(&|h| h[8..10].copy_from_slice(&6u16.to_le_bytes())),
             Err(VnetError::ChecksumNotTransport { offset: 6, .. })
         ));
+    }
+
+    /// Found by `fuzz/` (target vnet): NEEDS_CSUM with csum_start 0 and
+    /// csum_offset 0 was accepted, and completing the checksum overwrote the
+    /// destination address after the forwarding decision; csum_start 14 on a
+    /// tagged frame rewrote its VLAN tag (a frame switched in VLAN 10 left a
+    /// trunk in another VLAN).
+    #[test]
+    fn checksums_never_land_in_the_ethernet_header() {
+        #[rustfmt::skip]
+        let tagged: [u8; 30] = [
+            0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, // destination, source
+            0x81, 0x00, 0x00, 0x0a, 0x08, 0x00, // 802.1Q VID 10, IPv4
+            0x45, 0, 0, 12, 0, 0, 0x40, 0, 64, 17, 0, 0, // (IPv4 header, cut short)
+        ];
+        let needs_csum = |start: u16, offset: u16| {
+            vnet_header(VIRTIO_NET_HDR_F_NEEDS_CSUM as u8, 0, 0, 0, start, offset)
+        };
+        for (start, offset) in [(0, 0), (0, 4), (6, 0), (12, 0), (14, 0), (16, 2)] {
+            assert_eq!(
+                validate(needs_csum(start, offset), &tagged),
+                Err(VnetError::ChecksumInEthernetHeader {
+                    start: usize::from(start),
+                    header_len: 18
+                }),
+                "csum_start {start}, csum_offset {offset}"
+            );
+        }
+        // Untagged, the header ends at 14; a QinQ S-tag counts as a tag.
+        let mut untagged = tagged;
+        untagged[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert!(matches!(
+            validate(needs_csum(13, 4), &untagged),
+            Err(VnetError::ChecksumInEthernetHeader { header_len: 14, .. })
+        ));
+        assert!(validate(needs_csum(14, 10), &untagged).is_ok());
+        let mut qinq = tagged;
+        qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+        assert!(matches!(
+            validate(needs_csum(14, 0), &qinq),
+            Err(VnetError::ChecksumInEthernetHeader { header_len: 18, .. })
+        ));
+        assert!(validate(needs_csum(18, 10), &tagged).is_ok());
     }
 
     #[test]
