@@ -36,8 +36,9 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, PortConfig, PortSettings};
-use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
+use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
 use crate::fdb::{PortId, VlanId};
+use crate::link::LinkMonitor;
 use crate::link::LinkSettings;
 use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::switch::{self, LinkSockets};
@@ -45,6 +46,7 @@ use crate::upgrade::{self, HandedEntry, Handover};
 use crate::vmport;
 use crate::wire::MacAddr;
 
+mod links;
 mod vms;
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -503,11 +505,19 @@ struct Shared {
     wake: UnixStream,
     /// libvirt for VM ports.
     vms: vms::Vms,
+    /// The link monitor, read by `tapswitch-links`, and drained by the event fan-out too
+    /// before it names why a port failed (see `links::cause_of_failure`).
+    link_monitor: Mutex<Option<LinkMonitor>>,
+    /// A second descriptor of the link monitor's socket, to hand over on upgrade.
+    link_monitor_fd: Option<std::os::fd::OwnedFd>,
 }
 
 struct State {
     config: Config,
     links: LinkSockets,
+    /// Ports whose namespace was destroyed after the dataplane had already removed them
+    /// (their TAP failed first): their `port_removed` says `namespace_deleted`.
+    destroyed: Vec<String>,
 }
 
 struct Subscriber {
@@ -540,6 +550,7 @@ struct Prepared {
     state: State,
     vms: vms::Vms,
     domain_events: Receiver<crate::libvirt::DomainEvent>,
+    monitor: Option<LinkMonitor>,
     /// A start of our own, not a takeover: on failure, what this start made goes again
     /// (the socket file with `socket`, the TAPs with the dataplane, VM devices here), as
     /// at a stop. A failed takeover leaves everything to the switch still serving it.
@@ -565,18 +576,28 @@ impl ControlServer {
         config: Config,
         events: Receiver<Event>,
     ) -> Result<Self, ControlError> {
-        Self::prepare(socket, dataplane, config, events, LinkSockets::default())?.spawn()
+        Self::prepare(
+            socket,
+            dataplane,
+            config,
+            events,
+            LinkSockets::default(),
+            None,
+        )?
+        .spawn()
     }
 
-    /// The server of [`Self::spawn`], with netlink sockets opened earlier (a switch that
-    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them) and
-    /// the configured VM ports' devices made, but no thread started.
+    /// The server of [`Self::spawn`], with the netlink socket and namespace ids resolved
+    /// earlier, the configured VM ports' devices made, and `monitor` (opened while
+    /// privileged) to follow the ports' netdevs: up, down, moved to another namespace, or
+    /// gone with their namespace; but no thread started.
     pub fn prepare(
         socket: ControlSocket,
         dataplane: DataplaneHandle,
         config: Config,
         events: Receiver<Event>,
         links: LinkSockets,
+        monitor: Option<LinkMonitor>,
     ) -> Result<PreparedServer, ControlError> {
         let (vms, domain_events) = vms::Vms::new(&config.switch);
         let fresh_start = socket.file.remove;
@@ -585,10 +606,15 @@ impl ControlServer {
                 socket,
                 dataplane,
                 events,
-                state: State { config, links },
+                state: State {
+                    config,
+                    links,
+                    destroyed: Vec::new(),
+                },
                 vms,
                 domain_events,
                 fresh_start,
+                monitor,
             }),
         };
         // The configured VM ports' TAPs exist: give them their VM devices before serving.
@@ -616,6 +642,7 @@ impl PreparedServer {
             vms,
             domain_events,
             fresh_start,
+            monitor,
         } = self.parts.take().expect("taken only here");
         let ControlSocket { listener, mut file } = socket;
         let shared = Arc::new(Shared {
@@ -629,9 +656,14 @@ impl PreparedServer {
             handed_over: AtomicBool::new(false),
             wake: wake_tx,
             vms,
+            link_monitor_fd: monitor
+                .as_ref()
+                .and_then(|monitor| monitor.try_clone_fd().ok()),
+            link_monitor: Mutex::new(monitor),
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;
+            links::spawn(&shared)?;
             let fan_out = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("tapswitch-events".into())
@@ -861,7 +893,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         Request::Upgrade { binary } => upgrade(shared, binary),
         Request::PortDel { name } => {
             let mut state = lock(&shared.state);
-            let reply = remove_port(shared, &mut state, &name, true)?;
+            let reply = remove_port(shared, &mut state, &name, true, RemovalCause::Requested)?;
             info!(port = %name, "port deleted by request");
             Ok(reply)
         }
@@ -881,6 +913,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                         "netns": config.and_then(|c| c.netns.clone()),
                         "mtu": live.mtu,
                         "enabled": live.enabled,
+                        "link": if live.link_up { "up" } else { "down" },
                         "offloads": live.vnet_hdr,
                         "persistent": config.is_some_and(|c| c.persistent),
                         "adopted": config.is_some_and(|c| c.adopt),
@@ -988,10 +1021,14 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         .iter()
         .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
         .collect();
+    if let Some(monitor) = &shared.link_monitor_fd {
+        fds.push(monitor.as_raw_fd());
+    }
     let handover = Handover {
         config,
         queues,
         fdb,
+        link_monitor: shared.link_monitor_fd.is_some(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
     let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
@@ -1011,6 +1048,7 @@ fn remove_port(
     state: &mut State,
     name: &str,
     unplug: bool,
+    cause: RemovalCause,
 ) -> Result<Value, String> {
     let vm_port = state
         .config
@@ -1026,6 +1064,7 @@ fn remove_port(
         .dataplane
         .request(|reply| Command::RemovePort {
             name: name.to_owned(),
+            cause,
             reply,
         })
         .map_err(|e| e.to_string())?
@@ -1122,6 +1161,8 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
         }
     };
     info!(port = %port.name, netns = port.netns.as_deref().unwrap_or("-"), "port added by request");
+    // A namesake that went with its namespace is not this port.
+    state.destroyed.retain(|name| *name != port.name);
     state.config.ports.push(port.clone());
     let mut reply = json!(added);
     if let Some(interface) = vm_interface {
@@ -1129,7 +1170,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
         match vms::plug(shared, &port, &interface) {
             Ok(vm) => reply["vm"] = vm,
             Err(error) => {
-                let _ = remove_port(shared, state, &port.name, false);
+                let _ = remove_port(shared, state, &port.name, false, RemovalCause::Requested);
                 return Err(format!(
                     "port {}: {error}; the port was not added",
                     port.name
@@ -1225,7 +1266,19 @@ fn configure_netdev(
     settings: &LinkSettings,
 ) -> Result<(), String> {
     let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
-    let netlink = links.get(netns).map_err(link_error)?;
+    let netlink = links.get(netns).map_err(|error| match &error {
+        crate::link::LinkError::Netns(crate::netns::NetnsError::Os { source, .. })
+            if source.raw_os_error() == Some(libc::EPERM) =>
+        {
+            format!(
+                "port {name}: its netdev is in namespace {}, which this switch cannot enter \
+                 (CAP_SYS_ADMIN was dropped after setup): change it there, or set \
+                 switch.netns_hotplug = true",
+                netns.unwrap_or("-")
+            )
+        }
+        _ => link_error(error),
+    })?;
     let index = netlink.index_of(name).map_err(link_error)?;
     netlink.configure(index, settings).map_err(link_error)
 }
@@ -1261,9 +1314,14 @@ fn stream_events(shared: &Shared, mut writer: UnixStream) {
 /// and offers each to every subscriber without waiting for any.
 fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
     let mut names: HashMap<PortId, String> = HashMap::new();
-    for event in events {
+    for mut event in events {
         if let Event::PortAdded { port, name, .. } = &event {
             names.insert(*port, name.clone());
+        }
+        if let Event::PortRemoved { name, cause, .. } = &mut event
+            && *cause == RemovalCause::DeviceError
+        {
+            *cause = links::cause_of_failure(shared, name);
         }
         let line = render_event(&event, &mut names, &shared.dataplane);
         if let Event::PortRemoved { port, .. } = &event {

@@ -19,6 +19,7 @@ use tapswitch::control::{
 };
 use tapswitch::dataplane::{Dataplane, DataplaneHandle};
 use tapswitch::fdb::EntryKind;
+use tapswitch::link::LinkMonitor;
 use tapswitch::port::TapPort;
 use tapswitch::report::reply;
 use tapswitch::switch::{LinkSockets, SwitchError};
@@ -461,10 +462,11 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
         restore_fdb(&dataplane, &handover);
         let identity = switch::resolve_identity(&handover.config).map_err(|e| e.to_string())?;
-        Ok::<_, String>((dataplane, handle, socket, identity))
+        let monitor = fds.next().map(LinkMonitor::from_fd);
+        Ok::<_, String>((dataplane, handle, socket, identity, monitor))
     })();
     match built {
-        Ok((dataplane, handle, socket, identity)) => {
+        Ok((dataplane, handle, socket, identity, monitor)) => {
             let config = handover.config;
             serve(
                 config,
@@ -473,7 +475,10 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
                 socket,
                 identity,
                 signals,
-                Some(answer_socket),
+                Some(HandedOver {
+                    answer: answer_socket,
+                    monitor,
+                }),
             )
         }
         Err(reason) => {
@@ -511,9 +516,17 @@ fn restore_fdb(dataplane: &Dataplane, handover: &upgrade::Handover) {
     }
 }
 
+/// What a switch that hands over to this process gives it besides its ports.
+struct HandedOver {
+    /// Told once this process forwards.
+    answer: std::os::unix::net::UnixStream,
+    /// Its link monitor socket, when it had one.
+    monitor: Option<LinkMonitor>,
+}
+
 /// Serves a built switch until it stops: signals, metrics, control socket.
-/// `handing_over` is the socket of the process this one replaces, told once
-/// everything is up.
+/// `handing_over` is what the process this one replaces handed over: its socket, told
+/// once everything is up, and its link monitor.
 fn serve(
     mut config: Config,
     mut dataplane: Dataplane,
@@ -521,8 +534,12 @@ fn serve(
     socket: ControlSocket,
     identity: Option<privileges::Identity>,
     signals: SignalHandlers,
-    handing_over: Option<std::os::unix::net::UnixStream>,
+    handing_over: Option<HandedOver>,
 ) -> Result<(), String> {
+    let (handing_over, monitor) = match handing_over {
+        Some(HandedOver { answer, monitor }) => (Some(answer), monitor),
+        None => (None, None),
+    };
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
     let metrics_listener = match &config.switch.metrics {
         // Taking over: the old process holds the address until it exits.
@@ -538,17 +555,33 @@ fn serve(
         }
         None => None,
     };
-    // Netlink sockets in every port's namespace, opened while the switch may still enter them.
+    // An id for every port's namespace, so that our own netlink socket reaches the links
+    // in there (no socket inside: it would keep the namespace alive after `ip netns del`).
     let mut links = LinkSockets::default();
     for port in &config.ports {
         links
             .get(port.netns.as_deref())
             .map_err(|e| format!("port {}: {e}", port.name))?;
     }
+    // Subscribing to other namespaces' notifications needs CAP_NET_BROADCAST, now only.
+    let monitor = match monitor.map_or_else(LinkMonitor::open, Ok) {
+        Ok(monitor) => Some(monitor),
+        Err(error) => {
+            tracing::warn!(%error, "link notifications unavailable: ports' link state and namespace moves are not followed");
+            None
+        }
+    };
     let control_path = socket.path().to_owned();
     // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
-    let server = ControlServer::prepare(socket, handle.clone(), config.clone(), events, links)
-        .map_err(|e| e.to_string())?;
+    let server = ControlServer::prepare(
+        socket,
+        handle.clone(),
+        config.clone(),
+        events,
+        links,
+        monitor,
+    )
+    .map_err(|e| e.to_string())?;
     // Everything privileged is done; no other thread runs yet (capabilities are per thread).
     if config.switch.drop_privileges {
         drop_privileges(&config, identity.as_ref(), &control_path)?;

@@ -71,6 +71,11 @@ pub struct Handover {
     pub queues: Vec<usize>,
     /// The MAC table.
     pub fdb: Vec<HandedEntry>,
+    /// Whether the last fd is the link monitor's socket (`link::LinkMonitor`): opened
+    /// while privileged, it can listen to other namespaces, which the successor, started
+    /// with fewer capabilities, could not subscribe to itself.
+    #[serde(default)]
+    pub link_monitor: bool,
 }
 
 /// One MAC table entry, its port named (ids are per process).
@@ -217,7 +222,7 @@ pub fn take_over(fd: RawFd) -> Result<(Handover, Vec<OwnedFd>, UnixStream), Upgr
         .read_exact(&mut json)
         .map_err(UpgradeError::Receive)?;
     let handover: Handover = serde_json::from_slice(&json).map_err(UpgradeError::Document)?;
-    let expected = 1 + handover.queues.iter().sum::<usize>();
+    let expected = 1 + handover.queues.iter().sum::<usize>() + usize::from(handover.link_monitor);
     if fds.len() != expected {
         return Err(UpgradeError::FdCount {
             expected,

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use super::{ControlError, Shared, State, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
+use crate::dataplane::RemovalCause;
 use crate::libvirt::{
     DeviceChange, DomainEvent, DomainEventKind, DomainState, Libvirt, LibvirtError,
 };
@@ -73,7 +74,7 @@ pub(super) fn create_devices(
     if port.vm.is_none() {
         return Ok(None);
     }
-    let netlink = state.links.get(None).map_err(|e| e.to_string())?;
+    let netlink = state.links.own().map_err(|e| e.to_string())?;
     vmport::create_devices(port, netlink)
         .map(Some)
         .map_err(|e| e.to_string())
@@ -87,7 +88,7 @@ pub(super) fn remove_devices(state: &mut State, port: &PortConfig) {
     }
     let removed = state
         .links
-        .get(None)
+        .own()
         .map_err(|e| e.to_string())
         .and_then(|netlink| vmport::remove_devices(port, netlink).map_err(|e| e.to_string()));
     if let Err(error) = removed {
@@ -322,7 +323,7 @@ fn handle_event(shared: &Shared, event: &DomainEvent) {
         }
     };
     for port in remove {
-        match remove_port(shared, state, &port.name, false) {
+        match remove_port(shared, state, &port.name, false, RemovalCause::Requested) {
             Ok(_) => {
                 info!(port = %port.name, domain = %event.domain, reason, "VM port removed");
                 publish(
