@@ -36,8 +36,9 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, PortConfig, PortSettings};
-use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, Snapshot};
+use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
 use crate::fdb::{PortId, VlanId};
+use crate::link::LinkMonitor;
 use crate::link::LinkSettings;
 use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
@@ -46,6 +47,7 @@ use crate::upgrade::{self, HandedEntry, Handover};
 use crate::vmport;
 use crate::wire::MacAddr;
 
+mod links;
 mod vms;
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -514,6 +516,11 @@ struct Shared {
     wake: UnixStream,
     /// libvirt for VM ports.
     vms: vms::Vms,
+    /// The link monitor, read by `tapswitch-links`, and drained by the event fan-out too
+    /// before it names why a port failed (see `links::cause_of_failure`).
+    link_monitor: Mutex<Option<LinkMonitor>>,
+    /// A second descriptor of the link monitor's socket, to hand over on upgrade.
+    link_monitor_fd: Option<std::os::fd::OwnedFd>,
 }
 
 struct State {
@@ -526,6 +533,9 @@ struct State {
     saved: Option<SavedState>,
     /// The last write failed (said once, not every [`SAVE_INTERVAL`]).
     save_failing: bool,
+    /// Ports whose namespace was destroyed after the dataplane had already removed them
+    /// (their TAP failed first): their `port_removed` says `namespace_deleted`.
+    destroyed: Vec<String>,
 }
 
 /// What the control plane keeps on disk (see [`crate::state`]).
@@ -622,6 +632,7 @@ struct Prepared {
     state: State,
     vms: vms::Vms,
     domain_events: Receiver<crate::libvirt::DomainEvent>,
+    monitor: Option<LinkMonitor>,
     /// A start of our own, not a takeover: on failure, what this start made goes again
     /// (the socket file with `socket`, the TAPs with the dataplane, VM devices here), as
     /// at a stop. A failed takeover leaves everything to the switch still serving it.
@@ -654,14 +665,17 @@ impl ControlServer {
             events,
             LinkSockets::default(),
             None,
+            None,
         )?
         .spawn()
     }
 
-    /// The server of [`Self::spawn`], with netlink sockets opened earlier (a switch that
-    /// dropped CAP_SYS_ADMIN can no longer enter its ports' namespaces to open them),
-    /// with `persistence` a state file kept up to date, and the configured VM ports'
-    /// devices made, but no thread started.
+    /// The server of [`Self::spawn`], with netlink sockets and namespace ids resolved
+    /// earlier (a switch that dropped CAP_SYS_ADMIN can no longer enter its ports'
+    /// namespaces to open them), with `persistence` a state file kept up to date, the
+    /// configured VM ports' devices made, and `monitor` (opened while privileged) to
+    /// follow the ports' netdevs: up, down, moved to another namespace, or gone with
+    /// their namespace; but no thread started.
     pub fn prepare(
         socket: ControlSocket,
         dataplane: DataplaneHandle,
@@ -669,6 +683,7 @@ impl ControlServer {
         events: Receiver<Event>,
         links: LinkSockets,
         persistence: Option<Persistence>,
+        monitor: Option<LinkMonitor>,
     ) -> Result<PreparedServer, ControlError> {
         let (vms, domain_events) = vms::Vms::new(&config.switch);
         let fresh_start = socket.file.remove;
@@ -686,6 +701,7 @@ impl ControlServer {
             store,
             saved: None,
             save_failing: false,
+            destroyed: Vec::new(),
         };
         let mut prepared = PreparedServer {
             parts: Some(Prepared {
@@ -696,6 +712,7 @@ impl ControlServer {
                 vms,
                 domain_events,
                 fresh_start,
+                monitor,
             }),
         };
         // The configured VM ports' TAPs exist: give them their VM devices before serving.
@@ -723,6 +740,7 @@ impl PreparedServer {
             vms,
             domain_events,
             fresh_start,
+            monitor,
         } = self.parts.take().expect("taken only here");
         let ControlSocket { listener, mut file } = socket;
         let saving = state.store.is_some();
@@ -737,9 +755,14 @@ impl PreparedServer {
             handed_over: AtomicBool::new(false),
             wake: wake_tx,
             vms,
+            link_monitor_fd: monitor
+                .as_ref()
+                .and_then(|monitor| monitor.try_clone_fd().ok()),
+            link_monitor: Mutex::new(monitor),
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;
+            links::spawn(&shared)?;
             let fan_out = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("tapswitch-events".into())
@@ -1054,7 +1077,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         Request::Upgrade { binary } => upgrade(shared, binary),
         Request::PortDel { name } => {
             let mut state = lock(&shared.state);
-            let reply = remove_port(shared, &mut state, &name, true)?;
+            let reply = remove_port(shared, &mut state, &name, true, RemovalCause::Requested)?;
             info!(port = %name, "port deleted by request");
             Ok(reply)
         }
@@ -1074,6 +1097,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                         "netns": config.and_then(|c| c.netns.clone()),
                         "mtu": live.mtu,
                         "enabled": live.enabled,
+                        "link": if live.link_up { "up" } else { "down" },
                         "offloads": live.vnet_hdr,
                         "persistent": config.is_some_and(|c| c.persistent),
                         "adopted": config.is_some_and(|c| c.adopt),
@@ -1191,11 +1215,15 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         .filter(|name| config.ports.iter().any(|p| p.name == **name))
         .cloned()
         .collect();
+    if let Some(monitor) = &shared.link_monitor_fd {
+        fds.push(monitor.as_raw_fd());
+    }
     let handover = Handover {
         config,
         queues,
         fdb,
         runtime_ports,
+        link_monitor: shared.link_monitor_fd.is_some(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
     let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
@@ -1248,6 +1276,7 @@ fn remove_port(
     state: &mut State,
     name: &str,
     unplug: bool,
+    cause: RemovalCause,
 ) -> Result<Value, String> {
     let vm_port = state
         .config
@@ -1263,6 +1292,7 @@ fn remove_port(
         .dataplane
         .request(|reply| Command::RemovePort {
             name: name.to_owned(),
+            cause,
             reply,
         })
         .map_err(|e| e.to_string())?
@@ -1430,6 +1460,8 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
         }
     };
     info!(port = %port.name, netns = port.netns.as_deref().unwrap_or("-"), "port added by request");
+    // A namesake that went with its namespace is not this port.
+    state.destroyed.retain(|name| *name != port.name);
     state.config.ports.push(port.clone());
     state.runtime_ports.retain(|name| *name != port.name);
     state.runtime_ports.push(port.name.clone());
@@ -1439,7 +1471,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
         match vms::plug(shared, &port, &interface) {
             Ok(vm) => reply["vm"] = vm,
             Err(error) => {
-                let _ = remove_port(shared, state, &port.name, false);
+                let _ = remove_port(shared, state, &port.name, false, RemovalCause::Requested);
                 return Err(format!(
                     "port {}: {error}; the port was not added",
                     port.name
@@ -1537,7 +1569,19 @@ fn configure_netdev(
     settings: &LinkSettings,
 ) -> Result<(), String> {
     let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
-    let netlink = links.get(netns).map_err(link_error)?;
+    let netlink = links.get(netns).map_err(|error| match &error {
+        crate::link::LinkError::Netns(crate::netns::NetnsError::Os { source, .. })
+            if source.raw_os_error() == Some(libc::EPERM) =>
+        {
+            format!(
+                "port {name}: its netdev is in namespace {}, which this switch cannot enter \
+                 (CAP_SYS_ADMIN was dropped after setup): change it there, or set \
+                 switch.netns_hotplug = true",
+                netns.unwrap_or("-")
+            )
+        }
+        _ => link_error(error),
+    })?;
     let index = netlink.index_of(name).map_err(link_error)?;
     netlink.configure(index, settings).map_err(link_error)
 }
@@ -1573,9 +1617,14 @@ fn stream_events(shared: &Shared, mut writer: UnixStream) {
 /// and offers each to every subscriber without waiting for any.
 fn fan_out_events(shared: &Shared, events: &Receiver<Event>) {
     let mut names: HashMap<PortId, String> = HashMap::new();
-    for event in events {
+    for mut event in events {
         if let Event::PortAdded { port, name, .. } = &event {
             names.insert(*port, name.clone());
+        }
+        if let Event::PortRemoved { name, cause, .. } = &mut event
+            && *cause == RemovalCause::DeviceError
+        {
+            *cause = links::cause_of_failure(shared, name);
         }
         // Nobody to read it: not worth a line. (A MAC flood is one event per frame,
         // and rendering them all took a core from the dataplane.)

@@ -132,8 +132,16 @@ pub enum Command {
     /// packet path.
     RemovePort {
         name: String,
+        /// Why: `Requested` for `port del`; `NamespaceDeleted` when its namespace went away.
+        cause: RemovalCause,
         reply: Sender<Result<RemovedPort, DataplaneError>>,
     },
+    /// The port's netdev went down or came up (from netlink link notifications):
+    /// reported as an event and in the port's state. Frames keep being written
+    /// either way; a down TAP refuses them and they count as `link_down`.
+    SetLinkState { name: String, up: bool },
+    /// The port's netdev is now in namespace `netns` (`None`: the switch's own).
+    PortMoved { name: String, netns: Option<String> },
     /// Change settings of a running port.
     UpdatePort {
         name: String,
@@ -227,9 +235,12 @@ pub struct RemovedPort {
 pub enum RemovalCause {
     /// The control plane asked.
     Requested,
-    /// Reading or writing failed with an error other than a full queue
-    /// (e.g. the TAP was deleted under us).
+    /// Reading or writing failed with an error other than a full queue or a
+    /// down link (e.g. the TAP was deleted under us).
     DeviceError,
+    /// The network namespace the port's netdev was in was deleted, and the
+    /// kernel deleted the netdev with it.
+    NamespaceDeleted,
 }
 
 /// Something that changed in the switch, for `tapswitch events`. Ports are
@@ -308,6 +319,20 @@ pub enum Event {
     /// `port set NAME --enable` brings it back.
     PortShutdown {
         port: PortId,
+    },
+    /// The port's netdev went down (its endpoint set it down, or it is being
+    /// moved): frames to it count as `link_down` drops until it is up.
+    PortLinkDown {
+        port: PortId,
+    },
+    /// The port's netdev is up again and forwarding.
+    PortLinkUp {
+        port: PortId,
+    },
+    /// The port's netdev moved to namespace `netns` (`null`: the switch's own).
+    PortMoved {
+        port: PortId,
+        netns: Option<String>,
     },
 }
 
@@ -507,6 +532,8 @@ pub struct PortSnapshot {
     pub vnet_hdr: bool,
     /// False once disabled, e.g. shut down by its MAC limit.
     pub enabled: bool,
+    /// Whether the netdev is up, as netlink last reported it.
+    pub link_up: bool,
     pub counters: PortCounters,
 }
 
@@ -602,6 +629,8 @@ impl DataplaneHandle {
 struct PortSlot {
     port: Arc<dyn Port>,
     mtu: u32,
+    /// The netdev's state as last reported by the control plane.
+    link_up: bool,
     counters: PortCounters,
     /// The queues this worker reads (registered with this worker's epoll).
     reads: QueueMask,
@@ -617,6 +646,7 @@ impl PortSlot {
             mtu: self.mtu,
             vnet_hdr: self.port.vnet_hdr_len() > 0,
             enabled: policy.is_some_and(|p| p.enabled),
+            link_up: self.link_up,
             counters: self.counters.clone(),
         }
     }
@@ -813,6 +843,7 @@ impl Dataplane {
         let slot = PortSlot {
             port,
             mtu,
+            link_up: true,
             counters: PortCounters::default(),
             reads,
             // Frames may have queued before registration; edge-triggered epoll
@@ -1120,15 +1151,26 @@ impl Dataplane {
             } => {
                 let _ = reply.send(self.add_configured_port(port, mtu, &settings));
             }
-            Command::RemovePort { name, reply } => {
+            Command::RemovePort { name, cause, reply } => {
                 let result = self.port_id(&name).map(|id| {
                     let (port, last) = self
-                        .take_port(id, RemovalCause::Requested, None)
+                        .take_port(id, cause, None)
                         .expect("port_id found a live slot");
                     RemovedPort { port, last }
                 });
                 // Nobody took the port back: it is closed here, then.
                 let _ = reply.send(result);
+            }
+            Command::SetLinkState { name, up } => {
+                if let Ok(id) = self.port_id(&name) {
+                    self.set_link_state(id, up);
+                }
+            }
+            Command::PortMoved { name, netns } => {
+                if let Ok(id) = self.port_id(&name) {
+                    info!(port = %name, netns = netns.as_deref().unwrap_or("-"), "port's netdev moved");
+                    self.events.emit(|| Event::PortMoved { port: id, netns });
+                }
             }
             Command::UpdatePort {
                 name,
@@ -1206,6 +1248,27 @@ impl Dataplane {
         }
         let id = self.add_port(port, mtu)?;
         self.update_port(id, settings)
+    }
+
+    /// Records the netdev state of port `id`; a change is logged and reported.
+    fn set_link_state(&mut self, id: PortId, up: bool) {
+        let Some(Some(slot)) = self.ports.get_mut(id.index()) else {
+            return;
+        };
+        if slot.link_up == up {
+            return;
+        }
+        slot.link_up = up;
+        if up {
+            info!(port = slot.port.name(), "link up; forwarding again");
+            self.events.emit(|| Event::PortLinkUp { port: id });
+        } else {
+            warn!(
+                port = slot.port.name(),
+                "link down; frames to it are dropped as link_down"
+            );
+            self.events.emit(|| Event::PortLinkDown { port: id });
+        }
     }
 
     fn mark_ready(&mut self, id: PortId, queue: usize) {
@@ -1303,15 +1366,15 @@ impl Dataplane {
             };
             let len = match slot.port.recv(queue, &mut self.buffer) {
                 Ok(len) => len,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return (frames, true, policed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    warn!(port = slot.port.name(), error = %e, "reading failed; removing the port");
-                    self.dead.push(ingress);
-                    return (frames, true, policed);
-                }
+                Err(e) => match classify_recv_error(&e) {
+                    RecvFailure::Retry => continue,
+                    RecvFailure::Empty => return (frames, true, policed),
+                    RecvFailure::PortGone => {
+                        warn!(port = slot.port.name(), error = %e, "reading failed; removing the port");
+                        self.dead.push(ingress);
+                        return (frames, true, policed);
+                    }
+                },
             };
             frames += 1;
             match self.forward_frame(ingress, len, now) {
@@ -1733,15 +1796,19 @@ fn send_retagged(
     Some(out_slot.port.send_vectored(&parts))
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum SendFailure {
     Dropped(DropReason),
     PortGone,
 }
 
 /// A TAP refuses one frame (bad vnet header, too big, queue full) with these
-/// errors; anything else means the device itself is gone.
+/// errors, and every frame while its netdev is down (EIO: a state, not a
+/// failure); anything else (EBADFD after the device was deleted) means the
+/// device itself is gone.
 fn classify_send_error(error: &io::Error) -> SendFailure {
     match error.raw_os_error() {
+        Some(libc::EIO) => SendFailure::Dropped(DropReason::LinkDown),
         Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) => {
             SendFailure::Dropped(DropReason::TxQueueFull)
         }
@@ -1750,6 +1817,26 @@ fn classify_send_error(error: &io::Error) -> SendFailure {
         }
         Some(libc::EINTR) => SendFailure::Dropped(DropReason::TxQueueFull),
         _ => SendFailure::PortGone,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RecvFailure {
+    /// Interrupted: read again.
+    Retry,
+    /// Nothing to read now: the queue is empty, or the netdev is down (EIO),
+    /// when the TAP delivers nothing until it is up again.
+    Empty,
+    /// The device is gone (EBADFD after deletion, or anything unexpected).
+    PortGone,
+}
+
+fn classify_recv_error(error: &io::Error) -> RecvFailure {
+    match error.raw_os_error() {
+        Some(libc::EINTR) => RecvFailure::Retry,
+        Some(libc::EIO) => RecvFailure::Empty,
+        _ if error.kind() == io::ErrorKind::WouldBlock => RecvFailure::Empty,
+        _ => RecvFailure::PortGone,
     }
 }
 
@@ -1790,6 +1877,52 @@ mod tests {
             vlan: VlanMode::Access { vlan },
             ..PortPolicy::default()
         }
+    }
+
+    #[test]
+    fn a_down_link_is_a_drop_and_a_deleted_device_removes_the_port() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(
+            classify_send_error(&os(libc::EIO)),
+            SendFailure::Dropped(DropReason::LinkDown)
+        );
+        assert_eq!(
+            classify_send_error(&os(libc::EAGAIN)),
+            SendFailure::Dropped(DropReason::TxQueueFull)
+        );
+        assert_eq!(
+            classify_send_error(&os(libc::EINVAL)),
+            SendFailure::Dropped(DropReason::TxRejected)
+        );
+        for gone in [libc::EBADFD, libc::ENODEV, libc::ENXIO, libc::EBADF] {
+            assert_eq!(classify_send_error(&os(gone)), SendFailure::PortGone);
+            assert_eq!(classify_recv_error(&os(gone)), RecvFailure::PortGone);
+        }
+        assert_eq!(classify_recv_error(&os(libc::EIO)), RecvFailure::Empty);
+        assert_eq!(classify_recv_error(&os(libc::EAGAIN)), RecvFailure::Empty);
+        assert_eq!(classify_recv_error(&os(libc::EINTR)), RecvFailure::Retry);
+    }
+
+    #[test]
+    fn link_state_changes_are_reported_once_and_the_port_stays() {
+        let (mut dataplane, id, events) = dataplane_with_a_port();
+        for up in [false, false, true, true] {
+            dataplane.set_link_state(id, up);
+        }
+        let rendered: Vec<String> = events
+            .try_iter()
+            .filter(|e| matches!(e, Event::PortLinkDown { .. } | Event::PortLinkUp { .. }))
+            .map(|e| serde_json::to_string(&e).unwrap())
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                format!(r#"{{"event":"port_link_down","port":{}}}"#, id.0),
+                format!(r#"{{"event":"port_link_up","port":{}}}"#, id.0),
+            ]
+        );
+        let snapshot = dataplane.counters();
+        assert!(snapshot.ports[0].link_up, "{:?}", snapshot.ports[0]);
     }
 
     #[test]

@@ -11,10 +11,10 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::dataplane::DataplaneError;
-use crate::link::LinkError;
+use crate::link::{LinkError, Netlink};
 use crate::netns::{self, NetnsError};
 use crate::report;
-use crate::switch::{self, LinkSockets, SwitchError};
+use crate::switch::{self, SwitchError};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -78,13 +78,18 @@ pub fn run() -> Result<(), DemoError> {
     }
 
     let (mut dataplane, handle) = switch::build(&config)?;
-    let mut links = LinkSockets::default();
     for (i, port) in config.ports.iter().enumerate() {
         let link_error = |source| DemoError::Link {
             port: port.name.clone(),
             source,
         };
-        let netlink = links.get(port.netns.as_deref()).map_err(link_error)?;
+        // Addresses are added from inside (RTM_NEWADDR takes no namespace id); the demo
+        // holds its namespaces only while it runs.
+        let mut netlink = match &port.netns {
+            Some(netns) => Netlink::open_in(netns),
+            None => Netlink::open(),
+        }
+        .map_err(link_error)?;
         let index = netlink.index_of(&port.name).map_err(link_error)?;
         netlink
             .add_address(index, IpAddr::V4(address(i)), 24)

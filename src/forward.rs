@@ -70,6 +70,9 @@ pub enum DropReason {
     TxRejected,
     /// Writing failed because the egress device went away.
     TxError,
+    /// The egress port's netdev is down (set down by its endpoint, or being moved to
+    /// another namespace): the TAP refuses frames until it is up again.
+    LinkDown,
     // Policy decisions, by the forwarder again.
     /// The ingress port does not carry the frame's VLAN (or the frame is untagged on a
     /// trunk without a native VLAN), or the learned destination's port no longer does.
@@ -90,7 +93,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -106,6 +109,7 @@ impl DropReason {
         DropReason::TxQueueFull,
         DropReason::TxRejected,
         DropReason::TxError,
+        DropReason::LinkDown,
         DropReason::VlanNotAllowed,
         DropReason::SpoofedSource,
         DropReason::MacLimit,
@@ -140,6 +144,7 @@ impl DropReason {
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxRejected => "tx_rejected",
             DropReason::TxError => "tx_error",
+            DropReason::LinkDown => "link_down",
             DropReason::VlanNotAllowed => "vlan_not_allowed",
             DropReason::SpoofedSource => "spoofed_source",
             DropReason::MacLimit => "mac_limit",

@@ -20,6 +20,7 @@ use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVtap, InfoTun, LinkAttribute, LinkFlags,
     LinkInfo as LinkInfoAttribute, LinkMessage, MacVtapMode,
 };
+use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
 use netlink_packet_route::tc::{
     TcAction, TcActionAttribute, TcActionMirrorOption, TcActionOption, TcActionType, TcAttribute,
     TcFilterU32Option, TcHandle, TcMessage, TcMirror, TcMirrorActionType, TcOption, TcU32Key,
@@ -406,16 +407,27 @@ impl Netlink {
 
     /// The interface index of link `name`.
     pub fn index_of(&mut self, name: &str) -> Result<u32, LinkError> {
+        self.index_of_in(None, name)
+    }
+
+    /// The interface index of link `name` in the namespace with id `nsid` (see
+    /// [`Self::netns_id`]); `None` is this socket's own namespace.
+    pub fn index_of_in(&mut self, nsid: Option<i32>, name: &str) -> Result<u32, LinkError> {
         Ok(self
-            .get_link_by_name(name, "looking up the index")?
+            .get_link_by_name(nsid, name, "looking up the index")?
             .header
             .index)
     }
 
     /// A snapshot of link `name`: state, addresses and counters.
     pub fn info(&mut self, name: &str) -> Result<LinkInfo, LinkError> {
+        self.info_in(None, name)
+    }
+
+    /// [`Self::info`] of link `name` in the namespace with id `nsid`.
+    pub fn info_in(&mut self, nsid: Option<i32>, name: &str) -> Result<LinkInfo, LinkError> {
         let operation = "reading link info";
-        let link = self.get_link_by_name(name, operation)?;
+        let link = self.get_link_by_name(nsid, name, operation)?;
         link_info_from(link).map_err(|reason| LinkError::BadReply {
             operation: operation.to_owned(),
             device: name.to_owned(),
@@ -426,7 +438,7 @@ impl Netlink {
     /// What link `name` is, if one exists: its kind, alias and, for a TUN/TAP device, the
     /// flags its creator gave it. `None` when there is no such link.
     pub fn existing(&mut self, name: &str) -> Result<Option<ExistingLink>, LinkError> {
-        match self.get_link_by_name(name, "looking up an existing device") {
+        match self.get_link_by_name(None, name, "looking up an existing device") {
             Ok(link) => Ok(Some(existing_link_from(link))),
             Err(error) if error.errno() == Some(libc::ENODEV) => Ok(None),
             Err(error) => Err(error),
@@ -438,31 +450,97 @@ impl Netlink {
     /// The kernel applies the attributes one after another and stops at the first it refuses,
     /// so on error the settings before the failing one may already be in effect.
     pub fn configure(&mut self, index: u32, settings: &LinkSettings) -> Result<(), LinkError> {
-        let mut link = LinkMessage::default();
-        link.header.index = index;
-        if let Some(up) = settings.up {
-            link.header.change_mask = LinkFlags::Up;
-            link.header.flags = if up {
-                LinkFlags::Up
-            } else {
-                LinkFlags::empty()
-            };
-        }
-        if let Some(mtu) = settings.mtu {
-            link.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        if let Some(mac) = settings.mac {
-            link.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        }
-        if let Some(len) = settings.txqueuelen {
-            link.attributes.push(LinkAttribute::TxQueueLen(len));
-        }
-        if let Some(alias) = &settings.alias {
-            link.attributes.push(LinkAttribute::IfAlias(alias.clone()));
-        }
+        self.request(
+            RouteNetlinkMessage::SetLink(settings_message(index, settings)),
+            0,
+        )
+        .map(drop)
+        .map_err(|failure| self.error_for_index(failure, settings.describe(), index))
+    }
+
+    /// Moves link `index` into namespace `netns`, renames it `name` there and applies
+    /// `settings`, all in one RTM_SETLINK (the kernel moves first, then renames and
+    /// configures in the new namespace). The link can so be made under a temporary name
+    /// here without clashing with a namesake in our namespace.
+    pub fn move_and_configure(
+        &mut self,
+        index: u32,
+        netns: &NetnsFd,
+        name: &str,
+        settings: &LinkSettings,
+    ) -> Result<(), LinkError> {
+        let mut link = settings_message(index, settings);
+        link.attributes
+            .push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+        link.attributes.push(LinkAttribute::IfName(name.to_owned()));
         self.request(RouteNetlinkMessage::SetLink(link), 0)
             .map(drop)
-            .map_err(|failure| self.error_for_index(failure, settings.describe(), index))
+            .map_err(|failure| {
+                self.error_for_index(
+                    failure,
+                    format!(
+                        "moving to its network namespace as {name} and {}",
+                        settings.describe()
+                    ),
+                    index,
+                )
+            })
+    }
+
+    /// The id our namespace knows namespace `netns` by, assigning one if it has none.
+    /// With an id, links in there can be read from here ([`Self::info_in`]) and their
+    /// notifications reach a [`LinkMonitor`]; an id does not keep the namespace alive.
+    pub fn netns_id(&mut self, netns: &NetnsFd) -> Result<i32, LinkError> {
+        let query = |kind: fn(NsidMessage) -> RouteNetlinkMessage, with_id: bool| {
+            let mut message = NsidMessage::default();
+            message
+                .attributes
+                .push(NsidAttribute::Fd(netns.as_raw_fd() as u32));
+            if with_id {
+                // -1: any free id.
+                message.attributes.push(NsidAttribute::Id(-1));
+            }
+            kind(message)
+        };
+        let to_error = |failure| {
+            link_error(
+                failure,
+                "finding the namespace id".to_owned(),
+                "a network namespace".to_owned(),
+            )
+        };
+        for attempt in 0..2 {
+            let replies = self
+                .request(query(RouteNetlinkMessage::GetNsId, false), 0)
+                .map_err(to_error)?;
+            let id = replies.into_iter().find_map(|reply| match reply {
+                RouteNetlinkMessage::NewNsId(message) => {
+                    message.attributes.into_iter().find_map(|a| match a {
+                        NsidAttribute::Id(id) => Some(id),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            });
+            match id {
+                Some(id) if id >= 0 => return Ok(id),
+                _ if attempt == 0 => {
+                    match self.request(query(RouteNetlinkMessage::NewNsId, true), 0) {
+                        Ok(_) => {}
+                        // Assigned by someone else meanwhile: read it again.
+                        Err(Failure::Kernel { source, .. })
+                            if source.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(failure) => return Err(to_error(failure)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        Err(LinkError::BadReply {
+            operation: "finding the namespace id".to_owned(),
+            device: "a network namespace".to_owned(),
+            reason: "no id after assigning one".to_owned(),
+        })
     }
 
     /// Moves link `index` into the network namespace `netns` (IFLA_NET_NS_FD). Afterwards it is
@@ -660,11 +738,19 @@ impl Netlink {
         })
     }
 
-    fn get_link_by_name(&mut self, name: &str, operation: &str) -> Result<LinkMessage, LinkError> {
+    fn get_link_by_name(
+        &mut self,
+        nsid: Option<i32>,
+        name: &str,
+        operation: &str,
+    ) -> Result<LinkMessage, LinkError> {
         let mut query = LinkMessage::default();
         query
             .attributes
             .push(LinkAttribute::IfName(name.to_owned()));
+        if let Some(nsid) = nsid {
+            query.attributes.push(LinkAttribute::IfNetnsId(nsid));
+        }
         let to_error = |reason: String| LinkError::BadReply {
             operation: operation.to_owned(),
             device: name.to_owned(),
@@ -773,6 +859,248 @@ impl Netlink {
 /// creates it with the link.
 pub fn macvtap_device_path(index: u32) -> PathBuf {
     PathBuf::from(format!("/dev/tap{index}"))
+}
+
+/// What one link notification says, as [`LinkMonitor`] reads it. `nsid` is the id of the
+/// namespace the link is in, as our namespace knows it; `None` is our own namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkNotice {
+    /// RTM_NEWLINK: link `name` appeared or changed; `up` is its administrative state
+    /// (a TAP refuses frames with EIO while it is down).
+    Changed {
+        nsid: Option<i32>,
+        index: u32,
+        name: String,
+        up: bool,
+    },
+    /// RTM_DELLINK: link `name` left that namespace: deleted, or moved to another one.
+    Left {
+        nsid: Option<i32>,
+        index: u32,
+        name: String,
+    },
+    /// RTM_DELNSID in our namespace: the namespace with id `nsid` is being destroyed
+    /// (the kernel drops the id before it deletes the namespace's virtual links).
+    NamespaceDestroyed { nsid: i32 },
+    /// Notifications were lost (the socket's buffer overflowed): read the state again.
+    Overrun,
+}
+
+/// The link notice in `message`, which came from the namespace with id `nsid`.
+pub fn link_notice(nsid: Option<i32>, message: RouteNetlinkMessage) -> Option<LinkNotice> {
+    let name_of = |link: &LinkMessage| {
+        link.attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                LinkAttribute::IfName(name) => Some(name.clone()),
+                _ => None,
+            })
+    };
+    match message {
+        RouteNetlinkMessage::NewLink(link) => Some(LinkNotice::Changed {
+            nsid,
+            index: link.header.index,
+            name: name_of(&link)?,
+            up: link.header.flags.contains(LinkFlags::Up),
+        }),
+        RouteNetlinkMessage::DelLink(link) => Some(LinkNotice::Left {
+            nsid,
+            index: link.header.index,
+            name: name_of(&link)?,
+        }),
+        // Ids other namespaces give each other are no concern of ours.
+        RouteNetlinkMessage::DelNsId(message) if nsid.is_none() => message
+            .attributes
+            .iter()
+            .find_map(|attribute| match attribute {
+                NsidAttribute::Id(id) => Some(LinkNotice::NamespaceDestroyed { nsid: *id }),
+                _ => None,
+            }),
+        _ => None,
+    }
+}
+
+/// A NETLINK_ROUTE socket subscribed to link and namespace-id notifications of our own
+/// namespace and, with `NETLINK_LISTEN_ALL_NSID`, of every namespace our namespace has an id
+/// for ([`Netlink::netns_id`]). It lives in our namespace, so it keeps no other alive.
+/// Open it while privileged: subscribing to other namespaces needs CAP_NET_BROADCAST then,
+/// and not afterwards.
+pub struct LinkMonitor {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl LinkMonitor {
+    pub fn open() -> Result<Self, LinkError> {
+        let open_err = |step| move |source| LinkError::Open { step, source };
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(open_err("socket"))?;
+        socket.bind_auto().map_err(open_err("bind"))?;
+        for group in [libc::RTNLGRP_LINK, libc::RTNLGRP_NSID] {
+            socket
+                .add_membership(group)
+                .map_err(open_err("joining a notification group"))?;
+        }
+        socket.set_listen_all_namespaces(true).map_err(open_err(
+            "listening to all namespaces (NETLINK_LISTEN_ALL_NSID)",
+        ))?;
+        Ok(Self {
+            socket,
+            // A link message with all its attributes is a few KiB; several come at once.
+            buffer: vec![0; 256 * 1024],
+        })
+    }
+
+    /// A monitor socket handed over by the switch this process replaces (`upgrade`): opened
+    /// there while privileged, it keeps listening to every namespace here.
+    pub fn from_fd(fd: std::os::fd::OwnedFd) -> Self {
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        Self {
+            // SAFETY: `fd` is an open socket we own; the Socket takes it over.
+            socket: unsafe { Socket::from_raw_fd(fd.into_raw_fd()) },
+            buffer: vec![0; 256 * 1024],
+        }
+    }
+
+    /// A second descriptor of the socket, to hand to a successor process.
+    pub fn try_clone_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+        // SAFETY: the socket's fd is open for as long as `self` lives, beyond this call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) };
+        fd.as_fd().try_clone_to_owned()
+    }
+
+    /// The socket's descriptor, to wait on with [`wait_readable`] without holding the
+    /// monitor (another thread may need to drain it meanwhile).
+    pub fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.socket.as_raw_fd()
+    }
+
+    /// The notices of the next pending datagram, without waiting: `None` when nothing is
+    /// pending. (A datagram may carry nothing of interest: `Some` of an empty list.)
+    pub fn receive(&mut self) -> Result<Option<Vec<LinkNotice>>, LinkError> {
+        let receive_error = |source| LinkError::Socket {
+            operation: "watching links".to_owned(),
+            device: "every port".to_owned(),
+            step: "receive",
+            source,
+        };
+        let fd = self.as_raw_fd();
+        let mut iov = libc::iovec {
+            iov_base: self.buffer.as_mut_ptr().cast(),
+            iov_len: self.buffer.len(),
+        };
+        // Room for one cmsghdr carrying an int (the namespace id), suitably aligned.
+        let mut control = [0u64; 8];
+        // SAFETY: msghdr is plain data; zero is a valid starting value.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: `header` points at the live buffer and control array for the call.
+        let received = unsafe { libc::recvmsg(fd, &mut header, libc::MSG_DONTWAIT) };
+        if received < 0 {
+            let error = io::Error::last_os_error();
+            return match error.raw_os_error() {
+                Some(libc::ENOBUFS) => Ok(Some(vec![LinkNotice::Overrun])),
+                Some(libc::EAGAIN) => Ok(None),
+                Some(libc::EINTR) => Ok(Some(Vec::new())),
+                _ => Err(receive_error(error)),
+            };
+        }
+        let nsid = source_nsid(&header);
+        let datagram = &self.buffer[..received as usize];
+        let mut notices = Vec::new();
+        let mut offset = 0;
+        while offset + NLMSG_HDRLEN <= datagram.len() {
+            let length =
+                u32::from_ne_bytes(datagram[offset..offset + 4].try_into().expect("4 bytes"))
+                    as usize;
+            if length < NLMSG_HDRLEN || offset + length > datagram.len() {
+                break;
+            }
+            // A message this crate cannot parse is one we do not need.
+            if let Ok(message) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                &datagram[offset..offset + length],
+            ) && let NetlinkPayload::InnerMessage(inner) = message.payload
+                && let Some(notice) = link_notice(nsid, inner)
+            {
+                notices.push(notice);
+            }
+            offset += length.next_multiple_of(4);
+        }
+        Ok(Some(notices))
+    }
+}
+
+/// Waits up to `timeout` for `fd` to become readable; false after the timeout (or a signal).
+pub fn wait_readable(fd: std::os::fd::RawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: one initialised pollfd, live for the call.
+    let ready = unsafe { libc::poll(&mut poll, 1, millis) };
+    if ready < 0 {
+        let error = io::Error::last_os_error();
+        return match error.kind() {
+            io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(error),
+        };
+    }
+    Ok(ready > 0)
+}
+
+/// The namespace id the kernel attached to a received datagram (`NETLINK_LISTEN_ALL_NSID`
+/// ancillary data); none for our own namespace.
+fn source_nsid(header: &libc::msghdr) -> Option<i32> {
+    /// `NETLINK_LISTEN_ALL_NSID`, also the type of the ancillary message.
+    const NETLINK_LISTEN_ALL_NSID: libc::c_int = 8;
+    // SAFETY: `header` was filled by recvmsg; the CMSG macros walk its control buffer
+    // within msg_controllen.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(header) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null cmsg pointers from CMSG_FIRSTHDR/NXTHDR lie in the control buffer.
+        let entry = unsafe { &*cmsg };
+        if entry.cmsg_level == libc::SOL_NETLINK && entry.cmsg_type == NETLINK_LISTEN_ALL_NSID {
+            // SAFETY: this ancillary message carries one int; read_unaligned tolerates
+            // the data's alignment.
+            return Some(unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>()) });
+        }
+        // SAFETY: as above.
+        cmsg = unsafe { libc::CMSG_NXTHDR(header, cmsg) };
+    }
+    None
+}
+
+/// An RTM_SETLINK body applying `settings` to link `index`.
+fn settings_message(index: u32, settings: &LinkSettings) -> LinkMessage {
+    let mut link = LinkMessage::default();
+    link.header.index = index;
+    if let Some(up) = settings.up {
+        link.header.change_mask = LinkFlags::Up;
+        link.header.flags = if up {
+            LinkFlags::Up
+        } else {
+            LinkFlags::empty()
+        };
+    }
+    if let Some(mtu) = settings.mtu {
+        link.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = settings.mac {
+        link.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(len) = settings.txqueuelen {
+        link.attributes.push(LinkAttribute::TxQueueLen(len));
+    }
+    if let Some(alias) = &settings.alias {
+        link.attributes.push(LinkAttribute::IfAlias(alias.clone()));
+    }
+    link
 }
 
 /// `tc filter add dev FROM ingress prio 1 protocol all u32 match u32 0 0
@@ -1645,6 +1973,77 @@ mod tests {
         );
 
         assert_eq!(extended_ack_message(NLM_F_CAPPED, &capped), None);
+    }
+
+    #[test]
+    fn link_notices_say_which_link_changed_where() {
+        let link = |flags: LinkFlags, name: Option<&str>| {
+            let mut link = LinkMessage::default();
+            link.header.index = 7;
+            link.header.flags = flags;
+            if let Some(name) = name {
+                link.attributes.push(LinkAttribute::IfName(name.to_owned()));
+            }
+            link
+        };
+        assert_eq!(
+            link_notice(
+                Some(2),
+                RouteNetlinkMessage::NewLink(link(LinkFlags::Up | LinkFlags::LowerUp, Some("p1")))
+            ),
+            Some(LinkNotice::Changed {
+                nsid: Some(2),
+                index: 7,
+                name: "p1".to_owned(),
+                up: true
+            })
+        );
+        // Down is the administrative state, whatever the carrier says.
+        assert_eq!(
+            link_notice(
+                None,
+                RouteNetlinkMessage::NewLink(link(LinkFlags::LowerUp, Some("p1")))
+            ),
+            Some(LinkNotice::Changed {
+                nsid: None,
+                index: 7,
+                name: "p1".to_owned(),
+                up: false
+            })
+        );
+        assert_eq!(
+            link_notice(
+                Some(2),
+                RouteNetlinkMessage::DelLink(link(LinkFlags::empty(), Some("p1")))
+            ),
+            Some(LinkNotice::Left {
+                nsid: Some(2),
+                index: 7,
+                name: "p1".to_owned()
+            })
+        );
+        assert_eq!(
+            link_notice(
+                None,
+                RouteNetlinkMessage::NewLink(link(LinkFlags::Up, None))
+            ),
+            None,
+            "a link without a name is no port's"
+        );
+        let deleted = || {
+            let mut message = NsidMessage::default();
+            message.attributes.push(NsidAttribute::Id(3));
+            RouteNetlinkMessage::DelNsId(message)
+        };
+        assert_eq!(
+            link_notice(None, deleted()),
+            Some(LinkNotice::NamespaceDestroyed { nsid: 3 })
+        );
+        assert_eq!(
+            link_notice(Some(2), deleted()),
+            None,
+            "ids of other namespaces are theirs"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tapswitch::control::{
     Persistence, Request, SignalHandlers,
 };
 use tapswitch::dataplane::{Dataplane, DataplaneHandle};
+use tapswitch::link::LinkMonitor;
 use tapswitch::port::TapPort;
 use tapswitch::report::reply;
 use tapswitch::state::StateDir;
@@ -562,10 +563,11 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
         // The old process made the directory (and gave it to the switch user).
         let store =
             StateDir::open(handover.config.switch.state_dir(), None).map_err(|e| e.to_string())?;
-        Ok::<_, String>((dataplane, handle, socket, identity, store))
+        let monitor = fds.next().map(LinkMonitor::from_fd);
+        Ok::<_, String>((dataplane, handle, socket, identity, store, monitor))
     })();
     match built {
-        Ok((dataplane, handle, socket, identity, store)) => {
+        Ok((dataplane, handle, socket, identity, store, monitor)) => {
             let persistence = Persistence {
                 store,
                 runtime_ports: handover.runtime_ports,
@@ -578,7 +580,10 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
                 socket,
                 identity,
                 signals,
-                Some(answer_socket),
+                Some(HandedOver {
+                    answer: answer_socket,
+                    monitor,
+                }),
                 persistence,
             )
         }
@@ -589,9 +594,17 @@ fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
     }
 }
 
+/// What a switch that hands over to this process gives it besides its ports.
+struct HandedOver {
+    /// Told once this process forwards.
+    answer: std::os::unix::net::UnixStream,
+    /// Its link monitor socket, when it had one.
+    monitor: Option<LinkMonitor>,
+}
+
 /// Serves a built switch until it stops: signals, metrics, control socket.
-/// `handing_over` is the socket of the process this one replaces, told once
-/// everything is up.
+/// `handing_over` is what the process this one replaces handed over: its socket, told
+/// once everything is up, and its link monitor.
 // Two callers (a fresh start, a takeover), each handing over what it built.
 #[allow(clippy::too_many_arguments)]
 fn serve(
@@ -601,9 +614,13 @@ fn serve(
     socket: ControlSocket,
     identity: Option<privileges::Identity>,
     signals: SignalHandlers,
-    handing_over: Option<std::os::unix::net::UnixStream>,
+    handing_over: Option<HandedOver>,
     persistence: Persistence,
 ) -> Result<(), String> {
+    let (handing_over, monitor) = match handing_over {
+        Some(HandedOver { answer, monitor }) => (Some(answer), monitor),
+        None => (None, None),
+    };
     let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
     let metrics_listener = match &config.switch.metrics {
         // Taking over: the old process holds the address until it exits.
@@ -619,13 +636,22 @@ fn serve(
         }
         None => None,
     };
-    // Netlink sockets in every port's namespace, opened while the switch may still enter them.
+    // An id for every port's namespace, so that our own netlink socket reaches the links
+    // in there (no socket inside: it would keep the namespace alive after `ip netns del`).
     let mut links = LinkSockets::default();
     for port in &config.ports {
         links
             .get(port.netns.as_deref())
             .map_err(|e| format!("port {}: {e}", port.name))?;
     }
+    // Subscribing to other namespaces' notifications needs CAP_NET_BROADCAST, now only.
+    let monitor = match monitor.map_or_else(LinkMonitor::open, Ok) {
+        Ok(monitor) => Some(monitor),
+        Err(error) => {
+            tracing::warn!(%error, "link notifications unavailable: ports' link state and namespace moves are not followed");
+            None
+        }
+    };
     let control_path = socket.path().to_owned();
     // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
     let server = ControlServer::prepare(
@@ -635,6 +661,7 @@ fn serve(
         events,
         links,
         Some(persistence),
+        monitor,
     )
     .map_err(|e| e.to_string())?;
     // Everything privileged is done; no other thread runs yet (capabilities are per thread).

@@ -232,6 +232,22 @@ pub fn render(snapshot: &Snapshot) -> String {
         "1 when the port forwards, 0 when disabled.",
         &enabled,
     );
+    let link_up: Vec<(String, u64)> = snapshot
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                format!("{{port=\"{}\"}}", label(&p.name)),
+                u64::from(p.link_up),
+            )
+        })
+        .collect();
+    family(
+        "tapswitch_port_link_up",
+        "gauge",
+        "1 when the port's netdev is up, 0 when it is down (frames to it count as link_down).",
+        &link_up,
+    );
     let plain = |value: u64| vec![(String::new(), value)];
     family(
         "tapswitch_ports",
@@ -329,6 +345,7 @@ mod tests {
                 mtu: 1500,
                 vnet_hdr: true,
                 enabled: true,
+                link_up: true,
                 counters,
             }],
             removed_ports: vec![],

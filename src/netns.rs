@@ -167,10 +167,62 @@ impl NetnsFd {
         })
     }
 
+    /// The namespace's inode number (what `/proc/PID/ns/net` shows as `net:[INODE]`).
+    pub fn inode(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(fs::File::from(self.0.try_clone()?).metadata()?.ino())
+    }
+
     /// The raw descriptor, valid as long as `self` lives.
     pub fn as_raw_fd(&self) -> RawFd {
         self.0.as_raw_fd()
     }
+}
+
+impl From<OwnedFd> for NetnsFd {
+    /// A namespace descriptor from elsewhere, e.g. `tap::device_netns`.
+    fn from(fd: OwnedFd) -> Self {
+        Self(fd)
+    }
+}
+
+/// Where a network namespace is, as far as names go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The namespace this process's threads were started in.
+    Own,
+    /// Mounted as `/run/netns/NAME`.
+    Named(String),
+    /// Neither (e.g. a container's): its key [`unnamed_key`] of its inode.
+    Unnamed(String),
+}
+
+/// The name a namespace without a `/run/netns` name is recorded under: `net:[INODE]`, as
+/// `/proc/PID/ns/net` shows it. No `ip netns` name can be confused with it, and a
+/// configuration naming it fails with "does not exist" rather than meaning another one.
+pub fn unnamed_key(inode: u64) -> String {
+    format!("net:[{inode}]")
+}
+
+/// Names namespace `netns`: ours, one under `/run/netns` (compared by device and inode,
+/// which needs no privilege), or an unnamed one.
+pub fn locate(netns: &NetnsFd) -> io::Result<Location> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::File::from(netns.0.try_clone()?).metadata()?;
+    let same = |m: &fs::Metadata| m.dev() == meta.dev() && m.ino() == meta.ino();
+    if fs::metadata("/proc/self/ns/net").is_ok_and(|m| same(&m)) {
+        return Ok(Location::Own);
+    }
+    if let Ok(entries) = fs::read_dir(NETNS_RUN_DIR) {
+        for entry in entries.flatten() {
+            if fs::metadata(entry.path()).is_ok_and(|m| same(&m))
+                && let Some(name) = entry.file_name().to_str()
+            {
+                return Ok(Location::Named(name.to_owned()));
+            }
+        }
+    }
+    Ok(Location::Unnamed(unnamed_key(meta.ino())))
 }
 
 impl AsFd for NetnsFd {

@@ -65,10 +65,13 @@ pub mod reply {
             "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS", "PERSISTENT"
         );
         for port in ports.as_array().into_iter().flatten() {
-            let state = if port["enabled"] == true {
-                "enabled"
-            } else {
+            // "down": enabled, but its netdev is down (frames to it count as link_down).
+            let state = if port["enabled"] != true {
                 "disabled"
+            } else if port["link"] == "down" {
+                "down"
+            } else {
+                "enabled"
             };
             let yes_no = |v: &Value| if *v == true { "yes" } else { "no" };
             let _ = writeln!(

@@ -1,13 +1,15 @@
 //! Assembles a switch from a [`Config`]: creates each port's TAP, configures
 //! its netdev over netlink, and hands the ports to a [`Dataplane`].
 //!
-//! A port bound to a namespace has its TAP created *inside* that namespace
-//! (the `/dev/net/tun` open and `TUNSETIFF` run on a thread that entered it).
-//! The result is the same as creating it here and moving the netdev, without a
-//! transient device in our namespace, and a persistent TAP left in the
-//! namespace by an earlier run is found and re-attached by name.
+//! A port bound to a namespace has its TAP created *here*, under a temporary name,
+//! then moved and renamed into its namespace and configured there in one netlink
+//! request: a TAP fd holds, for as long as it is open, the namespace it was opened
+//! in, so a TAP opened inside would keep a deleted namespace alive. A TAP already
+//! in the namespace (the switch's own persistent one, or an adopted one) is
+//! attached from inside, by name.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use thiserror::Error;
 use tracing::info;
@@ -15,7 +17,7 @@ use tracing::info;
 use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
-use crate::link::{ExistingLink, LinkError, LinkSettings, Netlink, TunInfo};
+use crate::link::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
 use crate::netns::{self, NetnsError, NetnsFd};
 use crate::port::TapPort;
 use crate::privileges::{self, Identity, PrivilegeError};
@@ -117,24 +119,138 @@ pub fn preflight(config: &Config) -> Result<Option<Identity>, SwitchError> {
     Ok(identity)
 }
 
-/// Netlink sockets by namespace (`None` is ours), opened once and reused.
+/// The switch's netlink sockets: one in its own namespace, one inside each named namespace
+/// a port lives in, and the ids our namespace knows the ports' namespaces by.
+///
+/// A socket keeps its namespace alive, so a socket inside is let go as soon as the name it
+/// was opened by is gone ([`Self::release_deleted`]): `ip netns del` then deletes the
+/// namespace and the port's netdev with it. Reading link state needs no socket inside: our
+/// own socket reads links anywhere by namespace id (`IFLA_TARGET_NETNSID`); changing a link
+/// does (RTM_SETLINK takes no namespace id).
 #[derive(Default)]
 pub struct LinkSockets {
-    sockets: HashMap<Option<String>, Netlink>,
+    own: Option<Netlink>,
+    /// Sockets inside named namespaces, with the inode of the namespace they are in.
+    inside: HashMap<String, (Netlink, u64)>,
+    /// Namespace ids by the name a port records its namespace under (a `/run/netns` name,
+    /// or [`crate::netns::unnamed_key`]), as last resolved.
+    ids: HashMap<String, i32>,
 }
 
 impl LinkSockets {
-    pub fn get(&mut self, netns: Option<&str>) -> Result<&mut Netlink, LinkError> {
-        let key = netns.map(str::to_owned);
-        if !self.sockets.contains_key(&key) {
-            let socket = match netns {
-                Some(name) => Netlink::open_in(name)?,
-                None => Netlink::open()?,
-            };
-            self.sockets.insert(key.clone(), socket);
+    /// The socket in our own namespace (opened on first use).
+    pub fn own(&mut self) -> Result<&mut Netlink, LinkError> {
+        if self.own.is_none() {
+            self.own = Some(Netlink::open()?);
         }
-        Ok(self.sockets.get_mut(&key).expect("inserted above"))
+        Ok(self.own.as_mut().expect("opened above"))
     }
+
+    /// A socket operating in namespace `netns` (`None`: ours). One inside a named namespace
+    /// is opened once (entering the namespace needs CAP_SYS_ADMIN) and reused while the name
+    /// still means that namespace. The namespace gets an id too (see [`Self::netns_id`]).
+    pub fn get(&mut self, netns: Option<&str>) -> Result<&mut Netlink, LinkError> {
+        let Some(name) = netns else {
+            return self.own();
+        };
+        let netns_fd = NetnsFd::open(name)?;
+        let inode = netns_fd.inode().map_err(|source| NetnsError::Os {
+            name: name.to_owned(),
+            step: "reading the namespace's inode",
+            source,
+        })?;
+        self.learn(name, &netns_fd)?;
+        drop(netns_fd);
+        if self.inside.get(name).is_none_or(|(_, held)| *held != inode) {
+            let socket = Netlink::open_in(name)?;
+            self.inside.insert(name.to_owned(), (socket, inode));
+        }
+        Ok(&mut self.inside.get_mut(name).expect("inserted above").0)
+    }
+
+    /// Lets go of sockets inside namespaces whose name is gone (or now means another
+    /// namespace), so that no socket of ours keeps a deleted namespace alive; returns those
+    /// namespaces' names and inodes.
+    pub fn release_deleted(&mut self) -> Vec<(String, u64)> {
+        let deleted: Vec<(String, u64)> = self
+            .inside
+            .iter()
+            .filter(|(name, (_, inode))| {
+                NetnsFd::open(name)
+                    .ok()
+                    .and_then(|fd| fd.inode().ok())
+                    .is_none_or(|now| now != *inode)
+            })
+            .map(|(name, (_, inode))| (name.clone(), *inode))
+            .collect();
+        for (name, _) in &deleted {
+            self.inside.remove(name);
+        }
+        deleted
+    }
+
+    /// Link `name`'s state in namespace `netns`, read through our own socket by namespace
+    /// id, so that it needs no socket (nor privilege to enter) in there.
+    pub fn info(&mut self, netns: Option<&str>, name: &str) -> Result<LinkInfo, LinkError> {
+        let nsid = match netns {
+            Some(netns) => Some(self.netns_id(netns)?),
+            None => None,
+        };
+        self.own()?.info_in(nsid, name)
+    }
+
+    /// The id of namespace `name`, assigned if it has none: looked up through its
+    /// `/run/netns` file (a namespace deleted and made again under the same name has a new
+    /// id), or the one recorded for a namespace without such a file.
+    pub fn netns_id(&mut self, name: &str) -> Result<i32, LinkError> {
+        match NetnsFd::open(name) {
+            Ok(netns) => self.learn(name, &netns),
+            Err(NetnsError::NotFound { .. }) if self.ids.contains_key(name) => Ok(self.ids[name]),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Records `netns` under `name` and returns its id.
+    pub fn learn(&mut self, name: &str, netns: &NetnsFd) -> Result<i32, LinkError> {
+        let id = self.own()?.netns_id(netns)?;
+        self.ids.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// The id last resolved for namespace `netns`: `Some(None)` for our own namespace,
+    /// `None` when it was never resolved.
+    pub fn known_id(&self, netns: Option<&str>) -> Option<Option<i32>> {
+        match netns {
+            None => Some(None),
+            Some(name) => self.ids.get(name).map(|&id| Some(id)),
+        }
+    }
+
+    /// Forgets id `nsid` (its namespace is being destroyed); returns the names it had.
+    pub fn forget_id(&mut self, nsid: i32) -> Vec<String> {
+        let names: Vec<String> = self
+            .ids
+            .iter()
+            .filter(|&(_, &id)| id == nsid)
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.ids.retain(|_, id| *id != nsid);
+        for name in &names {
+            self.inside.remove(name);
+        }
+        names
+    }
+}
+
+/// A name for a TAP made in our namespace before it moves into its own, unique to this
+/// process and call and short enough for an interface name.
+fn temporary_name() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tsw{}x{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The alias (`ip link show` prints it) the switch gives every TAP it creates. A TAP
@@ -237,7 +353,8 @@ fn adoptable(port: &PortConfig, tun: &TunInfo) -> Result<(), String> {
 
 /// Creates the TAP of `port` (or re-attaches the switch's own persistent one, or adopts an
 /// existing one when `port.adopt`) and brings its netdev up with the configured MTU, MAC
-/// and queue length, in its namespace.
+/// and queue length, in its namespace. A new TAP for a namespace is made here and moved
+/// there (see the module comment).
 pub fn create_tap_port(
     switch: &SwitchConfig,
     port: &PortConfig,
@@ -287,26 +404,17 @@ pub fn create_tap_port(
         port: port.name.clone(),
         source,
     };
+    let netns_error = |netns: &str, source| SwitchError::Netns {
+        port: port.name.clone(),
+        netns: netns.to_owned(),
+        source,
+    };
     // A multi-queue TAP is opened once per queue: each open adds a queue.
-    let open_queues = || -> Result<Vec<Tap>, TapError> {
+    let open_queues = |name: &str| -> Result<Vec<Tap>, TapError> {
         (0..port.queues)
-            .map(|_| Tap::open(&port.name, &options))
+            .map(|_| Tap::open(name, &options))
             .collect()
     };
-    let queues = match &port.netns {
-        Some(netns) => netns::run_in(netns, open_queues)
-            .map_err(|source| SwitchError::Netns {
-                port: port.name.clone(),
-                netns: netns.clone(),
-                source,
-            })?
-            .map_err(tap_error)?,
-        None => open_queues().map_err(tap_error)?,
-    };
-    let tap = TapPort::with_queues(queues);
-
-    let netlink = links.get(port.netns.as_deref()).map_err(link_error)?;
-    let index = netlink.index_of(&port.name).map_err(link_error)?;
     let settings = LinkSettings {
         up: Some(true),
         mtu: Some(port.mtu),
@@ -317,7 +425,47 @@ pub fn create_tap_port(
             Claim::Adopted(_) => None,
         },
     };
-    netlink.configure(index, &settings).map_err(link_error)?;
+    let queues = match (&port.netns, &existing) {
+        (Some(netns), None) => {
+            // Made here, so that its fd belongs to our namespace (see the module comment).
+            let netns_fd = NetnsFd::open(netns).map_err(|source| netns_error(netns, source))?;
+            let temporary = temporary_name();
+            let queues = open_queues(&temporary).map_err(tap_error)?;
+            let netlink = links.own().map_err(link_error)?;
+            let index = netlink.index_of(&temporary).map_err(link_error)?;
+            if let Err(error) = netlink.move_and_configure(index, &netns_fd, &port.name, &settings)
+            {
+                // Still here under the temporary name: a persistent one would stay.
+                let _ = netlink.delete(index);
+                return Err(link_error(error));
+            }
+            queues
+                .into_iter()
+                .map(|queue| queue.renamed(&port.name))
+                .collect()
+        }
+        (Some(netns), Some(_)) => {
+            // Already there (the switch's own persistent TAP of an earlier run, or an
+            // adopted one): attached from inside, where it is, so that its endpoint keeps
+            // its addresses (a move would flush them). This fd holds the namespace: the
+            // link monitor removes the port once the namespace's name is deleted.
+            let queues = netns::run_in(netns, || open_queues(&port.name))
+                .map_err(|source| netns_error(netns, source))?
+                .map_err(tap_error)?;
+            let netlink = links.get(Some(netns)).map_err(link_error)?;
+            let index = netlink.index_of(&port.name).map_err(link_error)?;
+            netlink.configure(index, &settings).map_err(link_error)?;
+            queues
+        }
+        (None, _) => {
+            let queues = open_queues(&port.name).map_err(tap_error)?;
+            let netlink = links.own().map_err(link_error)?;
+            let index = netlink.index_of(&port.name).map_err(link_error)?;
+            netlink.configure(index, &settings).map_err(link_error)?;
+            queues
+        }
+    };
+    let tap = TapPort::with_queues(queues);
     info!(
         port = %port.name,
         netns = port.netns.as_deref().unwrap_or("-"),

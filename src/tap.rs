@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use thiserror::Error;
@@ -47,6 +47,8 @@ mod sys {
     pub const TUNSETOFFLOAD: c_ulong = iow(208);
     pub const TUNSETSNDBUF: c_ulong = iow(212);
     pub const TUNSETVNETHDRSZ: c_ulong = iow(216);
+    /// _IO('T', 227): no argument, returns a new fd.
+    pub const TUNGETDEVNETNS: c_ulong = ((b'T' as c_ulong) << 8) | 227;
 }
 
 /// Length of the `virtio_net_hdr_v1` that precedes every frame on a port
@@ -306,6 +308,13 @@ impl Tap {
         &self.name
     }
 
+    /// The same TAP, known as `name` from now on: its netdev was renamed over netlink
+    /// (a TAP made under a temporary name, then moved into its namespace).
+    pub fn renamed(mut self, name: &str) -> Self {
+        self.name = name.to_owned();
+        self
+    }
+
     /// Bytes of vnet header before each frame: 0 or [`VNET_HDR_LEN`].
     pub fn vnet_hdr_len(&self) -> usize {
         self.vnet_hdr_len
@@ -490,6 +499,30 @@ impl From<Tap> for OwnedFd {
     fn from(tap: Tap) -> Self {
         tap.file.into()
     }
+}
+
+/// The network namespace TAP fd `fd` itself belongs to (`SIOCGSKNS`): the one it was opened
+/// in, which it holds for as long as it is open, wherever its netdev went. Needs CAP_NET_ADMIN.
+pub fn fd_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: SIOCGSKNS takes no argument and returns a new descriptor or -1.
+    let ns = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGSKNS) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
+}
+
+/// The network namespace the netdev of TAP fd `fd` is in now (`TUNGETDEVNETNS`; it may have
+/// been moved since it was made). Needs CAP_NET_ADMIN. EBADFD once the netdev is deleted.
+pub fn device_netns(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: TUNGETDEVNETNS takes no argument and returns a new descriptor or -1.
+    let ns = unsafe { libc::ioctl(fd.as_raw_fd(), sys::TUNGETDEVNETNS) };
+    if ns < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ns) })
 }
 
 #[cfg(test)]

@@ -82,6 +82,11 @@ pub struct Handover {
     /// file records (see [`crate::state`]).
     #[serde(default)]
     pub runtime_ports: Vec<String>,
+    /// Whether the last fd is the link monitor's socket (`link::LinkMonitor`): opened
+    /// while privileged, it can listen to other namespaces, which the successor, started
+    /// with fewer capabilities, could not subscribe to itself.
+    #[serde(default)]
+    pub link_monitor: bool,
 }
 
 /// One MAC table entry, its port named (ids are per process).
@@ -297,7 +302,8 @@ impl Handover {
             }
         }
         // At most MAX_QUEUES per port: the sum cannot overflow.
-        let expected = 1 + handover.queues.iter().sum::<usize>();
+        let expected =
+            1 + handover.queues.iter().sum::<usize>() + usize::from(handover.link_monitor);
         if fd_count != expected {
             return Err(UpgradeError::FdCount {
                 expected,

@@ -10,7 +10,6 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use serde_json::{Value, json};
 
 use common::*;
 use tapswitch::config::Config;
-use tapswitch::control::{ControlClient, MAX_REQUEST_LEN, Request};
+use tapswitch::control::MAX_REQUEST_LEN;
 
 /// Names of the ports in a `port list --json` reply.
 fn port_names(list: &Value) -> Vec<String> {
@@ -379,38 +378,6 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
         );
     }
     eprintln!("{cycles} hot-plug cycles in {elapsed:?} under a {PINGS}-ping flow");
-}
-
-/// Reads event lines from a subscribed client on a thread.
-fn subscribe(switch: &Switch) -> mpsc::Receiver<Value> {
-    let mut client = ControlClient::connect(&switch.control).expect("connecting");
-    client.request(&Request::Events {}).expect("subscribing");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        while let Ok(event) = client.next_line() {
-            if tx.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for an event matching every field of `expected`; returns it.
-fn expect_event(events: &mpsc::Receiver<Value>, expected: Value) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let wanted = expected.as_object().unwrap();
-    let mut seen = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let Ok(event) = events.recv_timeout(left) else {
-            break;
-        };
-        if wanted.iter().all(|(k, v)| &event[k] == v) {
-            return event;
-        }
-        seen.push(event);
-    }
-    panic!("no event {expected}; saw {seen:?}");
 }
 
 #[test]

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use super::{ControlError, Shared, State, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
+use crate::dataplane::RemovalCause;
 use crate::libvirt::{
     DeviceChange, DomainEvent, DomainEventKind, DomainState, Libvirt, LibvirtError,
 };
@@ -97,7 +98,7 @@ pub(super) fn create_devices(
     if port.vm.is_none() {
         return Ok(None);
     }
-    let netlink = state.links.get(None).map_err(|e| e.to_string())?;
+    let netlink = state.links.own().map_err(|e| e.to_string())?;
     vmport::create_devices(port, netlink)
         .map(Some)
         .map_err(|e| e.to_string())
@@ -111,7 +112,7 @@ pub(super) fn remove_devices(state: &mut State, port: &PortConfig) {
     }
     let removed = state
         .links
-        .get(None)
+        .own()
         .map_err(|e| e.to_string())
         .and_then(|netlink| vmport::remove_devices(port, netlink).map_err(|e| e.to_string()));
     if let Err(error) = removed {
@@ -301,7 +302,7 @@ fn remove_vm_port(
     domain: &str,
     reason: &str,
 ) {
-    match remove_port(shared, state, &port.name, false) {
+    match remove_port(shared, state, &port.name, false, RemovalCause::Requested) {
         Ok(_) => {
             info!(port = %port.name, domain, reason, "VM port removed");
             publish(

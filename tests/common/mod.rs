@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tapswitch::control::{ControlClient, Request};
 
 mod inject;
 pub use inject::*;
@@ -927,4 +928,36 @@ pub fn iperf3_client_for(
     json["end"]["sum_received"]["bytes"]
         .as_u64()
         .unwrap_or_else(|| panic!("no received bytes in iperf3 output: {json}"))
+}
+
+/// Reads event lines from a subscribed client on a thread.
+pub fn subscribe(switch: &Switch) -> mpsc::Receiver<Value> {
+    let mut client = ControlClient::connect(&switch.control).expect("connecting");
+    client.request(&Request::Events {}).expect("subscribing");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        while let Ok(event) = client.next_line() {
+            if tx.send(event).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for an event matching every field of `expected`; returns it.
+pub fn expect_event(events: &mpsc::Receiver<Value>, expected: Value) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let wanted = expected.as_object().unwrap();
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(event) = events.recv_timeout(left) else {
+            break;
+        };
+        if wanted.iter().all(|(k, v)| &event[k] == v) {
+            return event;
+        }
+        seen.push(event);
+    }
+    panic!("no event {expected}; saw {seen:?}");
 }
