@@ -343,7 +343,7 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
 
     let (rx_before, to_p3_before, dropped_before) = flood_counts(&mut bed);
     let started = Instant::now();
-    send_raw(bed.ns(0), "p0", &flood(FLOOD));
+    flood_raw(bed.ns(0), "p0", &flood(FLOOD));
     settle(&mut bed);
     let elapsed = started.elapsed().as_secs_f64();
     let (rx, to_p3, dropped) = flood_counts(&mut bed);
@@ -395,7 +395,7 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
     ]);
     assert!(ok, "{stderr}");
     let (_, _, dropped_before) = flood_counts(&mut bed);
-    send_raw(bed.ns(0), "p0", &flood(2 * cap as usize));
+    flood_raw(bed.ns(0), "p0", &flood(2 * cap as usize));
     settle(&mut bed);
     let (_, _, dropped) = flood_counts(&mut bed);
     assert_eq!(dropped, dropped_before, "the cap is still on");
@@ -432,7 +432,7 @@ fn a_flooding_ports_turn_is_charged_per_write() {
             frame([0x02, 0xfe, 0xed, 0, 0, 2], [0x02, a, b, c, d, 0x5b], 60)
         })
         .collect();
-    send_raw(bed.ns(0), "p0", &flood);
+    flood_raw(bed.ns(0), "p0", &flood);
     let mut last_rx = 0;
     assert!(wait_for(Duration::from_secs(10), || {
         thread::sleep(Duration::from_millis(100));

@@ -281,3 +281,12 @@ pub fn send_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) {
         "the kernel refused frames: {sent:?}"
     );
 }
+
+/// Sends `frames` out of `dev` in `netns` as fast as the netdev takes them, as a
+/// flooding endpoint does: the frames a full TAP queue refuses (ENOBUFS) are part of
+/// a flood, not a failure. Panics only when none got out.
+pub fn flood_raw(netns: &str, dev: &str, frames: &[Vec<u8>]) -> Sent {
+    let sent = Injector::open(netns, dev).send(frames);
+    assert!(sent.accepted > 0, "the flood did not get out: {sent:?}");
+    sent
+}
