@@ -9,12 +9,12 @@ use std::thread;
 
 use thiserror::Error;
 
-use crate::config::Config;
-use crate::dataplane::DataplaneError;
-use crate::link::{LinkError, Netlink};
-use crate::netns::{self, NetnsError};
 use crate::report;
-use crate::switch::{self, SwitchError};
+use tapswitch::config::Config;
+use tapswitch::dataplane::DataplaneError;
+use tapswitch::link::{LinkError, Netlink};
+use tapswitch::netns::{self, NetnsError};
+use tapswitch::switch::{self, SwitchError};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -60,8 +60,7 @@ fn address(i: usize) -> Ipv4Addr {
 }
 
 pub fn run() -> Result<(), DemoError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if tapswitch::privileges::effective_uid() != 0 {
         return Err(DemoError::NotRoot);
     }
     let mut config = Config::embedded_default();

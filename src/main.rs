@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
+use report::reply;
 use tapswitch::config::{
     Config, PortConfig, PortSettings, VmMode, parse_metrics_addr, setting_value,
 };
@@ -20,12 +21,14 @@ use tapswitch::control::{
 use tapswitch::dataplane::{Dataplane, DataplaneHandle};
 use tapswitch::link::LinkMonitor;
 use tapswitch::port::TapPort;
-use tapswitch::report::reply;
 use tapswitch::state::StateDir;
 use tapswitch::switch::{LinkSockets, SwitchError};
 use tapswitch::tap::Tap;
 use tapswitch::wire::MacAddr;
-use tapswitch::{demo, doctor, metrics, privileges, report, switch, upgrade};
+use tapswitch::{doctor, metrics, privileges, switch, upgrade};
+
+mod demo;
+mod report;
 
 #[derive(Parser)]
 #[command(

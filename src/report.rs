@@ -1,28 +1,9 @@
 //! Tables for people: the MAC table and per-port counters of a [`Snapshot`].
-use crate::dataplane::Snapshot;
-
-/// The MAC table as `fdb show` sends it: entries with port names, and counters.
-pub fn fdb_json(snapshot: &Snapshot) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = snapshot
-        .fdb
-        .iter()
-        .map(|entry| {
-            serde_json::json!({
-                "vlan": entry.vlan,
-                "mac": entry.mac,
-                "port": port_name(snapshot, entry.port.0),
-                "port_id": entry.port,
-                "kind": entry.kind,
-                "age_secs": entry.age.as_secs_f64(),
-            })
-        })
-        .collect();
-    serde_json::json!({"entries": entries, "counters": snapshot.fdb_counters})
-}
+use tapswitch::dataplane::Snapshot;
 
 /// The learned MAC table, one entry per line (the same table as `fdb show`).
 pub fn fdb_table(snapshot: &Snapshot) -> String {
-    reply::fdb(&fdb_json(snapshot))
+    reply::fdb(&tapswitch::control::fdb_json(snapshot))
 }
 
 /// Per-port counters, one port per line (the same table as `stats`).
@@ -31,22 +12,13 @@ pub fn port_table(snapshot: &Snapshot) -> String {
     reply::port_counters(&json)
 }
 
-fn port_name(snapshot: &Snapshot, id: u32) -> String {
-    snapshot
-        .ports
-        .iter()
-        .find(|p| p.id.0 == id)
-        .map(|p| p.name.clone())
-        .unwrap_or_else(|| format!("#{id}"))
-}
-
 /// Tables of control-socket replies (JSON, as `tapswitch … --json` prints them).
 pub mod reply {
     use std::fmt::Write;
 
     use serde_json::Value;
 
-    use crate::forward::DropReason;
+    use tapswitch::forward::DropReason;
 
     fn text(value: &Value) -> String {
         match value {

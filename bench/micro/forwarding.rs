@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use tapswitch::fdb::{Fdb, FdbConfig, PortId};
-use tapswitch::forward::{Forwarder, PortPolicy};
-use tapswitch::wire::MacAddr;
+use tapswitch_core::fdb::{Fdb, FdbConfig, PortId};
+use tapswitch_core::forward::{Forwarder, PortPolicy};
+use tapswitch_core::wire::MacAddr;
 
 /// A locally administered unicast MAC derived from `n`.
 fn mac(n: u32) -> MacAddr {

@@ -52,9 +52,8 @@ mod sys {
 }
 
 /// Length of the `virtio_net_hdr_v1` that precedes every frame on a port
-/// opened with a vnet header (12 bytes, the size QEMU and vhost use too).
-pub const VNET_HDR_LEN: usize =
-    std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_v1>();
+/// opened with a vnet header; defined with the header's view in the core.
+pub use tapswitch_core::vnet::VNET_HDR_LEN;
 
 /// The offloads tapswitch asks for when a port carries a vnet header: checksum
 /// offload plus TCP and UDP segmentation, so endpoint stacks hand over 64 KiB

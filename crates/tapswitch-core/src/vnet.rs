@@ -20,7 +20,10 @@ use virtio_bindings::virtio_net::{
 
 use crate::wire::{ETHERTYPE_VLAN, HEADER_LEN, VLAN_TAG_LEN};
 
-pub use crate::tap::VNET_HDR_LEN;
+/// Length of the `virtio_net_hdr_v1` that precedes every frame on a port
+/// opened with a vnet header (12 bytes, the size QEMU and vhost use too).
+pub const VNET_HDR_LEN: usize =
+    std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_v1>();
 
 /// Byte ranges of the header fields (little-endian, as the TAP uses on x86).
 mod field {

@@ -1109,7 +1109,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
         }
         Request::FdbShow {} => {
             let snapshot = dataplane.snapshot().map_err(stopped)?;
-            Ok(crate::report::fdb_json(&snapshot))
+            Ok(fdb_json(&snapshot))
         }
         Request::FdbAdd { mac, port, vlan } => {
             dataplane
@@ -1788,6 +1788,34 @@ impl ControlClient {
             line,
         })
     }
+}
+
+/// The MAC table as `fdb show` sends it: entries with port names, and counters.
+pub fn fdb_json(snapshot: &Snapshot) -> serde_json::Value {
+    let entries: Vec<serde_json::Value> = snapshot
+        .fdb
+        .iter()
+        .map(|entry| {
+            serde_json::json!({
+                "vlan": entry.vlan,
+                "mac": entry.mac,
+                "port": port_name(snapshot, entry.port.0),
+                "port_id": entry.port,
+                "kind": entry.kind,
+                "age_secs": entry.age.as_secs_f64(),
+            })
+        })
+        .collect();
+    serde_json::json!({"entries": entries, "counters": snapshot.fdb_counters})
+}
+
+fn port_name(snapshot: &Snapshot, id: u32) -> String {
+    snapshot
+        .ports
+        .iter()
+        .find(|p| p.id.0 == id)
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| format!("#{id}"))
 }
 
 #[cfg(test)]

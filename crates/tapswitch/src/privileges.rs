@@ -193,6 +193,12 @@ pub struct ProcessPrivileges {
     pub ambient: CapSet,
 }
 
+/// The process's effective user id (0 when it runs as root).
+pub fn effective_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
 /// Parses the text of `/proc/PID/status`.
 pub fn parse_status(pid: u32, text: &str) -> Result<ProcessPrivileges, String> {
     let field = |name: &str| {
