@@ -369,7 +369,10 @@ impl OwnLibvirtd {
     fn start(&mut self) {
         let d = |sub: &str| self.dir.join(sub).display().to_string();
         let script = format!(
-            "mount --bind {} /run/libvirt && mount --bind {} /etc/libvirt/qemu && \
+            // libvirtd creates /etc/libvirt/qemu only when it first saves a domain, so a fresh
+            // machine may lack the mount point.
+            "mkdir -p /run/libvirt /etc/libvirt/qemu /var/lib/libvirt /var/cache/libvirt && \
+             mount --bind {} /run/libvirt && mount --bind {} /etc/libvirt/qemu && \
              mount --bind {} /var/lib/libvirt && mount --bind {} /var/cache/libvirt && \
              exec libvirtd -f {} -p {}",
             d("runtime"),
