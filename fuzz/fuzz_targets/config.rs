@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tapswitch::config::{Config, PORT_KEYS, PortConfig, PortSettings, setting_value};
+use tapswitch::config::{Config, PortConfig, PortSettings, port_keys, setting_value};
 use tapswitch::fdb::PortId;
 use tapswitch::forward::Forwarder;
 
@@ -58,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
         _ => {
             // KEY=VALUE, as `port set NAME KEY=VALUE` takes it.
             let (key, value) = text.split_once('=').unwrap_or((text, ""));
-            let key = PORT_KEYS
+            let key = port_keys()
                 .iter()
                 .find(|known| known.eq_ignore_ascii_case(key.trim()))
                 .copied()

@@ -21,6 +21,9 @@ use crate::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
 use crate::tap;
 use crate::wire::MacAddr;
 
+mod patch;
+pub use patch::{FIXED_AT_CREATION, PortPatch, port_keys};
+
 /// The configuration `tapswitch run` uses when given neither `--config` nor
 /// `--port`: three host-side ports ready to be given to endpoints.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
@@ -645,60 +648,6 @@ impl PortConfig {
     }
 }
 
-/// Every key of a `[[port]]` table.
-pub const PORT_KEYS: &[&str] = &[
-    "name",
-    "netns",
-    "mtu",
-    "mac",
-    "persistent",
-    "adopt",
-    "offloads",
-    "txqueuelen",
-    "queues",
-    "owner",
-    "group",
-    "vlan_mode",
-    "vlan",
-    "allowed_vlans",
-    "native_vlan",
-    "mac_limit",
-    "mac_limit_action",
-    "sticky_macs",
-    "allowed_macs",
-    "bind_mac",
-    "storm_control",
-    "isolated",
-    "flood_unknown_unicast",
-    "flood_multicast",
-    "flood_broadcast",
-    "enabled",
-];
-
-/// The keys a running port can change (`port set`). The others shape the TAP
-/// itself (its name, namespace, queues, owner, vnet header), which only
-/// deleting and adding the port again can change.
-pub const RUNTIME_KEYS: &[&str] = &[
-    "mtu",
-    "mac",
-    "txqueuelen",
-    "vlan_mode",
-    "vlan",
-    "allowed_vlans",
-    "native_vlan",
-    "mac_limit",
-    "mac_limit_action",
-    "sticky_macs",
-    "allowed_macs",
-    "bind_mac",
-    "storm_control",
-    "isolated",
-    "flood_unknown_unicast",
-    "flood_multicast",
-    "flood_broadcast",
-    "enabled",
-];
-
 /// Keys whose value is a list: on the command line, a comma-separated one.
 const LIST_KEYS: &[&str] = &["allowed_vlans", "allowed_macs"];
 
@@ -761,10 +710,10 @@ impl PortConfig {
             unreachable!("a port config serialises to a JSON object");
         };
         for (key, value) in settings {
-            if !PORT_KEYS.contains(&key.as_str()) {
+            if !port_keys().contains(&key.as_str()) {
                 return Err(in_port(invalid(
                     key.clone(),
-                    format!("unknown setting; the keys are {}", PORT_KEYS.join(", ")),
+                    format!("unknown setting; the keys are {}", port_keys().join(", ")),
                 )));
             }
             if value.is_null() {
@@ -783,26 +732,6 @@ impl PortConfig {
             .and_then(|()| port.validate_policy("policy"))
             .map_err(in_port)?;
         Ok(port)
-    }
-
-    /// Like [`Self::with_settings`] for a running port: only [`RUNTIME_KEYS`] may change.
-    pub fn with_runtime_settings(
-        &self,
-        settings: &PortSettings,
-    ) -> Result<PortConfig, ConfigError> {
-        if let Some(key) = settings
-            .keys()
-            .find(|key| PORT_KEYS.contains(&key.as_str()) && !RUNTIME_KEYS.contains(&key.as_str()))
-        {
-            return Err(ConfigError::Port {
-                port: self.name.clone(),
-                source: Box::new(invalid(
-                    key.clone(),
-                    "cannot change on a running port; delete the port and add it again",
-                )),
-            });
-        }
-        self.with_settings(settings)
     }
 }
 
@@ -1805,6 +1734,10 @@ mod tests {
                 &[("name", "\"p9\"")],
                 "port p1: name: cannot change on a running port",
             ),
+            (
+                &[("vm_mode", "glue")],
+                "port p1: vm_mode: cannot change on a running port",
+            ),
         ];
         for (pairs, expected) in cases {
             let err = access
@@ -1840,13 +1773,18 @@ mod tests {
         port.flood_unknown_unicast = false;
         port.flood_multicast = false;
         port.flood_broadcast = false;
+        port.enabled = false;
+        port.vm = Some("domain".into());
+        port.vm_mode = Some(VmMode::Glue);
+        port.vm_mac = Some("02:00:00:00:00:02".parse().unwrap());
+        port.vm_queues = Some(2);
+        port.vm_device = Some("vmt-p1".into());
         let table = toml::Table::try_from(&port).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
-        let mut known = PORT_KEYS.to_vec();
+        let mut known = port_keys().to_vec();
         keys.sort_unstable();
         known.sort_unstable();
         assert_eq!(keys, known);
-        assert!(RUNTIME_KEYS.iter().all(|key| PORT_KEYS.contains(key)));
     }
 
     #[test]

@@ -35,7 +35,7 @@ use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, PortConfig, PortSettings};
+use crate::config::{Config, PortConfig, PortPatch, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::link::LinkMonitor;
@@ -350,7 +350,7 @@ pub enum Request {
         name: String,
     },
     /// Change settings of a running port: `set` holds `[[port]]` keys (those of
-    /// [`crate::config::RUNTIME_KEYS`]) with their new values; `null` returns a
+    /// [`crate::config::PortPatch::KEYS`]) with their new values; `null` returns a
     /// key to its default. Applied whole or not at all.
     PortSet {
         name: String,
@@ -1500,16 +1500,15 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
     let netns = old.netns.clone();
     // The port's whole new configuration, checked like a config file before anything
     // changes: a bad setting is refused with nothing applied.
-    let new = old
-        .with_runtime_settings(&settings)
-        .map_err(|e| e.to_string())?;
+    let patch = PortPatch::from_settings(name, &settings).map_err(|e| e.to_string())?;
+    let new = old.patched(&patch).map_err(|e| e.to_string())?;
     let old_policy = old.policy_in(&state.config.switch);
     let new_policy = new.policy_in(&state.config.switch);
     let update = PortUpdate {
         mtu: (new.mtu != old.mtu).then_some(new.mtu),
         // Given explicitly even when the config says so already: it is also what
         // brings back a port its MAC limit shut down.
-        enabled: settings.contains_key("enabled").then_some(new.enabled),
+        enabled: patch.sets_enabled().then_some(new.enabled),
         policy: (new_policy != old_policy).then_some(new_policy),
     };
     // The netdev first: if the kernel refuses, nothing has changed.
