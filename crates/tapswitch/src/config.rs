@@ -253,16 +253,37 @@ pub enum VlanSpec {
     Range(String),
 }
 
+/// A VLAN id a port can be in: `MIN_VLAN..=MAX_VLAN` (1..=4094). The config keeps the
+/// number as written (`vlan`, `native_vlan`, `allowed_vlans`), so that validation can name
+/// the key; what the switch uses of it goes through this type, never through a cast that
+/// could wrap an out-of-range number into a valid VLAN.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VlanId(u16);
+
+impl VlanId {
+    /// The id as the forwarder takes it.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for VlanId {
+    type Error = String;
+
+    fn try_from(id: i64) -> Result<Self, Self::Error> {
+        if (i64::from(MIN_VLAN)..=i64::from(MAX_VLAN)).contains(&id) {
+            // In range, so it fits a u16.
+            Ok(Self(id as u16))
+        } else {
+            Err(format!("VLAN {id} is outside {MIN_VLAN}..={MAX_VLAN}"))
+        }
+    }
+}
+
 impl VlanSpec {
     /// The inclusive range this item names, or why it names none.
     fn range(&self) -> Result<(u16, u16), String> {
-        let check = |id: i64| -> Result<u16, String> {
-            if (i64::from(MIN_VLAN)..=i64::from(MAX_VLAN)).contains(&id) {
-                Ok(id as u16)
-            } else {
-                Err(format!("VLAN {id} is outside {MIN_VLAN}..={MAX_VLAN}"))
-            }
-        };
+        let check = |id: i64| VlanId::try_from(id).map(VlanId::get);
         match self {
             VlanSpec::Id(id) => check(*id).map(|id| (id, id)),
             VlanSpec::Range(text) => {
@@ -1041,7 +1062,8 @@ impl PortConfig {
         let vlan = match self.vlan_mode {
             None => VlanMode::Transparent,
             Some(VlanModeName::Access) => VlanMode::Access {
-                vlan: self.vlan.unwrap_or(0) as u16,
+                // 0 (no VLAN, refused by the policy's own check) for what is not a VLAN id.
+                vlan: vlan_id_or_zero(self.vlan),
             },
             Some(VlanModeName::Trunk) => {
                 let mut allowed = VlanSet::new();
@@ -1052,7 +1074,7 @@ impl PortConfig {
                 }
                 VlanMode::Trunk {
                     allowed,
-                    native: self.native_vlan.map(|vid| vid as u16),
+                    native: self.native_vlan.map(|vid| vlan_id_or_zero(Some(vid))),
                 }
             }
         };
@@ -1088,6 +1110,12 @@ impl PortConfig {
             },
         }
     }
+}
+
+/// `id` as the forwarder takes it, 0 when unset or out of range: never a wrapped number.
+fn vlan_id_or_zero(id: Option<i64>) -> u16 {
+    id.and_then(|id| VlanId::try_from(id).ok())
+        .map_or(0, VlanId::get)
 }
 
 /// The MTU range of a TAP netdev.
@@ -1746,6 +1774,24 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(expected), "{pairs:?}: {err}");
         }
+    }
+
+    #[test]
+    fn vlan_ids_are_checked_not_wrapped() {
+        assert_eq!(VlanId::try_from(1).map(VlanId::get), Ok(1));
+        assert_eq!(VlanId::try_from(4094).map(VlanId::get), Ok(4094));
+        for id in [0, 4095, -1, 65537] {
+            assert_eq!(
+                VlanId::try_from(id),
+                Err(format!("VLAN {id} is outside 1..=4094"))
+            );
+        }
+        // 65537 as u16 would be VLAN 1; an unchecked port's policy gets no VLAN instead.
+        let mut port = PortConfig::named("p1");
+        port.vlan_mode = Some(VlanModeName::Access);
+        port.vlan = Some(65537);
+        assert_eq!(port.policy().vlan, VlanMode::Access { vlan: 0 });
+        assert!(port.validate("port").is_err());
     }
 
     #[test]
