@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use tapswitch::gso::Segmenter;
-use tapswitch::vnet::VNET_HDR_LEN;
+use tapswitch::vnet::{MAX_SEGMENTS, TCP_MIN_GSO_SIZE, UDP_MAX_SEGMENTS, VNET_HDR_LEN};
 
 #[derive(Arbitrary, Debug)]
 struct SuperFrame {
@@ -136,6 +136,14 @@ impl SuperFrame {
             ip_header_len + l4_header_len
         };
         let well_formed = self.gso_size >= 1 && usize::from(self.gso_size) <= 65535 - counted;
+        // Within the segment bounds validation keeps (Linux's own limits).
+        let segments = payload_len.div_ceil(usize::from(self.gso_size.max(1)));
+        let well_formed = well_formed
+            && if self.udp {
+                segments <= UDP_MAX_SEGMENTS
+            } else {
+                usize::from(self.gso_size) >= TCP_MIN_GSO_SIZE && segments <= MAX_SEGMENTS
+            };
         let edited = !self.edits.is_empty() || !self.header_edits.is_empty();
         for &(at, value) in &self.edits {
             let at = usize::from(at) % frame.len();

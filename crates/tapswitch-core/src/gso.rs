@@ -900,6 +900,12 @@ mod tests {
             gso_size in 1u16..3000,
             mtu in 200usize..3000,
         ) {
+            // Within what validation accepts: TCP's minimum MSS, UDP's segment cap.
+            let gso_size = match shape.transport {
+                Transport::Tcp => gso_size.max(crate::vnet::TCP_MIN_GSO_SIZE as u16),
+                Transport::Udp => gso_size,
+            };
+            let len = len.min(usize::from(gso_size) * crate::vnet::UDP_MAX_SEGMENTS);
             let frame = shape.partial_frame(&payload(len));
             let layout = validated(&shape.gso_header(gso_size), &frame).segmentation.unwrap();
             let max_payload = layout.max_payload_for_mtu(mtu);

@@ -110,6 +110,19 @@ pub const TCP_MIN_HEADER_LEN: usize = 20;
 pub const UDP_HEADER_LEN: usize = 8;
 /// Every segment must fit IPv4's total length or IPv6's payload length field.
 const MAX_IP_LEN: usize = 65535;
+/// Smallest TCP `gso_size` accepted: Linux's `TCP_MIN_MSS`, below which its
+/// TCP never sends, so a smaller one only serves to multiply the writes a
+/// super-frame costs towards a port without offloads.
+pub const TCP_MIN_GSO_SIZE: usize = 88;
+/// Most datagrams in one UDP super-frame: Linux's `UDP_MAX_SEGMENTS`, which
+/// `virtio_net_hdr_to_skb` and `udp_send_skb` enforce too.
+pub const UDP_MAX_SEGMENTS: usize = 128;
+/// Most segments in one TCP super-frame. Linux's `GSO_MAX_SEGS` (65535) does
+/// not bound the cost: a 64 KiB frame at `TCP_MIN_GSO_SIZE` makes 745 writes.
+/// 256 passes every 64 KiB super-frame with an MSS of 256 or more (a TCP
+/// sender behind a 1500-byte MTU makes 45), and keeps a 64 KiB frame to at
+/// most 256 writes, twice the UDP cap.
+pub const MAX_SEGMENTS: usize = 256;
 
 /// The flags a kernel sets on frames it hands to a TAP reader.
 const KNOWN_FLAGS: u8 = (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) as u8;
@@ -250,6 +263,23 @@ pub enum VnetError {
         "vnet header gso_size {gso_size} makes segments longer than an IP datagram: at most {max} payload bytes fit behind these headers"
     )]
     GsoSizeTooLarge { gso_size: usize, max: usize },
+    #[error(
+        "vnet header asks for {gso} segmentation with gso_size {gso_size}, below Linux's TCP minimum of {min}"
+    )]
+    GsoSizeTooSmall {
+        gso: &'static str,
+        gso_size: usize,
+        min: usize,
+    },
+    #[error(
+        "{gso} super-frame would make {segments} segments of gso_size {gso_size}, more than the {max} allowed"
+    )]
+    TooManySegments {
+        gso: &'static str,
+        segments: usize,
+        gso_size: usize,
+        max: usize,
+    },
     #[error(
         "vnet header checksum field at csum_start {start} + csum_offset {offset} does not fit in the {frame_len}-byte frame"
     )]
@@ -545,6 +575,28 @@ fn parse_super_frame(
     let max = MAX_IP_LEN - counted_headers;
     if gso_size > max {
         return Err(VnetError::GsoSizeTooLarge { gso_size, max });
+    }
+    // Each segment is one write towards a port without offloads: bound what
+    // one super-frame can cost, as Linux bounds what its senders make.
+    let max_segments = match transport {
+        Transport::Tcp if gso_size < TCP_MIN_GSO_SIZE => {
+            return Err(VnetError::GsoSizeTooSmall {
+                gso,
+                gso_size,
+                min: TCP_MIN_GSO_SIZE,
+            });
+        }
+        Transport::Tcp => MAX_SEGMENTS,
+        Transport::Udp => UDP_MAX_SEGMENTS,
+    };
+    let segments = (frame.len() - l4_offset - l4_header_len).div_ceil(gso_size);
+    if segments > max_segments {
+        return Err(VnetError::TooManySegments {
+            gso,
+            segments,
+            gso_size,
+            max: max_segments,
+        });
     }
     Ok(Segmentation {
         ip: found,
@@ -1139,6 +1191,59 @@ mod tests {
         }
         if let Some(request) = offload.checksum {
             assert_eq!(segmenter.with_checksum(frame, request).len(), frame.len());
+        }
+    }
+
+    #[test]
+    fn tiny_tcp_gso_sizes_are_refused() {
+        for ip in [IpVersion::V4, IpVersion::V6] {
+            let shape = Shape::new(ip, Transport::Tcp, false);
+            let frame = shape.partial_frame(&[7; 300]);
+            for gso_size in [1, 87] {
+                assert!(
+                    matches!(
+                        validate(shape.gso_header(gso_size), &frame),
+                        Err(VnetError::GsoSizeTooSmall { gso_size: size, min: 88, .. })
+                            if size == usize::from(gso_size)
+                    ),
+                    "{shape:?} gso_size {gso_size}"
+                );
+            }
+            assert!(validate(shape.gso_header(88), &frame).is_ok());
+        }
+        // UDP has no minimum: each piece is a datagram the sender chose.
+        let udp = Shape::new(IpVersion::V4, Transport::Udp, false);
+        let frame = udp.partial_frame(&[7; 100]);
+        assert!(validate(udp.gso_header(1), &frame).is_ok());
+    }
+
+    #[test]
+    fn segment_counts_are_capped() {
+        let tcp = tcp4();
+        let at_cap = tcp.partial_frame(&[7; 88 * MAX_SEGMENTS]);
+        assert!(validate(tcp.gso_header(88), &at_cap).is_ok());
+        let over = tcp.partial_frame(&[7; 88 * MAX_SEGMENTS + 1]);
+        assert_eq!(
+            validate(tcp.gso_header(88), &over),
+            Err(VnetError::TooManySegments {
+                gso: "TCPV4",
+                segments: MAX_SEGMENTS + 1,
+                gso_size: 88,
+                max: MAX_SEGMENTS,
+            })
+        );
+        for ip in [IpVersion::V4, IpVersion::V6] {
+            let udp = Shape::new(ip, Transport::Udp, true);
+            let at_cap = udp.partial_frame(&[7; 10 * UDP_MAX_SEGMENTS]);
+            assert!(validate(udp.gso_header(10), &at_cap).is_ok(), "{udp:?}");
+            let over = udp.partial_frame(&[7; 10 * UDP_MAX_SEGMENTS + 1]);
+            assert!(
+                matches!(
+                    validate(udp.gso_header(10), &over),
+                    Err(VnetError::TooManySegments { segments: 129, max: 128, .. })
+                ),
+                "{udp:?}"
+            );
         }
     }
 }
