@@ -1,4 +1,5 @@
-//! Zero-copy views of Ethernet frames and MAC addresses.
+//! Zero-copy views of Ethernet frames (with their outer 802.1Q / 802.1ad tag),
+//! IPv4, IPv6, TCP and UDP headers, MAC addresses, and internet checksum helpers.
 //!
 //! [`EthernetFrame`] wraps any byte buffer and reads fields in place, in the style of
 //! smoltcp's `wire` module: construct with [`EthernetFrame::new_checked`] once, then the
@@ -9,6 +10,19 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod checksum;
+mod ip;
+mod tcp_udp;
+
+pub use ip::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN,
+    IPV6_HEADER_LEN, Ipv4Packet, Ipv6Packet,
+};
+pub use tcp_udp::{
+    TCP_CHECKSUM_OFFSET, TCP_MIN_HEADER_LEN, TcpSegment, UDP_CHECKSUM_OFFSET, UDP_HEADER_LEN,
+    UdpDatagram, tcp_flags,
+};
 
 /// TPID of a customer VLAN tag (802.1Q).
 pub const ETHERTYPE_VLAN: u16 = 0x8100;
@@ -25,6 +39,13 @@ pub enum WireError {
     /// The buffer is shorter than the header it announces.
     #[error("runt frame: {len} bytes, its header needs at least {min}")]
     Runt { len: usize, min: usize },
+    /// A header's own length field (IPv4 IHL, TCP data offset) is below its minimum.
+    #[error("{header} header length field says {len} bytes, below the {min}-byte minimum")]
+    HeaderLength {
+        header: &'static str,
+        len: usize,
+        min: usize,
+    },
     /// A MAC address string did not parse.
     #[error("invalid MAC address `{input}`: {reason}")]
     BadMacAddr { input: String, reason: String },
@@ -305,6 +326,10 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
 
 fn read_u16(buffer: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([buffer[at], buffer[at + 1]])
+}
+
+fn write_u16(buffer: &mut [u8], at: usize, value: u16) {
+    buffer[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 #[cfg(test)]
