@@ -12,14 +12,12 @@ use std::ops::ControlFlow;
 use thiserror::Error;
 
 use crate::vnet::{ChecksumRequest, IpVersion, Segmentation, Transport};
+use crate::wire::checksum::{fold, pseudo_header_sum, sum};
+use crate::wire::{Ipv4Packet, Ipv6Packet, TcpSegment, UdpDatagram, tcp_flags};
 
 /// Largest frame the segmenter handles without growing its buffer: a 64 KiB
 /// super-frame (every segment and every copy is at most as long).
 const BUFFER_CAPACITY: usize = 65536;
-
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_CWR: u8 = 0x80;
 
 /// Segmentation that cannot be done with the arguments given.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -97,8 +95,15 @@ impl Segmenter {
         let payload = &frame[layout.headers_len()..];
         let l3 = layout.l3_offset;
         let l4 = layout.l4_offset;
-        let first_ip_id = be16(frame, l3 + 4);
-        let first_seq = be32(frame, l4 + 4);
+        // Only the IPv4 id and the TCP sequence number advance per segment.
+        let first_ip_id = match layout.ip {
+            IpVersion::V4 => Ipv4Packet::new_unchecked(&frame[l3..]).ident(),
+            IpVersion::V6 => 0,
+        };
+        let first_seq = match layout.transport {
+            Transport::Tcp => TcpSegment::new_unchecked(&frame[l4..]).seq_number(),
+            Transport::Udp => 0,
+        };
         let count = payload.len().div_ceil(step).max(1);
 
         for (index, start) in (0..count).map(|i| (i, i * step)) {
@@ -111,32 +116,35 @@ impl Segmenter {
 
             match layout.ip {
                 IpVersion::V4 => {
-                    put16(buffer, l3 + 2, (len - l3) as u16);
-                    put16(buffer, l3 + 4, first_ip_id.wrapping_add(index as u16));
-                    put16(buffer, l3 + 10, 0);
-                    let header_sum = !fold(sum_words(&buffer[l3..l4], 0));
-                    put16(buffer, l3 + 10, header_sum);
+                    let mut packet = Ipv4Packet::new_unchecked(&mut buffer[l3..]);
+                    packet.set_total_len((len - l3) as u16);
+                    packet.set_ident(first_ip_id.wrapping_add(index as u16));
+                    // Over l3..l4, not the IHL: a layout is trusted, the frame is not.
+                    packet.set_header_checksum(0);
+                    let header_sum = !fold(sum(&buffer[l3..l4], 0));
+                    Ipv4Packet::new_unchecked(&mut buffer[l3..]).set_header_checksum(header_sum);
                 }
                 IpVersion::V6 => {
-                    put16(
-                        buffer,
-                        l3 + 4,
-                        (len - l3 - crate::vnet::IPV6_HEADER_LEN) as u16,
-                    );
+                    Ipv6Packet::new_unchecked(&mut buffer[l3..])
+                        .set_payload_len((len - l3 - crate::vnet::IPV6_HEADER_LEN) as u16);
                 }
             }
             match layout.transport {
                 Transport::Tcp => {
-                    put32(buffer, l4 + 4, first_seq.wrapping_add(start as u32));
-                    let flags = &mut buffer[l4 + 13];
+                    let mut segment = TcpSegment::new_unchecked(&mut buffer[l4..]);
+                    segment.set_seq_number(first_seq.wrapping_add(start as u32));
+                    let mut flags = segment.flags();
                     if index + 1 < count {
-                        *flags &= !(TCP_FIN | TCP_PSH);
+                        flags &= !(tcp_flags::FIN | tcp_flags::PSH);
                     }
                     if index > 0 {
-                        *flags &= !TCP_CWR;
+                        flags &= !tcp_flags::CWR;
                     }
+                    segment.set_flags(flags);
                 }
-                Transport::Udp => put16(buffer, l4 + 4, (len - l4) as u16),
+                Transport::Udp => {
+                    UdpDatagram::new_unchecked(&mut buffer[l4..]).set_len((len - l4) as u16);
+                }
             }
             write_transport_checksum(buffer, layout);
 
@@ -169,11 +177,11 @@ impl Segmenter {
 /// If the checksum field does not lie inside `frame`.
 pub fn complete_checksum(frame: &mut [u8], csum_start: usize, csum_offset: usize) {
     let field = csum_start + csum_offset;
-    let checksum = match !fold(sum_words(&frame[csum_start..], 0)) {
+    let checksum = match !fold(sum(&frame[csum_start..], 0)) {
         0 => 0xffff,
         sum => sum,
     };
-    put16(frame, field, checksum);
+    frame[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
 }
 
 /// Ensures every offset `segment` indexes lies inside `frame`, so a layout
@@ -206,62 +214,32 @@ fn check_layout(frame: &[u8], layout: &Segmentation) -> Result<(), GsoError> {
 /// pseudo-header, transport header (checksum field zeroed) and payload.
 fn write_transport_checksum(segment: &mut [u8], layout: &Segmentation) {
     let (l3, l4) = (layout.l3_offset, layout.l4_offset);
-    let field = l4 + layout.transport.checksum_offset();
-    put16(segment, field, 0);
-    let addresses = match layout.ip {
-        IpVersion::V4 => &segment[l3 + 12..l3 + 20],
-        IpVersion::V6 => &segment[l3 + 8..l3 + 40],
+    set_transport_checksum(segment, layout, 0);
+    let (protocol, transport_len) = (layout.transport.protocol(), segment.len() - l4);
+    let pseudo = match layout.ip {
+        IpVersion::V4 => {
+            let addresses = Ipv4Packet::new_unchecked(&segment[l3..]);
+            pseudo_header_sum(addresses.addresses(), protocol, transport_len)
+        }
+        IpVersion::V6 => {
+            let addresses = Ipv6Packet::new_unchecked(&segment[l3..]);
+            pseudo_header_sum(addresses.addresses(), protocol, transport_len)
+        }
     };
-    // Protocol and transport length as 16-bit words; for IPv6 the length is
-    // a 32-bit word whose upper half is zero for any length we handle.
-    let pseudo = sum_words(addresses, 0)
-        + u64::from(layout.transport.protocol())
-        + (segment.len() - l4) as u64;
-    let checksum = !fold(sum_words(&segment[l4..], pseudo));
+    let checksum = !fold(sum(&segment[l4..], pseudo));
     let checksum = match (layout.transport, checksum) {
         (Transport::Udp, 0) => 0xffff,
         (_, checksum) => checksum,
     };
-    put16(segment, field, checksum);
+    set_transport_checksum(segment, layout, checksum);
 }
 
-/// Adds `data`, read as big-endian 16-bit words (an odd last byte padded
-/// with zero), to `sum` without folding. A u64 cannot overflow on any frame.
-fn sum_words(data: &[u8], mut sum: u64) -> u64 {
-    let mut words = data.chunks_exact(4);
-    for word in &mut words {
-        sum += u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]]));
+fn set_transport_checksum(segment: &mut [u8], layout: &Segmentation, checksum: u16) {
+    let transport = &mut segment[layout.l4_offset..];
+    match layout.transport {
+        Transport::Tcp => TcpSegment::new_unchecked(transport).set_checksum(checksum),
+        Transport::Udp => UdpDatagram::new_unchecked(transport).set_checksum(checksum),
     }
-    match *words.remainder() {
-        [a, b, c] => sum + u64::from(u16::from_be_bytes([a, b])) + (u64::from(c) << 8),
-        [a, b] => sum + u64::from(u16::from_be_bytes([a, b])),
-        [a] => sum + (u64::from(a) << 8),
-        _ => sum,
-    }
-}
-
-/// Folds a wide one's-complement sum to 16 bits (end-around carry).
-fn fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-fn be16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn be32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-}
-
-fn put16(bytes: &mut [u8], at: usize, value: u16) {
-    bytes[at..at + 2].copy_from_slice(&value.to_be_bytes());
-}
-
-fn put32(bytes: &mut [u8], at: usize, value: u32) {
-    bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Super-frames as an endpoint's kernel hands them over, built with
@@ -836,7 +814,7 @@ mod tests {
         let frame = shape.partial_frame(&data);
         // With the pseudo-header sum in the checksum field, this is
         // everything the final checksum covers.
-        let sum = fold(sum_words(&frame[shape.l4_offset()..], 0));
+        let sum = fold(sum(&frame[shape.l4_offset()..], 0));
         data[100..].copy_from_slice(&(0xffff - sum).to_be_bytes());
         data
     }
@@ -874,7 +852,7 @@ mod tests {
             while naive > 0xffff {
                 naive = (naive & 0xffff) + (naive >> 16);
             }
-            assert_eq!(u32::from(fold(sum_words(slice, 0))), naive);
+            assert_eq!(u32::from(fold(sum(slice, 0))), naive);
         }
     }
 

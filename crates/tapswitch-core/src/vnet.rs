@@ -18,7 +18,12 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_HDR_GSO_UDP_L4,
 };
 
-use crate::wire::{ETHERTYPE_VLAN, HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::{
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, IPPROTO_TCP,
+    IPPROTO_UDP, Ipv4Packet, Ipv6Packet, TCP_CHECKSUM_OFFSET, TcpSegment, UDP_CHECKSUM_OFFSET,
+    UdpDatagram, VLAN_TAG_LEN,
+};
+pub use crate::wire::{IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN, TCP_MIN_HEADER_LEN, UDP_HEADER_LEN};
 
 /// Length of the `virtio_net_hdr_v1` that precedes every frame on a port
 /// opened with a vnet header (12 bytes, the size QEMU and vhost use too).
@@ -97,17 +102,6 @@ impl<'a> VnetHeader<'a> {
     }
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-/// Fixed part of an IPv4 header (IHL 5).
-pub const IPV4_MIN_HEADER_LEN: usize = 20;
-/// The IPv6 header; extension headers are not supported in super-frames.
-pub const IPV6_HEADER_LEN: usize = 40;
-/// A TCP header without options.
-pub const TCP_MIN_HEADER_LEN: usize = 20;
-pub const UDP_HEADER_LEN: usize = 8;
 /// Every segment must fit IPv4's total length or IPv6's payload length field.
 const MAX_IP_LEN: usize = 65535;
 /// Smallest TCP `gso_size` accepted: Linux's `TCP_MIN_MSS`, below which its
@@ -154,8 +148,8 @@ impl Transport {
     /// Offset of the checksum field inside the transport header.
     pub const fn checksum_offset(self) -> usize {
         match self {
-            Transport::Tcp => 16,
-            Transport::Udp => 6,
+            Transport::Tcp => TCP_CHECKSUM_OFFSET,
+            Transport::Udp => UDP_CHECKSUM_OFFSET,
         }
     }
 
@@ -434,14 +428,10 @@ impl VnetHeader<'_> {
 /// Length of `frame`'s Ethernet header with its outer VLAN tag (a runt counts
 /// as having a whole one).
 fn ethernet_header_len(frame: &[u8]) -> usize {
-    match frame.get(12..14) {
-        Some(&[0x81, 0x00] | &[0x88, 0xa8]) => HEADER_LEN + VLAN_TAG_LEN,
-        _ => HEADER_LEN,
+    if frame.len() < HEADER_LEN {
+        return HEADER_LEN;
     }
-}
-
-fn be16(frame: &[u8], at: usize) -> u16 {
-    u16::from_be_bytes([frame[at], frame[at + 1]])
+    EthernetFrame::new_unchecked(frame).header_len()
 }
 
 /// Parses the Ethernet, IP and transport headers of a super-frame whose vnet
@@ -467,13 +457,15 @@ fn parse_super_frame(
     };
 
     need("Ethernet", HEADER_LEN)?;
-    let (ethertype, l3_offset) = match be16(frame, 12) {
-        ETHERTYPE_VLAN => {
-            need("802.1Q", HEADER_LEN + VLAN_TAG_LEN)?;
-            (be16(frame, 16), HEADER_LEN + VLAN_TAG_LEN)
-        }
-        ethertype => (ethertype, HEADER_LEN),
+    // The accessors below read only what `need` has checked is there.
+    let ethernet = EthernetFrame::new_unchecked(frame);
+    let ethertype = if ethernet.ethertype() == ETHERTYPE_VLAN {
+        need("802.1Q", HEADER_LEN + VLAN_TAG_LEN)?;
+        ethernet.inner_ethertype()
+    } else {
+        ethernet.ethertype()
     };
+    let l3_offset = ethernet.header_len();
     let found = match ethertype {
         ETHERTYPE_IPV4 => IpVersion::V4,
         ETHERTYPE_IPV6 => IpVersion::V6,
@@ -497,16 +489,17 @@ fn parse_super_frame(
     let (l4_offset, protocol) = match found {
         IpVersion::V4 => {
             need("IPv4", l3_offset + IPV4_MIN_HEADER_LEN)?;
-            let version = frame[l3_offset] >> 4;
+            let packet = Ipv4Packet::new_unchecked(&frame[l3_offset..]);
+            let version = packet.version();
             if version != 4 {
                 return Err(VnetError::IpVersion { ethertype, version });
             }
-            let header_len = usize::from(frame[l3_offset] & 0x0f) * 4;
+            let header_len = packet.header_len();
             if header_len < IPV4_MIN_HEADER_LEN {
                 return Err(VnetError::Ipv4HeaderLength { len: header_len });
             }
             need("IPv4", l3_offset + header_len)?;
-            let declared = usize::from(be16(frame, l3_offset + 2));
+            let declared = usize::from(packet.total_len());
             if declared != ip_len {
                 return Err(VnetError::IpLength {
                     ip: "IPv4 total",
@@ -514,20 +507,20 @@ fn parse_super_frame(
                     actual: ip_len,
                 });
             }
-            let fragment = be16(frame, l3_offset + 6);
-            let (more, offset) = (fragment & 0x2000 != 0, fragment & 0x1fff);
+            let (more, offset) = (packet.more_fragments(), packet.fragment_offset());
             if more || offset != 0 {
                 return Err(VnetError::Ipv4Fragment { offset, more });
             }
-            (l3_offset + header_len, frame[l3_offset + 9])
+            (l3_offset + header_len, packet.protocol())
         }
         IpVersion::V6 => {
             need("IPv6", l3_offset + IPV6_HEADER_LEN)?;
-            let version = frame[l3_offset] >> 4;
+            let packet = Ipv6Packet::new_unchecked(&frame[l3_offset..]);
+            let version = packet.version();
             if version != 6 {
                 return Err(VnetError::IpVersion { ethertype, version });
             }
-            let declared = usize::from(be16(frame, l3_offset + 4));
+            let declared = usize::from(packet.payload_len());
             if declared + IPV6_HEADER_LEN != ip_len {
                 return Err(VnetError::IpLength {
                     ip: "IPv6 payload",
@@ -535,7 +528,7 @@ fn parse_super_frame(
                     actual: ip_len - IPV6_HEADER_LEN,
                 });
             }
-            (l3_offset + IPV6_HEADER_LEN, frame[l3_offset + 6])
+            (l3_offset + IPV6_HEADER_LEN, packet.next_header())
         }
     };
     if protocol != transport.protocol() {
@@ -549,7 +542,7 @@ fn parse_super_frame(
     let l4_header_len = match transport {
         Transport::Tcp => {
             need("TCP", l4_offset + TCP_MIN_HEADER_LEN)?;
-            let len = usize::from(frame[l4_offset + 12] >> 4) * 4;
+            let len = TcpSegment::new_unchecked(&frame[l4_offset..]).header_len();
             if len < TCP_MIN_HEADER_LEN {
                 return Err(VnetError::TcpHeaderLength { len });
             }
@@ -558,7 +551,7 @@ fn parse_super_frame(
         }
         Transport::Udp => {
             need("UDP", l4_offset + UDP_HEADER_LEN)?;
-            let declared = usize::from(be16(frame, l4_offset + 4));
+            let declared = usize::from(UdpDatagram::new_unchecked(&frame[l4_offset..]).len());
             let actual = frame.len() - l4_offset;
             if declared != actual {
                 return Err(VnetError::UdpLength { declared, actual });
@@ -1240,7 +1233,11 @@ mod tests {
             assert!(
                 matches!(
                     validate(udp.gso_header(10), &over),
-                    Err(VnetError::TooManySegments { segments: 129, max: 128, .. })
+                    Err(VnetError::TooManySegments {
+                        segments: 129,
+                        max: 128,
+                        ..
+                    })
                 ),
                 "{udp:?}"
             );

@@ -139,12 +139,16 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         write_u16(self.buffer.as_mut(), field4::IDENT.start, ident);
     }
 
+    pub fn set_header_checksum(&mut self, checksum: u16) {
+        write_u16(self.buffer.as_mut(), field4::CHECKSUM.start, checksum);
+    }
+
     /// Recomputes the header checksum over the header the IHL announces.
     pub fn fill_checksum(&mut self) {
-        write_u16(self.buffer.as_mut(), field4::CHECKSUM.start, 0);
+        self.set_header_checksum(0);
         let header_len = self.header_len();
         let sum = !checksum::fold(checksum::sum(&self.buffer.as_ref()[..header_len], 0));
-        write_u16(self.buffer.as_mut(), field4::CHECKSUM.start, sum);
+        self.set_header_checksum(sum);
     }
 }
 
