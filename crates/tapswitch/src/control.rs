@@ -1219,6 +1219,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         fds.push(monitor.as_raw_fd());
     }
     let handover = Handover {
+        version: upgrade::HANDOVER_VERSION,
         config,
         queues,
         fdb,
