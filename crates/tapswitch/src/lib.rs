@@ -17,6 +17,7 @@ pub mod port;
 pub mod tap;
 
 pub mod config;
+pub mod daemon;
 pub mod libvirt;
 pub mod link;
 pub mod netns;
