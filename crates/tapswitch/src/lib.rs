@@ -18,6 +18,7 @@ pub mod tap;
 
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod link;
 pub mod netns;
