@@ -14,6 +14,8 @@ bash scripts/vm-testbed.sh
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# The daemon library without libvirt (no VM ports) must build too.
+cargo check --locked -p tapswitch --no-default-features
 # A short soak (the full one is 10 minutes, see bench/README.md): memory and fds must stay flat.
 cargo build --locked --workspace
 target/debug/tapswitch-bench soak --duration 45 --tapswitch target/debug/tapswitch \

@@ -1,31 +1,20 @@
 //! The `tapswitch` command.
 
 use std::io::{IsTerminal, Write};
-use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 use report::reply;
-use tapswitch::config::{
-    Config, PortConfig, PortSettings, VmMode, parse_metrics_addr, setting_value,
-};
-use tapswitch::control::{
-    ControlClient, ControlServer, ControlSocket, DEFAULT_CONTROL_PATH, EVENT_QUEUE_LEN,
-    Persistence, Request, SignalHandlers,
-};
-use tapswitch::dataplane::{Dataplane, DataplaneHandle};
-use tapswitch::link::LinkMonitor;
-use tapswitch::port::TapPort;
-use tapswitch::state::StateDir;
-use tapswitch::switch::{LinkSockets, SwitchError};
-use tapswitch::tap::Tap;
+use tapswitch::config::{Config, PortConfig, PortSettings, VmMode, setting_value};
+use tapswitch::control::{ControlClient, DEFAULT_CONTROL_PATH, Request};
+use tapswitch::daemon::{self, DaemonError, RunOptions};
+use tapswitch::dataplane::Snapshot;
 use tapswitch::wire::MacAddr;
-use tapswitch::{doctor, metrics, privileges, switch, upgrade};
+use tapswitch::{doctor, privileges, switch};
 
 mod demo;
 mod report;
@@ -384,14 +373,22 @@ fn main() -> ExitCode {
             metrics: _,
             state_dir: _,
             takeover_fd: Some(fd),
-        } => take_over(fd, &control),
+        } => serve(daemon::take_over(fd, &control)),
         Command::Run {
             config,
             ports,
             metrics,
             state_dir,
             takeover_fd: None,
-        } => run(config, ports, metrics, state_dir, &control),
+        } => {
+            let options = RunOptions {
+                config,
+                ports,
+                metrics,
+                state_dir,
+            };
+            serve(daemon::run(options, &control))
+        }
         Command::Demo => demo::run().map_err(|e| e.to_string()),
         Command::CheckConfig { config } => check_config(config),
         Command::Events => stream_events(&control, json),
@@ -408,333 +405,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(path: Option<PathBuf>, ports: Vec<PortConfig>) -> Result<Config, String> {
-    let mut config = match &path {
-        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
-        None if ports.is_empty() => Config::embedded_default(),
-        None => Config::default(),
-    };
-    config.ports.extend(ports);
-    config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
-}
-
-fn run(
-    path: Option<PathBuf>,
-    ports: Vec<PortConfig>,
-    metrics_addr: Option<String>,
-    state_dir: Option<PathBuf>,
-    control: &std::path::Path,
-) -> Result<(), String> {
-    // Before anything exists that a signal's default action would leave behind.
-    let signals = SignalHandlers::install().map_err(|e| e.to_string())?;
-    let mut config = load_config(path, ports)?;
-    if let Some(addr) = metrics_addr {
-        parse_metrics_addr(&addr).map_err(|reason| format!("--metrics: {reason}"))?;
-        config.switch.metrics = Some(addr);
-    }
-    if state_dir.is_some() {
-        config.switch.state_dir = state_dir;
-    }
-    if config.ports.is_empty() {
-        return Err(
-            "no ports configured: give --port NAME[@NETNS] or a [[port]] in the config".into(),
-        );
-    }
-    // Before any TAP exists: a second switch on the same socket stops here. From here on
-    // a failed start removes the socket file (when `socket` is dropped) and its TAPs.
-    let socket = ControlSocket::bind(control).map_err(|e| e.to_string())?;
-    // A misspelt user or a missing namespace stops the switch before it creates anything.
-    let identity = switch::preflight(&config).map_err(|e| e.to_string())?;
-    let store = StateDir::open(
-        config.switch.state_dir(),
-        identity.as_ref().map(|i| (i.uid, i.gid)),
-    )
-    .map_err(|e| e.to_string())?;
-    let saved = store.load().unwrap_or_else(|error| {
-        tracing::error!(%error, "not restoring the switch state");
-        None
-    });
-    let (mut dataplane, handle) = switch::build(&config).map_err(|e| e.to_string())?;
-    let mut runtime_ports = Vec::new();
-    if let Some(saved) = saved {
-        runtime_ports = restore_ports(&mut config, &mut dataplane, &saved.ports);
-        let entries = upgrade::restore_fdb(
-            &dataplane,
-            &saved.fdb,
-            saved.age(),
-            config.switch.fdb_ageing(),
-        );
-        tracing::info!(
-            path = %store.file().display(),
-            ports = runtime_ports.len(),
-            fdb_entries = entries,
-            "switch state restored"
-        );
-    }
-    let persistence = Persistence {
-        store,
-        runtime_ports,
-    };
-    serve(
-        config,
-        dataplane,
-        handle,
-        socket,
-        identity,
-        signals,
-        None,
-        persistence,
-    )
-}
-
-/// Recreates the ports added at runtime before a restart (persistent TAPs are
-/// attached again by name), after those of the configuration, whose names win.
-/// A port that cannot be made is skipped with an error: the switch starts
-/// without it. Returns the names of those restored.
-fn restore_ports(
-    config: &mut Config,
-    dataplane: &mut Dataplane,
-    saved: &[PortConfig],
-) -> Vec<String> {
-    let mut links = LinkSockets::default();
-    let mut restored = Vec::new();
-    for port in saved {
-        if config.ports.iter().any(|p| p.name == port.name) {
-            tracing::warn!(port = %port.name, "the configuration has this port now; not restoring the saved one");
-            continue;
-        }
-        let added = port
-            .validate("port")
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                switch::create_tap_port(&config.switch, port, &mut links).map_err(|e| e.to_string())
-            })
-            .and_then(|tap| {
-                let id = dataplane
-                    .add_port(Box::new(tap), port.mtu)
-                    .map_err(|e| e.to_string())?;
-                dataplane
-                    .update_port(id, &switch::settings_of(&config.switch, port))
-                    .map_err(|e| e.to_string())
-            });
-        match added {
-            Ok(_) => {
-                config.ports.push(port.clone());
-                restored.push(port.name.clone());
-            }
-            Err(error) => {
-                let saved = serde_json::to_string(port).expect("port configs serialise");
-                tracing::error!(port = %port.name, %error, %saved,
-                    "a port added at runtime before the restart could not be made again; add it with `port add`");
-            }
-        }
-    }
-    restored
-}
-
-/// Becomes the switch a running one hands over to (`tapswitch upgrade`).
-fn take_over(fd: i32, control: &std::path::Path) -> Result<(), String> {
-    let signals = SignalHandlers::install().map_err(|e| e.to_string())?;
-    let (handover, fds, answer_socket) = upgrade::take_over(fd).map_err(|e| e.to_string())?;
-    let built = (|| {
-        let mut fds = fds.into_iter();
-        let listener = UnixListener::from(fds.next().expect("take_over checked the count"));
-        let socket = ControlSocket::from_listener(listener, control);
-        let mut queues = handover.queues.iter();
-        let (dataplane, handle) = switch::build_with(&handover.config, |port| {
-            let count = *queues.next().expect("one queue count per port");
-            let taps = fds
-                .by_ref()
-                .take(count)
-                .map(Tap::from_fd)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|source| SwitchError::Tap {
-                    port: port.name.clone(),
-                    source,
-                })?;
-            Ok(TapPort::with_queues(taps))
-        })
-        .map_err(|e| e.to_string())?;
-        upgrade::restore_fdb(
-            &dataplane,
-            &handover.fdb,
-            Duration::ZERO,
-            handover.config.switch.fdb_ageing(),
-        );
-        let identity = switch::resolve_identity(&handover.config).map_err(|e| e.to_string())?;
-        // The old process made the directory (and gave it to the switch user).
-        let store =
-            StateDir::open(handover.config.switch.state_dir(), None).map_err(|e| e.to_string())?;
-        let monitor = fds.next().map(LinkMonitor::from_fd);
-        Ok::<_, String>((dataplane, handle, socket, identity, store, monitor))
-    })();
-    match built {
-        Ok((dataplane, handle, socket, identity, store, monitor)) => {
-            let persistence = Persistence {
-                store,
-                runtime_ports: handover.runtime_ports,
-            };
-            let config = handover.config;
-            serve(
-                config,
-                dataplane,
-                handle,
-                socket,
-                identity,
-                signals,
-                Some(HandedOver {
-                    answer: answer_socket,
-                    monitor,
-                }),
-                persistence,
-            )
-        }
-        Err(reason) => {
-            upgrade::answer(&answer_socket, Err(reason.clone()));
-            Err(reason)
-        }
-    }
-}
-
-/// What a switch that hands over to this process gives it besides its ports.
-struct HandedOver {
-    /// Told once this process forwards.
-    answer: std::os::unix::net::UnixStream,
-    /// Its link monitor socket, when it had one.
-    monitor: Option<LinkMonitor>,
-}
-
-/// Serves a built switch until it stops: signals, metrics, control socket.
-/// `handing_over` is what the process this one replaces handed over: its socket, told
-/// once everything is up, and its link monitor.
-// Two callers (a fresh start, a takeover), each handing over what it built.
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    mut config: Config,
-    mut dataplane: Dataplane,
-    handle: DataplaneHandle,
-    socket: ControlSocket,
-    identity: Option<privileges::Identity>,
-    signals: SignalHandlers,
-    handing_over: Option<HandedOver>,
-    persistence: Persistence,
-) -> Result<(), String> {
-    let (handing_over, monitor) = match handing_over {
-        Some(HandedOver { answer, monitor }) => (Some(answer), monitor),
-        None => (None, None),
-    };
-    let events = dataplane.subscribe_events(EVENT_QUEUE_LEN);
-    let metrics_listener = match &config.switch.metrics {
-        // Taking over: the old process holds the address until it exits.
-        Some(_) if handing_over.is_some() => None,
-        Some(addr) => {
-            let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
-            let listener = metrics::bind(addr).map_err(|e| e.to_string())?;
-            // `config show` tells where metrics really are (port 0 picks one).
-            if let Ok(bound) = listener.local_addr() {
-                config.switch.metrics = Some(bound.to_string());
-            }
-            Some(listener)
-        }
-        None => None,
-    };
-    // An id for every port's namespace, so that our own netlink socket reaches the links
-    // in there (no socket inside: it would keep the namespace alive after `ip netns del`).
-    let mut links = LinkSockets::default();
-    for port in &config.ports {
-        links
-            .get(port.netns.as_deref())
-            .map_err(|e| format!("port {}: {e}", port.name))?;
-    }
-    // Subscribing to other namespaces' notifications needs CAP_NET_BROADCAST, now only.
-    let monitor = match monitor.map_or_else(LinkMonitor::open, Ok) {
-        Ok(monitor) => Some(monitor),
-        Err(error) => {
-            tracing::warn!(%error, "link notifications unavailable: ports' link state and namespace moves are not followed");
-            None
-        }
-    };
-    let control_path = socket.path().to_owned();
-    // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
-    let server = ControlServer::prepare(
-        socket,
-        handle.clone(),
-        config.clone(),
-        events,
-        links,
-        Some(persistence),
-        monitor,
-    )
-    .map_err(|e| e.to_string())?;
-    // Everything privileged is done; no other thread runs yet (capabilities are per thread).
-    if config.switch.drop_privileges {
-        drop_privileges(&config, identity.as_ref(), &control_path)?;
-    }
-    let signals = signals.spawn(handle.clone()).map_err(|e| e.to_string())?;
-    if let Some(listener) = metrics_listener {
-        metrics::serve_on(listener, handle.clone()).map_err(|e| e.to_string())?;
-    } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
-        // The old process still listens there until it exits.
-        let addr = parse_metrics_addr(addr).map_err(|reason| format!("metrics: {reason}"))?;
-        metrics::spawn_when_free(addr, handle.clone());
-    }
-    let server = server.spawn().map_err(|e| e.to_string())?;
-    let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
-    {
-        let mut stdout = std::io::stdout().lock();
-        // Scripts and tests wait for this line: the switch is forwarding.
-        let _ = writeln!(
-            stdout,
-            "tapswitch ready: {} ports ({})",
-            names.len(),
-            names.join(", ")
-        )
-        .and_then(|()| stdout.flush());
-    }
-    if let Some(old) = &handing_over {
-        // Every port is registered: frames that arrive from now on are read
-        // by whichever of the two processes gets them first.
-        upgrade::answer(old, Ok(()));
-    }
-    let result = dataplane.run();
-    if let Ok(last) = &result {
-        server.save_state(last);
-    }
-    server.stop();
-    signals.stop();
-    let snapshot = result.map_err(|e| e.to_string())?;
+/// Serves the switch until it stops, then prints its last counters.
+fn serve(started: Result<Snapshot, DaemonError>) -> Result<(), String> {
+    let snapshot = started.map_err(|e| e.to_string())?;
     // The counters are for a reader; without one (a closed terminal) the stop is still clean.
     let _ = write!(std::io::stderr(), "{}", report::port_table(&snapshot));
-    // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear.
-    drop(dataplane);
-    Ok(())
-}
-
-/// Keeps only [`Config::runtime_capabilities`], as `identity` when given.
-fn drop_privileges(
-    config: &Config,
-    identity: Option<&privileges::Identity>,
-    control: &std::path::Path,
-) -> Result<(), String> {
-    if let Some(identity) = identity {
-        // The server wakes its own accept by connecting at shutdown; it must still
-        // be allowed to once it is this user.
-        std::os::unix::fs::chown(control, Some(identity.uid), Some(identity.gid))
-            .map_err(|e| format!("chown {} to the switch user: {e}", control.display()))?;
-    }
-    let dropped = privileges::drop_privileges(config.runtime_capabilities(), identity)
-        .map_err(|e| format!("{e} (set drop_privileges = false in [switch] to run without)"))?;
-    if !dropped.missing.is_empty() {
-        tracing::warn!(missing = %dropped.missing, "capabilities to keep were not held to begin with");
-    }
-    tracing::info!(
-        kept = %dropped.kept,
-        uid = dropped.identity.as_ref().map(|i| i.uid),
-        gid = dropped.identity.as_ref().map(|i| i.gid),
-        netns_hotplug = config.netns_hotplug(),
-        "privileges dropped"
-    );
     Ok(())
 }
 

@@ -87,6 +87,7 @@ impl Raw {
 
 #[test]
 fn control_socket_round_trips() {
+    require_root!();
     let mut bed = Bed::new(2);
     let socket_mode = std::fs::metadata(&bed.switch.control)
         .unwrap()
@@ -167,6 +168,7 @@ fn control_socket_round_trips() {
 
 #[test]
 fn bad_requests_get_errors_and_change_nothing() {
+    require_root!();
     let bed = Bed::new(2);
     let before = bed.switch.ctl_json(&["port", "list"]);
     let mut raw = Raw::connect(&bed.switch);
@@ -244,6 +246,7 @@ fn bad_requests_get_errors_and_change_nothing() {
 
 #[test]
 fn a_live_socket_is_refused_and_a_stale_one_replaced() {
+    require_root!();
     let dir = TempDir::new("tssock");
     let path = dir.path.join("sub").join("switch.sock");
     let path_arg = path.to_str().unwrap();
@@ -282,6 +285,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
 
 #[test]
 fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
+    require_root!();
     const PINGS: u32 = 150;
     let bed = Bed::new(2);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
@@ -382,6 +386,7 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
 
 #[test]
 fn events_stream_learning_moves_and_port_changes() {
+    require_root!();
     let bed = Bed::new(3);
     let events = subscribe(&bed.switch);
     let watcher = subscribe(&bed.switch);
@@ -503,6 +508,7 @@ fn parse_metrics(text: &str) -> HashMap<String, f64> {
 
 #[test]
 fn metrics_endpoint_is_scraped_and_parsed() {
+    require_root!();
     let bed = Bed::with_args(2, &["--metrics", "127.0.0.1:0"]);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
     let config = bed.switch.ctl_json(&["config", "show"]);
@@ -568,6 +574,7 @@ fn metrics_endpoint_is_scraped_and_parsed() {
 /// shutdown, and `port set --enable` brings it back.
 #[test]
 fn events_report_flaps_violations_and_shutdowns() {
+    require_root!();
     let bed = Bed::with_config(
         3,
         "[switch.mac_flap]\nmoves = 3\nwindow_ms = 5000\nhold_secs = 30\n",
@@ -653,6 +660,7 @@ fn ctl_refused(switch: &Switch, args: &[&str], expected: &str) -> String {
 
 #[test]
 fn a_tap_the_switch_did_not_create_is_refused_unless_adopted_and_then_kept() {
+    require_root!();
     let mut bed = Bed::new(1);
     let home = Netns::new();
     let user_tap = ForeignTap::new(&home.name, "ut", &[]);
@@ -717,6 +725,7 @@ fn a_tap_the_switch_did_not_create_is_refused_unless_adopted_and_then_kept() {
 
 #[test]
 fn adopting_refuses_settings_the_device_does_not_have() {
+    require_root!();
     let bed = Bed::new(1);
     let home = Netns::new();
     let plain = ForeignTap::new(&home.name, "ua", &[]);
@@ -758,6 +767,7 @@ fn adopting_refuses_settings_the_device_does_not_have() {
 
 #[test]
 fn a_name_taken_by_a_device_that_is_no_tap_is_named_in_the_error() {
+    require_root!();
     let bed = Bed::new(1);
     let home = Netns::new();
     let veth = unique("vx");
@@ -794,6 +804,7 @@ fn a_name_taken_by_a_device_that_is_no_tap_is_named_in_the_error() {
 
 #[test]
 fn every_entry_point_validates_the_same_way() {
+    require_root!();
     let bed = Bed::new(1);
     let switch = &bed.switch;
     let mac = "02:00:00:00:00:77";
@@ -875,6 +886,7 @@ fn every_entry_point_validates_the_same_way() {
 
 #[test]
 fn check_config_refuses_what_run_refuses() {
+    require_root!();
     let dir = TempDir::new("tschk");
     let check = |name: &str, text: &str| {
         let path = dir.path.join(name);

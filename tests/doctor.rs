@@ -38,6 +38,7 @@ fn pair(code: &str, port: &str) -> (String, String) {
 
 #[test]
 fn doctor_finds_mismatched_mtu_and_offloads_and_their_fixes_work() {
+    require_root!();
     // p1 without offloads while p0 has them: one side only.
     let bed = Bed::with_config(2, "", |i| {
         if i == 1 {
@@ -123,6 +124,7 @@ fn doctor_finds_mismatched_mtu_and_offloads_and_their_fixes_work() {
 
 #[test]
 fn doctor_sees_link_state_and_queue_length() {
+    require_root!();
     let bed = Bed::new(2);
     let (ok, report) = doctor(&bed);
     assert!(ok);

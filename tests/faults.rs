@@ -40,6 +40,7 @@ fn port_list(switch: &Switch) -> Vec<Value> {
 
 #[test]
 fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
+    require_root!();
     let namespaces = [Netns::new(), Netns::new(), Netns::new()];
     let _taps = PersistentTaps(
         (0..3)
@@ -139,6 +140,7 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
 
 #[test]
 fn an_unreadable_state_file_is_kept_aside_and_the_switch_starts() {
+    require_root!();
     let state = TempDir::new("tsst");
     std::fs::write(state.path.join("state.json"), "{\"version\":1,\"ports\":[").unwrap();
     let name = unique("tsst");
@@ -165,6 +167,7 @@ fn an_unreadable_state_file_is_kept_aside_and_the_switch_starts() {
 
 #[test]
 fn a_switch_that_became_nobody_still_writes_its_state() {
+    require_root!();
     let state = TempDir::new("tsst");
     let dir = state.path.join("switch");
     let name = unique("tsst");
@@ -200,6 +203,7 @@ fn connect(switch: &Switch) -> UnixStream {
 
 #[test]
 fn hung_stalled_and_vanishing_control_clients_lock_nobody_out_and_leak_nothing() {
+    require_root!();
     let bed = Bed::new(2);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     let pid = bed.switch.pid();
@@ -261,6 +265,7 @@ fn hung_stalled_and_vanishing_control_clients_lock_nobody_out_and_leak_nothing()
 
 #[test]
 fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
+    require_root!();
     let bed = Bed::new(4);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     assert_eq!(ping(bed.ns(2), &Bed::addr(3), 2, "0.1"), 2);
@@ -415,6 +420,7 @@ impl Drop for OwnLibvirtd {
 
 #[test]
 fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reconnect() {
+    require_root!();
     let dir = TempDir::new("tslv");
     let mut libvirtd = OwnLibvirtd::new(&dir.path);
     libvirtd.start();

@@ -21,6 +21,7 @@ fn neighbour_mac(netns: &str, addr: &str) -> Option<String> {
 /// from the wrong VLAN.
 #[test]
 fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
+    require_root!();
     let hosts: Vec<Netns> = (0..4).map(|_| Netns::new()).collect();
     let middle = Netns::new();
     // Host i: switch i / 2, VLAN 10 or 20.
@@ -149,6 +150,7 @@ fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
 /// those frames, the MAC stays on port 0, and the honest endpoint keeps working.
 #[test]
 fn spoofed_frames_are_dropped_while_the_honest_endpoint_works() {
+    require_root!();
     let mac = |i: usize| format!("02:5e:00:00:00:0{i}");
     let mut bed = Bed::with_config(3, "", |i| {
         let binding = if i < 2 { "bind_mac = true" } else { "" };
@@ -198,6 +200,7 @@ fn spoofed_frames_are_dropped_while_the_honest_endpoint_works() {
 /// endpoints keeps flowing.
 #[test]
 fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
+    require_root!();
     const CAP: u64 = 200;
     const STORM: u64 = 4000;
     let mut bed = Bed::with_config(2, "", |i| {
@@ -254,6 +257,7 @@ fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
 /// A flood of random source MACs from port 0 fills only port 0's share of the table.
 #[test]
 fn a_mac_flood_is_contained_to_the_port_limit() {
+    require_root!();
     const LIMIT: usize = 16;
     const FLOOD: usize = 300;
     let mut bed = Bed::with_config(3, "", |i| {
@@ -297,6 +301,7 @@ fn a_mac_flood_is_contained_to_the_port_limit() {
 /// set at runtime turns the cap off again.
 #[test]
 fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
+    require_root!();
     const FLOOD: usize = 30_000;
     let mut bed = Bed::new(4);
     // A longer TAP queue, so that the kernel keeps most of the flood for the switch to
@@ -407,6 +412,7 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
 /// per turn, where a port sending unicast gets 64.
 #[test]
 fn a_flooding_ports_turn_is_charged_per_write() {
+    require_root!();
     const FLOOD: u32 = 20_000;
     let bed = Bed::with_config(4, "", |i| {
         if i == 0 {
@@ -465,6 +471,7 @@ fn a_flooding_ports_turn_is_charged_per_write() {
 /// 1500-byte port is dropped and counted there.
 #[test]
 fn jumbo_frames_pass_and_oversize_is_dropped_at_egress() {
+    require_root!();
     let mut bed = Bed::with_config(3, "", |i| {
         format!("mtu = {}", if i < 2 { 9000 } else { 1500 })
     });
@@ -544,6 +551,7 @@ fn observable_state(bed: &mut Bed) -> (serde_json::Value, serde_json::Value, Str
 /// ping flow between p2 and p3 runs throughout and loses nothing.
 #[test]
 fn port_settings_change_at_runtime_whole_or_not_at_all() {
+    require_root!();
     const CAP: u64 = 50;
     const BURST: usize = 600;
     let mut bed = Bed::with_config(4, "", |i| {

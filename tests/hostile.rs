@@ -397,6 +397,7 @@ fn netdev_tx(netns: &str, dev: &str) -> (u64, u64) {
 /// the storm test's, and the benchmarks').
 #[test]
 fn a_million_random_source_macs_keep_the_table_at_its_cap() {
+    require_root!();
     const FRAMES: u64 = 1_000_000;
     const CAPACITY: u64 = 1024;
     let mut scene = Scene::new(
@@ -463,6 +464,7 @@ fn a_million_random_source_macs_keep_the_table_at_its_cap() {
 /// stay in VLAN 10, away from the isolated port.
 #[test]
 fn broadcast_and_multicast_storms_are_policed_and_stay_in_their_vlan() {
+    require_root!();
     const FRAMES: u64 = 100_000;
     const CAP: u64 = 500;
     let mut scene = Scene::new(
@@ -511,6 +513,7 @@ fn broadcast_and_multicast_storms_are_policed_and_stay_in_their_vlan() {
 /// nobody's address moves.
 #[test]
 fn spoofed_sources_are_dropped_and_move_no_address() {
+    require_root!();
     const EACH: u64 = 5_000;
     let mut scene = Scene::new("", "bind_mac = true", "");
     let victims = [ISOLATED, UPLINK, FLOW.0, TRUNK];
@@ -563,6 +566,7 @@ fn spoofed_sources_are_dropped_and_move_no_address() {
 /// tags, 802.1ad stacks, and the double-tagging VLAN hop.
 #[test]
 fn runts_giants_and_bad_vlan_tags_are_counted_and_go_nowhere() {
+    require_root!();
     const EACH: u64 = 2_000;
     let mut scene = Scene::new("", "", "");
     let one_class = |scene: &mut Scene, class: &str, make: &dyn Fn(u64) -> Vec<u8>| {
@@ -656,6 +660,7 @@ fn ipv4(transport: u8, payload: usize, n: u64) -> Vec<u8> {
 /// bigger than the port's MTU. Nothing malformed or oversized reaches another port.
 #[test]
 fn lying_vnet_headers_are_refused_or_counted_and_never_reach_another_port_oversized() {
+    require_root!();
     const EACH: u64 = 500;
     const TCP: u8 = 6;
     const UDP: u8 = 17;

@@ -46,6 +46,7 @@ fn fdb_macs(switch: &Switch) -> Vec<String> {
 
 #[test]
 fn sighup_is_logged_and_the_switch_forwards_on_with_nothing_lost() {
+    require_root!();
     let bed = Bed::with_starter(2, &[], Switch::start_capturing_log);
     let switch = &bed.switch;
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.1"), 3);
@@ -121,6 +122,7 @@ fn sighup_is_logged_and_the_switch_forwards_on_with_nothing_lost() {
 
 #[test]
 fn signals_that_would_kill_or_suspend_a_daemon_change_nothing() {
+    require_root!();
     let bed = Bed::with_starter(2, &[], Switch::start_capturing_log);
     let switch = &bed.switch;
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
@@ -169,6 +171,7 @@ fn signals_that_would_kill_or_suspend_a_daemon_change_nothing() {
 
 #[test]
 fn sigquit_and_sigxcpu_stop_the_switch_cleanly_like_sigterm() {
+    require_root!();
     for signal in [libc::SIGQUIT, libc::SIGXCPU] {
         let port = unique("tslq");
         let mut switch = Switch::start_capturing_log(&["--port", &port]);
@@ -284,6 +287,7 @@ impl Drop for Terminal {
 
 #[test]
 fn closing_the_terminal_of_a_foreground_run_keeps_it_forwarding() {
+    require_root!();
     let mut terminal = Terminal::open();
     let bed = Bed::with_starter(2, &[], |args| {
         Switch::start_configured(args, |command| {
@@ -346,6 +350,7 @@ fn run_to_end(args: &[&str], control: &Path) -> (bool, String) {
 
 #[test]
 fn a_start_that_fails_after_binding_leaves_no_socket_file_or_tap() {
+    require_root!();
     let dir = TempDir::new("tslf");
     let control = dir.path.join("s.sock");
     // The metrics address is taken: the switch fails after its socket and TAP exist.
@@ -369,6 +374,7 @@ fn a_start_that_fails_after_binding_leaves_no_socket_file_or_tap() {
 
 #[test]
 fn a_start_whose_vm_devices_fail_removes_the_ones_it_made() {
+    require_root!();
     let dir = TempDir::new("tslv");
     let control = dir.path.join("s.sock");
     let (glued, blocked) = (unique("lg"), unique("lb"));

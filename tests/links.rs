@@ -34,6 +34,7 @@ fn answers_soon(bed: &Bed, to: usize) -> bool {
 
 #[test]
 fn a_port_whose_link_goes_down_is_kept_and_forwards_again_once_up() {
+    require_root!();
     let mut bed = Bed::new(2);
     let events = subscribe(&bed.switch);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.2"), 3);
@@ -64,6 +65,7 @@ fn a_port_whose_link_goes_down_is_kept_and_forwards_again_once_up() {
 
 #[test]
 fn a_netdev_moved_to_another_namespace_is_followed_there() {
+    require_root!();
     let bed = Bed::new(2);
     let elsewhere = Netns::new();
     let events = subscribe(&bed.switch);
@@ -176,6 +178,7 @@ fn witness_of(netns: &str) -> String {
 
 #[test]
 fn deleting_a_ports_namespace_deletes_it_and_removes_the_port() {
+    require_root!();
     let bed = Bed::new(3);
     let events = subscribe(&bed.switch);
     let doomed = bed.ns(2).to_owned();
@@ -215,6 +218,7 @@ fn deleting_a_ports_namespace_deletes_it_and_removes_the_port() {
 /// namespace must still delete it, and remove the port.
 #[test]
 fn a_reattached_persistent_port_lets_its_deleted_namespace_go() {
+    require_root!();
     let namespaces = [Netns::new(), Netns::new()];
     let config: String = namespaces
         .iter()
@@ -254,6 +258,7 @@ fn a_reattached_persistent_port_lets_its_deleted_namespace_go() {
 /// process no longer has: it is handed over with the ports.
 #[test]
 fn an_upgraded_switch_still_follows_its_ports_links() {
+    require_root!();
     let mut bed = Bed::new(2);
     let reply = bed.switch.ctl_json(&["upgrade"]);
     let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
@@ -274,6 +279,7 @@ fn an_upgraded_switch_still_follows_its_ports_links() {
 /// cannot change it, changing nothing.
 #[test]
 fn a_switch_that_cannot_enter_the_new_namespace_says_so() {
+    require_root!();
     let home = Netns::new();
     let elsewhere = Netns::new();
     let switch = start_with_config(&format!(

@@ -63,6 +63,7 @@ fn mean_rx_frame(before: &Value, after: &Value, port: &str) -> u64 {
 
 #[test]
 fn tcp_both_ways_between_offload_and_plain_ports() {
+    require_root!();
     let mut bed = bed();
     assert_eq!(
         offload_setting(bed.ns(A), "p0", "tcp-segmentation-offload"),
@@ -113,6 +114,7 @@ fn tcp_both_ways_between_offload_and_plain_ports() {
 
 #[test]
 fn udp_both_ways_between_offload_and_plain_ports() {
+    require_root!();
     let mut bed = bed();
     let port = unique_port();
     let _server = iperf3_server(bed.ns(B), port);
@@ -145,6 +147,7 @@ fn udp_socket_in(netns: &str, addr: &str, port: u16) -> UdpSocket {
 
 #[test]
 fn udp_gso_super_frames_arrive_as_separate_datagrams() {
+    require_root!();
     const DATAGRAM: usize = 1400;
     const PER_SEND: usize = 20;
     const SENDS: usize = 30;

@@ -70,6 +70,7 @@ const NO_LIBVIRT: &str = "libvirt_uri = \"qemu+unix:///system?socket=/nonexisten
 
 #[test]
 fn by_default_cap_net_admin_and_cap_chown_remain_and_hot_plug_works() {
+    require_root!();
     let first = unique("tspv");
     let switch = start_with_config(&format!(
         "[switch]\n{NO_LIBVIRT}\n[[port]]\nname = \"{first}\"\n"
@@ -140,6 +141,7 @@ fn by_default_cap_net_admin_and_cap_chown_remain_and_hot_plug_works() {
 
 #[test]
 fn namespaced_ports_keep_sys_admin_for_hot_plug_into_namespaces() {
+    require_root!();
     let bed = Bed::new(2);
     let privileges = privileges_of(&bed.switch);
     let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
@@ -172,6 +174,7 @@ fn namespaced_ports_keep_sys_admin_for_hot_plug_into_namespaces() {
 
 #[test]
 fn without_vm_hotplug_cap_chown_goes_owned_macvtaps_are_refused_and_glue_still_works() {
+    require_root!();
     let (configured, refused, glued) = (unique("tsc"), unique("tsr"), unique("tsg"));
     // A configured VM port with an owner gets its device before the drop.
     let switch = start_with_config(&format!(
@@ -213,6 +216,7 @@ fn without_vm_hotplug_cap_chown_goes_owned_macvtaps_are_refused_and_glue_still_w
 
 #[test]
 fn with_a_user_the_switch_runs_as_that_user() {
+    require_root!();
     let name = unique("tspu");
     let switch = start_with_config(&format!(
         "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"{name}\"\n"
@@ -263,6 +267,7 @@ fn with_a_user_the_switch_runs_as_that_user() {
 
 #[test]
 fn an_unknown_user_stops_the_switch_before_it_creates_anything() {
+    require_root!();
     let dir = TempDir::new("tspx");
     let name = unique("tspx");
     let config = dir.path.join("switch.toml");
@@ -291,6 +296,7 @@ fn an_unknown_user_stops_the_switch_before_it_creates_anything() {
 
 #[test]
 fn opting_out_keeps_every_capability_and_doctor_warns() {
+    require_root!();
     let name = unique("tspo");
     let switch = start_with_config(&format!(
         "[switch]\ndrop_privileges = false\n[[port]]\nname = \"{name}\"\n"
@@ -310,6 +316,7 @@ fn opting_out_keeps_every_capability_and_doctor_warns() {
 
 #[test]
 fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
+    require_root!();
     let name = unique("tspg");
     let mut switch = start_with_config(&format!(
         "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"{name}\"\n"

@@ -36,6 +36,7 @@ fn raw_request(switch: &Switch, line: &str) -> serde_json::Value {
 
 #[test]
 fn another_user_is_refused_even_when_the_socket_mode_is_loosened() {
+    require_root!();
     let (_ns, switch) = one_port_switch();
     let mode = std::fs::metadata(&switch.control)
         .expect("the socket file")
@@ -72,6 +73,7 @@ fn another_user_is_refused_even_when_the_socket_mode_is_loosened() {
 
 #[test]
 fn namespaces_are_only_those_mounted_under_run_netns() {
+    require_root!();
     let (_ns, switch) = one_port_switch();
     // A link to the host's own namespace, placed where names are looked up.
     let link = unique("tslnk");
@@ -130,6 +132,7 @@ fn namespaces_are_only_those_mounted_under_run_netns() {
 
 #[test]
 fn upgrade_runs_only_a_binary_nobody_else_could_have_written() {
+    require_root!();
     let (_ns, switch) = one_port_switch();
     let pid = raw_request(&switch, r#"{"cmd":"hello"}"#)["result"]["pid"].clone();
     let dir = TempDir::new("tsbin");
@@ -165,6 +168,7 @@ fn upgrade_runs_only_a_binary_nobody_else_could_have_written() {
 
 #[test]
 fn metrics_bind_loopback_unless_told_otherwise() {
+    require_root!();
     let port = {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         probe.local_addr().unwrap().port()

@@ -11,6 +11,7 @@ use common::*;
 
 #[test]
 fn three_namespaces_ping_all_pairs() {
+    require_root!();
     let mut bed = Bed::new(3);
     for i in 0..3 {
         for j in 0..3 {
@@ -35,6 +36,7 @@ fn three_namespaces_ping_all_pairs() {
 
 #[test]
 fn learned_unicast_is_not_flooded_to_the_third_port() {
+    require_root!();
     let mut bed = Bed::new(3);
     // Learn both ends (and their ARP entries).
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
@@ -63,6 +65,7 @@ fn learned_unicast_is_not_flooded_to_the_third_port() {
 
 #[test]
 fn broadcast_reaches_every_other_port() {
+    require_root!();
     let mut bed = Bed::new(3);
     let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
     let frames: Vec<Vec<u8>> = (0..50).map(|_| frame([0xff; 6], src, 60)).collect();
@@ -84,6 +87,7 @@ fn broadcast_reaches_every_other_port() {
 
 #[test]
 fn learned_entries_age_out() {
+    require_root!();
     let dir = std::env::temp_dir().join(unique("tsage"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("ageing.toml");
@@ -108,6 +112,7 @@ fn learned_entries_age_out() {
 
 #[test]
 fn a_mac_that_moves_port_is_relearned() {
+    require_root!();
     let mut bed = Bed::new(3);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
     let mac = link_mac(bed.ns(0), "p0");
@@ -129,6 +134,7 @@ fn a_mac_that_moves_port_is_relearned() {
 
 #[test]
 fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
+    require_root!();
     let mut bed = Bed::new(2);
     let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
     let dst = mac_bytes(&link_mac(bed.ns(1), "p1"));
@@ -165,6 +171,7 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
 
 #[test]
 fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
+    require_root!();
     let mut bed = Bed::new(3);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
     let ns0 = bed.ns(0).to_owned();
@@ -188,6 +195,7 @@ fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
 
 #[test]
 fn taps_are_removed_when_the_switch_stops() {
+    require_root!();
     let ns = Netns::new();
     let here = unique("tsrm");
     let there = unique("tsrm");
@@ -204,6 +212,7 @@ fn taps_are_removed_when_the_switch_stops() {
 
 #[test]
 fn bad_command_lines_get_precise_errors() {
+    require_root!();
     let cases: [(&[&str], &str); 3] = [
         (&["run", "--port", "this-name-is-too-long"], "IFNAMSIZ"),
         (
@@ -234,6 +243,7 @@ fn bad_command_lines_get_precise_errors() {
 /// every thread.
 #[test]
 fn two_dataplane_threads_forward_count_and_remove_ports() {
+    require_root!();
     let mut bed = Bed::with_config(3, "[switch]\nthreads = 2", |_| String::new());
     for (i, j) in [(0, 1), (1, 2), (2, 0)] {
         assert_eq!(
@@ -286,6 +296,7 @@ fn two_dataplane_threads_forward_count_and_remove_ports() {
 /// different dataplane threads; every flow still gets through.
 #[test]
 fn multi_queue_ports_forward_across_threads() {
+    require_root!();
     let mut bed = Bed::with_config(2, "[switch]\nthreads = 2", |_| "queues = 4".into());
     for i in 0..2 {
         let (ok, flags) = exec_in(

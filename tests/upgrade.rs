@@ -9,11 +9,13 @@ use common::*;
 
 #[test]
 fn upgrade_under_a_ping_flow_loses_nothing_and_keeps_the_mac_table() {
+    require_root!();
     upgrade_under_flow(Bed::new(2));
 }
 
 #[test]
 fn upgrade_hands_over_every_queue_of_a_threaded_switch() {
+    require_root!();
     upgrade_under_flow(Bed::with_config(2, "[switch]\nthreads = 2", |_| {
         "queues = 3".into()
     }));
@@ -71,6 +73,7 @@ fn upgrade_under_flow(mut bed: Bed) {
 
 #[test]
 fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
+    require_root!();
     let mut bed = Bed::new(2);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     let (ok, _, stderr) = bed.switch.ctl(&["upgrade", "--binary", "/bin/false"]);
@@ -83,6 +86,7 @@ fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
 
 #[test]
 fn a_restarted_switch_reattaches_to_persistent_taps_after_a_crash() {
+    require_root!();
     let namespaces = [Netns::new(), Netns::new()];
     let _taps = PersistentTaps(
         (0..2)

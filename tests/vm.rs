@@ -325,6 +325,7 @@ fn learned_port(switch: &mut Switch, mac: &str) -> Option<u64> {
 
 #[test]
 fn two_guests_on_macvtaps_ping_each_other_and_a_namespace_talks_to_both() {
+    require_root!();
     testbed();
     let netns = Netns::new();
     let ports = [unique("vp"), unique("vp")];
@@ -431,6 +432,7 @@ fn two_guests_on_macvtaps_ping_each_other_and_a_namespace_talks_to_both() {
 
 #[test]
 fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
+    require_root!();
     testbed();
     let netns = Netns::new();
     let port = unique("vg");
@@ -505,6 +507,7 @@ fn a_guest_on_its_own_tap_glued_to_a_port_talks_to_a_namespace_until_unglued() {
 
 #[test]
 fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
+    require_root!();
     testbed();
     let netns = Netns::new();
     let port = unique("vh");
@@ -682,6 +685,7 @@ fn switch_with_namespace(ns_ip: &str) -> (Switch, Netns) {
 
 #[test]
 fn daemon_vm_ports_made_before_their_domains_carry_traffic_and_go_with_the_domains() {
+    require_root!();
     testbed();
     let (switch, netns) = switch_with_namespace("10.70.0.100");
     let events = subscribe(&switch);
@@ -779,6 +783,7 @@ fn daemon_vm_ports_made_before_their_domains_carry_traffic_and_go_with_the_domai
 
 #[test]
 fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
+    require_root!();
     testbed();
     let (switch, netns) = switch_with_namespace("10.71.0.100");
     let events = subscribe(&switch);
@@ -871,6 +876,7 @@ fn a_daemon_vm_port_hot_plugs_into_a_running_guest_and_leaves_with_its_nic() {
 
 #[test]
 fn a_daemon_glue_port_carries_a_transient_guest_and_removes_its_vm_tap() {
+    require_root!();
     testbed();
     let (switch, netns) = switch_with_namespace("10.72.0.100");
     let port = unique("vg");
@@ -921,6 +927,7 @@ fn a_daemon_glue_port_carries_a_transient_guest_and_removes_its_vm_tap() {
 
 #[test]
 fn without_libvirt_a_vm_port_still_gets_its_devices_and_says_so() {
+    require_root!();
     let dir = TempDir::new("tsnolv");
     let config = dir.path.join("switch.toml");
     std::fs::write(
@@ -956,6 +963,7 @@ fn without_libvirt_a_vm_port_still_gets_its_devices_and_says_so() {
 
 #[test]
 fn a_daemon_vm_port_goes_into_a_stopped_domains_definition_and_out_again() {
+    require_root!();
     testbed();
     let (switch, _netns) = switch_with_namespace("10.74.0.100");
     // Defined, never started: libvirt only validates the definition.
@@ -1014,6 +1022,7 @@ fn qemu_pid(domain: &str) -> u32 {
 
 #[test]
 fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unprivileged() {
+    require_root!();
     use std::os::unix::fs::MetadataExt;
     use tapswitch::privileges::{CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, read_process};
     testbed();

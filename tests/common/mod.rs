@@ -18,6 +18,28 @@ use tapswitch::control::{ControlClient, Request};
 mod inject;
 pub use inject::*;
 
+/// Whether this process runs as root, which creating TAPs and namespaces takes.
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips the calling test, saying so on stderr, unless it runs as root: without root
+/// nothing it needs (TAPs, namespaces, the switch) can be made. CI runs as root, so
+/// there every test runs.
+macro_rules! require_root {
+    () => {
+        if !$crate::common::running_as_root() {
+            eprintln!(
+                "skipped {}: needs root (it creates TAPs and network namespaces)",
+                std::thread::current().name().unwrap_or("this test")
+            );
+            return;
+        }
+    };
+}
+pub(crate) use require_root;
+
 /// A name unique to this process and call, short enough for an interface.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);

@@ -48,6 +48,11 @@ use crate::vmport;
 use crate::wire::MacAddr;
 
 mod links;
+#[cfg(feature = "libvirt")]
+mod vms;
+// Built without libvirt: VM ports are refused with that reason.
+#[cfg(not(feature = "libvirt"))]
+#[path = "control/no_vms.rs"]
 mod vms;
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -515,6 +520,8 @@ struct Shared {
     /// gone, or after a handover the new process would take the connection.)
     wake: UnixStream,
     /// libvirt for VM ports.
+    // Only the libvirt client reads it; without the feature it holds nothing.
+    #[cfg_attr(not(feature = "libvirt"), allow(dead_code))]
     vms: vms::Vms,
     /// The link monitor, read by `tapswitch-links`, and drained by the event fan-out too
     /// before it names why a port failed (see `links::cause_of_failure`).
@@ -610,7 +617,7 @@ pub struct ControlServer {
     shared: Arc<Shared>,
     file: SocketFile,
     accept: JoinHandle<()>,
-    vm_events: JoinHandle<()>,
+    vm_events: vms::EventsThread,
     /// Dropped to stop `tapswitch-state`.
     stop_saving: Option<SyncSender<()>>,
     saver: Option<JoinHandle<()>>,
@@ -631,7 +638,7 @@ struct Prepared {
     events: Receiver<Event>,
     state: State,
     vms: vms::Vms,
-    domain_events: Receiver<crate::libvirt::DomainEvent>,
+    domain_events: vms::DomainEvents,
     monitor: Option<LinkMonitor>,
     /// A start of our own, not a takeover: on failure, what this start made goes again
     /// (the socket file with `socket`, the TAPs with the dataplane, VM devices here), as
@@ -1219,6 +1226,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         fds.push(monitor.as_raw_fd());
     }
     let handover = Handover {
+        version: upgrade::HANDOVER_VERSION,
         config,
         queues,
         fdb,

@@ -17,6 +17,8 @@ pub mod port;
 pub mod tap;
 
 pub mod config;
+pub mod daemon;
+#[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod link;
 pub mod netns;

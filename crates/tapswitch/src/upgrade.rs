@@ -64,13 +64,31 @@ pub enum UpgradeError {
     QueueCount { port: String, queues: usize },
     #[error("the handed-over configuration is invalid: {0}")]
     Config(#[source] ConfigError),
+    #[error(
+        "the handover is format version {got}; this build understands only version {supported}"
+    )]
+    Version { got: u32, supported: u32 },
     #[error("the new process did not become ready: {reason}")]
     NotReady { reason: String },
+}
+
+/// The handover format this build writes and understands. Raised whenever a
+/// successor built from older code could misread the document: it then refuses
+/// the handover (and the old process keeps forwarding) instead of guessing.
+pub const HANDOVER_VERSION: u32 = 1;
+
+/// Documents without a `version` are those of builds before it existed: the
+/// same format as version 1.
+fn unversioned() -> u32 {
+    1
 }
 
 /// What the old process tells the new one besides the fds.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Handover {
+    /// The format of this document ([`HANDOVER_VERSION`] of the old process).
+    #[serde(default = "unversioned")]
+    pub version: u32,
     /// The live configuration (hot-plugged ports included), ports in fd order.
     pub config: Config,
     /// Queues per port, in `config.ports` order: the fds after the control
@@ -275,8 +293,15 @@ pub fn take_over(fd: RawFd) -> Result<(Handover, Vec<OwnedFd>, UnixStream), Upgr
     reader
         .read_exact(&mut json)
         .map_err(UpgradeError::Receive)?;
-    let handover = Handover::decode(&json, fds.len())?;
-    Ok((handover, fds, socket))
+    match Handover::decode(&json, fds.len()) {
+        Ok(handover) => Ok((handover, fds, socket)),
+        Err(error) => {
+            // Refused with a reason, not by exiting: the old process reports it and
+            // keeps forwarding.
+            answer(&socket, Err(error.to_string()));
+            Err(error)
+        }
+    }
 }
 
 impl Handover {
@@ -285,6 +310,19 @@ impl Handover {
     /// switch can be built from it: a valid configuration, one queue count a
     /// port can have per configured port, together exactly those fds.
     pub fn decode(json: &[u8], fd_count: usize) -> Result<Handover, UpgradeError> {
+        // The version alone first: another version's document may not parse as this one's.
+        #[derive(Deserialize)]
+        struct Versioned {
+            #[serde(default = "unversioned")]
+            version: u32,
+        }
+        let Versioned { version } = serde_json::from_slice(json).map_err(UpgradeError::Document)?;
+        if version != HANDOVER_VERSION {
+            return Err(UpgradeError::Version {
+                got: version,
+                supported: HANDOVER_VERSION,
+            });
+        }
         let handover: Handover = serde_json::from_slice(json).map_err(UpgradeError::Document)?;
         let ports = &handover.config.ports;
         if handover.queues.len() != ports.len() {
@@ -522,6 +560,52 @@ mod tests {
                 got: 3
             }
         ));
+    }
+
+    #[test]
+    fn a_handover_of_another_version_is_refused_with_its_reason() {
+        let one_port = |version: &str| {
+            format!(
+                r#"{{{version}"config":{{"port":[{{"name":"p1"}}]}},"queues":[1],"fdb":[],"future":{{"x":1}}}}"#
+            )
+        };
+        // No version: a document of the builds before versioning, which is version 1.
+        assert_eq!(
+            Handover::decode(one_port("").as_bytes(), 2)
+                .unwrap()
+                .version,
+            HANDOVER_VERSION
+        );
+        assert!(Handover::decode(one_port(r#""version":1,"#).as_bytes(), 2).is_ok());
+        // A later format is refused before the rest is read (here `queues` is no list).
+        let later = r#"{"version":2,"config":7,"queues":"all"}"#;
+        let err = Handover::decode(later.as_bytes(), 2).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpgradeError::Version {
+                    got: 2,
+                    supported: 1
+                }
+            ),
+            "{err}"
+        );
+        // The successor answers the old process with the reason before it gives up.
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut header = [0u8; 8];
+        header[4..].copy_from_slice(&(later.len() as u32).to_le_bytes());
+        (&a).write_all(&header).unwrap();
+        (&a).write_all(later.as_bytes()).unwrap();
+        let fd = b.as_raw_fd();
+        std::mem::forget(b); // take_over owns the fd from here
+        let err = take_over(fd).unwrap_err();
+        assert!(matches!(err, UpgradeError::Version { .. }), "{err}");
+        let mut answer = String::new();
+        BufReader::new(&a).read_line(&mut answer).unwrap();
+        assert_eq!(
+            answer,
+            "error: the handover is format version 2; this build understands only version 1\n"
+        );
     }
 
     #[test]

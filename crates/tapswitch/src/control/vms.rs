@@ -38,6 +38,12 @@ use crate::vmport;
 /// How often the events thread checks the libvirt connection while VM ports exist.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// libvirt's domain events, for [`spawn`].
+pub(super) type DomainEvents = Receiver<DomainEvent>;
+
+/// The thread [`spawn`] starts.
+pub(super) type EventsThread = JoinHandle<()>;
+
 /// libvirt, shared by the control threads.
 pub(super) struct Vms {
     libvirt: Libvirt,
