@@ -18,7 +18,7 @@
 //! `--attack` picks what C sends ([`Attack`]: the MAC flood, a broadcast storm, a
 //! multicast storm, malformed frames); each attack is a flood condition with its
 //! own equal-load twin, all on the same switch instance after one clean flow.
-//! `--sender-twin` adds, per attack, the same sender writing into a dummy device
+//! `--sender-twin` adds, per attack, the same sender writing into a dropping device
 //! in C (the same syscalls and kernel work, no frame reaching the switch): what
 //! the flooder's own kernel path costs the flow, as against the switch's work.
 
@@ -52,8 +52,11 @@ const MULTICAST_GROUP: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01];
 const EXPERIMENTAL_ETHERTYPE: u16 = 0x88b5;
 /// The shortest Ethernet frame without FCS; also the stride of the send buffers.
 const FRAME_LEN: usize = 60;
-/// The dummy device in C that `--sender-twin` floods into.
+/// The device in C that `--sender-twin` floods into: one end of a veth pair whose
+/// other end stays down, so every frame is dropped in the driver (the `dummy`
+/// module may be missing).
 const SINK_DEVICE: &str = "tsbsink";
+const SINK_PEER: &str = "tsbsinkpeer";
 /// The load starts this long before the flow and ends this long after it.
 const LOAD_MARGIN: Duration = Duration::from_millis(500);
 
@@ -350,7 +353,7 @@ pub struct FloodConfig {
     pub tapswitch_args: Vec<String>,
     /// The attacks, each a flood condition with its equal-load twin, in this order.
     pub attacks: Vec<Attack>,
-    /// Also run each attack's sender into a dummy device in C (see the module doc).
+    /// Also run each attack's sender into a dropping device in C (see the module doc).
     pub sender_twin: bool,
     pub output: PathBuf,
 }
@@ -366,7 +369,7 @@ pub struct ConditionSample {
 }
 
 /// One attack in one round: the flood, its equal-load twin and (with
-/// `--sender-twin`) the same sender into a dummy device.
+/// `--sender-twin`) the same sender into a dropping device.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttackSample {
     pub attack: Attack,
@@ -433,7 +436,7 @@ pub struct FloodSummary {
     pub switch_cpu_flood: Option<Spread>,
     pub switch_cpu_equal_load: Option<Spread>,
     pub sender_twin_gbps: Option<Spread>,
-    /// The flow beside the sender into a dummy, over the flow beside the burner.
+    /// The flow beside the sender into the sink, over the flow beside the burner.
     pub sender_twin_vs_equal_load: Option<Spread>,
     pub sender_twin_cpu: Option<Spread>,
 }
@@ -492,7 +495,18 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
     if config.sender_twin {
         // Goes with C's namespace when that is deleted.
         let netns = namespaces[2].name();
-        crate::proc::ip(&["-n", netns, "link", "add", SINK_DEVICE, "type", "dummy"])?;
+        crate::proc::ip(&[
+            "-n",
+            netns,
+            "link",
+            "add",
+            SINK_DEVICE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SINK_PEER,
+        ])?;
         crate::proc::ip(&["-n", netns, "link", "set", SINK_DEVICE, "up"])?;
     }
     let ctx = RunContext {
@@ -601,7 +615,7 @@ enum Load {
     None,
     /// The attack into the switch port.
     Flood(Attack),
-    /// The attack into the dummy device.
+    /// The attack into the dropping device.
     SenderTwin(Attack),
     Burn {
         fraction: f64,
@@ -769,13 +783,13 @@ pub fn table(results: &FloodResults) -> String {
             |s| &s.switch_cpu_equal_load,
             2,
         ),
-        ("TCP beside sender into dummy", |s| &s.sender_twin_gbps, 2),
+        ("TCP beside sender into a sink", |s| &s.sender_twin_gbps, 2),
         (
-            "sender into dummy / equal load",
+            "sender into a sink / equal load",
             |s| &s.sender_twin_vs_equal_load,
             2,
         ),
-        ("sender into dummy CPU", |s| &s.sender_twin_cpu, 2),
+        ("sender into a sink CPU", |s| &s.sender_twin_cpu, 2),
     ];
     let mut out = format!(
         "Floods: TCP A→B (1 stream, {} s) while C attacks; D idle. Median (min–max) of {} rounds.\n",
@@ -793,7 +807,7 @@ pub fn table(results: &FloodResults) -> String {
         }
         out.push('\n');
         for (label, get, digits) in rows {
-            if !results.config.sender_twin && label.contains("dummy") {
+            if !results.config.sender_twin && label.contains("sink") {
                 continue;
             }
             out.push_str(&format!("{label:<34}"));
@@ -828,6 +842,27 @@ mod tests {
             assert_eq!(source[0] & 0x01, 0, "unicast: {source:02x?}");
             assert_eq!(source[0] & 0x02, 0x02, "locally administered");
         }
+    }
+
+    #[test]
+    fn attack_frames_have_their_destinations_and_shapes() {
+        let mut random = Random(7);
+        let mut frame = [0u8; FRAME_LEN];
+        let mut shape = |attack, index| {
+            let length = attack_frame(attack, index, &mut random, &mut frame);
+            (length, frame)
+        };
+        let (length, broadcast) = shape(Attack::Broadcast, 0);
+        assert_eq!((length, &broadcast[0..6]), (FRAME_LEN, &BROADCAST[..]));
+        assert_eq!(&broadcast[6..12], &ATTACKER_SOURCE[..]);
+        let (_, multicast) = shape(Attack::Multicast, 0);
+        assert_eq!(multicast[0] & 0x01, 0x01, "group address");
+        let lengths: Vec<usize> = (0..5).map(|i| shape(Attack::BadFrames, i).0).collect();
+        assert_eq!(lengths, [14, 16, FRAME_LEN, FRAME_LEN, FRAME_LEN]);
+        let (_, reserved_vid) = shape(Attack::BadFrames, 2);
+        assert_eq!(&reserved_vid[12..16], &[0x81, 0x00, 0x0f, 0xff]);
+        let (_, group_source) = shape(Attack::BadFrames, 3);
+        assert_eq!(group_source[6] & 0x01, 0x01, "multicast source");
     }
 
     #[test]

@@ -208,7 +208,7 @@ struct FloodArgs {
     /// What C sends, each with its equal-load twin (comma-separated, or `all`).
     #[arg(long, value_delimiter = ',', default_value = "mac-flood")]
     attack: Vec<String>,
-    /// Per attack, also the same sender into a dummy device in C: the sender's own
+    /// Per attack, also the same sender into a dropping device in C: the sender's own
     /// kernel work without the switch.
     #[arg(long)]
     sender_twin: bool,
