@@ -162,12 +162,23 @@ pub fn send_batch(
     payload: usize,
     count: usize,
 ) -> io::Result<usize> {
+    send_batch_sized(fd, buffers, payload, &vec![payload; count])
+}
+
+/// Like [`send_batch`], but datagram `i` starts at `i * stride` in `buffers` and
+/// is `lengths[i]` (at most `stride`) bytes long: frames of mixed sizes in one call.
+pub fn send_batch_sized(
+    fd: std::os::fd::RawFd,
+    buffers: &mut [u8],
+    stride: usize,
+    lengths: &[usize],
+) -> io::Result<usize> {
     let mut iovecs: Vec<libc::iovec> = buffers
-        .chunks_exact_mut(payload)
-        .take(count)
-        .map(|chunk| libc::iovec {
+        .chunks_exact_mut(stride)
+        .zip(lengths)
+        .map(|(chunk, &length)| libc::iovec {
             iov_base: chunk.as_mut_ptr().cast(),
-            iov_len: chunk.len(),
+            iov_len: length.min(stride),
         })
         .collect();
     let mut headers: Vec<libc::mmsghdr> = iovecs
@@ -182,8 +193,9 @@ pub fn send_batch(
         })
         .collect();
     // SAFETY: `headers` holds `headers.len()` initialised mmsghdr entries whose iovecs
-    // point into `buffers`, all borrowed for the duration of the call; the socket is
-    // connected (or bound to its device), so no destination address is needed.
+    // point into `buffers` (each at most `stride` bytes of its own chunk), all
+    // borrowed for the duration of the call; the socket is connected (or bound to
+    // its device), so no destination address is needed.
     let accepted =
         unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), headers.len() as libc::c_uint, 0) };
     if accepted < 0 {

@@ -14,6 +14,13 @@
 //!
 //! flood/equal-load is what the flood costs beyond the CPU the flooder takes
 //! from a two-core machine; flood/clean is what a tenant sees.
+//!
+//! `--attack` picks what C sends ([`Attack`]: the MAC flood, a broadcast storm, a
+//! multicast storm, malformed frames); each attack is a flood condition with its
+//! own equal-load twin, all on the same switch instance after one clean flow.
+//! `--sender-twin` adds, per attack, the same sender writing into a dropping device
+//! in C (the same syscalls and kernel work, no frame reaching the switch): what
+//! the flooder's own kernel path costs the flow, as against the switch's work.
 
 use crate::blast;
 use crate::cpu;
@@ -36,6 +43,20 @@ const IPERF_PORT: u16 = 5202;
 const BATCH: usize = 64;
 /// The destination of every flooded frame: locally administered, never an endpoint's.
 const UNKNOWN_DESTINATION: [u8; 6] = [0x02, 0xfe, 0xed, 0x00, 0x00, 0x01];
+/// The one source of the storms and bad frames (a random one would make them MAC floods).
+const ATTACKER_SOURCE: [u8; 6] = [0x02, 0xba, 0xd0, 0x00, 0x00, 0x01];
+const BROADCAST: [u8; 6] = [0xff; 6];
+/// An IPv4-mapped group address nobody joined (239.127.0.1).
+const MULTICAST_GROUP: [u8; 6] = [0x01, 0x00, 0x5e, 0x7f, 0x00, 0x01];
+/// A local-experimental ethertype: nobody's stack does anything with it.
+const EXPERIMENTAL_ETHERTYPE: u16 = 0x88b5;
+/// The shortest Ethernet frame without FCS; also the stride of the send buffers.
+const FRAME_LEN: usize = 60;
+/// The device in C that `--sender-twin` floods into: one end of a veth pair whose
+/// other end stays down, so every frame is dropped in the driver (the `dummy`
+/// module may be missing).
+const SINK_DEVICE: &str = "tsbsink";
+const SINK_PEER: &str = "tsbsinkpeer";
 /// The load starts this long before the flow and ends this long after it.
 const LOAD_MARGIN: Duration = Duration::from_millis(500);
 
@@ -101,12 +122,100 @@ fn random_source(random: &mut Random) -> [u8; 6] {
     ]
 }
 
-/// A 60-byte frame (the shortest Ethernet frame without FCS) from `source` to the
-/// unknown destination, with a local-experimental ethertype.
-fn flood_frame(frame: &mut [u8], source: [u8; 6]) {
-    frame[0..6].copy_from_slice(&UNKNOWN_DESTINATION);
-    frame[6..12].copy_from_slice(&source);
-    frame[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+/// What the flooder sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// A new random source MAC every frame, to an unknown unicast MAC: fills the
+    /// FDB and floods as unknown unicast.
+    MacFlood,
+    /// Broadcasts from one source.
+    Broadcast,
+    /// Frames to a multicast group nobody joined, from one source.
+    Multicast,
+    /// Malformed frames from one source, cycling: header-only runts, a VLAN tag cut
+    /// short, the reserved VID 4095, a multicast (group bit) source, an 802.3
+    /// length field longer than the frame.
+    BadFrames,
+}
+
+impl Attack {
+    pub const ALL: [Attack; 4] = [
+        Attack::MacFlood,
+        Attack::Broadcast,
+        Attack::Multicast,
+        Attack::BadFrames,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Attack::MacFlood => "mac-flood",
+            Attack::Broadcast => "broadcast",
+            Attack::Multicast => "multicast",
+            Attack::BadFrames => "bad-frames",
+        }
+    }
+}
+
+/// Writes frame number `index` of `attack` into `frame` (`FRAME_LEN` bytes, zeroed
+/// beyond the header) and returns its length.
+fn attack_frame(attack: Attack, index: u64, random: &mut Random, frame: &mut [u8]) -> usize {
+    frame.fill(0);
+    let mut header = |destination: &[u8; 6], source: &[u8; 6], ethertype: u16| {
+        frame[0..6].copy_from_slice(destination);
+        frame[6..12].copy_from_slice(source);
+        frame[12..14].copy_from_slice(&ethertype.to_be_bytes());
+    };
+    match attack {
+        Attack::MacFlood => {
+            header(
+                &UNKNOWN_DESTINATION,
+                &random_source(random),
+                EXPERIMENTAL_ETHERTYPE,
+            );
+            FRAME_LEN
+        }
+        Attack::Broadcast => {
+            header(&BROADCAST, &ATTACKER_SOURCE, EXPERIMENTAL_ETHERTYPE);
+            FRAME_LEN
+        }
+        Attack::Multicast => {
+            header(&MULTICAST_GROUP, &ATTACKER_SOURCE, EXPERIMENTAL_ETHERTYPE);
+            FRAME_LEN
+        }
+        // An AF_PACKET socket refuses frames shorter than the Ethernet header, so
+        // the runts are 14 bytes: a header and nothing else.
+        Attack::BadFrames => match index % 5 {
+            0 => {
+                header(
+                    &UNKNOWN_DESTINATION,
+                    &ATTACKER_SOURCE,
+                    EXPERIMENTAL_ETHERTYPE,
+                );
+                14
+            }
+            1 => {
+                header(&UNKNOWN_DESTINATION, &ATTACKER_SOURCE, 0x8100);
+                16
+            }
+            2 => {
+                header(&UNKNOWN_DESTINATION, &ATTACKER_SOURCE, 0x8100);
+                frame[14..16].copy_from_slice(&0x0fffu16.to_be_bytes());
+                frame[16..18].copy_from_slice(&EXPERIMENTAL_ETHERTYPE.to_be_bytes());
+                FRAME_LEN
+            }
+            3 => {
+                let mut group_source = ATTACKER_SOURCE;
+                group_source[0] |= 0x01;
+                header(&UNKNOWN_DESTINATION, &group_source, EXPERIMENTAL_ETHERTYPE);
+                FRAME_LEN
+            }
+            _ => {
+                header(&UNKNOWN_DESTINATION, &ATTACKER_SOURCE, 1500);
+                FRAME_LEN
+            }
+        },
+    }
 }
 
 /// An `AF_PACKET` socket bound to `device` that hands frames straight to the
@@ -161,20 +270,25 @@ fn packet_socket(device: &str) -> Result<OwnedFd, FloodError> {
     Ok(fd)
 }
 
-/// Sends flood frames on `device` for `duration`, as fast as it takes them.
-pub fn flooder(device: &str, duration: Duration) -> Result<FloodReport, FloodError> {
+/// Sends `attack`'s frames on `device` for `duration`, as fast as it takes them.
+pub fn flooder(
+    device: &str,
+    attack: Attack,
+    duration: Duration,
+) -> Result<FloodReport, FloodError> {
     let socket = packet_socket(device)?;
     let mut random = Random::seeded();
-    let frame_len = 60;
-    let mut buffers = vec![0u8; BATCH * frame_len];
-    let (mut sent, mut send_errors) = (0u64, 0u64);
+    let mut buffers = vec![0u8; BATCH * FRAME_LEN];
+    let mut lengths = [0usize; BATCH];
+    let (mut sent, mut send_errors, mut index) = (0u64, 0u64, 0u64);
     let cpu_before = cpu::own_cpu_seconds();
     let start = Instant::now();
     while start.elapsed() < duration {
-        for frame in buffers.chunks_exact_mut(frame_len) {
-            flood_frame(frame, random_source(&mut random));
+        for (frame, length) in buffers.chunks_exact_mut(FRAME_LEN).zip(&mut lengths) {
+            *length = attack_frame(attack, index, &mut random, frame);
+            index += 1;
         }
-        match blast::send_batch(socket.as_raw_fd(), &mut buffers, frame_len, BATCH) {
+        match blast::send_batch_sized(socket.as_raw_fd(), &mut buffers, FRAME_LEN, &lengths) {
             Ok(accepted) => sent += accepted as u64,
             Err(error)
                 if matches!(
@@ -237,6 +351,10 @@ pub struct FloodConfig {
     /// after the first, as system `tapswitch-baseline`.
     pub baseline_tapswitch: Option<PathBuf>,
     pub tapswitch_args: Vec<String>,
+    /// The attacks, each a flood condition with its equal-load twin, in this order.
+    pub attacks: Vec<Attack>,
+    /// Also run each attack's sender into a dropping device in C (see the module doc).
+    pub sender_twin: bool,
     pub output: PathBuf,
 }
 
@@ -250,29 +368,34 @@ pub struct ConditionSample {
     pub burner: Option<BurnReport>,
 }
 
+/// One attack in one round: the flood, its equal-load twin and (with
+/// `--sender-twin`) the same sender into a dropping device.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttackSample {
+    pub attack: Attack,
+    pub flood: ConditionSample,
+    pub equal_load: ConditionSample,
+    pub sender_twin: Option<ConditionSample>,
+}
+
 /// One system in one round.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodSample {
     pub round: u32,
     pub system: String,
     pub clean: ConditionSample,
-    pub flood: ConditionSample,
-    pub equal_load: ConditionSample,
+    pub attacks: Vec<AttackSample>,
     pub error: Option<String>,
     pub warnings: Vec<String>,
 }
 
+fn gbps(condition: &ConditionSample) -> Option<f64> {
+    condition.tcp.map(|tcp| tcp.gbps)
+}
+
 impl FloodSample {
-    fn gbps(condition: &ConditionSample) -> Option<f64> {
-        condition.tcp.map(|tcp| tcp.gbps)
-    }
-
-    fn flood_vs_equal_load(&self) -> Option<f64> {
-        Some(Self::gbps(&self.flood)? / Self::gbps(&self.equal_load)?)
-    }
-
-    fn flood_vs_clean(&self) -> Option<f64> {
-        Some(Self::gbps(&self.flood)? / Self::gbps(&self.clean)?)
+    fn attack(&self, attack: Attack) -> Option<&AttackSample> {
+        self.attacks.iter().find(|a| a.attack == attack)
     }
 }
 
@@ -296,10 +419,11 @@ impl Spread {
     }
 }
 
-/// Per system: medians and spreads over the rounds.
+/// Per system and attack: medians and spreads over the rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodSummary {
     pub system: String,
+    pub attack: Attack,
     pub clean_gbps: Option<Spread>,
     pub equal_load_gbps: Option<Spread>,
     pub flood_gbps: Option<Spread>,
@@ -311,6 +435,10 @@ pub struct FloodSummary {
     pub flooder_mpps: Option<Spread>,
     pub switch_cpu_flood: Option<Spread>,
     pub switch_cpu_equal_load: Option<Spread>,
+    pub sender_twin_gbps: Option<Spread>,
+    /// The flow beside the sender into the sink, over the flow beside the burner.
+    pub sender_twin_vs_equal_load: Option<Spread>,
+    pub sender_twin_cpu: Option<Spread>,
 }
 
 /// The results file.
@@ -321,28 +449,37 @@ pub struct FloodResults {
     pub rounds: Vec<FloodSample>,
 }
 
-fn summarise(system: &str, samples: &[FloodSample]) -> FloodSummary {
-    let mine: Vec<&FloodSample> = samples.iter().filter(|s| s.system == system).collect();
-    let spread = |value: &dyn Fn(&FloodSample) -> Option<f64>| {
-        let values: Vec<f64> = mine.iter().filter_map(|s| value(s)).collect();
+fn summarise(system: &str, attack: Attack, samples: &[FloodSample]) -> FloodSummary {
+    let mine: Vec<(&FloodSample, &AttackSample)> = samples
+        .iter()
+        .filter(|s| s.system == system)
+        .filter_map(|s| Some((s, s.attack(attack)?)))
+        .collect();
+    let spread = |value: &dyn Fn(&FloodSample, &AttackSample) -> Option<f64>| {
+        let values: Vec<f64> = mine.iter().filter_map(|(s, a)| value(s, a)).collect();
         Spread::of(&values)
     };
-    let cpu_share = |report: Option<(f64, f64)>| report.map(|(cpu, wall)| cpu / wall);
+    let flooder_share = |f: &FloodReport| f.cpu_s / f.elapsed_s;
+    let twin = |a: &AttackSample| a.sender_twin.as_ref().and_then(gbps);
     FloodSummary {
         system: system.to_owned(),
-        clean_gbps: spread(&|s| FloodSample::gbps(&s.clean)),
-        equal_load_gbps: spread(&|s| FloodSample::gbps(&s.equal_load)),
-        flood_gbps: spread(&|s| FloodSample::gbps(&s.flood)),
-        flood_vs_equal_load: spread(&FloodSample::flood_vs_equal_load),
-        flood_vs_clean: spread(&FloodSample::flood_vs_clean),
-        equal_load_vs_clean: spread(&|s| {
-            Some(FloodSample::gbps(&s.equal_load)? / FloodSample::gbps(&s.clean)?)
+        attack,
+        clean_gbps: spread(&|s, _| gbps(&s.clean)),
+        equal_load_gbps: spread(&|_, a| gbps(&a.equal_load)),
+        flood_gbps: spread(&|_, a| gbps(&a.flood)),
+        flood_vs_equal_load: spread(&|_, a| Some(gbps(&a.flood)? / gbps(&a.equal_load)?)),
+        flood_vs_clean: spread(&|s, a| Some(gbps(&a.flood)? / gbps(&s.clean)?)),
+        equal_load_vs_clean: spread(&|s, a| Some(gbps(&a.equal_load)? / gbps(&s.clean)?)),
+        flooder_cpu: spread(&|_, a| a.flood.flooder.as_ref().map(flooder_share)),
+        burner_cpu: spread(&|_, a| a.equal_load.burner.map(|b| b.cpu_s / b.elapsed_s)),
+        flooder_mpps: spread(&|_, a| a.flood.flooder.map(|f| f.sent as f64 / f.elapsed_s / 1e6)),
+        switch_cpu_flood: spread(&|_, a| a.flood.switch_cpu),
+        switch_cpu_equal_load: spread(&|_, a| a.equal_load.switch_cpu),
+        sender_twin_gbps: spread(&|_, a| twin(a)),
+        sender_twin_vs_equal_load: spread(&|_, a| Some(twin(a)? / gbps(&a.equal_load)?)),
+        sender_twin_cpu: spread(&|_, a| {
+            a.sender_twin.as_ref()?.flooder.as_ref().map(flooder_share)
         }),
-        flooder_cpu: spread(&|s| cpu_share(s.flood.flooder.map(|f| (f.cpu_s, f.elapsed_s)))),
-        burner_cpu: spread(&|s| cpu_share(s.equal_load.burner.map(|b| (b.cpu_s, b.elapsed_s)))),
-        flooder_mpps: spread(&|s| s.flood.flooder.map(|f| f.sent as f64 / f.elapsed_s / 1e6)),
-        switch_cpu_flood: spread(&|s| s.flood.switch_cpu),
-        switch_cpu_equal_load: spread(&|s| s.equal_load.switch_cpu),
     }
 }
 
@@ -355,6 +492,23 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
         .iter()
         .map(|name| OwnedNetns::create(name))
         .collect::<Result<Vec<_>, _>>()?;
+    if config.sender_twin {
+        // Goes with C's namespace when that is deleted.
+        let netns = namespaces[2].name();
+        crate::proc::ip(&[
+            "-n",
+            netns,
+            "link",
+            "add",
+            SINK_DEVICE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SINK_PEER,
+        ])?;
+        crate::proc::ip(&["-n", netns, "link", "set", SINK_DEVICE, "up"])?;
+    }
     let ctx = RunContext {
         run_id,
         netns_a: namespaces[0].name().to_owned(),
@@ -396,8 +550,7 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
                 round,
                 system: name.clone(),
                 clean: ConditionSample::default(),
-                flood: ConditionSample::default(),
-                equal_load: ConditionSample::default(),
+                attacks: Vec::new(),
                 error: None,
                 warnings: Vec::new(),
             };
@@ -421,9 +574,15 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
             .iter()
             .any(|s| s.error.is_some() || !s.warnings.is_empty()),
     );
-    let summaries = entrants
+    let summaries = config
+        .attacks
         .iter()
-        .map(|(_, name, _)| summarise(name, &samples))
+        .flat_map(|&attack| {
+            let samples = &samples;
+            entrants
+                .iter()
+                .map(move |(_, name, _)| summarise(name, attack, samples))
+        })
         .collect();
     let results = FloodResults {
         config: config.clone(),
@@ -454,12 +613,18 @@ fn write_json(results: &FloodResults, path: &Path) -> Result<(), RunError> {
 /// What runs beside the flow in a condition.
 enum Load {
     None,
-    Flood,
-    Burn { fraction: f64 },
+    /// The attack into the switch port.
+    Flood(Attack),
+    /// The attack into the dropping device.
+    SenderTwin(Attack),
+    Burn {
+        fraction: f64,
+    },
 }
 
-/// The three conditions for one attached system: clean, flood, then the equal
-/// load (which needs the flooder's CPU share just measured).
+/// The conditions for one attached system: clean, then per attack the flood, the
+/// equal load (which needs the flooder's CPU share just measured) and the sender
+/// twin if asked for.
 fn measure(
     system: &mut AttachedSystem,
     ctx: &RunContext,
@@ -468,12 +633,30 @@ fn measure(
     sample: &mut FloodSample,
 ) -> Result<(), RunError> {
     sample.clean = condition(system, ctx, config, self_exe, Load::None)?;
-    sample.flood = condition(system, ctx, config, self_exe, Load::Flood)?;
-    let fraction = sample
-        .flood
-        .flooder
-        .map_or(1.0, |f| f.cpu_s / f.elapsed_s.max(1e-9));
-    sample.equal_load = condition(system, ctx, config, self_exe, Load::Burn { fraction })?;
+    for &attack in &config.attacks {
+        let flood = condition(system, ctx, config, self_exe, Load::Flood(attack))?;
+        let fraction = flood
+            .flooder
+            .map_or(1.0, |f| f.cpu_s / f.elapsed_s.max(1e-9));
+        let equal_load = condition(system, ctx, config, self_exe, Load::Burn { fraction })?;
+        let sender_twin = if config.sender_twin {
+            Some(condition(
+                system,
+                ctx,
+                config,
+                self_exe,
+                Load::SenderTwin(attack),
+            )?)
+        } else {
+            None
+        };
+        sample.attacks.push(AttackSample {
+            attack,
+            flood,
+            equal_load,
+            sender_twin,
+        });
+    }
     Ok(())
 }
 
@@ -492,21 +675,27 @@ fn condition(
         Duration::from_secs(u64::from(config.tcp_seconds)) + 2 * LOAD_MARGIN,
     );
     let load_ms = load_seconds.as_millis().to_string();
-    let args: Option<Vec<String>> = match load {
-        Load::None => None,
-        Load::Flood => Some(vec![
+    let flooder_args = |device: String, attack: Attack| {
+        vec![
             "flooder".into(),
             "--device".into(),
-            flooder_device,
+            device,
+            "--attack".into(),
+            attack.name().into(),
             "--duration-ms".into(),
-            load_ms,
-        ]),
+            load_ms.clone(),
+        ]
+    };
+    let args: Option<Vec<String>> = match load {
+        Load::None => None,
+        Load::Flood(attack) => Some(flooder_args(flooder_device, attack)),
+        Load::SenderTwin(attack) => Some(flooder_args(SINK_DEVICE.into(), attack)),
         Load::Burn { fraction } => Some(vec![
             "burn".into(),
             "--fraction".into(),
             format!("{fraction:.4}"),
             "--duration-ms".into(),
-            load_ms,
+            load_ms.clone(),
         ]),
     };
     let mut background = match &args {
@@ -559,7 +748,9 @@ fn condition(
             })?;
         }
         match load {
-            Load::Flood => sample.flooder = Some(run::parse_tool_json("flooder", &stdout)?),
+            Load::Flood(_) | Load::SenderTwin(_) => {
+                sample.flooder = Some(run::parse_tool_json("flooder", &stdout)?)
+            }
             Load::Burn { .. } => sample.burner = Some(run::parse_tool_json("burn", &stdout)?),
             Load::None => {}
         }
@@ -576,7 +767,7 @@ pub fn table(results: &FloodResults) -> String {
         Some(s) => format!("{:.d$} ({:.d$}–{:.d$})", s.median, s.min, s.max, d = digits),
         None => "-".into(),
     };
-    let rows: [TableRow; 11] = [
+    let rows: [TableRow; 14] = [
         ("TCP clean (Gb/s)", |s| &s.clean_gbps, 2),
         ("TCP under equal CPU load (Gb/s)", |s| &s.equal_load_gbps, 2),
         ("TCP under flood (Gb/s)", |s| &s.flood_gbps, 2),
@@ -592,23 +783,39 @@ pub fn table(results: &FloodResults) -> String {
             |s| &s.switch_cpu_equal_load,
             2,
         ),
+        ("TCP beside sender into a sink", |s| &s.sender_twin_gbps, 2),
+        (
+            "sender into a sink / equal load",
+            |s| &s.sender_twin_vs_equal_load,
+            2,
+        ),
+        ("sender into a sink CPU", |s| &s.sender_twin_cpu, 2),
     ];
     let mut out = format!(
-        "MAC flood: TCP A→B (1 stream, {} s) while C floods random source MACs to an unknown MAC; \
-         D idle. Median (min–max) of {} rounds:\n",
+        "Floods: TCP A→B (1 stream, {} s) while C attacks; D idle. Median (min–max) of {} rounds.\n",
         results.config.tcp_seconds, results.config.rounds
     );
-    out.push_str(&format!("{:<34}", "metric"));
-    for summary in &results.summaries {
-        out.push_str(&format!("{:>22}", summary.system));
-    }
-    out.push('\n');
-    for (label, get, digits) in rows {
-        out.push_str(&format!("{label:<34}"));
-        for summary in &results.summaries {
-            out.push_str(&format!("{:>22}", fmt(get(summary), digits)));
+    for &attack in &results.config.attacks {
+        let summaries: Vec<&FloodSummary> = results
+            .summaries
+            .iter()
+            .filter(|s| s.attack == attack)
+            .collect();
+        out.push_str(&format!("\n{:<34}", format!("attack: {}", attack.name())));
+        for summary in &summaries {
+            out.push_str(&format!("{:>22}", summary.system));
         }
         out.push('\n');
+        for (label, get, digits) in rows {
+            if !results.config.sender_twin && label.contains("sink") {
+                continue;
+            }
+            out.push_str(&format!("{label:<34}"));
+            for summary in &summaries {
+                out.push_str(&format!("{:>22}", fmt(get(summary), digits)));
+            }
+            out.push('\n');
+        }
     }
     for sample in results.rounds.iter().filter(|s| s.error.is_some()) {
         out.push_str(&format!(
@@ -635,6 +842,27 @@ mod tests {
             assert_eq!(source[0] & 0x01, 0, "unicast: {source:02x?}");
             assert_eq!(source[0] & 0x02, 0x02, "locally administered");
         }
+    }
+
+    #[test]
+    fn attack_frames_have_their_destinations_and_shapes() {
+        let mut random = Random(7);
+        let mut frame = [0u8; FRAME_LEN];
+        let mut shape = |attack, index| {
+            let length = attack_frame(attack, index, &mut random, &mut frame);
+            (length, frame)
+        };
+        let (length, broadcast) = shape(Attack::Broadcast, 0);
+        assert_eq!((length, &broadcast[0..6]), (FRAME_LEN, &BROADCAST[..]));
+        assert_eq!(&broadcast[6..12], &ATTACKER_SOURCE[..]);
+        let (_, multicast) = shape(Attack::Multicast, 0);
+        assert_eq!(multicast[0] & 0x01, 0x01, "group address");
+        let lengths: Vec<usize> = (0..5).map(|i| shape(Attack::BadFrames, i).0).collect();
+        assert_eq!(lengths, [14, 16, FRAME_LEN, FRAME_LEN, FRAME_LEN]);
+        let (_, reserved_vid) = shape(Attack::BadFrames, 2);
+        assert_eq!(&reserved_vid[12..16], &[0x81, 0x00, 0x0f, 0xff]);
+        let (_, group_source) = shape(Attack::BadFrames, 3);
+        assert_eq!(group_source[6] & 0x01, 0x01, "multicast source");
     }
 
     #[test]

@@ -44,11 +44,13 @@ enum Tool {
     /// The MAC-flood scenario (root): a TCP flow between two ports, clean, under a
     /// flood from a third port, and under an equal CPU load; table on stdout, JSON file.
     Flood(FloodArgs),
-    /// Send 60-byte frames with random source MACs to an unknown MAC on DEVICE, as
-    /// fast as it takes them; prints one JSON line.
+    /// Send an attack's frames on DEVICE as fast as it takes them (mac-flood: 60-byte
+    /// frames with random source MACs to an unknown MAC); prints one JSON line.
     Flooder {
         #[arg(long)]
         device: String,
+        #[arg(long, value_enum, default_value_t = flood::Attack::MacFlood)]
+        attack: flood::Attack,
         #[arg(long, default_value_t = 5_000)]
         duration_ms: u64,
     },
@@ -203,6 +205,13 @@ struct FloodArgs {
     /// Extra argument passed to `tapswitch run` (repeat for several).
     #[arg(long = "switch-arg", allow_hyphen_values = true)]
     switch_args: Vec<String>,
+    /// What C sends, each with its equal-load twin (comma-separated, or `all`).
+    #[arg(long, value_delimiter = ',', default_value = "mac-flood")]
+    attack: Vec<String>,
+    /// Per attack, also the same sender into a dropping device in C: the sender's own
+    /// kernel work without the switch.
+    #[arg(long)]
+    sender_twin: bool,
     /// Where to write the results.
     #[arg(long, default_value = "bench/results/flood.json")]
     output: PathBuf,
@@ -216,8 +225,9 @@ fn main() -> ExitCode {
         Tool::Flood(args) => run_flood(args),
         Tool::Flooder {
             device,
+            attack,
             duration_ms,
-        } => flood::flooder(&device, Duration::from_millis(duration_ms))
+        } => flood::flooder(&device, attack, Duration::from_millis(duration_ms))
             .map(|report| print_json(&report))
             .map_err(|e| e.to_string()),
         Tool::Burn {
@@ -411,8 +421,25 @@ fn run_flood(args: FloodArgs) -> Result<(), String> {
             .map_err(|reason| format!("{name}: {reason}"))?;
         systems.push(kind);
     }
+    let mut attacks = Vec::new();
+    for name in &args.attack {
+        let named: Vec<flood::Attack> = if name == "all" {
+            flood::Attack::ALL.to_vec()
+        } else {
+            let attack = <flood::Attack as clap::ValueEnum>::from_str(name, false)
+                .map_err(|_| format!("unknown attack `{name}` (expected mac-flood, broadcast, multicast, bad-frames or all)"))?;
+            vec![attack]
+        };
+        for attack in named {
+            if !attacks.contains(&attack) {
+                attacks.push(attack);
+            }
+        }
+    }
     let config = flood::FloodConfig {
         rounds: args.rounds,
+        attacks,
+        sender_twin: args.sender_twin,
         systems,
         tcp_seconds: args.tcp_seconds,
         tapswitch_bin: args.tapswitch,
