@@ -1864,4 +1864,38 @@ mod tests {
             assert!(err.contains(expected), "{line}: {err}");
         }
     }
+
+    #[test]
+    fn older_switches_get_an_error_naming_both_versions() {
+        let (client_end, switch_end) = UnixStream::pair().unwrap();
+        let client = ControlClient {
+            path: PathBuf::from("/run/t.sock"),
+            writer: client_end.try_clone().unwrap(),
+            reader: BufReader::new(client_end),
+        };
+        drop(switch_end);
+        let unversioned = client.outcome(json!({"ok": true, "result": null}));
+        let message = unversioned.unwrap_err().to_string();
+        assert!(message.contains(&format!("version {VERSION}")), "{message}");
+        assert!(message.contains("unversioned"), "{message}");
+        let older = client.outcome(json!({"ok": false, "error": "x", "version": 0}));
+        assert!(matches!(
+            older,
+            Err(ControlError::VersionMismatch {
+                client: VERSION,
+                daemon: 0,
+                ..
+            })
+        ));
+        let refused = client.outcome(
+            json!({"ok": false, "error": "gone", "code": "not_found", "version": VERSION}),
+        );
+        let Err(ControlError::Refused(error)) = refused else {
+            panic!("not a refusal: {refused:?}")
+        };
+        assert_eq!(
+            (error.kind, error.message.as_str()),
+            (ErrorKind::NotFound, "gone")
+        );
+    }
 }

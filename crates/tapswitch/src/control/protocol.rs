@@ -434,3 +434,157 @@ pub struct LibvirtXml {
     pub mac: MacAddr,
     pub xml: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_carry_the_version_and_round_trip() {
+        let ok = Response::new(Ok(json!([1, 2])));
+        let wire = ok.to_wire();
+        assert_eq!(
+            wire,
+            json!({"ok": true, "result": [1, 2], "version": VERSION})
+        );
+        assert_eq!(Response::from_wire(wire), Some(ok));
+        let refused = Response::refusal(RequestError::not_found("no port named \"p9\""));
+        let wire = refused.to_wire();
+        assert_eq!(
+            wire,
+            json!({"ok": false, "error": "no port named \"p9\"", "code": "not_found", "version": VERSION})
+        );
+        assert_eq!(Response::from_wire(wire), Some(refused));
+        assert_eq!(Response::from_wire(json!({"result": 1})), None);
+    }
+
+    #[test]
+    fn older_switches_are_refused_with_their_version() {
+        // A switch from before versions: no "version", no "code".
+        let unversioned = Response::from_wire(json!({"ok": true, "result": null})).unwrap();
+        assert_eq!(unversioned.checked(), Err(0));
+        let refusal = Response::from_wire(json!({"ok": false, "error": "nope"})).unwrap();
+        assert_eq!(refusal.clone().checked(), Err(0));
+        assert_eq!(refusal.outcome.unwrap_err().kind, ErrorKind::Internal);
+        let older = json!({"ok": true, "result": null, "version": VERSION - 1});
+        assert_eq!(
+            Response::from_wire(older).unwrap().checked(),
+            Err(VERSION - 1)
+        );
+        // Newer switches only add keys: their replies are taken.
+        let newer = json!({"ok": true, "result": 7, "version": VERSION + 1, "extra": 1});
+        assert_eq!(
+            Response::from_wire(newer).unwrap().checked(),
+            Ok(Ok(json!(7)))
+        );
+    }
+
+    #[test]
+    fn error_codes_are_stable_snake_case() {
+        let codes = [
+            (ErrorKind::BadRequest, "bad_request"),
+            (ErrorKind::NotFound, "not_found"),
+            (ErrorKind::AlreadyExists, "already_exists"),
+            (ErrorKind::InvalidValue, "invalid_value"),
+            (ErrorKind::Kernel, "kernel"),
+            (ErrorKind::Permission, "permission"),
+            (ErrorKind::Unsupported, "unsupported"),
+            (ErrorKind::Unavailable, "unavailable"),
+            (ErrorKind::Internal, "internal"),
+        ];
+        for (kind, code) in codes {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(code));
+            assert_eq!(
+                serde_json::from_value::<ErrorKind>(json!(code)).unwrap(),
+                kind
+            );
+        }
+        // A code from a newer switch still decodes.
+        let unknown: ErrorKind = serde_json::from_value(json!("quota_exceeded")).unwrap();
+        assert_eq!(unknown, ErrorKind::Other);
+    }
+
+    #[test]
+    fn module_errors_keep_not_found_apart_from_kernel_refusals() {
+        let missing = LinkError::NotFound {
+            operation: "setting MTU 9000".into(),
+            device: "p1".into(),
+        };
+        assert_eq!(RequestError::from(missing).kind, ErrorKind::NotFound);
+        let refused = |errno| LinkError::Kernel {
+            operation: "setting MTU 9000".into(),
+            device: "p1".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+            kernel_message: None,
+        };
+        assert_eq!(
+            RequestError::from(refused(libc::EINVAL)).kind,
+            ErrorKind::Kernel
+        );
+        assert_eq!(
+            RequestError::from(refused(libc::EPERM)).kind,
+            ErrorKind::Permission
+        );
+        let unknown = DataplaneError::UnknownPort { name: "p1".into() };
+        let error = RequestError::from(unknown);
+        assert_eq!(error.kind, ErrorKind::NotFound);
+        assert_eq!(error.message, "no port named \"p1\"");
+        assert_eq!(
+            RequestError::from(DataplaneError::PortExists { name: "p1".into() }).kind,
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            RequestError::from(DataplaneError::Stopped).kind,
+            ErrorKind::Unavailable
+        );
+        let wrapped = SwitchError::Link {
+            port: "p1".into(),
+            source: LinkError::NotFound {
+                operation: "looking up".into(),
+                device: "p1".into(),
+            },
+        };
+        assert_eq!(RequestError::from(wrapped).kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn typed_replies_round_trip_with_todays_keys() {
+        let port = PortListEntry {
+            name: "p1".into(),
+            id: PortId(3),
+            netns: None,
+            mtu: 1500,
+            enabled: true,
+            link: LinkState::Down,
+            offloads: false,
+            persistent: false,
+            adopted: true,
+            vm: Some("guest".into()),
+        };
+        let wire = serde_json::to_value(vec![port.clone()]).unwrap();
+        assert_eq!(
+            wire,
+            json!([{"name": "p1", "id": 3, "netns": null, "mtu": 1500, "enabled": true,
+                    "link": "down", "offloads": false, "persistent": false, "adopted": true,
+                    "vm": "guest"}])
+        );
+        assert_eq!(decode::<PortList>(&wire).unwrap(), vec![port]);
+        let fdb = FdbShow {
+            entries: vec![FdbShowEntry {
+                vlan: 20,
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                port: "p1".into(),
+                port_id: PortId(3),
+                kind: EntryKind::Static,
+                age_secs: 1.5,
+            }],
+            counters: FdbCounters::default(),
+        };
+        let wire = serde_json::to_value(&fdb).unwrap();
+        assert_eq!(wire["entries"][0]["mac"], "02:00:00:00:00:01");
+        assert_eq!(wire["entries"][0]["kind"], "static");
+        assert_eq!(wire["counters"]["aged_out"], 0);
+        assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
+        assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());
+    }
+}
