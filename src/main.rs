@@ -10,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 
 use report::reply;
 use tapswitch::config::{Config, PortConfig, PortSettings, VmMode, setting_value};
-use tapswitch::control::{ControlClient, DEFAULT_CONTROL_PATH, Request};
+use tapswitch::control::protocol::{self, FdbFlushed, LibvirtXml};
+use tapswitch::control::{ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, Request};
 use tapswitch::daemon::{self, DaemonError, RunOptions};
 use tapswitch::dataplane::Snapshot;
 use tapswitch::wire::MacAddr;
@@ -450,9 +451,18 @@ fn check_config(path: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
+/// Turns a reply's `result` into text for people; `Err` when it is not the reply expected.
+type Render = fn(Value) -> Result<String, String>;
+
+/// A reply's `result` as the typed reply `T` of its request.
+fn decode<T: protocol::Reply>(result: Value) -> Result<T, String> {
+    protocol::decode(&result)
+        .map_err(|e| format!("unexpected reply from the switch ({e}): {result}"))
+}
+
 /// Sends one request for `command` to the switch at `control` and prints the reply.
 fn control_request(control: &std::path::Path, json: bool, command: Command) -> Result<(), String> {
-    let (request, render): (Request, fn(&Value) -> String) = match command {
+    let (request, render): (Request, Render) = match command {
         Command::Port(PortCommand::Add {
             mut port,
             options,
@@ -464,9 +474,11 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             let port = port
                 .with_settings(&features.settings())
                 .map_err(|e| e.to_string())?;
-            (Request::PortAdd { port }, reply::port)
+            (Request::PortAdd { port }, |r| Ok(reply::port(&r)))
         }
-        Command::Port(PortCommand::Del { name }) => (Request::PortDel { name }, reply::port),
+        Command::Port(PortCommand::Del { name }) => {
+            (Request::PortDel { name }, |r| Ok(reply::port(&r)))
+        }
         Command::Port(PortCommand::Set {
             name,
             mtu,
@@ -485,20 +497,24 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             if enable || disable {
                 set.insert("enabled".to_owned(), Value::Bool(enable));
             }
-            (Request::PortSet { name, set }, reply::port)
+            (Request::PortSet { name, set }, |r| Ok(reply::port(&r)))
         }
-        Command::Port(PortCommand::List) => (Request::PortList {}, reply::port_list),
-        Command::Fdb(FdbCommand::Show) => (Request::FdbShow {}, reply::fdb),
+        Command::Port(PortCommand::List) => (Request::PortList {}, |r| {
+            decode::<PortList>(r).map(|ports| reply::port_list(&ports))
+        }),
+        Command::Fdb(FdbCommand::Show) => (Request::FdbShow {}, |r| {
+            decode::<FdbShow>(r).map(|fdb| reply::fdb(&fdb))
+        }),
         Command::Fdb(FdbCommand::Add { mac, port, vlan }) => {
-            (Request::FdbAdd { mac, port, vlan }, |_| String::new())
+            (Request::FdbAdd { mac, port, vlan }, |_| Ok(String::new()))
         }
         Command::Fdb(FdbCommand::Del { mac, vlan }) => {
-            (Request::FdbDel { mac, vlan }, |_| String::new())
+            (Request::FdbDel { mac, vlan }, |_| Ok(String::new()))
         }
         Command::Fdb(FdbCommand::Flush { port }) => (Request::FdbFlush { port }, |r| {
-            format!("flushed {} entries\n", r["removed"])
+            decode::<FdbFlushed>(r).map(|flushed| format!("flushed {} entries\n", flushed.removed))
         }),
-        Command::Stats { port } => (Request::Stats { port }, reply::stats),
+        Command::Stats { port } => (Request::Stats { port }, |r| Ok(reply::stats(&r))),
         Command::Upgrade { binary } => {
             // The switch has its own working directory: a relative path means ours.
             let binary = binary
@@ -508,17 +524,18 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 })
                 .transpose()?;
             (Request::Upgrade { binary }, |r| {
-                format!("handed over to pid {}\n", r["pid"])
+                decode::<protocol::HandedOver>(r)
+                    .map(|new| format!("handed over to pid {}\n", new.pid))
             })
         }
         Command::LibvirtXml { port } => (Request::LibvirtXml { name: port }, |r| {
-            r["xml"].as_str().unwrap_or_default().to_owned()
+            decode::<LibvirtXml>(r).map(|element| element.xml)
         }),
         Command::Config(ConfigCommand::Show) => (Request::ConfigShow {}, |r| {
-            serde_json::from_value::<Config>(r.clone())
+            Ok(serde_json::from_value::<Config>(r.clone())
                 .map_err(|e| e.to_string())
                 .and_then(|config| toml::to_string(&config).map_err(|e| e.to_string()))
-                .unwrap_or_else(|e| format!("unreadable config in the reply ({e}): {r}\n"))
+                .unwrap_or_else(|e| format!("unreadable config in the reply ({e}): {r}\n")))
         }),
         Command::Run { .. }
         | Command::Demo
@@ -533,7 +550,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
     let out = if json {
         format!("{result:#}\n")
     } else {
-        render(&result)
+        render(result)?
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is the reader's choice, not an error.

@@ -3,7 +3,7 @@ use tapswitch::dataplane::Snapshot;
 
 /// The learned MAC table, one entry per line (the same table as `fdb show`).
 pub fn fdb_table(snapshot: &Snapshot) -> String {
-    reply::fdb(&tapswitch::control::fdb_json(snapshot))
+    reply::fdb(&tapswitch::control::fdb_show(snapshot))
 }
 
 /// Per-port counters, one port per line (the same table as `stats`).
@@ -18,6 +18,9 @@ pub mod reply {
 
     use serde_json::Value;
 
+    use tapswitch::control::protocol::LinkState;
+    use tapswitch::control::{FdbShow, PortListEntry};
+    use tapswitch::fdb::EntryKind;
     use tapswitch::forward::DropReason;
 
     fn text(value: &Value) -> String {
@@ -28,40 +31,44 @@ pub mod reply {
         }
     }
 
+    fn or_dash(text: Option<&str>) -> &str {
+        text.unwrap_or("-")
+    }
+
     /// `port list`: one port per line.
-    pub fn port_list(ports: &Value) -> String {
+    pub fn port_list(ports: &[PortListEntry]) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
             "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} VM",
             "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS", "PERSISTENT"
         );
-        for port in ports.as_array().into_iter().flatten() {
+        for port in ports {
             // "down": enabled, but its netdev is down (frames to it count as link_down).
-            let state = if port["enabled"] != true {
+            let state = if !port.enabled {
                 "disabled"
-            } else if port["link"] == "down" {
+            } else if port.link == LinkState::Down {
                 "down"
             } else {
                 "enabled"
             };
-            let yes_no = |v: &Value| if *v == true { "yes" } else { "no" };
+            let yes_no = |yes: bool| if yes { "yes" } else { "no" };
             let _ = writeln!(
                 out,
                 "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} {}",
-                text(&port["name"]),
-                text(&port["id"]),
-                text(&port["netns"]),
-                text(&port["mtu"]),
+                port.name,
+                port.id.0,
+                or_dash(port.netns.as_deref()),
+                port.mtu,
                 state,
-                yes_no(&port["offloads"]),
+                yes_no(port.offloads),
                 // An adopted TAP outlives the port too, but it is its creator's.
-                if port["adopted"] == true {
+                if port.adopted {
                     "adopted"
                 } else {
-                    yes_no(&port["persistent"])
+                    yes_no(port.persistent)
                 },
-                text(&port["vm"])
+                or_dash(port.vm.as_deref())
             );
         }
         out
@@ -174,34 +181,38 @@ pub mod reply {
     }
 
     /// `fdb show`: one entry per line.
-    pub fn fdb(fdb: &Value) -> String {
+    pub fn fdb(fdb: &FdbShow) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
             "{:<6} {:<19} {:<15} {:<8} {:>8}",
             "VLAN", "MAC", "PORT", "TYPE", "AGE(s)"
         );
-        let entries = fdb["entries"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        for entry in entries {
+        for entry in &fdb.entries {
+            let kind = match entry.kind {
+                EntryKind::Dynamic => "dynamic",
+                EntryKind::Static => "static",
+                EntryKind::Sticky => "sticky",
+            };
             let _ = writeln!(
                 out,
                 "{:<6} {:<19} {:<15} {:<8} {:>8.1}",
-                text(&entry["vlan"]),
-                text(&entry["mac"]),
-                text(&entry["port"]),
-                text(&entry["kind"]),
-                entry["age_secs"].as_f64().unwrap_or(0.0)
+                entry.vlan,
+                entry.mac.to_string(),
+                entry.port,
+                kind,
+                entry.age_secs
             );
         }
-        let c = &fdb["counters"];
+        let c = &fdb.counters;
         let _ = writeln!(
             out,
             "{} entries; learned {}, moved {}, evicted {}, aged out {}",
-            entries.len(),
-            text(&c["learned"]),
-            text(&c["moved"]),
-            text(&c["evicted"]),
-            text(&c["aged_out"])
+            fdb.entries.len(),
+            c.learned,
+            c.moved,
+            c.evicted,
+            c.aged_out
         );
         out
     }

@@ -36,7 +36,9 @@ use crate::policy::{MAX_VLAN, MIN_VLAN, TRANSPARENT_VLAN};
 use crate::wire::MacAddr;
 
 /// A switch port: a dense slot index, so per-port state can live in a `Vec`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct PortId(pub u32);
 
 impl PortId {
@@ -141,7 +143,7 @@ pub enum Learned {
 }
 
 /// Event counters since the table was created.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FdbCounters {
     /// Entries created by learning (dynamic and sticky).
     pub learned: u64,

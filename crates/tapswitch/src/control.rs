@@ -29,7 +29,6 @@ use libc::{
     SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGTSTP, SIGUSR1,
     SIGUSR2, SIGVTALRM, SIGXCPU,
 };
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
@@ -37,7 +36,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, PortConfig, PortPatch, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
-use crate::fdb::{PortId, VlanId};
+use crate::fdb::PortId;
 use crate::link::LinkMonitor;
 use crate::link::LinkSettings;
 use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
@@ -45,15 +44,20 @@ use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
 use crate::switch::{self, LinkSockets};
 use crate::upgrade::{self, HandedEntry, Handover};
 use crate::vmport;
-use crate::wire::MacAddr;
 
 mod links;
+pub mod protocol;
 #[cfg(feature = "libvirt")]
 mod vms;
 // Built without libvirt: VM ports are refused with that reason.
 #[cfg(not(feature = "libvirt"))]
 #[path = "control/no_vms.rs"]
 mod vms;
+
+pub use protocol::{
+    ErrorKind, FdbShow, FdbShowEntry, PortList, PortListEntry, Request, RequestError, Response,
+    VERSION,
+};
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
 pub const DEFAULT_CONTROL_PATH: &str = "/run/tapswitch/tapswitch.sock";
@@ -105,11 +109,27 @@ pub enum ControlError {
         source: std::io::Error,
     },
     #[error("the switch refused the request: {0}")]
-    Refused(String),
+    Refused(RequestError),
+    #[error(
+        "control socket {path}: this client speaks control protocol version {client}, the \
+         switch only {}; upgrade the switch (`tapswitch upgrade`) or use its own client",
+        if *.daemon == 0 { "an unversioned one (before protocol versions)".to_owned() } else { format!("version {}", .daemon) }
+    )]
+    VersionMismatch {
+        path: PathBuf,
+        client: u32,
+        daemon: u32,
+    },
+    #[error("control socket {path}: unexpected result {line:?}: {reason}")]
+    BadResult {
+        path: PathBuf,
+        line: String,
+        reason: String,
+    },
     #[error("control socket {path}: bad reply {line:?}")]
     BadReply { path: PathBuf, line: String },
     #[error("VM port: {0}")]
-    VmPort(String),
+    VmPort(RequestError),
 }
 
 /// What `tapswitch run` does on a signal (README, Signals, shows the same table).
@@ -336,70 +356,6 @@ impl SignalThread {
     }
 }
 
-/// One request on the control socket: `{"cmd":"port_del","name":"p3"}`.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-// Variants without fields are written `V {}`: only struct variants reject
-// unknown fields in an internally tagged enum.
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-// One request per line, parsed and dropped: a large `port_add` variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub enum Request {
-    /// Who is serving: pid, version, metrics address.
-    Hello {},
-    /// Create a port (same fields as a `[[port]]` of the config file).
-    PortAdd {
-        port: PortConfig,
-    },
-    /// Remove a port; a non-persistent TAP the switch created is deleted.
-    PortDel {
-        name: String,
-    },
-    /// Change settings of a running port: `set` holds `[[port]]` keys (those of
-    /// [`crate::config::PortPatch::KEYS`]) with their new values; `null` returns a
-    /// key to its default. Applied whole or not at all.
-    PortSet {
-        name: String,
-        set: PortSettings,
-    },
-    PortList {},
-    FdbShow {},
-    /// Add a static MAC table entry.
-    FdbAdd {
-        mac: MacAddr,
-        port: String,
-        #[serde(default)]
-        vlan: VlanId,
-    },
-    FdbDel {
-        mac: MacAddr,
-        #[serde(default)]
-        vlan: VlanId,
-    },
-    /// Without a port: forget every learned entry. With one: every entry of that port.
-    FdbFlush {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        port: Option<String>,
-    },
-    Stats {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        port: Option<String>,
-    },
-    /// Turn this connection into a stream of event lines.
-    Events {},
-    /// The configuration as it is now, with hot-plugged ports.
-    ConfigShow {},
-    /// Restart without loss: start `binary` (default: this program's file)
-    /// and hand it every TAP fd, this socket and the MAC table.
-    Upgrade {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        binary: Option<PathBuf>,
-    },
-    /// The libvirt `<interface>` element of a VM port, for its domain's definition.
-    LibvirtXml {
-        name: String,
-    },
-}
-
 /// A bound control socket that nobody else serves.
 pub struct ControlSocket {
     listener: UnixListener,
@@ -454,7 +410,7 @@ impl ControlSocket {
                     let pid = client
                         .request(&Request::Hello {})
                         .ok()
-                        .and_then(|hello| hello["pid"].as_u64())
+                        .and_then(|hello| hello.get("pid").and_then(Value::as_u64))
                         .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string());
                     return Err(ControlError::AlreadyServed {
                         path: path.to_owned(),
@@ -910,13 +866,16 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
         // directory): the peer's credentials, which the kernel vouches for, decide.
         if let Err(refusal) = check_peer_credentials(&stream) {
             warn!(%refusal, "control connection refused");
-            let _ = write_line(&mut stream, &error_reply(&refusal));
+            let _ = write_line(&mut stream, &error_reply(refusal));
             continue;
         }
         let Some(id) = lock(&shared.connections).admit(&stream) else {
             let _ = write_line(
                 &mut stream,
-                &error_reply("too many control connections (all of them busy)"),
+                &error_reply(RequestError::new(
+                    ErrorKind::Unavailable,
+                    "too many control connections (all of them busy)",
+                )),
             );
             continue;
         };
@@ -936,18 +895,19 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
 
 /// Who may use the control socket: root and the user the switch runs as. `Err`
 /// says why a peer may not.
-fn check_peer_credentials(stream: &UnixStream) -> Result<(), String> {
-    let peer = peer_credentials(stream)
-        .map_err(|e| format!("cannot tell who is connecting (SO_PEERCRED: {e})"))?;
+fn check_peer_credentials(stream: &UnixStream) -> Result<(), RequestError> {
+    let peer = peer_credentials(stream).map_err(|e| {
+        RequestError::permission(format!("cannot tell who is connecting (SO_PEERCRED: {e})"))
+    })?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let own = unsafe { libc::geteuid() };
     if peer.uid == 0 || peer.uid == own {
         return Ok(());
     }
-    Err(format!(
+    Err(RequestError::permission(format!(
         "permission denied: uid {} (pid {}) is neither root nor the switch's own uid {own}",
         peer.uid, peer.pid
-    ))
+    )))
 }
 
 /// The process at the other end of a Unix socket, as the kernel recorded it at connect.
@@ -981,8 +941,8 @@ fn write_line(stream: &mut UnixStream, value: &Value) -> std::io::Result<()> {
     stream.write_all(line.as_bytes())
 }
 
-fn error_reply(message: &str) -> Value {
-    json!({"ok": false, "error": message})
+fn error_reply(error: RequestError) -> Value {
+    Response::refusal(error).to_wire()
 }
 
 /// Reads one line of at most [`MAX_REQUEST_LEN`] bytes. `Ok(None)` at end of
@@ -1029,7 +989,10 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             Ok(None) | Err(false) => return,
             Err(true) => {
                 let message = format!("request longer than {MAX_REQUEST_LEN} bytes; closing");
-                let _ = write_line(&mut writer, &error_reply(&message));
+                let _ = write_line(
+                    &mut writer,
+                    &error_reply(RequestError::bad_request(message)),
+                );
                 return;
             }
         };
@@ -1040,7 +1003,12 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             Ok(request) => request,
             Err(e) => {
                 let message = format!("bad request: {e}");
-                if write_line(&mut writer, &error_reply(&message)).is_err() {
+                if write_line(
+                    &mut writer,
+                    &error_reply(RequestError::bad_request(message)),
+                )
+                .is_err()
+                {
                     return;
                 }
                 continue;
@@ -1052,10 +1020,7 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             return;
         }
         let upgrading = matches!(request, Request::Upgrade { .. });
-        let reply = match handle_request(shared, request) {
-            Ok(result) => json!({"ok": true, "result": result}),
-            Err(message) => error_reply(&message),
-        };
+        let reply = Response::new(handle_request(shared, request)).to_wire();
         let written = write_line(&mut writer, &reply);
         if upgrading && shared.handed_over.load(Ordering::SeqCst) {
             // Only now: stopping first could end the process before the reply.
@@ -1067,18 +1032,23 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
     }
 }
 
+/// A typed reply as the `result` of a reply line.
+fn to_result(reply: impl serde::Serialize) -> Result<Value, RequestError> {
+    serde_json::to_value(reply)
+        .map_err(|e| RequestError::internal(format!("the reply does not serialise: {e}")))
+}
+
 /// Serves one request that is not `events`.
-fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
+fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestError> {
     let dataplane = &shared.dataplane;
-    let stopped = |e: crate::dataplane::DataplaneError| e.to_string();
     match request {
         Request::Hello {} => {
             let state = lock(&shared.state);
-            Ok(json!({
-                "pid": std::process::id(),
-                "version": env!("CARGO_PKG_VERSION"),
-                "metrics": state.config.switch.metrics,
-            }))
+            to_result(protocol::Hello {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                metrics: state.config.switch.metrics.clone(),
+            })
         }
         Request::PortAdd { port } => add_port(shared, port),
         Request::Upgrade { binary } => upgrade(shared, binary),
@@ -1093,62 +1063,62 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
             prune_config(&mut state, &counters);
-            let ports: Vec<Value> = counters
+            let ports: PortList = counters
                 .ports
                 .iter()
                 .map(|live| {
                     let config = state.config.ports.iter().find(|p| p.name == live.name);
-                    json!({
-                        "name": live.name,
-                        "id": live.id,
-                        "netns": config.and_then(|c| c.netns.clone()),
-                        "mtu": live.mtu,
-                        "enabled": live.enabled,
-                        "link": if live.link_up { "up" } else { "down" },
-                        "offloads": live.vnet_hdr,
-                        "persistent": config.is_some_and(|c| c.persistent),
-                        "adopted": config.is_some_and(|c| c.adopt),
-                        "vm": config.and_then(|c| c.vm.clone()),
-                    })
+                    PortListEntry {
+                        name: live.name.clone(),
+                        id: live.id,
+                        netns: config.and_then(|c| c.netns.clone()),
+                        mtu: live.mtu,
+                        enabled: live.enabled,
+                        link: if live.link_up {
+                            protocol::LinkState::Up
+                        } else {
+                            protocol::LinkState::Down
+                        },
+                        offloads: live.vnet_hdr,
+                        persistent: config.is_some_and(|c| c.persistent),
+                        adopted: config.is_some_and(|c| c.adopt),
+                        vm: config.and_then(|c| c.vm.clone()),
+                    }
                 })
                 .collect();
-            Ok(json!(ports))
+            to_result(ports)
         }
         Request::FdbShow {} => {
-            let snapshot = dataplane.snapshot().map_err(stopped)?;
-            Ok(fdb_json(&snapshot))
+            let snapshot = dataplane.snapshot()?;
+            to_result(fdb_show(&snapshot))
         }
         Request::FdbAdd { mac, port, vlan } => {
-            dataplane
-                .request(|reply| Command::FdbAdd {
-                    vlan,
-                    mac,
-                    port,
-                    reply,
-                })
-                .map_err(stopped)?
-                .map_err(stopped)?;
+            dataplane.request(|reply| Command::FdbAdd {
+                vlan,
+                mac,
+                port,
+                reply,
+            })??;
             save_now(shared, &mut lock(&shared.state));
             Ok(Value::Null)
         }
         Request::FdbDel { mac, vlan } => {
-            let removed = dataplane
-                .request(|reply| Command::FdbRemove { vlan, mac, reply })
-                .map_err(stopped)?;
+            let removed = dataplane.request(|reply| Command::FdbRemove { vlan, mac, reply })?;
             if removed {
                 save_now(shared, &mut lock(&shared.state));
                 Ok(Value::Null)
             } else {
-                Err(format!("no MAC table entry for {mac} on VLAN {vlan}"))
+                Err(RequestError::not_found(format!(
+                    "no MAC table entry for {mac} on VLAN {vlan}"
+                )))
             }
         }
         Request::FdbFlush { port } => {
-            let removed = dataplane
-                .request(|reply| Command::FdbFlush { port, reply })
-                .map_err(stopped)?
-                .map_err(stopped)?;
+            let removed = dataplane.request(|reply| Command::FdbFlush { port, reply })??;
             save_now(shared, &mut lock(&shared.state));
-            Ok(json!({"removed": removed}))
+            to_result(protocol::FdbFlushed {
+                removed: removed as u64,
+            })
         }
         Request::Stats { port } => {
             let mut counters = counters(dataplane)?;
@@ -1156,7 +1126,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
                 counters.ports.retain(|p| p.name == name);
                 counters.removed_ports.retain(|p| p.name == name);
                 if counters.ports.is_empty() && counters.removed_ports.is_empty() {
-                    return Err(format!("no port named {name:?}"));
+                    return Err(RequestError::not_found(format!("no port named {name:?}")));
                 }
             }
             let mut reply = json!(counters);
@@ -1177,25 +1147,26 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, String> {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
             prune_config(&mut state, &counters);
-            vms::libvirt_xml(&state, &name)
+            vms::libvirt_xml(&state, &name).and_then(to_result)
         }
     }
 }
 
 /// Hands everything to a new process; once it forwards, this one stops.
-fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
+fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, RequestError> {
     let binary = match binary {
         Some(binary) => binary,
-        None => std::env::current_exe().map_err(|e| format!("finding our own binary: {e}"))?,
+        None => std::env::current_exe()
+            .map_err(|e| RequestError::internal(format!("finding our own binary: {e}")))?,
     };
     check_upgrade_binary(&binary)?;
     // Held throughout: no port comes or goes during the handover.
     let state = lock(&shared.state);
     let dataplane = &shared.dataplane;
-    let snapshot = dataplane.snapshot().map_err(|e| e.to_string())?;
+    let snapshot = dataplane.snapshot().map_err(RequestError::from)?;
     let ports = dataplane
         .request(Command::ExportPorts)
-        .map_err(|e| e.to_string())?;
+        .map_err(RequestError::from)?;
     let mut config = state.config.clone();
     config
         .ports
@@ -1234,46 +1205,59 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, String> {
         link_monitor: shared.link_monitor_fd.is_some(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
-    let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(|e| e.to_string())?;
+    let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(RequestError::from)?;
     // The new process forwards: new connections are its; our dataplane
     // stops once this reply is written (see `serve_connection`).
     shared.handed_over.store(true, Ordering::SeqCst);
     stop_accepting(shared);
     info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
-    Ok(json!({"pid": child.id(), "binary": binary}))
+    to_result(protocol::HandedOver {
+        pid: child.id(),
+        binary,
+    })
 }
 
 /// What `upgrade` may start, with every TAP and this socket: an executable file by
 /// absolute path (not relative to wherever the switch was started), owned by root or
 /// the switch's user and writable by nobody else, so nobody else decides what runs.
-fn check_upgrade_binary(binary: &Path) -> Result<(), String> {
+fn check_upgrade_binary(binary: &Path) -> Result<(), RequestError> {
     use std::os::unix::fs::MetadataExt;
     let shown = binary.display();
     if !binary.is_absolute() {
-        return Err(format!("upgrade: binary {shown} is not an absolute path"));
+        return Err(RequestError::invalid_value(format!(
+            "upgrade: binary {shown} is not an absolute path"
+        )));
     }
-    let meta = std::fs::metadata(binary).map_err(|e| format!("upgrade: binary {shown}: {e}"))?;
+    let meta = std::fs::metadata(binary).map_err(|e| {
+        RequestError::new(
+            if e.kind() == std::io::ErrorKind::NotFound {
+                ErrorKind::NotFound
+            } else {
+                ErrorKind::InvalidValue
+            },
+            format!("upgrade: binary {shown}: {e}"),
+        )
+    })?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let own = unsafe { libc::geteuid() };
     let mode = meta.mode() & 0o7777;
-    if !meta.is_file() {
-        Err(format!("upgrade: binary {shown} is not a regular file"))
+    let refusal = if !meta.is_file() {
+        format!("upgrade: binary {shown} is not a regular file")
     } else if mode & 0o111 == 0 {
-        Err(format!(
-            "upgrade: binary {shown} is not executable (mode {mode:04o})"
-        ))
+        format!("upgrade: binary {shown} is not executable (mode {mode:04o})")
     } else if mode & 0o022 != 0 {
-        Err(format!(
+        format!(
             "upgrade: binary {shown} is writable by users other than its owner (mode {mode:04o})"
-        ))
+        )
     } else if meta.uid() != 0 && meta.uid() != own {
-        Err(format!(
+        format!(
             "upgrade: binary {shown} belongs to uid {}, neither root nor the switch's own uid {own}",
             meta.uid()
-        ))
+        )
     } else {
-        Ok(())
-    }
+        return Ok(());
+    };
+    Err(RequestError::invalid_value(refusal))
 }
 
 /// Removes port `name` from the dataplane and closes its TAP here, off the packet path
@@ -1285,7 +1269,7 @@ fn remove_port(
     name: &str,
     unplug: bool,
     cause: RemovalCause,
-) -> Result<Value, String> {
+) -> Result<Value, RequestError> {
     let vm_port = state
         .config
         .ports
@@ -1303,8 +1287,8 @@ fn remove_port(
             cause,
             reply,
         })
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(RequestError::from)?
+        .map_err(RequestError::from)?;
     drop(removed.port);
     if let Some(port) = &vm_port {
         vms::remove_devices(state, port);
@@ -1388,10 +1372,8 @@ fn save_periodically(shared: &Shared, stop: &Receiver<()>) {
     }
 }
 
-fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, String> {
-    dataplane
-        .request(Command::Counters)
-        .map_err(|e| e.to_string())
+fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, RequestError> {
+    Ok(dataplane.request(Command::Counters)?)
 }
 
 /// Forgets configured ports the dataplane removed after a device error, so
@@ -1414,40 +1396,40 @@ fn prune_config(state: &mut State, counters: &Snapshot) {
         .retain(|p| counters.ports.iter().any(|live| live.name == p.name));
 }
 
-fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
-    port.validate("port").map_err(|e| e.to_string())?;
+fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, RequestError> {
+    port.validate("port").map_err(RequestError::from)?;
     if let Some(netns) = &port.netns
         && !privileges::thread_has(CAP_SYS_ADMIN)
     {
-        return Err(format!(
+        return Err(RequestError::permission(format!(
             "port.netns: adding a port in namespace {netns} at runtime needs CAP_SYS_ADMIN \
              (to enter it), which this switch dropped after setup; list the port in the \
              config file, or set switch.netns_hotplug = true"
-        ));
+        )));
     }
     if vmport::needs_chown(&port) && !privileges::thread_has(CAP_CHOWN) {
-        return Err(format!(
+        return Err(RequestError::permission(format!(
             "port.owner: giving VM port {}'s /dev/tapN to {} at runtime needs CAP_CHOWN, \
              which this switch dropped after setup; set switch.vm_hotplug = true (the \
              default), list the port in the config file, or use --mode glue (a glue TAP's \
              owner needs no extra capability)",
             port.name,
             vmport::owner_text(port.owner, port.group)
-        ));
+        )));
     }
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
     prune_config(state, &counters);
     if state.config.ports.iter().any(|p| p.name == port.name) {
-        return Err(format!(
-            "port.name: a port named {:?} already exists",
-            port.name
+        return Err(RequestError::new(
+            ErrorKind::AlreadyExists,
+            format!("port.name: a port named {:?} already exists", port.name),
         ));
     }
     // The slow part (TAP open in the namespace, netlink) runs here, not in the dataplane.
     let tap = switch::create_tap_port(&state.config.switch, &port, &mut state.links)
-        .map_err(|e| e.to_string())?;
+        .map_err(RequestError::from)?;
     // On error the TAP is dropped, which deletes it (and a macvtap stacked on it).
     let vm_interface = vms::create_devices(state, &port)?;
     let added = shared
@@ -1458,8 +1440,8 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
             settings: switch::settings_of(&state.config.switch, &port),
             reply,
         })
-        .map_err(|e| e.to_string())
-        .and_then(|added| added.map_err(|e| e.to_string()));
+        .map_err(RequestError::from)
+        .and_then(|added| added.map_err(RequestError::from));
     let added = match added {
         Ok(added) => added,
         Err(error) => {
@@ -1480,10 +1462,9 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
             Ok(vm) => reply["vm"] = vm,
             Err(error) => {
                 let _ = remove_port(shared, state, &port.name, false, RemovalCause::Requested);
-                return Err(format!(
-                    "port {}: {error}; the port was not added",
-                    port.name
-                ));
+                return Err(error
+                    .context(format_args!("port {}", port.name))
+                    .suffixed("; the port was not added"));
             }
         }
     }
@@ -1491,25 +1472,25 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, String> {
     Ok(reply)
 }
 
-fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value, String> {
+fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value, RequestError> {
     if settings.is_empty() {
-        return Err(format!(
+        return Err(RequestError::bad_request(format!(
             "port {name}: nothing to change (give settings such as mtu, enabled, vlan_mode, vlan, mac_limit)"
-        ));
+        )));
     }
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
     prune_config(state, &counters);
     let Some(index) = state.config.ports.iter().position(|p| p.name == name) else {
-        return Err(format!("no port named {name:?}"));
+        return Err(RequestError::not_found(format!("no port named {name:?}")));
     };
     let old = &state.config.ports[index];
     let netns = old.netns.clone();
     // The port's whole new configuration, checked like a config file before anything
     // changes: a bad setting is refused with nothing applied.
-    let patch = PortPatch::from_settings(name, &settings).map_err(|e| e.to_string())?;
-    let new = old.patched(&patch).map_err(|e| e.to_string())?;
+    let patch = PortPatch::from_settings(name, &settings).map_err(RequestError::from)?;
+    let new = old.patched(&patch).map_err(RequestError::from)?;
     let old_policy = old.policy_in(&state.config.switch);
     let new_policy = new.policy_in(&state.config.switch);
     let update = PortUpdate {
@@ -1531,8 +1512,8 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
             update,
             reply,
         })
-        .map_err(|e| e.to_string())
-        .and_then(|result| result.map_err(|e| e.to_string()));
+        .map_err(RequestError::from)
+        .and_then(|result| result.map_err(RequestError::from));
     let snapshot = match result {
         Ok(snapshot) => snapshot,
         Err(message) => {
@@ -1574,18 +1555,19 @@ fn configure_netdev(
     netns: Option<&str>,
     name: &str,
     settings: &LinkSettings,
-) -> Result<(), String> {
-    let link_error = |e: crate::link::LinkError| format!("port {name}: {e}");
+) -> Result<(), RequestError> {
+    let link_error =
+        |e: crate::link::LinkError| RequestError::from(e).context(format!("port {name}"));
     let netlink = links.get(netns).map_err(|error| match &error {
         crate::link::LinkError::Netns(crate::netns::NetnsError::Os { source, .. })
             if source.raw_os_error() == Some(libc::EPERM) =>
         {
-            format!(
+            RequestError::permission(format!(
                 "port {name}: its netdev is in namespace {}, which this switch cannot enter \
                  (CAP_SYS_ADMIN was dropped after setup): change it there, or set \
                  switch.netns_hotplug = true",
                 netns.unwrap_or("-")
-            )
+            ))
         }
         _ => link_error(error),
     })?;
@@ -1610,7 +1592,7 @@ fn name_of(names: &HashMap<PortId, String>, id: PortId) -> String {
 fn stream_events(shared: &Shared, mut writer: UnixStream) {
     let (lines, receiver) = mpsc::sync_channel(SUBSCRIBER_QUEUE_LEN);
     lock(&shared.subscribers).push(Subscriber { lines, lost: 0 });
-    if write_line(&mut writer, &json!({"ok": true, "result": null})).is_err() {
+    if write_line(&mut writer, &Response::new(Ok(Value::Null)).to_wire()).is_err() {
         return;
     }
     for line in receiver {
@@ -1754,19 +1736,36 @@ impl ControlClient {
         self.outcome(reply)
     }
 
-    /// A reply line as the request's result, or the switch's refusal.
-    fn outcome(&self, mut reply: Value) -> Result<Value, ControlError> {
-        match reply["ok"].as_bool() {
-            Some(true) => Ok(reply["result"].take()),
-            Some(false) => Err(ControlError::Refused(
-                reply["error"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-                    .to_owned(),
-            )),
-            None => Err(ControlError::BadReply {
+    /// Sends `request` and decodes the `result` of a successful reply as a `T`.
+    pub fn request_as<T: protocol::Reply>(&mut self, request: &Request) -> Result<T, ControlError> {
+        let result = self.request(request)?;
+        self.decode(result)
+    }
+
+    /// A reply's `result` as a `T`.
+    pub fn decode<T: protocol::Reply>(&self, result: Value) -> Result<T, ControlError> {
+        protocol::decode(&result).map_err(|e| ControlError::BadResult {
+            path: self.path.clone(),
+            line: result.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A reply line as the request's result, or the switch's refusal; a switch
+    /// speaking an older protocol than [`VERSION`] is refused whatever it answered.
+    fn outcome(&self, reply: Value) -> Result<Value, ControlError> {
+        let Some(response) = Response::from_wire(reply.clone()) else {
+            return Err(ControlError::BadReply {
                 path: self.path.clone(),
                 line: reply.to_string(),
+            });
+        };
+        match response.checked() {
+            Ok(outcome) => outcome.map_err(ControlError::Refused),
+            Err(daemon) => Err(ControlError::VersionMismatch {
+                path: self.path.clone(),
+                client: VERSION,
+                daemon,
             }),
         }
     }
@@ -1798,22 +1797,23 @@ impl ControlClient {
 }
 
 /// The MAC table as `fdb show` sends it: entries with port names, and counters.
-pub fn fdb_json(snapshot: &Snapshot) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = snapshot
+pub fn fdb_show(snapshot: &Snapshot) -> FdbShow {
+    let entries = snapshot
         .fdb
         .iter()
-        .map(|entry| {
-            serde_json::json!({
-                "vlan": entry.vlan,
-                "mac": entry.mac,
-                "port": port_name(snapshot, entry.port.0),
-                "port_id": entry.port,
-                "kind": entry.kind,
-                "age_secs": entry.age.as_secs_f64(),
-            })
+        .map(|entry| FdbShowEntry {
+            vlan: entry.vlan,
+            mac: entry.mac,
+            port: port_name(snapshot, entry.port.0),
+            port_id: entry.port,
+            kind: entry.kind,
+            age_secs: entry.age.as_secs_f64(),
         })
         .collect();
-    serde_json::json!({"entries": entries, "counters": snapshot.fdb_counters})
+    FdbShow {
+        entries,
+        counters: snapshot.fdb_counters.clone(),
+    }
 }
 
 fn port_name(snapshot: &Snapshot, id: u32) -> String {
@@ -1871,5 +1871,39 @@ mod tests {
                 .to_string();
             assert!(err.contains(expected), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn older_switches_get_an_error_naming_both_versions() {
+        let (client_end, switch_end) = UnixStream::pair().unwrap();
+        let client = ControlClient {
+            path: PathBuf::from("/run/t.sock"),
+            writer: client_end.try_clone().unwrap(),
+            reader: BufReader::new(client_end),
+        };
+        drop(switch_end);
+        let unversioned = client.outcome(json!({"ok": true, "result": null}));
+        let message = unversioned.unwrap_err().to_string();
+        assert!(message.contains(&format!("version {VERSION}")), "{message}");
+        assert!(message.contains("unversioned"), "{message}");
+        let older = client.outcome(json!({"ok": false, "error": "x", "version": 0}));
+        assert!(matches!(
+            older,
+            Err(ControlError::VersionMismatch {
+                client: VERSION,
+                daemon: 0,
+                ..
+            })
+        ));
+        let refused = client.outcome(
+            json!({"ok": false, "error": "gone", "code": "not_found", "version": VERSION}),
+        );
+        let Err(ControlError::Refused(error)) = refused else {
+            panic!("not a refusal: {refused:?}")
+        };
+        assert_eq!(
+            (error.kind, error.message.as_str()),
+            (ErrorKind::NotFound, "gone")
+        );
     }
 }

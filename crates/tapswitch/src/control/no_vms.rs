@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::protocol::{ErrorKind, LibvirtXml, RequestError};
 use super::{ControlError, Shared, State};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::vm::VmInterface;
@@ -15,27 +16,27 @@ pub(super) const NO_LIBVIRT: &str =
     "built without libvirt support (rebuild tapswitch with the `libvirt` feature for VM ports)";
 
 /// Nothing to follow: no libvirt connection.
-pub(super) type DomainEvents = ();
+pub(super) struct DomainEvents;
 
 /// No events thread is started.
-pub(super) type EventsThread = ();
+pub(super) struct EventsThread;
 
 /// Stands where the libvirt client is in a build with the feature.
 pub(super) struct Vms;
 
 impl Vms {
     pub(super) fn new(_switch: &SwitchConfig) -> (Self, DomainEvents) {
-        (Self, ())
+        (Self, DomainEvents)
     }
 }
 
 /// A configuration with VM ports does not start.
 pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
     match state.config.ports.iter().find(|p| p.vm.is_some()) {
-        Some(port) => Err(ControlError::VmPort(format!(
+        Some(port) => Err(ControlError::VmPort(unsupported(format!(
             "port {}: {NO_LIBVIRT}",
             port.name
-        ))),
+        )))),
         None => Ok(()),
     }
 }
@@ -44,9 +45,9 @@ pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
 pub(super) fn create_devices(
     _state: &mut State,
     port: &PortConfig,
-) -> Result<Option<VmInterface>, String> {
+) -> Result<Option<VmInterface>, RequestError> {
     match port.vm {
-        Some(_) => Err(format!("port {}: {NO_LIBVIRT}", port.name)),
+        Some(_) => Err(unsupported(format!("port {}: {NO_LIBVIRT}", port.name))),
         None => Ok(None),
     }
 }
@@ -59,8 +60,8 @@ pub(super) fn plug(
     _shared: &Shared,
     _port: &PortConfig,
     _interface: &VmInterface,
-) -> Result<Value, String> {
-    Err(NO_LIBVIRT.to_owned())
+) -> Result<Value, RequestError> {
+    Err(unsupported(NO_LIBVIRT))
 }
 
 pub(super) fn unplug(_shared: &Shared, port: &PortConfig) -> Option<Value> {
@@ -68,15 +69,19 @@ pub(super) fn unplug(_shared: &Shared, port: &PortConfig) -> Option<Value> {
     Some(json!({"domain": domain, "action": format!("not unplugged: {NO_LIBVIRT}")}))
 }
 
-pub(super) fn libvirt_xml(_state: &State, _name: &str) -> Result<Value, String> {
-    Err(NO_LIBVIRT.to_owned())
+pub(super) fn libvirt_xml(_state: &State, _name: &str) -> Result<LibvirtXml, RequestError> {
+    Err(unsupported(NO_LIBVIRT))
+}
+
+fn unsupported(message: impl Into<String>) -> RequestError {
+    RequestError::new(ErrorKind::Unsupported, message)
 }
 
 pub(super) fn spawn(
     _shared: &Arc<Shared>,
     _events: DomainEvents,
 ) -> Result<EventsThread, ControlError> {
-    Ok(())
+    Ok(EventsThread)
 }
 
 pub(super) fn stop(_shared: &Shared, _thread: EventsThread) {}

@@ -26,7 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::{ControlError, Shared, State, lock, offer_line, remove_port};
+use super::protocol::LibvirtXml;
+use super::{ControlError, RequestError, Shared, State, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::dataplane::RemovalCause;
 use crate::libvirt::{
@@ -100,14 +101,14 @@ pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
 pub(super) fn create_devices(
     state: &mut State,
     port: &PortConfig,
-) -> Result<Option<VmInterface>, String> {
+) -> Result<Option<VmInterface>, RequestError> {
     if port.vm.is_none() {
         return Ok(None);
     }
-    let netlink = state.links.own().map_err(|e| e.to_string())?;
+    let netlink = state.links.own().map_err(RequestError::from)?;
     vmport::create_devices(port, netlink)
         .map(Some)
-        .map_err(|e| e.to_string())
+        .map_err(RequestError::from)
 }
 
 /// Removes the device QEMU opens for `port`, if it is a VM port; failures are logged, as the
@@ -119,8 +120,8 @@ pub(super) fn remove_devices(state: &mut State, port: &PortConfig) {
     let removed = state
         .links
         .own()
-        .map_err(|e| e.to_string())
-        .and_then(|netlink| vmport::remove_devices(port, netlink).map_err(|e| e.to_string()));
+        .map_err(RequestError::from)
+        .and_then(|netlink| vmport::remove_devices(port, netlink).map_err(RequestError::from));
     if let Err(error) = removed {
         warn!(port = %port.name, %error, "removing the VM device failed");
     }
@@ -132,7 +133,7 @@ pub(super) fn plug(
     shared: &Shared,
     port: &PortConfig,
     interface: &VmInterface,
-) -> Result<Value, String> {
+) -> Result<Value, RequestError> {
     let domain = port.vm.as_deref().unwrap_or_default();
     match shared.vms.libvirt.plug(domain, interface) {
         Ok(change) => {
@@ -156,7 +157,7 @@ pub(super) fn plug(
             "action": format!("devices created; could not reach libvirt at {uri} ({message})"),
             "libvirt": "unreachable",
         })),
-        Err(error) => Err(error.to_string()),
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -199,22 +200,22 @@ fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Value {
 }
 
 /// `libvirt-xml PORT`: the `<interface>` element for the port's domain.
-pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<Value, String> {
+pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<LibvirtXml, RequestError> {
     let port = state
         .config
         .ports
         .iter()
         .find(|p| p.name == name)
-        .ok_or_else(|| format!("no port named {name:?}"))?;
-    let interface = vmport::interface_of(port).map_err(|e| e.to_string())?;
-    let xml = interface.to_xml().map_err(|e| e.to_string())?;
-    Ok(json!({
-        "port": port.name,
-        "domain": port.vm,
-        "device": interface.attachment.target_device(),
-        "mac": interface.mac,
-        "xml": xml,
-    }))
+        .ok_or_else(|| RequestError::not_found(format!("no port named {name:?}")))?;
+    let interface = vmport::interface_of(port).map_err(RequestError::from)?;
+    let xml = interface.to_xml().map_err(RequestError::from)?;
+    Ok(LibvirtXml {
+        port: port.name.clone(),
+        domain: port.vm.clone(),
+        device: interface.attachment.target_device().to_owned(),
+        mac: interface.mac,
+        xml,
+    })
 }
 
 /// Offers a control-plane event line (with a timestamp) to every `events` subscriber.

@@ -1,0 +1,592 @@
+//! The control protocol: what travels on the control socket, typed on both ends.
+//!
+//! One JSON line per request ([`Request`]) and one per reply ([`Response`]):
+//! `{"ok":true,"result":…,"version":1}` or
+//! `{"ok":false,"error":"…","code":"not_found","version":1}`. `error` is for people,
+//! `code` ([`ErrorKind`]) for programs. Every reply carries [`VERSION`]; a client
+//! refuses replies from a switch speaking an older protocol (or none: switches from
+//! before versions), since it may not understand what this client asks. Versions only
+//! grow when a reply loses or changes a key; adding keys keeps the version.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::config::{ConfigError, PortConfig, PortSettings};
+use crate::dataplane::DataplaneError;
+use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
+#[cfg(feature = "libvirt")]
+use crate::libvirt::LibvirtError;
+use crate::link::LinkError;
+use crate::netns::NetnsError;
+use crate::switch::SwitchError;
+use crate::upgrade::UpgradeError;
+use crate::vm::VmError;
+use crate::vmport::VmPortError;
+use crate::wire::MacAddr;
+
+/// The protocol this switch speaks and this client expects, in every reply as `"version"`.
+pub const VERSION: u32 = 1;
+
+/// One request on the control socket: `{"cmd":"port_del","name":"p3"}`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+// Variants without fields are written `V {}`: only struct variants reject
+// unknown fields in an internally tagged enum.
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+// One request per line, parsed and dropped: a large `port_add` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Request {
+    /// Who is serving: pid, version, metrics address.
+    Hello {},
+    /// Create a port (same fields as a `[[port]]` of the config file).
+    PortAdd {
+        port: PortConfig,
+    },
+    /// Remove a port; a non-persistent TAP the switch created is deleted.
+    PortDel {
+        name: String,
+    },
+    /// Change settings of a running port: `set` holds `[[port]]` keys (those of
+    /// [`crate::config::PortPatch::KEYS`]) with their new values; `null` returns a
+    /// key to its default. Applied whole or not at all.
+    PortSet {
+        name: String,
+        set: PortSettings,
+    },
+    PortList {},
+    FdbShow {},
+    /// Add a static MAC table entry.
+    FdbAdd {
+        mac: MacAddr,
+        port: String,
+        #[serde(default)]
+        vlan: VlanId,
+    },
+    FdbDel {
+        mac: MacAddr,
+        #[serde(default)]
+        vlan: VlanId,
+    },
+    /// Without a port: forget every learned entry. With one: every entry of that port.
+    FdbFlush {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    Stats {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
+    /// Turn this connection into a stream of event lines.
+    Events {},
+    /// The configuration as it is now, with hot-plugged ports.
+    ConfigShow {},
+    /// Restart without loss: start `binary` (default: this program's file)
+    /// and hand it every TAP fd, this socket and the MAC table.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<PathBuf>,
+    },
+    /// The libvirt `<interface>` element of a VM port, for its domain's definition.
+    LibvirtXml {
+        name: String,
+    },
+}
+
+/// What kind of failure a refused request met, sent as the reply's `"code"`. The names
+/// are stable: scripts may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request line is not a request (bad JSON, unknown command or field, too long).
+    BadRequest,
+    /// What the request names does not exist: a port, a MAC table entry, a netdev.
+    NotFound,
+    /// What the request would create exists already.
+    AlreadyExists,
+    /// A value in the request is refused: a setting, a path, a static entry.
+    InvalidValue,
+    /// The kernel refused an operation (netlink, TAP ioctls, namespaces).
+    Kernel,
+    /// Not allowed: the peer, or the switch itself after dropping capabilities.
+    Permission,
+    /// This switch cannot do that here (a feature the host or the build lacks).
+    Unsupported,
+    /// The switch cannot serve now: it is stopping, every connection is busy, or
+    /// libvirt cannot be reached.
+    Unavailable,
+    /// Anything else: a failure inside the switch.
+    Internal,
+    /// A code this client does not know (from a newer switch).
+    #[serde(other)]
+    Other,
+}
+
+/// A refused request: what kind of failure, and the message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[error("{message}")]
+pub struct RequestError {
+    #[serde(rename = "code")]
+    pub kind: ErrorKind,
+    #[serde(rename = "error")]
+    pub message: String,
+}
+
+impl RequestError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn invalid_value(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidValue, message)
+    }
+
+    pub fn permission(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Permission, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// The same kind, with `suffix` after the message.
+    pub fn suffixed(self, suffix: &str) -> Self {
+        Self::new(self.kind, format!("{}{suffix}", self.message))
+    }
+
+    /// The same kind, the message prefixed (`port p1: …`).
+    pub fn context(self, prefix: impl std::fmt::Display) -> Self {
+        Self::new(self.kind, format!("{prefix}: {}", self.message))
+    }
+}
+
+/// Permission for EPERM/EACCES, a kernel refusal otherwise.
+fn errno_kind(errno: Option<i32>) -> ErrorKind {
+    match errno {
+        Some(libc::EPERM | libc::EACCES) => ErrorKind::Permission,
+        Some(libc::EOPNOTSUPP) => ErrorKind::Unsupported,
+        _ => ErrorKind::Kernel,
+    }
+}
+
+impl From<DataplaneError> for RequestError {
+    fn from(error: DataplaneError) -> Self {
+        let kind = match &error {
+            DataplaneError::UnknownPort { .. } => ErrorKind::NotFound,
+            DataplaneError::PortExists { .. } => ErrorKind::AlreadyExists,
+            DataplaneError::Fdb(_) => ErrorKind::InvalidValue,
+            DataplaneError::Stopped => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        };
+        Self::new(kind, error.to_string())
+    }
+}
+
+impl From<NetnsError> for RequestError {
+    fn from(error: NetnsError) -> Self {
+        Self::new(netns_kind(&error), error.to_string())
+    }
+}
+
+impl From<LinkError> for RequestError {
+    fn from(error: LinkError) -> Self {
+        let kind = match &error {
+            LinkError::NotFound { .. } => ErrorKind::NotFound,
+            LinkError::InvalidPrefix { .. } => ErrorKind::InvalidValue,
+            LinkError::Netns(netns) => netns_kind(netns),
+            other => errno_kind(other.errno()),
+        };
+        Self::new(kind, error.to_string())
+    }
+}
+
+fn netns_kind(error: &NetnsError) -> ErrorKind {
+    match error {
+        NetnsError::InvalidName { .. } => ErrorKind::InvalidValue,
+        NetnsError::NotFound { .. } => ErrorKind::NotFound,
+        NetnsError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        NetnsError::NotANamespace { .. } => ErrorKind::InvalidValue,
+        NetnsError::Os { source, .. } => errno_kind(source.raw_os_error()),
+    }
+}
+
+impl From<ConfigError> for RequestError {
+    fn from(error: ConfigError) -> Self {
+        Self::invalid_value(error.to_string())
+    }
+}
+
+impl From<SwitchError> for RequestError {
+    fn from(error: SwitchError) -> Self {
+        let message = error.to_string();
+        let kind = match error {
+            SwitchError::Link { source, .. } => RequestError::from(source).kind,
+            SwitchError::Netns { source, .. } => RequestError::from(source).kind,
+            SwitchError::Dataplane(source) => RequestError::from(source).kind,
+            SwitchError::Tap { .. } => ErrorKind::Kernel,
+            SwitchError::NotATap { .. } | SwitchError::ForeignTap { .. } => {
+                ErrorKind::AlreadyExists
+            }
+            SwitchError::NothingToAdopt { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::InvalidValue,
+        };
+        Self::new(kind, message)
+    }
+}
+
+impl From<VmPortError> for RequestError {
+    fn from(error: VmPortError) -> Self {
+        let message = error.to_string();
+        let kind = match error {
+            VmPortError::NotAVmPort { .. } => ErrorKind::InvalidValue,
+            VmPortError::DeviceTaken { .. } => ErrorKind::AlreadyExists,
+            VmPortError::Link { source, .. } => RequestError::from(*source).kind,
+            _ => ErrorKind::Kernel,
+        };
+        Self::new(kind, message)
+    }
+}
+
+impl From<VmError> for RequestError {
+    fn from(error: VmError) -> Self {
+        Self::invalid_value(error.to_string())
+    }
+}
+
+#[cfg(feature = "libvirt")]
+impl From<LibvirtError> for RequestError {
+    fn from(error: LibvirtError) -> Self {
+        let kind = match &error {
+            LibvirtError::Unreachable { .. } => ErrorKind::Unavailable,
+            LibvirtError::Interface(_) => ErrorKind::InvalidValue,
+            _ => ErrorKind::Internal,
+        };
+        Self::new(kind, error.to_string())
+    }
+}
+
+impl From<UpgradeError> for RequestError {
+    fn from(error: UpgradeError) -> Self {
+        Self::internal(error.to_string())
+    }
+}
+
+/// One reply line: the request's result or why it was refused, and the protocol version
+/// of the switch that sent it (`None`: a switch from before versions).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    pub version: Option<u32>,
+    pub outcome: Result<Value, RequestError>,
+}
+
+impl Response {
+    /// A reply of this switch.
+    pub fn new(outcome: Result<Value, RequestError>) -> Self {
+        Self {
+            version: Some(VERSION),
+            outcome,
+        }
+    }
+
+    /// A refusal of this switch.
+    pub fn refusal(error: RequestError) -> Self {
+        Self::new(Err(error))
+    }
+
+    /// The reply as it goes on the wire (without the newline).
+    pub fn to_wire(&self) -> Value {
+        let mut line = match &self.outcome {
+            Ok(result) => json!({"ok": true, "result": result}),
+            Err(error) => json!({"ok": false, "error": error.message, "code": error.kind}),
+        };
+        if let Some(version) = self.version {
+            line["version"] = json!(version);
+        }
+        line
+    }
+
+    /// A reply line as parsed JSON; `None` when it is not a reply (no `"ok"`). A refusal
+    /// without a code (from a switch before versions) counts as `internal`.
+    pub fn from_wire(mut line: Value) -> Option<Self> {
+        let version = line
+            .get("version")
+            .and_then(Value::as_u64)
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        let outcome = match line.get("ok")?.as_bool()? {
+            true => Ok(line["result"].take()),
+            false => Err(RequestError {
+                kind: serde_json::from_value(line["code"].take()).unwrap_or(ErrorKind::Internal),
+                message: line["error"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned(),
+            }),
+        };
+        Some(Self { version, outcome })
+    }
+
+    /// The outcome, if the switch speaks [`VERSION`] or newer (newer ones only add keys);
+    /// otherwise the version it speaks (0: none).
+    pub fn checked(self) -> Result<Result<Value, RequestError>, u32> {
+        match self.version {
+            Some(version) if version >= VERSION => Ok(self.outcome),
+            other => Err(other.unwrap_or(0)),
+        }
+    }
+}
+
+/// A typed reply: what a request's `result` decodes into.
+pub trait Reply: serde::de::DeserializeOwned {}
+
+impl<T: serde::de::DeserializeOwned> Reply for T {}
+
+/// A reply's `result` as the typed reply `T` of its request.
+pub fn decode<T: Reply>(result: &Value) -> Result<T, serde_json::Error> {
+    T::deserialize(result)
+}
+
+/// Whether a port's netdev carrier is up, in `port_list`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Up,
+    Down,
+}
+
+/// One port of the `port_list` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortListEntry {
+    pub name: String,
+    pub id: PortId,
+    pub netns: Option<String>,
+    pub mtu: u32,
+    pub enabled: bool,
+    pub link: LinkState,
+    /// The TAP carries virtio-net headers (checksum and segmentation offloads).
+    pub offloads: bool,
+    pub persistent: bool,
+    pub adopted: bool,
+    /// The libvirt domain of a VM port.
+    pub vm: Option<String>,
+}
+
+/// The `port_list` reply.
+pub type PortList = Vec<PortListEntry>;
+
+/// One MAC table entry of the `fdb_show` reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FdbShowEntry {
+    pub vlan: VlanId,
+    pub mac: MacAddr,
+    /// The port's name (`#ID` for a port already gone).
+    pub port: String,
+    pub port_id: PortId,
+    pub kind: EntryKind,
+    pub age_secs: f64,
+}
+
+/// The `fdb_show` reply: the MAC table with port names, and its counters.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FdbShow {
+    pub entries: Vec<FdbShowEntry>,
+    pub counters: FdbCounters,
+}
+
+/// The `fdb_flush` reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbFlushed {
+    pub removed: u64,
+}
+
+/// The `hello` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub pid: u32,
+    /// The switch's program version (not the protocol's: that is the reply's `version`).
+    pub version: String,
+    /// Where the switch serves metrics, if it does.
+    pub metrics: Option<String>,
+}
+
+/// The `upgrade` reply: the process that took over.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandedOver {
+    pub pid: u32,
+    pub binary: PathBuf,
+}
+
+/// The `libvirt_xml` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibvirtXml {
+    pub port: String,
+    pub domain: Option<String>,
+    pub device: String,
+    pub mac: MacAddr,
+    pub xml: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_carry_the_version_and_round_trip() {
+        let ok = Response::new(Ok(json!([1, 2])));
+        let wire = ok.to_wire();
+        assert_eq!(
+            wire,
+            json!({"ok": true, "result": [1, 2], "version": VERSION})
+        );
+        assert_eq!(Response::from_wire(wire), Some(ok));
+        let refused = Response::refusal(RequestError::not_found("no port named \"p9\""));
+        let wire = refused.to_wire();
+        assert_eq!(
+            wire,
+            json!({"ok": false, "error": "no port named \"p9\"", "code": "not_found", "version": VERSION})
+        );
+        assert_eq!(Response::from_wire(wire), Some(refused));
+        assert_eq!(Response::from_wire(json!({"result": 1})), None);
+    }
+
+    #[test]
+    fn older_switches_are_refused_with_their_version() {
+        // A switch from before versions: no "version", no "code".
+        let unversioned = Response::from_wire(json!({"ok": true, "result": null})).unwrap();
+        assert_eq!(unversioned.checked(), Err(0));
+        let refusal = Response::from_wire(json!({"ok": false, "error": "nope"})).unwrap();
+        assert_eq!(refusal.clone().checked(), Err(0));
+        assert_eq!(refusal.outcome.unwrap_err().kind, ErrorKind::Internal);
+        let older = json!({"ok": true, "result": null, "version": VERSION - 1});
+        assert_eq!(
+            Response::from_wire(older).unwrap().checked(),
+            Err(VERSION - 1)
+        );
+        // Newer switches only add keys: their replies are taken.
+        let newer = json!({"ok": true, "result": 7, "version": VERSION + 1, "extra": 1});
+        assert_eq!(
+            Response::from_wire(newer).unwrap().checked(),
+            Ok(Ok(json!(7)))
+        );
+    }
+
+    #[test]
+    fn error_codes_are_stable_snake_case() {
+        let codes = [
+            (ErrorKind::BadRequest, "bad_request"),
+            (ErrorKind::NotFound, "not_found"),
+            (ErrorKind::AlreadyExists, "already_exists"),
+            (ErrorKind::InvalidValue, "invalid_value"),
+            (ErrorKind::Kernel, "kernel"),
+            (ErrorKind::Permission, "permission"),
+            (ErrorKind::Unsupported, "unsupported"),
+            (ErrorKind::Unavailable, "unavailable"),
+            (ErrorKind::Internal, "internal"),
+        ];
+        for (kind, code) in codes {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(code));
+            assert_eq!(
+                serde_json::from_value::<ErrorKind>(json!(code)).unwrap(),
+                kind
+            );
+        }
+        // A code from a newer switch still decodes.
+        let unknown: ErrorKind = serde_json::from_value(json!("quota_exceeded")).unwrap();
+        assert_eq!(unknown, ErrorKind::Other);
+    }
+
+    #[test]
+    fn module_errors_keep_not_found_apart_from_kernel_refusals() {
+        let missing = LinkError::NotFound {
+            operation: "setting MTU 9000".into(),
+            device: "p1".into(),
+        };
+        assert_eq!(RequestError::from(missing).kind, ErrorKind::NotFound);
+        let refused = |errno| LinkError::Kernel {
+            operation: "setting MTU 9000".into(),
+            device: "p1".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+            kernel_message: None,
+        };
+        assert_eq!(
+            RequestError::from(refused(libc::EINVAL)).kind,
+            ErrorKind::Kernel
+        );
+        assert_eq!(
+            RequestError::from(refused(libc::EPERM)).kind,
+            ErrorKind::Permission
+        );
+        let unknown = DataplaneError::UnknownPort { name: "p1".into() };
+        let error = RequestError::from(unknown);
+        assert_eq!(error.kind, ErrorKind::NotFound);
+        assert_eq!(error.message, "no port named \"p1\"");
+        assert_eq!(
+            RequestError::from(DataplaneError::PortExists { name: "p1".into() }).kind,
+            ErrorKind::AlreadyExists
+        );
+        assert_eq!(
+            RequestError::from(DataplaneError::Stopped).kind,
+            ErrorKind::Unavailable
+        );
+        let wrapped = SwitchError::Link {
+            port: "p1".into(),
+            source: LinkError::NotFound {
+                operation: "looking up".into(),
+                device: "p1".into(),
+            },
+        };
+        assert_eq!(RequestError::from(wrapped).kind, ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn typed_replies_round_trip_with_todays_keys() {
+        let port = PortListEntry {
+            name: "p1".into(),
+            id: PortId(3),
+            netns: None,
+            mtu: 1500,
+            enabled: true,
+            link: LinkState::Down,
+            offloads: false,
+            persistent: false,
+            adopted: true,
+            vm: Some("guest".into()),
+        };
+        let wire = serde_json::to_value(vec![port.clone()]).unwrap();
+        assert_eq!(
+            wire,
+            json!([{"name": "p1", "id": 3, "netns": null, "mtu": 1500, "enabled": true,
+                    "link": "down", "offloads": false, "persistent": false, "adopted": true,
+                    "vm": "guest"}])
+        );
+        assert_eq!(decode::<PortList>(&wire).unwrap(), vec![port]);
+        let fdb = FdbShow {
+            entries: vec![FdbShowEntry {
+                vlan: 20,
+                mac: "02:00:00:00:00:01".parse().unwrap(),
+                port: "p1".into(),
+                port_id: PortId(3),
+                kind: EntryKind::Static,
+                age_secs: 1.5,
+            }],
+            counters: FdbCounters::default(),
+        };
+        let wire = serde_json::to_value(&fdb).unwrap();
+        assert_eq!(wire["entries"][0]["mac"], "02:00:00:00:00:01");
+        assert_eq!(wire["entries"][0]["kind"], "static");
+        assert_eq!(wire["counters"]["aged_out"], 0);
+        assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
+        assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());
+    }
+}
