@@ -69,6 +69,14 @@ pub enum Command {
         port: Option<String>,
         reply: Sender<Result<usize, DataplaneError>>,
     },
+    /// Reply with every port (slot order), to hand their fds to a new process.
+    ExportPorts(Sender<Vec<Arc<dyn Port>>>),
+}
+
+/// What the workers tell each other; the control plane cannot send these
+/// (only the dataplane itself builds them), so the loop needs no answer for
+/// a control-plane request it does not expect.
+pub(super) enum WorkerMessage {
     /// (Primary to worker) serve this port too, reading the queues in `reads`.
     Attach {
         id: PortId,
@@ -76,8 +84,6 @@ pub enum Command {
         mtu: u32,
         reads: QueueMask,
     },
-    /// Reply with every port (slot order), to hand their fds to a new process.
-    ExportPorts(Sender<Vec<Arc<dyn Port>>>),
     /// (Primary to worker) forget this port.
     Detach(PortId),
     /// (Primary to worker) the port's MTU changed.
@@ -85,6 +91,14 @@ pub enum Command {
     /// (Worker to primary) this port failed; remove it everywhere. Carries
     /// the worker's last counters of the port.
     PortFailed { id: PortId, counters: PortCounters },
+}
+
+/// What a worker's channel carries.
+pub(super) enum Message {
+    /// From the control plane (through a [`DataplaneHandle`]).
+    Control(Command),
+    /// From another worker.
+    Worker(WorkerMessage),
 }
 
 /// Settings of a running port that the control plane can change; `None`
@@ -135,14 +149,23 @@ pub struct RemovedPort {
 /// Sends commands to a running dataplane and wakes it.
 #[derive(Clone)]
 pub struct DataplaneHandle {
-    pub(super) commands: Sender<Command>,
+    pub(super) commands: Sender<Message>,
     pub(super) waker: Arc<Waker>,
 }
 
 impl DataplaneHandle {
     pub fn send(&self, command: Command) -> Result<(), DataplaneError> {
+        self.deliver(Message::Control(command))
+    }
+
+    /// Sends a message from another worker.
+    pub(super) fn tell(&self, message: WorkerMessage) -> Result<(), DataplaneError> {
+        self.deliver(Message::Worker(message))
+    }
+
+    fn deliver(&self, message: Message) -> Result<(), DataplaneError> {
         self.commands
-            .send(command)
+            .send(message)
             .map_err(|_| DataplaneError::Stopped)?;
         self.waker.wake().map_err(|_| DataplaneError::Stopped)
     }

@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::egress::{account_send, send_retagged, send_with_software_offload};
 use super::events::{EventSink, report_forward_events};
+use super::messages::{Message, WorkerMessage};
 use super::{
     Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, LoopStats, MAX_QUEUES,
     MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask, RemovalCause,
@@ -66,7 +67,7 @@ pub struct Dataplane {
     /// Total number of workers.
     threads: usize,
     poll: Poll,
-    commands: Receiver<Command>,
+    commands: Receiver<Message>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
     forwarder: Arc<Mutex<Forwarder>>,
@@ -176,7 +177,7 @@ impl Dataplane {
             if self.workers.threads.is_empty() {
                 break; // not running yet: attached directly above
             }
-            worker.send(Command::Attach {
+            worker.tell(WorkerMessage::Attach {
                 id,
                 port: Arc::clone(&port),
                 mtu,
@@ -364,7 +365,7 @@ impl Dataplane {
             changed.mtu = Some(mtu);
             for worker in &self.workers.handles {
                 // A stopped worker has no MTU to check.
-                let _ = worker.send(Command::SetMtu { id, mtu });
+                let _ = worker.tell(WorkerMessage::SetMtu { id, mtu });
             }
         }
         let snapshot = slot.snapshot(id, forwarder.port(id));
@@ -485,45 +486,16 @@ impl Dataplane {
         }
     }
 
-    /// Handles pending control commands; true when asked to shut down.
+    /// Handles pending messages; true when asked to shut down.
     fn serve_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Shutdown) => return true,
-                Ok(Command::Snapshot(reply)) => {
-                    // The requester may have given up waiting; nothing to do then.
-                    let _ = reply.send(self.snapshot());
-                }
-                Ok(Command::Attach {
-                    id,
-                    port,
-                    mtu,
-                    reads,
-                }) => {
-                    if let Err(e) = self.attach(id, port, mtu, reads) {
-                        warn!(worker = self.worker, error = %e, "attaching a port failed");
-                        self.dead.push(id);
+                Ok(Message::Control(command)) => {
+                    if self.serve_control(command) {
+                        return true;
                     }
                 }
-                Ok(Command::Counters(reply)) => {
-                    let _ = reply.send(self.counters());
-                }
-                Ok(Command::ExportPorts(reply)) => {
-                    let ports = self.ports.iter().flatten();
-                    let _ = reply.send(ports.map(|slot| Arc::clone(&slot.port)).collect());
-                }
-                Ok(Command::Detach(id)) => {
-                    self.forget_port(id);
-                }
-                Ok(Command::SetMtu { id, mtu }) => {
-                    if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
-                        slot.mtu = mtu;
-                    }
-                }
-                Ok(Command::PortFailed { id, counters }) => {
-                    self.remove_failed_port(id, Some(counters));
-                }
-                Ok(command) => self.serve_control(command),
+                Ok(Message::Worker(message)) => self.serve_worker_message(message),
                 Err(TryRecvError::Empty) => return false,
                 // Every handle is gone: nobody can ever stop us, so stop now.
                 Err(TryRecvError::Disconnected) => return true,
@@ -531,10 +503,50 @@ impl Dataplane {
         }
     }
 
-    /// Carries out a control-plane change and replies. A requester that gave up
-    /// waiting loses only its answer: the change stands.
-    fn serve_control(&mut self, command: Command) {
+    /// Carries out what another worker asks.
+    fn serve_worker_message(&mut self, message: WorkerMessage) {
+        match message {
+            WorkerMessage::Attach {
+                id,
+                port,
+                mtu,
+                reads,
+            } => {
+                if let Err(e) = self.attach(id, port, mtu, reads) {
+                    warn!(worker = self.worker, error = %e, "attaching a port failed");
+                    self.dead.push(id);
+                }
+            }
+            WorkerMessage::Detach(id) => {
+                self.forget_port(id);
+            }
+            WorkerMessage::SetMtu { id, mtu } => {
+                if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                    slot.mtu = mtu;
+                }
+            }
+            WorkerMessage::PortFailed { id, counters } => {
+                self.remove_failed_port(id, Some(counters));
+            }
+        }
+    }
+
+    /// Carries out a control-plane request and replies; true when asked to shut
+    /// down. A requester that gave up waiting loses only its answer: the change stands.
+    fn serve_control(&mut self, command: Command) -> bool {
         match command {
+            Command::Shutdown => return true,
+            Command::Snapshot(reply) => {
+                // The requester may have given up waiting; nothing to do then.
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Counters(reply) => {
+                let _ = reply.send(self.counters());
+            }
+            Command::ExportPorts(reply) => {
+                let ports = self.ports.iter().flatten();
+                let _ = reply.send(ports.map(|slot| Arc::clone(&slot.port)).collect());
+            }
             Command::AddPort {
                 port,
                 mtu,
@@ -615,15 +627,8 @@ impl Dataplane {
                 });
                 let _ = reply.send(result);
             }
-            Command::Shutdown
-            | Command::Snapshot(_)
-            | Command::Counters(_)
-            | Command::ExportPorts(_)
-            | Command::Attach { .. }
-            | Command::Detach(_)
-            | Command::SetMtu { .. }
-            | Command::PortFailed { .. } => unreachable!("served by serve_commands"),
         }
+        false
     }
 
     /// Adds a port sent by the control plane, refusing a second port of the same name.
@@ -907,7 +912,7 @@ impl Dataplane {
             Some(primary) => {
                 if let Some(slot) = self.forget_port(id) {
                     // The primary stopping means the whole switch is stopping.
-                    let _ = primary.send(Command::PortFailed {
+                    let _ = primary.tell(WorkerMessage::PortFailed {
                         id,
                         counters: slot.counters,
                     });
@@ -953,7 +958,7 @@ impl Dataplane {
             last.counters.add(&extra);
         }
         for worker in &self.workers.handles {
-            let _ = worker.send(Command::Detach(id));
+            let _ = worker.tell(WorkerMessage::Detach(id));
         }
         // The slot held a port, so the forwarder knows it.
         let _ = self.forwarder().remove_port(id);
