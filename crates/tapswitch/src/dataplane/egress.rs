@@ -13,6 +13,54 @@ use crate::gso::Segmenter;
 use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, shift_frame_offsets};
 use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN};
 
+/// Writes one frame to the port of `out_slot`, as `tag` says, and counts the
+/// outcome there. `packet` is the frame as read, behind the ingress port's vnet
+/// header of `in_hdr_len` bytes; `offload` is what that header asked for. False
+/// when the port is gone and must be removed.
+pub(super) fn send_to_port(
+    segmenter: &mut Segmenter,
+    out_slot: &mut PortSlot,
+    packet: &[u8],
+    in_hdr_len: usize,
+    offload: &Offload,
+    tag: TagAction,
+) -> bool {
+    let frame = &packet[in_hdr_len..];
+    let is_gso = offload.segmentation.is_some();
+    let out_hdr_len = out_slot.port.vnet_hdr_len();
+    if let Some(layout) = offload.segmentation
+        && out_hdr_len > 0
+        && !layout.fits_mtu(out_slot.mtu as usize)
+    {
+        // Handed over whole, its segments would be bigger than this port's
+        // MTU allows a frame to be (software segmentation, below, cuts TCP to
+        // fit a port without offloads instead).
+        out_slot.counters.drops.count(DropReason::Oversize);
+        return true;
+    }
+    let result = if out_hdr_len == 0 && !offload.is_plain() {
+        // A port without offloads takes only complete, MTU-sized frames.
+        if tag != TagAction::AsIs {
+            // Segmenting and retagging at once is not built (yet).
+            out_slot.counters.drops.count(DropReason::NeedsOffload);
+            return true;
+        }
+        return send_with_software_offload(segmenter, out_slot, frame, offload);
+    } else if tag != TagAction::AsIs || !is_gso {
+        match send_retagged(out_slot, packet, in_hdr_len, is_gso, tag) {
+            Some(result) => result,
+            None => return true,
+        }
+    } else if out_hdr_len == in_hdr_len {
+        out_slot.port.send(packet)
+    } else {
+        // A super-frame only comes from a port with a vnet header.
+        out_slot.port.send_parts(&PLAIN_HEADER, frame)
+    };
+    let out_len = frame.len().saturating_add_signed(tag.len_change());
+    account_send(out_slot, result, out_len + out_hdr_len)
+}
+
 /// Counts the outcome of writing `len` bytes to `slot`; false when the port
 /// is gone and must be removed.
 pub(super) fn account_send(slot: &mut PortSlot, result: io::Result<usize>, len: usize) -> bool {

@@ -12,7 +12,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
-use super::egress::{account_send, send_retagged, send_with_software_offload};
+use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
 use super::messages::{Message, WorkerMessage};
 use super::{
@@ -21,10 +21,10 @@ use super::{
     RemovedPort, Snapshot,
 };
 use crate::fdb::{Learned, PortId};
-use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, TagAction, Verdict};
+use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
-use crate::vnet::{Offload, PLAIN_HEADER, VnetHeader};
+use crate::vnet::{Offload, VnetHeader};
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
@@ -826,7 +826,6 @@ impl Dataplane {
                 return Handled::Written(0);
             }
         };
-        let is_gso = offload.segmentation.is_some();
         // A super-frame whose segments would not fit the port's MTU is a giant in
         // disguise: the endpoint could not have sent those segments as frames.
         let too_big = match offload.segmentation {
@@ -863,41 +862,7 @@ impl Dataplane {
             let Some(Some(out_slot)) = ports.get_mut(out.index()) else {
                 continue;
             };
-            let out_hdr_len = out_slot.port.vnet_hdr_len();
-            if let Some(layout) = offload.segmentation
-                && out_hdr_len > 0
-                && !layout.fits_mtu(out_slot.mtu as usize)
-            {
-                // Handed over whole, its segments would be bigger than this port's
-                // MTU allows a frame to be (software segmentation, below, cuts TCP to
-                // fit a port without offloads instead).
-                out_slot.counters.drops.count(DropReason::Oversize);
-                continue;
-            }
-            let result = if out_hdr_len == 0 && !offload.is_plain() {
-                // A port without offloads takes only complete, MTU-sized frames.
-                if tag != TagAction::AsIs {
-                    // Segmenting and retagging at once is not built (yet).
-                    out_slot.counters.drops.count(DropReason::NeedsOffload);
-                    continue;
-                }
-                if !send_with_software_offload(segmenter, out_slot, frame, &offload) {
-                    dead.push(out);
-                }
-                continue;
-            } else if tag != TagAction::AsIs || !is_gso {
-                match send_retagged(out_slot, packet, hdr_len, is_gso, tag) {
-                    Some(result) => result,
-                    None => continue,
-                }
-            } else if out_hdr_len == hdr_len {
-                out_slot.port.send(packet)
-            } else {
-                // A super-frame only comes from a port with a vnet header.
-                out_slot.port.send_parts(&PLAIN_HEADER, frame)
-            };
-            let out_len = frame.len().saturating_add_signed(tag.len_change());
-            if !account_send(out_slot, result, out_len + out_hdr_len) {
+            if !send_to_port(segmenter, out_slot, packet, hdr_len, &offload, tag) {
                 dead.push(out);
             }
         }
