@@ -26,6 +26,8 @@
 mod counters;
 mod egress;
 mod events;
+#[cfg(test)]
+mod memory_port;
 mod messages;
 mod worker;
 
