@@ -86,7 +86,7 @@ pub fn check_offload(frame: &[u8], offload: &Offload) {
 }
 
 /// Delivers `frame` as the dataplane does to a port without a vnet header and
-/// an MTU of `mtu` (`dataplane::send_with_software_offload`): segments or a
+/// an MTU of `mtu` (`dataplane::egress::send_with_software_offload`): segments or a
 /// completed copy. Checks every frame that port would get. Returns the number
 /// of frames emitted.
 pub fn check_software_offload(
@@ -266,7 +266,7 @@ fn check_segment(segment: &[u8], layout: &Segmentation, index: usize, seq: u32) 
 
 /// A super-frame passed on to a port with a vnet header but a different VLAN
 /// tagging keeps a header that still describes it: the dataplane
-/// (`dataplane::send_retagged`) pushes a tag after the source address, or pops
+/// (`dataplane::egress::send_retagged`) pushes a tag after the source address, or pops
 /// the outer 802.1Q tag, and moves the header's offsets with
 /// [`shift_frame_offsets`]. The receiving kernel must find the same layout,
 /// moved by the tag.

@@ -1,51 +1,31 @@
-//! The event loop: reads frames from ready ports, asks the pure [`Forwarder`]
-//! where each goes, and writes it there.
-//!
-//! mio is edge-triggered: a readiness event arrives once per transition, so a
-//! port that signalled stays on the *ready list* until a read returns
-//! `WouldBlock`. Each turn serves every ready port for at most `poll_budget`
-//! units of work, so one busy port cannot starve the rest; a frame costs one
-//! unit per port it is written to (and one when it goes nowhere), so a port
-//! whose frames flood to every other port gets fewer of them per turn than a
-//! port talking to one peer. One buffer serves every
-//! frame: read once, written to each egress port, never copied or allocated.
-//!
-//! The control plane talks to the loop only through a channel and a mio
-//! [`Waker`]: the loop never blocks on anything but `epoll_wait`.
-//!
-//! With `threads > 1` the switch runs one such loop per thread ("workers").
-//! Each queue of a port (a multi-queue TAP has one fd per queue; the kernel
-//! spreads the netdev's flows over them) is *read* by exactly one worker
-//! ((port id + queue) modulo threads), and every port is *written* by any
-//! worker: a TAP fd takes concurrent writes. The workers share the
-//! [`Forwarder`] (and so the MAC table) behind a mutex held only for the
-//! decision itself. Worker 0, the primary, owns port membership: it adds and
-//! removes ports and tells the others; it answers the control plane, merging
-//! the other workers' counters into its snapshots.
+//! The worker: one event loop, its ports, and (on the primary) port membership
+//! and the other workers.
 
 use std::collections::VecDeque;
 use std::io;
-use std::ops::ControlFlow;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde::{Serialize, Serializer};
-use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::fdb::{FdbConfig, FdbCounters, FdbEntry, FdbError, Learned, PortId, VlanId};
-use crate::forward::{
-    DropReason, Egress, ForwardEvent, Forwarder, MacFlapEntry, PortPolicy, TagAction, Verdict,
-    ViolationAction,
+use super::egress::send_to_port;
+use super::events::{EventSink, report_forward_events};
+use super::messages::{Message, WorkerMessage};
+use super::{
+    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, LoopStats, MAX_QUEUES,
+    MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask, RemovalCause,
+    RemovedPort, Snapshot,
 };
+use crate::fdb::{Learned, PortId};
+use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
-use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, VnetHeader, shift_frame_offsets};
-use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, MacAddr, VLAN_TAG_LEN};
+use crate::vnet::{Offload, VnetHeader};
+use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -55,12 +35,6 @@ const WAKER: Token = Token(usize::MAX);
 /// millisecond of a fast flood; the switch reads at most a turn's worth of a
 /// storming port per this, i.e. some 64,000 frames a second.
 const STORM_HOLD_BACK: Duration = Duration::from_millis(1);
-
-/// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.
-pub const MAX_QUEUES: usize = 16;
-
-/// A set of a port's queues, bit `q` for queue `q`.
-type QueueMask = u16;
 
 fn token(id: PortId, queue: usize) -> Token {
     Token(id.index() * MAX_QUEUES + queue)
@@ -76,587 +50,6 @@ const BUFFER_LEN: usize = u16::MAX as usize + HEADER_LEN + VLAN_TAG_LEN + crate:
 
 /// How often the MAC table is swept for aged-out entries.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Errors of the event loop itself (not of one port: those remove the port).
-#[derive(Debug, Error)]
-pub enum DataplaneError {
-    #[error("creating the epoll instance failed: {0}")]
-    Poll(#[source] io::Error),
-    #[error("registering port {name} with epoll failed: {source}")]
-    Register {
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("waiting for events failed: {0}")]
-    Wait(#[source] io::Error),
-    #[error(transparent)]
-    Forward(#[from] crate::forward::ForwardError),
-    #[error("the dataplane has stopped")]
-    Stopped,
-    #[error("starting dataplane thread {worker} failed: {source}")]
-    Spawn {
-        worker: usize,
-        #[source]
-        source: io::Error,
-    },
-    #[error("dataplane thread {worker} panicked")]
-    WorkerPanicked { worker: usize },
-    #[error("no port named {name:?}")]
-    UnknownPort { name: String },
-    #[error("a port named {name:?} already exists")]
-    PortExists { name: String },
-    #[error(transparent)]
-    Fdb(#[from] FdbError),
-}
-
-/// Requests from the control plane.
-pub enum Command {
-    /// Stop forwarding; the loop returns its final snapshot.
-    Shutdown,
-    /// Reply with counters and the MAC table.
-    Snapshot(Sender<Snapshot>),
-    /// Reply with counters only (`fdb` left empty): cheap enough to scrape often.
-    Counters(Sender<Snapshot>),
-    /// Start forwarding on a port the control plane has fully set up (TAP open,
-    /// netdev configured), so the loop never waits on netlink.
-    AddPort {
-        port: Box<dyn Port>,
-        mtu: u32,
-        /// Applied right after the port is added, before it forwards a frame.
-        settings: PortUpdate,
-        reply: Sender<Result<PortSnapshot, DataplaneError>>,
-    },
-    /// Stop forwarding on a port and hand it back; the requester drops it, so
-    /// closing the TAP (which deletes a non-persistent netdev) happens off the
-    /// packet path.
-    RemovePort {
-        name: String,
-        /// Why: `Requested` for `port del`; `NamespaceDeleted` when its namespace went away.
-        cause: RemovalCause,
-        reply: Sender<Result<RemovedPort, DataplaneError>>,
-    },
-    /// The port's netdev went down or came up (from netlink link notifications):
-    /// reported as an event and in the port's state. Frames keep being written
-    /// either way; a down TAP refuses them and they count as `link_down`.
-    SetLinkState { name: String, up: bool },
-    /// The port's netdev is now in namespace `netns` (`None`: the switch's own).
-    PortMoved { name: String, netns: Option<String> },
-    /// Change settings of a running port.
-    UpdatePort {
-        name: String,
-        update: PortUpdate,
-        reply: Sender<Result<PortSnapshot, DataplaneError>>,
-    },
-    /// Pin `mac` to a port with a static MAC table entry.
-    FdbAdd {
-        vlan: VlanId,
-        mac: MacAddr,
-        port: String,
-        reply: Sender<Result<(), DataplaneError>>,
-    },
-    /// Remove the entry for `mac`; replies whether there was one.
-    FdbRemove {
-        vlan: VlanId,
-        mac: MacAddr,
-        reply: Sender<bool>,
-    },
-    /// Forget learned entries: all of them, or every entry (static too) of one port.
-    FdbFlush {
-        port: Option<String>,
-        reply: Sender<Result<usize, DataplaneError>>,
-    },
-    /// (Primary to worker) serve this port too, reading the queues in `reads`.
-    Attach {
-        id: PortId,
-        port: Arc<dyn Port>,
-        mtu: u32,
-        reads: QueueMask,
-    },
-    /// Reply with every port (slot order), to hand their fds to a new process.
-    ExportPorts(Sender<Vec<Arc<dyn Port>>>),
-    /// (Primary to worker) forget this port.
-    Detach(PortId),
-    /// (Primary to worker) the port's MTU changed.
-    SetMtu { id: PortId, mtu: u32 },
-    /// (Worker to primary) this port failed; remove it everywhere. Carries
-    /// the worker's last counters of the port.
-    PortFailed { id: PortId, counters: PortCounters },
-}
-
-/// Settings of a running port that the control plane can change; `None`
-/// leaves a setting as it is. Applied in one step by [`Dataplane::update_port`]:
-/// an invalid policy changes nothing. Serialised (for `port_changed` events)
-/// without the policy, which shows as `"policy": true`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct PortUpdate {
-    /// Largest frame accepted (plus Ethernet header and one VLAN tag).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
-    /// A disabled port neither receives nor sends frames. Also what brings back a
-    /// port its MAC limit shut down.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// The port's whole new forwarding policy (VLANs, security, storm control,
-    /// isolation, floods). Its `enabled` is not used: `enabled` above decides, or
-    /// the port keeps its current state (so a port shut down by its MAC limit stays
-    /// down until enabled).
-    #[serde(
-        serialize_with = "serialize_as_present",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub policy: Option<PortPolicy>,
-}
-
-fn serialize_as_present<S: Serializer>(
-    policy: &Option<PortPolicy>,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.serialize_bool(policy.is_some())
-}
-
-impl PortUpdate {
-    pub fn is_empty(&self) -> bool {
-        *self == PortUpdate::default()
-    }
-}
-
-/// A port taken out of the dataplane, with its last counters. Dropping the
-/// last reference closes the fd (other dataplane threads drop theirs when
-/// they process the detach).
-pub struct RemovedPort {
-    pub port: Arc<dyn Port>,
-    pub last: PortSnapshot,
-}
-
-/// Why a port left the dataplane.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RemovalCause {
-    /// The control plane asked.
-    Requested,
-    /// Reading or writing failed with an error other than a full queue or a
-    /// down link (e.g. the TAP was deleted under us).
-    DeviceError,
-    /// The network namespace the port's netdev was in was deleted, and the
-    /// kernel deleted the netdev with it.
-    NamespaceDeleted,
-}
-
-/// Something that changed in the switch, for `tapswitch events`. Ports are
-/// named by id; the control plane adds names, keeping the packet path free of
-/// string copies.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A source MAC not in the table was learned (`evicted_from`: a full
-    /// table made room by evicting one of that port's entries).
-    MacLearned {
-        mac: MacAddr,
-        port: PortId,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        evicted_from: Option<PortId>,
-    },
-    /// A live learned MAC showed up on another port.
-    MacMoved {
-        mac: MacAddr,
-        from: PortId,
-        to: PortId,
-    },
-    PortAdded {
-        port: PortId,
-        name: String,
-        mtu: u32,
-    },
-    PortRemoved {
-        port: PortId,
-        name: String,
-        cause: RemovalCause,
-    },
-    /// Settings of a port changed (`port set`).
-    PortChanged {
-        port: PortId,
-        name: String,
-        update: PortUpdate,
-    },
-    /// Entries were flushed: all learned ones, or all of one port.
-    FdbFlushed {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        port: Option<PortId>,
-        removed: usize,
-    },
-    FdbStaticAdded {
-        vlan: VlanId,
-        mac: MacAddr,
-        port: PortId,
-    },
-    FdbRemoved {
-        vlan: VlanId,
-        mac: MacAddr,
-    },
-    /// `mac` moved between ports too often (`[switch.mac_flap]`): it stays on
-    /// `held_on` and is not learned on `moved_to` while the hold lasts.
-    MacFlap {
-        vlan: VlanId,
-        mac: MacAddr,
-        held_on: PortId,
-        moved_to: PortId,
-        /// Flaps of this address so far.
-        flaps: u64,
-    },
-    /// A new source would have exceeded the port's `mac_limit` (for `drop+log` at
-    /// most one per port per second, `suppressed` counting the rest; `drop` is
-    /// silent, counted only).
-    MacLimitExceeded {
-        port: PortId,
-        vlan: VlanId,
-        mac: MacAddr,
-        limit: u32,
-        action: ViolationAction,
-        suppressed: u64,
-    },
-    /// The port's MAC limit (`mac_limit_action = "shutdown"`) disabled it;
-    /// `port set NAME --enable` brings it back.
-    PortShutdown {
-        port: PortId,
-    },
-    /// The port's netdev went down (its endpoint set it down, or it is being
-    /// moved): frames to it count as `link_down` drops until it is up.
-    PortLinkDown {
-        port: PortId,
-    },
-    /// The port's netdev is up again and forwarding.
-    PortLinkUp {
-        port: PortId,
-    },
-    /// The port's netdev moved to namespace `netns` (`null`: the switch's own).
-    PortMoved {
-        port: PortId,
-        netns: Option<String>,
-    },
-}
-
-/// Where events go: a bounded channel filled with `try_send`, so a slow
-/// reader costs lost events (counted), never a stalled loop. Every worker
-/// holds a sender of the same channel.
-#[derive(Default)]
-struct EventSink {
-    sender: Option<SyncSender<Event>>,
-    dropped: u64,
-}
-
-impl EventSink {
-    fn emit(&mut self, event: impl FnOnce() -> Event) {
-        let Some(sender) = &self.sender else {
-            return;
-        };
-        match sender.try_send(event()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.dropped += 1,
-            // The reader is gone: stop building events nobody will read.
-            Err(TrySendError::Disconnected(_)) => self.sender = None,
-        }
-    }
-
-    /// The event for what learning a frame's source address did, if it is news.
-    fn learned(&mut self, ingress: PortId, frame: &[u8], learned: Learned) {
-        if !matches!(
-            learned,
-            Learned::New | Learned::Moved { .. } | Learned::Evicted { .. }
-        ) {
-            return;
-        }
-        // Learning happened, so the frame has a full Ethernet header.
-        let mac = MacAddr::from_bytes(&frame[6..12]);
-        self.emit(|| match learned {
-            Learned::Moved { from } => Event::MacMoved {
-                mac,
-                from,
-                to: ingress,
-            },
-            Learned::Evicted { victim_port } => Event::MacLearned {
-                mac,
-                port: ingress,
-                evicted_from: Some(victim_port),
-            },
-            _ => Event::MacLearned {
-                mac,
-                port: ingress,
-                evicted_from: None,
-            },
-        });
-    }
-}
-
-/// Upper bounds of the batch-size histogram buckets (frames read from one
-/// port in one visit); the last bucket is everything above.
-pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
-
-/// Ports removed after device errors that snapshots still report (the newest).
-pub const MAX_REMOVED_PORTS: usize = 64;
-
-/// Upper bounds (µs) of the buckets of [`LoopStats::turn_us`].
-pub const TURN_BUCKETS_US: [u64; 16] = [
-    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536,
-];
-
-/// How the loop spends its turns (summed over dataplane threads).
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct LoopStats {
-    /// Returns from `epoll_wait`.
-    pub iterations: u64,
-    /// Visits to a ready port.
-    pub batches: u64,
-    /// Frames read over all visits.
-    pub batch_frames: u64,
-    /// Visits by frames read: `batch_sizes[i]` counts visits that read at most
-    /// `BATCH_BUCKETS[i]` frames and more than the bucket before; the extra
-    /// last element counts larger ones.
-    pub batch_sizes: [u64; BATCH_BUCKETS.len() + 1],
-    /// Loop latency: turns that forwarded frames, by how long the turn took
-    /// from epoll's return until the loop could wait again (a frame arriving
-    /// meanwhile waits at most that long). `turn_us[i]` counts turns of at
-    /// most `TURN_BUCKETS_US[i]` µs and more than the bucket before; the extra
-    /// last element counts longer ones.
-    pub turn_us: [u64; TURN_BUCKETS_US.len() + 1],
-}
-
-impl LoopStats {
-    fn record_batch(&mut self, frames: usize) {
-        self.batches += 1;
-        self.batch_frames += frames as u64;
-        let bucket = BATCH_BUCKETS
-            .iter()
-            .position(|&bound| frames <= bound)
-            .unwrap_or(BATCH_BUCKETS.len());
-        self.batch_sizes[bucket] += 1;
-    }
-
-    fn record_turn(&mut self, took: Duration) {
-        let micros = took.as_micros() as u64;
-        let bucket = TURN_BUCKETS_US
-            .iter()
-            .position(|&bound| micros <= bound)
-            .unwrap_or(TURN_BUCKETS_US.len());
-        self.turn_us[bucket] += 1;
-    }
-
-    fn add(&mut self, other: &LoopStats) {
-        self.iterations += other.iterations;
-        self.batches += other.batches;
-        self.batch_frames += other.batch_frames;
-        for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
-            *mine += theirs;
-        }
-        for (mine, theirs) in self.turn_us.iter_mut().zip(other.turn_us) {
-            *mine += theirs;
-        }
-    }
-}
-
-/// Per-port counters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct PortCounters {
-    pub rx_frames: u64,
-    pub rx_bytes: u64,
-    pub tx_frames: u64,
-    pub tx_bytes: u64,
-    /// Source MACs that moved onto this port from another.
-    pub mac_moves: u64,
-    /// Source MACs that flapped onto this port and were held on their previous one.
-    pub mac_flaps: u64,
-    /// Times the port was shut down by its MAC limit.
-    pub shutdowns: u64,
-    /// Frames dropped, by reason: at ingress for frames read from this port,
-    /// at egress for frames that could not be written to it.
-    pub drops: DropCounters,
-}
-
-impl PortCounters {
-    /// Adds another worker's counts for the same port.
-    fn add(&mut self, other: &PortCounters) {
-        // Exhaustive, so a new counter cannot be forgotten here.
-        let PortCounters {
-            rx_frames,
-            rx_bytes,
-            tx_frames,
-            tx_bytes,
-            mac_moves,
-            mac_flaps,
-            shutdowns,
-            drops,
-        } = other;
-        self.rx_frames += rx_frames;
-        self.rx_bytes += rx_bytes;
-        self.tx_frames += tx_frames;
-        self.tx_bytes += tx_bytes;
-        self.mac_moves += mac_moves;
-        self.mac_flaps += mac_flaps;
-        self.shutdowns += shutdowns;
-        for (mine, theirs) in self.drops.0.iter_mut().zip(drops.0.iter()) {
-            *mine += theirs;
-        }
-    }
-}
-
-/// Drop counters indexed by [`DropReason`]; serialised as `{reason: count}`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DropCounters([u64; DropReason::COUNT]);
-
-impl DropCounters {
-    pub fn count(&mut self, reason: DropReason) {
-        self.0[reason.index()] += 1;
-    }
-
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.0[reason.index()]
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-}
-
-impl Serialize for DropCounters {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(DropReason::ALL.iter().map(|r| (r.name(), self.get(*r))))
-    }
-}
-
-/// One port as the control plane sees it.
-#[derive(Clone, Debug, Serialize)]
-pub struct PortSnapshot {
-    pub id: PortId,
-    pub name: String,
-    pub mtu: u32,
-    pub vnet_hdr: bool,
-    /// False once disabled, e.g. shut down by its MAC limit.
-    pub enabled: bool,
-    /// Whether the netdev is up, as netlink last reported it.
-    pub link_up: bool,
-    pub counters: PortCounters,
-}
-
-/// The state of the switch at one instant.
-#[derive(Clone, Debug, Serialize)]
-pub struct Snapshot {
-    pub ports: Vec<PortSnapshot>,
-    /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters:
-    /// the newest removal of each name, at most [`MAX_REMOVED_PORTS`].
-    pub removed_ports: Vec<PortSnapshot>,
-    /// The MAC table (empty in a counters-only snapshot).
-    pub fdb: Vec<FdbEntry>,
-    /// Entries in the MAC table (also when `fdb` was left out).
-    pub fdb_size: usize,
-    pub fdb_counters: FdbCounters,
-    /// Addresses that flapped between ports, with their flap counts.
-    pub mac_flaps: Vec<MacFlapEntry>,
-    pub loop_stats: LoopStats,
-    /// Events lost because their reader fell behind.
-    pub events_dropped: u64,
-}
-
-impl Snapshot {
-    pub fn port(&self, name: &str) -> Option<&PortSnapshot> {
-        self.ports.iter().find(|p| p.name == name)
-    }
-
-    /// Adds another worker's counters (per port, by id, and of its loop).
-    fn merge_counters(&mut self, other: &Snapshot) {
-        merge_ports(&mut self.ports, &other.ports);
-        self.loop_stats.add(&other.loop_stats);
-        self.events_dropped += other.events_dropped;
-    }
-}
-
-fn merge_ports(into: &mut Vec<PortSnapshot>, from: &[PortSnapshot]) {
-    for theirs in from {
-        match into
-            .iter_mut()
-            .find(|p| p.id == theirs.id && p.name == theirs.name)
-        {
-            Some(mine) => mine.counters.add(&theirs.counters),
-            None => into.push(theirs.clone()),
-        }
-    }
-}
-
-/// Settings of the loop.
-#[derive(Clone, Debug)]
-pub struct DataplaneConfig {
-    pub poll_budget: usize,
-    /// How long to keep polling without sleeping after the last frame.
-    pub idle_poll: Duration,
-    /// Dataplane threads (workers); ports are spread over them for reading.
-    pub threads: usize,
-    pub fdb: FdbConfig,
-}
-
-/// Sends commands to a running dataplane and wakes it.
-#[derive(Clone)]
-pub struct DataplaneHandle {
-    commands: Sender<Command>,
-    waker: Arc<Waker>,
-}
-
-impl DataplaneHandle {
-    pub fn send(&self, command: Command) -> Result<(), DataplaneError> {
-        self.commands
-            .send(command)
-            .map_err(|_| DataplaneError::Stopped)?;
-        self.waker.wake().map_err(|_| DataplaneError::Stopped)
-    }
-
-    /// Asks for a snapshot and waits for it.
-    pub fn snapshot(&self) -> Result<Snapshot, DataplaneError> {
-        let (reply, answer) = mpsc::channel();
-        self.send(Command::Snapshot(reply))?;
-        answer.recv().map_err(|_| DataplaneError::Stopped)
-    }
-
-    pub fn shutdown(&self) -> Result<(), DataplaneError> {
-        self.send(Command::Shutdown)
-    }
-
-    /// Sends the command `make` builds around a reply channel and waits for the reply.
-    pub fn request<T>(&self, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, DataplaneError> {
-        let (reply, answer) = mpsc::channel();
-        self.send(make(reply))?;
-        answer.recv().map_err(|_| DataplaneError::Stopped)
-    }
-}
-
-struct PortSlot {
-    port: Arc<dyn Port>,
-    mtu: u32,
-    /// The netdev's state as last reported by the control plane.
-    link_up: bool,
-    counters: PortCounters,
-    /// The queues this worker reads (registered with this worker's epoll).
-    reads: QueueMask,
-    /// The queues on the ready list (they signalled and have not yet returned `WouldBlock`).
-    ready: QueueMask,
-}
-
-impl PortSlot {
-    fn snapshot(&self, id: PortId, policy: Option<&PortPolicy>) -> PortSnapshot {
-        PortSnapshot {
-            id,
-            name: self.port.name().to_owned(),
-            mtu: self.mtu,
-            vnet_hdr: self.port.vnet_hdr_len() > 0,
-            enabled: policy.is_some_and(|p| p.enabled),
-            link_up: self.link_up,
-            counters: self.counters.clone(),
-        }
-    }
-
-    /// Longest Ethernet frame (no vnet header) accepted from or sent to this
-    /// port unless it is an offload super-frame: MTU + header + one VLAN tag.
-    fn max_frame_len(&self) -> usize {
-        self.mtu as usize + HEADER_LEN + VLAN_TAG_LEN
-    }
-}
 
 /// The other workers, as the primary sees them.
 #[derive(Default)]
@@ -674,7 +67,7 @@ pub struct Dataplane {
     /// Total number of workers.
     threads: usize,
     poll: Poll,
-    commands: Receiver<Command>,
+    commands: Receiver<Message>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
     forwarder: Arc<Mutex<Forwarder>>,
@@ -784,7 +177,7 @@ impl Dataplane {
             if self.workers.threads.is_empty() {
                 break; // not running yet: attached directly above
             }
-            worker.send(Command::Attach {
+            worker.tell(WorkerMessage::Attach {
                 id,
                 port: Arc::clone(&port),
                 mtu,
@@ -972,7 +365,7 @@ impl Dataplane {
             changed.mtu = Some(mtu);
             for worker in &self.workers.handles {
                 // A stopped worker has no MTU to check.
-                let _ = worker.send(Command::SetMtu { id, mtu });
+                let _ = worker.tell(WorkerMessage::SetMtu { id, mtu });
             }
         }
         let snapshot = slot.snapshot(id, forwarder.port(id));
@@ -1093,45 +486,16 @@ impl Dataplane {
         }
     }
 
-    /// Handles pending control commands; true when asked to shut down.
+    /// Handles pending messages; true when asked to shut down.
     fn serve_commands(&mut self) -> bool {
         loop {
             match self.commands.try_recv() {
-                Ok(Command::Shutdown) => return true,
-                Ok(Command::Snapshot(reply)) => {
-                    // The requester may have given up waiting; nothing to do then.
-                    let _ = reply.send(self.snapshot());
-                }
-                Ok(Command::Attach {
-                    id,
-                    port,
-                    mtu,
-                    reads,
-                }) => {
-                    if let Err(e) = self.attach(id, port, mtu, reads) {
-                        warn!(worker = self.worker, error = %e, "attaching a port failed");
-                        self.dead.push(id);
+                Ok(Message::Control(command)) => {
+                    if self.serve_control(command) {
+                        return true;
                     }
                 }
-                Ok(Command::Counters(reply)) => {
-                    let _ = reply.send(self.counters());
-                }
-                Ok(Command::ExportPorts(reply)) => {
-                    let ports = self.ports.iter().flatten();
-                    let _ = reply.send(ports.map(|slot| Arc::clone(&slot.port)).collect());
-                }
-                Ok(Command::Detach(id)) => {
-                    self.forget_port(id);
-                }
-                Ok(Command::SetMtu { id, mtu }) => {
-                    if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
-                        slot.mtu = mtu;
-                    }
-                }
-                Ok(Command::PortFailed { id, counters }) => {
-                    self.remove_failed_port(id, Some(counters));
-                }
-                Ok(command) => self.serve_control(command),
+                Ok(Message::Worker(message)) => self.serve_worker_message(message),
                 Err(TryRecvError::Empty) => return false,
                 // Every handle is gone: nobody can ever stop us, so stop now.
                 Err(TryRecvError::Disconnected) => return true,
@@ -1139,10 +503,50 @@ impl Dataplane {
         }
     }
 
-    /// Carries out a control-plane change and replies. A requester that gave up
-    /// waiting loses only its answer: the change stands.
-    fn serve_control(&mut self, command: Command) {
+    /// Carries out what another worker asks.
+    fn serve_worker_message(&mut self, message: WorkerMessage) {
+        match message {
+            WorkerMessage::Attach {
+                id,
+                port,
+                mtu,
+                reads,
+            } => {
+                if let Err(e) = self.attach(id, port, mtu, reads) {
+                    warn!(worker = self.worker, error = %e, "attaching a port failed");
+                    self.dead.push(id);
+                }
+            }
+            WorkerMessage::Detach(id) => {
+                self.forget_port(id);
+            }
+            WorkerMessage::SetMtu { id, mtu } => {
+                if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                    slot.mtu = mtu;
+                }
+            }
+            WorkerMessage::PortFailed { id, counters } => {
+                self.remove_failed_port(id, Some(counters));
+            }
+        }
+    }
+
+    /// Carries out a control-plane request and replies; true when asked to shut
+    /// down. A requester that gave up waiting loses only its answer: the change stands.
+    fn serve_control(&mut self, command: Command) -> bool {
         match command {
+            Command::Shutdown => return true,
+            Command::Snapshot(reply) => {
+                // The requester may have given up waiting; nothing to do then.
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Counters(reply) => {
+                let _ = reply.send(self.counters());
+            }
+            Command::ExportPorts(reply) => {
+                let ports = self.ports.iter().flatten();
+                let _ = reply.send(ports.map(|slot| Arc::clone(&slot.port)).collect());
+            }
             Command::AddPort {
                 port,
                 mtu,
@@ -1223,15 +627,8 @@ impl Dataplane {
                 });
                 let _ = reply.send(result);
             }
-            Command::Shutdown
-            | Command::Snapshot(_)
-            | Command::Counters(_)
-            | Command::ExportPorts(_)
-            | Command::Attach { .. }
-            | Command::Detach(_)
-            | Command::SetMtu { .. }
-            | Command::PortFailed { .. } => unreachable!("served by serve_commands"),
         }
+        false
     }
 
     /// Adds a port sent by the control plane, refusing a second port of the same name.
@@ -1429,7 +826,6 @@ impl Dataplane {
                 return Handled::Written(0);
             }
         };
-        let is_gso = offload.segmentation.is_some();
         // A super-frame whose segments would not fit the port's MTU is a giant in
         // disguise: the endpoint could not have sent those segments as frames.
         let too_big = match offload.segmentation {
@@ -1466,41 +862,7 @@ impl Dataplane {
             let Some(Some(out_slot)) = ports.get_mut(out.index()) else {
                 continue;
             };
-            let out_hdr_len = out_slot.port.vnet_hdr_len();
-            if let Some(layout) = offload.segmentation
-                && out_hdr_len > 0
-                && !layout.fits_mtu(out_slot.mtu as usize)
-            {
-                // Handed over whole, its segments would be bigger than this port's
-                // MTU allows a frame to be (software segmentation, below, cuts TCP to
-                // fit a port without offloads instead).
-                out_slot.counters.drops.count(DropReason::Oversize);
-                continue;
-            }
-            let result = if out_hdr_len == 0 && !offload.is_plain() {
-                // A port without offloads takes only complete, MTU-sized frames.
-                if tag != TagAction::AsIs {
-                    // Segmenting and retagging at once is not built (yet).
-                    out_slot.counters.drops.count(DropReason::NeedsOffload);
-                    continue;
-                }
-                if !send_with_software_offload(segmenter, out_slot, frame, &offload) {
-                    dead.push(out);
-                }
-                continue;
-            } else if tag != TagAction::AsIs || !is_gso {
-                match send_retagged(out_slot, packet, hdr_len, is_gso, tag) {
-                    Some(result) => result,
-                    None => continue,
-                }
-            } else if out_hdr_len == hdr_len {
-                out_slot.port.send(packet)
-            } else {
-                // A super-frame only comes from a port with a vnet header.
-                out_slot.port.send_parts(&PLAIN_HEADER, frame)
-            };
-            let out_len = frame.len().saturating_add_signed(tag.len_change());
-            if !account_send(out_slot, result, out_len + out_hdr_len) {
+            if !send_to_port(segmenter, out_slot, packet, hdr_len, &offload, tag) {
                 dead.push(out);
             }
         }
@@ -1515,7 +877,7 @@ impl Dataplane {
             Some(primary) => {
                 if let Some(slot) = self.forget_port(id) {
                     // The primary stopping means the whole switch is stopping.
-                    let _ = primary.send(Command::PortFailed {
+                    let _ = primary.tell(WorkerMessage::PortFailed {
                         id,
                         counters: slot.counters,
                     });
@@ -1561,7 +923,7 @@ impl Dataplane {
             last.counters.add(&extra);
         }
         for worker in &self.workers.handles {
-            let _ = worker.send(Command::Detach(id));
+            let _ = worker.tell(WorkerMessage::Detach(id));
         }
         // The slot held a port, so the forwarder knows it.
         let _ = self.forwarder().remove_port(id);
@@ -1599,227 +961,6 @@ enum Handled {
     Policed,
 }
 
-/// Counts the outcome of writing `len` bytes to `slot`; false when the port
-/// is gone and must be removed.
-fn account_send(slot: &mut PortSlot, result: io::Result<usize>, len: usize) -> bool {
-    match result {
-        Ok(_) => {
-            slot.counters.tx_frames += 1;
-            slot.counters.tx_bytes += len as u64;
-            true
-        }
-        Err(e) => match classify_send_error(&e) {
-            SendFailure::Dropped(reason) => {
-                slot.counters.drops.count(reason);
-                true
-            }
-            SendFailure::PortGone => {
-                warn!(port = slot.port.name(), error = %e, "writing failed; removing the port");
-                slot.counters.drops.count(DropReason::TxError);
-                false
-            }
-        },
-    }
-}
-
-/// Gives a frame whose vnet header asked for offloads to a port without a
-/// vnet header: a super-frame is cut into segments that fit the port's MTU,
-/// a partial checksum is completed on a copy (the read buffer may still go
-/// to other ports as it is). False when the port is gone.
-fn send_with_software_offload(
-    segmenter: &mut Segmenter,
-    slot: &mut PortSlot,
-    frame: &[u8],
-    offload: &Offload,
-) -> bool {
-    if let Some(layout) = offload.segmentation {
-        let max_payload = layout.max_payload_for_mtu(slot.mtu as usize);
-        let mut alive = true;
-        let segmented = segmenter.segment(frame, &layout, max_payload, |segment| {
-            let result = slot.port.send(segment);
-            alive = account_send(slot, result, segment.len());
-            if alive {
-                ControlFlow::Continue(())
-            } else {
-                ControlFlow::Break(())
-            }
-        });
-        if segmented.is_err() {
-            // The MTU leaves no room for payload, or UDP datagrams exceed it.
-            slot.counters.drops.count(DropReason::NeedsOffload);
-        }
-        alive
-    } else if let Some(request) = offload.checksum {
-        let complete = segmenter.with_checksum(frame, request);
-        let result = slot.port.send(complete);
-        account_send(slot, result, complete.len())
-    } else {
-        let result = slot.port.send(frame);
-        account_send(slot, result, frame.len())
-    }
-}
-
-/// Logs what the forwarder reported, counts it on the ports concerned and passes
-/// it on as events.
-fn report_forward_events(
-    forwarder: &mut Forwarder,
-    ports: &mut [Option<PortSlot>],
-    events: &mut EventSink,
-) {
-    let lost = forwarder.events_lost();
-    for event in forwarder.drain_events() {
-        let name = |id: PortId| match ports.get(id.index()) {
-            Some(Some(slot)) => slot.port.name().to_owned(),
-            _ => format!("#{id}"),
-        };
-        match event {
-            ForwardEvent::MacLimitExceeded {
-                port,
-                vlan,
-                mac,
-                limit,
-                action,
-                suppressed,
-            } => {
-                let port_name = name(port);
-                warn!(port = %port_name, vlan, %mac, limit, %action, suppressed, "MAC limit exceeded");
-                events.emit(|| Event::MacLimitExceeded {
-                    port,
-                    vlan,
-                    mac,
-                    limit,
-                    action,
-                    suppressed,
-                });
-                if action == ViolationAction::Shutdown {
-                    warn!(port = %port_name, "port shut down by its MAC limit");
-                    if let Some(Some(slot)) = ports.get_mut(port.index()) {
-                        slot.counters.shutdowns += 1;
-                    }
-                    events.emit(|| Event::PortShutdown { port });
-                }
-            }
-            ForwardEvent::MacFlap {
-                vlan,
-                mac,
-                held_on,
-                moved_to,
-                flaps,
-            } => {
-                warn!(vlan, %mac, held_on = %name(held_on), moved_to = %name(moved_to), flaps, "MAC flapping between ports; held");
-                events.emit(|| Event::MacFlap {
-                    vlan,
-                    mac,
-                    held_on,
-                    moved_to,
-                    flaps,
-                });
-                if let Some(Some(slot)) = ports.get_mut(moved_to.index()) {
-                    slot.counters.mac_flaps += 1;
-                }
-            }
-        }
-    }
-    if lost > 0 {
-        debug!(lost, "forwarding events lost to a full queue");
-    }
-}
-
-/// Writes a frame whose VLAN tag changes on the way out (pushed, popped or its VID
-/// rewritten), or any complete frame, after checking it against the egress port's MTU.
-/// The frame is gathered as [vnet header][addresses][new tag][rest] so that it is never
-/// copied; a vnet header's frame offsets move with the tag. `None` when the frame was
-/// dropped here (and counted on the egress port).
-fn send_retagged(
-    out_slot: &mut PortSlot,
-    packet: &[u8],
-    in_hdr_len: usize,
-    is_gso: bool,
-    tag: TagAction,
-) -> Option<io::Result<usize>> {
-    let frame = &packet[in_hdr_len..];
-    let view = EthernetFrame::new_unchecked(frame);
-    let out_len = frame.len().saturating_add_signed(tag.len_change());
-    let out_tagged = match tag {
-        TagAction::AsIs => view.vlan().is_some(),
-        TagAction::Push(_) | TagAction::SetVid(_) => true,
-        TagAction::Pop => false,
-    };
-    let l2_header = HEADER_LEN + if out_tagged { VLAN_TAG_LEN } else { 0 };
-    if !is_gso && out_len.saturating_sub(l2_header) > out_slot.mtu as usize {
-        out_slot.counters.drops.count(DropReason::Oversize);
-        return None;
-    }
-    // Frames needing offloads never reach here for a port without them
-    // (the caller segments them in software).
-    let out_hdr_len = out_slot.port.vnet_hdr_len();
-    if tag == TagAction::AsIs {
-        return Some(if out_hdr_len == in_hdr_len {
-            out_slot.port.send(packet)
-        } else if out_hdr_len == 0 {
-            out_slot.port.send(frame)
-        } else {
-            out_slot.port.send_parts(&PLAIN_HEADER, frame)
-        });
-    }
-
-    let mut vnet = PLAIN_HEADER;
-    if out_hdr_len > 0 && in_hdr_len > 0 {
-        vnet.copy_from_slice(&packet[..VNET_HDR_LEN]);
-        shift_frame_offsets(&mut vnet, tag.len_change());
-    }
-    let vnet: &[u8] = if out_hdr_len > 0 { &vnet } else { &[] };
-    let (new_tag, rest) = match tag {
-        TagAction::AsIs => unreachable!("handled above"),
-        TagAction::Push(vid) => (Some(vid), &frame[12..]),
-        TagAction::SetVid(vid) => {
-            let old_tci = u16::from_be_bytes([frame[14], frame[15]]);
-            (Some((old_tci & 0xf000) | vid), &frame[HEADER_LEN + 2..])
-        }
-        TagAction::Pop => (None, &frame[HEADER_LEN + 2..]),
-    };
-    let mut tag_bytes = [0u8; VLAN_TAG_LEN];
-    let tag_bytes: &[u8] = match new_tag {
-        Some(tci) => {
-            tag_bytes[..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-            tag_bytes[2..].copy_from_slice(&tci.to_be_bytes());
-            &tag_bytes
-        }
-        None => &[],
-    };
-    let parts = [
-        io::IoSlice::new(vnet),
-        io::IoSlice::new(&frame[..12]),
-        io::IoSlice::new(tag_bytes),
-        io::IoSlice::new(rest),
-    ];
-    Some(out_slot.port.send_vectored(&parts))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum SendFailure {
-    Dropped(DropReason),
-    PortGone,
-}
-
-/// A TAP refuses one frame (bad vnet header, too big, queue full) with these
-/// errors, and every frame while its netdev is down (EIO: a state, not a
-/// failure); anything else (EBADFD after the device was deleted) means the
-/// device itself is gone.
-fn classify_send_error(error: &io::Error) -> SendFailure {
-    match error.raw_os_error() {
-        Some(libc::EIO) => SendFailure::Dropped(DropReason::LinkDown),
-        Some(libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM) => {
-            SendFailure::Dropped(DropReason::TxQueueFull)
-        }
-        Some(libc::EINVAL | libc::EMSGSIZE | libc::EFAULT) => {
-            SendFailure::Dropped(DropReason::TxRejected)
-        }
-        Some(libc::EINTR) => SendFailure::Dropped(DropReason::TxQueueFull),
-        _ => SendFailure::PortGone,
-    }
-}
-
 #[derive(Debug, PartialEq, Eq)]
 enum RecvFailure {
     /// Interrupted: read again.
@@ -1843,6 +984,8 @@ fn classify_recv_error(error: &io::Error) -> RecvFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dataplane::egress::{SendFailure, classify_send_error};
+    use crate::fdb::FdbConfig;
     use crate::forward::{ForwardError, VlanMode};
     use crate::port::TapPort;
     use crate::tap::{Tap, TapOptions};

@@ -1,0 +1,201 @@
+//! Counters of ports and of the loop, and the snapshots that carry them.
+
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use crate::fdb::{FdbCounters, FdbEntry, PortId};
+use crate::forward::{DropReason, MacFlapEntry};
+
+/// Upper bounds of the batch-size histogram buckets (frames read from one
+/// port in one visit); the last bucket is everything above.
+pub const BATCH_BUCKETS: [usize; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+/// Ports removed after device errors that snapshots still report (the newest).
+pub const MAX_REMOVED_PORTS: usize = 64;
+
+/// Upper bounds (µs) of the buckets of [`LoopStats::turn_us`].
+pub const TURN_BUCKETS_US: [u64; 16] = [
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536,
+];
+
+/// How the loop spends its turns (summed over dataplane threads).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoopStats {
+    /// Returns from `epoll_wait`.
+    pub iterations: u64,
+    /// Visits to a ready port.
+    pub batches: u64,
+    /// Frames read over all visits.
+    pub batch_frames: u64,
+    /// Visits by frames read: `batch_sizes[i]` counts visits that read at most
+    /// `BATCH_BUCKETS[i]` frames and more than the bucket before; the extra
+    /// last element counts larger ones.
+    pub batch_sizes: [u64; BATCH_BUCKETS.len() + 1],
+    /// Loop latency: turns that forwarded frames, by how long the turn took
+    /// from epoll's return until the loop could wait again (a frame arriving
+    /// meanwhile waits at most that long). `turn_us[i]` counts turns of at
+    /// most `TURN_BUCKETS_US[i]` µs and more than the bucket before; the extra
+    /// last element counts longer ones.
+    pub turn_us: [u64; TURN_BUCKETS_US.len() + 1],
+}
+
+impl LoopStats {
+    pub(super) fn record_batch(&mut self, frames: usize) {
+        self.batches += 1;
+        self.batch_frames += frames as u64;
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&bound| frames <= bound)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.batch_sizes[bucket] += 1;
+    }
+
+    pub(super) fn record_turn(&mut self, took: Duration) {
+        let micros = took.as_micros() as u64;
+        let bucket = TURN_BUCKETS_US
+            .iter()
+            .position(|&bound| micros <= bound)
+            .unwrap_or(TURN_BUCKETS_US.len());
+        self.turn_us[bucket] += 1;
+    }
+
+    pub(super) fn add(&mut self, other: &LoopStats) {
+        self.iterations += other.iterations;
+        self.batches += other.batches;
+        self.batch_frames += other.batch_frames;
+        for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {
+            *mine += theirs;
+        }
+        for (mine, theirs) in self.turn_us.iter_mut().zip(other.turn_us) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Per-port counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PortCounters {
+    pub rx_frames: u64,
+    pub rx_bytes: u64,
+    pub tx_frames: u64,
+    pub tx_bytes: u64,
+    /// Source MACs that moved onto this port from another.
+    pub mac_moves: u64,
+    /// Source MACs that flapped onto this port and were held on their previous one.
+    pub mac_flaps: u64,
+    /// Times the port was shut down by its MAC limit.
+    pub shutdowns: u64,
+    /// Frames dropped, by reason: at ingress for frames read from this port,
+    /// at egress for frames that could not be written to it.
+    pub drops: DropCounters,
+}
+
+impl PortCounters {
+    /// Adds another worker's counts for the same port.
+    pub(super) fn add(&mut self, other: &PortCounters) {
+        // Exhaustive, so a new counter cannot be forgotten here.
+        let PortCounters {
+            rx_frames,
+            rx_bytes,
+            tx_frames,
+            tx_bytes,
+            mac_moves,
+            mac_flaps,
+            shutdowns,
+            drops,
+        } = other;
+        self.rx_frames += rx_frames;
+        self.rx_bytes += rx_bytes;
+        self.tx_frames += tx_frames;
+        self.tx_bytes += tx_bytes;
+        self.mac_moves += mac_moves;
+        self.mac_flaps += mac_flaps;
+        self.shutdowns += shutdowns;
+        for (mine, theirs) in self.drops.0.iter_mut().zip(drops.0.iter()) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Drop counters indexed by [`DropReason`]; serialised as `{reason: count}`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DropCounters([u64; DropReason::COUNT]);
+
+impl DropCounters {
+    pub fn count(&mut self, reason: DropReason) {
+        self.0[reason.index()] += 1;
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason.index()]
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+impl Serialize for DropCounters {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(DropReason::ALL.iter().map(|r| (r.name(), self.get(*r))))
+    }
+}
+
+/// One port as the control plane sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PortSnapshot {
+    pub id: PortId,
+    pub name: String,
+    pub mtu: u32,
+    pub vnet_hdr: bool,
+    /// False once disabled, e.g. shut down by its MAC limit.
+    pub enabled: bool,
+    /// Whether the netdev is up, as netlink last reported it.
+    pub link_up: bool,
+    pub counters: PortCounters,
+}
+
+/// The state of the switch at one instant.
+#[derive(Clone, Debug, Serialize)]
+pub struct Snapshot {
+    pub ports: Vec<PortSnapshot>,
+    /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters:
+    /// the newest removal of each name, at most [`MAX_REMOVED_PORTS`].
+    pub removed_ports: Vec<PortSnapshot>,
+    /// The MAC table (empty in a counters-only snapshot).
+    pub fdb: Vec<FdbEntry>,
+    /// Entries in the MAC table (also when `fdb` was left out).
+    pub fdb_size: usize,
+    pub fdb_counters: FdbCounters,
+    /// Addresses that flapped between ports, with their flap counts.
+    pub mac_flaps: Vec<MacFlapEntry>,
+    pub loop_stats: LoopStats,
+    /// Events lost because their reader fell behind.
+    pub events_dropped: u64,
+}
+
+impl Snapshot {
+    pub fn port(&self, name: &str) -> Option<&PortSnapshot> {
+        self.ports.iter().find(|p| p.name == name)
+    }
+
+    /// Adds another worker's counters (per port, by id, and of its loop).
+    pub(super) fn merge_counters(&mut self, other: &Snapshot) {
+        merge_ports(&mut self.ports, &other.ports);
+        self.loop_stats.add(&other.loop_stats);
+        self.events_dropped += other.events_dropped;
+    }
+}
+
+fn merge_ports(into: &mut Vec<PortSnapshot>, from: &[PortSnapshot]) {
+    for theirs in from {
+        match into
+            .iter_mut()
+            .find(|p| p.id == theirs.id && p.name == theirs.name)
+        {
+            Some(mine) => mine.counters.add(&theirs.counters),
+            None => into.push(theirs.clone()),
+        }
+    }
+}
