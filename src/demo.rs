@@ -12,9 +12,9 @@ use thiserror::Error;
 use crate::report;
 use tapswitch::config::Config;
 use tapswitch::dataplane::DataplaneError;
-use tapswitch::link::{LinkError, Netlink};
-use tapswitch::netns::{self, NetnsError};
+use tapswitch::netlink::{LinkError, Netlink};
 use tapswitch::switch::{self, SwitchError};
+use tapswitch::sys::netns::{self, NetnsError};
 
 #[derive(Debug, Error)]
 pub enum DemoError {
@@ -60,7 +60,7 @@ fn address(i: usize) -> Ipv4Addr {
 }
 
 pub fn run() -> Result<(), DemoError> {
-    if tapswitch::privileges::effective_uid() != 0 {
+    if tapswitch::sys::privileges::effective_uid() != 0 {
         return Err(DemoError::NotRoot);
     }
     let mut config = Config::embedded_default();

@@ -14,8 +14,9 @@ use tapswitch::control::protocol::{self, FdbFlushed, LibvirtXml};
 use tapswitch::control::{ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, Request};
 use tapswitch::daemon::{self, DaemonError, RunOptions};
 use tapswitch::dataplane::Snapshot;
+use tapswitch::sys::privileges;
 use tapswitch::wire::MacAddr;
-use tapswitch::{doctor, privileges, switch};
+use tapswitch::{doctor, switch};
 
 mod demo;
 mod report;

@@ -140,7 +140,7 @@ fn udp_both_ways_between_offload_and_plain_ports() {
 /// A UDP socket bound to `addr:port` inside `netns` (it stays there).
 fn udp_socket_in(netns: &str, addr: &str, port: u16) -> UdpSocket {
     let bind = format!("{addr}:{port}");
-    tapswitch::netns::run_in(netns, move || UdpSocket::bind(&bind))
+    tapswitch::sys::netns::run_in(netns, move || UdpSocket::bind(&bind))
         .expect("entering the namespace")
         .expect("binding the UDP socket")
 }

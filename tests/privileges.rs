@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use common::*;
-use tapswitch::privileges::{
+use tapswitch::sys::privileges::{
     CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process, read_threads,
 };
 

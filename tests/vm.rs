@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 use tapswitch::control::{ControlClient, Request};
-use tapswitch::link::{LinkSettings, Netlink};
-use tapswitch::tap::{Tap, TapOptions};
+use tapswitch::netlink::{LinkSettings, Netlink};
+use tapswitch::sys::tap::{Tap, TapOptions};
 use tapswitch::vm::{VmAttachment, VmInterface};
 
 const CACHE_DIR: &str = "/var/cache/tapswitch-vm";
@@ -296,7 +296,7 @@ fn answers_ping(netns: &str, addr: &str, timeout: Duration) -> bool {
 fn tcp_echo(netns: &str, guest_ip: &str, payload: &[u8]) -> Vec<u8> {
     let address: SocketAddr = format!("{guest_ip}:{ECHO_PORT}").parse().unwrap();
     let payload = payload.to_vec();
-    tapswitch::netns::run_in(netns, move || {
+    tapswitch::sys::netns::run_in(netns, move || {
         let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(10))
             .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
         stream
@@ -1024,7 +1024,9 @@ fn qemu_pid(domain: &str) -> u32 {
 fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unprivileged() {
     require_root!();
     use std::os::unix::fs::MetadataExt;
-    use tapswitch::privileges::{CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, read_process};
+    use tapswitch::sys::privileges::{
+        CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, read_process,
+    };
     testbed();
     // Debian's libvirt runs QEMU as libvirt-qemu; only this test's domain does here (its
     // seclabel), so the testbed's qemu.conf and the other tests stay as they are.

@@ -112,7 +112,7 @@ impl Injector {
 
     fn new(netns: &str, dev: &str, vnet_header: bool) -> Self {
         let dev = dev.to_owned();
-        let (fd, ifindex) = tapswitch::netns::run_in(netns, move || {
+        let (fd, ifindex) = tapswitch::sys::netns::run_in(netns, move || {
             let ifindex = ifindex(&dev);
             // Protocol 0: the socket only sends, it receives nothing.
             // SAFETY: plain socket creation; the fd is owned below.

@@ -654,7 +654,7 @@ impl Capture {
     fn new(netns: &str, dev: &str, vnet_header: bool) -> Self {
         use std::os::fd::FromRawFd;
         let dev = dev.to_owned();
-        let fd = tapswitch::netns::run_in(netns, move || {
+        let fd = tapswitch::sys::netns::run_in(netns, move || {
             let ifindex = ifindex(&dev);
             let protocol = (libc::ETH_P_ALL as u16).to_be();
             // SAFETY: plain socket creation; the fd is owned below.

@@ -17,8 +17,8 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
-use crate::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
-use crate::tap;
+use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
+use crate::sys::tap;
 use crate::wire::MacAddr;
 
 mod patch;
@@ -1145,7 +1145,7 @@ pub fn validate_station_mac(mac: MacAddr) -> Result<(), String> {
 
 /// Namespace names become paths under `/run/netns`: keep them to one plain component.
 fn validate_netns_name(name: &str) -> Result<(), String> {
-    crate::netns::validate_name(name).map_err(|e| e.to_string())
+    crate::sys::netns::validate_name(name).map_err(|e| e.to_string())
 }
 
 impl Config {

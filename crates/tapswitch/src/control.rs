@@ -37,13 +37,13 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, PortConfig, PortPatch, PortSettings};
 use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
 use crate::fdb::PortId;
-use crate::link::LinkMonitor;
-use crate::link::LinkSettings;
-use crate::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
+use crate::netlink::LinkMonitor;
+use crate::netlink::LinkSettings;
+use crate::port::vm as vmport;
 use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
 use crate::switch::{self, LinkSockets};
+use crate::sys::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::upgrade::{self, HandedEntry, Handover};
-use crate::vmport;
 
 mod links;
 pub mod protocol;
@@ -1557,20 +1557,19 @@ fn configure_netdev(
     settings: &LinkSettings,
 ) -> Result<(), RequestError> {
     let link_error =
-        |e: crate::link::LinkError| RequestError::from(e).context(format!("port {name}"));
-    let netlink = links.get(netns).map_err(|error| match &error {
-        crate::link::LinkError::Netns(crate::netns::NetnsError::Os { source, .. })
-            if source.raw_os_error() == Some(libc::EPERM) =>
-        {
-            RequestError::permission(format!(
+        |e: crate::netlink::LinkError| RequestError::from(e).context(format!("port {name}"));
+    let netlink =
+        links.get(netns).map_err(|error| match &error {
+            crate::netlink::LinkError::Netns(crate::sys::netns::NetnsError::Os {
+                source, ..
+            }) if source.raw_os_error() == Some(libc::EPERM) => RequestError::permission(format!(
                 "port {name}: its netdev is in namespace {}, which this switch cannot enter \
                  (CAP_SYS_ADMIN was dropped after setup): change it there, or set \
                  switch.netns_hotplug = true",
                 netns.unwrap_or("-")
-            ))
-        }
-        _ => link_error(error),
-    })?;
+            )),
+            _ => link_error(error),
+        })?;
     let index = netlink.index_of(name).map_err(link_error)?;
     netlink.configure(index, settings).map_err(link_error)
 }

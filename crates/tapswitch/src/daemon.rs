@@ -21,13 +21,13 @@ use crate::control::{
     ControlError, ControlServer, ControlSocket, EVENT_QUEUE_LEN, Persistence, SignalHandlers,
 };
 use crate::dataplane::{Dataplane, DataplaneError, DataplaneHandle, Snapshot};
-use crate::link::{LinkError, LinkMonitor};
 use crate::metrics::{self, MetricsError};
+use crate::netlink::{LinkError, LinkMonitor};
 use crate::port::TapPort;
-use crate::privileges::{self, Identity, PrivilegeError};
 use crate::state::{StateDir, StateError};
 use crate::switch::{self, LinkSockets, SwitchError};
-use crate::tap::Tap;
+use crate::sys::privileges::{self, Identity, PrivilegeError};
+use crate::sys::tap::Tap;
 use crate::upgrade::{self, UpgradeError};
 
 #[derive(Debug, Error)]

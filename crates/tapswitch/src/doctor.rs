@@ -23,9 +23,11 @@ use thiserror::Error;
 
 use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::control::{ControlClient, ControlError, Request};
-use crate::link::{LinkInfo, Netlink};
-use crate::netns;
-use crate::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges};
+use crate::netlink::{LinkInfo, Netlink};
+use crate::sys::netns;
+use crate::sys::privileges::{
+    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges,
+};
 
 /// `IFF_MULTI_QUEUE` and `IFF_VNET_HDR` of `linux/if_tun.h` (kernel ABI).
 const IFF_MULTI_QUEUE: u32 = 0x0100;
@@ -853,7 +855,7 @@ pub fn to_json(findings: &[Finding]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::LinkStats;
+    use crate::netlink::LinkStats;
 
     fn healthy_port(name: &str) -> PortFacts {
         let mut config = PortConfig::named(name);

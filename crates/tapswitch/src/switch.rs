@@ -17,11 +17,11 @@ use tracing::info;
 use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
-use crate::link::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
-use crate::netns::{self, NetnsError, NetnsFd};
+use crate::netlink::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
 use crate::port::TapPort;
-use crate::privileges::{self, Identity, PrivilegeError};
-use crate::tap::{Tap, TapError, TapOptions};
+use crate::sys::netns::{self, NetnsError, NetnsFd};
+use crate::sys::privileges::{self, Identity, PrivilegeError};
+use crate::sys::tap::{Tap, TapError, TapOptions};
 
 /// Errors while building a switch; each names the port it concerns.
 #[derive(Debug, Error)]
@@ -133,7 +133,7 @@ pub struct LinkSockets {
     /// Sockets inside named namespaces, with the inode of the namespace they are in.
     inside: HashMap<String, (Netlink, u64)>,
     /// Namespace ids by the name a port records its namespace under (a `/run/netns` name,
-    /// or [`crate::netns::unnamed_key`]), as last resolved.
+    /// or [`crate::sys::netns::unnamed_key`]), as last resolved.
     ids: HashMap<String, i32>,
 }
 

@@ -195,7 +195,7 @@ pub fn hand_over(
     // A switch running as an unprivileged user would lose CAP_NET_ADMIN at exec.
     // SAFETY: the hook runs in the forked child before exec and only makes
     // system calls (capget, capset, prctl): no allocation, no locks.
-    unsafe { command.pre_exec(crate::privileges::keep_across_exec) };
+    unsafe { command.pre_exec(crate::sys::privileges::keep_across_exec) };
     let mut child = command.spawn().map_err(|source| UpgradeError::Spawn {
         binary: binary.display().to_string(),
         source,

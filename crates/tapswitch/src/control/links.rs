@@ -17,9 +17,9 @@ use tracing::{debug, info, warn};
 
 use super::{ControlError, Shared, State, lock, remove_port};
 use crate::dataplane::{Command, DataplaneError, RemovalCause};
-use crate::link::{LinkMonitor, LinkNotice, wait_readable};
-use crate::netns::{self, Location, NetnsFd};
-use crate::tap;
+use crate::netlink::{LinkMonitor, LinkNotice, wait_readable};
+use crate::sys::netns::{self, Location, NetnsFd};
+use crate::sys::tap;
 
 /// How often the thread looks whether the switch is stopping while no notice comes.
 const STOP_CHECK: Duration = Duration::from_secs(1);

@@ -17,14 +17,14 @@ use thiserror::Error;
 use crate::config::{ConfigError, PortConfig, PortSettings};
 use crate::dataplane::DataplaneError;
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
-#[cfg(feature = "libvirt")]
-use crate::libvirt::LibvirtError;
-use crate::link::LinkError;
-use crate::netns::NetnsError;
+use crate::netlink::LinkError;
+use crate::port::vm::VmPortError;
 use crate::switch::SwitchError;
+use crate::sys::netns::NetnsError;
 use crate::upgrade::UpgradeError;
 use crate::vm::VmError;
-use crate::vmport::VmPortError;
+#[cfg(feature = "libvirt")]
+use crate::vm::libvirt::LibvirtError;
 use crate::wire::MacAddr;
 
 /// The protocol this switch speaks and this client expects, in every reply as `"version"`.

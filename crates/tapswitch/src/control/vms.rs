@@ -30,11 +30,11 @@ use super::protocol::LibvirtXml;
 use super::{ControlError, RequestError, Shared, State, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::dataplane::RemovalCause;
-use crate::libvirt::{
+use crate::port::vm as vmport;
+use crate::vm::libvirt::{
     DeviceChange, DomainEvent, DomainEventKind, DomainState, Libvirt, LibvirtError,
 };
 use crate::vm::{VmInterface, port_alias};
-use crate::vmport;
 
 /// How often the events thread checks the libvirt connection while VM ports exist.
 const RECONNECT_INTERVAL: Duration = Duration::from_secs(5);

@@ -988,7 +988,7 @@ mod tests {
     use crate::fdb::FdbConfig;
     use crate::forward::{ForwardError, VlanMode};
     use crate::port::TapPort;
-    use crate::tap::{Tap, TapOptions};
+    use crate::sys::tap::{Tap, TapOptions};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A dataplane (not running: its methods are called directly) with one real

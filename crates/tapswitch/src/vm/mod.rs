@@ -2,21 +2,24 @@
 //! switch keeps the only fd of its port TAP.
 //!
 //! Two ways to put a guest's NIC on a port whose TAP the switch holds:
-//! - **macvtap**: a `passthru` macvtap stacked on the port TAP ([`crate::link::Netlink::create_macvtap`]);
+//! - **macvtap**: a `passthru` macvtap stacked on the port TAP ([`crate::netlink::Netlink::create_macvtap`]);
 //!   libvirt opens its `/dev/tapN` and hands that fd to QEMU. The guest's frames leave the
 //!   macvtap onto the port TAP's netdev and arrive at the switch's fd.
 //! - **glue**: the VM has a TAP of its own (Nova's `vif_type=tap`), which QEMU holds; it is
 //!   joined to the port TAP in the kernel by tc redirects
-//!   ([`crate::link::Netlink::create_tap_glue`]).
+//!   ([`crate::netlink::Netlink::create_tap_glue`]).
 //!
 //! Either way libvirt sees an `<interface type='ethernet'>` whose target it must not create
 //! or delete (`managed='no'`): [`VmInterface::to_xml`] writes it.
+
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 
 use std::fmt::Write as _;
 
 use thiserror::Error;
 
-use crate::tap;
+use crate::sys::tap;
 use crate::wire::MacAddr;
 
 /// Most queues virtio-net (and a multi-queue TAP) supports.

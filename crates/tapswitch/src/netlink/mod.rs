@@ -30,7 +30,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use serde::Serialize;
 
-use crate::netns::{self, NetnsError, NetnsFd};
+use crate::sys::netns::{self, NetnsError, NetnsFd};
 
 /// Set on an `NLMSG_ERROR` when the echoed request was truncated to its header.
 const NLM_F_CAPPED: u16 = 0x100;
@@ -1244,7 +1244,7 @@ fn link_info_from(link: LinkMessage) -> Result<LinkInfo, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netns::fixtures::{TestNetns, socket_netns_inode, unique_name};
+    use crate::sys::netns::fixtures::{TestNetns, socket_netns_inode, unique_name};
     use std::os::fd::AsFd;
     use std::process::Command;
 
@@ -1638,12 +1638,12 @@ mod tests {
     }
 
     /// A TAP whose fd this test holds (no vnet header), with its netdev up; deleted on drop.
-    fn open_test_tap(prefix: &str) -> (crate::tap::Tap, u32) {
-        let options = crate::tap::TapOptions {
+    fn open_test_tap(prefix: &str) -> (crate::sys::tap::Tap, u32) {
+        let options = crate::sys::tap::TapOptions {
             vnet_hdr: false,
-            ..crate::tap::TapOptions::default()
+            ..crate::sys::tap::TapOptions::default()
         };
-        let tap = crate::tap::Tap::open(&unique_name(prefix), &options).unwrap();
+        let tap = crate::sys::tap::Tap::open(&unique_name(prefix), &options).unwrap();
         let mut netlink = Netlink::open().unwrap();
         let index = netlink.index_of(tap.name()).unwrap();
         netlink

@@ -16,8 +16,8 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::config::{PortConfig, VmMode};
-use crate::link::{self, LinkError, LinkSettings, Netlink};
-use crate::tap::{Tap, TapError, TapOptions};
+use crate::netlink::{self as link, LinkError, LinkSettings, Netlink};
+use crate::sys::tap::{Tap, TapError, TapOptions};
 use crate::vm::{VmAttachment, VmInterface, port_alias};
 
 /// Errors making or removing a VM port's devices; each names the port and the device.
