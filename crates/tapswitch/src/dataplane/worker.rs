@@ -822,7 +822,10 @@ impl Dataplane {
             Some(Ok(offload)) => offload,
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
-                in_slot.counters.drops.count(DropReason::of_vnet_error(&error));
+                in_slot
+                    .counters
+                    .drops
+                    .count(DropReason::of_vnet_error(&error));
                 return Handled::Written(0);
             }
         };
