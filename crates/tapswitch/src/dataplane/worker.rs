@@ -526,7 +526,7 @@ impl Dataplane {
                 }
             }
             WorkerMessage::PortFailed { id, counters } => {
-                self.remove_failed_port(id, Some(counters));
+                self.remove_failed_port(id, Some(*counters));
             }
         }
     }
@@ -882,7 +882,7 @@ impl Dataplane {
                     // The primary stopping means the whole switch is stopping.
                     let _ = primary.tell(WorkerMessage::PortFailed {
                         id,
-                        counters: slot.counters,
+                        counters: Box::new(slot.counters),
                     });
                 }
             }
