@@ -23,7 +23,7 @@
 //! - passed as sent: a checksum request at a wrong place inside the frame, a gso_size
 //!   of 1 (legal to the kernel, but each such frame would cost the switch one write
 //!   per payload byte towards a port without offloads, so the switch counts a TCP
-//!   gso_size below Linux's `TCP_MIN_MSS` of 88 `bad_vnet_header`), and segments
+//!   gso_size below Linux's `TCP_MIN_MSS` of 88 `too_many_segments`), and segments
 //!   bigger than the port's MTU (which the switch counts `oversize`).
 //!
 //! The switch's own checks of those headers (`vnet::VnetHeader::validate`) are unit
@@ -682,7 +682,7 @@ fn lying_vnet_headers_are_refused_or_counted_and_never_reach_another_port_oversi
     // (class, header, transport, payload, what becomes of it)
     enum Fate {
         Refused,
-        BadVnetHeader,
+        TooManySegments,
         Forwarded,
         Oversize,
     }
@@ -699,7 +699,7 @@ fn lying_vnet_headers_are_refused_or_counted_and_never_reach_another_port_oversi
         ("TSO hdr_len short of the headers", header(csum, tso, 14, 1000, 34, 16), TCP, 3000, Fate::Forwarded),
         ("checksum at a wrong place in the frame", header(csum, none, 0, 0, 20, 16), TCP, 100, Fate::Forwarded),
         ("unknown flags", header(0x80, none, 0, 0, 0, 0), TCP, 100, Fate::Forwarded),
-        ("TSO gso_size 1", header(csum, tso, 54, 1, 34, 16), TCP, 300, Fate::BadVnetHeader),
+        ("TSO gso_size 1", header(csum, tso, 54, 1, 34, 16), TCP, 300, Fate::TooManySegments),
         ("gso_size past the payload (a plain giant)", header(csum, tso, 54, 65000, 34, 16), TCP, 3000, Fate::Oversize),
         ("TSO segments over the MTU", header(csum, tso, 54, 4000, 34, 16), TCP, 12000, Fate::Oversize),
         ("UDP GSO segments over the MTU", header(csum, uso, 42, 4000, 34, 6), UDP, 12000, Fate::Oversize),
@@ -720,10 +720,10 @@ fn lying_vnet_headers_are_refused_or_counted_and_never_reach_another_port_oversi
                 assert_eq!(outcome.refused_total(), EACH, "{class}: {outcome:?}");
                 assert_eq!(outcome.read, 0, "{class}");
             }
-            Fate::BadVnetHeader => {
+            Fate::TooManySegments => {
                 assert_eq!(outcome.socket_refused(), 0, "{class}: {outcome:?}");
                 assert_eq!(
-                    outcome.dropped("bad_vnet_header"),
+                    outcome.dropped("too_many_segments"),
                     outcome.read,
                     "{class}: {outcome:?}"
                 );

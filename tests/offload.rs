@@ -43,7 +43,12 @@ fn offload_setting(netns: &str, dev: &str, feature: &str) -> String {
 /// Every port's drops for the reasons software offload must make vanish.
 fn assert_no_offload_drops(snapshot: &Value) {
     for name in ["p0", "p1"] {
-        for reason in ["needs_offload", "bad_vnet_header", "oversize"] {
+        for reason in [
+            "needs_offload",
+            "bad_vnet_header",
+            "too_many_segments",
+            "oversize",
+        ] {
             assert_eq!(
                 drops(snapshot, name, reason),
                 0,

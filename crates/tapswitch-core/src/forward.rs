@@ -22,6 +22,7 @@ use foldhash::fast::RandomState;
 use serde::Serialize;
 
 use crate::fdb::{Fdb, FdbConfig, Learned, PortId, VlanId};
+use crate::vnet::VnetError;
 use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr, is_vlan_tpid};
 
 pub use crate::policy::{
@@ -64,6 +65,10 @@ pub enum DropReason {
     NeedsOffload,
     /// The vnet header does not describe its frame (see `vnet::VnetError`).
     BadVnetHeader,
+    /// A super-frame that would make too many segments, each a write towards a
+    /// port without offloads: a TCP `gso_size` below Linux's `TCP_MIN_MSS`, more
+    /// than `vnet::UDP_MAX_SEGMENTS` UDP datagrams or `vnet::MAX_SEGMENTS` in all.
+    TooManySegments,
     /// The egress TAP's queue was full.
     TxQueueFull,
     /// The egress TAP refused the frame (e.g. an inconsistent vnet header).
@@ -93,7 +98,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -106,6 +111,7 @@ impl DropReason {
         DropReason::Oversize,
         DropReason::NeedsOffload,
         DropReason::BadVnetHeader,
+        DropReason::TooManySegments,
         DropReason::TxQueueFull,
         DropReason::TxRejected,
         DropReason::TxError,
@@ -141,6 +147,7 @@ impl DropReason {
             DropReason::Oversize => "oversize",
             DropReason::NeedsOffload => "needs_offload",
             DropReason::BadVnetHeader => "bad_vnet_header",
+            DropReason::TooManySegments => "too_many_segments",
             DropReason::TxQueueFull => "tx_queue_full",
             DropReason::TxRejected => "tx_rejected",
             DropReason::TxError => "tx_error",
@@ -158,6 +165,17 @@ impl DropReason {
     /// Position in [`Self::ALL`] and in counter arrays.
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// Why a frame whose vnet header `error` refused is dropped: a super-frame
+    /// cut too fine is `too_many_segments`, any other refusal `bad_vnet_header`.
+    pub const fn of_vnet_error(error: &VnetError) -> Self {
+        match error {
+            VnetError::GsoSizeTooSmall { .. } | VnetError::TooManySegments { .. } => {
+                DropReason::TooManySegments
+            }
+            _ => DropReason::BadVnetHeader,
+        }
     }
 }
 
@@ -856,6 +874,30 @@ mod tests {
             forwarder.add_port(port, PortPolicy::default()).unwrap();
         }
         forwarder
+    }
+
+    #[test]
+    fn super_frames_cut_too_fine_have_their_own_drop_reason() {
+        let too_many = VnetError::TooManySegments {
+            gso: "UDP",
+            segments: 129,
+            gso_size: 10,
+            max: 128,
+        };
+        let too_small = VnetError::GsoSizeTooSmall {
+            gso: "TCPV4",
+            gso_size: 1,
+            min: 88,
+        };
+        let other = VnetError::ZeroGsoSize { gso: "TCPV4" };
+        assert_eq!(
+            [&too_many, &too_small, &other].map(DropReason::of_vnet_error),
+            [
+                DropReason::TooManySegments,
+                DropReason::TooManySegments,
+                DropReason::BadVnetHeader
+            ]
+        );
     }
 
     #[test]

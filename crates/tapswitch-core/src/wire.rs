@@ -177,12 +177,39 @@ pub struct VlanTag {
     pub vid: u16,
 }
 
+impl VlanTag {
+    /// An 802.1Q tag ([`ETHERTYPE_VLAN`]) of VLAN `vid` with priority and DEI 0.
+    pub const fn dot1q(vid: u16) -> Self {
+        VlanTag {
+            tpid: ETHERTYPE_VLAN,
+            pcp: 0,
+            dei: false,
+            vid,
+        }
+    }
+
+    /// The tag control information: PCP (3 bits), DEI, VID (12 bits).
+    pub const fn tci(&self) -> u16 {
+        ((self.pcp as u16 & 0x7) << 13) | ((self.dei as u16) << 12) | (self.vid & 0x0fff)
+    }
+
+    /// The tag as it sits on the wire after the addresses: TPID, then TCI.
+    pub fn to_bytes(&self) -> [u8; VLAN_TAG_LEN] {
+        let mut bytes = [0; VLAN_TAG_LEN];
+        bytes[..2].copy_from_slice(&self.tpid.to_be_bytes());
+        bytes[2..].copy_from_slice(&self.tci().to_be_bytes());
+        bytes
+    }
+}
+
 /// Byte ranges of the header fields.
 mod field {
     use std::ops::{Range, RangeFrom};
 
     pub const DESTINATION: Range<usize> = 0..6;
     pub const SOURCE: Range<usize> = 6..12;
+    /// Both addresses: where a VLAN tag is pushed behind.
+    pub const ADDRESSES: Range<usize> = 0..12;
     pub const ETHERTYPE: Range<usize> = 12..14;
     /// Tag control information of the outer VLAN tag (when tagged).
     pub const TCI: Range<usize> = 14..16;
@@ -276,6 +303,24 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
             dei: tci & 0x1000 != 0,
             vid: tci & 0x0fff,
         })
+    }
+
+    /// Both addresses (destination, source): the bytes before any VLAN tag.
+    pub fn addresses(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::ADDRESSES]
+    }
+
+    /// Everything after the addresses, from the outer ethertype on: what
+    /// follows a VLAN tag pushed onto the frame.
+    pub fn from_ethertype(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::ETHERTYPE.start..]
+    }
+
+    /// Everything after the outer VLAN tag, from the inner ethertype on: the
+    /// frame without that tag once [`Self::addresses`] go before it. Only
+    /// meaningful when [`Self::vlan`] is `Some` (panics on a shorter buffer).
+    pub fn after_vlan_tag(&self) -> &[u8] {
+        &self.buffer.as_ref()[field::INNER_ETHERTYPE.start..]
     }
 
     /// Header length including the outer VLAN tag: 14 or 18.
@@ -445,6 +490,40 @@ mod tests {
             // The same lengths are fine without a tag.
             assert!(EthernetFrame::new_checked(&UNTAGGED[..len]).is_ok());
         }
+    }
+
+    #[test]
+    fn retagging_views_split_at_the_tag() {
+        let tagged = EthernetFrame::new_checked(&DOT1Q[..]).unwrap();
+        assert_eq!(tagged.addresses(), &DOT1Q[..12]);
+        assert_eq!(tagged.from_ethertype(), &DOT1Q[12..]);
+        assert_eq!(tagged.after_vlan_tag(), &[0x08, 0x00, 0x45, 0x00]);
+        let tag = tagged.vlan().unwrap();
+        assert_eq!(tag.tci(), 0xb064);
+        assert_eq!(tag.to_bytes(), [0x81, 0x00, 0xb0, 0x64]);
+        assert_eq!(
+            VlanTag { vid: 7, ..tag }.to_bytes(),
+            [0x81, 0x00, 0xb0, 0x07]
+        );
+        assert_eq!(VlanTag::dot1q(4094).to_bytes(), [0x81, 0x00, 0x0f, 0xfe]);
+
+        let untagged = EthernetFrame::new_checked(&UNTAGGED[..]).unwrap();
+        assert_eq!(
+            untagged.from_ethertype(),
+            &[0x08, 0x06, 0x00, 0x01, 0x08, 0x00]
+        );
+        // Addresses, a pushed tag and the rest are the tagged frame.
+        let pushed: Vec<u8> = [
+            untagged.addresses(),
+            &VlanTag::dot1q(100).to_bytes(),
+            untagged.from_ethertype(),
+        ]
+        .concat();
+        assert_eq!(
+            EthernetFrame::new_checked(&pushed[..]).unwrap().vlan(),
+            Some(VlanTag::dot1q(100))
+        );
+        assert_eq!(&pushed[12..16], &[0x81, 0x00, 0x00, 0x64]);
     }
 
     #[test]

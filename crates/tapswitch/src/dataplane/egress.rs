@@ -11,7 +11,7 @@ use super::PortSlot;
 use crate::forward::{DropReason, TagAction};
 use crate::gso::Segmenter;
 use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, shift_frame_offsets};
-use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN, VlanTag};
 
 /// Writes one frame to the port of `out_slot`, as `tag` says, and counts the
 /// outcome there. `packet` is the frame as read, behind the ingress port's vnet
@@ -167,26 +167,24 @@ pub(super) fn send_retagged(
     let vnet: &[u8] = if out_hdr_len > 0 { &vnet } else { &[] };
     let (new_tag, rest) = match tag {
         TagAction::AsIs => unreachable!("handled above"),
-        TagAction::Push(vid) => (Some(vid), &frame[12..]),
+        TagAction::Push(vid) => (Some(VlanTag::dot1q(vid)), view.from_ethertype()),
+        // The priority and DEI stay; the TPID becomes 802.1Q.
         TagAction::SetVid(vid) => {
-            let old_tci = u16::from_be_bytes([frame[14], frame[15]]);
-            (Some((old_tci & 0xf000) | vid), &frame[HEADER_LEN + 2..])
+            let old = view.vlan().unwrap_or(VlanTag::dot1q(0));
+            let tag = VlanTag {
+                tpid: ETHERTYPE_VLAN,
+                vid,
+                ..old
+            };
+            (Some(tag), view.after_vlan_tag())
         }
-        TagAction::Pop => (None, &frame[HEADER_LEN + 2..]),
+        TagAction::Pop => (None, view.after_vlan_tag()),
     };
-    let mut tag_bytes = [0u8; VLAN_TAG_LEN];
-    let tag_bytes: &[u8] = match new_tag {
-        Some(tci) => {
-            tag_bytes[..2].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-            tag_bytes[2..].copy_from_slice(&tci.to_be_bytes());
-            &tag_bytes
-        }
-        None => &[],
-    };
+    let tag_bytes = new_tag.map(|tag| tag.to_bytes());
     let parts = [
         io::IoSlice::new(vnet),
-        io::IoSlice::new(&frame[..12]),
-        io::IoSlice::new(tag_bytes),
+        io::IoSlice::new(view.addresses()),
+        io::IoSlice::new(tag_bytes.as_ref().map_or(&[][..], |bytes| &bytes[..])),
         io::IoSlice::new(rest),
     ];
     Some(out_slot.port.send_vectored(&parts))
@@ -227,6 +225,7 @@ mod tests {
     use crate::dataplane::memory_port::MemoryPort;
     use crate::port::Port;
     use crate::vnet::VnetHeader;
+    use crate::wire::Ipv4Packet;
 
     const TCP_HEADERS: usize = HEADER_LEN + 20 + 20;
 
@@ -251,11 +250,13 @@ mod tests {
 
     /// `frame` with an 802.1Q tag of `tci` after its addresses.
     fn tagged(frame: &[u8], tci: u16) -> Vec<u8> {
-        let mut tagged = frame[..12].to_vec();
-        tagged.extend_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
-        tagged.extend_from_slice(&tci.to_be_bytes());
-        tagged.extend_from_slice(&frame[12..]);
-        tagged
+        let view = EthernetFrame::new_unchecked(frame);
+        let tag = VlanTag {
+            pcp: (tci >> 13) as u8,
+            dei: tci & 0x1000 != 0,
+            ..VlanTag::dot1q(tci & 0x0fff)
+        };
+        [view.addresses(), &tag.to_bytes(), view.from_ethertype()].concat()
     }
 
     /// A vnet header; `gso_type` 1 is TCPV4, flags 1 is NEEDS_CSUM.
@@ -332,7 +333,8 @@ mod tests {
         let mut carried = Vec::new();
         for segment in &segments {
             assert!(segment.len() <= 576 + HEADER_LEN, "{}", segment.len());
-            let ip_total = u16::from_be_bytes([segment[16], segment[17]]) as usize;
+            let ip = Ipv4Packet::new_checked(&segment[HEADER_LEN..]).unwrap();
+            let ip_total = usize::from(ip.total_len());
             assert_eq!(ip_total, segment.len() - HEADER_LEN);
             carried.extend_from_slice(&segment[TCP_HEADERS..]);
         }

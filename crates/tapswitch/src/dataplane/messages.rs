@@ -89,8 +89,12 @@ pub(super) enum WorkerMessage {
     /// (Primary to worker) the port's MTU changed.
     SetMtu { id: PortId, mtu: u32 },
     /// (Worker to primary) this port failed; remove it everywhere. Carries
-    /// the worker's last counters of the port.
-    PortFailed { id: PortId, counters: PortCounters },
+    /// the worker's last counters of the port (boxed: rare, and they would
+    /// make every message as big as they are).
+    PortFailed {
+        id: PortId,
+        counters: Box<PortCounters>,
+    },
 }
 
 /// What a worker's channel carries.

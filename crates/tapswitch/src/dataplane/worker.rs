@@ -526,7 +526,7 @@ impl Dataplane {
                 }
             }
             WorkerMessage::PortFailed { id, counters } => {
-                self.remove_failed_port(id, Some(counters));
+                self.remove_failed_port(id, Some(*counters));
             }
         }
     }
@@ -822,7 +822,10 @@ impl Dataplane {
             Some(Ok(offload)) => offload,
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
-                in_slot.counters.drops.count(DropReason::BadVnetHeader);
+                in_slot
+                    .counters
+                    .drops
+                    .count(DropReason::of_vnet_error(&error));
                 return Handled::Written(0);
             }
         };
@@ -879,7 +882,7 @@ impl Dataplane {
                     // The primary stopping means the whole switch is stopping.
                     let _ = primary.tell(WorkerMessage::PortFailed {
                         id,
-                        counters: slot.counters,
+                        counters: Box::new(slot.counters),
                     });
                 }
             }
