@@ -1021,7 +1021,8 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             return;
         }
         let upgrading = matches!(request, Request::Upgrade { .. });
-        let reply = Response::new(handle_request(shared, request).and_then(|r| r.to_result())).to_wire();
+        let reply =
+            Response::new(handle_request(shared, request).and_then(|r| r.to_result())).to_wire();
         let written = write_line(&mut writer, &reply);
         if upgrading && shared.handed_over.load(Ordering::SeqCst) {
             // Only now: stopping first could end the process before the reply.
@@ -1740,7 +1741,10 @@ impl ControlClient {
     /// Sends `request` and decodes the `result` of a successful reply as its typed
     /// reply `T` (the type [`protocol::Reply`] sends for that request; `()` for
     /// [`protocol::Reply::Done`]).
-    pub fn request_as<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ControlError> {
+    pub fn request_as<T: DeserializeOwned>(
+        &mut self,
+        request: &Request,
+    ) -> Result<T, ControlError> {
         let result = self.request(request)?;
         self.decode(result)
     }

@@ -1082,11 +1082,21 @@ mod tests {
         assert_eq!(first.code, "mtu_netdev_above_switch");
         assert_eq!(first.severity, Severity::Error);
         assert_eq!(first.port.as_deref(), Some("p0"));
-        assert!(first.what.starts_with("the netdev's MTU is 9000"), "{first:?}");
-        assert!(first.fix.starts_with("tapswitch port set p0 --mtu 9000"), "{first:?}");
+        assert!(
+            first.what.starts_with("the netdev's MTU is 9000"),
+            "{first:?}"
+        );
+        assert!(
+            first.fix.starts_with("tapswitch port set p0 --mtu 9000"),
+            "{first:?}"
+        );
         let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
         assert_eq!(
-            [count(Severity::Error), count(Severity::Warning), count(Severity::Info)],
+            [
+                count(Severity::Error),
+                count(Severity::Warning),
+                count(Severity::Info)
+            ],
             [1, 1, 1]
         );
     }

@@ -707,4 +707,49 @@ mod tests {
         assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
         assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());
     }
+
+    #[test]
+    fn port_stats_and_done_replies_round_trip() {
+        let port = PortSnapshot {
+            id: PortId(2),
+            name: "p2".into(),
+            mtu: 1500,
+            vnet_hdr: true,
+            enabled: true,
+            link_up: false,
+            counters: Default::default(),
+        };
+        let reply = PortReply {
+            port: port.clone(),
+            vm: Some(VmNic {
+                domain: "guest".into(),
+                action: "hot-plugged into the running domain".into(),
+                change: Some(DeviceChange {
+                    state: DomainState::Running { persistent: true },
+                    live: true,
+                    config: false,
+                }),
+                libvirt: None,
+            }),
+        };
+        let wire = Reply::Port(reply.clone()).to_result().unwrap();
+        assert_eq!(wire["name"], "p2");
+        assert_eq!(wire["vm"]["state"], "running");
+        assert_eq!(wire["counters"]["drops"]["link_down"], 0);
+        assert_eq!(decode::<PortReply>(&wire).unwrap(), reply);
+        let stats = Stats {
+            ports: vec![port],
+            removed_ports: vec![],
+            fdb_size: 3,
+            fdb_counters: FdbCounters::default(),
+            mac_flaps: vec![],
+            loop_stats: LoopStats::default(),
+            events_dropped: 1,
+        };
+        let wire = Reply::Stats(stats.clone()).to_result().unwrap();
+        assert!(wire.get("fdb").is_none());
+        assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
+        assert_eq!(Reply::Done.to_result().unwrap(), Value::Null);
+        decode::<()>(&Value::Null).unwrap();
+    }
 }
