@@ -9,9 +9,13 @@ use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 use report::reply;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tapswitch::config::{Config, PortConfig, PortSettings, VmMode, setting_value};
-use tapswitch::control::protocol::{self, FdbFlushed, LibvirtXml};
-use tapswitch::control::{ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, Request};
+use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
+use tapswitch::control::{
+    ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
+};
 use tapswitch::daemon::{self, DaemonError, RunOptions};
 use tapswitch::dataplane::Snapshot;
 use tapswitch::sys::privileges;
@@ -426,9 +430,9 @@ fn doctor(control: &std::path::Path, json: bool) -> ExitCode {
     };
     let findings = doctor::diagnose(&inspection);
     let out = if json {
-        format!("{:#}\n", doctor::to_json(&findings))
+        format!("{:#}\n", report::findings::to_json(&findings))
     } else {
-        doctor::render(&findings)
+        report::findings::table(&findings)
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout
@@ -452,18 +456,27 @@ fn check_config(path: Option<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-/// Turns a reply's `result` into text for people; `Err` when it is not the reply expected.
-type Render = fn(Value) -> Result<String, String>;
-
-/// A reply's `result` as the typed reply `T` of its request.
-fn decode<T: protocol::Reply>(result: Value) -> Result<T, String> {
-    protocol::decode(&result)
-        .map_err(|e| format!("unexpected reply from the switch ({e}): {result}"))
+/// Asks the switch at `control` and decodes the reply as the typed reply `T` of its
+/// request; the text is the reply as JSON with `json`, else `render`'s, for people.
+fn ask<T: DeserializeOwned + Serialize>(
+    control: &std::path::Path,
+    request: &Request,
+    json: bool,
+    render: fn(T) -> String,
+) -> Result<String, String> {
+    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+    let reply: T = client.request_as(request).map_err(|e| e.to_string())?;
+    Ok(if json {
+        let value = serde_json::to_value(&reply).map_err(|e| e.to_string())?;
+        format!("{value:#}\n")
+    } else {
+        render(reply)
+    })
 }
 
 /// Sends one request for `command` to the switch at `control` and prints the reply.
 fn control_request(control: &std::path::Path, json: bool, command: Command) -> Result<(), String> {
-    let (request, render): (Request, Render) = match command {
+    let out = match command {
         Command::Port(PortCommand::Add {
             mut port,
             options,
@@ -475,10 +488,14 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             let port = port
                 .with_settings(&features.settings())
                 .map_err(|e| e.to_string())?;
-            (Request::PortAdd { port }, |r| Ok(reply::port(&r)))
+            ask(control, &Request::PortAdd { port }, json, |r: PortReply| {
+                reply::port(&r)
+            })?
         }
         Command::Port(PortCommand::Del { name }) => {
-            (Request::PortDel { name }, |r| Ok(reply::port(&r)))
+            ask(control, &Request::PortDel { name }, json, |r: PortReply| {
+                reply::port(&r)
+            })?
         }
         Command::Port(PortCommand::Set {
             name,
@@ -498,24 +515,42 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             if enable || disable {
                 set.insert("enabled".to_owned(), Value::Bool(enable));
             }
-            (Request::PortSet { name, set }, |r| Ok(reply::port(&r)))
+            ask(
+                control,
+                &Request::PortSet { name, set },
+                json,
+                |r: PortReply| reply::port(&r),
+            )?
         }
-        Command::Port(PortCommand::List) => (Request::PortList {}, |r| {
-            decode::<PortList>(r).map(|ports| reply::port_list(&ports))
-        }),
-        Command::Fdb(FdbCommand::Show) => (Request::FdbShow {}, |r| {
-            decode::<FdbShow>(r).map(|fdb| reply::fdb(&fdb))
-        }),
+        Command::Port(PortCommand::List) => {
+            ask(control, &Request::PortList {}, json, |ports: PortList| {
+                reply::port_list(&ports)
+            })?
+        }
+        Command::Fdb(FdbCommand::Show) => {
+            ask(control, &Request::FdbShow {}, json, |fdb: FdbShow| {
+                reply::fdb(&fdb)
+            })?
+        }
         Command::Fdb(FdbCommand::Add { mac, port, vlan }) => {
-            (Request::FdbAdd { mac, port, vlan }, |_| Ok(String::new()))
+            ask(control, &Request::FdbAdd { mac, port, vlan }, json, |()| {
+                String::new()
+            })?
         }
         Command::Fdb(FdbCommand::Del { mac, vlan }) => {
-            (Request::FdbDel { mac, vlan }, |_| Ok(String::new()))
+            ask(control, &Request::FdbDel { mac, vlan }, json, |()| {
+                String::new()
+            })?
         }
-        Command::Fdb(FdbCommand::Flush { port }) => (Request::FdbFlush { port }, |r| {
-            decode::<FdbFlushed>(r).map(|flushed| format!("flushed {} entries\n", flushed.removed))
-        }),
-        Command::Stats { port } => (Request::Stats { port }, |r| Ok(reply::stats(&r))),
+        Command::Fdb(FdbCommand::Flush { port }) => ask(
+            control,
+            &Request::FdbFlush { port },
+            json,
+            |f: FdbFlushed| format!("flushed {} entries\n", f.removed),
+        )?,
+        Command::Stats { port } => ask(control, &Request::Stats { port }, json, |s: Stats| {
+            reply::stats(&s)
+        })?,
         Command::Upgrade { binary } => {
             // The switch has its own working directory: a relative path means ours.
             let binary = binary
@@ -524,20 +559,25 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                         .map_err(|e| format!("--binary {}: {e}", path.display()))
                 })
                 .transpose()?;
-            (Request::Upgrade { binary }, |r| {
-                decode::<protocol::HandedOver>(r)
-                    .map(|new| format!("handed over to pid {}\n", new.pid))
-            })
+            ask(
+                control,
+                &Request::Upgrade { binary },
+                json,
+                |new: HandedOver| format!("handed over to pid {}\n", new.pid),
+            )?
         }
-        Command::LibvirtXml { port } => (Request::LibvirtXml { name: port }, |r| {
-            decode::<LibvirtXml>(r).map(|element| element.xml)
-        }),
-        Command::Config(ConfigCommand::Show) => (Request::ConfigShow {}, |r| {
-            Ok(serde_json::from_value::<Config>(r.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|config| toml::to_string(&config).map_err(|e| e.to_string()))
-                .unwrap_or_else(|e| format!("unreadable config in the reply ({e}): {r}\n")))
-        }),
+        Command::LibvirtXml { port } => ask(
+            control,
+            &Request::LibvirtXml { name: port },
+            json,
+            |e: LibvirtXml| e.xml,
+        )?,
+        Command::Config(ConfigCommand::Show) => {
+            ask(control, &Request::ConfigShow {}, json, |config: Config| {
+                toml::to_string(&config)
+                    .unwrap_or_else(|e| format!("the config does not render as TOML ({e})\n"))
+            })?
+        }
         Command::Run { .. }
         | Command::Demo
         | Command::CheckConfig { .. }
@@ -545,13 +585,6 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         | Command::Doctor => {
             unreachable!("served in main")
         }
-    };
-    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
-    let result = client.request(&request).map_err(|e| e.to_string())?;
-    let out = if json {
-        format!("{result:#}\n")
-    } else {
-        render(result)?
     };
     let mut stdout = std::io::stdout().lock();
     // A closed stdout (e.g. `| head`) is the reader's choice, not an error.
@@ -565,7 +598,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
 fn stream_events(control: &std::path::Path, json: bool) -> Result<(), String> {
     let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
     client
-        .request(&Request::Events {})
+        .request_as::<()>(&Request::Events {})
         .map_err(|e| e.to_string())?;
     loop {
         let event = match client.next_line() {

@@ -8,18 +8,18 @@ pub fn fdb_table(snapshot: &Snapshot) -> String {
 
 /// Per-port counters, one port per line (the same table as `stats`).
 pub fn port_table(snapshot: &Snapshot) -> String {
-    let json = serde_json::to_value(snapshot).expect("snapshots serialise to JSON");
-    reply::port_counters(&json)
+    reply::port_counters(&snapshot.ports, &snapshot.removed_ports)
 }
 
-/// Tables of control-socket replies (JSON, as `tapswitch … --json` prints them).
+/// Tables of control-socket replies (typed, as `tapswitch … --json` prints them in JSON).
 pub mod reply {
     use std::fmt::Write;
 
     use serde_json::Value;
 
     use tapswitch::control::protocol::LinkState;
-    use tapswitch::control::{FdbShow, PortListEntry};
+    use tapswitch::control::{FdbShow, PortListEntry, PortReply, Stats};
+    use tapswitch::dataplane::PortSnapshot;
     use tapswitch::fdb::EntryKind;
     use tapswitch::forward::DropReason;
 
@@ -75,12 +75,12 @@ pub mod reply {
     }
 
     /// One port of a `stats`, `port add`, `port del` or `port set` reply.
-    fn port_counters_line(out: &mut String, port: &Value, note: &str) {
-        let c = &port["counters"];
+    fn port_counters_line(out: &mut String, port: &PortSnapshot, note: &str) {
+        let c = &port.counters;
         let drops: Vec<String> = DropReason::ALL
             .iter()
             .filter_map(|r| {
-                let n = c["drops"][r.name()].as_u64().unwrap_or(0);
+                let n = c.drops.get(*r);
                 (n > 0).then(|| format!("{}={n}", r.name()))
             })
             .collect();
@@ -92,14 +92,7 @@ pub mod reply {
         let _ = writeln!(
             out,
             "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {}{}",
-            text(&port["name"]),
-            text(&c["rx_frames"]),
-            text(&c["rx_bytes"]),
-            text(&c["tx_frames"]),
-            text(&c["tx_bytes"]),
-            text(&c["mac_moves"]),
-            drops,
-            note
+            port.name, c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.mac_moves, drops, note
         );
     }
 
@@ -112,25 +105,18 @@ pub mod reply {
     }
 
     /// A single port as the switch reports it after `port add/del/set`.
-    pub fn port(port: &Value) -> String {
+    pub fn port(reply: &PortReply) -> String {
+        let port = &reply.port;
         let mut out = format!(
             "{} (id {}): mtu {}, {}, offloads {}\n",
-            text(&port["name"]),
-            text(&port["id"]),
-            text(&port["mtu"]),
-            if port["enabled"] == true {
-                "enabled"
-            } else {
-                "disabled"
-            },
-            if port["vnet_hdr"] == true {
-                "on"
-            } else {
-                "off"
-            },
+            port.name,
+            port.id.0,
+            port.mtu,
+            if port.enabled { "enabled" } else { "disabled" },
+            if port.vnet_hdr { "on" } else { "off" },
         );
-        if let Some(vm) = port.get("vm") {
-            let _ = writeln!(out, "vm {}: {}", text(&vm["domain"]), text(&vm["action"]));
+        if let Some(vm) = &reply.vm {
+            let _ = writeln!(out, "vm {}: {}", vm.domain, vm.action);
         }
         counters_header(&mut out);
         port_counters_line(&mut out, port, "");
@@ -139,33 +125,29 @@ pub mod reply {
 
     /// `stats`: per-port counters, then the MAC table and loop totals.
     /// The per-port counter lines of a snapshot or `stats` reply, removed ports last.
-    pub fn port_counters(stats: &Value) -> String {
+    pub fn port_counters(ports: &[PortSnapshot], removed_ports: &[PortSnapshot]) -> String {
         let mut out = String::new();
         counters_header(&mut out);
-        for port in stats["ports"].as_array().into_iter().flatten() {
+        for port in ports {
             port_counters_line(&mut out, port, "");
         }
-        for port in stats["removed_ports"].as_array().into_iter().flatten() {
+        for port in removed_ports {
             port_counters_line(&mut out, port, " (removed)");
         }
         out
     }
 
-    pub fn stats(stats: &Value) -> String {
-        let mut out = port_counters(stats);
-        let f = &stats["fdb_counters"];
+    pub fn stats(stats: &Stats) -> String {
+        let mut out = port_counters(&stats.ports, &stats.removed_ports);
+        let f = &stats.fdb_counters;
         let _ = writeln!(
             out,
             "MAC table: {} entries; learned {}, moved {}, evicted {}, aged out {}",
-            text(&stats["fdb_size"]),
-            text(&f["learned"]),
-            text(&f["moved"]),
-            text(&f["evicted"]),
-            text(&f["aged_out"])
+            stats.fdb_size, f.learned, f.moved, f.evicted, f.aged_out
         );
-        let l = &stats["loop_stats"];
-        let batches = l["batches"].as_u64().unwrap_or(0);
-        let frames = l["batch_frames"].as_u64().unwrap_or(0);
+        let l = &stats.loop_stats;
+        let batches = l.batches;
+        let frames = l.batch_frames;
         let mean = if batches > 0 {
             frames as f64 / batches as f64
         } else {
@@ -174,8 +156,7 @@ pub mod reply {
         let _ = writeln!(
             out,
             "loop: {} iterations, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
-            text(&l["iterations"]),
-            text(&stats["events_dropped"])
+            l.iterations, stats.events_dropped
         );
         out
     }
@@ -244,5 +225,124 @@ pub mod reply {
             }
         }
         out
+    }
+}
+
+/// doctor's findings for people: a table with a fix under each finding, and the counts.
+pub mod findings {
+    use std::fmt::Write;
+
+    use serde_json::Value;
+    use tapswitch::doctor::{Finding, Severity};
+
+    fn label(severity: Severity) -> &'static str {
+        match severity {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+
+    fn count(findings: &[Finding], severity: Severity) -> usize {
+        findings.iter().filter(|f| f.severity == severity).count()
+    }
+
+    /// The findings as a table for people, with a summary line.
+    pub fn table(findings: &[Finding]) -> String {
+        let port_width = findings
+            .iter()
+            .filter_map(|f| f.port.as_ref().map(String::len))
+            .max()
+            .unwrap_or(0)
+            .max(4);
+        let mut out = format!("{:<8} {:<port_width$} FINDING / FIX\n", "SEVERITY", "PORT");
+        for f in findings {
+            let port = f.port.as_deref().unwrap_or("-");
+            let _ = writeln!(
+                out,
+                "{:<8} {port:<port_width$} {} [{}]",
+                label(f.severity),
+                f.what,
+                f.code
+            );
+            let _ = writeln!(out, "{:<8} {:<port_width$}   fix: {}", "", "", f.fix);
+        }
+        let _ = writeln!(
+            out,
+            "{} errors, {} warnings, {} notes",
+            count(findings, Severity::Error),
+            count(findings, Severity::Warning),
+            count(findings, Severity::Info)
+        );
+        out
+    }
+
+    /// The report for `--json`: the findings and their counts.
+    pub fn to_json(findings: &[Finding]) -> Value {
+        serde_json::json!({
+            "findings": findings,
+            "errors": count(findings, Severity::Error),
+            "warnings": count(findings, Severity::Warning),
+            "notes": count(findings, Severity::Info),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// What `doctor::diagnose` finds when p0's netdev has MTU 9000 and p1 no
+        /// offloads (its test checks that it does).
+        fn findings() -> Vec<Finding> {
+            let finding = |severity, code, port: &str, what: &str, fix: &str| Finding {
+                severity,
+                code,
+                port: Some(port.to_owned()),
+                what: what.to_owned(),
+                fix: fix.to_owned(),
+            };
+            vec![
+                finding(
+                    Severity::Error,
+                    "mtu_netdev_above_switch",
+                    "p0",
+                    "the netdev's MTU is 9000, above the switch's 1500",
+                    "tapswitch port set p0 --mtu 9000",
+                ),
+                finding(
+                    Severity::Warning,
+                    "offloads_mixed",
+                    "p1",
+                    "no offloads",
+                    "fix it",
+                ),
+                finding(Severity::Info, "daemon_privileges", "p0", "note", "none"),
+            ]
+        }
+
+        #[test]
+        fn the_table_shows_every_finding_and_counts() {
+            let table = table(&findings());
+            assert!(
+                table.starts_with("SEVERITY PORT FINDING / FIX\n"),
+                "{table}"
+            );
+            assert!(
+                table.contains("error    p0   the netdev's MTU is 9000"),
+                "{table}"
+            );
+            assert!(
+                table.contains("  fix: tapswitch port set p0 --mtu 9000"),
+                "{table}"
+            );
+            assert!(
+                table.ends_with("1 errors, 1 warnings, 1 notes\n"),
+                "{table}"
+            );
+            let json = to_json(&findings());
+            assert_eq!(json["errors"], 1);
+            assert_eq!(json["findings"][0]["code"], "mtu_netdev_above_switch");
+            assert_eq!(json["findings"][0]["severity"], "error");
+        }
     }
 }

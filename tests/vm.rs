@@ -600,7 +600,7 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
 fn subscribe(switch: &Switch) -> Receiver<Value> {
     let mut client = ControlClient::connect(&switch.control).expect("connecting for events");
     client
-        .request(&Request::Events {})
+        .request_as::<()>(&Request::Events {})
         .expect("subscribing to events");
     let (lines, receiver) = mpsc::channel();
     std::thread::spawn(move || {

@@ -955,7 +955,9 @@ pub fn iperf3_client_for(
 /// Reads event lines from a subscribed client on a thread.
 pub fn subscribe(switch: &Switch) -> mpsc::Receiver<Value> {
     let mut client = ControlClient::connect(&switch.control).expect("connecting");
-    client.request(&Request::Events {}).expect("subscribing");
+    client
+        .request_as::<()>(&Request::Events {})
+        .expect("subscribing");
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         while let Ok(event) = client.next_line() {

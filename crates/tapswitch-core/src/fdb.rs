@@ -156,7 +156,7 @@ pub struct FdbCounters {
 }
 
 /// One row of [`Fdb::entries`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FdbEntry {
     pub vlan: VlanId,
     pub mac: MacAddr,

@@ -253,7 +253,7 @@ pub enum ForwardEvent {
 }
 
 /// Flap history of one address, for [`Forwarder::mac_flaps`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct MacFlapEntry {
     pub vlan: VlanId,
     pub mac: MacAddr,

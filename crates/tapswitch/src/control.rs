@@ -29,6 +29,7 @@ use libc::{
     SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGTSTP, SIGUSR1,
     SIGUSR2, SIGVTALRM, SIGXCPU,
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
@@ -55,8 +56,8 @@ mod vms;
 mod vms;
 
 pub use protocol::{
-    ErrorKind, FdbShow, FdbShowEntry, PortList, PortListEntry, Request, RequestError, Response,
-    VERSION,
+    ErrorKind, FdbShow, FdbShowEntry, PortList, PortListEntry, PortReply, Reply, Request,
+    RequestError, Response, Stats, VERSION,
 };
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -408,9 +409,9 @@ impl ControlSocket {
                         .get_ref()
                         .set_read_timeout(Some(Duration::from_secs(2)));
                     let pid = client
-                        .request(&Request::Hello {})
+                        .request_as::<protocol::Hello>(&Request::Hello {})
                         .ok()
-                        .and_then(|hello| hello.get("pid").and_then(Value::as_u64))
+                        .map(|hello| hello.pid)
                         .map_or_else(|| "unknown".to_owned(), |pid| pid.to_string());
                     return Err(ControlError::AlreadyServed {
                         path: path.to_owned(),
@@ -1020,7 +1021,8 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             return;
         }
         let upgrading = matches!(request, Request::Upgrade { .. });
-        let reply = Response::new(handle_request(shared, request)).to_wire();
+        let reply =
+            Response::new(handle_request(shared, request).and_then(|r| r.to_result())).to_wire();
         let written = write_line(&mut writer, &reply);
         if upgrading && shared.handed_over.load(Ordering::SeqCst) {
             // Only now: stopping first could end the process before the reply.
@@ -1032,33 +1034,27 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
     }
 }
 
-/// A typed reply as the `result` of a reply line.
-fn to_result(reply: impl serde::Serialize) -> Result<Value, RequestError> {
-    serde_json::to_value(reply)
-        .map_err(|e| RequestError::internal(format!("the reply does not serialise: {e}")))
-}
-
 /// Serves one request that is not `events`.
-fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestError> {
+fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestError> {
     let dataplane = &shared.dataplane;
     match request {
         Request::Hello {} => {
             let state = lock(&shared.state);
-            to_result(protocol::Hello {
+            Ok(Reply::Hello(protocol::Hello {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 metrics: state.config.switch.metrics.clone(),
-            })
+            }))
         }
-        Request::PortAdd { port } => add_port(shared, port),
-        Request::Upgrade { binary } => upgrade(shared, binary),
+        Request::PortAdd { port } => add_port(shared, port).map(Reply::Port),
+        Request::Upgrade { binary } => upgrade(shared, binary).map(Reply::HandedOver),
         Request::PortDel { name } => {
             let mut state = lock(&shared.state);
             let reply = remove_port(shared, &mut state, &name, true, RemovalCause::Requested)?;
             info!(port = %name, "port deleted by request");
-            Ok(reply)
+            Ok(Reply::Port(reply))
         }
-        Request::PortSet { name, set } => set_port(shared, &name, set),
+        Request::PortSet { name, set } => set_port(shared, &name, set).map(Reply::Port),
         Request::PortList {} => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
@@ -1086,11 +1082,11 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestErr
                     }
                 })
                 .collect();
-            to_result(ports)
+            Ok(Reply::PortList(ports))
         }
         Request::FdbShow {} => {
             let snapshot = dataplane.snapshot()?;
-            to_result(fdb_show(&snapshot))
+            Ok(Reply::FdbShow(fdb_show(&snapshot)))
         }
         Request::FdbAdd { mac, port, vlan } => {
             dataplane.request(|reply| Command::FdbAdd {
@@ -1100,13 +1096,13 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestErr
                 reply,
             })??;
             save_now(shared, &mut lock(&shared.state));
-            Ok(Value::Null)
+            Ok(Reply::Done)
         }
         Request::FdbDel { mac, vlan } => {
             let removed = dataplane.request(|reply| Command::FdbRemove { vlan, mac, reply })?;
             if removed {
                 save_now(shared, &mut lock(&shared.state));
-                Ok(Value::Null)
+                Ok(Reply::Done)
             } else {
                 Err(RequestError::not_found(format!(
                     "no MAC table entry for {mac} on VLAN {vlan}"
@@ -1116,9 +1112,9 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestErr
         Request::FdbFlush { port } => {
             let removed = dataplane.request(|reply| Command::FdbFlush { port, reply })??;
             save_now(shared, &mut lock(&shared.state));
-            to_result(protocol::FdbFlushed {
+            Ok(Reply::FdbFlushed(protocol::FdbFlushed {
                 removed: removed as u64,
-            })
+            }))
         }
         Request::Stats { port } => {
             let mut counters = counters(dataplane)?;
@@ -1129,31 +1125,27 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Value, RequestErr
                     return Err(RequestError::not_found(format!("no port named {name:?}")));
                 }
             }
-            let mut reply = json!(counters);
             // Counters only: the MAC table is `fdb_show`'s.
-            if let Some(object) = reply.as_object_mut() {
-                object.remove("fdb");
-            }
-            Ok(reply)
+            Ok(Reply::Stats(Stats::from(counters)))
         }
         Request::Events {} => unreachable!("served by serve_connection"),
         Request::ConfigShow {} => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
             prune_config(&mut state, &counters);
-            Ok(json!(state.config))
+            Ok(Reply::Config(state.config.clone()))
         }
         Request::LibvirtXml { name } => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
             prune_config(&mut state, &counters);
-            vms::libvirt_xml(&state, &name).and_then(to_result)
+            vms::libvirt_xml(&state, &name).map(Reply::LibvirtXml)
         }
     }
 }
 
 /// Hands everything to a new process; once it forwards, this one stops.
-fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, RequestError> {
+fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedOver, RequestError> {
     let binary = match binary {
         Some(binary) => binary,
         None => std::env::current_exe()
@@ -1211,7 +1203,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<Value, RequestErr
     shared.handed_over.store(true, Ordering::SeqCst);
     stop_accepting(shared);
     info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
-    to_result(protocol::HandedOver {
+    Ok(protocol::HandedOver {
         pid: child.id(),
         binary,
     })
@@ -1269,7 +1261,7 @@ fn remove_port(
     name: &str,
     unplug: bool,
     cause: RemovalCause,
-) -> Result<Value, RequestError> {
+) -> Result<PortReply, RequestError> {
     let vm_port = state
         .config
         .ports
@@ -1295,11 +1287,10 @@ fn remove_port(
     }
     state.config.ports.retain(|p| p.name != name);
     save_now(shared, state);
-    let mut reply = json!(removed.last);
-    if let Some(vm) = unplugged {
-        reply["vm"] = vm;
-    }
-    Ok(reply)
+    Ok(PortReply {
+        port: removed.last,
+        vm: unplugged,
+    })
 }
 
 /// Writes the state file if it says something new.
@@ -1396,7 +1387,7 @@ fn prune_config(state: &mut State, counters: &Snapshot) {
         .retain(|p| counters.ports.iter().any(|live| live.name == p.name));
 }
 
-fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, RequestError> {
+fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError> {
     port.validate("port").map_err(RequestError::from)?;
     if let Some(netns) = &port.netns
         && !privileges::thread_has(CAP_SYS_ADMIN)
@@ -1455,11 +1446,14 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, RequestError> {
     state.config.ports.push(port.clone());
     state.runtime_ports.retain(|name| *name != port.name);
     state.runtime_ports.push(port.name.clone());
-    let mut reply = json!(added);
+    let mut reply = PortReply {
+        port: added,
+        vm: None,
+    };
     if let Some(interface) = vm_interface {
         // The port forwards before the guest sees its NIC.
         match vms::plug(shared, &port, &interface) {
-            Ok(vm) => reply["vm"] = vm,
+            Ok(vm) => reply.vm = Some(vm),
             Err(error) => {
                 let _ = remove_port(shared, state, &port.name, false, RemovalCause::Requested);
                 return Err(error
@@ -1472,7 +1466,11 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<Value, RequestError> {
     Ok(reply)
 }
 
-fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value, RequestError> {
+fn set_port(
+    shared: &Shared,
+    name: &str,
+    settings: PortSettings,
+) -> Result<PortReply, RequestError> {
     if settings.is_empty() {
         return Err(RequestError::bad_request(format!(
             "port {name}: nothing to change (give settings such as mtu, enabled, vlan_mode, vlan, mac_limit)"
@@ -1534,7 +1532,10 @@ fn set_port(shared: &Shared, name: &str, settings: PortSettings) -> Result<Value
     info!(port = %name, %settings, "port changed by request");
     state.config.ports[index] = new;
     save_now(shared, state);
-    Ok(json!(snapshot))
+    Ok(PortReply {
+        port: snapshot,
+        vm: None,
+    })
 }
 
 /// The netdev settings that differ between two configurations of a port. A
@@ -1591,7 +1592,8 @@ fn name_of(names: &HashMap<PortId, String>, id: PortId) -> String {
 fn stream_events(shared: &Shared, mut writer: UnixStream) {
     let (lines, receiver) = mpsc::sync_channel(SUBSCRIBER_QUEUE_LEN);
     lock(&shared.subscribers).push(Subscriber { lines, lost: 0 });
-    if write_line(&mut writer, &Response::new(Ok(Value::Null)).to_wire()).is_err() {
+    let ready = Response::new(Reply::Done.to_result()).to_wire();
+    if write_line(&mut writer, &ready).is_err() {
         return;
     }
     for line in receiver {
@@ -1715,8 +1717,9 @@ impl ControlClient {
         })
     }
 
-    /// Sends `request` and returns the `result` of a successful reply.
-    pub fn request(&mut self, request: &Request) -> Result<Value, ControlError> {
+    /// Sends `request` and returns the `result` of a successful reply, as it came: the
+    /// wire level under [`Self::request_as`].
+    fn request(&mut self, request: &Request) -> Result<Value, ControlError> {
         let mut line = serde_json::to_string(request).expect("requests serialise to JSON");
         line.push('\n');
         if let Err(source) = self.writer.write_all(line.as_bytes()) {
@@ -1735,14 +1738,19 @@ impl ControlClient {
         self.outcome(reply)
     }
 
-    /// Sends `request` and decodes the `result` of a successful reply as a `T`.
-    pub fn request_as<T: protocol::Reply>(&mut self, request: &Request) -> Result<T, ControlError> {
+    /// Sends `request` and decodes the `result` of a successful reply as its typed
+    /// reply `T` (the type [`protocol::Reply`] sends for that request; `()` for
+    /// [`protocol::Reply::Done`]).
+    pub fn request_as<T: DeserializeOwned>(
+        &mut self,
+        request: &Request,
+    ) -> Result<T, ControlError> {
         let result = self.request(request)?;
         self.decode(result)
     }
 
     /// A reply's `result` as a `T`.
-    pub fn decode<T: protocol::Reply>(&self, result: Value) -> Result<T, ControlError> {
+    fn decode<T: DeserializeOwned>(&self, result: Value) -> Result<T, ControlError> {
         protocol::decode(&result).map_err(|e| ControlError::BadResult {
             path: self.path.clone(),
             line: result.to_string(),

@@ -10,7 +10,6 @@
 //! every rule is tested on hand-built inspections.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,10 +17,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::Value;
 use thiserror::Error;
 
 use crate::config::{Config, PortConfig, SwitchConfig};
+use crate::control::protocol::{Hello, PortList};
 use crate::control::{ControlClient, ControlError, Request};
 use crate::netlink::{LinkInfo, Netlink};
 use crate::sys::netns;
@@ -49,11 +48,6 @@ pub const MIN_OFFLOAD_TXQUEUELEN: u32 = 1000;
 pub enum DoctorError {
     #[error("asking the switch: {0} (is `tapswitch run` serving this --control socket?)")]
     Control(#[from] ControlError),
-    #[error("the switch's {request} reply is not understood: {reason}")]
-    BadReply {
-        request: &'static str,
-        reason: String,
-    },
 }
 
 /// How much a finding matters. Any [`Severity::Error`] makes `doctor` exit 1.
@@ -63,16 +57,6 @@ pub enum Severity {
     Info,
     Warning,
     Error,
-}
-
-impl Severity {
-    fn label(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
 }
 
 /// One diagnosis: what is wrong (or worth knowing) and how to fix it.
@@ -650,77 +634,27 @@ pub fn has_errors(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Error)
 }
 
-/// The findings as a table for people, with a summary line.
-pub fn render(findings: &[Finding]) -> String {
-    let port_width = findings
-        .iter()
-        .filter_map(|f| f.port.as_ref().map(String::len))
-        .max()
-        .unwrap_or(0)
-        .max(4);
-    let mut out = format!("{:<8} {:<port_width$} FINDING / FIX\n", "SEVERITY", "PORT");
-    for f in findings {
-        let port = f.port.as_deref().unwrap_or("-");
-        let _ = writeln!(
-            out,
-            "{:<8} {port:<port_width$} {} [{}]",
-            f.severity.label(),
-            f.what,
-            f.code
-        );
-        let _ = writeln!(out, "{:<8} {:<port_width$}   fix: {}", "", "", f.fix);
-    }
-    let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
-    let _ = writeln!(
-        out,
-        "{} errors, {} warnings, {} notes",
-        count(Severity::Error),
-        count(Severity::Warning),
-        count(Severity::Info)
-    );
-    out
-}
-
 /// Asks the switch at `control` for its configuration and ports and reads
 /// the facts behind them. Must run as root to enter the ports' namespaces
 /// and read the switch's `/proc` entries; what it cannot read becomes a finding.
 pub fn inspect(control: &Path) -> Result<Inspection, DoctorError> {
     let mut client = ControlClient::connect(control)?;
-    let hello = client.request(&Request::Hello {})?;
-    let config: Config =
-        serde_json::from_value(client.request(&Request::ConfigShow {})?).map_err(|e| {
-            DoctorError::BadReply {
-                request: "config_show",
-                reason: e.to_string(),
-            }
-        })?;
-    let list = client.request(&Request::PortList {})?;
-    let live = list.as_array().ok_or_else(|| DoctorError::BadReply {
-        request: "port_list",
-        reason: format!("not an array: {list}"),
-    })?;
-    let pid = hello["pid"].as_u64().map(|pid| pid as u32);
-    let daemon = match pid {
-        Some(pid) => privileges::read_process(pid).map_err(|e| e.to_string()),
-        None => Err(format!("the switch did not say its pid: {hello}")),
-    };
-    let queues_held = pid.and_then(|pid| tap_fds_of(pid).ok());
+    let hello: Hello = client.request_as(&Request::Hello {})?;
+    let config: Config = client.request_as(&Request::ConfigShow {})?;
+    let live: PortList = client.request_as(&Request::PortList {})?;
+    let daemon = privileges::read_process(hello.pid).map_err(|e| e.to_string());
+    let queues_held = tap_fds_of(hello.pid).ok();
     let mut ports = Vec::new();
     for port in config.ports {
-        let Some(view) = live.iter().find(|p| p["name"] == port.name.as_str()) else {
+        let Some(view) = live.iter().find(|p| p.name == port.name) else {
             // Removed between the two requests.
             continue;
         };
-        let flag = |key: &str| view[key].as_bool().unwrap_or(false);
-        let switch_mtu = view["mtu"]
-            .as_u64()
-            .and_then(|mtu| u32::try_from(mtu).ok())
-            .unwrap_or(port.mtu);
         let netdev = netdev_facts(&port);
         ports.push(PortFacts {
-            switch_mtu,
-            offloads: flag("offloads"),
-            enabled: flag("enabled"),
+            switch_mtu: view.mtu,
+            offloads: view.offloads,
+            enabled: view.enabled,
             switch_queues: queues_held
                 .as_ref()
                 .map(|held| held.get(&port.name).copied().unwrap_or(0)),
@@ -839,17 +773,6 @@ fn tap_fds_of(pid: u32) -> io::Result<HashMap<String, usize>> {
         }
     }
     Ok(held)
-}
-
-/// The report for `--json`: the findings and their counts.
-pub fn to_json(findings: &[Finding]) -> Value {
-    let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
-    serde_json::json!({
-        "findings": findings,
-        "errors": count(Severity::Error),
-        "warnings": count(Severity::Warning),
-        "notes": count(Severity::Info),
-    })
 }
 
 #[cfg(test)]
@@ -1149,30 +1072,32 @@ mod tests {
     }
 
     #[test]
-    fn the_table_shows_every_finding_and_counts() {
+    fn a_netdev_mtu_above_the_switch_is_found_with_its_fix() {
+        // The same inspection as the CLI's table test (`report::findings`).
         let mut inspection = healthy();
         netdev(&mut inspection, 0).link.mtu = 9000;
         inspection.ports[1].offloads = false;
-        let table = render(&diagnose(&inspection));
+        let findings = diagnose(&inspection);
+        let first = &findings[0];
+        assert_eq!(first.code, "mtu_netdev_above_switch");
+        assert_eq!(first.severity, Severity::Error);
+        assert_eq!(first.port.as_deref(), Some("p0"));
         assert!(
-            table.starts_with("SEVERITY PORT FINDING / FIX\n"),
-            "{table}"
+            first.what.starts_with("the netdev's MTU is 9000"),
+            "{first:?}"
         );
         assert!(
-            table.contains("error    p0   the netdev's MTU is 9000"),
-            "{table}"
+            first.fix.starts_with("tapswitch port set p0 --mtu 9000"),
+            "{first:?}"
         );
-        assert!(
-            table.contains("  fix: tapswitch port set p0 --mtu 9000"),
-            "{table}"
+        let count = |severity| findings.iter().filter(|f| f.severity == severity).count();
+        assert_eq!(
+            [
+                count(Severity::Error),
+                count(Severity::Warning),
+                count(Severity::Info)
+            ],
+            [1, 1, 1]
         );
-        assert!(
-            table.ends_with("1 errors, 1 warnings, 1 notes\n"),
-            "{table}"
-        );
-        let json = to_json(&diagnose(&inspection));
-        assert_eq!(json["errors"], 1);
-        assert_eq!(json["findings"][0]["code"], "mtu_netdev_above_switch");
-        assert_eq!(json["findings"][0]["severity"], "error");
     }
 }

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-
-use super::protocol::{ErrorKind, LibvirtXml, RequestError};
+use super::protocol::{ErrorKind, LibvirtXml, RequestError, VmNic};
 use super::{ControlError, Shared, State};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::vm::VmInterface;
@@ -60,13 +58,18 @@ pub(super) fn plug(
     _shared: &Shared,
     _port: &PortConfig,
     _interface: &VmInterface,
-) -> Result<Value, RequestError> {
+) -> Result<VmNic, RequestError> {
     Err(unsupported(NO_LIBVIRT))
 }
 
-pub(super) fn unplug(_shared: &Shared, port: &PortConfig) -> Option<Value> {
+pub(super) fn unplug(_shared: &Shared, port: &PortConfig) -> Option<VmNic> {
     let domain = port.vm.as_deref()?;
-    Some(json!({"domain": domain, "action": format!("not unplugged: {NO_LIBVIRT}")}))
+    Some(VmNic {
+        domain: domain.to_owned(),
+        action: format!("not unplugged: {NO_LIBVIRT}"),
+        change: None,
+        libvirt: None,
+    })
 }
 
 pub(super) fn libvirt_xml(_state: &State, _name: &str) -> Result<LibvirtXml, RequestError> {

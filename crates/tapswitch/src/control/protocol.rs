@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use crate::config::{ConfigError, PortConfig, PortSettings};
-use crate::dataplane::DataplaneError;
+use crate::config::{Config, ConfigError, PortConfig, PortSettings};
+use crate::dataplane::{DataplaneError, LoopStats, PortSnapshot, Snapshot};
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
+use crate::forward::MacFlapEntry;
 use crate::netlink::LinkError;
 use crate::port::vm::VmPortError;
 use crate::switch::SwitchError;
@@ -347,14 +348,131 @@ impl Response {
     }
 }
 
-/// A typed reply: what a request's `result` decodes into.
-pub trait Reply: serde::de::DeserializeOwned {}
+/// What the switch answers a request with: one typed reply per request, built by the
+/// server and sent as the reply line's `result`. The client decodes a `result` into the
+/// reply type of its request with [`decode`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+// One reply per request, serialised and dropped.
+#[allow(clippy::large_enum_variant)]
+pub enum Reply {
+    Hello(Hello),
+    /// `port_add`, `port_del`, `port_set`.
+    Port(PortReply),
+    PortList(PortList),
+    FdbShow(FdbShow),
+    FdbFlushed(FdbFlushed),
+    Stats(Stats),
+    /// `config_show`.
+    Config(Config),
+    HandedOver(HandedOver),
+    LibvirtXml(LibvirtXml),
+    /// Done, nothing to report (`fdb_add`, `fdb_del`, `events` before its stream):
+    /// `null` on the wire, decoded as `()`.
+    Done,
+}
 
-impl<T: serde::de::DeserializeOwned> Reply for T {}
+impl Reply {
+    /// The reply as a reply line's `result`.
+    pub fn to_result(&self) -> Result<Value, RequestError> {
+        serde_json::to_value(self)
+            .map_err(|e| RequestError::internal(format!("the reply does not serialise: {e}")))
+    }
+}
 
 /// A reply's `result` as the typed reply `T` of its request.
-pub fn decode<T: Reply>(result: &Value) -> Result<T, serde_json::Error> {
+pub fn decode<T: serde::de::DeserializeOwned>(result: &Value) -> Result<T, serde_json::Error> {
     T::deserialize(result)
+}
+
+/// Where a domain is in its life, as far as plugging goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum DomainState {
+    /// libvirt knows no domain of that name.
+    Absent,
+    /// Defined (persistent) but not running.
+    Defined,
+    /// Running; a transient domain (`virsh create`) is not persistent.
+    Running { persistent: bool },
+}
+
+/// What a plug or unplug changed: the running domain (`live`), its stored definition
+/// (`config`), neither (already so, or no such domain yet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceChange {
+    #[serde(flatten)]
+    pub state: DomainState,
+    pub live: bool,
+    pub config: bool,
+}
+
+/// Why a VM port's NIC was not plugged or unplugged by libvirt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LibvirtStatus {
+    /// libvirt could not be reached: the devices exist, the NIC waits.
+    Unreachable,
+}
+
+/// What happened to a VM port's NIC in its domain, in a `port_add` or `port_del` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmNic {
+    pub domain: String,
+    /// For people: what was done, or why not.
+    pub action: String,
+    /// What libvirt changed, when it answered.
+    #[serde(flatten)]
+    pub change: Option<DeviceChange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<LibvirtStatus>,
+}
+
+/// The `port_add`, `port_del` and `port_set` reply: the port and its counters (the last
+/// ones for `port_del`), and for a VM port what happened to its NIC.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PortReply {
+    #[serde(flatten)]
+    pub port: PortSnapshot,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmNic>,
+}
+
+/// The `stats` reply: a [`Snapshot`]'s counters without its MAC table (`fdb_show`'s).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub ports: Vec<PortSnapshot>,
+    /// Ports removed after an I/O error, with their last counters.
+    pub removed_ports: Vec<PortSnapshot>,
+    pub fdb_size: usize,
+    pub fdb_counters: FdbCounters,
+    pub mac_flaps: Vec<MacFlapEntry>,
+    pub loop_stats: LoopStats,
+    pub events_dropped: u64,
+}
+
+impl From<Snapshot> for Stats {
+    fn from(snapshot: Snapshot) -> Self {
+        let Snapshot {
+            ports,
+            removed_ports,
+            fdb: _,
+            fdb_size,
+            fdb_counters,
+            mac_flaps,
+            loop_stats,
+            events_dropped,
+        } = snapshot;
+        Self {
+            ports,
+            removed_ports,
+            fdb_size,
+            fdb_counters,
+            mac_flaps,
+            loop_stats,
+            events_dropped,
+        }
+    }
 }
 
 /// Whether a port's netdev carrier is up, in `port_list`.
@@ -588,5 +706,50 @@ mod tests {
         assert_eq!(wire["counters"]["aged_out"], 0);
         assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
         assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());
+    }
+
+    #[test]
+    fn port_stats_and_done_replies_round_trip() {
+        let port = PortSnapshot {
+            id: PortId(2),
+            name: "p2".into(),
+            mtu: 1500,
+            vnet_hdr: true,
+            enabled: true,
+            link_up: false,
+            counters: Default::default(),
+        };
+        let reply = PortReply {
+            port: port.clone(),
+            vm: Some(VmNic {
+                domain: "guest".into(),
+                action: "hot-plugged into the running domain".into(),
+                change: Some(DeviceChange {
+                    state: DomainState::Running { persistent: true },
+                    live: true,
+                    config: false,
+                }),
+                libvirt: None,
+            }),
+        };
+        let wire = Reply::Port(reply.clone()).to_result().unwrap();
+        assert_eq!(wire["name"], "p2");
+        assert_eq!(wire["vm"]["state"], "running");
+        assert_eq!(wire["counters"]["drops"]["link_down"], 0);
+        assert_eq!(decode::<PortReply>(&wire).unwrap(), reply);
+        let stats = Stats {
+            ports: vec![port],
+            removed_ports: vec![],
+            fdb_size: 3,
+            fdb_counters: FdbCounters::default(),
+            mac_flaps: vec![],
+            loop_stats: LoopStats::default(),
+            events_dropped: 1,
+        };
+        let wire = Reply::Stats(stats.clone()).to_result().unwrap();
+        assert!(wire.get("fdb").is_none());
+        assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
+        assert_eq!(Reply::Done.to_result().unwrap(), Value::Null);
+        decode::<()>(&Value::Null).unwrap();
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use super::protocol::LibvirtXml;
+use super::protocol::{LibvirtStatus, LibvirtXml, VmNic};
 use super::{ControlError, RequestError, Shared, State, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::dataplane::RemovalCause;
@@ -133,7 +133,7 @@ pub(super) fn plug(
     shared: &Shared,
     port: &PortConfig,
     interface: &VmInterface,
-) -> Result<Value, RequestError> {
+) -> Result<VmNic, RequestError> {
     let domain = port.vm.as_deref().unwrap_or_default();
     match shared.vms.libvirt.plug(domain, interface) {
         Ok(change) => {
@@ -152,18 +152,19 @@ pub(super) fn plug(
             }
             Ok(status(domain, &change, action))
         }
-        Err(LibvirtError::Unreachable { uri, message }) => Ok(json!({
-            "domain": domain,
-            "action": format!("devices created; could not reach libvirt at {uri} ({message})"),
-            "libvirt": "unreachable",
-        })),
+        Err(LibvirtError::Unreachable { uri, message }) => Ok(VmNic {
+            domain: domain.to_owned(),
+            action: format!("devices created; could not reach libvirt at {uri} ({message})"),
+            change: None,
+            libvirt: Some(LibvirtStatus::Unreachable),
+        }),
         Err(error) => Err(error.into()),
     }
 }
 
 /// Takes the NIC of VM port `port` out of its domain (for `port del`); the outcome, or why
 /// not, for the reply.
-pub(super) fn unplug(shared: &Shared, port: &PortConfig) -> Option<Value> {
+pub(super) fn unplug(shared: &Shared, port: &PortConfig) -> Option<VmNic> {
     let domain = port.vm.as_deref()?;
     let interface = vmport::interface_of(port).ok()?;
     Some(match shared.vms.libvirt.unplug(domain, &interface) {
@@ -177,16 +178,23 @@ pub(super) fn unplug(shared: &Shared, port: &PortConfig) -> Option<Value> {
         }
         Err(error) => {
             warn!(port = %port.name, %error, "unplugging the VM interface failed");
-            json!({"domain": domain, "action": format!("not unplugged: {error}")})
+            VmNic {
+                domain: domain.to_owned(),
+                action: format!("not unplugged: {error}"),
+                change: None,
+                libvirt: None,
+            }
         }
     })
 }
 
-fn status(domain: &str, change: &DeviceChange, action: &str) -> Value {
-    let mut value = json!(change);
-    value["domain"] = json!(domain);
-    value["action"] = json!(action);
-    value
+fn status(domain: &str, change: &DeviceChange, action: &str) -> VmNic {
+    VmNic {
+        domain: domain.to_owned(),
+        action: action.to_owned(),
+        change: Some(*change),
+        libvirt: None,
+    }
 }
 
 fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Value {

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use std::collections::HashMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::fdb::{FdbCounters, FdbEntry, PortId};
 use crate::forward::{DropReason, MacFlapEntry};
@@ -20,7 +22,7 @@ pub const TURN_BUCKETS_US: [u64; 16] = [
 ];
 
 /// How the loop spends its turns (summed over dataplane threads).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoopStats {
     /// Returns from `epoll_wait`.
     pub iterations: u64,
@@ -74,7 +76,7 @@ impl LoopStats {
 }
 
 /// Per-port counters.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PortCounters {
     pub rx_frames: u64,
     pub rx_bytes: u64,
@@ -142,8 +144,20 @@ impl Serialize for DropCounters {
     }
 }
 
+/// Reasons this build does not know (from a newer switch) are left out.
+impl<'de> Deserialize<'de> for DropCounters {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let by_name = HashMap::<String, u64>::deserialize(deserializer)?;
+        let mut counters = DropCounters::default();
+        for reason in DropReason::ALL {
+            counters.0[reason.index()] = by_name.get(reason.name()).copied().unwrap_or(0);
+        }
+        Ok(counters)
+    }
+}
+
 /// One port as the control plane sees it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortSnapshot {
     pub id: PortId,
     pub name: String,
@@ -157,7 +171,7 @@ pub struct PortSnapshot {
 }
 
 /// The state of the switch at one instant.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub ports: Vec<PortSnapshot>,
     /// Ports removed after an I/O error (e.g. their TAP was deleted), with their last counters:

@@ -19,7 +19,6 @@ use std::sync::mpsc::Sender;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use thiserror::Error;
 use tracing::{info, warn};
 use virt::connect::Connect;
@@ -47,27 +46,7 @@ pub enum LibvirtError {
     Interface(#[from] crate::vm::VmError),
 }
 
-/// Where a domain is in its life, as far as plugging goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "state")]
-pub enum DomainState {
-    /// libvirt knows no domain of that name.
-    Absent,
-    /// Defined (persistent) but not running.
-    Defined,
-    /// Running; a transient domain (`virsh create`) is not persistent.
-    Running { persistent: bool },
-}
-
-/// What a plug or unplug changed: the running domain (`live`), its stored definition
-/// (`config`), neither (already so, or no such domain yet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct DeviceChange {
-    #[serde(flatten)]
-    pub state: DomainState,
-    pub live: bool,
-    pub config: bool,
-}
+pub use crate::control::protocol::{DeviceChange, DomainState};
 
 /// A domain event, reduced to what VM ports care about.
 #[derive(Clone, Debug, PartialEq, Eq)]
