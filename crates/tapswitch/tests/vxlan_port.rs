@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tapswitch::dataplane::DropCounters;
 use tapswitch::forward::DropReason;
-use tapswitch::port::vxlan::{VxlanPort, VxlanSettings};
 use tapswitch::port::Port;
+use tapswitch::port::vxlan::{VxlanPort, VxlanSettings};
 use tapswitch::sys::netns;
 use tapswitch::wire::MacAddr;
 
@@ -81,7 +81,9 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
     let (h1, h2) = (hosts.h1.clone(), hosts.h2.clone());
     ip(&format!("netns add {h1}"));
     ip(&format!("netns add {h2}"));
-    ip(&format!("link add vxu1-{tag} netns {h1} type veth peer name vxu2-{tag} netns {h2}"));
+    ip(&format!(
+        "link add vxu1-{tag} netns {h1} type veth peer name vxu2-{tag} netns {h2}"
+    ));
     ip(&format!("-n {h1} addr add 10.77.0.1/24 dev vxu1-{tag}"));
     ip(&format!("-n {h2} addr add 10.77.0.2/24 dev vxu2-{tag}"));
     ip(&format!("-n {h1} link set vxu1-{tag} up"));

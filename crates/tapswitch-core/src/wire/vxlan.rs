@@ -204,7 +204,11 @@ pub fn udp_header_ipv4(
         // A piece that starts at an odd offset sums byte-swapped (RFC 1071's
         // byte-order independence).
         let piece = checksum::fold(checksum::sum(part, 0));
-        sum += u64::from(if offset % 2 == 1 { piece.swap_bytes() } else { piece });
+        sum += u64::from(if offset % 2 == 1 {
+            piece.swap_bytes()
+        } else {
+            piece
+        });
         offset += part.len();
     }
     // A computed 0 is sent as all ones: 0 means "no checksum" in UDP over IPv4.
@@ -305,7 +309,11 @@ mod tests {
         let ports: std::collections::HashSet<u16> = (40000..40064)
             .map(|src| source_port(inner_flow_hash(&tcp_frame(src, 5201))))
             .collect();
-        assert!(ports.len() > 48, "{} distinct ports of 64 flows", ports.len());
+        assert!(
+            ports.len() > 48,
+            "{} distinct ports of 64 flows",
+            ports.len()
+        );
         for hash in [0, 1, u32::MAX, 0x8000_0000, 12345] {
             assert!(SOURCE_PORT_RANGE.contains(&source_port(hash)));
         }

@@ -122,11 +122,18 @@ impl VxlanPort {
         let mut payload: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
         payload.push(&vxlan);
         payload.extend_from_slice(parts);
-        let local = (self.settings.local.ip().octets(), source_port(inner_flow_hash(head)));
+        let local = (
+            self.settings.local.ip().octets(),
+            source_port(inner_flow_hash(head)),
+        );
         let udp_headers: Vec<[u8; UDP_HEADER_LEN]> = destinations
             .iter()
             .map(|remote| {
-                udp_header_ipv4(local, (remote.octets(), self.settings.local.port()), &payload)
+                udp_header_ipv4(
+                    local,
+                    (remote.octets(), self.settings.local.port()),
+                    &payload,
+                )
             })
             .collect();
         let mut datagrams: Vec<Vec<libc::iovec>> = udp_headers

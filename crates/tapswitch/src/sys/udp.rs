@@ -33,10 +33,7 @@ pub enum UdpError {
     #[error(
         "cannot open the raw UDP send socket of the VXLAN port on {local} (needs CAP_NET_RAW): {source}"
     )]
-    RawSocket {
-        local: Ipv4Addr,
-        source: io::Error,
-    },
+    RawSocket { local: Ipv4Addr, source: io::Error },
 }
 
 /// A nonblocking UDP socket bound to `local`.
@@ -196,7 +193,12 @@ pub fn send_datagrams(
         // SAFETY: every mmsghdr points at a live address and iovec array whose buffers
         // the caller keeps alive for the call; the kernel only reads them.
         let count = unsafe {
-            libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, libc::MSG_DONTWAIT)
+            libc::sendmmsg(
+                fd,
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
         };
         if count < 0 {
             first_error.get_or_insert_with(io::Error::last_os_error);
