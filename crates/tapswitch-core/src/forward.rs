@@ -94,11 +94,17 @@ pub enum DropReason {
     StormMulticast,
     /// Over the ingress port's unknown-unicast rate.
     StormUnknownUnicast,
+    // Tunnel ports' own reasons, decided where the tunnel header is read.
+    /// A VXLAN packet for a VNI the port does not carry.
+    UnknownVni,
+    /// A VXLAN packet whose header is malformed (no I flag, unknown flags,
+    /// reserved bits set, shorter than the header) or whose inner frame is a runt.
+    BadVxlanHeader,
 }
 
 impl DropReason {
     /// Number of reasons, for `[u64; DropReason::COUNT]` counters.
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 23;
 
     /// Every reason, in [`Self::index`] order.
     pub const ALL: [DropReason; Self::COUNT] = [
@@ -123,6 +129,8 @@ impl DropReason {
         DropReason::StormBroadcast,
         DropReason::StormMulticast,
         DropReason::StormUnknownUnicast,
+        DropReason::UnknownVni,
+        DropReason::BadVxlanHeader,
     ];
 
     /// Whether storm control dropped the frame (over a flood rate of its port).
@@ -159,6 +167,8 @@ impl DropReason {
             DropReason::StormBroadcast => "storm_broadcast",
             DropReason::StormMulticast => "storm_multicast",
             DropReason::StormUnknownUnicast => "storm_unknown_unicast",
+            DropReason::UnknownVni => "unknown_vni",
+            DropReason::BadVxlanHeader => "bad_vxlan_header",
         }
     }
 
@@ -535,6 +545,7 @@ impl Forwarder {
             return (Verdict::Drop(DropReason::SpoofedSource), Learned::Ignored);
         }
         let in_isolated = in_policy.isolated;
+        let in_split_horizon = in_policy.split_horizon;
 
         // Storm control before learning: a frame over its port's flood rate teaches
         // the switch nothing, so a MAC flood churns the table (and raises events) at
@@ -599,6 +610,7 @@ impl Forwarder {
                         || !out.enabled
                         || !floods
                         || (in_isolated && out.isolated)
+                        || (in_split_horizon && out.split_horizon)
                     {
                         continue;
                     }
@@ -2002,6 +2014,36 @@ mod tests {
                 forwarder.decide(PortId(ingress as u32), &frame(host(src), address(dst)), now, &mut egress);
                 if isolated[ingress] {
                     prop_assert!(egress.iter().all(|out| !isolated[out.port.index()]), "{:?}", egress);
+                }
+            }
+        }
+
+        /// Whatever the tunnel flags and traffic, a flood from a split-horizon (tunnel)
+        /// port never goes out on another one, and still reaches every other port;
+        /// known unicast is not affected.
+        #[test]
+        fn split_horizon_ports_never_flood_into_each_other(
+            tunnel in proptest::collection::vec(any::<bool>(), 2..7),
+            traffic in proptest::collection::vec((0usize..7, 2u8..10, prop_oneof![3 => 2u8..10, 1 => Just(0xffu8)]), 1..100),
+        ) {
+            let now = Instant::now();
+            let mut forwarder = Forwarder::new(FdbConfig::default());
+            for (index, &split_horizon) in tunnel.iter().enumerate() {
+                forwarder.add_port(PortId(index as u32), PortPolicy { split_horizon, ..PortPolicy::default() }).unwrap();
+            }
+            let mut egress = Vec::new();
+            for (ingress, src, dst) in traffic {
+                let ingress = ingress % tunnel.len();
+                let destination = address(dst);
+                let known = forwarder.fdb().lookup(0, destination, now);
+                let (verdict, _) = forwarder.decide(PortId(ingress as u32), &frame(host(src), destination), now, &mut egress);
+                let flooded = known.is_none() || destination.is_multicast();
+                if flooded && verdict == Verdict::Forward {
+                    let expected: Vec<usize> = (0..tunnel.len())
+                        .filter(|&out| out != ingress && !(tunnel[ingress] && tunnel[out]))
+                        .collect();
+                    let got: Vec<usize> = egress.iter().map(|out| out.port.index()).collect();
+                    prop_assert_eq!(got, expected);
                 }
             }
         }

@@ -348,6 +348,10 @@ pub struct PortPolicy {
     pub storm: StormControl,
     /// Isolated ports exchange frames only with non-isolated ones.
     pub isolated: bool,
+    /// Split horizon (tunnel ports): a flood that arrived on such a port never
+    /// leaves on another one, since every remote VTEP got its own copy from
+    /// the sender (head-end replication); flooding it back would loop.
+    pub split_horizon: bool,
     pub flood: FloodControl,
 }
 
@@ -359,6 +363,7 @@ impl Default for PortPolicy {
             security: PortSecurity::default(),
             storm: StormControl::default(),
             isolated: false,
+            split_horizon: false,
             flood: FloodControl::default(),
         }
     }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub mod checksum;
 mod ip;
 mod tcp_udp;
+pub mod vxlan;
 
 pub use ip::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HEADER_LEN, IPV6_HEADER_LEN,
@@ -46,6 +47,15 @@ pub enum WireError {
         len: usize,
         min: usize,
     },
+    /// A VXLAN header without the I flag: its VNI field is not valid.
+    #[error("VXLAN header without the I flag (flags {flags:#04x}): no valid VNI")]
+    VxlanNoVni { flags: u8 },
+    /// A VXLAN header with flags other than I (an extension such as GBP or GPE).
+    #[error("VXLAN header with flags {flags:#04x}: only the I flag (0x08) is understood")]
+    VxlanFlags { flags: u8 },
+    /// A VXLAN header whose reserved fields are not zero.
+    #[error("VXLAN header with reserved bits set")]
+    VxlanReserved,
     /// A MAC address string did not parse.
     #[error("invalid MAC address `{input}`: {reason}")]
     BadMacAddr { input: String, reason: String },

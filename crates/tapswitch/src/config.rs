@@ -1103,6 +1103,8 @@ impl PortConfig {
             },
             storm,
             isolated: self.isolated,
+            // Set by the dataplane from what the port is (a tunnel or not).
+            split_horizon: false,
             flood: FloodControl {
                 unknown_unicast: self.flood_unknown_unicast,
                 multicast: self.flood_multicast,

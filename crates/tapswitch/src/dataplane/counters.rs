@@ -129,6 +129,11 @@ impl DropCounters {
         self.0[reason.index()] += 1;
     }
 
+    /// Counts `count` drops of `reason` at once.
+    pub fn add(&mut self, reason: DropReason, count: u64) {
+        self.0[reason.index()] += count;
+    }
+
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason.index()]
     }

@@ -210,6 +210,18 @@ pub(super) fn classify_send_error(error: &io::Error) -> SendFailure {
             SendFailure::Dropped(DropReason::TxRejected)
         }
         Some(libc::EINTR) => SendFailure::Dropped(DropReason::TxQueueFull),
+        // A tunnel port's underlay refusing one destination (no route, a
+        // firewall, an ICMP error reported back): the socket is fine. A TAP
+        // never returns these.
+        Some(
+            libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::ENETDOWN
+            | libc::EHOSTDOWN
+            | libc::ECONNREFUSED
+            | libc::EPERM
+            | libc::EACCES,
+        ) => SendFailure::Dropped(DropReason::TxRejected),
         _ => SendFailure::PortGone,
     }
 }

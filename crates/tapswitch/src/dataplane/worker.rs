@@ -159,7 +159,11 @@ impl Dataplane {
             .unwrap_or(self.ports.len());
         let id = PortId(index as u32);
         let port: Arc<dyn Port> = Arc::from(port);
-        self.forwarder().add_port(id, PortPolicy::default())?;
+        let policy = PortPolicy {
+            split_horizon: port.is_tunnel(),
+            ..PortPolicy::default()
+        };
+        self.forwarder().add_port(id, policy)?;
         let queues = port.queues().clamp(1, MAX_QUEUES);
         let mut reads: Vec<QueueMask> = vec![0; self.threads];
         for queue in 0..queues {
@@ -345,6 +349,11 @@ impl Dataplane {
         let current = forwarder.port(id).cloned().unwrap_or_default();
         let mut policy = update.policy.clone().unwrap_or_else(|| current.clone());
         policy.enabled = update.enabled.unwrap_or(current.enabled);
+        // What the port is decides its split horizon, not its configuration.
+        let is_tunnel = self.ports[id.index()]
+            .as_ref()
+            .is_some_and(|slot| slot.port.is_tunnel());
+        policy.split_horizon = is_tunnel;
         if policy != current {
             // First, and validated whole: if it is refused, nothing has changed.
             forwarder.set_policy(id, policy.clone())?;
@@ -722,6 +731,9 @@ impl Dataplane {
                 break;
             };
             let (read, drained, policed) = self.serve_port(id, queue);
+            if let Some(Some(slot)) = self.ports.get_mut(id.index()) {
+                slot.port.drain_drops(&mut slot.counters.drops);
+            }
             self.loop_stats.record_batch(read);
             frames += read;
             match self.ports.get_mut(id.index()) {

@@ -2,16 +2,25 @@
 //! not care whether frames come from a TAP, a macvtap-backed VM or (later) a
 //! VXLAN tunnel.
 //!
-//! One file per kind: [`tap`] (a TAP whose fd the switch holds) and [`vm`]
-//! (the devices QEMU opens next to a VM port's TAP).
+//! One file per kind: [`tap`] (a TAP whose fd the switch holds), [`vm`]
+//! (the devices QEMU opens next to a VM port's TAP) and [`vxlan`] (a tunnel
+//! to remote VTEPs over UDP).
 
 pub mod tap;
 pub mod vm;
+pub mod vxlan;
 
 pub use tap::TapPort;
+pub use vxlan::VxlanPort;
 
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::dataplane::DropCounters;
+use crate::forward::DropReason;
+use crate::wire::MacAddr;
 
 /// A source and sink of Ethernet frames.
 ///
@@ -37,4 +46,34 @@ pub trait Port: Send + Sync {
     fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize>;
     /// Sends the concatenation of `parts` as one frame, without joining them.
     fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize>;
+    /// Adds the frames the port itself dropped while reading (e.g. a tunnel
+    /// packet of another VNI) to `into`, and forgets them.
+    fn drain_drops(&self, _into: &mut DropCounters) {}
+    /// The remote VTEP behind which `mac` was learned (tunnel ports only).
+    fn remote_of(&self, _mac: MacAddr) -> Option<IpAddr> {
+        None
+    }
+    /// A tunnel port: in the split-horizon group, so that floods from one
+    /// tunnel never go back into another.
+    fn is_tunnel(&self) -> bool {
+        false
+    }
+}
+
+/// Drops a port counts by itself, from whichever thread reads it.
+#[derive(Debug, Default)]
+pub struct PortDrops([AtomicU64; DropReason::COUNT]);
+
+impl PortDrops {
+    pub fn count(&self, reason: DropReason) {
+        self.0[reason.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves the counts into `into`.
+    pub fn drain_into(&self, into: &mut DropCounters) {
+        for reason in DropReason::ALL {
+            let count = self.0[reason.index()].swap(0, Ordering::Relaxed);
+            into.add(reason, count);
+        }
+    }
 }

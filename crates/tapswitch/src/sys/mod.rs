@@ -6,3 +6,4 @@
 pub mod netns;
 pub mod privileges;
 pub mod tap;
+pub mod udp;

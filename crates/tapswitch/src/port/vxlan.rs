@@ -1,0 +1,223 @@
+//! A VXLAN tunnel port (RFC 7348): Ethernet frames of one VNI carried in UDP
+//! to and from remote VTEPs (Linux vxlan devices, other switches).
+//!
+//! Receive: one UDP socket bound to the local VTEP address; the VXLAN header
+//! is read apart from the frame (which lands in the dataplane's buffer as
+//! from any port) and checked; packets of another VNI or with a malformed
+//! header are counted (`unknown_vni`, `bad_vxlan_header`) and skipped, and
+//! the inner source MAC is learned as living behind the outer source
+//! address. Send: to the VTEP learned for the destination MAC, else one copy
+//! to each remote of the flood list (head-end replication, one `sendmmsg`),
+//! over a raw socket so that each datagram carries the flow hash as its UDP
+//! source port. The port has no vnet header: the dataplane segments
+//! super-frames to the port's MTU (the underlay's minus 50) before they get here.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Port, PortDrops};
+use crate::forward::DropReason;
+use crate::sys::udp::{self, UdpError};
+use crate::wire::vxlan::{
+    VXLAN_HEADER_LEN, VxlanHeader, inner_flow_hash, source_port, udp_header_ipv4, vxlan_header,
+};
+use crate::wire::{MacAddr, UDP_HEADER_LEN};
+
+/// Remote MACs a port remembers at most; beyond, new ones are flooded until
+/// old ones age out.
+pub const MAX_REMOTE_MACS: usize = 16_384;
+
+/// What a VXLAN port is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSettings {
+    pub name: String,
+    pub vni: u32,
+    /// Local VTEP address and UDP port (bound; the destination port of what we send).
+    pub local: SocketAddrV4,
+    /// The flood list: every broadcast, multicast and unknown unicast goes to each.
+    pub remotes: Vec<Ipv4Addr>,
+    /// How long a learned remote MAC is trusted without being heard again.
+    pub ageing: Duration,
+}
+
+/// A port whose frames travel in VXLAN to remote VTEPs.
+#[derive(Debug)]
+pub struct VxlanPort {
+    settings: VxlanSettings,
+    receiver: UdpSocket,
+    sender: OwnedFd,
+    learned: Mutex<HashMap<MacAddr, (Ipv4Addr, Instant)>>,
+    drops: PortDrops,
+}
+
+impl VxlanPort {
+    /// Opens the sockets in the current namespace (call it inside the port's).
+    pub fn open(settings: VxlanSettings) -> Result<Self, UdpError> {
+        let receiver = udp::bind_receiver(settings.local)?;
+        let sender = udp::open_raw_sender(*settings.local.ip())?;
+        Ok(VxlanPort {
+            settings,
+            receiver,
+            sender,
+            learned: Mutex::new(HashMap::new()),
+            drops: PortDrops::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &VxlanSettings {
+        &self.settings
+    }
+
+    /// The VTEP `mac` was last heard from, if still fresh.
+    pub fn remote_vtep(&self, mac: MacAddr) -> Option<Ipv4Addr> {
+        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let &(vtep, seen) = learned.get(&mac)?;
+        (seen.elapsed() < self.settings.ageing).then_some(vtep)
+    }
+
+    fn learn(&self, mac: MacAddr, vtep: Ipv4Addr) {
+        if !mac.is_unicast() || mac.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        if learned.len() >= MAX_REMOTE_MACS && !learned.contains_key(&mac) {
+            let ageing = self.settings.ageing;
+            learned.retain(|_, (_, seen)| now.duration_since(*seen) < ageing);
+            if learned.len() >= MAX_REMOTE_MACS {
+                return;
+            }
+        }
+        learned.insert(mac, (vtep, now));
+    }
+
+    /// Encapsulates the frame made of `parts` and sends it where its
+    /// destination lives, or to every remote.
+    fn send_frame(&self, parts: &[&[u8]]) -> io::Result<usize> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let mut head = [0u8; 128];
+        let mut filled = 0;
+        for part in parts {
+            let take = part.len().min(head.len() - filled);
+            head[filled..filled + take].copy_from_slice(&part[..take]);
+            filled += take;
+        }
+        let head = &head[..filled];
+        let learned = (head.len() >= 6)
+            .then(|| MacAddr::from_bytes(head))
+            .filter(MacAddr::is_unicast)
+            .and_then(|destination| self.remote_vtep(destination));
+        let destinations: &[Ipv4Addr] = match &learned {
+            Some(vtep) => std::slice::from_ref(vtep),
+            None => &self.settings.remotes,
+        };
+        if destinations.is_empty() {
+            return Ok(len);
+        }
+        let vxlan = vxlan_header(self.settings.vni);
+        let mut payload: Vec<&[u8]> = Vec::with_capacity(parts.len() + 1);
+        payload.push(&vxlan);
+        payload.extend_from_slice(parts);
+        let local = (
+            self.settings.local.ip().octets(),
+            source_port(inner_flow_hash(head)),
+        );
+        let udp_headers: Vec<[u8; UDP_HEADER_LEN]> = destinations
+            .iter()
+            .map(|remote| {
+                udp_header_ipv4(
+                    local,
+                    (remote.octets(), self.settings.local.port()),
+                    &payload,
+                )
+            })
+            .collect();
+        let mut datagrams: Vec<Vec<libc::iovec>> = udp_headers
+            .iter()
+            .map(|udp_header| {
+                std::iter::once(&udp_header[..])
+                    .chain(payload.iter().copied())
+                    .map(|piece| libc::iovec {
+                        iov_base: piece.as_ptr().cast_mut().cast(),
+                        iov_len: piece.len(),
+                    })
+                    .collect()
+            })
+            .collect();
+        udp::send_datagrams(self.sender.as_raw_fd(), destinations, &mut datagrams)?;
+        Ok(len)
+    }
+}
+
+impl Port for VxlanPort {
+    fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    fn raw_fd(&self, _queue: usize) -> RawFd {
+        self.receiver.as_raw_fd()
+    }
+
+    fn vnet_hdr_len(&self) -> usize {
+        0
+    }
+
+    /// The next well-formed frame of our VNI; others are counted and skipped.
+    fn recv(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
+        let mut header = [0u8; VXLAN_HEADER_LEN];
+        loop {
+            let received = udp::recv_split(self.receiver.as_raw_fd(), &mut header, buf)?;
+            if received.len < VXLAN_HEADER_LEN {
+                self.drops.count(DropReason::BadVxlanHeader);
+                continue;
+            }
+            let view = VxlanHeader::new_unchecked(&header[..]);
+            if view.check().is_err() {
+                self.drops.count(DropReason::BadVxlanHeader);
+                continue;
+            }
+            if view.vni() != self.settings.vni {
+                self.drops.count(DropReason::UnknownVni);
+                continue;
+            }
+            if received.truncated {
+                self.drops.count(DropReason::Oversize);
+                continue;
+            }
+            let len = received.len - VXLAN_HEADER_LEN;
+            if len >= 12 {
+                self.learn(MacAddr::from_bytes(&buf[6..12]), received.source);
+            }
+            return Ok(len);
+        }
+    }
+
+    fn send(&self, frame: &[u8]) -> io::Result<usize> {
+        self.send_frame(&[frame])
+    }
+
+    fn send_parts(&self, head: &[u8], body: &[u8]) -> io::Result<usize> {
+        self.send_frame(&[head, body])
+    }
+
+    fn send_vectored(&self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let parts: Vec<&[u8]> = parts.iter().map(|part| &part[..]).collect();
+        self.send_frame(&parts)
+    }
+
+    fn drain_drops(&self, into: &mut crate::dataplane::DropCounters) {
+        self.drops.drain_into(into);
+    }
+
+    fn remote_of(&self, mac: MacAddr) -> Option<IpAddr> {
+        self.remote_vtep(mac).map(IpAddr::V4)
+    }
+
+    fn is_tunnel(&self) -> bool {
+        true
+    }
+}

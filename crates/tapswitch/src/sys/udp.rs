@@ -1,0 +1,226 @@
+//! The sockets of a VXLAN port: a UDP socket bound to the local VTEP address
+//! (receive), and a raw IPv4 socket of protocol UDP (send) so that each
+//! datagram can carry its own UDP source port (the flow hash the underlay
+//! spreads on), which one bound UDP socket cannot.
+
+use std::io;
+use std::mem;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UdpError {
+    #[error(
+        "cannot bind UDP {local} for the VXLAN port: the port is taken. A Linux vxlan device \
+         with this dstport in the same namespace holds 0.0.0.0:{port} (Linux's own default \
+         dstport is 8472, tapswitch's 4789): use another udp_port, or run the switch in \
+         another namespace"
+    )]
+    PortInUse { local: SocketAddrV4, port: u16 },
+    #[error(
+        "cannot bind UDP {local} for the VXLAN port: {local_ip} is not an address of this \
+         namespace (add it to an interface, e.g. the underlay veth or lo)"
+    )]
+    NotLocal {
+        local: SocketAddrV4,
+        local_ip: Ipv4Addr,
+    },
+    #[error("cannot bind UDP {local} for the VXLAN port: {source}")]
+    Bind {
+        local: SocketAddrV4,
+        source: io::Error,
+    },
+    #[error(
+        "cannot open the raw UDP send socket of the VXLAN port on {local} (needs CAP_NET_RAW): {source}"
+    )]
+    RawSocket { local: Ipv4Addr, source: io::Error },
+}
+
+/// A nonblocking UDP socket bound to `local`.
+pub fn bind_receiver(local: SocketAddrV4) -> Result<UdpSocket, UdpError> {
+    let socket = UdpSocket::bind(local).map_err(|source| match source.raw_os_error() {
+        Some(libc::EADDRINUSE) => UdpError::PortInUse {
+            local,
+            port: local.port(),
+        },
+        Some(libc::EADDRNOTAVAIL) => UdpError::NotLocal {
+            local,
+            local_ip: *local.ip(),
+        },
+        _ => UdpError::Bind { local, source },
+    })?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|source| UdpError::Bind { local, source })?;
+    Ok(socket)
+}
+
+/// A raw IPv4 socket of protocol UDP bound to `local`, for sending whole UDP
+/// datagrams (the kernel adds the IPv4 header). Its receive side gets a
+/// filter that accepts nothing: a raw socket would otherwise be handed a
+/// copy of every UDP packet the namespace receives.
+pub fn open_raw_sender(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
+    let fail = |source| UdpError::RawSocket { local, source };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_UDP,
+        )
+    };
+    if fd < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut drop_all = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let program = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_mut_ptr(),
+    };
+    // SAFETY: `program` points at one valid instruction that outlives the call; the kernel
+    // copies it.
+    let attached = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const program).cast(),
+            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if attached != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    let address = sockaddr(local);
+    // SAFETY: `address` is a valid sockaddr_in of the length given.
+    let bound = unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&raw const address).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if bound != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    Ok(fd)
+}
+
+/// One datagram read by [`recv_split`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes of the datagram (header and body), as sent.
+    pub len: usize,
+    /// The sender's address.
+    pub source: Ipv4Addr,
+    /// The datagram was longer than `head` and `body` together.
+    pub truncated: bool,
+}
+
+/// Reads one datagram from `fd`, its first `head.len()` bytes into `head` and
+/// the rest into `body` (so the payload behind a header lands where the
+/// caller wants it, without a copy). Nonblocking: `WouldBlock` when empty.
+pub fn recv_split(fd: RawFd, head: &mut [u8], body: &mut [u8]) -> io::Result<Received> {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut source: libc::sockaddr_in = unsafe { mem::zeroed() };
+    let mut iov = [
+        libc::iovec {
+            iov_base: head.as_mut_ptr().cast(),
+            iov_len: head.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_mut_ptr().cast(),
+            iov_len: body.len(),
+        },
+    ];
+    // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+    let mut message: libc::msghdr = unsafe { mem::zeroed() };
+    message.msg_name = (&raw mut source).cast();
+    message.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    message.msg_iov = iov.as_mut_ptr();
+    message.msg_iovlen = iov.len();
+    // SAFETY: the msghdr points at the iovecs, buffers and address above, all live and
+    // writable for the call; MSG_TRUNC makes the result the datagram's real length.
+    let len = unsafe { libc::recvmsg(fd, &raw mut message, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = len as usize;
+    Ok(Received {
+        len,
+        source: Ipv4Addr::from(u32::from_be(source.sin_addr.s_addr)),
+        truncated: message.msg_flags & libc::MSG_TRUNC != 0 || len > head.len() + body.len(),
+    })
+}
+
+/// Sends one datagram per destination over the raw socket `fd` with one
+/// `sendmmsg`: `datagrams[i]` (the pieces of a whole UDP datagram) to
+/// `destinations[i]`. Returns how many were sent; an error only when none
+/// could be.
+pub fn send_datagrams(
+    fd: RawFd,
+    destinations: &[Ipv4Addr],
+    datagrams: &mut [Vec<libc::iovec>],
+) -> io::Result<usize> {
+    debug_assert_eq!(destinations.len(), datagrams.len());
+    let mut addresses: Vec<libc::sockaddr_in> =
+        destinations.iter().map(|&ip| sockaddr(ip)).collect();
+    let mut messages: Vec<libc::mmsghdr> = addresses
+        .iter_mut()
+        .zip(datagrams.iter_mut())
+        .map(|(address, pieces)| {
+            // SAFETY: all-zero is a valid mmsghdr; the pointers are set here.
+            let mut message: libc::mmsghdr = unsafe { mem::zeroed() };
+            message.msg_hdr.msg_name = (address as *mut libc::sockaddr_in).cast();
+            message.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            message.msg_hdr.msg_iov = pieces.as_mut_ptr();
+            message.msg_hdr.msg_iovlen = pieces.len();
+            message
+        })
+        .collect();
+    // A destination the kernel refuses (no route to it, say) is skipped: the
+    // others still get their copy.
+    let (mut next, mut delivered, mut first_error) = (0, 0, None);
+    while next < messages.len() {
+        let rest = &mut messages[next..];
+        // SAFETY: every mmsghdr points at a live address and iovec array whose buffers
+        // the caller keeps alive for the call; the kernel only reads them.
+        let count = unsafe {
+            libc::sendmmsg(
+                fd,
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if count < 0 {
+            first_error.get_or_insert_with(io::Error::last_os_error);
+            next += 1;
+            continue;
+        }
+        next += count as usize;
+        delivered += count as usize;
+        if count == 0 {
+            break;
+        }
+    }
+    match first_error {
+        Some(error) if delivered == 0 => Err(error),
+        _ => Ok(delivered),
+    }
+}
+
+fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr_in {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
+    address.sin_family = libc::AF_INET as libc::sa_family_t;
+    address.sin_addr.s_addr = u32::from(ip).to_be();
+    address
+}
