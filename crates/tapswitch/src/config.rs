@@ -1838,6 +1838,8 @@ mod tests {
         port.vm_mac = Some("02:00:00:00:00:02".parse().unwrap());
         port.vm_queues = Some(2);
         port.vm_device = Some("vmt-p1".into());
+        port.kind = PortKind::Netdev;
+        port.device = Some("eth1".into());
         let table = toml::Table::try_from(&port).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut known = port_keys().to_vec();
