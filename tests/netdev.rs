@@ -104,6 +104,26 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     let fdb = snapshot["fdb"].to_string();
     assert!(fdb.contains(&b_mac), "{b_mac} not learned: {fdb}");
 
+    // The device set down: frames to it count link_down, the port stays and recovers.
+    sh("ip", &["-n", &bed.a.name, "link", "set", &bed.veth, "down"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            ping(&bed.c.name, "10.67.0.2", 1, "0.2");
+            drops(&bed.switch.snapshot(), "up0", "link_down") > 0
+        }),
+        "frames to a down netdev count link_down"
+    );
+    sh("ip", &["-n", &bed.a.name, "link", "set", &bed.veth, "up"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(
+            &bed.c.name,
+            "10.67.0.2",
+            1,
+            "0.2"
+        ) == 1),
+        "the netdev port forwards again once its device is up"
+    );
+
     // The device deleted: the port goes, the TAP port stays.
     sh("ip", &["-n", &bed.a.name, "link", "del", &bed.veth]);
     assert!(
