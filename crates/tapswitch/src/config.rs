@@ -21,7 +21,9 @@ use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapS
 use crate::sys::tap;
 use crate::wire::MacAddr;
 
+mod kind;
 mod patch;
+pub use kind::PortKind;
 pub use patch::{FIXED_AT_CREATION, PortPatch, port_keys};
 
 /// The configuration `tapswitch run` uses when given neither `--config` nor
@@ -438,8 +440,14 @@ impl<'de> Deserialize<'de> for StormRate {
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, expecting = "a table of port settings")]
 pub struct PortConfig {
-    /// TAP interface name (at most 15 bytes).
+    /// TAP interface name (at most 15 bytes); for a netdev port, the port's name.
     pub name: String,
+    /// What the port is attached to: `tap` (default) or `netdev` (see [`PortKind`]).
+    #[serde(default, skip_serializing_if = "PortKind::is_tap")]
+    pub kind: PortKind,
+    /// The existing netdev a `kind = "netdev"` port is bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Network namespace (as in `ip netns`) to move the netdev into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
@@ -630,6 +638,8 @@ impl PortConfig {
     pub fn named(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            kind: PortKind::Tap,
+            device: None,
             netns: None,
             mtu: default_mtu(),
             mac: None,
@@ -792,6 +802,7 @@ impl PortConfig {
         if let Some(mac) = self.mac {
             validate_station_mac(mac).map_err(|reason| invalid(format!("{prefix}mac"), reason))?;
         }
+        self.validate_kind(prefix)?;
         self.validate_adopt(prefix)?;
         if self.txqueuelen == Some(0) {
             return Err(invalid(format!("{prefix}txqueuelen"), "must be at least 1"));
@@ -1827,6 +1838,8 @@ mod tests {
         port.vm_mac = Some("02:00:00:00:00:02".parse().unwrap());
         port.vm_queues = Some(2);
         port.vm_device = Some("vmt-p1".into());
+        port.kind = PortKind::Netdev;
+        port.device = Some("eth1".into());
         let table = toml::Table::try_from(&port).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut known = port_keys().to_vec();

@@ -1419,14 +1419,14 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError
         ));
     }
     // The slow part (TAP open in the namespace, netlink) runs here, not in the dataplane.
-    let tap = switch::create_tap_port(&state.config.switch, &port, &mut state.links)
+    let opened = switch::open_port(&state.config.switch, &port, &mut state.links)
         .map_err(RequestError::from)?;
     // On error the TAP is dropped, which deletes it (and a macvtap stacked on it).
     let vm_interface = vms::create_devices(state, &port)?;
     let added = shared
         .dataplane
         .request(|reply| Command::AddPort {
-            port: Box::new(tap),
+            port: opened,
             mtu: port.mtu,
             settings: switch::settings_of(&state.config.switch, &port),
             reply,

@@ -170,8 +170,8 @@ fn restore_ports(
         }
         let added = (|| -> Result<(), DaemonError> {
             port.validate("port")?;
-            let tap = switch::create_tap_port(&config.switch, port, &mut links)?;
-            let id = dataplane.add_port(Box::new(tap), port.mtu)?;
+            let opened = switch::open_port(&config.switch, port, &mut links)?;
+            let id = dataplane.add_port(opened, port.mtu)?;
             dataplane.update_port(id, &switch::settings_of(&config.switch, port))?;
             Ok(())
         })();
@@ -203,6 +203,11 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
         let socket = ControlSocket::from_listener(listener, control);
         let mut queues = handover.queues.iter();
         let (dataplane, handle) = switch::build_with(&handover.config, |port| {
+            if port.kind == crate::config::PortKind::Netdev {
+                return Err(SwitchError::NetdevHandover {
+                    port: port.name.clone(),
+                });
+            }
             let count = *queues.next().expect("one queue count per port");
             let taps = fds
                 .by_ref()
@@ -213,7 +218,7 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
                     port: port.name.clone(),
                     source,
                 })?;
-            Ok(TapPort::with_queues(taps))
+            Ok(Box::new(TapPort::with_queues(taps)) as Box<dyn crate::port::Port>)
         })?;
         upgrade::restore_fdb(
             &dataplane,

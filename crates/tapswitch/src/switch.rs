@@ -14,12 +14,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use thiserror::Error;
 use tracing::info;
 
+use crate::config::PortKind;
 use crate::config::{Config, PortConfig, SwitchConfig};
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
 use crate::netlink::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
-use crate::port::TapPort;
+use crate::port::netdev::NetdevError;
+use crate::port::{NetdevPort, Port, TapPort};
 use crate::sys::netns::{self, NetnsError, NetnsFd};
+use crate::sys::packet::PacketOptions;
 use crate::sys::privileges::{self, Identity, PrivilegeError};
 use crate::sys::tap::{Tap, TapError, TapOptions};
 
@@ -81,6 +84,13 @@ pub enum SwitchError {
         #[source]
         source: PrivilegeError,
     },
+    #[error(transparent)]
+    Netdev(#[from] NetdevError),
+    #[error(
+        "port {port}: a netdev port cannot be handed over by `tapswitch upgrade` yet; \
+         restart the switch instead (the port is bound again by device name)"
+    )]
+    NetdevHandover { port: String },
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
 }
@@ -478,20 +488,47 @@ pub fn create_tap_port(
     Ok(tap)
 }
 
+/// Opens the port `port` is: a TAP ([`create_tap_port`]) or an `AF_PACKET` socket on an
+/// existing netdev, opened in that device's namespace; the device is left as it is.
+pub fn open_port(
+    switch: &SwitchConfig,
+    port: &PortConfig,
+    links: &mut LinkSockets,
+) -> Result<Box<dyn Port>, SwitchError> {
+    match port.kind {
+        PortKind::Tap => Ok(Box::new(create_tap_port(switch, port, links)?)),
+        PortKind::Netdev => {
+            let device = port.link_name();
+            let netdev = NetdevPort::open(
+                &port.name,
+                device,
+                port.netns.as_deref(),
+                PacketOptions::default(),
+            )?;
+            info!(
+                port = %port.name,
+                device,
+                netns = port.netns.as_deref().unwrap_or("-"),
+                vnet_hdr = netdev.socket().vnet_hdr_len() > 0,
+                "netdev port bound"
+            );
+            Ok(Box::new(netdev))
+        }
+    }
+}
+
 /// Builds a dataplane with every port of `config`. On error, the ports made so
 /// far are dropped, which deletes their (non-persistent) TAPs.
 pub fn build(config: &Config) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
     let mut links = LinkSockets::default();
-    build_with(config, |port| {
-        create_tap_port(&config.switch, port, &mut links)
-    })
+    build_with(config, |port| open_port(&config.switch, port, &mut links))
 }
 
 /// Builds a dataplane whose ports come from `open_port`, called for each
 /// port of `config` in order (new TAPs, or fds handed over by `upgrade`).
 pub fn build_with(
     config: &Config,
-    mut open_port: impl FnMut(&PortConfig) -> Result<TapPort, SwitchError>,
+    mut open_port: impl FnMut(&PortConfig) -> Result<Box<dyn Port>, SwitchError>,
 ) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
@@ -506,8 +543,7 @@ pub fn build_with(
         .forwarder()
         .set_mac_flap(config.switch.mac_flap_config());
     for port in &config.ports {
-        let tap_port = open_port(port)?;
-        let id = dataplane.add_port(Box::new(tap_port), port.mtu)?;
+        let id = dataplane.add_port(open_port(port)?, port.mtu)?;
         // The loop is not running yet: the port's policy is in place before its first frame.
         dataplane.update_port(id, &settings_of(&config.switch, port))?;
     }

@@ -59,6 +59,8 @@ pub fn port_keys() -> &'static [&'static str] {
 /// [`PortConfig`] is here or in [`PortPatch::KEYS`], and none in both.
 pub const FIXED_AT_CREATION: &[&str] = &[
     "name",
+    "kind",
+    "device",
     "netns",
     "persistent",
     "adopt",

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::{ControlError, Shared, State, lock, remove_port};
+use crate::config::PortKind;
 use crate::dataplane::{Command, DataplaneError, RemovalCause};
 use crate::netlink::{LinkMonitor, LinkNotice, wait_readable};
 use crate::sys::netns::{self, Location, NetnsFd};
@@ -111,14 +112,27 @@ fn handle(shared: &Shared, notice: LinkNotice) -> Result<(), DataplaneError> {
     match notice {
         LinkNotice::Changed { nsid, name, up, .. } => {
             let state = lock(&shared.state);
-            if port_at(&state, nsid, &name).is_some() {
+            if let Some(index) = port_at(&state, nsid, &name) {
+                let name = state.config.ports[index].name.clone();
                 shared.dataplane.send(Command::SetLinkState { name, up })?;
             }
         }
         LinkNotice::Left { nsid, name, .. } => {
             let mut state = lock(&shared.state);
             if let Some(index) = port_at(&state, nsid, &name) {
-                follow(shared, &mut state, index)?;
+                if state.config.ports[index].kind == PortKind::Netdev {
+                    // Its socket is bound to a device that left (deleted, or moved away,
+                    // which unbinds it): the port cannot carry frames any more.
+                    let port = state.config.ports[index].name.clone();
+                    warn!(port = %port, device = %name, "the netdev port's device is gone; port removed");
+                    if let Err(error) =
+                        remove_port(shared, &mut state, &port, false, RemovalCause::DeviceError)
+                    {
+                        debug!(port = %port, %error, "port already gone");
+                    }
+                } else {
+                    follow(shared, &mut state, index)?;
+                }
             }
         }
         LinkNotice::NamespaceDestroyed { nsid } => {
@@ -207,11 +221,9 @@ fn release_deleted(shared: &Shared) -> Result<(), DataplaneError> {
 
 /// The configured port `name` whose namespace has id `nsid` (`None`: ours).
 fn port_at(state: &State, nsid: Option<i32>, name: &str) -> Option<usize> {
-    state
-        .config
-        .ports
-        .iter()
-        .position(|p| p.name == name && state.links.known_id(p.netns.as_deref()) == Some(nsid))
+    state.config.ports.iter().position(|p| {
+        p.link_name() == name && state.links.known_id(p.netns.as_deref()) == Some(nsid)
+    })
 }
 
 /// Reads every port's link state; a port not found where it was recorded is followed.
@@ -219,8 +231,12 @@ fn resync(shared: &Shared) -> Result<(), DataplaneError> {
     let mut state = lock(&shared.state);
     for index in 0..state.config.ports.len() {
         let port = &state.config.ports[index];
-        let (name, netns) = (port.name.clone(), port.netns.clone());
-        let found = state.links.info(netns.as_deref(), &name);
+        let (name, netns, link) = (
+            port.name.clone(),
+            port.netns.clone(),
+            port.link_name().to_owned(),
+        );
+        let found = state.links.info(netns.as_deref(), &link);
         match found {
             Ok(info) => shared
                 .dataplane

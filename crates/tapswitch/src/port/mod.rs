@@ -2,14 +2,16 @@
 //! not care whether frames come from a TAP, a macvtap-backed VM or (later) a
 //! VXLAN tunnel.
 //!
-//! One file per kind: [`tap`] (a TAP whose fd the switch holds), [`vm`]
-//! (the devices QEMU opens next to a VM port's TAP) and [`vxlan`] (a tunnel
-//! to remote VTEPs over UDP).
+//! One file per kind: [`tap`] (a TAP whose fd the switch holds), [`netdev`] (an
+//! `AF_PACKET` socket on a netdev the switch did not create), [`vm`] (the devices
+//! QEMU opens next to a VM port's TAP) and [`vxlan`] (a tunnel to remote VTEPs over UDP).
 
+pub mod netdev;
 pub mod tap;
 pub mod vm;
 pub mod vxlan;
 
+pub use netdev::NetdevPort;
 pub use tap::TapPort;
 pub use vxlan::VxlanPort;
 

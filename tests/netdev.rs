@@ -1,0 +1,209 @@
+//! Netdev ports: an `AF_PACKET` port on one end of a veth pair (namespace A) whose other
+//! end is an endpoint (namespace B), switched with a TAP port's endpoint (namespace C).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Namespaces A (the veth end the switch binds), B (the veth endpoint) and C (a TAP port).
+struct VethBed {
+    switch: Switch,
+    veth: String,
+    a: Netns,
+    b: Netns,
+    c: Netns,
+    _dir: TempDir,
+}
+
+impl VethBed {
+    fn new() -> Self {
+        let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+        let veth = unique("nda");
+        let peer = unique("ndb");
+        sh(
+            "ip",
+            &[
+                "link", "add", &veth, "netns", &a.name, "type", "veth", "peer", "name", &peer,
+                "netns", &b.name,
+            ],
+        );
+        sh("ip", &["-n", &a.name, "link", "set", &veth, "up"]);
+        sh(
+            "ip",
+            &["-n", &b.name, "addr", "add", "10.67.0.2/24", "dev", &peer],
+        );
+        sh("ip", &["-n", &b.name, "link", "set", &peer, "up"]);
+        let dir = TempDir::new("tsnd");
+        let config = dir.path.join("switch.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[port]]\nname = \"up0\"\nkind = \"netdev\"\ndevice = \"{veth}\"\nnetns = \"{}\"\n\n\
+                 [[port]]\nname = \"tp0\"\nnetns = \"{}\"\n",
+                a.name, c.name
+            ),
+        )
+        .unwrap();
+        let switch = Switch::start(&["--config", config.to_str().unwrap()]);
+        sh(
+            "ip",
+            &["-n", &c.name, "addr", "add", "10.67.0.3/24", "dev", "tp0"],
+        );
+        sh("ip", &["-n", &c.name, "link", "set", "tp0", "up"]);
+        Self {
+            switch,
+            veth,
+            a,
+            b,
+            c,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device() {
+    require_root!();
+    let mut bed = VethBed::new();
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(
+            &bed.b.name,
+            "10.67.0.3",
+            1,
+            "0.2"
+        ) == 1),
+        "the veth endpoint reaches the TAP endpoint"
+    );
+    assert_eq!(ping(&bed.b.name, "10.67.0.3", 3, "0.2"), 3);
+    assert_eq!(ping(&bed.c.name, "10.67.0.2", 3, "0.2"), 3);
+    // Large pings both ways (fragments at MTU 1500).
+    assert_eq!(ping_sized(&bed.c.name, "10.67.0.2", 4000), 2);
+
+    let snapshot = bed.switch.snapshot();
+    // The switch wrote frames to the veth and never read them back: everything it read
+    // on up0 came from B (B's veth sent at least that much).
+    let read = counter(&snapshot, "up0", "rx_frames");
+    let written = counter(&snapshot, "up0", "tx_frames");
+    let peer = sh(
+        "ip",
+        &["-n", &bed.b.name, "-j", "link", "show", "type", "veth"],
+    );
+    let peer: serde_json::Value = serde_json::from_str(&peer).unwrap();
+    let peer = peer[0]["ifname"].as_str().unwrap().to_owned();
+    let (b_rx, b_tx) = link_stats(&bed.b.name, &peer);
+    assert!(written > 0 && read > 0, "{snapshot}");
+    assert!(read <= b_tx, "read {read} on up0 but B sent only {b_tx}");
+    assert!(
+        b_rx >= written,
+        "wrote {written} to up0 but B received {b_rx}"
+    );
+    // B's MAC is learned on the netdev port.
+    let b_mac = link_mac(&bed.b.name, &peer);
+    let fdb = snapshot["fdb"].to_string();
+    assert!(fdb.contains(&b_mac), "{b_mac} not learned: {fdb}");
+
+    // TCP both ways; B's stack hands the veth TSO super-frames, which reach up0 with
+    // their vnet header (frames far above the MTU on average) and pass to the TAP.
+    // The server runs in this test's own namespace C: the port number cannot clash.
+    let port = 5201;
+    let _server = iperf3_server(&bed.c.name, port);
+    let before = bed.switch.snapshot();
+    let sent = iperf3_client(&bed.b.name, "10.67.0.3", port, &[]);
+    let after = bed.switch.snapshot();
+    assert!(sent > 10_000_000, "B -> C moved only {sent} bytes");
+    let frames = counter(&after, "up0", "rx_frames") - counter(&before, "up0", "rx_frames");
+    let bytes = counter(&after, "up0", "rx_bytes") - counter(&before, "up0", "rx_bytes");
+    eprintln!(
+        "TCP B -> C: {sent} bytes; {frames} frames of {} bytes on average read on up0",
+        bytes / frames.max(1)
+    );
+    assert!(
+        bytes / frames.max(1) > 2 * 1514,
+        "no super-frames came in on up0"
+    );
+    let back = iperf3_client(&bed.b.name, "10.67.0.3", port, &["-R"]);
+    assert!(back > 10_000_000, "C -> B moved only {back} bytes");
+    eprintln!("TCP C -> B: {back} bytes");
+    assert_eq!(drops(&bed.switch.snapshot(), "up0", "bad_vnet_header"), 0);
+
+    // The device set down: frames to it count link_down, the port stays and recovers.
+    sh("ip", &["-n", &bed.a.name, "link", "set", &bed.veth, "down"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            ping(&bed.c.name, "10.67.0.2", 1, "0.2");
+            drops(&bed.switch.snapshot(), "up0", "link_down") > 0
+        }),
+        "frames to a down netdev count link_down"
+    );
+    sh("ip", &["-n", &bed.a.name, "link", "set", &bed.veth, "up"]);
+    assert!(
+        wait_for(Duration::from_secs(10), || ping(
+            &bed.c.name,
+            "10.67.0.2",
+            1,
+            "0.2"
+        ) == 1),
+        "the netdev port forwards again once its device is up"
+    );
+
+    // The device deleted: the port goes, the TAP port stays.
+    sh("ip", &["-n", &bed.a.name, "link", "del", &bed.veth]);
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
+            !ports.contains("\"up0\"") && ports.contains("\"tp0\"")
+        }),
+        "up0 removed with its device"
+    );
+}
+
+#[test]
+fn a_netdev_port_on_a_missing_device_is_refused_by_name() {
+    require_root!();
+    let a = Netns::new();
+    let dir = TempDir::new("tsnd");
+    let config = dir.path.join("switch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[port]]\nname = \"up0\"\nkind = \"netdev\"\ndevice = \"nosuch0\"\nnetns = \"{}\"\n",
+            a.name
+        ),
+    )
+    .unwrap();
+    let control = dir.path.join("ctl.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .args([
+            "run",
+            "--control",
+            control.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nosuch0") && stderr.contains("up0"),
+        "{stderr}"
+    );
+}
+
+fn ping_sized(netns: &str, addr: &str, size: u32) -> u32 {
+    let size = size.to_string();
+    let (_, out) = exec_in(
+        netns,
+        &[
+            "ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", &size, "-q", addr,
+        ],
+    );
+    out.lines()
+        .find(|l| l.contains("received"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
