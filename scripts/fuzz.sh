@@ -15,6 +15,8 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # Debug assertions on: an integer overflow is a crash.
 flags=(--fuzz-dir fuzz --sanitizer none --debug-assertions)
 cargo fuzz build "${flags[@]}"
+# The seed writer is not a target; checked so it keeps up with the types it builds.
+(cd fuzz && cargo check --locked --quiet --example write-corpus)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo fuzz list --fuzz-dir fuzz)
 for target in "${targets[@]}"; do

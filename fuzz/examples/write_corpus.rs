@@ -341,6 +341,7 @@ fn main() {
     )
     .unwrap();
     let handover = Handover {
+        version: tapswitch::upgrade::HANDOVER_VERSION,
         config,
         queues: vec![1, 2],
         fdb: vec![HandedEntry {
@@ -350,6 +351,8 @@ fn main() {
             kind: tapswitch::fdb::EntryKind::Dynamic,
             age_ms: 1200,
         }],
+        runtime_ports: vec!["p2".into()],
+        link_monitor: false,
     };
     let json = serde_json::to_vec(&handover).unwrap();
     let message = |fds: u32, json: &[u8]| {
