@@ -67,6 +67,14 @@ fn next_frame(port: &VxlanPort, within: Duration) -> Option<Vec<u8>> {
     None
 }
 
+/// The next ARP reply within `within`, skipping what the kernel's side sends of
+/// its own meanwhile (IPv6 MLD reports and router solicitations, ARP probes).
+fn next_arp_reply(port: &VxlanPort, within: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + within;
+    std::iter::from_fn(|| next_frame(port, deadline.saturating_duration_since(Instant::now())))
+        .find(|frame| frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2])
+}
+
 #[test]
 fn a_vxlan_port_talks_to_a_kernel_vtep() {
     if !nix_is_root() {
@@ -113,7 +121,7 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
 
     // Flooded to the kernel VTEP, answered through the tunnel.
     port.send(&arp_request()).unwrap();
-    let reply = next_frame(&port, Duration::from_secs(5)).expect("an ARP reply");
+    let reply = next_arp_reply(&port, Duration::from_secs(5)).expect("an ARP reply");
     assert_eq!(&reply[0..6], &OUR_MAC.0, "{reply:02x?}");
     assert_eq!(&reply[12..14], &[0x08, 0x06]);
     assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
@@ -154,13 +162,7 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
     .unwrap();
     // A good request after them: the port skips to it.
     port.send(&arp_request()).unwrap();
-    // The kernel may probe our address meanwhile (an ARP request): skip to the reply.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let second_reply = std::iter::from_fn(|| {
-        let left = deadline.saturating_duration_since(Instant::now());
-        next_frame(&port, left)
-    })
-    .find(|frame| frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]);
+    let second_reply = next_arp_reply(&port, Duration::from_secs(5));
     assert!(second_reply.is_some(), "the second ARP reply");
     let mut drops = DropCounters::default();
     port.drain_drops(&mut drops);
