@@ -139,7 +139,7 @@ fn doctor_sees_link_state_and_queue_length() {
         privileges["what"]
             .as_str()
             .unwrap()
-            .contains("capabilities CAP_CHOWN,CAP_NET_ADMIN,CAP_SYS_ADMIN (CAP_NET_ADMIN: "),
+            .contains("capabilities CAP_CHOWN,CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN (CAP_NET_ADMIN: "),
         "{privileges}"
     );
 

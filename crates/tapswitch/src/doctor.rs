@@ -25,7 +25,7 @@ use crate::control::{ControlClient, ControlError, Request};
 use crate::netlink::{LinkInfo, Netlink};
 use crate::sys::netns;
 use crate::sys::privileges::{
-    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges,
+    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet, ProcessPrivileges,
 };
 
 /// `IFF_MULTI_QUEUE` and `IFF_VNET_HDR` of `linux/if_tun.h` (kernel ABI).
@@ -283,7 +283,7 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
             return;
         }
     };
-    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
+    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_CHOWN]);
     let uses: Vec<&str> = CAPABILITY_USES
         .iter()
         .filter(|(cap, _)| daemon.effective.contains(*cap))
@@ -383,10 +383,14 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
 }
 
 /// What each capability a dropped switch may keep is kept for (README, Least privilege).
-const CAPABILITY_USES: [(u32, &str); 3] = [
+const CAPABILITY_USES: [(u32, &str); 4] = [
     (
         CAP_NET_ADMIN,
         "CAP_NET_ADMIN: TAPs, VM devices and links at runtime",
+    ),
+    (
+        CAP_NET_RAW,
+        "CAP_NET_RAW: AF_PACKET sockets of netdev ports and raw sends of VXLAN ports at runtime",
     ),
     (
         CAP_SYS_ADMIN,
