@@ -201,10 +201,17 @@ fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
     let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "up0"]);
     assert!(ok, "port del up0: {stderr}");
     let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
-    assert!(!ports.contains("\"up0\"") && ports.contains("\"tp0\""), "{ports}");
+    assert!(
+        !ports.contains("\"up0\"") && ports.contains("\"tp0\""),
+        "{ports}"
+    );
     // The device is not the switch's: it stays, as it was (up, no promiscuous membership).
     assert_eq!(veth_state(&bed.a.name, &bed.veth), before);
-    assert_eq!(ping(&bed.c.name, "10.67.0.2", 1, "0.2"), 0, "up0 no longer forwards");
+    assert_eq!(
+        ping(&bed.c.name, "10.67.0.2", 1, "0.2"),
+        0,
+        "up0 no longer forwards"
+    );
 }
 
 #[test]
@@ -213,7 +220,13 @@ fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
     let bed = VethBed::with(false);
     let ports = bed.switch.ctl_json(&["port", "list"]);
     let (ok, _, stderr) = bed.switch.ctl(&[
-        "port", "add", "up1", "--netdev", "nosuch0", "--netns", &bed.a.name,
+        "port",
+        "add",
+        "up1",
+        "--netdev",
+        "nosuch0",
+        "--netns",
+        &bed.a.name,
     ]);
     assert!(!ok, "a netdev port on a missing device was added");
     assert!(
@@ -225,11 +238,88 @@ fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
     assert!(!links.contains("up1"), "{links}");
     // The options a netdev port cannot have are refused before anything is opened.
     let (ok, _, stderr) = bed.switch.ctl(&[
-        "port", "add", "up1", "--netdev", &bed.veth, "--netns", &bed.a.name, "--mtu", "9000",
-        "--txqueuelen", "5",
+        "port",
+        "add",
+        "up1",
+        "--netdev",
+        &bed.veth,
+        "--netns",
+        &bed.a.name,
+        "--mtu",
+        "9000",
+        "--txqueuelen",
+        "5",
     ]);
     assert!(!ok && stderr.contains("txqueuelen"), "{stderr}");
     assert_eq!(bed.switch.ctl_json(&["port", "list"]), ports);
+}
+
+#[test]
+fn doctor_finds_a_netdev_port_device_mtu_and_a_bridge_that_takes_its_frames() {
+    require_root!();
+    let bed = VethBed::new();
+    let codes = |bed: &VethBed| -> Vec<(String, String, String)> {
+        let (_, stdout, stderr) = bed.switch.ctl(&["doctor", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("doctor: {e}: {stdout} {stderr}"));
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["port"] == "up0")
+            .map(|f| {
+                let text = |key: &str| f[key].as_str().unwrap_or_default().to_owned();
+                (text("code"), text("what"), text("fix"))
+            })
+            .collect()
+    };
+    // A healthy netdev port: its device is read (not a link named up0), no TAP rules.
+    assert_eq!(codes(&bed), [], "a healthy netdev port has no findings");
+
+    let bridge = unique("ndbr");
+    sh(
+        "ip",
+        &["-n", &bed.a.name, "link", "add", &bridge, "type", "bridge"],
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &bed.a.name,
+            "link",
+            "set",
+            &bed.veth,
+            "master",
+            &bridge,
+        ],
+    );
+    sh(
+        "ip",
+        &["-n", &bed.a.name, "link", "set", &bed.veth, "mtu", "1400"],
+    );
+    let found = codes(&bed);
+    let (code, what, fix) = found
+        .iter()
+        .find(|(code, ..)| code == "netdev_device_mtu_differs")
+        .unwrap_or_else(|| panic!("no MTU finding: {found:?}"));
+    assert!(
+        what.contains(&format!(
+            "device {}'s MTU is 1400 but the port's mtu is 1500",
+            bed.veth
+        )),
+        "{code}: {what}"
+    );
+    assert!(
+        fix.starts_with("tapswitch port set up0 --mtu 1400"),
+        "{fix}"
+    );
+    let (_, what, fix) = found
+        .iter()
+        .find(|(code, ..)| code == "netdev_enslaved")
+        .unwrap_or_else(|| panic!("no bridge finding: {found:?}"));
+    assert!(what.contains(&format!("kernel bridge {bridge}")), "{what}");
+    assert!(fix.contains("nomaster"), "{fix}");
+    assert_eq!(found.len(), 2, "{found:?}");
 }
 
 /// Flags, MTU and promiscuity of `dev` in `netns`: what `port del` of a netdev port must

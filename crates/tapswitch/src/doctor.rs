@@ -617,7 +617,9 @@ fn check_netdev_port(port: &PortFacts, netdev: &NetdevFacts, out: &mut Vec<Findi
             Severity::Error,
             "link_down",
             here,
-            format!("device {device} is administratively down: the port neither sends nor receives"),
+            format!(
+                "device {device} is administratively down: the port neither sends nor receives"
+            ),
             format!("{ip} link set dev {device} up"),
         ));
     } else if !link.carrier {
@@ -1242,7 +1244,10 @@ mod tests {
     fn a_netdev_port_device_mtu_other_than_the_ports_is_found_with_its_fixes() {
         let mut inspection = with_netdev_port();
         netdev(&mut inspection, 1).link.mtu = 9000;
-        assert_eq!(problems(&inspection), one("netdev_device_mtu_differs", "p1"));
+        assert_eq!(
+            problems(&inspection),
+            one("netdev_device_mtu_differs", "p1")
+        );
         let findings = diagnose(&inspection);
         let found = &findings[0];
         assert_eq!(found.severity, Severity::Error);
