@@ -198,6 +198,12 @@ fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
     let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
     assert!(ports.contains("\"up0\""), "{ports}");
 
+    // `port set --mtu` changes the switch's check only, never the device.
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "set", "up0", "--mtu", "1400"]);
+    assert!(ok, "port set up0 --mtu: {stderr}");
+    let (flags, mtu, _) = veth_state(&bed.a.name, &bed.veth);
+    assert_eq!((flags, mtu), (before.0.clone(), before.1.clone()));
+
     let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "up0"]);
     assert!(ok, "port del up0: {stderr}");
     let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
