@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 use report::reply;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tapswitch::config::{Config, PortConfig, PortSettings, VmMode, setting_value};
+use tapswitch::config::{Config, PortConfig, PortKind, PortSettings, VmMode, setting_value};
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
@@ -127,6 +127,9 @@ enum PortCommand {
     /// QEMU opens (a passthru macvtap on the port, or with --mode glue the VM's own TAP glued
     /// to it), hot-plugs it when the domain runs, and otherwise waits for the domain (see
     /// `libvirt-xml`). --mac is then the guest's MAC.
+    ///
+    /// With --netdev DEV the port is an existing netdev the switch binds an AF_PACKET socket
+    /// to (`tapswitch port add up0 --netdev eth1`); `port del` leaves the device as it is.
     Add {
         #[arg(value_name = "NAME[@NETNS]")]
         port: PortConfig,
@@ -197,10 +200,31 @@ struct PortOptions {
     /// Create the port disabled.
     #[arg(long)]
     disabled: bool,
+    /// Attach to this existing netdev (a NIC, bond, veth or someone else's TAP) with an
+    /// AF_PACKET socket instead of creating a TAP (`kind = "netdev"`, `device = DEV`). The
+    /// switch never changes or deletes the device.
+    #[arg(long, value_name = "DEV", conflicts_with_all = ["vm", "adopt", "persistent"])]
+    netdev: Option<String>,
+    /// The namespace the port's netdev or TAP is in (the same as NAME@NETNS).
+    #[arg(long, value_name = "NS")]
+    netns: Option<String>,
 }
 
 impl PortOptions {
-    fn apply(self, port: &mut PortConfig) {
+    fn apply(self, port: &mut PortConfig) -> Result<(), String> {
+        if let Some(netns) = self.netns {
+            if let Some(named) = port.netns.as_ref().filter(|named| **named != netns) {
+                return Err(format!(
+                    "--netns {netns} contradicts {}@{named}: give the namespace once",
+                    port.name
+                ));
+            }
+            port.netns = Some(netns);
+        }
+        if let Some(device) = self.netdev {
+            port.kind = PortKind::Netdev;
+            port.device = Some(device);
+        }
         if let Some(mtu) = self.mtu {
             port.mtu = mtu;
         }
@@ -212,6 +236,7 @@ impl PortOptions {
         port.group = self.group.or(port.group);
         port.adopt |= self.adopt;
         port.enabled &= !self.disabled;
+        Ok(())
     }
 }
 
@@ -483,7 +508,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             features,
             vm,
         }) => {
-            options.apply(&mut port);
+            options.apply(&mut port)?;
             vm.apply(&mut port);
             let port = port
                 .with_settings(&features.settings())

@@ -136,10 +136,9 @@ fn doctor_sees_link_state_and_queue_length() {
         .find(|f| f["code"] == "daemon_privileges")
         .expect("the daemon's privileges are reported");
     assert!(
-        privileges["what"]
-            .as_str()
-            .unwrap()
-            .contains("capabilities CAP_CHOWN,CAP_NET_ADMIN,CAP_SYS_ADMIN (CAP_NET_ADMIN: "),
+        privileges["what"].as_str().unwrap().contains(
+            "capabilities CAP_CHOWN,CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN (CAP_NET_ADMIN: "
+        ),
         "{privileges}"
     );
 

@@ -18,7 +18,13 @@ struct VethBed {
 }
 
 impl VethBed {
+    /// With `up0` on the veth in the config file.
     fn new() -> Self {
+        Self::with(true)
+    }
+
+    /// With only the TAP port `tp0` when `configured_netdev` is false (up0 added at runtime).
+    fn with(configured_netdev: bool) -> Self {
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         let veth = unique("nda");
         let peer = unique("ndb");
@@ -37,13 +43,17 @@ impl VethBed {
         sh("ip", &["-n", &b.name, "link", "set", &peer, "up"]);
         let dir = TempDir::new("tsnd");
         let config = dir.path.join("switch.toml");
+        let netdev = if configured_netdev {
+            format!(
+                "[[port]]\nname = \"up0\"\nkind = \"netdev\"\ndevice = \"{veth}\"\nnetns = \"{}\"\n\n",
+                a.name
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
-            format!(
-                "[[port]]\nname = \"up0\"\nkind = \"netdev\"\ndevice = \"{veth}\"\nnetns = \"{}\"\n\n\
-                 [[port]]\nname = \"tp0\"\nnetns = \"{}\"\n",
-                a.name, c.name
-            ),
+            format!("{netdev}[[port]]\nname = \"tp0\"\nnetns = \"{}\"\n", c.name),
         )
         .unwrap();
         let switch = Switch::start(&["--config", config.to_str().unwrap()]);
@@ -157,6 +167,178 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
         }),
         "up0 removed with its device"
     );
+}
+
+#[test]
+fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
+    require_root!();
+    let bed = VethBed::with(false);
+    let before = veth_state(&bed.a.name, &bed.veth);
+    // After the privilege drop: the AF_PACKET socket needs the CAP_NET_RAW the switch kept.
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "up0",
+        "--netdev",
+        &bed.veth,
+        "--netns",
+        &bed.a.name,
+    ]);
+    assert!(ok, "port add --netdev: {stderr}");
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(
+            &bed.b.name,
+            "10.67.0.3",
+            1,
+            "0.2"
+        ) == 1),
+        "the veth endpoint reaches the TAP endpoint through the runtime netdev port"
+    );
+    assert_eq!(ping(&bed.c.name, "10.67.0.2", 3, "0.2"), 3);
+    let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
+    assert!(ports.contains("\"up0\""), "{ports}");
+
+    // `port set --mtu` changes the switch's check only, never the device.
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "set", "up0", "--mtu", "1400"]);
+    assert!(ok, "port set up0 --mtu: {stderr}");
+    let (flags, mtu, _) = veth_state(&bed.a.name, &bed.veth);
+    assert_eq!((flags, mtu), (before.0.clone(), before.1.clone()));
+
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "up0"]);
+    assert!(ok, "port del up0: {stderr}");
+    let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
+    assert!(
+        !ports.contains("\"up0\"") && ports.contains("\"tp0\""),
+        "{ports}"
+    );
+    // The device is not the switch's: it stays, as it was (up, no promiscuous membership).
+    assert_eq!(veth_state(&bed.a.name, &bed.veth), before);
+    assert_eq!(
+        ping(&bed.c.name, "10.67.0.2", 1, "0.2"),
+        0,
+        "up0 no longer forwards"
+    );
+}
+
+#[test]
+fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
+    require_root!();
+    let bed = VethBed::with(false);
+    let ports = bed.switch.ctl_json(&["port", "list"]);
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "up1",
+        "--netdev",
+        "nosuch0",
+        "--netns",
+        &bed.a.name,
+    ]);
+    assert!(!ok, "a netdev port on a missing device was added");
+    assert!(
+        stderr.contains("nosuch0") && stderr.contains(&bed.a.name),
+        "{stderr}"
+    );
+    assert_eq!(bed.switch.ctl_json(&["port", "list"]), ports);
+    let (_, links) = exec_in(&bed.a.name, &["ip", "-o", "link", "show"]);
+    assert!(!links.contains("up1"), "{links}");
+    // The options a netdev port cannot have are refused before anything is opened.
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "up1",
+        "--netdev",
+        &bed.veth,
+        "--netns",
+        &bed.a.name,
+        "--mtu",
+        "9000",
+        "--txqueuelen",
+        "5",
+    ]);
+    assert!(!ok && stderr.contains("txqueuelen"), "{stderr}");
+    assert_eq!(bed.switch.ctl_json(&["port", "list"]), ports);
+}
+
+#[test]
+fn doctor_finds_a_netdev_port_device_mtu_and_a_bridge_that_takes_its_frames() {
+    require_root!();
+    let bed = VethBed::new();
+    let codes = |bed: &VethBed| -> Vec<(String, String, String)> {
+        let (_, stdout, stderr) = bed.switch.ctl(&["doctor", "--json"]);
+        let report: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("doctor: {e}: {stdout} {stderr}"));
+        report["findings"]
+            .as_array()
+            .expect("findings")
+            .iter()
+            .filter(|f| f["port"] == "up0")
+            .map(|f| {
+                let text = |key: &str| f[key].as_str().unwrap_or_default().to_owned();
+                (text("code"), text("what"), text("fix"))
+            })
+            .collect()
+    };
+    // A healthy netdev port: its device is read (not a link named up0), no TAP rules.
+    assert_eq!(codes(&bed), [], "a healthy netdev port has no findings");
+
+    let bridge = unique("ndbr");
+    sh(
+        "ip",
+        &["-n", &bed.a.name, "link", "add", &bridge, "type", "bridge"],
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &bed.a.name,
+            "link",
+            "set",
+            &bed.veth,
+            "master",
+            &bridge,
+        ],
+    );
+    sh(
+        "ip",
+        &["-n", &bed.a.name, "link", "set", &bed.veth, "mtu", "1400"],
+    );
+    let found = codes(&bed);
+    let (code, what, fix) = found
+        .iter()
+        .find(|(code, ..)| code == "netdev_device_mtu_differs")
+        .unwrap_or_else(|| panic!("no MTU finding: {found:?}"));
+    assert!(
+        what.contains(&format!(
+            "device {}'s MTU is 1400 but the port's mtu is 1500",
+            bed.veth
+        )),
+        "{code}: {what}"
+    );
+    assert!(
+        fix.starts_with("tapswitch port set up0 --mtu 1400"),
+        "{fix}"
+    );
+    let (_, what, fix) = found
+        .iter()
+        .find(|(code, ..)| code == "netdev_enslaved")
+        .unwrap_or_else(|| panic!("no bridge finding: {found:?}"));
+    assert!(what.contains(&format!("kernel bridge {bridge}")), "{what}");
+    assert!(fix.contains("nomaster"), "{fix}");
+    assert_eq!(found.len(), 2, "{found:?}");
+}
+
+/// Flags, MTU and promiscuity of `dev` in `netns`: what `port del` of a netdev port must
+/// leave as it found it.
+fn veth_state(netns: &str, dev: &str) -> (serde_json::Value, serde_json::Value, serde_json::Value) {
+    let out = sh("ip", &["-n", netns, "-d", "-j", "link", "show", "dev", dev]);
+    let link: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let link = &link[0];
+    (
+        link["flags"].clone(),
+        link["mtu"].clone(),
+        link["promiscuity"].clone(),
+    )
 }
 
 #[test]

@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use common::*;
 use tapswitch::sys::privileges::{
-    CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process, read_threads,
+    CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process,
+    read_threads,
 };
 
 /// The privileges of the switch's main thread, after checking that every other
@@ -76,7 +77,7 @@ fn by_default_cap_net_admin_and_cap_chown_remain_and_hot_plug_works() {
         "[switch]\n{NO_LIBVIRT}\n[[port]]\nname = \"{first}\"\n"
     ));
     let privileges = privileges_of(&switch);
-    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN]);
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_CHOWN]);
     assert_eq!(privileges.uid, 0);
     assert_eq!(privileges.effective, kept);
     assert_eq!(privileges.permitted, kept);
@@ -144,7 +145,7 @@ fn namespaced_ports_keep_sys_admin_for_hot_plug_into_namespaces() {
     require_root!();
     let bed = Bed::new(2);
     let privileges = privileges_of(&bed.switch);
-    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_CHOWN]);
     assert_eq!((privileges.effective, privileges.permitted), (kept, kept));
 
     let extra = Netns::new();
@@ -182,7 +183,10 @@ fn without_vm_hotplug_cap_chown_goes_owned_macvtaps_are_refused_and_glue_still_w
          [[port]]\nname = \"{configured}\"\nvm = \"dom-c\"\nowner = 64055\n"
     ));
     let privileges = privileges_of(&switch);
-    assert_eq!(privileges.effective, CapSet::of(&[CAP_NET_ADMIN]));
+    assert_eq!(
+        privileges.effective,
+        CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW])
+    );
     assert_eq!(macvtap_device_owner(&format!("mvt-{configured}")).0, 64055);
 
     // At runtime the macvtap of a new one could not be given away: refused, nothing made.
@@ -237,11 +241,11 @@ fn with_a_user_the_switch_runs_as_that_user() {
     assert_eq!(privileges.uid, nobody);
     assert_eq!(
         privileges.effective,
-        CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+        CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_CHOWN])
     );
     assert_eq!(
         privileges.permitted,
-        CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+        CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_CHOWN])
     );
     assert_eq!(port_names(&switch), [name]);
 
@@ -307,7 +311,7 @@ fn opting_out_keeps_every_capability_and_doctor_warns() {
     assert!(
         privileges
             .effective
-            .without(CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN]))
+            .without(CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN]))
             .0
             != 0
     );
@@ -329,7 +333,7 @@ fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
     let successor = read_process(pid).expect("the new switch runs");
     assert_eq!(successor.uid, nobody);
     // Without ambient capabilities the exec would have left it with none.
-    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN]);
+    let kept = CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_CHOWN]);
     assert_eq!(successor.effective, kept);
     assert_eq!(successor.permitted, kept);
     assert!(

@@ -1025,7 +1025,7 @@ fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unpriv
     require_root!();
     use std::os::unix::fs::MetadataExt;
     use tapswitch::sys::privileges::{
-        CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, read_process,
+        CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet, read_process,
     };
     testbed();
     // Debian's libvirt runs QEMU as libvirt-qemu; only this test's domain does here (its
@@ -1046,7 +1046,7 @@ fn a_vm_port_given_to_libvirt_qemu_hot_plugs_into_a_guest_whose_qemu_runs_unpriv
     let kept = read_process(switch.pid() as u32).unwrap();
     assert_eq!(
         kept.effective,
-        CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN])
+        CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_CHOWN])
     );
     let scratch = ScratchDir::new();
     let domain = unique("tsw-vm-");

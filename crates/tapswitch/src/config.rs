@@ -17,7 +17,7 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
-use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet};
+use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet};
 use crate::sys::tap;
 use crate::wire::MacAddr;
 
@@ -1289,13 +1289,14 @@ impl Config {
     }
 
     /// What the switch keeps after setup when it drops privileges: CAP_NET_ADMIN
-    /// (new TAPs, netlink), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
+    /// (new TAPs, netlink), CAP_NET_RAW (the `AF_PACKET` socket of a netdev port and the
+    /// raw send socket of a VXLAN port added at runtime), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
     /// (entering a namespace takes `setns`), plus CAP_CHOWN when [`Self::vm_hotplug`]
     /// (giving a new macvtap's `/dev/tapN` to QEMU's user). Nothing else VM ports do at
     /// runtime needs more: macvtaps, glue TAPs (their owner is `TUNSETOWNER`) and tc
     /// filters are CAP_NET_ADMIN, and libvirt is a Unix socket.
     pub fn runtime_capabilities(&self) -> CapSet {
-        let mut keep = vec![CAP_NET_ADMIN];
+        let mut keep = vec![CAP_NET_ADMIN, CAP_NET_RAW];
         if self.netns_hotplug() {
             keep.push(CAP_SYS_ADMIN);
         }
@@ -1970,13 +1971,13 @@ mod tests {
         assert!(config.switch.drop_privileges);
         assert_eq!(
             config.runtime_capabilities(),
-            CapSet::of(&[CAP_NET_ADMIN, CAP_CHOWN])
+            CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_CHOWN])
         );
         let namespaced =
             Config::from_toml("[[port]]\nname = \"a\"\nnetns = \"n\"", "test").unwrap();
         assert_eq!(
             namespaced.runtime_capabilities(),
-            CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN])
+            CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_CHOWN])
         );
         let strict = Config::from_toml(
             "[switch]\nnetns_hotplug = false\nvm_hotplug = false\nuser = \"nobody\"\n\
@@ -1984,7 +1985,10 @@ mod tests {
             "test",
         )
         .unwrap();
-        assert_eq!(strict.runtime_capabilities(), CapSet::of(&[CAP_NET_ADMIN]));
+        assert_eq!(
+            strict.runtime_capabilities(),
+            CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW])
+        );
         let again = toml::to_string(&strict).unwrap();
         assert_eq!(Config::from_toml(&again, "again").unwrap(), strict);
         let cases = [

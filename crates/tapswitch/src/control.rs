@@ -1542,6 +1542,10 @@ fn set_port(
 /// setting `new` no longer has (`mac`, `txqueuelen` returned to "unset") leaves
 /// the netdev as it is.
 fn netdev_changes(old: &PortConfig, new: &PortConfig) -> LinkSettings {
+    if !new.kind.is_tap() {
+        // A netdev port's device is not the switch's: its `mtu` is only the switch's check.
+        return LinkSettings::default();
+    }
     LinkSettings {
         mtu: (new.mtu != old.mtu).then_some(new.mtu),
         mac: new.mac.filter(|&mac| Some(mac) != old.mac).map(|mac| mac.0),

@@ -19,13 +19,13 @@ use std::path::Path;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::{Config, PortConfig, SwitchConfig};
+use crate::config::{Config, PortConfig, PortKind, SwitchConfig};
 use crate::control::protocol::{Hello, PortList};
 use crate::control::{ControlClient, ControlError, Request};
 use crate::netlink::{LinkInfo, Netlink};
 use crate::sys::netns;
 use crate::sys::privileges::{
-    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_SYS_ADMIN, CapSet, ProcessPrivileges,
+    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet, ProcessPrivileges,
 };
 
 /// `IFF_MULTI_QUEUE` and `IFF_VNET_HDR` of `linux/if_tun.h` (kernel ABI).
@@ -128,12 +128,22 @@ pub struct PortFacts {
     pub netdev: Result<NetdevFacts, String>,
 }
 
-/// The endpoint's side of a port.
+/// The endpoint's side of a port (a netdev port's `device`).
 #[derive(Clone, Debug, Serialize)]
 pub struct NetdevFacts {
     pub link: LinkInfo,
     /// Offloads the endpoint's stack uses on this netdev, or why they are unknown.
     pub offloads: Result<EndpointOffloads, String>,
+    /// The device the netdev is enslaved to (its IFLA_MASTER), when it is.
+    pub master: Option<MasterFacts>,
+}
+
+/// A netdev's master: a kernel bridge, bond, team or VRF.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MasterFacts {
+    pub name: String,
+    /// IFLA_INFO_KIND (`bridge`, `bond`...), when known.
+    pub kind: Option<String>,
 }
 
 /// ethtool's view of the netdev (`ethtool -k`): what the endpoint's stack hands down.
@@ -283,7 +293,7 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
             return;
         }
     };
-    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_CHOWN]);
+    let needed = CapSet::of(&[CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_CHOWN]);
     let uses: Vec<&str> = CAPABILITY_USES
         .iter()
         .filter(|(cap, _)| daemon.effective.contains(*cap))
@@ -383,10 +393,14 @@ fn check_daemon(inspection: &Inspection, out: &mut Vec<Finding>) {
 }
 
 /// What each capability a dropped switch may keep is kept for (README, Least privilege).
-const CAPABILITY_USES: [(u32, &str); 3] = [
+const CAPABILITY_USES: [(u32, &str); 4] = [
     (
         CAP_NET_ADMIN,
         "CAP_NET_ADMIN: TAPs, VM devices and links at runtime",
+    ),
+    (
+        CAP_NET_RAW,
+        "CAP_NET_RAW: AF_PACKET sockets of netdev ports and raw sends of VXLAN ports at runtime",
     ),
     (
         CAP_SYS_ADMIN,
@@ -410,7 +424,9 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             format!("tapswitch port set {name} --enable"),
         ));
     }
+    // A netdev port holds a packet socket, no TAP fd.
     if let Some(held) = port.switch_queues
+        && port.config.kind.is_tap()
         && held != port.config.queues
     {
         out.push(finding(
@@ -456,6 +472,10 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             return;
         }
     };
+    if port.config.kind == PortKind::Netdev {
+        check_netdev_port(port, netdev, out);
+        return;
+    }
     let link = &netdev.link;
     if !link.up {
         out.push(finding(
@@ -584,6 +604,100 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
     }
 }
 
+/// A netdev port's device is not the switch's: the fixes go to the device or to the
+/// port's `mtu`, and the TAP rules (queues, carrier from a TAP fd) do not apply.
+fn check_netdev_port(port: &PortFacts, netdev: &NetdevFacts, out: &mut Vec<Finding>) {
+    let name = port.config.name.as_str();
+    let here = Some(name);
+    let device = port.config.link_name();
+    let link = &netdev.link;
+    let ip = ip(&port.config);
+    if !link.up {
+        out.push(finding(
+            Severity::Error,
+            "link_down",
+            here,
+            format!(
+                "device {device} is administratively down: the port neither sends nor receives"
+            ),
+            format!("{ip} link set dev {device} up"),
+        ));
+    } else if !link.carrier {
+        out.push(finding(
+            Severity::Error,
+            "no_carrier",
+            here,
+            format!(
+                "device {device} has no carrier (cable, peer or lower device down): frames \
+                 to the port count link_down"
+            ),
+            format!("check the device's other end: {ip} link show dev {device}"),
+        ));
+    }
+    if link.mtu != port.switch_mtu {
+        let (severity, effect) = if link.mtu > port.switch_mtu {
+            (
+                Severity::Error,
+                format!(
+                    "frames the device receives above {} bytes of payload are dropped \
+                     (counted as oversize)",
+                    port.switch_mtu
+                ),
+            )
+        } else {
+            (
+                Severity::Warning,
+                format!(
+                    "frames of up to {} bytes of payload are sent to a device that carries at \
+                     most {} (the kernel drops them)",
+                    port.switch_mtu, link.mtu
+                ),
+            )
+        };
+        out.push(finding(
+            severity,
+            "netdev_device_mtu_differs",
+            here,
+            format!(
+                "device {device}'s MTU is {} but the port's mtu is {}: {effect}",
+                link.mtu, port.switch_mtu
+            ),
+            format!(
+                "tapswitch port set {name} --mtu {} (the switch's check only; the device is \
+                 left as it is), or {ip} link set dev {device} mtu {}",
+                link.mtu, port.switch_mtu
+            ),
+        ));
+    }
+    if let Some(master) = &netdev.master {
+        let what = match master.kind.as_deref() {
+            Some("bridge") => format!(
+                "device {device} is a port of kernel bridge {}: every frame it receives is \
+                 also taken by the bridge, which forwards and floods it on its other ports \
+                 as well (duplicates, loops)",
+                master.name
+            ),
+            kind => format!(
+                "device {device} is enslaved to {} ({}): its frames belong to that device too, \
+                 and the switch sees only what reaches this one",
+                master.name,
+                kind.unwrap_or("unknown kind")
+            ),
+        };
+        out.push(finding(
+            Severity::Warning,
+            "netdev_enslaved",
+            here,
+            what,
+            format!(
+                "{ip} link set dev {device} nomaster, or attach the port to {} itself \
+                 (tapswitch port add {name} --netdev {})",
+                master.name, master.name
+            ),
+        ));
+    }
+}
+
 fn check_ports_together(ports: &[PortFacts], out: &mut Vec<Finding>) {
     let live: Vec<&PortFacts> = ports.iter().filter(|p| p.enabled).collect();
     if let Some(offloaded) = live.iter().find(|p| p.offloads) {
@@ -670,15 +784,23 @@ pub fn inspect(control: &Path) -> Result<Inspection, DoctorError> {
     })
 }
 
-/// Reads the netdev of `port` in its namespace.
+/// Reads the netdev of `port` (its TAP, or a netdev port's device) in its namespace.
 fn netdev_facts(port: &PortConfig) -> Result<NetdevFacts, String> {
-    let name = port.name.clone();
+    let name = port.link_name().to_owned();
     let read = move || -> Result<NetdevFacts, String> {
-        let link = Netlink::open()
-            .and_then(|mut netlink| netlink.info(&name))
-            .map_err(|e| e.to_string())?;
+        let mut netlink = Netlink::open().map_err(|e| e.to_string())?;
+        let link = netlink.info(&name).map_err(|e| e.to_string())?;
+        let master = link.master.and_then(|index| {
+            let name = netlink.name_of(index)?;
+            let kind = netlink.existing(&name).ok().flatten().and_then(|l| l.kind);
+            Some(MasterFacts { name, kind })
+        });
         let offloads = endpoint_offloads(&name).map_err(|e| format!("ethtool ioctl: {e}"));
-        Ok(NetdevFacts { link, offloads })
+        Ok(NetdevFacts {
+            link,
+            offloads,
+            master,
+        })
     };
     match &port.netns {
         Some(netns) => netns::run_in(netns, read).map_err(|e| e.to_string())?,
@@ -799,12 +921,14 @@ mod tests {
                     oper_state: "UP".into(),
                     txqueuelen: 1000,
                     stats: LinkStats::default(),
+                    master: None,
                 },
                 offloads: Ok(EndpointOffloads {
                     tx_checksumming: true,
                     scatter_gather: true,
                     tcp_segmentation_offload: true,
                 }),
+                master: None,
             }),
             config,
         }
@@ -1002,7 +1126,7 @@ mod tests {
         inspection.switch.drop_privileges = false;
         let findings = diagnose(&inspection);
         let excess = findings.iter().find(|f| f.code == "caps_excess").unwrap();
-        assert!(excess.what.contains("38 capabilities"), "{excess:?}");
+        assert!(excess.what.contains("37 capabilities"), "{excess:?}");
         assert!(excess.fix.contains("drop_privileges = true"));
 
         let daemon = inspection.daemon.as_mut().unwrap();
@@ -1099,5 +1223,99 @@ mod tests {
             ],
             [1, 1, 1]
         );
+    }
+
+    /// p1 as a netdev port on veth `eth1` (in p1's namespace).
+    fn with_netdev_port() -> Inspection {
+        let mut inspection = healthy();
+        let port = &mut inspection.ports[1];
+        port.config.kind = PortKind::Netdev;
+        port.config.device = Some("eth1".into());
+        port.netdev.as_mut().unwrap().link.name = "eth1".into();
+        inspection
+    }
+
+    #[test]
+    fn a_healthy_netdev_port_has_no_findings() {
+        assert!(problems(&with_netdev_port()).is_empty());
+    }
+
+    #[test]
+    fn a_netdev_port_device_mtu_other_than_the_ports_is_found_with_its_fixes() {
+        let mut inspection = with_netdev_port();
+        netdev(&mut inspection, 1).link.mtu = 9000;
+        assert_eq!(
+            problems(&inspection),
+            one("netdev_device_mtu_differs", "p1")
+        );
+        let findings = diagnose(&inspection);
+        let found = &findings[0];
+        assert_eq!(found.severity, Severity::Error);
+        assert_eq!(
+            found.what,
+            "device eth1's MTU is 9000 but the port's mtu is 1500: frames the device receives \
+             above 1500 bytes of payload are dropped (counted as oversize)"
+        );
+        assert_eq!(
+            found.fix,
+            "tapswitch port set p1 --mtu 9000 (the switch's check only; the device is left as \
+             it is), or ip -n ns-p1 link set dev eth1 mtu 1500"
+        );
+
+        netdev(&mut inspection, 1).link.mtu = 1400;
+        let findings = diagnose(&inspection);
+        let found = findings
+            .iter()
+            .find(|f| f.code == "netdev_device_mtu_differs")
+            .unwrap();
+        assert_eq!(found.severity, Severity::Warning);
+        assert!(found.what.contains("carries at most 1400"), "{found:?}");
+        assert!(!has_errors(&findings));
+    }
+
+    #[test]
+    fn a_netdev_port_on_a_bridge_port_is_found_with_its_fix() {
+        let mut inspection = with_netdev_port();
+        netdev(&mut inspection, 1).master = Some(MasterFacts {
+            name: "br0".into(),
+            kind: Some("bridge".into()),
+        });
+        assert_eq!(problems(&inspection), one("netdev_enslaved", "p1"));
+        let found = diagnose(&inspection)
+            .into_iter()
+            .find(|f| f.code == "netdev_enslaved")
+            .unwrap();
+        assert!(
+            found.what.contains("kernel bridge br0")
+                && found.what.contains("also taken by the bridge"),
+            "{found:?}"
+        );
+        assert_eq!(
+            found.fix,
+            "ip -n ns-p1 link set dev eth1 nomaster, or attach the port to br0 itself \
+             (tapswitch port add p1 --netdev br0)"
+        );
+        // A bond's slave: named with its kind.
+        netdev(&mut inspection, 1).master = Some(MasterFacts {
+            name: "bond0".into(),
+            kind: Some("bond".into()),
+        });
+        let found = diagnose(&inspection)
+            .into_iter()
+            .find(|f| f.code == "netdev_enslaved")
+            .unwrap();
+        assert!(found.what.contains("enslaved to bond0 (bond)"), "{found:?}");
+    }
+
+    #[test]
+    fn a_netdev_port_down_is_fixed_on_its_device_and_tap_rules_stay_out() {
+        let mut inspection = with_netdev_port();
+        let link = &mut netdev(&mut inspection, 1).link;
+        link.up = false;
+        link.txqueuelen = 10;
+        inspection.ports[1].switch_queues = Some(0);
+        assert_eq!(problems(&inspection), one("link_down", "p1"));
+        let found = diagnose(&inspection).remove(0);
+        assert_eq!(found.fix, "ip -n ns-p1 link set dev eth1 up");
     }
 }

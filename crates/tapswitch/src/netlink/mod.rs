@@ -219,6 +219,9 @@ pub struct LinkInfo {
     pub txqueuelen: u32,
     /// Traffic counters.
     pub stats: LinkStats,
+    /// Index of the device this one is enslaved to (IFLA_MASTER: a bridge, bond, VRF).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub master: Option<u32>,
 }
 
 fn serialize_mac<S: serde::Serializer>(mac: &Option<[u8; 6]>, s: S) -> Result<S::Ok, S::Error> {
@@ -762,7 +765,8 @@ impl Netlink {
         single_link(replies).map_err(to_error)
     }
 
-    fn name_of(&mut self, index: u32) -> Option<String> {
+    /// The name of link `index` in this socket's namespace, if there is one.
+    pub fn name_of(&mut self, index: u32) -> Option<String> {
         let mut query = LinkMessage::default();
         query.header.index = index;
         let link = single_link(self.request(RouteNetlinkMessage::GetLink(query), 0).ok()?).ok()?;
@@ -1213,6 +1217,7 @@ fn link_info_from(link: LinkMessage) -> Result<LinkInfo, String> {
         oper_state: "UNKNOWN".to_owned(),
         txqueuelen: 0,
         stats: LinkStats::default(),
+        master: None,
     };
     for attribute in link.attributes {
         match attribute {
@@ -1222,6 +1227,7 @@ fn link_info_from(link: LinkMessage) -> Result<LinkInfo, String> {
             LinkAttribute::Carrier(carrier) => info.carrier |= carrier != 0,
             LinkAttribute::OperState(state) => info.oper_state = state.to_string(),
             LinkAttribute::TxQueueLen(len) => info.txqueuelen = len,
+            LinkAttribute::Controller(index) if index != 0 => info.master = Some(index),
             LinkAttribute::Stats64(stats) => {
                 info.stats = LinkStats {
                     rx_packets: stats.rx_packets,
@@ -1933,6 +1939,7 @@ mod tests {
             oper_state: "DOWN".to_owned(),
             txqueuelen: 1000,
             stats: LinkStats::default(),
+            master: None,
         };
         let json = serde_json::to_value(&info).unwrap();
         assert_eq!(json["mac"], "02:00:00:00:ab:01");

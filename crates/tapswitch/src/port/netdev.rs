@@ -21,9 +21,11 @@ const MACS_LEN: usize = 12;
 /// Why a netdev port could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum NetdevError {
-    #[error("netdev port {port}: {source}")]
+    #[error("netdev port {port} ({place}): {source}")]
     Packet {
         port: String,
+        /// `namespace NS`, or the switch's own.
+        place: String,
         #[source]
         source: PacketError,
     },
@@ -53,6 +55,10 @@ impl NetdevPort {
     ) -> Result<Self, NetdevError> {
         let packet = |source| NetdevError::Packet {
             port: name.to_owned(),
+            place: match netns {
+                Some(ns) => format!("namespace {ns}"),
+                None => "the switch's namespace".to_owned(),
+            },
             source,
         };
         let device_owned = device.to_owned();
