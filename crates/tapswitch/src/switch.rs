@@ -531,16 +531,16 @@ pub fn open_port(
                 .vxlan_settings(switch)
                 .expect("a validated vxlan port has its vni and local address");
             let (vni, local, remotes) = (settings.vni, settings.local, settings.remotes.len());
-            let opened = match port.netns.as_deref() {
-                None => VxlanPort::open(settings),
-                Some(netns) => netns::run_in(netns, move || VxlanPort::open(settings)).map_err(
-                    |source| SwitchError::Netns {
-                        port: port.name.clone(),
-                        netns: netns.to_owned(),
-                        source,
-                    },
-                )?,
-            };
+            let opened =
+                match port.netns.as_deref() {
+                    None => VxlanPort::open(settings),
+                    Some(netns) => netns::run_in(netns, move || VxlanPort::open(settings))
+                        .map_err(|source| SwitchError::Netns {
+                            port: port.name.clone(),
+                            netns: netns.to_owned(),
+                            source,
+                        })?,
+                };
             let vxlan = opened.map_err(|source| SwitchError::Vxlan {
                 port: port.name.clone(),
                 source,

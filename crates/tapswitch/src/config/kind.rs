@@ -60,10 +60,7 @@ impl PortConfig {
         Some(VxlanSettings {
             name: self.name.clone(),
             vni: self.vni?,
-            local: SocketAddrV4::new(
-                self.local?,
-                self.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT),
-            ),
+            local: SocketAddrV4::new(self.local?, self.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT)),
             remotes: self.remotes.clone().unwrap_or_default(),
             ageing: Duration::from_secs(switch.fdb_ageing_secs),
         })
@@ -368,7 +365,10 @@ mod tests {
                 &format!("{VXLAN}\ndevice = \"eth1\""),
                 "device: a kind = \"vxlan\" port has no device",
             ),
-            ("name = \"tap0\"\nvni = 5", "vni: only a kind = \"vxlan\" port"),
+            (
+                "name = \"tap0\"\nvni = 5",
+                "vni: only a kind = \"vxlan\" port",
+            ),
             (
                 "name = \"up0\"\nkind = \"netdev\"\ndevice = \"eth1\"\nremotes = [\"10.0.0.2\"]",
                 "remotes: only a kind = \"vxlan\" port",
@@ -378,8 +378,9 @@ mod tests {
             let error = parse(port).unwrap_err();
             assert!(error.contains(expected), "{port}: {error}");
         }
-        let error = parse("name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"nope\"\nremotes = []")
-            .unwrap_err();
+        let error =
+            parse("name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"nope\"\nremotes = []")
+                .unwrap_err();
         assert!(error.contains("local"), "{error}");
     }
 
