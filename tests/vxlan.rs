@@ -126,6 +126,16 @@ impl VxlanBed {
             &["-n", &e2.name, "addr", "add", &e2_cidr, "dev", &e2_dev],
         );
         sh("ip", &["-n", &e2.name, "link", "set", &e2_dev, "up"]);
+        // A veth hands its peer a TCP checksum still to be filled in (CHECKSUM_PARTIAL), and
+        // nothing fills it on the way through H2's vxlan and the veth underlay, as a NIC
+        // would: the segment would reach our UDP socket, and E1, with a wrong checksum.
+        // E2 computes its own checksums instead.
+        sh(
+            "ip",
+            &[
+                "netns", "exec", &e2.name, "ethtool", "-K", &e2_dev, "tx", "off",
+            ],
+        );
 
         let dir = TempDir::new("tsvx");
         let config = dir.path.join("switch.toml");
