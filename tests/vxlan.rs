@@ -199,6 +199,13 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
         .unwrap_or_else(|| panic!("{e2_mac} not learned: {fdb}"));
     assert_eq!(entry["port"], "vx0", "{fdb}");
     assert_eq!(entry["remote"], H2_UNDERLAY, "{fdb}");
+    let (ok, table, _) = bed.switch.ctl(&["fdb", "show"]);
+    assert!(ok);
+    let line = table
+        .lines()
+        .find(|line| line.contains(&e2_mac))
+        .unwrap_or_default();
+    assert!(line.ends_with(H2_UNDERLAY), "{table}");
 
     // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which the dataplane
     // segments to vx0's MTU before they are encapsulated.
