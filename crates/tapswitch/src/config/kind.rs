@@ -66,8 +66,9 @@ impl PortConfig {
         })
     }
 
-    /// `kind` and `device` agree, and a netdev port has none of a TAP's keys: the switch
-    /// neither makes nor changes that device.
+    /// `kind` and its keys agree: a netdev port has a `device` and none of a TAP's keys
+    /// (the switch neither makes nor changes that device), a vxlan port its `vni`, `local`
+    /// and `remotes` and no device or TAP key, other ports none of the vxlan keys.
     pub(super) fn validate_kind(&self, prefix: &str) -> Result<(), ConfigError> {
         if self.kind != PortKind::Vxlan {
             let vxlan_only = [
