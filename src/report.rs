@@ -166,7 +166,7 @@ pub mod reply {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<6} {:<19} {:<15} {:<8} {:>8}",
+            "{:<6} {:<19} {:<15} {:<8} {:>8}  REMOTE",
             "VLAN", "MAC", "PORT", "TYPE", "AGE(s)"
         );
         for entry in &fdb.entries {
@@ -175,15 +175,16 @@ pub mod reply {
                 EntryKind::Static => "static",
                 EntryKind::Sticky => "sticky",
             };
-            let _ = writeln!(
-                out,
-                "{:<6} {:<19} {:<15} {:<8} {:>8.1}",
+            let remote = entry.remote.map(|ip| ip.to_string()).unwrap_or_default();
+            let line = format!(
+                "{:<6} {:<19} {:<15} {:<8} {:>8.1}  {remote}",
                 entry.vlan,
                 entry.mac.to_string(),
                 entry.port,
                 kind,
                 entry.age_secs
             );
+            let _ = writeln!(out, "{}", line.trim_end());
         }
         let c = &fdb.counters;
         let _ = writeln!(

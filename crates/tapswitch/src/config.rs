@@ -448,6 +448,18 @@ pub struct PortConfig {
     /// The existing netdev a `kind = "netdev"` port is bound to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The VNI of a `kind = "vxlan"` port (1..=16777215).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The local VTEP address of a vxlan port (an address of its namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<Ipv4Addr>,
+    /// The UDP port a vxlan port listens on and sends to (default 4789).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    /// The remote VTEPs of a vxlan port: its flood list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remotes: Option<Vec<Ipv4Addr>>,
     /// Network namespace (as in `ip netns`) to move the netdev into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
@@ -640,6 +652,10 @@ impl PortConfig {
             name: name.to_owned(),
             kind: PortKind::Tap,
             device: None,
+            vni: None,
+            local: None,
+            udp_port: None,
+            remotes: None,
             netns: None,
             mtu: default_mtu(),
             mac: None,
@@ -1164,10 +1180,11 @@ fn validate_netns_name(name: &str) -> Result<(), String> {
 impl Config {
     /// Parses and validates TOML; `origin` names the source in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             origin: origin.to_owned(),
             source: Box::new(source),
         })?;
+        kind::default_vxlan_mtus(&mut config, text);
         config.validate()?;
         Ok(config)
     }
@@ -1841,6 +1858,10 @@ mod tests {
         port.vm_device = Some("vmt-p1".into());
         port.kind = PortKind::Netdev;
         port.device = Some("eth1".into());
+        port.vni = Some(1);
+        port.local = Some(Ipv4Addr::new(192, 0, 2, 1));
+        port.udp_port = Some(4789);
+        port.remotes = Some(Vec::new());
         let table = toml::Table::try_from(&port).unwrap();
         let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
         let mut known = port_keys().to_vec();

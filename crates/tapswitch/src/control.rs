@@ -1819,6 +1819,11 @@ pub fn fdb_show(snapshot: &Snapshot) -> FdbShow {
             port_id: entry.port,
             kind: entry.kind,
             age_secs: entry.age.as_secs_f64(),
+            remote: snapshot
+                .fdb_remotes
+                .iter()
+                .find(|r| r.port == entry.port && r.mac == entry.mac)
+                .map(|r| r.remote),
         })
         .collect();
     FdbShow {

@@ -203,10 +203,18 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
         let socket = ControlSocket::from_listener(listener, control);
         let mut queues = handover.queues.iter();
         let (dataplane, handle) = switch::build_with(&handover.config, |port| {
-            if port.kind == crate::config::PortKind::Netdev {
-                return Err(SwitchError::NetdevHandover {
-                    port: port.name.clone(),
-                });
+            match port.kind {
+                crate::config::PortKind::Tap => {}
+                crate::config::PortKind::Netdev => {
+                    return Err(SwitchError::NetdevHandover {
+                        port: port.name.clone(),
+                    });
+                }
+                crate::config::PortKind::Vxlan => {
+                    return Err(SwitchError::VxlanHandover {
+                        port: port.name.clone(),
+                    });
+                }
             }
             let count = *queues.next().expect("one queue count per port");
             let taps = fds

@@ -456,6 +456,10 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             ),
         ));
     }
+    if port.config.kind == PortKind::Vxlan {
+        // No netdev: its sockets are the port, and the underlay is not the switch's.
+        return;
+    }
     let netdev = match &port.netdev {
         Ok(netdev) => netdev,
         Err(reason) => {
@@ -609,7 +613,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
 fn check_netdev_port(port: &PortFacts, netdev: &NetdevFacts, out: &mut Vec<Finding>) {
     let name = port.config.name.as_str();
     let here = Some(name);
-    let device = port.config.link_name();
+    let device = port.config.link_name().unwrap_or(name);
     let link = &netdev.link;
     let ip = ip(&port.config);
     if !link.up {
@@ -786,7 +790,10 @@ pub fn inspect(control: &Path) -> Result<Inspection, DoctorError> {
 
 /// Reads the netdev of `port` (its TAP, or a netdev port's device) in its namespace.
 fn netdev_facts(port: &PortConfig) -> Result<NetdevFacts, String> {
-    let name = port.link_name().to_owned();
+    let name = port
+        .link_name()
+        .ok_or("a vxlan port has no netdev")?
+        .to_owned();
     let read = move || -> Result<NetdevFacts, String> {
         let mut netlink = Netlink::open().map_err(|e| e.to_string())?;
         let link = netlink.info(&name).map_err(|e| e.to_string())?;

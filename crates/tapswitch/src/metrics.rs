@@ -350,6 +350,7 @@ mod tests {
             }],
             removed_ports: vec![],
             fdb: vec![],
+            fdb_remotes: vec![],
             fdb_size: 4,
             fdb_counters: FdbCounters::default(),
             mac_flaps: vec![],

@@ -20,11 +20,12 @@ use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHand
 use crate::fdb::FdbConfig;
 use crate::netlink::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
 use crate::port::netdev::NetdevError;
-use crate::port::{NetdevPort, Port, TapPort};
+use crate::port::{NetdevPort, Port, TapPort, VxlanPort};
 use crate::sys::netns::{self, NetnsError, NetnsFd};
 use crate::sys::packet::PacketOptions;
 use crate::sys::privileges::{self, Identity, PrivilegeError};
 use crate::sys::tap::{Tap, TapError, TapOptions};
+use crate::sys::udp::UdpError;
 
 /// Errors while building a switch; each names the port it concerns.
 #[derive(Debug, Error)]
@@ -91,6 +92,17 @@ pub enum SwitchError {
          restart the switch instead (the port is bound again by device name)"
     )]
     NetdevHandover { port: String },
+    #[error(
+        "port {port}: a vxlan port cannot be handed over by `tapswitch upgrade` yet; \
+         restart the switch instead (its sockets are bound again from the configuration)"
+    )]
+    VxlanHandover { port: String },
+    #[error("port {port}: {source}")]
+    Vxlan {
+        port: String,
+        #[source]
+        source: UdpError,
+    },
     #[error(transparent)]
     Dataplane(#[from] DataplaneError),
 }
@@ -498,7 +510,7 @@ pub fn open_port(
     match port.kind {
         PortKind::Tap => Ok(Box::new(create_tap_port(switch, port, links)?)),
         PortKind::Netdev => {
-            let device = port.link_name();
+            let device = port.link_name().unwrap_or(&port.name);
             let netdev = NetdevPort::open(
                 &port.name,
                 device,
@@ -513,6 +525,36 @@ pub fn open_port(
                 "netdev port bound"
             );
             Ok(Box::new(netdev))
+        }
+        PortKind::Vxlan => {
+            let settings = port
+                .vxlan_settings(switch)
+                .expect("a validated vxlan port has its vni and local address");
+            let (vni, local, remotes) = (settings.vni, settings.local, settings.remotes.len());
+            let opened =
+                match port.netns.as_deref() {
+                    None => VxlanPort::open(settings),
+                    Some(netns) => netns::run_in(netns, move || VxlanPort::open(settings))
+                        .map_err(|source| SwitchError::Netns {
+                            port: port.name.clone(),
+                            netns: netns.to_owned(),
+                            source,
+                        })?,
+                };
+            let vxlan = opened.map_err(|source| SwitchError::Vxlan {
+                port: port.name.clone(),
+                source,
+            })?;
+            info!(
+                port = %port.name,
+                vni,
+                %local,
+                remotes,
+                netns = port.netns.as_deref().unwrap_or("-"),
+                mtu = port.mtu,
+                "vxlan port bound"
+            );
+            Ok(Box::new(vxlan))
         }
     }
 }

@@ -1,10 +1,25 @@
-//! `kind`: what a `[[port]]` is attached to — a TAP the switch holds (the default) or an
-//! existing netdev it binds an `AF_PACKET` socket to (`kind = "netdev"`, `device = ...`).
+//! `kind`: what a `[[port]]` is attached to — a TAP the switch holds (the default), an
+//! existing netdev it binds an `AF_PACKET` socket to (`kind = "netdev"`, `device = ...`),
+//! or a VXLAN tunnel to remote VTEPs (`kind = "vxlan"`, `vni`, `local`, `remotes`).
+
+use std::net::SocketAddrV4;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, PortConfig, invalid};
+use super::{Config, ConfigError, PortConfig, SwitchConfig, invalid};
+use crate::port::vxlan::VxlanSettings;
 use crate::sys::tap;
+
+/// The UDP port of a vxlan port without `udp_port` (IANA's VXLAN port).
+pub const DEFAULT_VXLAN_UDP_PORT: u16 = 4789;
+
+/// Largest VNI (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// The inner MTU of a vxlan port without `mtu`: a 1500-byte underlay less the 50 bytes of
+/// outer IPv4, UDP and VXLAN headers and inner Ethernet header.
+pub const DEFAULT_VXLAN_MTU: u32 = 1450;
 
 /// `kind` of a port.
 #[derive(Copy, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -15,6 +30,8 @@ pub enum PortKind {
     Tap,
     /// An existing netdev (`device`) the switch did not create and never changes.
     Netdev,
+    /// A VXLAN tunnel: UDP sockets on `local`, frames of `vni` to and from `remotes`.
+    Vxlan,
 }
 
 impl PortKind {
@@ -24,25 +41,61 @@ impl PortKind {
 }
 
 impl PortConfig {
-    /// The netdev whose link notices concern this port: its TAP, or its `device`.
-    pub fn link_name(&self) -> &str {
+    /// The netdev whose link notices concern this port: its TAP, or its `device`; a
+    /// vxlan port has none (its sockets carry frames whatever the underlay's links do).
+    pub fn link_name(&self) -> Option<&str> {
         match self.kind {
-            PortKind::Tap => &self.name,
-            PortKind::Netdev => self.device.as_deref().unwrap_or(&self.name),
+            PortKind::Tap => Some(&self.name),
+            PortKind::Netdev => Some(self.device.as_deref().unwrap_or(&self.name)),
+            PortKind::Vxlan => None,
         }
     }
 
-    /// `kind` and `device` agree, and a netdev port has none of a TAP's keys: the switch
-    /// neither makes nor changes that device.
+    /// What a `kind = "vxlan"` port is made of (`None` for another kind); the
+    /// configuration was validated, so its keys are there.
+    pub fn vxlan_settings(&self, switch: &SwitchConfig) -> Option<VxlanSettings> {
+        if self.kind != PortKind::Vxlan {
+            return None;
+        }
+        Some(VxlanSettings {
+            name: self.name.clone(),
+            vni: self.vni?,
+            local: SocketAddrV4::new(self.local?, self.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT)),
+            remotes: self.remotes.clone().unwrap_or_default(),
+            ageing: Duration::from_secs(switch.fdb_ageing_secs),
+        })
+    }
+
+    /// `kind` and its keys agree: a netdev port has a `device` and none of a TAP's keys
+    /// (the switch neither makes nor changes that device), a vxlan port its `vni`, `local`
+    /// and `remotes` and no device or TAP key, other ports none of the vxlan keys.
     pub(super) fn validate_kind(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.kind == PortKind::Tap {
-            if self.device.is_some() {
+        if self.kind != PortKind::Vxlan {
+            let vxlan_only = [
+                ("vni", self.vni.is_some()),
+                ("local", self.local.is_some()),
+                ("udp_port", self.udp_port.is_some()),
+                ("remotes", self.remotes.is_some()),
+            ];
+            if let Some((key, _)) = vxlan_only.iter().find(|(_, set)| *set) {
                 return Err(invalid(
-                    format!("{prefix}device"),
-                    "only a kind = \"netdev\" port has a device (a TAP port's device is its name)",
+                    format!("{prefix}{key}"),
+                    "only a kind = \"vxlan\" port has a vni, local, udp_port or remotes",
                 ));
             }
-            return Ok(());
+        }
+        match self.kind {
+            PortKind::Tap => {
+                if self.device.is_some() {
+                    return Err(invalid(
+                        format!("{prefix}device"),
+                        "only a kind = \"netdev\" port has a device (a TAP port's device is its name)",
+                    ));
+                }
+                return Ok(());
+            }
+            PortKind::Vxlan => return self.validate_vxlan(prefix),
+            PortKind::Netdev => {}
         }
         let Some(device) = &self.device else {
             return Err(invalid(
@@ -52,8 +105,83 @@ impl PortConfig {
         };
         tap::validate_name(device)
             .map_err(|e| invalid(format!("{prefix}device"), e.to_string()))?;
-        let not_for_netdev = "is a TAP setting; a netdev port leaves its device as it is \
-                              (set it on the device itself)";
+        self.refuse_tap_keys(
+            prefix,
+            "netdev",
+            "a netdev port leaves its device as it is (set it on the device itself)",
+        )
+    }
+
+    /// A vxlan port has a VNI, a local address and a flood list, no device and no TAP keys.
+    fn validate_vxlan(&self, prefix: &str) -> Result<(), ConfigError> {
+        if self.device.is_some() {
+            return Err(invalid(
+                format!("{prefix}device"),
+                "a kind = \"vxlan\" port has no device: its frames travel in UDP from `local`",
+            ));
+        }
+        match self.vni {
+            None => {
+                return Err(invalid(
+                    format!("{prefix}vni"),
+                    format!("a kind = \"vxlan\" port needs its VNI (vni = 1..={MAX_VNI})"),
+                ));
+            }
+            Some(vni) if !(1..=MAX_VNI).contains(&vni) => {
+                return Err(invalid(
+                    format!("{prefix}vni"),
+                    format!("{vni} is outside 1..={MAX_VNI}"),
+                ));
+            }
+            Some(_) => {}
+        }
+        let Some(local) = self.local else {
+            return Err(invalid(
+                format!("{prefix}local"),
+                "a kind = \"vxlan\" port needs its local VTEP address (local = \"192.0.2.1\"), \
+                 an IPv4 address of its namespace",
+            ));
+        };
+        if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
+            return Err(invalid(
+                format!("{prefix}local"),
+                format!("{local} is not a unicast address this host can send from"),
+            ));
+        }
+        if self.udp_port == Some(0) {
+            return Err(invalid(
+                format!("{prefix}udp_port"),
+                "must be 1..=65535 (4789 when left out)",
+            ));
+        }
+        let Some(remotes) = &self.remotes else {
+            return Err(invalid(
+                format!("{prefix}remotes"),
+                "a kind = \"vxlan\" port needs its remote VTEPs (remotes = [\"192.0.2.2\"]): \
+                 broadcast, multicast and unknown unicast go to each",
+            ));
+        };
+        for (i, remote) in remotes.iter().enumerate() {
+            if remote.is_unspecified()
+                || remote.is_multicast()
+                || remote.is_broadcast()
+                || *remote == local
+            {
+                return Err(invalid(
+                    format!("{prefix}remotes[{i}]"),
+                    format!("{remote} is not a remote unicast VTEP address"),
+                ));
+            }
+        }
+        self.refuse_tap_keys(
+            prefix,
+            "vxlan",
+            "a vxlan port has no netdev (its frames travel in UDP)",
+        )
+    }
+
+    /// Refuses, by name, the first TAP setting set on a port of `kind`.
+    fn refuse_tap_keys(&self, prefix: &str, kind: &str, why: &str) -> Result<(), ConfigError> {
         let tap_only = [
             ("mac", self.mac.is_some()),
             ("persistent", self.persistent),
@@ -73,7 +201,7 @@ impl PortConfig {
             if set {
                 return Err(invalid(
                     format!("{prefix}{key}"),
-                    format!("not with kind = \"netdev\": {key} {not_for_netdev}"),
+                    format!("not with kind = \"{kind}\": {key} is a TAP setting; {why}"),
                 ));
             }
         }
@@ -81,9 +209,31 @@ impl PortConfig {
     }
 }
 
+/// Gives each vxlan port of a configuration file that sets no `mtu` the inner MTU of a
+/// 1500-byte underlay ([`DEFAULT_VXLAN_MTU`]) instead of the 1500 of other ports.
+pub(super) fn default_vxlan_mtus(config: &mut Config, text: &str) {
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return;
+    };
+    let Some(toml::Value::Array(ports)) = table.get("port") else {
+        return;
+    };
+    for (port, raw) in config.ports.iter_mut().zip(ports) {
+        if port.kind == PortKind::Vxlan && raw.get("mtu").is_none() {
+            port.mtu = DEFAULT_VXLAN_MTU;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+
+    use super::{DEFAULT_VXLAN_MTU, DEFAULT_VXLAN_UDP_PORT};
     use crate::config::{Config, PortKind};
+
+    const VXLAN: &str = "name = \"vx0\"\nkind = \"vxlan\"\nvni = 42\nlocal = \"10.0.0.1\"\n\
+                         remotes = [\"10.0.0.2\", \"10.0.0.3\"]";
 
     fn parse(port: &str) -> Result<Config, String> {
         let config =
@@ -97,10 +247,10 @@ mod tests {
         let config =
             parse("name = \"up0\"\nkind = \"netdev\"\ndevice = \"eth1\"\nnetns = \"a\"").unwrap();
         assert_eq!(config.ports[0].kind, PortKind::Netdev);
-        assert_eq!(config.ports[0].link_name(), "eth1");
+        assert_eq!(config.ports[0].link_name(), Some("eth1"));
         let config = parse("name = \"tap0\"").unwrap();
         assert_eq!(config.ports[0].kind, PortKind::Tap);
-        assert_eq!(config.ports[0].link_name(), "tap0");
+        assert_eq!(config.ports[0].link_name(), Some("tap0"));
     }
 
     #[test]
@@ -140,6 +290,114 @@ mod tests {
             let name = key.split(' ').next().unwrap();
             assert!(
                 error.contains(&format!("{name}: not with kind = \"netdev\"")),
+                "{key}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_vxlan_port_has_its_vni_local_address_remotes_and_defaults() {
+        let config = parse(&format!("{VXLAN}\nnetns = \"under\"")).unwrap();
+        let port = &config.ports[0];
+        assert_eq!(port.kind, PortKind::Vxlan);
+        assert_eq!(port.link_name(), None);
+        assert_eq!(port.mtu, DEFAULT_VXLAN_MTU);
+        let settings = port.vxlan_settings(&config.switch).unwrap();
+        assert_eq!(settings.vni, 42);
+        assert_eq!(
+            settings.local,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_VXLAN_UDP_PORT)
+        );
+        assert_eq!(
+            settings.remotes,
+            [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)]
+        );
+        let config = parse(&format!("{VXLAN}\nudp_port = 8472\nmtu = 8950")).unwrap();
+        assert_eq!(config.ports[0].mtu, 8950);
+        let settings = config.ports[0].vxlan_settings(&config.switch).unwrap();
+        assert_eq!(settings.local.port(), 8472);
+        let tap = parse("name = \"tap0\"").unwrap();
+        assert_eq!(tap.ports[0].mtu, 1500);
+        assert!(tap.ports[0].vxlan_settings(&tap.switch).is_none());
+    }
+
+    #[test]
+    fn a_vxlan_port_missing_or_with_invalid_keys_is_refused_by_key() {
+        let cases = [
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nlocal = \"10.0.0.1\"\nremotes = []",
+                "vni: a kind = \"vxlan\" port needs its VNI",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 0\nlocal = \"10.0.0.1\"\nremotes = []",
+                "vni: 0 is outside 1..=16777215",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 16777216\nlocal = \"10.0.0.1\"\nremotes = []",
+                "vni: 16777216 is outside 1..=16777215",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nremotes = []",
+                "local: a kind = \"vxlan\" port needs its local VTEP address",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"0.0.0.0\"\nremotes = []",
+                "local: 0.0.0.0 is not a unicast address",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"10.0.0.1\"",
+                "remotes: a kind = \"vxlan\" port needs its remote VTEPs",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"10.0.0.1\"\n\
+                 remotes = [\"10.0.0.2\", \"224.0.0.1\"]",
+                "remotes[1]: 224.0.0.1 is not a remote unicast VTEP address",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"10.0.0.1\"\n\
+                 remotes = [\"10.0.0.1\"]",
+                "remotes[0]: 10.0.0.1 is not a remote unicast VTEP address",
+            ),
+            (
+                &format!("{VXLAN}\nudp_port = 0"),
+                "udp_port: must be 1..=65535",
+            ),
+            (
+                &format!("{VXLAN}\ndevice = \"eth1\""),
+                "device: a kind = \"vxlan\" port has no device",
+            ),
+            (
+                "name = \"tap0\"\nvni = 5",
+                "vni: only a kind = \"vxlan\" port",
+            ),
+            (
+                "name = \"up0\"\nkind = \"netdev\"\ndevice = \"eth1\"\nremotes = [\"10.0.0.2\"]",
+                "remotes: only a kind = \"vxlan\" port",
+            ),
+        ];
+        for (port, expected) in cases {
+            let error = parse(port).unwrap_err();
+            assert!(error.contains(expected), "{port}: {error}");
+        }
+        let error =
+            parse("name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"nope\"\nremotes = []")
+                .unwrap_err();
+        assert!(error.contains("local"), "{error}");
+    }
+
+    #[test]
+    fn tap_settings_on_a_vxlan_port_are_refused_by_name() {
+        for key in [
+            "mac = \"02:00:00:00:00:01\"",
+            "persistent = true",
+            "offloads = false",
+            "queues = 2",
+            "vm = \"guest\"",
+        ] {
+            let error = parse(&format!("{VXLAN}\n{key}")).unwrap_err();
+            let name = key.split(' ').next().unwrap();
+            assert!(
+                error.contains(&format!("{name}: not with kind = \"vxlan\"")),
                 "{key}: {error}"
             );
         }

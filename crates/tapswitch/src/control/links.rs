@@ -222,7 +222,7 @@ fn release_deleted(shared: &Shared) -> Result<(), DataplaneError> {
 /// The configured port `name` whose namespace has id `nsid` (`None`: ours).
 fn port_at(state: &State, nsid: Option<i32>, name: &str) -> Option<usize> {
     state.config.ports.iter().position(|p| {
-        p.link_name() == name && state.links.known_id(p.netns.as_deref()) == Some(nsid)
+        p.link_name() == Some(name) && state.links.known_id(p.netns.as_deref()) == Some(nsid)
     })
 }
 
@@ -231,11 +231,10 @@ fn resync(shared: &Shared) -> Result<(), DataplaneError> {
     let mut state = lock(&shared.state);
     for index in 0..state.config.ports.len() {
         let port = &state.config.ports[index];
-        let (name, netns, link) = (
-            port.name.clone(),
-            port.netns.clone(),
-            port.link_name().to_owned(),
-        );
+        let Some(link) = port.link_name().map(str::to_owned) else {
+            continue;
+        };
+        let (name, netns) = (port.name.clone(), port.netns.clone());
         let found = state.links.info(netns.as_deref(), &link);
         match found {
             Ok(info) => shared

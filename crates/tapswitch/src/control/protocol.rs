@@ -8,6 +8,7 @@
 //! before versions), since it may not understand what this client asks. Versions only
 //! grow when a reply loses or changes a key; adding keys keeps the version.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -457,6 +458,7 @@ impl From<Snapshot> for Stats {
             ports,
             removed_ports,
             fdb: _,
+            fdb_remotes: _,
             fdb_size,
             fdb_counters,
             mac_flaps,
@@ -513,6 +515,9 @@ pub struct FdbShowEntry {
     pub port_id: PortId,
     pub kind: EntryKind,
     pub age_secs: f64,
+    /// The remote VTEP the MAC lives behind, for an entry on a vxlan port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<IpAddr>,
 }
 
 /// The `fdb_show` reply: the MAC table with port names, and its counters.
@@ -697,11 +702,13 @@ mod tests {
                 port_id: PortId(3),
                 kind: EntryKind::Static,
                 age_secs: 1.5,
+                remote: None,
             }],
             counters: FdbCounters::default(),
         };
         let wire = serde_json::to_value(&fdb).unwrap();
         assert_eq!(wire["entries"][0]["mac"], "02:00:00:00:00:01");
+        assert!(wire["entries"][0].get("remote").is_none());
         assert_eq!(wire["entries"][0]["kind"], "static");
         assert_eq!(wire["counters"]["aged_out"], 0);
         assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);

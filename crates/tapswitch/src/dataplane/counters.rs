@@ -1,13 +1,22 @@
 //! Counters of ports and of the loop, and the snapshots that carry them.
 
-use std::time::Duration;
-
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::fdb::{FdbCounters, FdbEntry, PortId};
 use crate::forward::{DropReason, MacFlapEntry};
+use crate::wire::MacAddr;
+
+/// Where a MAC learned on a tunnel port lives: the remote VTEP the port heard it from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbRemote {
+    pub port: PortId,
+    pub mac: MacAddr,
+    pub remote: IpAddr,
+}
 
 /// Upper bounds of the batch-size histogram buckets (frames read from one
 /// port in one visit); the last bucket is everything above.
@@ -184,6 +193,10 @@ pub struct Snapshot {
     pub removed_ports: Vec<PortSnapshot>,
     /// The MAC table (empty in a counters-only snapshot).
     pub fdb: Vec<FdbEntry>,
+    /// The remote VTEP of each `fdb` entry on a tunnel port whose port still knows it,
+    /// asked of the port by the dataplane when the snapshot is taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fdb_remotes: Vec<FdbRemote>,
     /// Entries in the MAC table (also when `fdb` was left out).
     pub fdb_size: usize,
     pub fdb_counters: FdbCounters,

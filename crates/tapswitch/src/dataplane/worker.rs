@@ -16,9 +16,9 @@ use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
 use super::messages::{Message, WorkerMessage};
 use super::{
-    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, LoopStats, MAX_QUEUES,
-    MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask, RemovalCause,
-    RemovedPort, Snapshot,
+    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, FdbRemote, LoopStats,
+    MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask,
+    RemovalCause, RemovedPort, Snapshot,
 };
 use crate::fdb::{Learned, PortId};
 use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
@@ -293,6 +293,25 @@ impl Dataplane {
     fn local_snapshot(&self, with_fdb: bool) -> Snapshot {
         let now = Instant::now();
         let forwarder = self.forwarder();
+        let fdb = if with_fdb {
+            forwarder.fdb().entries(now)
+        } else {
+            Vec::new()
+        };
+        let fdb_remotes = fdb
+            .iter()
+            .filter_map(|entry| {
+                let slot = self.ports.get(entry.port.0 as usize)?.as_ref()?;
+                if !slot.port.is_tunnel() {
+                    return None;
+                }
+                Some(FdbRemote {
+                    port: entry.port,
+                    mac: entry.mac,
+                    remote: slot.port.remote_of(entry.mac)?,
+                })
+            })
+            .collect();
         Snapshot {
             ports: self
                 .ports
@@ -304,11 +323,8 @@ impl Dataplane {
                 })
                 .collect(),
             removed_ports: self.removed.clone(),
-            fdb: if with_fdb {
-                forwarder.fdb().entries(now)
-            } else {
-                Vec::new()
-            },
+            fdb,
+            fdb_remotes,
             fdb_size: forwarder.fdb().len(),
             fdb_counters: forwarder.fdb().counters(),
             mac_flaps: if with_fdb {
