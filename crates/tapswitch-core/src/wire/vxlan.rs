@@ -179,16 +179,42 @@ pub fn source_port(hash: u32) -> u16 {
     low + ((mixed * span) >> 32) as u16
 }
 
+/// The length and unfolded checksum of a UDP payload (the VXLAN header and the
+/// inner frame), summed once and shared by every copy of a replicated packet:
+/// only the pseudo-header differs between remotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpPayload {
+    len: usize,
+    sum: u64,
+}
+
+impl UdpPayload {
+    /// Sums `pieces` in order; a piece may start at an odd offset.
+    pub fn of(pieces: &[&[u8]]) -> Self {
+        let (mut len, mut sum) = (0, 0);
+        for piece in pieces {
+            // A piece that starts at an odd offset sums byte-swapped (RFC 1071's
+            // byte-order independence).
+            let folded = checksum::fold(checksum::sum(piece, 0));
+            sum += u64::from(if len % 2 == 1 {
+                folded.swap_bytes()
+            } else {
+                folded
+            });
+            len += piece.len();
+        }
+        UdpPayload { len, sum }
+    }
+}
+
 /// The UDP header of a VXLAN packet over IPv4 from `source` to
-/// `destination`, checksum included: `payload` is the VXLAN header followed
-/// by the inner frame, in pieces of which all but the last have even length.
+/// `destination` carrying `payload`, checksum included.
 pub fn udp_header_ipv4(
     source: ([u8; 4], u16),
     destination: ([u8; 4], u16),
-    payload: &[&[u8]],
+    payload: &UdpPayload,
 ) -> [u8; UDP_HEADER_LEN] {
-    let payload_len: usize = payload.iter().map(|part| part.len()).sum();
-    let udp_len = UDP_HEADER_LEN + payload_len;
+    let udp_len = UDP_HEADER_LEN + payload.len;
     let mut header = [0u8; UDP_HEADER_LEN];
     write_u16(&mut header, 0, source.1);
     write_u16(&mut header, 2, destination.1);
@@ -198,19 +224,7 @@ pub fn udp_header_ipv4(
     addresses[..4].copy_from_slice(&source.0);
     addresses[4..].copy_from_slice(&destination.0);
     let mut sum = checksum::pseudo_header_sum(&addresses, IPPROTO_UDP, udp_len);
-    sum = checksum::sum(&header, sum);
-    let mut offset = 0;
-    for part in payload {
-        // A piece that starts at an odd offset sums byte-swapped (RFC 1071's
-        // byte-order independence).
-        let piece = checksum::fold(checksum::sum(part, 0));
-        sum += u64::from(if offset % 2 == 1 {
-            piece.swap_bytes()
-        } else {
-            piece
-        });
-        offset += part.len();
-    }
+    sum = checksum::sum(&header, sum) + payload.sum;
     // A computed 0 is sent as all ones: 0 means "no checksum" in UDP over IPv4.
     let checksum = match !checksum::fold(sum) {
         0 => 0xffff,
@@ -328,10 +342,13 @@ mod tests {
         let inner = &inner[..inner.len() - 1]; // odd length, last piece
         let vxlan = vxlan_header(7);
         let (src, dst) = ([10, 1, 0, 1], [10, 1, 0, 2]);
-        let header = udp_header_ipv4((src, 50000), (dst, 4789), &[&vxlan, inner]);
+        let header = udp_header_ipv4((src, 50000), (dst, 4789), &UdpPayload::of(&[&vxlan, inner]));
         // Cut anywhere, at odd offsets too, the pieces checksum the same.
         let pieces = [&vxlan[..3], &vxlan[3..], &inner[..13], &inner[13..]];
-        assert_eq!(udp_header_ipv4((src, 50000), (dst, 4789), &pieces), header);
+        assert_eq!(
+            udp_header_ipv4((src, 50000), (dst, 4789), &UdpPayload::of(&pieces)),
+            header
+        );
         assert_eq!(read_u16(&header, 0), 50000);
         assert_eq!(read_u16(&header, 2), 4789);
         let udp_len = 8 + 8 + inner.len();

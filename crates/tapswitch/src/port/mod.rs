@@ -1,6 +1,5 @@
 //! The one small trait every kind of port implements, so the dataplane does
-//! not care whether frames come from a TAP, a macvtap-backed VM or (later) a
-//! VXLAN tunnel.
+//! not care whether frames come from a TAP, a netdev or a VXLAN tunnel.
 //!
 //! One file per kind: [`tap`] (a TAP whose fd the switch holds), [`netdev`] (an
 //! `AF_PACKET` socket on a netdev the switch did not create), [`vm`] (the devices

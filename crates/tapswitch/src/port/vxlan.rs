@@ -20,12 +20,14 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Port, PortDrops};
+use crate::dataplane::DropCounters;
 use crate::forward::DropReason;
 use crate::sys::udp::{self, UdpError};
 use crate::wire::vxlan::{
-    VXLAN_HEADER_LEN, VxlanHeader, inner_flow_hash, source_port, udp_header_ipv4, vxlan_header,
+    UdpPayload, VXLAN_HEADER_LEN, VxlanHeader, inner_flow_hash, source_port, udp_header_ipv4,
+    vxlan_header,
 };
-use crate::wire::{MacAddr, UDP_HEADER_LEN};
+use crate::wire::{EthernetFrame, MacAddr, UDP_HEADER_LEN};
 
 /// Remote MACs a port remembers at most; beyond, new ones are flooded until
 /// old ones age out.
@@ -107,8 +109,9 @@ impl VxlanPort {
             filled += take;
         }
         let head = &head[..filled];
-        let learned = (head.len() >= 6)
-            .then(|| MacAddr::from_bytes(head))
+        let learned = EthernetFrame::new_checked(head)
+            .ok()
+            .map(|frame| frame.dst_addr())
             .filter(MacAddr::is_unicast)
             .and_then(|destination| self.remote_vtep(destination));
         let destinations: &[Ipv4Addr] = match &learned {
@@ -126,13 +129,15 @@ impl VxlanPort {
             self.settings.local.ip().octets(),
             source_port(inner_flow_hash(head)),
         );
+        // Summed once: the copies differ only in their pseudo-headers.
+        let summed = UdpPayload::of(&payload);
         let udp_headers: Vec<[u8; UDP_HEADER_LEN]> = destinations
             .iter()
             .map(|remote| {
                 udp_header_ipv4(
                     local,
                     (remote.octets(), self.settings.local.port()),
-                    &payload,
+                    &summed,
                 )
             })
             .collect();
@@ -189,8 +194,8 @@ impl Port for VxlanPort {
                 continue;
             }
             let len = received.len - VXLAN_HEADER_LEN;
-            if len >= 12 {
-                self.learn(MacAddr::from_bytes(&buf[6..12]), received.source);
+            if let Ok(frame) = EthernetFrame::new_checked(&buf[..len]) {
+                self.learn(frame.src_addr(), received.source);
             }
             return Ok(len);
         }
@@ -209,7 +214,7 @@ impl Port for VxlanPort {
         self.send_frame(&parts)
     }
 
-    fn drain_drops(&self, into: &mut crate::dataplane::DropCounters) {
+    fn drain_drops(&self, into: &mut DropCounters) {
         self.drops.drain_into(into);
     }
 
