@@ -198,6 +198,17 @@ impl VlanTag {
         }
     }
 
+    /// The tag of `tpid` whose tag control information is `tci` (as a NIC or
+    /// the kernel reports a tag it took out of a frame).
+    pub const fn from_tci(tpid: u16, tci: u16) -> Self {
+        VlanTag {
+            tpid,
+            pcp: (tci >> 13) as u8,
+            dei: tci & 0x1000 != 0,
+            vid: tci & 0x0fff,
+        }
+    }
+
     /// The tag control information: PCP (3 bits), DEI, VID (12 bits).
     pub const fn tci(&self) -> u16 {
         ((self.pcp as u16 & 0x7) << 13) | ((self.dei as u16) << 12) | (self.vid & 0x0fff)
@@ -211,6 +222,9 @@ impl VlanTag {
         bytes
     }
 }
+
+/// Bytes of the destination and source addresses, behind which a VLAN tag goes.
+pub const ADDRESSES_LEN: usize = field::ADDRESSES.end;
 
 /// Byte ranges of the header fields.
 mod field {
@@ -500,6 +514,21 @@ mod tests {
             // The same lengths are fine without a tag.
             assert!(EthernetFrame::new_checked(&UNTAGGED[..len]).is_ok());
         }
+    }
+
+    #[test]
+    fn a_tag_from_its_tci_is_the_tag_on_the_wire() {
+        // PCP 5, DEI 1, VID 0x123, as an 802.1ad tag.
+        let tag = VlanTag::from_tci(ETHERTYPE_QINQ, 0xb123);
+        assert_eq!((tag.pcp, tag.dei, tag.vid), (5, true, 0x123));
+        assert_eq!(tag.to_bytes(), [0x88, 0xa8, 0xb1, 0x23]);
+        assert_eq!(
+            VlanTag::from_tci(ETHERTYPE_VLAN, 5),
+            VlanTag {
+                vid: 5,
+                ..VlanTag::dot1q(0)
+            }
+        );
     }
 
     #[test]

@@ -13,10 +13,7 @@ use super::Port;
 use crate::sys::netns::{self, NetnsError};
 use crate::sys::packet::{PacketError, PacketOptions, PacketSocket};
 use crate::vnet::shift_frame_offsets;
-use crate::wire::VLAN_TAG_LEN;
-
-/// Bytes of destination and source MAC, after which a VLAN tag goes.
-const MACS_LEN: usize = 12;
+use crate::wire::{ADDRESSES_LEN, VLAN_TAG_LEN, VlanTag};
 
 /// Why a netdev port could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -107,13 +104,12 @@ fn as_tap_error(error: io::Error, receiving: bool) -> io::Error {
 /// `len` bytes after a vnet header of `hdr_len` bytes in `buf`, moving the header's
 /// offsets with it. Returns the new length; `buf` has room for the tag.
 fn insert_tag(buf: &mut [u8], hdr_len: usize, len: usize, tpid: u16, tci: u16) -> usize {
-    let at = hdr_len + MACS_LEN;
+    let at = hdr_len + ADDRESSES_LEN;
     if len < at {
         return len;
     }
     buf.copy_within(at..len, at + VLAN_TAG_LEN);
-    buf[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
-    buf[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+    buf[at..at + VLAN_TAG_LEN].copy_from_slice(&VlanTag::from_tci(tpid, tci).to_bytes());
     if hdr_len > 0 {
         let header: &mut [u8; crate::vnet::VNET_HDR_LEN] = (&mut buf[..hdr_len])
             .try_into()
