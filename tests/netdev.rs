@@ -89,7 +89,10 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     assert_eq!(ping(&bed.b.name, "10.67.0.3", 3, "0.2"), 3);
     assert_eq!(ping(&bed.c.name, "10.67.0.2", 3, "0.2"), 3);
     // Large pings both ways (fragments at MTU 1500).
-    assert_eq!(ping_sized(&bed.c.name, "10.67.0.2", 4000), 2);
+    assert_eq!(
+        ping_with(&bed.c.name, "10.67.0.2", 2, "0.2", &["-s", "4000"]),
+        2
+    );
 
     let snapshot = bed.switch.snapshot();
     // The switch wrote frames to the veth and never read them back: everything it read
@@ -372,20 +375,4 @@ fn a_netdev_port_on_a_missing_device_is_refused_by_name() {
         stderr.contains("nosuch0") && stderr.contains("up0"),
         "{stderr}"
     );
-}
-
-fn ping_sized(netns: &str, addr: &str, size: u32) -> u32 {
-    let size = size.to_string();
-    let (_, out) = exec_in(
-        netns,
-        &[
-            "ping", "-c", "2", "-i", "0.2", "-W", "1", "-s", &size, "-q", addr,
-        ],
-    );
-    out.lines()
-        .find(|l| l.contains("received"))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }

@@ -128,13 +128,16 @@ pub fn link_mac(netns: &str, dev: &str) -> String {
 
 /// Pings `count` times from `netns`; returns the number of replies.
 pub fn ping(netns: &str, addr: &str, count: u32, interval: &str) -> u32 {
+    ping_with(netns, addr, count, interval, &[])
+}
+
+/// [`ping`] with extra options (e.g. `["-s", "4000"]`); how many replies came back.
+pub fn ping_with(netns: &str, addr: &str, count: u32, interval: &str, options: &[&str]) -> u32 {
     let count_arg = count.to_string();
-    let (_, out) = exec_in(
-        netns,
-        &[
-            "ping", "-c", &count_arg, "-i", interval, "-W", "1", "-q", addr,
-        ],
-    );
+    let mut args = vec!["ping", "-c", &count_arg, "-i", interval, "-W", "1", "-q"];
+    args.extend_from_slice(options);
+    args.push(addr);
+    let (_, out) = exec_in(netns, &args);
     out.lines()
         .find(|l| l.contains("received"))
         .and_then(|l| l.split(", ").nth(1))
