@@ -12,6 +12,9 @@ packages=(
   tcpdump       # captures when a test fails and you want to look
   libvirt-dev   # the virt crate links libvirt (hot-plug, domain events)
   pkg-config    # how the virt crate's build script finds libvirt
+  protobuf-compiler             # protoc: tapswitch-evpn generates its gobgpd client at build time
+  golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
+  gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
 )
 
 missing=()

@@ -1,0 +1,382 @@
+//! The client against real gobgpd daemons, each in a network namespace of its own.
+//!
+//! Each test creates uniquely named namespaces (`tse-<pid>-<n>`), runs gobgpd inside them
+//! with its API on the namespace's loopback, talks to it from a thread that entered the
+//! namespace, and removes everything (gobgpd killed by PID, namespaces deleted) on drop,
+//! also when it fails.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use tapswitch_evpn::route::RouteTarget;
+use tapswitch_evpn::{EvpnRoute, GobgpClient, MacRoute, MulticastRoute};
+
+const API: &str = "127.0.0.1:50051";
+const ASN: u16 = 65000;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+macro_rules! require_root_and_gobgpd {
+    () => {
+        if !is_root() {
+            eprintln!("skipped: needs root (network namespaces)");
+            return;
+        }
+        if Command::new("gobgpd").arg("--version").output().is_err() {
+            panic!("gobgpd is not installed (Debian package gobgpd; scripts/install-deps.sh)");
+        }
+    };
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("running ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// A namespace with its loopback up, running one gobgpd; removed on drop.
+struct Host {
+    netns: String,
+    dir: PathBuf,
+    gobgpd: Option<Child>,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl Host {
+    fn new() -> Host {
+        let netns = unique("tse-");
+        ip(&["netns", "add", &netns]);
+        let dir = std::env::temp_dir().join(&netns);
+        let host = Host {
+            netns,
+            dir,
+            gobgpd: None,
+        };
+        ip(&["-n", &host.netns, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all(&host.dir).unwrap();
+        host
+    }
+
+    /// Starts gobgpd with this config (TOML) and waits until its API answers.
+    fn start_gobgpd(&mut self, config: &str) {
+        let path = self.dir.join("gobgpd.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = File::create(self.dir.join("gobgpd.log")).unwrap();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "gobgpd",
+                "-p",
+                "--pprof-disable",
+            ])
+            .args(["--api-hosts", API, "-f"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting gobgpd");
+        self.gobgpd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = self.run(|| async {
+                match GobgpClient::connect(API).await {
+                    Ok(mut client) => client.global().await.is_ok(),
+                    Err(_) => false,
+                }
+            });
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gobgpd in {} did not answer on {API}: {}",
+                self.netns,
+                std::fs::read_to_string(self.dir.join("gobgpd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `body` on a current-thread tokio runtime on a thread inside this namespace, so
+    /// every socket it opens (the gRPC connection) is the namespace's.
+    fn run<F, Fut, T>(&self, body: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let netns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: `netns` is an open namespace file; setns moves only this thread,
+            // which exists for this body alone and ends with it.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(body())
+        })
+        .join()
+        .expect("the namespace thread panicked")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.gobgpd.take() {
+            // `ip netns exec` execs gobgpd, so this PID is gobgpd's own.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn gobgpd_config(router_id: Ipv4Addr, neighbors: &[Ipv4Addr]) -> String {
+    let mut config = format!(
+        "[global.config]\nas = {ASN}\nrouter-id = \"{router_id}\"\nlocal-address-list = [\"{router_id}\"]\n"
+    );
+    for neighbor in neighbors {
+        config.push_str(&format!(
+            "[[neighbors]]\n[neighbors.config]\nneighbor-address = \"{neighbor}\"\npeer-as = {ASN}\n\
+             [neighbors.transport.config]\nlocal-address = \"{router_id}\"\n\
+             [[neighbors.afi-safis]]\n[neighbors.afi-safis.config]\nafi-safi-name = \"l2vpn-evpn\"\n"
+        ));
+    }
+    config
+}
+
+fn mac_route(vtep: Ipv4Addr, last: u8, vni: u32) -> MacRoute {
+    MacRoute {
+        vni,
+        mac: [0x02, 0xee, 0, 0, 0, last],
+        ip: None,
+        vtep,
+        rd: None,
+        route_targets: vec![RouteTarget::auto(ASN, vni)],
+        mobility_seq: None,
+    }
+}
+
+fn multicast_route(vtep: Ipv4Addr, vni: u32) -> MulticastRoute {
+    MulticastRoute {
+        vni,
+        vtep,
+        rd: None,
+        route_targets: vec![RouteTarget::auto(ASN, vni)],
+    }
+}
+
+#[test]
+fn routes_added_through_the_api_are_listed_back_decoded_and_withdrawn() {
+    require_root_and_gobgpd!();
+    let mut host = Host::new();
+    let vtep = Ipv4Addr::new(10, 77, 0, 1);
+    // gobgpd binds its BGP port to the router id, as a VTEP's address lives on loopback.
+    ip(&[
+        "-n",
+        &host.netns,
+        "addr",
+        "add",
+        "10.77.0.1/32",
+        "dev",
+        "lo",
+    ]);
+    host.start_gobgpd(&gobgpd_config(vtep, &[]));
+    let listed = host.run(move || async move {
+        let mut client = GobgpClient::connect(API).await.unwrap();
+        client
+            .add_path(multicast_route(vtep, 100).to_path().unwrap())
+            .await
+            .unwrap();
+        for last in 1..=3 {
+            client
+                .add_path(mac_route(vtep, last, 100).to_path().unwrap())
+                .await
+                .unwrap();
+        }
+        let (mut routes, refused) = client.evpn_routes().await.unwrap();
+        assert!(refused.is_empty(), "{refused:?}");
+        client
+            .delete_path(mac_route(vtep, 2, 100).to_path().unwrap())
+            .await
+            .unwrap();
+        let (after, _) = client.evpn_routes().await.unwrap();
+        routes.sort_by_key(|(_, r)| format!("{r:?}"));
+        (
+            routes.into_iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            after.len(),
+        )
+    });
+    let (routes, after_withdraw) = listed;
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert_eq!(after_withdraw, 3);
+    let macs: Vec<[u8; 6]> = routes
+        .iter()
+        .filter_map(|r| match r {
+            EvpnRoute::Mac(m) => Some(m.mac),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(macs.len(), 3);
+    for route in &routes {
+        assert_eq!((route.vni(), route.vtep()), (100, vtep), "{route:?}");
+        let targets = match route {
+            EvpnRoute::Mac(m) => &m.route_targets,
+            EvpnRoute::Multicast(m) => &m.route_targets,
+        };
+        assert_eq!(targets, &[RouteTarget::auto(ASN, 100)]);
+    }
+}
+
+#[test]
+fn a_peer_learns_the_routes_and_watching_best_paths_sees_them_arrive_and_go() {
+    require_root_and_gobgpd!();
+    let mut a = Host::new();
+    let mut b = Host::new();
+    let (ip_a, ip_b) = (Ipv4Addr::new(10, 78, 0, 1), Ipv4Addr::new(10, 78, 0, 2));
+    let link = unique("tse");
+    let (link_a, link_b) = (format!("{link}a"), format!("{link}b"));
+    ip(&[
+        "-n", &a.netns, "link", "add", &link_a, "type", "veth", "peer", "name", &link_b, "netns",
+        &b.netns,
+    ]);
+    for (host, addr, dev) in [(&a, ip_a, &link_a), (&b, ip_b, &link_b)] {
+        ip(&[
+            "-n",
+            &host.netns,
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            dev,
+        ]);
+        ip(&["-n", &host.netns, "link", "set", dev, "up"]);
+    }
+    a.start_gobgpd(&gobgpd_config(ip_a, &[ip_b]));
+    b.start_gobgpd(&gobgpd_config(ip_b, &[ip_a]));
+
+    // B watches its best paths while A advertises.
+    let (tell_learned, mac_learned) = std::sync::mpsc::channel();
+    let watcher = {
+        let netns = File::open(format!("/run/netns/{}", b.netns)).unwrap();
+        std::thread::spawn(move || {
+            // SAFETY: as in Host::run: an open namespace file, this thread only.
+            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let mut client = GobgpClient::connect(API).await.unwrap();
+                    let mut events = client.watch_best(true).await.unwrap();
+                    let mut seen = Vec::new();
+                    let mut withdrawn = Vec::new();
+                    let mut undecodable = Vec::new();
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    while withdrawn.is_empty() {
+                        let next = tokio::time::timeout_at(deadline, events.message()).await;
+                        let Ok(Ok(Some(event))) = next else {
+                            panic!("no withdrawal seen (seen: {seen:?}, undecodable: {undecodable:?}): {next:?}");
+                        };
+                        let Some(tapswitch_evpn::api::watch_event_response::Event::Table(table)) =
+                            event.event
+                        else {
+                            continue;
+                        };
+                        for path in table.paths {
+                            let route = match EvpnRoute::from_path(&path) {
+                                Ok(route) => route,
+                                Err(error) => {
+                                    undecodable.push(format!("{error}: {path:?}"));
+                                    continue;
+                                }
+                            };
+                            if path.is_withdraw {
+                                withdrawn.push(route);
+                            } else {
+                                if matches!(&route, EvpnRoute::Mac(_)) {
+                                    let _ = tell_learned.send(());
+                                }
+                                seen.push((route, path.neighbor_ip.clone()));
+                            }
+                        }
+                    }
+                    (seen, withdrawn)
+                })
+        })
+    };
+    a.run(move || async move {
+        let mut client = GobgpClient::connect(API).await.unwrap();
+        client
+            .add_path(multicast_route(ip_a, 200).to_path().unwrap())
+            .await
+            .unwrap();
+        client
+            .add_path(mac_route(ip_a, 9, 200).to_path().unwrap())
+            .await
+            .unwrap();
+    });
+    // Withdraw the MAC only once B has it; the watcher then ends on the withdrawal.
+    let learned = mac_learned.recv_timeout(Duration::from_secs(60)).is_ok();
+    a.run(move || async move {
+        let mut client = GobgpClient::connect(API).await.unwrap();
+        client
+            .delete_path(mac_route(ip_a, 9, 200).to_path().unwrap())
+            .await
+            .unwrap();
+    });
+    assert!(learned, "B never learned A's MAC route");
+    let (seen, withdrawn) = watcher.join().expect("watcher panicked");
+    let from_a: Vec<&EvpnRoute> = seen
+        .iter()
+        .filter(|(_, neighbor)| neighbor == &ip_a.to_string())
+        .map(|(route, _)| route)
+        .collect();
+    assert!(
+        from_a.contains(&&EvpnRoute::Multicast(MulticastRoute {
+            rd: Some(tapswitch_evpn::route::RouteDistinguisher {
+                ip: ip_a,
+                assigned: 200
+            }),
+            ..multicast_route(ip_a, 200)
+        })),
+        "B did not learn A's type-3 route from A: {seen:?}"
+    );
+    assert!(
+        from_a
+            .iter()
+            .any(|r| matches!(r, EvpnRoute::Mac(m) if m.mac == [0x02, 0xee, 0, 0, 0, 9] && m.vtep == ip_a)),
+        "B did not learn A's type-2 route: {seen:?}"
+    );
+    assert!(
+        withdrawn
+            .iter()
+            .any(|r| matches!(r, EvpnRoute::Mac(m) if m.mac[5] == 9)),
+        "{withdrawn:?}"
+    );
+}
