@@ -124,6 +124,18 @@ impl Host {
         Fut: Future<Output = T>,
         T: Send + 'static,
     {
+        self.spawn(body)
+            .join()
+            .expect("the namespace thread panicked")
+    }
+
+    /// Like [`Host::run`], without waiting for the body to end.
+    fn spawn<F, Fut, T>(&self, body: F) -> std::thread::JoinHandle<T>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
         let netns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
         std::thread::spawn(move || {
             // SAFETY: `netns` is an open namespace file; setns moves only this thread,
@@ -136,8 +148,6 @@ impl Host {
                 .unwrap()
                 .block_on(body())
         })
-        .join()
-        .expect("the namespace thread panicked")
     }
 }
 
@@ -281,55 +291,44 @@ fn a_peer_learns_the_routes_and_watching_best_paths_sees_them_arrive_and_go() {
 
     // B watches its best paths while A advertises.
     let (tell_learned, mac_learned) = std::sync::mpsc::channel();
-    let watcher = {
-        let netns = File::open(format!("/run/netns/{}", b.netns)).unwrap();
-        std::thread::spawn(move || {
-            // SAFETY: as in Host::run: an open namespace file, this thread only.
-            let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0);
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let mut client = GobgpClient::connect(API).await.unwrap();
-                    let mut events = client.watch_best(true).await.unwrap();
-                    let mut seen = Vec::new();
-                    let mut withdrawn = Vec::new();
-                    let mut undecodable = Vec::new();
-                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                    while withdrawn.is_empty() {
-                        let next = tokio::time::timeout_at(deadline, events.message()).await;
-                        let Ok(Ok(Some(event))) = next else {
-                            panic!("no withdrawal seen (seen: {seen:?}, undecodable: {undecodable:?}): {next:?}");
-                        };
-                        let Some(tapswitch_evpn::api::watch_event_response::Event::Table(table)) =
-                            event.event
-                        else {
-                            continue;
-                        };
-                        for path in table.paths {
-                            let route = match EvpnRoute::from_path(&path) {
-                                Ok(route) => route,
-                                Err(error) => {
-                                    undecodable.push(format!("{error}: {path:?}"));
-                                    continue;
-                                }
-                            };
-                            if path.is_withdraw {
-                                withdrawn.push(route);
-                            } else {
-                                if matches!(&route, EvpnRoute::Mac(_)) {
-                                    let _ = tell_learned.send(());
-                                }
-                                seen.push((route, path.neighbor_ip.clone()));
-                            }
-                        }
+    let watcher = b.spawn(move || async move {
+        let mut client = GobgpClient::connect(API).await.unwrap();
+        let mut events = client.watch_best(true).await.unwrap();
+        let mut seen = Vec::new();
+        let mut withdrawn = Vec::new();
+        let mut undecodable = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while withdrawn.is_empty() {
+            let next = tokio::time::timeout_at(deadline, events.message()).await;
+            let Ok(Ok(Some(event))) = next else {
+                panic!(
+                    "no withdrawal seen (seen: {seen:?}, undecodable: {undecodable:?}): {next:?}"
+                );
+            };
+            let Some(tapswitch_evpn::api::watch_event_response::Event::Table(table)) = event.event
+            else {
+                continue;
+            };
+            for path in table.paths {
+                let route = match EvpnRoute::from_path(&path) {
+                    Ok(route) => route,
+                    Err(error) => {
+                        undecodable.push(format!("{error}: {path:?}"));
+                        continue;
                     }
-                    (seen, withdrawn)
-                })
-        })
-    };
+                };
+                if path.is_withdraw {
+                    withdrawn.push(route);
+                } else {
+                    if matches!(&route, EvpnRoute::Mac(_)) {
+                        let _ = tell_learned.send(());
+                    }
+                    seen.push((route, path.neighbor_ip.clone()));
+                }
+            }
+        }
+        (seen, withdrawn)
+    });
     a.run(move || async move {
         let mut client = GobgpClient::connect(API).await.unwrap();
         client
