@@ -3,8 +3,11 @@
 //! - [`api`]: the gobgpd v3 gRPC client, generated at build time.
 //! - [`route`]: EVPN routes as tapswitch means them (a MAC on a VNI behind a VTEP; a VTEP's
 //!   membership in a VNI), encoded to and decoded from gobgp's `Path`. Pure: no I/O.
+//! - [`agent`]: what to advertise, withdraw and program, from local MAC changes and remote
+//!   best paths (MAC mobility included). Pure: no I/O.
 //! - [`client`]: a small typed client over the generated one: add, withdraw, list, watch.
 
+pub mod agent;
 pub mod client;
 pub mod route;
 
@@ -14,5 +17,6 @@ pub mod api {
     tonic::include_proto!("apipb");
 }
 
+pub use agent::{Action, EvpnSettings, EvpnState, LocalChange};
 pub use client::{ClientError, GobgpClient};
 pub use route::{EvpnRoute, MacRoute, MulticastRoute, RouteError};
