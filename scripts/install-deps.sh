@@ -15,6 +15,7 @@ packages=(
   protobuf-compiler             # protoc: tapswitch-evpn generates its gobgpd client at build time
   golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
   gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
+  frr                           # the reference Linux EVPN VTEP the interop tests run against
 )
 
 missing=()
