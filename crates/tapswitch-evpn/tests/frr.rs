@@ -10,7 +10,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use common::{API, ASN, Host, gobgpd_config, ip, unique};
+use common::{API, ASN, Host, gobgpd_config, ip};
 use tapswitch_evpn::route::RouteTarget;
 use tapswitch_evpn::{EvpnRoute, GobgpClient, MacRoute, MulticastRoute};
 
@@ -137,24 +137,7 @@ fn routes_pass_both_ways_between_gobgpd_and_frr() {
     );
     let mut a = Host::new();
     let mut c = Host::new();
-    let link = unique("tsf");
-    let (link_a, link_c) = (format!("{link}a"), format!("{link}c"));
-    ip(&[
-        "-n", &a.netns, "link", "add", &link_a, "type", "veth", "peer", "name", &link_c, "netns",
-        &c.netns,
-    ]);
-    for (host, addr, dev) in [(&a, A, &link_a), (&c, C, &link_c)] {
-        ip(&[
-            "-n",
-            &host.netns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            dev,
-        ]);
-        ip(&["-n", &host.netns, "link", "set", dev, "up"]);
-    }
+    common::connect(&a, A, &c, C);
     a.start_gobgpd(&gobgpd_config(A, &[C]));
     start_frr(&mut c);
 

@@ -5,7 +5,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{API, ASN, Host, gobgpd_config, ip, unique};
+use common::{API, ASN, Host, gobgpd_config, ip};
 use tapswitch_evpn::route::RouteTarget;
 use tapswitch_evpn::{EvpnRoute, GobgpClient, MacRoute, MulticastRoute};
 
@@ -98,24 +98,7 @@ fn a_peer_learns_the_routes_and_watching_best_paths_sees_them_arrive_and_go() {
     let mut a = Host::new();
     let mut b = Host::new();
     let (ip_a, ip_b) = (Ipv4Addr::new(10, 78, 0, 1), Ipv4Addr::new(10, 78, 0, 2));
-    let link = unique("tse");
-    let (link_a, link_b) = (format!("{link}a"), format!("{link}b"));
-    ip(&[
-        "-n", &a.netns, "link", "add", &link_a, "type", "veth", "peer", "name", &link_b, "netns",
-        &b.netns,
-    ]);
-    for (host, addr, dev) in [(&a, ip_a, &link_a), (&b, ip_b, &link_b)] {
-        ip(&[
-            "-n",
-            &host.netns,
-            "addr",
-            "add",
-            &format!("{addr}/24"),
-            "dev",
-            dev,
-        ]);
-        ip(&["-n", &host.netns, "link", "set", dev, "up"]);
-    }
+    common::connect(&a, ip_a, &b, ip_b);
     a.start_gobgpd(&gobgpd_config(ip_a, &[ip_b]));
     b.start_gobgpd(&gobgpd_config(ip_b, &[ip_a]));
 

@@ -180,6 +180,21 @@ impl Drop for Host {
     }
 }
 
+/// A veth between two hosts, `a_addr/24` on A's end and `b_addr/24` on B's, both up.
+pub fn connect(a: &Host, a_addr: Ipv4Addr, b: &Host, b_addr: Ipv4Addr) {
+    let link = unique("tse");
+    let (link_a, link_b) = (format!("{link}a"), format!("{link}b"));
+    ip(&[
+        "-n", &a.netns, "link", "add", &link_a, "type", "veth", "peer", "name", &link_b, "netns",
+        &b.netns,
+    ]);
+    for (host, addr, dev) in [(a, a_addr, &link_a), (b, b_addr, &link_b)] {
+        let addr = format!("{addr}/24");
+        ip(&["-n", &host.netns, "addr", "add", &addr, "dev", dev]);
+        ip(&["-n", &host.netns, "link", "set", dev, "up"]);
+    }
+}
+
 pub fn gobgpd_config(router_id: Ipv4Addr, neighbors: &[Ipv4Addr]) -> String {
     let mut config = format!(
         "[global.config]\nas = {ASN}\nrouter-id = \"{router_id}\"\nlocal-address-list = [\"{router_id}\"]\n"
