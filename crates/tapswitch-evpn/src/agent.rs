@@ -169,6 +169,43 @@ impl EvpnState {
         (local, remote)
     }
 
+    /// After reading gobgpd's table afresh (a new session): forgets the remote MACs and
+    /// flood-list members it no longer has, which went away while we were not watching.
+    pub fn retain_remote(
+        &mut self,
+        macs: &BTreeSet<VniMac>,
+        members: &BTreeSet<(u32, Ipv4Addr)>,
+    ) -> Vec<Action> {
+        let mut actions = Vec::new();
+        let mut gone: Vec<VniMac> = self
+            .remote
+            .keys()
+            .filter(|key| !macs.contains(key))
+            .copied()
+            .collect();
+        gone.sort();
+        for key in gone {
+            self.remote.remove(&key);
+            if !self.local.contains_key(&key) {
+                actions.push(Action::RemoveRemoteMac {
+                    vni: key.0,
+                    mac: key.1,
+                });
+            }
+        }
+        for (&vni, vteps) in &mut self.flood {
+            let before = vteps.len();
+            vteps.retain(|&vtep| members.contains(&(vni, vtep)));
+            if vteps.len() != before {
+                actions.push(Action::SetFloodList {
+                    vni,
+                    vteps: vteps.iter().copied().collect(),
+                });
+            }
+        }
+        actions
+    }
+
     /// A change of the local MAC table.
     pub fn local_change(&mut self, change: LocalChange) -> Vec<Action> {
         match change {
@@ -459,6 +496,35 @@ mod tests {
             2,
             "one type-3 route per local VNI"
         );
+    }
+
+    #[test]
+    fn a_resync_forgets_what_went_away_while_disconnected() {
+        let mut state = state();
+        let other = [2, 0, 0, 0, 0, 2];
+        state.remote_change(&remote_mac(100, MAC, LOW, 0), false);
+        state.remote_change(&remote_mac(100, other, LOW, 0), false);
+        state.remote_change(
+            &EvpnRoute::Multicast(MulticastRoute {
+                vni: 100,
+                vtep: LOW,
+                rd: None,
+                route_targets: vec![RouteTarget::auto(65000, 100)],
+            }),
+            false,
+        );
+        let actions = state.retain_remote(&[(100, other)].into(), &BTreeSet::new());
+        assert_eq!(
+            actions,
+            vec![
+                Action::RemoveRemoteMac { vni: 100, mac: MAC },
+                Action::SetFloodList {
+                    vni: 100,
+                    vteps: vec![]
+                }
+            ]
+        );
+        assert_eq!(state.remote_macs(), vec![(100, other, LOW)]);
     }
 
     #[derive(Clone, Debug)]

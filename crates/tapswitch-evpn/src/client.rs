@@ -14,6 +14,9 @@ use crate::route::{EvpnRoute, RouteError, evpn_family};
 
 /// How long connecting to gobgpd may take before the attempt is an error.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one call (a unary call, or the start of a stream) may take: a gobgpd that
+/// stops answering must not hold the agent forever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of talking to gobgpd.
 #[derive(Debug, Error)]
@@ -52,6 +55,20 @@ fn call_error(call: &'static str) -> impl FnOnce(tonic::Status) -> ClientError {
     move |status| ClientError::Call { call, status }
 }
 
+/// Runs one call with [`CALL_TIMEOUT`].
+async fn timed<T>(
+    call: &'static str,
+    future: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(CALL_TIMEOUT, future).await {
+        Ok(reply) => Ok(reply.map_err(call_error(call))?.into_inner()),
+        Err(_) => Err(ClientError::Call {
+            call,
+            status: tonic::Status::deadline_exceeded(format!("no answer within {CALL_TIMEOUT:?}")),
+        }),
+    }
+}
+
 impl GobgpClient {
     /// Connects to gobgpd's API at `HOST:PORT` (plain HTTP/2, as gobgpd serves by default).
     pub async fn connect(address: &str) -> Result<GobgpClient, ClientError> {
@@ -81,55 +98,43 @@ impl GobgpClient {
 
     /// gobgpd's global settings (its ASN and router id): a cheap liveness check.
     pub async fn global(&mut self) -> Result<api::Global, ClientError> {
-        let reply = self
-            .api
-            .get_bgp(api::GetBgpRequest {})
-            .await
-            .map_err(call_error("GetBgp"))?;
-        Ok(reply.into_inner().global.unwrap_or_default())
+        let reply = timed("GetBgp", self.api.get_bgp(api::GetBgpRequest {})).await?;
+        Ok(reply.global.unwrap_or_default())
     }
 
     /// Adds (or replaces: same NLRI, same source) a path to the global RIB.
     pub async fn add_path(&mut self, path: api::Path) -> Result<(), ClientError> {
-        self.api
-            .add_path(api::AddPathRequest {
-                table_type: api::TableType::Global as i32,
-                vrf_id: String::new(),
-                path: Some(path),
-            })
-            .await
-            .map_err(call_error("AddPath"))?;
+        let request = api::AddPathRequest {
+            table_type: api::TableType::Global as i32,
+            vrf_id: String::new(),
+            path: Some(path),
+        };
+        timed("AddPath", self.api.add_path(request)).await?;
         Ok(())
     }
 
     /// Withdraws a path this client added (matched by its NLRI).
     pub async fn delete_path(&mut self, path: api::Path) -> Result<(), ClientError> {
-        self.api
-            .delete_path(api::DeletePathRequest {
-                table_type: api::TableType::Global as i32,
-                vrf_id: String::new(),
-                family: Some(evpn_family()),
-                path: Some(path),
-                uuid: Vec::new(),
-            })
-            .await
-            .map_err(call_error("DeletePath"))?;
+        let request = api::DeletePathRequest {
+            table_type: api::TableType::Global as i32,
+            vrf_id: String::new(),
+            family: Some(evpn_family()),
+            path: Some(path),
+            uuid: Vec::new(),
+        };
+        timed("DeletePath", self.api.delete_path(request)).await?;
         Ok(())
     }
 
     /// Every EVPN path in the global RIB: the best ones only, or all of them.
     pub async fn list_evpn(&mut self, best_only: bool) -> Result<Vec<api::Path>, ClientError> {
         // The v3 API has no best-only filter: every path of a destination comes with its `best` flag.
-        let mut stream = self
-            .api
-            .list_path(api::ListPathRequest {
-                table_type: api::TableType::Global as i32,
-                family: Some(evpn_family()),
-                ..Default::default()
-            })
-            .await
-            .map_err(call_error("ListPath"))?
-            .into_inner();
+        let request = api::ListPathRequest {
+            table_type: api::TableType::Global as i32,
+            family: Some(evpn_family()),
+            ..Default::default()
+        };
+        let mut stream = timed("ListPath", self.api.list_path(request)).await?;
         let mut paths = Vec::new();
         while let Some(reply) = stream.message().await.map_err(call_error("ListPath"))? {
             if let Some(destination) = reply.destination {
@@ -160,6 +165,10 @@ impl GobgpClient {
     }
 
     /// A stream of best-path changes in the global RIB (`current` replays what is there first).
+    ///
+    /// gobgpd answers the call only with its first event, so this future does not finish
+    /// while the RIB is quiet: run it beside other work (the agent gives it a task), never
+    /// before a call that would produce that first event. No timeout, for the same reason.
     pub async fn watch_best(
         &mut self,
         current: bool,

@@ -121,6 +121,15 @@ impl Host {
         self.daemons.push(child);
     }
 
+    /// Kills every daemon of this host (by PID) and waits for them.
+    pub fn stop_daemons(&mut self) {
+        for mut child in self.daemons.drain(..) {
+            // `ip netns exec` execs the daemon, so this PID is the daemon's own.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Runs a command in this namespace and returns its stdout.
     pub fn output(&self, program: &str, args: &[&str]) -> String {
         let out = Command::new("ip")
@@ -168,11 +177,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        for mut child in self.daemons.drain(..) {
-            // `ip netns exec` execs the daemon, so this PID is the daemon's own.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop_daemons();
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
