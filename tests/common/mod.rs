@@ -18,7 +18,7 @@ use tapswitch::config::Config;
 use tapswitch::control::{ControlClient, FdbShow, PortList, PortReply, Request, Stats};
 use tapswitch::dataplane::{PortCounters, PortSnapshot, Snapshot};
 use tapswitch::fdb::{FdbEntry, PortId};
-use tapswitch::forward::DropReason;
+pub use tapswitch::forward::DropReason;
 
 mod inject;
 pub use inject::*;
