@@ -324,6 +324,40 @@ pub mod reply {
                 vec![field("port", port), field("netns", &dash(netns))]
             }
             Event::EventsLost { count } => vec![field("count", count)],
+            Event::VmInterfacePlugged {
+                port,
+                domain,
+                live,
+                config,
+            } => vec![
+                field("port", port),
+                field("domain", &dash(domain)),
+                field("live", live),
+                field("config", config),
+            ],
+            Event::VmDomainEvent {
+                domain,
+                kind,
+                alias,
+            } => {
+                let kind = serde_json::to_value(kind)
+                    .map(|v| text(&v))
+                    .unwrap_or_default();
+                let mut fields = vec![field("domain", domain), field("kind", &kind)];
+                if let Some(alias) = alias {
+                    fields.push(field("alias", alias));
+                }
+                fields
+            }
+            Event::VmPortRemoved {
+                port,
+                domain,
+                reason,
+            } => vec![
+                field("port", port),
+                field("domain", domain),
+                field("reason", reason),
+            ],
         }
     }
 

@@ -690,6 +690,38 @@ pub enum Event {
     EventsLost {
         count: u64,
     },
+    /// A VM port's NIC was plugged into its domain: the running one (`live`), its
+    /// stored definition (`config`).
+    VmInterfacePlugged {
+        port: String,
+        domain: Option<String>,
+        live: bool,
+        config: bool,
+    },
+    /// libvirt reported something of a domain that has VM ports (`alias`: the device
+    /// of a `device_removed`).
+    VmDomainEvent {
+        domain: String,
+        kind: VmDomainEventKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alias: Option<String>,
+    },
+    /// A VM port was removed because of its domain (`domain_gone`, `device_removed`).
+    VmPortRemoved {
+        port: String,
+        domain: String,
+        reason: String,
+    },
+}
+
+/// What libvirt reported of a domain, in a `vm_domain_event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmDomainEventKind {
+    Started,
+    Stopped,
+    Undefined,
+    DeviceRemoved,
 }
 
 /// What a `port_changed` event says changed: the new MTU and state when they changed,
@@ -1115,6 +1147,19 @@ mod tests {
                 time: None
             })
         );
+        // The control plane's own events (VM ports), as they have always gone out.
+        for wire in [
+            json!({"event": "vm_domain_event", "domain": "guest", "kind": "device_removed",
+                   "alias": "ua-tapswitch-p1", "time": 1.5}),
+            json!({"event": "vm_port_removed", "port": "p1", "domain": "guest",
+                   "reason": "domain_gone", "time": 1.5}),
+            json!({"event": "vm_interface_plugged", "port": "p1", "domain": "guest",
+                   "live": true, "config": false, "time": 1.5}),
+        ] {
+            let line = EventLine::deserialize(&wire).unwrap();
+            assert!(matches!(line, EventLine::Known(_)), "{wire}");
+            assert_eq!(serde_json::to_value(&line).unwrap(), wire);
+        }
         // A newer switch's event still decodes, whole.
         let newer = json!({"event": "vtep_learned", "remote": "192.0.2.1", "time": 2.0});
         let EventLine::Unknown(object) = EventLine::deserialize(&newer).unwrap() else {
