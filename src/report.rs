@@ -238,13 +238,16 @@ pub mod reply {
             day_millis / 1000 % 60,
             day_millis % 1000,
         );
+        // In key order, as the lines have always been.
+        let mut fields = fields;
+        fields.sort();
         for (key, value) in fields {
             let _ = write!(out, " {key}={value}");
         }
         out
     }
 
-    /// A known event's fields as `key=value` pairs, in the order they are declared.
+    /// A known event's fields as `key=value` pairs.
     fn event_fields(event: &Event) -> Vec<(String, String)> {
         let field = |key: &str, value: &dyn std::fmt::Display| (key.to_owned(), value.to_string());
         let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
@@ -374,8 +377,23 @@ pub mod reply {
             .unwrap();
             assert_eq!(
                 event(&known),
-                "01:02:03.500 mac_moved mac=02:00:00:00:00:01 from=p1 to=p2"
+                "01:02:03.500 mac_moved from=p1 mac=02:00:00:00:00:01 to=p2"
             );
+            // The README's lines, as they always looked.
+            let changed: EventLine = serde_json::from_str(
+                r#"{"event":"port_changed","port":"c","port_id":2,
+                    "update":{"mtu":1500,"enabled":false},"time":43768.167}"#,
+            )
+            .unwrap();
+            assert_eq!(
+                event(&changed),
+                r#"12:09:28.167 port_changed port=c update={"enabled":false,"mtu":1500}"#
+            );
+            let added: EventLine = serde_json::from_str(
+                r#"{"event":"port_added","port":"c","port_id":2,"mtu":9000,"time":43768.163}"#,
+            )
+            .unwrap();
+            assert_eq!(event(&added), "12:09:28.163 port_added mtu=9000 port=c");
             let newer: EventLine = serde_json::from_str(
                 r#"{"event":"vtep_up","remote":"192.0.2.1","vni_id":7,"extra":{"a":1},"time":1.0}"#,
             )

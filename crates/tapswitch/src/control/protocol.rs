@@ -728,10 +728,11 @@ pub enum VmDomainEventKind {
 /// and whether the forwarding policy was replaced (the policy itself is `config_show`'s).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortChange {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mtu: Option<u32>,
+    // In key order: `events` shows the object as it is sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy: bool,
 }
