@@ -124,7 +124,7 @@ fn control_socket_round_trips() {
     assert!(!ok);
     assert!(stderr.contains("no port named \"nosuch\""), "{stderr}");
     // The SIGUSR1 snapshot still works next to the socket.
-    assert!(bed.switch.counters().counters_of("p0").rx_frames >= 2);
+    assert!(bed.switch.snapshot().counters_of("p0").rx_frames >= 2);
 
     let switch = &bed.switch;
     let config = switch.config();

@@ -105,7 +105,7 @@ fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
     // 802.1ad S-tag with VID 10, which is not 802.1Q VLAN 10.
     let rx_before = link_stats(&hosts[0].name, "h0").0;
     let dropped_before = left
-        .counters()
+        .snapshot()
         .dropped("trunk0", DropReason::VlanNotAllowed);
     let bogus = |ethertype: u16, tci: Option<u16>| {
         let mut bytes = frame([0xff; 6], [0x02, 0xad, 0, 0, 0, 1], 64);
@@ -128,7 +128,7 @@ fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
     );
     assert!(
         wait_for(Duration::from_secs(5), || {
-            let snapshot = left.counters();
+            let snapshot = left.snapshot();
             snapshot.dropped("trunk0", DropReason::VlanNotAllowed) >= dropped_before + 3
         }),
         "the left switch did not drop the frames its trunk does not carry"
@@ -177,11 +177,11 @@ fn spoofed_frames_are_dropped_while_the_honest_endpoint_works() {
     send_raw(bed.ns(1), "p1", &spoofed);
     assert!(wait_for(Duration::from_secs(5), || {
         bed.switch
-            .counters()
+            .snapshot()
             .dropped("p1", DropReason::SpoofedSource)
             == 40
     }));
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     let entry = snapshot
         .fdb
         .iter()
@@ -219,7 +219,7 @@ fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
         2,
         "ARP resolved before the storm"
     );
-    let to_p1_before = bed.switch.counters().counters_of("p1").tx_frames;
+    let to_p1_before = bed.switch.snapshot().counters_of("p1").tx_frames;
     let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
     let ns0 = bed.ns(0).to_owned();
     let started = Instant::now();
@@ -237,11 +237,11 @@ fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
     let mut last_rx = 0;
     assert!(wait_for(Duration::from_secs(5), || {
         thread::sleep(Duration::from_millis(100));
-        let rx = bed.switch.counters().counters_of("p0").rx_frames;
+        let rx = bed.switch.snapshot().counters_of("p0").rx_frames;
         std::mem::replace(&mut last_rx, rx) == rx
     }));
     let elapsed = started.elapsed().as_secs_f64();
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     let dropped = snapshot.dropped("p0", DropReason::StormBroadcast);
     // Everything p1 got besides the 20 echo requests (and an ARP refresh or two) is storm.
     let to_p1 = snapshot.counters_of("p1").tx_frames - to_p1_before;
@@ -280,9 +280,9 @@ fn a_mac_flood_is_contained_to_the_port_limit() {
         .collect();
     send_raw(bed.ns(0), "p0", &flood);
     assert!(wait_for(Duration::from_secs(5), || {
-        bed.switch.counters().counters_of("p0").rx_frames >= FLOOD as u64
+        bed.switch.snapshot().counters_of("p0").rx_frames >= FLOOD as u64
     }));
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     let on_port0 = fdb_of(&snapshot, 0).len();
     assert!(
         on_port0 <= LIMIT,
@@ -382,7 +382,7 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
         "the cap let almost nothing through: {to_p3}"
     );
 
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     for (id, mac) in [(1, &flow_macs[0]), (2, &flow_macs[1])] {
         assert!(
             fdb_of(&snapshot, id)
@@ -501,7 +501,7 @@ fn jumbo_frames_pass_and_oversize_is_dropped_at_egress() {
     };
     assert!(jumbo(0, 1), "8000-byte pings between 9000-byte ports");
     assert!(!jumbo(0, 2), "an 8000-byte ping reached a 1500-byte port");
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(
         snapshot.dropped("p2", DropReason::Oversize) >= 2,
         "{snapshot:?}"
@@ -535,7 +535,7 @@ fn ping_flow(
 fn observable_state(bed: &mut Bed) -> (Config, PortList, DropCounters, Vec<String>) {
     let config = bed.switch.config();
     let list = bed.switch.port_list();
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     let drops = snapshot.counters_of("p0").drops.clone();
     let mut fdb: Vec<String> = fdb_of(&snapshot, 0)
         .iter()
@@ -670,7 +670,7 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
     let qlen = sh("ip", &["-n", bed.ns(0), "-j", "link", "show", "dev", "p0"]);
     assert!(qlen.contains("\"txqlen\":10000"), "{qlen}");
     let burst_and_count = |bed: &mut Bed| {
-        let snapshot = bed.switch.counters();
+        let snapshot = bed.switch.snapshot();
         let rx_before = snapshot.counters_of("p0").rx_frames;
         let dropped_before = snapshot.dropped("p0", DropReason::StormBroadcast);
         let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
@@ -679,10 +679,10 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
         let mut last_rx = 0;
         assert!(wait_for(Duration::from_secs(5), || {
             thread::sleep(Duration::from_millis(100));
-            let rx = bed.switch.counters().counters_of("p0").rx_frames;
+            let rx = bed.switch.snapshot().counters_of("p0").rx_frames;
             std::mem::replace(&mut last_rx, rx) == rx
         }));
-        let snapshot = bed.switch.counters();
+        let snapshot = bed.switch.snapshot();
         let read = snapshot.counters_of("p0").rx_frames - rx_before;
         let dropped = snapshot.dropped("p0", DropReason::StormBroadcast) - dropped_before;
         (read, dropped, started.elapsed().as_secs_f64())

@@ -195,12 +195,12 @@ impl Scene {
         assert!(
             wait_for(Duration::from_secs(20), || {
                 thread::sleep(Duration::from_millis(150));
-                let rx = self.bed.switch.counters().counters_of("p0").rx_frames;
+                let rx = self.bed.switch.snapshot().counters_of("p0").rx_frames;
                 std::mem::replace(&mut last, rx) == rx
             }),
             "the switch kept reading for 20 s"
         );
-        self.bed.switch.counters()
+        self.bed.switch.snapshot()
     }
 
     /// Runs one attack class: `send` injects from the attacker's netdev while the flow
@@ -438,7 +438,7 @@ fn a_million_random_source_macs_keep_the_table_at_its_cap() {
         "{outcome:?}"
     );
 
-    let snapshot = scene.bed.switch.counters();
+    let snapshot = scene.bed.switch.snapshot();
     let fdb = &snapshot.fdb;
     assert!(
         fdb.len() as u64 <= CAPACITY,
@@ -543,7 +543,7 @@ fn spoofed_sources_are_dropped_and_move_no_address() {
         "{outcome:?}"
     );
     assert_eq!(outcome.forwarded, 0);
-    let snapshot = scene.bed.switch.counters();
+    let snapshot = scene.bed.switch.snapshot();
     for victim in victims {
         let entries: Vec<&FdbEntry> = snapshot
             .fdb

@@ -42,7 +42,7 @@ fn a_port_whose_link_goes_down_is_kept_and_forwards_again_once_up() {
     sh("ip", &["-n", bed.ns(1), "link", "set", "dev", "p1", "down"]);
     // The neighbour entry is fresh: these are unicast frames the switch writes to p1.
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.2"), 0);
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(
         snapshot.dropped("p1", DropReason::LinkDown) > 0,
         "frames to a down link are counted as link_down: {:?}",

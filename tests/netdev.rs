@@ -94,7 +94,7 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
         2
     );
 
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     // The switch wrote frames to the veth and never read them back: everything it read
     // on up0 came from B (B's veth sent at least that much).
     let read = snapshot.counters_of("up0").rx_frames;
@@ -125,9 +125,9 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     // The server runs in this test's own namespace C: the port number cannot clash.
     let port = 5201;
     let _server = iperf3_server(&bed.c.name, port);
-    let before = bed.switch.counters();
+    let before = bed.switch.snapshot();
     let sent = iperf3_client(&bed.b.name, "10.67.0.3", port, &[]);
-    let after = bed.switch.counters();
+    let after = bed.switch.snapshot();
     assert!(sent > 10_000_000, "B -> C moved only {sent} bytes");
     let frames = after.counters_of("up0").rx_frames - before.counters_of("up0").rx_frames;
     let bytes = after.counters_of("up0").rx_bytes - before.counters_of("up0").rx_bytes;
@@ -144,7 +144,7 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     eprintln!("TCP C -> B: {back} bytes");
     assert_eq!(
         bed.switch
-            .counters()
+            .snapshot()
             .dropped("up0", DropReason::BadVnetHeader),
         0
     );
@@ -154,7 +154,7 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     assert!(
         wait_for(Duration::from_secs(5), || {
             ping(&bed.c.name, "10.67.0.2", 1, "0.2");
-            bed.switch.counters().dropped("up0", DropReason::LinkDown) > 0
+            bed.switch.snapshot().dropped("up0", DropReason::LinkDown) > 0
         }),
         "frames to a down netdev count link_down"
     );

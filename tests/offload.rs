@@ -84,9 +84,9 @@ fn tcp_both_ways_between_offload_and_plain_ports() {
     let _server = iperf3_server(bed.ns(B), port);
 
     // A sends: TSO super-frames into p0, segments out of p1.
-    let before = bed.switch.counters();
+    let before = bed.switch.snapshot();
     let received = iperf3_client(bed.ns(A), &Bed::addr(B), port, &[]);
-    let after = bed.switch.counters();
+    let after = bed.switch.snapshot();
     assert!(received > 10_000_000, "A -> B moved only {received} bytes");
     let mean = mean_rx_frame(&before, &after, "p0");
     assert!(
@@ -105,7 +105,7 @@ fn tcp_both_ways_between_offload_and_plain_ports() {
 
     // B sends plain frames; A's ACKs come with partial checksums.
     let received = iperf3_client(bed.ns(A), &Bed::addr(B), port, &["-R"]);
-    let last = bed.switch.counters();
+    let last = bed.switch.snapshot();
     assert!(received > 10_000_000, "B -> A moved only {received} bytes");
     eprintln!("TCP B -> A: {received} bytes");
 
@@ -138,7 +138,7 @@ fn udp_both_ways_between_offload_and_plain_ports() {
         "B -> A moved only {received} UDP bytes"
     );
 
-    assert_no_offload_drops(&bed.switch.counters());
+    assert_no_offload_drops(&bed.switch.snapshot());
     for i in [A, B] {
         assert_eq!(snmp_counter(bed.ns(i), "Udp", "InCsumErrors"), 0);
     }
@@ -180,7 +180,7 @@ fn udp_gso_super_frames_arrive_as_separate_datagrams() {
     assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
     sender.connect(format!("{}:{port}", Bed::addr(B))).unwrap();
 
-    let before = bed.switch.counters();
+    let before = bed.switch.snapshot();
     let mut buffer = [0u8; 65536];
     for send in 0..SENDS {
         // Each datagram is filled with its own number; the last is short.
@@ -212,7 +212,7 @@ fn udp_gso_super_frames_arrive_as_separate_datagrams() {
             );
         }
     }
-    let after = bed.switch.counters();
+    let after = bed.switch.snapshot();
     assert_no_offload_drops(&after);
     let mean = mean_rx_frame(&before, &after, "p0");
     assert!(

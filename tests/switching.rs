@@ -22,7 +22,7 @@ fn three_namespaces_ping_all_pairs() {
             }
         }
     }
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     let fdb = &snapshot.fdb;
     assert_eq!(fdb.len(), 3, "one learned MAC per endpoint: {fdb:?}");
     for i in 0..3 {
@@ -41,12 +41,12 @@ fn learned_unicast_is_not_flooded_to_the_third_port() {
     let mut bed = Bed::new(3);
     // Learn both ends (and their ARP entries).
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
-    let before_switch = bed.switch.counters();
+    let before_switch = bed.switch.snapshot();
     let (third_rx_before, _) = link_stats(bed.ns(2), "p2");
 
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 200, "0.005"), 200);
 
-    let after_switch = bed.switch.counters();
+    let after_switch = bed.switch.snapshot();
     let (third_rx_after, _) = link_stats(bed.ns(2), "p2");
     let to_third =
         after_switch.counters_of("p2").tx_frames - before_switch.counters_of("p2").tx_frames;
@@ -79,7 +79,7 @@ fn broadcast_reaches_every_other_port() {
         }),
         "broadcasts did not reach both other endpoints"
     );
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(snapshot.counters_of("p1").tx_frames >= 50);
     assert!(snapshot.counters_of("p2").tx_frames >= 50);
     // Never back out of the ingress port.
@@ -95,17 +95,17 @@ fn learned_entries_age_out() {
     std::fs::write(&config, "[switch]\nfdb_ageing_secs = 1\n").unwrap();
     let mut bed = Bed::with_args(2, &["--config", config.to_str().unwrap()]);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
-    let learned = bed.switch.counters();
+    let learned = bed.switch.snapshot();
     assert_eq!(learned.fdb.len(), 2);
     // Expired entries vanish from view at once and are swept within a second.
     let aged_out = wait_for(Duration::from_secs(5), || {
-        let snapshot = bed.switch.counters();
+        let snapshot = bed.switch.snapshot();
         snapshot.fdb.is_empty() && snapshot.fdb_counters.aged_out == 2
     });
     assert!(
         aged_out,
         "entries did not age out: {:?}",
-        bed.switch.counters()
+        bed.switch.snapshot()
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -120,13 +120,13 @@ fn a_mac_that_moves_port_is_relearned() {
     // The endpoint behind p0 "moves" behind p2: its MAC now arrives there.
     send_raw(bed.ns(2), "p2", &[frame(peer, mac_bytes(&mac), 60)]);
     assert!(wait_for(Duration::from_secs(5), || {
-        let snapshot = bed.switch.counters();
+        let snapshot = bed.switch.snapshot();
         snapshot
             .fdb
             .iter()
             .any(|e| e.mac.to_string() == mac && e.port == PortId(2))
     }));
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(snapshot.fdb_counters.moved >= 1);
     assert_eq!(snapshot.counters_of("p2").mac_moves, 1);
 }
@@ -156,7 +156,7 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
     send_raw(bed.ns(0), "p0", &oversized);
 
     assert!(wait_for(Duration::from_secs(5), || {
-        let snapshot = bed.switch.counters();
+        let snapshot = bed.switch.snapshot();
         snapshot.dropped("p0", DropReason::Runt) == 4
             && snapshot.dropped("p0", DropReason::Oversize) == 3
     }));
@@ -165,7 +165,7 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
         5,
         "traffic stopped after bad frames"
     );
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(snapshot.counters_of("p1").rx_frames >= 6);
 }
 
@@ -180,7 +180,7 @@ fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
     sh("ip", &["-n", bed.ns(2), "link", "del", "p2"]);
     let replies = flow.join().unwrap();
     assert_eq!(replies, 60, "the flow between p0 and p1 lost frames");
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(
         snapshot.removed_ports.iter().any(|p| p.name == "p2"),
         "p2 not reported removed: {snapshot:?}"
@@ -248,7 +248,7 @@ fn two_dataplane_threads_forward_count_and_remove_ports() {
             "ping {i} -> {j}"
         );
     }
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     // Every frame read is either dropped at ingress or written somewhere:
     // the per-thread counters were merged, not overwritten.
     let rx: u64 = (0..3)
@@ -267,10 +267,10 @@ fn two_dataplane_threads_forward_count_and_remove_ports() {
     // Port 1 is read by the second thread; deleting it must remove it everywhere.
     sh("ip", &["-n", bed.ns(1), "link", "del", "p1"]);
     assert!(wait_for(Duration::from_secs(5), || {
-        bed.switch.counters().ports.len() == 2
+        bed.switch.snapshot().ports.len() == 2
     }));
     assert_eq!(ping(bed.ns(0), &Bed::addr(2), 10, "0.01"), 10);
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert!(
         snapshot.removed_ports.iter().any(|p| p.name == "p1"),
         "{snapshot:?}"
@@ -317,6 +317,6 @@ fn multi_queue_ports_forward_across_threads() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
     assert!(bytes > 1_000_000, "only {bytes} bytes crossed");
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert_eq!(snapshot.dropped("p1", DropReason::TxError), 0);
 }

@@ -24,7 +24,7 @@ fn upgrade_hands_over_every_queue_of_a_threaded_switch() {
 
 fn upgrade_under_flow(mut bed: Bed) {
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
-    let before = bed.switch.counters();
+    let before = bed.switch.snapshot();
     assert_eq!(before.fdb.len(), 2);
 
     // 400 requests at 5 ms: the handover happens in the middle.
@@ -76,7 +76,7 @@ fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
     assert!(!ok);
     assert!(stderr.contains("did not become ready"), "{stderr}");
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
-    let snapshot = bed.switch.counters();
+    let snapshot = bed.switch.snapshot();
     assert_eq!(snapshot.ports.len(), 2);
 }
 

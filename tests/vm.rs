@@ -315,7 +315,7 @@ fn tcp_echo(netns: &str, guest_ip: &str, payload: &[u8]) -> Vec<u8> {
 
 /// The port index the switch learned `mac` on, from a SIGUSR1 snapshot.
 fn learned_port(switch: &mut Switch, mac: &str) -> Option<u64> {
-    let snapshot = switch.counters();
+    let snapshot = switch.snapshot();
     snapshot
         .fdb
         .iter()

@@ -174,7 +174,7 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
     let mut bed = VxlanBed::new();
     let ports = names(&bed.switch.port_list());
     assert!(ports.contains(&"vx0".to_owned()), "{ports:?}");
-    assert_eq!(bed.switch.counters().port_named("vx0").mtu, 1450);
+    assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1450);
 
     assert!(
         wait_for(Duration::from_secs(5), || ping(
@@ -213,9 +213,9 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
     // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which the dataplane
     // segments to vx0's MTU before they are encapsulated.
     let _server = iperf3_server(&bed.e2.name, 5201);
-    let before = bed.switch.counters();
+    let before = bed.switch.snapshot();
     let sent = iperf3_client(&bed.e1.name, E2_ADDR, 5201, &[]);
-    let after = bed.switch.counters();
+    let after = bed.switch.snapshot();
     assert!(sent > 1_000_000, "E1 -> E2 moved only {sent} bytes");
     let frames = after.counters_of("vx0").tx_frames - before.counters_of("vx0").tx_frames;
     eprintln!("TCP E1 -> E2: {sent} bytes in {frames} frames sent on vx0");

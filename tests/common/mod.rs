@@ -335,9 +335,9 @@ impl Switch {
         self.ctl_as(&with_port)
     }
 
-    /// Counters and MAC table, as printed on SIGUSR1, typed.
-    pub fn counters(&mut self) -> Snapshot {
-        let value = self.snapshot();
+    /// Counters and MAC table, as printed on SIGUSR1.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let value = self.snapshot_line();
         serde_json::from_value(value.clone())
             .unwrap_or_else(|e| panic!("the SIGUSR1 snapshot is not a Snapshot: {e}: {value}"))
     }
@@ -362,7 +362,7 @@ impl Switch {
     }
 
     /// Counters and MAC table, as the JSON line printed on SIGUSR1.
-    pub fn snapshot(&mut self) -> Value {
+    fn snapshot_line(&mut self) -> Value {
         self.signal(libc::SIGUSR1);
         let line = self
             .next_line(Duration::from_secs(10))
@@ -413,28 +413,6 @@ impl Drop for Switch {
     fn drop(&mut self) {
         self.terminate();
     }
-}
-
-/// Port `i` of a snapshot, by name.
-pub fn port<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
-    snapshot["ports"]
-        .as_array()
-        .expect("ports")
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {snapshot}"))
-}
-
-pub fn counter(snapshot: &Value, port_name: &str, key: &str) -> u64 {
-    port(snapshot, port_name)["counters"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {key}"))
-}
-
-pub fn drops(snapshot: &Value, port_name: &str, reason: &str) -> u64 {
-    port(snapshot, port_name)["counters"]["drops"][reason]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no drop reason {reason}"))
 }
 
 /// Port `name` of a snapshot's or `stats` reply's ports.
@@ -698,17 +676,6 @@ impl Bed {
         }
         Self { switch, namespaces }
     }
-}
-
-/// The FDB entries of a snapshot on port `id`.
-pub fn fdb_on_port(snapshot: &Value, id: u64) -> Vec<Value> {
-    snapshot["fdb"]
-        .as_array()
-        .expect("fdb")
-        .iter()
-        .filter(|e| e["port"].as_u64() == Some(id))
-        .cloned()
-        .collect()
 }
 
 /// One frame seen by a [`Capture`].
