@@ -631,15 +631,16 @@ fn stream_events(control: &std::path::Path, json: bool) -> Result<(), String> {
         .request_as::<()>(&Request::Events {})
         .map_err(|e| e.to_string())?;
     loop {
-        let event = match client.next_event() {
-            Ok(event) => event,
-            // The switch stopped: the stream is over.
-            Err(_) => return Ok(()),
-        };
+        // `--json` passes each line on as the switch sent it: a newer switch may add keys
+        // to an event, and decoding and encoding again would drop them.
         let line = if json {
-            serde_json::to_string(&event).map_err(|e| e.to_string())?
+            client.next_line().map(|line| line.to_string())
         } else {
-            reply::event(&event)
+            client.next_event().map(|event| reply::event(&event))
+        };
+        // The switch stopped: the stream is over.
+        let Ok(line) = line else {
+            return Ok(());
         };
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{line}")

@@ -347,6 +347,110 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
     eprintln!("{cycles} hot-plug cycles in {elapsed:?} under a {PINGS}-ping flow");
 }
 
+/// `tapswitch events [--json]` as a child, its stdout read line by line on a thread;
+/// stopped by its PID on drop.
+struct EventsCommand {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EventsCommand {
+    fn start(switch: &Switch, json: bool) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
+        command.arg("events").arg("--control").arg(&switch.control);
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running tapswitch events");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `wanted` within 10 s.
+    fn line_with(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            if line.contains(wanted) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no line with {wanted:?}; saw {seen:?}");
+    }
+}
+
+impl Drop for EventsCommand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `events` command renders the typed events for people, and passes the JSON lines
+/// on as the switch sent them with `--json`.
+#[test]
+fn the_events_command_prints_lines_for_people_and_json() {
+    require_root!();
+    let bed = Bed::new(1);
+    let table = EventsCommand::start(&bed.switch, false);
+    let json = EventsCommand::start(&bed.switch, true);
+    // Each command subscribes after it starts: flush until both have printed a line.
+    let mut printed = [false, false];
+    for _ in 0..50 {
+        let (ok, _, stderr) = bed.switch.ctl(&["fdb", "flush"]);
+        assert!(ok, "{stderr}");
+        for (done, command) in printed.iter_mut().zip([&table, &json]) {
+            *done |= command
+                .lines
+                .recv_timeout(Duration::from_millis(200))
+                .is_ok();
+        }
+        if printed == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(printed, [true, true], "the events commands printed nothing");
+    let extra = Netns::new();
+    let name = unique("tsec");
+    let spec = format!("{name}@{}", extra.name);
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &spec]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", &name]);
+    assert!(ok, "{stderr}");
+    let line = table.line_with("port_added");
+    let (time, rest) = line.split_once(' ').expect("a time and the event");
+    assert_eq!(time.len(), "12:09:28.163".len(), "{line}");
+    assert_eq!(rest, format!("port_added mtu=1500 port={name}"), "{line}");
+    let removed = table.line_with("port_removed");
+    assert!(
+        removed.ends_with(&format!("port_removed cause=requested port={name}")),
+        "{removed}"
+    );
+    let line = json.line_with("port_added");
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(event["port"], name.as_str(), "{line}");
+    assert_eq!(event["mtu"], 1500, "{line}");
+    assert!(
+        event["port_id"].is_u64() && event["time"].is_f64(),
+        "{line}"
+    );
+}
+
 #[test]
 fn events_stream_learning_moves_and_port_changes() {
     require_root!();
