@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::Value;
 use tracing_subscriber::EnvFilter;
 
 use report::reply;
@@ -455,7 +454,13 @@ fn doctor(control: &std::path::Path, json: bool) -> ExitCode {
     };
     let findings = doctor::diagnose(&inspection);
     let out = if json {
-        format!("{:#}\n", report::findings::to_json(&findings))
+        match serde_json::to_string_pretty(&report::findings::to_json(&findings)) {
+            Ok(text) => format!("{text}\n"),
+            Err(e) => {
+                eprintln!("tapswitch doctor: the report does not serialise: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     } else {
         report::findings::table(&findings)
     };
@@ -538,7 +543,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 }
             }
             if enable || disable {
-                set.insert("enabled".to_owned(), Value::Bool(enable));
+                set.insert("enabled".to_owned(), enable.into());
             }
             ask(
                 control,
@@ -626,15 +631,16 @@ fn stream_events(control: &std::path::Path, json: bool) -> Result<(), String> {
         .request_as::<()>(&Request::Events {})
         .map_err(|e| e.to_string())?;
     loop {
-        let event = match client.next_line() {
-            Ok(event) => event,
-            // The switch stopped: the stream is over.
-            Err(_) => return Ok(()),
-        };
+        // `--json` passes each line on as the switch sent it: a newer switch may add keys
+        // to an event, and decoding and encoding again would drop them.
         let line = if json {
-            event.to_string()
+            client.next_line().map(|line| line.to_string())
         } else {
-            reply::event(&event)
+            client.next_event().map(|event| reply::event(&event))
+        };
+        // The switch stopped: the stream is over.
+        let Ok(line) = line else {
+            return Ok(());
         };
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{line}")

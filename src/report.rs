@@ -17,7 +17,7 @@ pub mod reply {
 
     use serde_json::Value;
 
-    use tapswitch::control::protocol::LinkState;
+    use tapswitch::control::protocol::{Event, EventLine, LinkState};
     use tapswitch::control::{FdbShow, PortListEntry, PortReply, Stats};
     use tapswitch::dataplane::PortSnapshot;
     use tapswitch::fdb::EntryKind;
@@ -199,33 +199,211 @@ pub mod reply {
         out
     }
 
-    /// One event line for people: `time event key=value …`.
-    pub fn event(event: &Value) -> String {
+    /// One event line for people: `time event key=value …` (port ids left out: the
+    /// names are there).
+    pub fn event(line: &EventLine) -> String {
+        let (time, kind, fields) = match line {
+            EventLine::Known(known) => {
+                let kind = serde_json::to_value(&known.event)
+                    .ok()
+                    .and_then(|v| v["event"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (known.time, kind, event_fields(&known.event))
+            }
+            EventLine::Unknown(object) => {
+                let fields = object
+                    .iter()
+                    .filter(|(key, _)| !(*key == "time" || *key == "event" || key.ends_with("_id")))
+                    .map(|(key, value)| {
+                        let value = match value {
+                            Value::Object(_) => value.to_string(),
+                            _ => text(value),
+                        };
+                        (key.clone(), value)
+                    })
+                    .collect();
+                let time = object.get("time").and_then(Value::as_f64);
+                let kind = object.get("event").map(text).unwrap_or_default();
+                (time, kind, fields)
+            }
+        };
         // Wall-clock time of day (UTC) to the millisecond: enough to line
         // events up with logs; the JSON form has the full timestamp.
-        let millis = (event["time"].as_f64().unwrap_or(0.0) * 1000.0).round() as u64;
+        let millis = (time.unwrap_or(0.0) * 1000.0).round() as u64;
         let day_millis = millis % 86_400_000;
         let mut out = format!(
-            "{:02}:{:02}:{:02}.{:03} {}",
+            "{:02}:{:02}:{:02}.{:03} {kind}",
             day_millis / 3_600_000,
             day_millis / 60_000 % 60,
             day_millis / 1000 % 60,
             day_millis % 1000,
-            text(&event["event"])
         );
-        if let Some(fields) = event.as_object() {
-            for (key, value) in fields {
-                if key == "time" || key == "event" || key.ends_with("_id") {
-                    continue;
-                }
-                let value = match value {
-                    Value::Object(_) => value.to_string(),
-                    _ => text(value),
-                };
-                let _ = write!(out, " {key}={value}");
-            }
+        // In key order, as the lines have always been.
+        let mut fields = fields;
+        fields.sort();
+        for (key, value) in fields {
+            let _ = write!(out, " {key}={value}");
         }
         out
+    }
+
+    /// A known event's fields as `key=value` pairs.
+    fn event_fields(event: &Event) -> Vec<(String, String)> {
+        let field = |key: &str, value: &dyn std::fmt::Display| (key.to_owned(), value.to_string());
+        let dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_owned());
+        match event {
+            Event::MacLearned {
+                mac,
+                port,
+                evicted_from,
+                ..
+            } => {
+                let mut fields = vec![field("mac", mac), field("port", port)];
+                if let Some(victim) = evicted_from {
+                    fields.push(field("evicted_from", victim));
+                }
+                fields
+            }
+            Event::MacMoved { mac, from, to, .. } => {
+                vec![field("mac", mac), field("from", from), field("to", to)]
+            }
+            Event::PortAdded { port, mtu, .. } => vec![field("port", port), field("mtu", mtu)],
+            Event::PortRemoved { port, cause, .. } => {
+                let cause = serde_json::to_value(cause)
+                    .map(|v| text(&v))
+                    .unwrap_or_default();
+                vec![field("port", port), field("cause", &cause)]
+            }
+            Event::PortChanged { port, update, .. } => {
+                let update = serde_json::to_string(update).unwrap_or_default();
+                vec![field("port", port), field("update", &update)]
+            }
+            Event::FdbFlushed { port, removed, .. } => {
+                let mut fields = Vec::new();
+                if let Some(port) = port {
+                    fields.push(field("port", port));
+                }
+                fields.push(field("removed", removed));
+                fields
+            }
+            Event::FdbStaticAdded {
+                vlan, mac, port, ..
+            } => vec![field("vlan", vlan), field("mac", mac), field("port", port)],
+            Event::FdbRemoved { vlan, mac } => vec![field("vlan", vlan), field("mac", mac)],
+            Event::MacFlap {
+                vlan,
+                mac,
+                held_on,
+                moved_to,
+                flaps,
+                ..
+            } => vec![
+                field("vlan", vlan),
+                field("mac", mac),
+                field("held_on", held_on),
+                field("moved_to", moved_to),
+                field("flaps", flaps),
+            ],
+            Event::MacLimitExceeded {
+                port,
+                vlan,
+                mac,
+                limit,
+                action,
+                suppressed,
+                ..
+            } => vec![
+                field("port", port),
+                field("vlan", vlan),
+                field("mac", mac),
+                field("limit", limit),
+                field("action", action),
+                field("suppressed", suppressed),
+            ],
+            Event::PortShutdown { port, .. }
+            | Event::PortLinkDown { port, .. }
+            | Event::PortLinkUp { port, .. } => vec![field("port", port)],
+            Event::PortMoved { port, netns, .. } => {
+                vec![field("port", port), field("netns", &dash(netns))]
+            }
+            Event::EventsLost { count } => vec![field("count", count)],
+            Event::VmInterfacePlugged {
+                port,
+                domain,
+                live,
+                config,
+            } => vec![
+                field("port", port),
+                field("domain", &dash(domain)),
+                field("live", live),
+                field("config", config),
+            ],
+            Event::VmDomainEvent {
+                domain,
+                kind,
+                alias,
+            } => {
+                let kind = serde_json::to_value(kind)
+                    .map(|v| text(&v))
+                    .unwrap_or_default();
+                let mut fields = vec![field("domain", domain), field("kind", &kind)];
+                if let Some(alias) = alias {
+                    fields.push(field("alias", alias));
+                }
+                fields
+            }
+            Event::VmPortRemoved {
+                port,
+                domain,
+                reason,
+            } => vec![
+                field("port", port),
+                field("domain", domain),
+                field("reason", reason),
+            ],
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn events_render_with_names_and_unknown_ones_too() {
+            let known: EventLine = serde_json::from_str(
+                r#"{"event":"mac_moved","mac":"02:00:00:00:00:01","from":"p1","from_id":1,
+                    "to":"p2","to_id":2,"time":3723.5}"#,
+            )
+            .unwrap();
+            assert_eq!(
+                event(&known),
+                "01:02:03.500 mac_moved from=p1 mac=02:00:00:00:00:01 to=p2"
+            );
+            // The README's lines, as they always looked.
+            let changed: EventLine = serde_json::from_str(
+                r#"{"event":"port_changed","port":"c","port_id":2,
+                    "update":{"mtu":1500,"enabled":false},"time":43768.167}"#,
+            )
+            .unwrap();
+            assert_eq!(
+                event(&changed),
+                r#"12:09:28.167 port_changed port=c update={"enabled":false,"mtu":1500}"#
+            );
+            let added: EventLine = serde_json::from_str(
+                r#"{"event":"port_added","port":"c","port_id":2,"mtu":9000,"time":43768.163}"#,
+            )
+            .unwrap();
+            assert_eq!(event(&added), "12:09:28.163 port_added mtu=9000 port=c");
+            let newer: EventLine = serde_json::from_str(
+                r#"{"event":"vtep_up","remote":"192.0.2.1","vni_id":7,"extra":{"a":1},"time":1.0}"#,
+            )
+            .unwrap();
+            assert!(matches!(newer, EventLine::Unknown(_)));
+            assert_eq!(
+                event(&newer),
+                r#"00:00:01.000 vtep_up extra={"a":1} remote=192.0.2.1"#
+            );
+        }
     }
 }
 
@@ -233,7 +411,7 @@ pub mod reply {
 pub mod findings {
     use std::fmt::Write;
 
-    use serde_json::Value;
+    use serde::Serialize;
     use tapswitch::doctor::{Finding, Severity};
 
     fn label(severity: Severity) -> &'static str {
@@ -278,14 +456,24 @@ pub mod findings {
         out
     }
 
-    /// The report for `--json`: the findings and their counts.
-    pub fn to_json(findings: &[Finding]) -> Value {
-        serde_json::json!({
-            "findings": findings,
-            "errors": count(findings, Severity::Error),
-            "warnings": count(findings, Severity::Warning),
-            "notes": count(findings, Severity::Info),
-        })
+    /// The report for `--json`: the findings and their counts (keys in the order
+    /// they have always printed in).
+    #[derive(Serialize)]
+    pub struct Report<'a> {
+        pub errors: usize,
+        pub findings: &'a [Finding],
+        pub notes: usize,
+        pub warnings: usize,
+    }
+
+    /// The report for `--json`.
+    pub fn to_json(findings: &[Finding]) -> Report<'_> {
+        Report {
+            errors: count(findings, Severity::Error),
+            findings,
+            notes: count(findings, Severity::Info),
+            warnings: count(findings, Severity::Warning),
+        }
     }
 
     #[cfg(test)]
@@ -340,7 +528,7 @@ pub mod findings {
                 table.ends_with("1 errors, 1 warnings, 1 notes\n"),
                 "{table}"
             );
-            let json = to_json(&findings());
+            let json = serde_json::to_value(to_json(&findings())).unwrap();
             assert_eq!(json["errors"], 1);
             assert_eq!(json["findings"][0]["code"], "mtu_netdev_above_switch");
             assert_eq!(json["findings"][0]["severity"], "error");

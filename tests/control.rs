@@ -17,43 +17,13 @@ use serde_json::{Value, json};
 
 use common::*;
 use tapswitch::config::Config;
-use tapswitch::control::MAX_REQUEST_LEN;
+use tapswitch::control::protocol::FdbFlushed;
+use tapswitch::control::{MAX_REQUEST_LEN, PortList, Stats};
+use tapswitch::fdb::EntryKind;
+use tapswitch::policy::ViolationAction;
 
-/// Names of the ports in a `port list --json` reply.
-fn port_names(list: &Value) -> Vec<String> {
-    list.as_array()
-        .expect("port list is an array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name").to_owned())
-        .collect()
-}
-
-/// One port of a `stats --json` reply.
-fn stats_port<'a>(stats: &'a Value, name: &str) -> &'a Value {
-    stats["ports"]
-        .as_array()
-        .expect("ports")
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {stats}"))
-}
-
-fn stat(stats: &Value, name: &str, key: &str) -> u64 {
-    stats_port(stats, name)["counters"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {key}"))
-}
-
-fn drop_total(stats: &Value, name: &str) -> u64 {
-    stats_port(stats, name)["counters"]["drops"]
-        .as_object()
-        .expect("drops")
-        .values()
-        .map(|v| v.as_u64().expect("a count"))
-        .sum()
-}
-
-/// A raw connection speaking JSON lines, for requests the CLI never sends.
+/// A raw connection speaking JSON lines, for requests the CLI never sends. Its replies
+/// stay JSON: these tests check the wire itself (`ok`, `error`, `result`).
 struct Raw {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
@@ -97,43 +67,43 @@ fn control_socket_round_trips() {
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     let switch = &bed.switch;
 
-    let list = switch.ctl_json(&["port", "list"]);
-    assert_eq!(port_names(&list), ["p0", "p1"]);
-    assert_eq!(list[0]["netns"], bed.ns(0));
-    assert_eq!(list[0]["enabled"], true);
-    assert_eq!(list[1]["mtu"], 1500);
+    let list = switch.port_list();
+    assert_eq!(names(&list), ["p0", "p1"]);
+    assert_eq!(list[0].netns.as_deref(), Some(bed.ns(0)));
+    assert!(list[0].enabled);
+    assert_eq!(list[1].mtu, 1500);
     let (ok, table, _) = switch.ctl(&["port", "list"]);
     assert!(ok);
     assert!(table.starts_with("PORT"), "{table}");
     assert!(table.lines().any(|l| l.starts_with("p1 ")), "{table}");
 
-    let fdb = switch.ctl_json(&["fdb", "show"]);
-    let entries = fdb["entries"].as_array().unwrap();
-    assert_eq!(entries.len(), 2, "{fdb}");
+    let fdb = switch.fdb();
+    let entries = &fdb.entries;
+    assert_eq!(entries.len(), 2, "{fdb:?}");
     let mac0 = link_mac(bed.ns(0), "p0");
     assert!(
         entries
             .iter()
-            .any(|e| e["mac"] == mac0.as_str() && e["port"] == "p0" && e["kind"] == "dynamic"),
-        "{fdb}"
+            .any(|e| e.mac.to_string() == mac0 && e.port == "p0" && e.kind == EntryKind::Dynamic),
+        "{fdb:?}"
     );
 
     let (ok, _, stderr) = switch.ctl(&["fdb", "add", "02:00:00:00:00:99", "p1"]);
     assert!(ok, "{stderr}");
-    let fdb = switch.ctl_json(&["fdb", "show"]);
+    let fdb = switch.fdb();
     assert!(
-        fdb["entries"]
-            .as_array()
-            .unwrap()
+        fdb.entries
             .iter()
-            .any(|e| e["mac"] == "02:00:00:00:00:99" && e["port"] == "p1" && e["kind"] == "static"),
-        "{fdb}"
+            .any(|e| e.mac.to_string() == "02:00:00:00:00:99"
+                && e.port == "p1"
+                && e.kind == EntryKind::Static),
+        "{fdb:?}"
     );
     // A flush forgets what was learned and keeps what was configured.
-    let flushed = switch.ctl_json(&["fdb", "flush"]);
-    assert_eq!(flushed["removed"], 2);
-    let fdb = switch.ctl_json(&["fdb", "show"]);
-    assert_eq!(fdb["entries"].as_array().unwrap().len(), 1, "{fdb}");
+    let flushed: FdbFlushed = switch.ctl_as(&["fdb", "flush"]);
+    assert_eq!(flushed.removed, 2);
+    let fdb = switch.fdb();
+    assert_eq!(fdb.entries.len(), 1, "{fdb:?}");
     let (ok, _, stderr) = switch.ctl(&["fdb", "del", "02:00:00:00:00:99"]);
     assert!(ok, "{stderr}");
     let (ok, _, stderr) = switch.ctl(&["fdb", "del", "02:00:00:00:00:99"]);
@@ -146,20 +116,20 @@ fn control_socket_round_trips() {
     assert!(!ok);
     assert!(stderr.contains("\"nosuch\""), "{stderr}");
 
-    let stats = switch.ctl_json(&["stats", "p0"]);
-    assert_eq!(stats["ports"].as_array().unwrap().len(), 1, "{stats}");
-    assert!(stat(&stats, "p0", "rx_frames") >= 2, "{stats}");
-    assert!(stats["loop_stats"]["iterations"].as_u64().unwrap() > 0);
+    let stats: Stats = switch.ctl_as(&["stats", "p0"]);
+    assert_eq!(stats.ports.len(), 1, "{stats:?}");
+    assert!(stats.counters_of("p0").rx_frames >= 2, "{stats:?}");
+    assert!(stats.loop_stats.iterations > 0);
     let (ok, _, stderr) = switch.ctl(&["stats", "nosuch"]);
     assert!(!ok);
     assert!(stderr.contains("no port named \"nosuch\""), "{stderr}");
     // The SIGUSR1 snapshot still works next to the socket.
-    assert!(counter(&bed.switch.snapshot(), "p0", "rx_frames") >= 2);
+    assert!(bed.switch.snapshot().counters_of("p0").rx_frames >= 2);
 
     let switch = &bed.switch;
-    let config = switch.ctl_json(&["config", "show"]);
-    assert_eq!(config["port"][1]["name"], "p1");
-    assert_eq!(config["port"][1]["netns"], bed.ns(1));
+    let config = switch.config();
+    assert_eq!(config.ports[1].name, "p1");
+    assert_eq!(config.ports[1].netns.as_deref(), Some(bed.ns(1)));
     let (ok, toml, _) = switch.ctl(&["config", "show"]);
     assert!(ok);
     let parsed = Config::from_toml(&toml, "config show").expect("config show prints valid TOML");
@@ -170,7 +140,7 @@ fn control_socket_round_trips() {
 fn bad_requests_get_errors_and_change_nothing() {
     require_root!();
     let bed = Bed::new(2);
-    let before = bed.switch.ctl_json(&["port", "list"]);
+    let before = bed.switch.port_list();
     let mut raw = Raw::connect(&bed.switch);
     raw.refused("{not json", "bad request");
     raw.refused(r#"{"cmd":"reboot"}"#, "unknown variant `reboot`");
@@ -220,7 +190,10 @@ fn bad_requests_get_errors_and_change_nothing() {
     // The connection survives bad requests.
     let reply = raw.send(b"{\"cmd\":\"port_list\"}\n");
     assert_eq!(reply["ok"], true, "{reply}");
-    assert_eq!(reply["result"], before);
+    assert_eq!(
+        serde_json::from_value::<PortList>(reply["result"].clone()).unwrap(),
+        before
+    );
 
     // An oversized request is refused and the connection closed.
     let mut huge = vec![b' '; MAX_REQUEST_LEN + 10];
@@ -234,7 +207,7 @@ fn bad_requests_get_errors_and_change_nothing() {
     let mut rest = String::new();
     assert_eq!(raw.reader.read_to_string(&mut rest).unwrap_or(0), 0);
 
-    assert_eq!(bed.switch.ctl_json(&["port", "list"]), before);
+    assert_eq!(bed.switch.port_list(), before);
     let ns0_links = sh("ip", &["-n", bed.ns(0), "-j", "link", "show"]);
     assert!(!ns0_links.contains("tsnew"), "a refused port was created");
     assert_eq!(
@@ -269,10 +242,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
         !std::path::Path::new("/sys/class/net").join(&other).exists(),
         "the refused switch created its TAP"
     );
-    assert_eq!(
-        port_names(&first.ctl_json(&["port", "list"])),
-        std::slice::from_ref(&here)
-    );
+    assert_eq!(names(&first.port_list()), std::slice::from_ref(&here));
     assert!(first.stop(), "the switch did not stop cleanly");
     assert!(!path.exists(), "the socket outlived its switch");
 
@@ -280,7 +250,7 @@ fn a_live_socket_is_refused_and_a_stale_one_replaced() {
     drop(UnixListener::bind(&path).unwrap());
     assert!(path.exists());
     let second = Switch::start(&["--port", &here, "--control", path_arg]);
-    assert_eq!(port_names(&second.ctl_json(&["port", "list"])), [here]);
+    assert_eq!(names(&second.port_list()), [here]);
 }
 
 #[test]
@@ -290,7 +260,7 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
     let bed = Bed::new(2);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     let switch = &bed.switch;
-    let before = switch.ctl_json(&["stats"]);
+    let before = switch.stats();
 
     let ns0 = bed.ns(0).to_owned();
     let flow = thread::spawn(move || ping(&ns0, &Bed::addr(1), PINGS, "0.02"));
@@ -323,14 +293,9 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
             &["-n", &extra[0].name, "-j", "link", "show", &names[0]],
         );
         assert!(netdev_mtu.contains("\"mtu\":9000"), "{netdev_mtu}");
-        let list = switch.ctl_json(&["port", "list"]);
-        let set = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == names[0].as_str())
-            .unwrap();
-        assert_eq!(set["mtu"], 9000, "{list}");
+        let list = switch.port_list();
+        let set = list.iter().find(|p| p.name == names[0]).unwrap();
+        assert_eq!(set.mtu, 9000, "{list:?}");
         let (ok, _, stderr) = switch.ctl(&["port", "set", &names[1], "--disable"]);
         assert!(ok, "{stderr}");
         assert_eq!(
@@ -357,31 +322,133 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
         "the flow between p0 and p1 lost pings during {cycles} hot-plug cycles"
     );
 
-    let after = switch.ctl_json(&["stats"]);
-    assert_eq!(
-        port_names(&switch.ctl_json(&["port", "list"])),
-        ["p0", "p1"]
-    );
-    for (name, key) in [
-        ("p0", "rx_frames"),
-        ("p0", "tx_frames"),
-        ("p1", "rx_frames"),
-        ("p1", "tx_frames"),
-    ] {
-        let delta = stat(&after, name, key) - stat(&before, name, key);
-        assert!(
-            delta >= PINGS as u64,
-            "{name} {key} grew by {delta} for {PINGS} pings"
-        );
+    let after = switch.stats();
+    assert_eq!(names(&switch.port_list()), ["p0", "p1"]);
+    for name in ["p0", "p1"] {
+        let now = after.counters_of(name);
+        let then = before.counters_of(name);
+        for (key, delta) in [
+            ("rx_frames", now.rx_frames - then.rx_frames),
+            ("tx_frames", now.tx_frames - then.tx_frames),
+        ] {
+            assert!(
+                delta >= PINGS as u64,
+                "{name} {key} grew by {delta} for {PINGS} pings"
+            );
+        }
     }
     for name in ["p0", "p1"] {
         assert_eq!(
-            drop_total(&after, name),
-            drop_total(&before, name),
-            "{name} dropped frames during hot-plug: {after}"
+            after.counters_of(name).drops.total(),
+            before.counters_of(name).drops.total(),
+            "{name} dropped frames during hot-plug: {after:?}"
         );
     }
     eprintln!("{cycles} hot-plug cycles in {elapsed:?} under a {PINGS}-ping flow");
+}
+
+/// `tapswitch events [--json]` as a child, its stdout read line by line on a thread;
+/// stopped by its PID on drop.
+struct EventsCommand {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EventsCommand {
+    fn start(switch: &Switch, json: bool) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
+        command.arg("events").arg("--control").arg(&switch.control);
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running tapswitch events");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `wanted` within 10 s.
+    fn line_with(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            if line.contains(wanted) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no line with {wanted:?}; saw {seen:?}");
+    }
+}
+
+impl Drop for EventsCommand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `events` command renders the typed events for people, and passes the JSON lines
+/// on as the switch sent them with `--json`.
+#[test]
+fn the_events_command_prints_lines_for_people_and_json() {
+    require_root!();
+    let bed = Bed::new(1);
+    let table = EventsCommand::start(&bed.switch, false);
+    let json = EventsCommand::start(&bed.switch, true);
+    // Each command subscribes after it starts: flush until both have printed a line.
+    let mut printed = [false, false];
+    for _ in 0..50 {
+        let (ok, _, stderr) = bed.switch.ctl(&["fdb", "flush"]);
+        assert!(ok, "{stderr}");
+        for (done, command) in printed.iter_mut().zip([&table, &json]) {
+            *done |= command
+                .lines
+                .recv_timeout(Duration::from_millis(200))
+                .is_ok();
+        }
+        if printed == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(printed, [true, true], "the events commands printed nothing");
+    let extra = Netns::new();
+    let name = unique("tsec");
+    let spec = format!("{name}@{}", extra.name);
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &spec]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", &name]);
+    assert!(ok, "{stderr}");
+    let line = table.line_with("port_added");
+    let (time, rest) = line.split_once(' ').expect("a time and the event");
+    assert_eq!(time.len(), "12:09:28.163".len(), "{line}");
+    assert_eq!(rest, format!("port_added mtu=1500 port={name}"), "{line}");
+    let removed = table.line_with("port_removed");
+    assert!(
+        removed.ends_with(&format!("port_removed cause=requested port={name}")),
+        "{removed}"
+    );
+    let line = json.line_with("port_added");
+    let event: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+    assert_eq!(event["port"], name.as_str(), "{line}");
+    assert_eq!(event["mtu"], 1500, "{line}");
+    assert!(
+        event["port_id"].is_u64() && event["time"].is_f64(),
+        "{line}"
+    );
 }
 
 #[test]
@@ -417,10 +484,10 @@ fn events_stream_learning_moves_and_port_changes() {
         json!({"event": "mac_moved", "mac": mac0, "from": "p0", "to": "p2"}),
     );
 
-    let flushed = switch.ctl_json(&["fdb", "flush"]);
+    let flushed: FdbFlushed = switch.ctl_as(&["fdb", "flush"]);
     expect_event(
         &events,
-        json!({"event": "fdb_flushed", "removed": flushed["removed"]}),
+        json!({"event": "fdb_flushed", "removed": flushed.removed}),
     );
 
     let extra = Netns::new();
@@ -455,8 +522,7 @@ fn events_stream_learning_moves_and_port_changes() {
         &watcher,
         json!({"event": "port_removed", "port": "p2", "cause": "device_error"}),
     );
-    let stats = switch.ctl_json(&["stats"]);
-    assert_eq!(stats["events_dropped"], 0);
+    assert_eq!(switch.stats().events_dropped, 0);
 }
 
 /// Scrapes `path` over HTTP/1.1; returns the status line and the body.
@@ -511,11 +577,12 @@ fn metrics_endpoint_is_scraped_and_parsed() {
     require_root!();
     let bed = Bed::with_args(2, &["--metrics", "127.0.0.1:0"]);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
-    let config = bed.switch.ctl_json(&["config", "show"]);
-    let addr = config["switch"]["metrics"]
-        .as_str()
-        .expect("the bound metrics address")
-        .to_owned();
+    let addr = bed
+        .switch
+        .config()
+        .switch
+        .metrics
+        .expect("the bound metrics address");
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
         "{addr}"
@@ -630,10 +697,9 @@ fn events_report_flaps_violations_and_shutdowns() {
                "action": "shutdown"}),
     );
     expect_event(&events, json!({"event": "port_shutdown", "port": "p2"}));
-    let stats = switch.ctl_json(&["stats", "p2"]);
-    let p2 = stats_port(&stats, "p2");
-    assert_eq!(p2["enabled"], false, "{p2}");
-    assert_eq!(p2["counters"]["shutdowns"], 1, "{p2}");
+    let p2 = switch.port_stats("p2");
+    assert!(!p2.enabled, "{p2:?}");
+    assert_eq!(p2.counters.shutdowns, 1, "{p2:?}");
 
     let (ok, out, stderr) = switch.ctl(&["port", "set", "p2", "--enable"]);
     assert!(ok, "{stderr}");
@@ -642,11 +708,12 @@ fn events_report_flaps_violations_and_shutdowns() {
         &events,
         json!({"event": "port_changed", "port": "p2", "update": {"enabled": true}}),
     );
-    let config = switch.ctl_json(&["config", "show"]);
-    assert_eq!(config["port"][2]["mac_limit"], 1, "{config}");
+    let config = switch.config();
+    assert_eq!(config.ports[2].mac_limit, Some(1), "{config:?}");
     assert_eq!(
-        config["port"][2]["mac_limit_action"], "shutdown",
-        "{config}"
+        config.ports[2].mac_limit_action,
+        Some(ViolationAction::Shutdown),
+        "{config:?}"
     );
 }
 
@@ -680,24 +747,19 @@ fn a_tap_the_switch_did_not_create_is_refused_unless_adopted_and_then_kept() {
     );
     assert!(error.contains("--adopt"), "{error}");
     assert_eq!(user_tap.flags().as_deref(), Some(flags.as_str()));
-    assert!(!port_names(&bed.switch.ctl_json(&["port", "list"])).contains(&name.to_owned()));
+    assert!(!names(&bed.switch.port_list()).contains(&name.to_owned()));
 
     // Adopted: the port forwards on the device as it is (no vnet header, still persistent).
     let added = bed.switch.ctl(&["port", "add", &spec, "--adopt"]);
     assert!(added.0, "adopting failed: {}", added.2);
     assert_eq!(user_tap.flags().as_deref(), Some(flags.as_str()));
-    let list = bed.switch.ctl_json(&["port", "list"]);
+    let list = bed.switch.port_list();
     let port = list
-        .as_array()
-        .unwrap()
         .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no adopted port in {list}"));
-    assert_eq!(port["adopted"], true, "{port}");
-    assert_eq!(
-        port["offloads"], false,
-        "follows the device's flags: {port}"
-    );
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no adopted port in {list:?}"));
+    assert!(port.adopted, "{port:?}");
+    assert!(!port.offloads, "follows the device's flags: {port:?}");
     let addr = format!("{}/24", Bed::addr(5));
     sh("ip", &["-n", &home.name, "addr", "add", &addr, "dev", name]);
     assert_eq!(ping(&home.name, &Bed::addr(0), 2, "0.1"), 2);
@@ -752,13 +814,10 @@ fn adopting_refuses_settings_the_device_does_not_have() {
     let spec = format!("{}@{}", vnet.name, home.name);
     let (ok, _, stderr) = bed.switch.ctl(&["port", "add", &spec, "--adopt"]);
     assert!(ok, "{stderr}");
-    let list = bed.switch.ctl_json(&["port", "list"]);
+    let list = bed.switch.port_list();
     assert!(
-        list.as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == vnet.name.as_str() && p["offloads"] == true),
-        "{list}"
+        list.iter().any(|p| p.name == vnet.name && p.offloads),
+        "{list:?}"
     );
     assert_eq!(vnet.flags(), Some(flags));
     // The switch goes before the devices the guards delete.

@@ -11,31 +11,16 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use tapswitch::control::{FdbShowEntry, PortList};
+use tapswitch::fdb::EntryKind;
 
-/// The MACs of `fdb show` with their ports and kinds.
-fn fdb_entries(switch: &Switch) -> Vec<(String, String, String, f64)> {
-    switch.ctl_json(&["fdb", "show"])["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .map(|e| {
-            (
-                e["mac"].as_str().unwrap().to_owned(),
-                e["port"].as_str().unwrap().to_owned(),
-                e["kind"].as_str().unwrap().to_owned(),
-                e["age_secs"].as_f64().unwrap(),
-            )
-        })
-        .collect()
+/// The entries of `fdb show`.
+fn fdb_entries(switch: &Switch) -> Vec<FdbShowEntry> {
+    switch.fdb().entries
 }
 
-fn port_list(switch: &Switch) -> Vec<Value> {
-    switch
-        .ctl_json(&["port", "list"])
-        .as_array()
-        .unwrap()
-        .clone()
+fn port_list(switch: &Switch) -> PortList {
+    switch.port_list()
 }
 
 #[test]
@@ -75,7 +60,9 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
     let before = fdb_entries(&switch);
     for (i, mac) in macs.iter().enumerate() {
         assert!(
-            before.iter().any(|e| e.0 == *mac && e.1 == Bed::dev(i)),
+            before
+                .iter()
+                .any(|e| e.mac.to_string() == *mac && e.port == Bed::dev(i)),
             "{mac} not learned on p{i}: {before:?}"
         );
     }
@@ -96,34 +83,35 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
     for (i, mac) in macs.iter().enumerate() {
         let entry = after
             .iter()
-            .find(|e| e.0 == *mac)
+            .find(|e| e.mac.to_string() == *mac)
             .unwrap_or_else(|| panic!("{mac} not restored: {after:?}"));
-        assert_eq!(entry.1, Bed::dev(i), "{mac} restored on the wrong port");
-        assert_eq!(entry.2, "dynamic");
+        assert_eq!(entry.port, Bed::dev(i), "{mac} restored on the wrong port");
+        assert_eq!(entry.kind, EntryKind::Dynamic);
     }
     assert!(
         after
             .iter()
-            .any(|e| e.0 == "02:00:00:00:00:99" && e.1 == "p2" && e.2 == "static"),
+            .any(|e| e.mac.to_string() == "02:00:00:00:00:99"
+                && e.port == "p2"
+                && e.kind == EntryKind::Static),
         "the static entry was not restored: {after:?}"
     );
     let ports = port_list(&restarted);
     let p2 = ports
         .iter()
-        .find(|p| p["name"] == "p2")
+        .find(|p| p.name == "p2")
         .unwrap_or_else(|| panic!("the runtime port is gone: {ports:?}"));
-    assert_eq!(p2["netns"], namespaces[2].name.as_str());
-    assert_eq!(p2["persistent"], true);
+    assert_eq!(p2.netns.as_deref(), Some(namespaces[2].name.as_str()));
+    assert!(p2.persistent);
     // Its whole configuration came back, not only its name.
-    let config = restarted.ctl_json(&["config", "show"]);
-    let saved_p2 = config["port"]
-        .as_array()
-        .unwrap()
+    let config = restarted.config();
+    let saved_p2 = config
+        .ports
         .iter()
-        .find(|p| p["name"] == "p2")
+        .find(|p| p.name == "p2")
         .unwrap()
         .clone();
-    assert_eq!(saved_p2["mac_limit"], 8, "{saved_p2}");
+    assert_eq!(saved_p2.mac_limit, Some(8), "{saved_p2:?}");
 
     assert_eq!(ping(&namespaces[0].name, &Bed::addr(2), 5, "0.05"), 5);
     assert_eq!(ping(&namespaces[1].name, &Bed::addr(0), 5, "0.05"), 5);
@@ -132,7 +120,8 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
     let now = fdb_entries(&restarted);
     for (i, mac) in macs.iter().enumerate() {
         assert!(
-            now.iter().any(|e| e.0 == *mac && e.1 == Bed::dev(i)),
+            now.iter()
+                .any(|e| e.mac.to_string() == *mac && e.port == Bed::dev(i)),
             "{mac} not on p{i} after traffic: {now:?}"
         );
     }
@@ -145,11 +134,7 @@ fn an_unreadable_state_file_is_kept_aside_and_the_switch_starts() {
     std::fs::write(state.path.join("state.json"), "{\"version\":1,\"ports\":[").unwrap();
     let name = unique("tsst");
     let switch = Switch::start(&["--port", &name, "--state-dir", state.path.to_str().unwrap()]);
-    let names: Vec<Value> = port_list(&switch)
-        .iter()
-        .map(|p| p["name"].clone())
-        .collect();
-    assert_eq!(names, [name.as_str()]);
+    assert_eq!(names(&port_list(&switch)), [name.as_str()]);
     let kept: Vec<String> = std::fs::read_dir(&state.path)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -318,8 +303,8 @@ fn a_tap_deleted_under_load_leaves_the_others_forwarding_and_nothing_behind() {
             fd_count(pid)
         );
     }
-    let snapshot = bed.switch.ctl_json(&["stats"]);
-    let removed = snapshot["removed_ports"].as_array().unwrap();
+    let snapshot = bed.switch.stats();
+    let removed = &snapshot.removed_ports;
     assert_eq!(removed.len(), 1, "one entry per removed name: {removed:?}");
     let grown = rss_kib(pid).saturating_sub(rss);
     assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
@@ -477,11 +462,8 @@ fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reco
         "the VM port of a domain that no longer exists is still there: {:?}",
         port_list(&bed.switch)
     );
-    let names: Vec<Value> = port_list(&bed.switch)
-        .iter()
-        .map(|p| p["name"].clone())
-        .collect();
-    assert!(names.contains(&Value::from(waiting.as_str())), "{names:?}");
-    assert!(!names.contains(&Value::from(vm_port.as_str())), "{names:?}");
+    let names = names(&port_list(&bed.switch));
+    assert!(names.contains(&waiting), "{names:?}");
+    assert!(!names.contains(&vm_port), "{names:?}");
     assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
 }

@@ -8,6 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tapswitch::config::Config;
+use tapswitch::control::{PortList, Stats};
+use tapswitch::dataplane::DropCounters;
+use tapswitch::fdb::PortId;
 
 fn neighbour_mac(netns: &str, addr: &str) -> Option<String> {
     let json = sh("ip", &["-n", netns, "-j", "neigh", "show", addr]);
@@ -100,7 +104,9 @@ fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
     // Frames the left trunk does not carry: untagged (no native VLAN), VLAN 30, and an
     // 802.1ad S-tag with VID 10, which is not 802.1Q VLAN 10.
     let rx_before = link_stats(&hosts[0].name, "h0").0;
-    let dropped_before = drops(&left.snapshot(), "trunk0", "vlan_not_allowed");
+    let dropped_before = left
+        .snapshot()
+        .dropped("trunk0", DropReason::VlanNotAllowed);
     let bogus = |ethertype: u16, tci: Option<u16>| {
         let mut bytes = frame([0xff; 6], [0x02, 0xad, 0, 0, 0, 1], 64);
         if let Some(tci) = tci {
@@ -123,7 +129,7 @@ fn two_vlans_cross_a_trunk_tagged_and_without_leakage() {
     assert!(
         wait_for(Duration::from_secs(5), || {
             let snapshot = left.snapshot();
-            drops(&snapshot, "trunk0", "vlan_not_allowed") >= dropped_before + 3
+            snapshot.dropped("trunk0", DropReason::VlanNotAllowed) >= dropped_before + 3
         }),
         "the left switch did not drop the frames its trunk does not carry"
     );
@@ -170,20 +176,18 @@ fn spoofed_frames_are_dropped_while_the_honest_endpoint_works() {
         .collect();
     send_raw(bed.ns(1), "p1", &spoofed);
     assert!(wait_for(Duration::from_secs(5), || {
-        drops(&bed.switch.snapshot(), "p1", "spoofed_source") == 40
+        bed.switch
+            .snapshot()
+            .dropped("p1", DropReason::SpoofedSource)
+            == 40
     }));
     let snapshot = bed.switch.snapshot();
-    let entry = snapshot["fdb"]
-        .as_array()
-        .unwrap()
+    let entry = snapshot
+        .fdb
         .iter()
-        .find(|e| e["mac"] == mac(0).as_str())
+        .find(|e| e.mac.to_string() == mac(0))
         .expect("the honest MAC is learned");
-    assert_eq!(
-        entry["port"].as_u64(),
-        Some(0),
-        "the spoofer took the MAC: {entry}"
-    );
+    assert_eq!(entry.port, PortId(0), "the spoofer took the MAC: {entry:?}");
     assert_eq!(
         ping(bed.ns(0), &Bed::addr(2), 5, "0.05"),
         5,
@@ -215,7 +219,7 @@ fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
         2,
         "ARP resolved before the storm"
     );
-    let to_p1_before = counter(&bed.switch.snapshot(), "p1", "tx_frames");
+    let to_p1_before = bed.switch.snapshot().counters_of("p1").tx_frames;
     let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
     let ns0 = bed.ns(0).to_owned();
     let started = Instant::now();
@@ -233,14 +237,14 @@ fn a_broadcast_storm_is_held_to_its_cap_while_unicast_flows() {
     let mut last_rx = 0;
     assert!(wait_for(Duration::from_secs(5), || {
         thread::sleep(Duration::from_millis(100));
-        let rx = counter(&bed.switch.snapshot(), "p0", "rx_frames");
+        let rx = bed.switch.snapshot().counters_of("p0").rx_frames;
         std::mem::replace(&mut last_rx, rx) == rx
     }));
     let elapsed = started.elapsed().as_secs_f64();
     let snapshot = bed.switch.snapshot();
-    let dropped = drops(&snapshot, "p0", "storm_broadcast");
+    let dropped = snapshot.dropped("p0", DropReason::StormBroadcast);
     // Everything p1 got besides the 20 echo requests (and an ARP refresh or two) is storm.
-    let to_p1 = counter(&snapshot, "p1", "tx_frames") - to_p1_before;
+    let to_p1 = snapshot.counters_of("p1").tx_frames - to_p1_before;
     let allowed = CAP + (CAP as f64 * elapsed).ceil() as u64 + 20 + 4;
     assert!(
         to_p1 <= allowed,
@@ -276,10 +280,10 @@ fn a_mac_flood_is_contained_to_the_port_limit() {
         .collect();
     send_raw(bed.ns(0), "p0", &flood);
     assert!(wait_for(Duration::from_secs(5), || {
-        counter(&bed.switch.snapshot(), "p0", "rx_frames") >= FLOOD as u64
+        bed.switch.snapshot().counters_of("p0").rx_frames >= FLOOD as u64
     }));
     let snapshot = bed.switch.snapshot();
-    let on_port0 = fdb_on_port(&snapshot, 0).len();
+    let on_port0 = fdb_of(&snapshot, 0).len();
     assert!(
         on_port0 <= LIMIT,
         "{on_port0} MACs learned on a port limited to {LIMIT}"
@@ -288,9 +292,9 @@ fn a_mac_flood_is_contained_to_the_port_limit() {
         on_port0 >= LIMIT - 1,
         "the limit was not filled: {on_port0}"
     );
-    assert!(drops(&snapshot, "p0", "mac_limit") >= (FLOOD - LIMIT) as u64);
-    assert_eq!(fdb_on_port(&snapshot, 1).len(), 1);
-    assert_eq!(fdb_on_port(&snapshot, 2).len(), 1);
+    assert!(snapshot.dropped("p0", DropReason::MacLimit) >= (FLOOD - LIMIT) as u64);
+    assert_eq!(fdb_of(&snapshot, 1).len(), 1);
+    assert_eq!(fdb_of(&snapshot, 2).len(), 1);
     assert_eq!(ping(bed.ns(1), &Bed::addr(2), 3, "0.05"), 3);
 }
 
@@ -330,18 +334,18 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
     // From `stats` (counters only): a full snapshot of a full MAC table would stall
     // the loop it measures.
     let flood_counts = |bed: &mut Bed| {
-        let snapshot = bed.switch.ctl_json(&["stats"]);
+        let snapshot = bed.switch.stats();
         (
-            counter(&snapshot, "p0", "rx_frames"),
-            counter(&snapshot, "p3", "tx_frames"),
-            drops(&snapshot, "p0", "storm_unknown_unicast"),
+            snapshot.counters_of("p0").rx_frames,
+            snapshot.counters_of("p3").tx_frames,
+            snapshot.dropped("p0", DropReason::StormUnknownUnicast),
         )
     };
     let settle = |bed: &mut Bed| {
         let mut last_rx = 0;
         assert!(wait_for(Duration::from_secs(10), || {
             thread::sleep(Duration::from_millis(100));
-            let rx = counter(&bed.switch.ctl_json(&["stats"]), "p0", "rx_frames");
+            let rx = bed.switch.stats().counters_of("p0").rx_frames;
             std::mem::replace(&mut last_rx, rx) == rx
         }));
     };
@@ -381,9 +385,9 @@ fn a_mac_flood_to_an_unknown_destination_is_capped_by_default() {
     let snapshot = bed.switch.snapshot();
     for (id, mac) in [(1, &flow_macs[0]), (2, &flow_macs[1])] {
         assert!(
-            fdb_on_port(&snapshot, id)
+            fdb_of(&snapshot, id)
                 .iter()
-                .any(|e| e["mac"] == mac.as_str()),
+                .any(|e| e.mac.to_string() == *mac),
             "port {id}'s MAC {mac} was forgotten during the flood"
         );
     }
@@ -421,17 +425,10 @@ fn a_flooding_ports_turn_is_charged_per_write() {
             String::new()
         }
     });
-    let visits = |snapshot: &serde_json::Value| -> Vec<u64> {
-        snapshot["loop_stats"]["batch_sizes"]
-            .as_array()
-            .expect("loop_stats.batch_sizes")
-            .iter()
-            .map(|n| n.as_u64().expect("a count"))
-            .collect()
-    };
+    let visits = |stats: &Stats| -> Vec<u64> { stats.loop_stats.batch_sizes.to_vec() };
     // Counters from `stats`: a full snapshot of a full MAC table would stall the loop.
-    let snapshot = bed.switch.ctl_json(&["stats"]);
-    let (visits_before, to_p3_before) = (visits(&snapshot), counter(&snapshot, "p3", "tx_frames"));
+    let snapshot = bed.switch.stats();
+    let (visits_before, to_p3_before) = (visits(&snapshot), snapshot.counters_of("p3").tx_frames);
     let flood: Vec<Vec<u8>> = (0..FLOOD)
         .map(|n| {
             let [a, b, c, d] = n.to_be_bytes();
@@ -442,12 +439,12 @@ fn a_flooding_ports_turn_is_charged_per_write() {
     let mut last_rx = 0;
     assert!(wait_for(Duration::from_secs(10), || {
         thread::sleep(Duration::from_millis(100));
-        let rx = counter(&bed.switch.ctl_json(&["stats"]), "p0", "rx_frames");
+        let rx = bed.switch.stats().counters_of("p0").rx_frames;
         std::mem::replace(&mut last_rx, rx) == rx
     }));
-    let snapshot = bed.switch.ctl_json(&["stats"]);
-    let to_p3 = counter(&snapshot, "p3", "tx_frames") - to_p3_before;
-    let read = counter(&snapshot, "p0", "rx_frames");
+    let snapshot = bed.switch.stats();
+    let to_p3 = snapshot.counters_of("p3").tx_frames - to_p3_before;
+    let read = snapshot.counters_of("p0").rx_frames;
     assert!(
         to_p3 + 50 >= read && read > 1_000,
         "the flood was not flooded: {read} read, {to_p3} reached p3"
@@ -505,7 +502,10 @@ fn jumbo_frames_pass_and_oversize_is_dropped_at_egress() {
     assert!(jumbo(0, 1), "8000-byte pings between 9000-byte ports");
     assert!(!jumbo(0, 2), "an 8000-byte ping reached a 1500-byte port");
     let snapshot = bed.switch.snapshot();
-    assert!(drops(&snapshot, "p2", "oversize") >= 2, "{snapshot}");
+    assert!(
+        snapshot.dropped("p2", DropReason::Oversize) >= 2,
+        "{snapshot:?}"
+    );
     assert_eq!(
         ping(bed.ns(0), &Bed::addr(2), 2, "0.1"),
         2,
@@ -532,14 +532,14 @@ fn ping_flow(
 
 /// What a refused `port set` must leave as it was: the live configuration, the port
 /// list, p0's drop counters and p0's MAC table entries.
-fn observable_state(bed: &mut Bed) -> (serde_json::Value, serde_json::Value, String, Vec<String>) {
-    let config = bed.switch.ctl_json(&["config", "show"]);
-    let list = bed.switch.ctl_json(&["port", "list"]);
+fn observable_state(bed: &mut Bed) -> (Config, PortList, DropCounters, Vec<String>) {
+    let config = bed.switch.config();
+    let list = bed.switch.port_list();
     let snapshot = bed.switch.snapshot();
-    let drops = port(&snapshot, "p0")["counters"]["drops"].to_string();
-    let mut fdb: Vec<String> = fdb_on_port(&snapshot, 0)
+    let drops = snapshot.counters_of("p0").drops.clone();
+    let mut fdb: Vec<String> = fdb_of(&snapshot, 0)
         .iter()
-        .map(|e| format!("{} {}", e["vlan"], e["mac"]))
+        .map(|e| format!("{} {}", e.vlan, e.mac))
         .collect();
     fdb.sort();
     (config, list, drops, fdb)
@@ -582,9 +582,9 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
         0,
         "VLAN 10 reached p0"
     );
-    let config = bed.switch.ctl_json(&["config", "show"]);
-    assert_eq!(config["port"][0]["vlan"], 20, "{config}");
-    assert_eq!(config["port"][1]["vlan"], 10, "{config}");
+    let config = bed.switch.config();
+    assert_eq!(config.ports[0].vlan, Some(20), "{config:?}");
+    assert_eq!(config.ports[1].vlan, Some(10), "{config:?}");
 
     let before = observable_state(&mut bed);
     let refused = [
@@ -671,20 +671,20 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
     assert!(qlen.contains("\"txqlen\":10000"), "{qlen}");
     let burst_and_count = |bed: &mut Bed| {
         let snapshot = bed.switch.snapshot();
-        let rx_before = counter(&snapshot, "p0", "rx_frames");
-        let dropped_before = drops(&snapshot, "p0", "storm_broadcast");
+        let rx_before = snapshot.counters_of("p0").rx_frames;
+        let dropped_before = snapshot.dropped("p0", DropReason::StormBroadcast);
         let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
         let started = Instant::now();
         send_raw(bed.ns(0), "p0", &vec![frame([0xff; 6], src, 60); BURST]);
         let mut last_rx = 0;
         assert!(wait_for(Duration::from_secs(5), || {
             thread::sleep(Duration::from_millis(100));
-            let rx = counter(&bed.switch.snapshot(), "p0", "rx_frames");
+            let rx = bed.switch.snapshot().counters_of("p0").rx_frames;
             std::mem::replace(&mut last_rx, rx) == rx
         }));
         let snapshot = bed.switch.snapshot();
-        let read = counter(&snapshot, "p0", "rx_frames") - rx_before;
-        let dropped = drops(&snapshot, "p0", "storm_broadcast") - dropped_before;
+        let read = snapshot.counters_of("p0").rx_frames - rx_before;
+        let dropped = snapshot.dropped("p0", DropReason::StormBroadcast) - dropped_before;
         (read, dropped, started.elapsed().as_secs_f64())
     };
     let (read, dropped, elapsed) = burst_and_count(&mut bed);
@@ -708,9 +708,9 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
     let (read, dropped, _) = burst_and_count(&mut bed);
     assert!(read >= BURST as u64);
     assert_eq!(dropped, 0, "storm control still on");
-    let config = bed.switch.ctl_json(&["config", "show"]);
-    assert!(config["port"][0].get("storm_control").is_none(), "{config}");
-    assert_eq!(config["port"][0]["txqueuelen"], 10000, "{config}");
+    let config = bed.switch.config();
+    assert!(config.ports[0].storm_control.is_none(), "{config:?}");
+    assert_eq!(config.ports[0].txqueuelen, Some(10000), "{config:?}");
 
     // `port add` takes the same settings: a hot-added port in VLAN 10 reaches p1 only.
     let extra = Netns::new();

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
+use tapswitch::dataplane::{PortCounters, Snapshot};
+use tapswitch::fdb::{FdbEntry, PortId};
 
 /// Ports of the scene, by role.
 const ATTACKER: usize = 0;
@@ -188,12 +190,12 @@ impl Scene {
     }
 
     /// A snapshot once the switch has read everything the attacker's TAP holds.
-    fn settled(&mut self) -> Value {
+    fn settled(&mut self) -> Snapshot {
         let mut last = u64::MAX;
         assert!(
             wait_for(Duration::from_secs(20), || {
                 thread::sleep(Duration::from_millis(150));
-                let rx = counter(&self.bed.switch.snapshot(), "p0", "rx_frames");
+                let rx = self.bed.switch.snapshot().counters_of("p0").rx_frames;
                 std::mem::replace(&mut last, rx) == rx
             }),
             "the switch kept reading for 20 s"
@@ -219,15 +221,14 @@ impl Scene {
         let after = self.settled();
         assert!(!self.bed.switch.exited(), "{class}: the switch died");
 
-        let delta =
-            |port: &str, key: &str| counter(&after, port, key) - counter(&before, port, key);
-        let reasons = |snapshot: &Value, port: &str| -> BTreeMap<String, u64> {
-            let drops = &common::port(snapshot, port)["counters"]["drops"];
-            drops
-                .as_object()
-                .expect("drops by reason")
+        let delta = |port: &str, count: fn(&PortCounters) -> u64| {
+            count(after.counters_of(port)) - count(before.counters_of(port))
+        };
+        let reasons = |snapshot: &Snapshot, port: &str| -> BTreeMap<String, u64> {
+            let drops = &snapshot.counters_of(port).drops;
+            DropReason::ALL
                 .iter()
-                .map(|(reason, n)| (reason.clone(), n.as_u64().expect("a count")))
+                .map(|reason| (reason.name().to_owned(), drops.get(*reason)))
                 .collect()
         };
         let (drops_before, drops_after) = (reasons(&before, "p0"), reasons(&after, "p0"));
@@ -243,7 +244,7 @@ impl Scene {
             .collect();
         let written = |i: usize| {
             let dev = Bed::dev(i);
-            delta(&dev, "tx_frames") + reasons(&after, &dev).values().sum::<u64>()
+            delta(&dev, |c| c.tx_frames) + reasons(&after, &dev).values().sum::<u64>()
                 - reasons(&before, &dev).values().sum::<u64>()
         };
         let netdev_after = netdev_tx(self.ns(ATTACKER), "p0");
@@ -251,7 +252,7 @@ impl Scene {
             netdev_after.0 - netdev_before.0,
             netdev_after.1 - netdev_before.1,
         );
-        let read = delta("p0", "rx_frames");
+        let read = delta("p0", |c| c.rx_frames);
         // The TAP counts a frame as transmitted when its reader (the switch) takes it.
         assert_eq!(
             read, taken,
@@ -438,7 +439,7 @@ fn a_million_random_source_macs_keep_the_table_at_its_cap() {
     );
 
     let snapshot = scene.bed.switch.snapshot();
-    let fdb = snapshot["fdb"].as_array().expect("fdb");
+    let fdb = &snapshot.fdb;
     assert!(
         fdb.len() as u64 <= CAPACITY,
         "{} entries in a table of {CAPACITY}",
@@ -450,11 +451,11 @@ fn a_million_random_source_macs_keep_the_table_at_its_cap() {
         fdb.len()
     );
     for i in [FLOW.0, FLOW.1] {
-        let learned = fdb_on_port(&snapshot, i as u64);
+        let learned = fdb_of(&snapshot, i as u32);
         assert!(
             learned
                 .iter()
-                .any(|e| e["mac"] == mac_text(port_mac(i)).as_str()),
+                .any(|e| e.mac.to_string() == mac_text(port_mac(i))),
             "p{i}'s address was evicted: {learned:?}"
         );
     }
@@ -544,16 +545,13 @@ fn spoofed_sources_are_dropped_and_move_no_address() {
     assert_eq!(outcome.forwarded, 0);
     let snapshot = scene.bed.switch.snapshot();
     for victim in victims {
-        let entries: Vec<&Value> = snapshot["fdb"]
-            .as_array()
-            .expect("fdb")
+        let entries: Vec<&FdbEntry> = snapshot
+            .fdb
             .iter()
-            .filter(|e| e["mac"] == mac_text(port_mac(victim)).as_str())
+            .filter(|e| e.mac.to_string() == mac_text(port_mac(victim)))
             .collect();
         assert!(
-            entries
-                .iter()
-                .all(|e| e["port"].as_u64() == Some(victim as u64)),
+            entries.iter().all(|e| e.port == PortId(victim as u32)),
             "p{victim}'s address moved: {entries:?}"
         );
     }

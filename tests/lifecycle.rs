@@ -36,11 +36,11 @@ fn links_in(netns: &str) -> String {
 }
 
 fn fdb_macs(switch: &Switch) -> Vec<String> {
-    switch.ctl_json(&["fdb", "show"])["entries"]
-        .as_array()
-        .expect("fdb entries")
+    switch
+        .fdb()
+        .entries
         .iter()
-        .map(|e| e["mac"].as_str().expect("mac").to_owned())
+        .map(|e| e.mac.to_string())
         .collect()
 }
 
@@ -83,8 +83,8 @@ fn sighup_is_logged_and_the_switch_forwards_on_with_nothing_lost() {
         3,
         "ping after SIGHUP"
     );
-    let ports = switch.ctl_json(&["port", "list"]);
-    assert_eq!(ports.as_array().unwrap().len(), 3, "{ports}");
+    let ports = switch.port_list();
+    assert_eq!(ports.len(), 3, "{ports:?}");
     let macs_after = fdb_macs(switch);
     for mac in &macs_before {
         assert!(
@@ -326,8 +326,8 @@ fn closing_the_terminal_of_a_foreground_run_keeps_it_forwarding() {
     assert!(ok, "port add after the hangup: {stderr}");
     let (ok, _, stderr) = bed.switch.ctl(&["port", "del", &extra]);
     assert!(ok, "port del after the hangup: {stderr}");
-    let stats = bed.switch.ctl_json(&["stats"]);
-    assert!(counter(&stats, "p1", "rx_frames") >= 5, "{stats}");
+    let stats = bed.switch.stats();
+    assert!(stats.counters_of("p1").rx_frames >= 5, "{stats:?}");
     let Bed { switch, .. } = bed;
     assert!(switch.stop(), "not a clean exit after the terminal closed");
     assert!(!control.exists(), "the socket file is left");

@@ -11,17 +11,17 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use common::*;
+use tapswitch::control::PortListEntry;
+use tapswitch::control::protocol::{HandedOver, LinkState};
 
 /// The `port list` entry of port `name`.
-fn listed(bed: &Bed, name: &str) -> Value {
-    let ports = bed.switch.ctl_json(&["port", "list"]);
+fn listed(bed: &Bed, name: &str) -> PortListEntry {
+    let ports = bed.switch.port_list();
     ports
-        .as_array()
-        .expect("port list is an array")
         .iter()
-        .find(|p| p["name"] == name)
+        .find(|p| p.name == name)
         .cloned()
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+        .unwrap_or_else(|| panic!("no port {name} in {ports:?}"))
 }
 
 /// Whether port `to`'s endpoint answers a ping from port 0's within a few seconds (a link
@@ -44,14 +44,14 @@ fn a_port_whose_link_goes_down_is_kept_and_forwards_again_once_up() {
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.2"), 0);
     let snapshot = bed.switch.snapshot();
     assert!(
-        drops(&snapshot, "p1", "link_down") > 0,
-        "frames to a down link are counted as link_down: {}",
-        port(&snapshot, "p1")
+        snapshot.dropped("p1", DropReason::LinkDown) > 0,
+        "frames to a down link are counted as link_down: {:?}",
+        snapshot.port_named("p1")
     );
-    assert_eq!(drops(&snapshot, "p1", "tx_error"), 0);
-    assert_eq!(snapshot["removed_ports"], json!([]), "no port was removed");
+    assert_eq!(snapshot.dropped("p1", DropReason::TxError), 0);
+    assert_eq!(snapshot.removed_ports, [], "no port was removed");
     expect_event(&events, json!({"event": "port_link_down", "port": "p1"}));
-    assert_eq!(listed(&bed, "p1")["link"], "down");
+    assert_eq!(listed(&bed, "p1").link, LinkState::Down);
 
     sh("ip", &["-n", bed.ns(1), "link", "set", "dev", "p1", "up"]);
     expect_event(&events, json!({"event": "port_link_up", "port": "p1"}));
@@ -60,7 +60,7 @@ fn a_port_whose_link_goes_down_is_kept_and_forwards_again_once_up() {
         "no ping through p1 after it came up again"
     );
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.2"), 3);
-    assert_eq!(listed(&bed, "p1")["link"], "up");
+    assert_eq!(listed(&bed, "p1").link, LinkState::Up);
 }
 
 #[test]
@@ -84,9 +84,9 @@ fn a_netdev_moved_to_another_namespace_is_followed_there() {
         ],
     );
     assert!(
-        wait_for(Duration::from_secs(5), || listed(&bed, "p1")["netns"]
-            == json!(elsewhere.name)),
-        "port list does not follow p1 to {}: {}",
+        wait_for(Duration::from_secs(5), || listed(&bed, "p1").netns
+            == Some(elsewhere.name.clone())),
+        "port list does not follow p1 to {}: {:?}",
         elsewhere.name,
         listed(&bed, "p1")
     );
@@ -95,20 +95,23 @@ fn a_netdev_moved_to_another_namespace_is_followed_there() {
         json!({"event": "port_moved", "port": "p1", "netns": elsewhere.name}),
     );
     let p1 = listed(&bed, "p1");
-    assert_eq!(p1["netns"], json!(elsewhere.name), "{p1}");
-    assert_eq!(p1["link"], "down", "a move takes the link down: {p1}");
-    let config = bed.switch.ctl_json(&["config", "show"]);
-    let recorded = config["port"]
-        .as_array()
-        .expect("the [[port]] tables")
-        .iter()
-        .find(|p| p["name"] == "p1")
-        .cloned()
-        .unwrap_or_else(|| panic!("no p1 in {config}"));
+    assert_eq!(p1.netns.as_deref(), Some(elsewhere.name.as_str()), "{p1:?}");
     assert_eq!(
-        recorded["netns"],
-        json!(elsewhere.name),
-        "a saved config would recreate p1 where it is now: {recorded}"
+        p1.link,
+        LinkState::Down,
+        "a move takes the link down: {p1:?}"
+    );
+    let config = bed.switch.config();
+    let recorded = config
+        .ports
+        .iter()
+        .find(|p| p.name == "p1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no p1 in {config:?}"));
+    assert_eq!(
+        recorded.netns.as_deref(),
+        Some(elsewhere.name.as_str()),
+        "a saved config would recreate p1 where it is now: {recorded:?}"
     );
 
     let (ok, _, stderr) = bed.switch.ctl(&["port", "set", "p1", "--mtu", "1400"]);
@@ -202,14 +205,8 @@ fn deleting_a_ports_namespace_deletes_it_and_removes_the_port() {
         !holds_namespace(bed.switch.pid(), inode),
         "the switch still refers to namespace net:[{inode}]"
     );
-    let ports = bed.switch.ctl_json(&["port", "list"]);
-    let names: Vec<&str> = ports
-        .as_array()
-        .expect("port list is an array")
-        .iter()
-        .filter_map(|p| p["name"].as_str())
-        .collect();
-    assert_eq!(names, ["p0", "p1"], "{ports}");
+    let ports = bed.switch.port_list();
+    assert_eq!(names(&ports), ["p0", "p1"], "{ports:?}");
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.2"), 3);
 }
 
@@ -247,11 +244,7 @@ fn a_reattached_persistent_port_lets_its_deleted_namespace_go() {
         &events,
         json!({"event": "port_removed", "port": "p1", "cause": "namespace_deleted"}),
     );
-    assert_eq!(
-        switch.ctl_json(&["port", "list"])[0]["name"],
-        "p0",
-        "the other port stays"
-    );
+    assert_eq!(switch.port_list()[0].name, "p0", "the other port stays");
 }
 
 /// The link monitor listens to other namespaces thanks to a capability the upgraded
@@ -260,8 +253,8 @@ fn a_reattached_persistent_port_lets_its_deleted_namespace_go() {
 fn an_upgraded_switch_still_follows_its_ports_links() {
     require_root!();
     let mut bed = Bed::new(2);
-    let reply = bed.switch.ctl_json(&["upgrade"]);
-    let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
+    let reply: HandedOver = bed.switch.ctl_as(&["upgrade"]);
+    let successor = Successor::new(reply.pid as i32);
     assert!(
         wait_for(Duration::from_secs(10), || bed.switch.exited()),
         "the old switch did not exit"
@@ -300,9 +293,9 @@ fn a_switch_that_cannot_enter_the_new_namespace_says_so() {
         ],
     );
     let followed = wait_for(Duration::from_secs(5), || {
-        switch.ctl_json(&["port", "list"])[0]["netns"] == json!(elsewhere.name)
+        switch.port_list()[0].netns == Some(elsewhere.name.clone())
     });
-    assert!(followed, "{}", switch.ctl_json(&["port", "list"]));
+    assert!(followed, "{:?}", switch.port_list());
     let (ok, _, stderr) = switch.ctl(&["port", "set", "p0", "--mtu", "1400"]);
     assert!(!ok);
     assert!(
@@ -311,5 +304,5 @@ fn a_switch_that_cannot_enter_the_new_namespace_says_so() {
             && stderr.contains("netns_hotplug"),
         "{stderr}"
     );
-    assert_eq!(switch.ctl_json(&["port", "list"])[0]["mtu"], 1500);
+    assert_eq!(switch.port_list()[0].mtu, 1500);
 }

@@ -97,8 +97,8 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     let snapshot = bed.switch.snapshot();
     // The switch wrote frames to the veth and never read them back: everything it read
     // on up0 came from B (B's veth sent at least that much).
-    let read = counter(&snapshot, "up0", "rx_frames");
-    let written = counter(&snapshot, "up0", "tx_frames");
+    let read = snapshot.counters_of("up0").rx_frames;
+    let written = snapshot.counters_of("up0").tx_frames;
     let peer = sh(
         "ip",
         &["-n", &bed.b.name, "-j", "link", "show", "type", "veth"],
@@ -106,7 +106,7 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     let peer: serde_json::Value = serde_json::from_str(&peer).unwrap();
     let peer = peer[0]["ifname"].as_str().unwrap().to_owned();
     let (b_rx, b_tx) = link_stats(&bed.b.name, &peer);
-    assert!(written > 0 && read > 0, "{snapshot}");
+    assert!(written > 0 && read > 0, "{snapshot:?}");
     assert!(read <= b_tx, "read {read} on up0 but B sent only {b_tx}");
     assert!(
         b_rx >= written,
@@ -114,8 +114,11 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     );
     // B's MAC is learned on the netdev port.
     let b_mac = link_mac(&bed.b.name, &peer);
-    let fdb = snapshot["fdb"].to_string();
-    assert!(fdb.contains(&b_mac), "{b_mac} not learned: {fdb}");
+    let fdb = &snapshot.fdb;
+    assert!(
+        fdb.iter().any(|e| e.mac.to_string() == b_mac),
+        "{b_mac} not learned: {fdb:?}"
+    );
 
     // TCP both ways; B's stack hands the veth TSO super-frames, which reach up0 with
     // their vnet header (frames far above the MTU on average) and pass to the TAP.
@@ -126,8 +129,8 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     let sent = iperf3_client(&bed.b.name, "10.67.0.3", port, &[]);
     let after = bed.switch.snapshot();
     assert!(sent > 10_000_000, "B -> C moved only {sent} bytes");
-    let frames = counter(&after, "up0", "rx_frames") - counter(&before, "up0", "rx_frames");
-    let bytes = counter(&after, "up0", "rx_bytes") - counter(&before, "up0", "rx_bytes");
+    let frames = after.counters_of("up0").rx_frames - before.counters_of("up0").rx_frames;
+    let bytes = after.counters_of("up0").rx_bytes - before.counters_of("up0").rx_bytes;
     eprintln!(
         "TCP B -> C: {sent} bytes; {frames} frames of {} bytes on average read on up0",
         bytes / frames.max(1)
@@ -139,14 +142,19 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     let back = iperf3_client(&bed.b.name, "10.67.0.3", port, &["-R"]);
     assert!(back > 10_000_000, "C -> B moved only {back} bytes");
     eprintln!("TCP C -> B: {back} bytes");
-    assert_eq!(drops(&bed.switch.snapshot(), "up0", "bad_vnet_header"), 0);
+    assert_eq!(
+        bed.switch
+            .snapshot()
+            .dropped("up0", DropReason::BadVnetHeader),
+        0
+    );
 
     // The device set down: frames to it count link_down, the port stays and recovers.
     sh("ip", &["-n", &bed.a.name, "link", "set", &bed.veth, "down"]);
     assert!(
         wait_for(Duration::from_secs(5), || {
             ping(&bed.c.name, "10.67.0.2", 1, "0.2");
-            drops(&bed.switch.snapshot(), "up0", "link_down") > 0
+            bed.switch.snapshot().dropped("up0", DropReason::LinkDown) > 0
         }),
         "frames to a down netdev count link_down"
     );
@@ -165,8 +173,8 @@ fn a_veth_end_as_a_netdev_port_switches_with_a_tap_port_and_goes_with_its_device
     sh("ip", &["-n", &bed.a.name, "link", "del", &bed.veth]);
     assert!(
         wait_for(Duration::from_secs(5), || {
-            let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
-            !ports.contains("\"up0\"") && ports.contains("\"tp0\"")
+            let ports = names(&bed.switch.port_list());
+            !ports.contains(&"up0".to_owned()) && ports.contains(&"tp0".to_owned())
         }),
         "up0 removed with its device"
     );
@@ -198,8 +206,8 @@ fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
         "the veth endpoint reaches the TAP endpoint through the runtime netdev port"
     );
     assert_eq!(ping(&bed.c.name, "10.67.0.2", 3, "0.2"), 3);
-    let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
-    assert!(ports.contains("\"up0\""), "{ports}");
+    let ports = names(&bed.switch.port_list());
+    assert!(ports.contains(&"up0".to_owned()), "{ports:?}");
 
     // `port set --mtu` changes the switch's check only, never the device.
     let (ok, _, stderr) = bed.switch.ctl(&["port", "set", "up0", "--mtu", "1400"]);
@@ -209,10 +217,10 @@ fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
 
     let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "up0"]);
     assert!(ok, "port del up0: {stderr}");
-    let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
+    let ports = names(&bed.switch.port_list());
     assert!(
-        !ports.contains("\"up0\"") && ports.contains("\"tp0\""),
-        "{ports}"
+        !ports.contains(&"up0".to_owned()) && ports.contains(&"tp0".to_owned()),
+        "{ports:?}"
     );
     // The device is not the switch's: it stays, as it was (up, no promiscuous membership).
     assert_eq!(veth_state(&bed.a.name, &bed.veth), before);
@@ -227,7 +235,7 @@ fn a_netdev_port_added_at_runtime_forwards_and_its_removal_leaves_the_device() {
 fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
     require_root!();
     let bed = VethBed::with(false);
-    let ports = bed.switch.ctl_json(&["port", "list"]);
+    let ports = bed.switch.port_list();
     let (ok, _, stderr) = bed.switch.ctl(&[
         "port",
         "add",
@@ -242,7 +250,7 @@ fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
         stderr.contains("nosuch0") && stderr.contains(&bed.a.name),
         "{stderr}"
     );
-    assert_eq!(bed.switch.ctl_json(&["port", "list"]), ports);
+    assert_eq!(bed.switch.port_list(), ports);
     let (_, links) = exec_in(&bed.a.name, &["ip", "-o", "link", "show"]);
     assert!(!links.contains("up1"), "{links}");
     // The options a netdev port cannot have are refused before anything is opened.
@@ -260,7 +268,7 @@ fn a_runtime_netdev_port_on_a_missing_device_is_refused_and_changes_nothing() {
         "5",
     ]);
     assert!(!ok && stderr.contains("txqueuelen"), "{stderr}");
-    assert_eq!(bed.switch.ctl_json(&["port", "list"]), ports);
+    assert_eq!(bed.switch.port_list(), ports);
 }
 
 #[test]
@@ -268,6 +276,7 @@ fn doctor_finds_a_netdev_port_device_mtu_and_a_bridge_that_takes_its_frames() {
     require_root!();
     let bed = VethBed::new();
     let codes = |bed: &VethBed| -> Vec<(String, String, String)> {
+        // doctor's report for people and scripts, not a protocol reply: read as JSON.
         let (_, stdout, stderr) = bed.switch.ctl(&["doctor", "--json"]);
         let report: serde_json::Value = serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("doctor: {e}: {stdout} {stderr}"));

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
+use tapswitch::dataplane::Snapshot;
 
 const A: usize = 0;
 const B: usize = 1;
@@ -41,27 +41,29 @@ fn offload_setting(netns: &str, dev: &str, feature: &str) -> String {
 }
 
 /// Every port's drops for the reasons software offload must make vanish.
-fn assert_no_offload_drops(snapshot: &Value) {
+fn assert_no_offload_drops(snapshot: &Snapshot) {
     for name in ["p0", "p1"] {
         for reason in [
-            "needs_offload",
-            "bad_vnet_header",
-            "too_many_segments",
-            "oversize",
+            DropReason::NeedsOffload,
+            DropReason::BadVnetHeader,
+            DropReason::TooManySegments,
+            DropReason::Oversize,
         ] {
             assert_eq!(
-                drops(snapshot, name, reason),
+                snapshot.dropped(name, reason),
                 0,
-                "{name} dropped {reason}: {snapshot}"
+                "{name} dropped {}: {snapshot:?}",
+                reason.name()
             );
         }
     }
 }
 
 /// rx bytes per rx frame on `port` between two snapshots.
-fn mean_rx_frame(before: &Value, after: &Value, port: &str) -> u64 {
-    let frames = counter(after, port, "rx_frames") - counter(before, port, "rx_frames");
-    let bytes = counter(after, port, "rx_bytes") - counter(before, port, "rx_bytes");
+fn mean_rx_frame(before: &Snapshot, after: &Snapshot, port: &str) -> u64 {
+    let (after, before) = (after.counters_of(port), before.counters_of(port));
+    let frames = after.rx_frames - before.rx_frames;
+    let bytes = after.rx_bytes - before.rx_bytes;
     assert!(frames > 0, "no frames from {port}");
     bytes / frames
 }
@@ -91,8 +93,8 @@ fn tcp_both_ways_between_offload_and_plain_ports() {
         mean > 4 * 1514,
         "A's frames averaged {mean} bytes: no super-frames came in"
     );
-    let segments = counter(&after, "p1", "tx_frames") - counter(&before, "p1", "tx_frames");
-    let super_frames = counter(&after, "p0", "rx_frames") - counter(&before, "p0", "rx_frames");
+    let segments = after.counters_of("p1").tx_frames - before.counters_of("p1").tx_frames;
+    let super_frames = after.counters_of("p0").rx_frames - before.counters_of("p0").rx_frames;
     assert!(
         segments > 2 * super_frames,
         "{super_frames} frames in, only {segments} segments out"
@@ -217,7 +219,7 @@ fn udp_gso_super_frames_arrive_as_separate_datagrams() {
         mean > 10 * 1514,
         "A's frames averaged {mean} bytes: the sends were not UDP super-frames"
     );
-    let out = counter(&after, "p1", "tx_frames") - counter(&before, "p1", "tx_frames");
+    let out = after.counters_of("p1").tx_frames - before.counters_of("p1").tx_frames;
     assert!(out >= (SENDS * PER_SEND) as u64, "only {out} frames to B");
     assert_eq!(snmp_counter(bed.ns(B), "Udp", "InCsumErrors"), 0);
 }

@@ -10,6 +10,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use common::*;
+use tapswitch::control::protocol::HandedOver;
 use tapswitch::sys::privileges::{
     CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet, ProcessPrivileges, read_process,
     read_threads,
@@ -34,15 +35,11 @@ fn privileges_of(switch: &Switch) -> ProcessPrivileges {
 }
 
 fn port_names(switch: &Switch) -> Vec<String> {
-    switch
-        .ctl_json(&["port", "list"])
-        .as_array()
-        .expect("port list is an array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name").to_owned())
-        .collect()
+    names(&switch.port_list())
 }
 
+/// doctor's findings from its `--json` report, which is for people and scripts and not
+/// a protocol reply: read as JSON.
 fn doctor_findings(switch: &Switch) -> Vec<Value> {
     let (_, stdout, stderr) = switch.ctl(&["doctor", "--json"]);
     let report: Value =
@@ -326,8 +323,8 @@ fn an_upgrade_as_a_user_keeps_the_user_and_cap_net_admin() {
         "[switch]\nuser = \"nobody\"\n[[port]]\nname = \"{name}\"\n"
     ));
     let nobody = sh("id", &["-u", "nobody"]).trim().parse::<u32>().unwrap();
-    let reply = switch.ctl_json(&["upgrade"]);
-    let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
+    let reply: HandedOver = switch.ctl_as(&["upgrade"]);
+    let successor = Successor::new(reply.pid as i32);
     let pid = successor.pid() as u32;
     assert!(wait_for(std::time::Duration::from_secs(10), || switch.exited()));
     let successor = read_process(pid).expect("the new switch runs");

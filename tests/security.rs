@@ -23,7 +23,8 @@ fn one_port_switch() -> (Netns, Switch) {
     (ns, switch)
 }
 
-/// Sends one raw request line on the control socket; returns the reply line as JSON.
+/// Sends one raw request line on the control socket; returns the reply line as JSON (these
+/// tests check the wire itself: what a client that is not ours sends and gets back).
 fn raw_request(switch: &Switch, line: &str) -> serde_json::Value {
     let mut stream = UnixStream::connect(&switch.control).expect("connecting");
     writeln!(stream, "{line}").expect("writing the request");
@@ -126,8 +127,8 @@ fn namespaces_are_only_those_mounted_under_run_netns() {
     );
     // Nothing was made, here or in the host's namespace.
     assert!(!std::path::Path::new("/sys/class/net").join(&port).exists());
-    let list = switch.ctl_json(&["port", "list"]);
-    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let list = switch.port_list();
+    assert_eq!(list.len(), 1, "{list:?}");
 }
 
 #[test]

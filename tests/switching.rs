@@ -8,6 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
+use tapswitch::fdb::PortId;
 
 #[test]
 fn three_namespaces_ping_all_pairs() {
@@ -22,15 +23,15 @@ fn three_namespaces_ping_all_pairs() {
         }
     }
     let snapshot = bed.switch.snapshot();
-    let fdb = snapshot["fdb"].as_array().unwrap();
+    let fdb = &snapshot.fdb;
     assert_eq!(fdb.len(), 3, "one learned MAC per endpoint: {fdb:?}");
     for i in 0..3 {
         let mac = link_mac(bed.ns(i), &Bed::dev(i));
         let entry = fdb
             .iter()
-            .find(|e| e["mac"] == mac.as_str())
+            .find(|e| e.mac.to_string() == mac)
             .expect("endpoint MAC learned");
-        assert_eq!(entry["port"].as_u64(), Some(i as u64), "{mac} on port {i}");
+        assert_eq!(entry.port, PortId(i as u32), "{mac} on port {i}");
     }
 }
 
@@ -48,9 +49,9 @@ fn learned_unicast_is_not_flooded_to_the_third_port() {
     let after_switch = bed.switch.snapshot();
     let (third_rx_after, _) = link_stats(bed.ns(2), "p2");
     let to_third =
-        counter(&after_switch, "p2", "tx_frames") - counter(&before_switch, "p2", "tx_frames");
+        after_switch.counters_of("p2").tx_frames - before_switch.counters_of("p2").tx_frames;
     let to_second =
-        counter(&after_switch, "p1", "tx_frames") - counter(&before_switch, "p1", "tx_frames");
+        after_switch.counters_of("p1").tx_frames - before_switch.counters_of("p1").tx_frames;
     assert!(to_second >= 200, "the flow reached p1: {to_second}");
     // A stray ARP refresh may be broadcast; 400 frames of flow must not be.
     assert!(
@@ -79,10 +80,10 @@ fn broadcast_reaches_every_other_port() {
         "broadcasts did not reach both other endpoints"
     );
     let snapshot = bed.switch.snapshot();
-    assert!(counter(&snapshot, "p1", "tx_frames") >= 50);
-    assert!(counter(&snapshot, "p2", "tx_frames") >= 50);
+    assert!(snapshot.counters_of("p1").tx_frames >= 50);
+    assert!(snapshot.counters_of("p2").tx_frames >= 50);
     // Never back out of the ingress port.
-    assert_eq!(counter(&snapshot, "p0", "tx_frames"), 0);
+    assert_eq!(snapshot.counters_of("p0").tx_frames, 0);
 }
 
 #[test]
@@ -95,16 +96,15 @@ fn learned_entries_age_out() {
     let mut bed = Bed::with_args(2, &["--config", config.to_str().unwrap()]);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 1, "0.1"), 1);
     let learned = bed.switch.snapshot();
-    assert_eq!(learned["fdb"].as_array().unwrap().len(), 2);
+    assert_eq!(learned.fdb.len(), 2);
     // Expired entries vanish from view at once and are swept within a second.
     let aged_out = wait_for(Duration::from_secs(5), || {
         let snapshot = bed.switch.snapshot();
-        snapshot["fdb"].as_array().unwrap().is_empty()
-            && snapshot["fdb_counters"]["aged_out"].as_u64() == Some(2)
+        snapshot.fdb.is_empty() && snapshot.fdb_counters.aged_out == 2
     });
     assert!(
         aged_out,
-        "entries did not age out: {}",
+        "entries did not age out: {:?}",
         bed.switch.snapshot()
     );
     std::fs::remove_dir_all(&dir).unwrap();
@@ -121,15 +121,14 @@ fn a_mac_that_moves_port_is_relearned() {
     send_raw(bed.ns(2), "p2", &[frame(peer, mac_bytes(&mac), 60)]);
     assert!(wait_for(Duration::from_secs(5), || {
         let snapshot = bed.switch.snapshot();
-        snapshot["fdb"]
-            .as_array()
-            .unwrap()
+        snapshot
+            .fdb
             .iter()
-            .any(|e| e["mac"] == mac.as_str() && e["port"].as_u64() == Some(2))
+            .any(|e| e.mac.to_string() == mac && e.port == PortId(2))
     }));
     let snapshot = bed.switch.snapshot();
-    assert!(snapshot["fdb_counters"]["moved"].as_u64().unwrap() >= 1);
-    assert_eq!(counter(&snapshot, "p2", "mac_moves"), 1);
+    assert!(snapshot.fdb_counters.moved >= 1);
+    assert_eq!(snapshot.counters_of("p2").mac_moves, 1);
 }
 
 #[test]
@@ -158,7 +157,8 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
 
     assert!(wait_for(Duration::from_secs(5), || {
         let snapshot = bed.switch.snapshot();
-        drops(&snapshot, "p0", "runt") == 4 && drops(&snapshot, "p0", "oversize") == 3
+        snapshot.dropped("p0", DropReason::Runt) == 4
+            && snapshot.dropped("p0", DropReason::Oversize) == 3
     }));
     assert_eq!(
         ping(bed.ns(0), &Bed::addr(1), 5, "0.1"),
@@ -166,7 +166,7 @@ fn runt_and_oversized_frames_are_counted_and_dropped_while_traffic_flows() {
         "traffic stopped after bad frames"
     );
     let snapshot = bed.switch.snapshot();
-    assert!(counter(&snapshot, "p1", "rx_frames") >= 6);
+    assert!(snapshot.counters_of("p1").rx_frames >= 6);
 }
 
 #[test]
@@ -182,14 +182,10 @@ fn deleting_one_tap_under_traffic_leaves_the_others_forwarding() {
     assert_eq!(replies, 60, "the flow between p0 and p1 lost frames");
     let snapshot = bed.switch.snapshot();
     assert!(
-        snapshot["removed_ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "p2"),
-        "p2 not reported removed: {snapshot}"
+        snapshot.removed_ports.iter().any(|p| p.name == "p2"),
+        "p2 not reported removed: {snapshot:?}"
     );
-    assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(snapshot.ports.len(), 2);
     assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.1"), 3);
 }
 
@@ -256,40 +252,30 @@ fn two_dataplane_threads_forward_count_and_remove_ports() {
     // Every frame read is either dropped at ingress or written somewhere:
     // the per-thread counters were merged, not overwritten.
     let rx: u64 = (0..3)
-        .map(|i| counter(&snapshot, &Bed::dev(i), "rx_frames"))
+        .map(|i| snapshot.counters_of(&Bed::dev(i)).rx_frames)
         .sum();
     let tx: u64 = (0..3)
-        .map(|i| counter(&snapshot, &Bed::dev(i), "tx_frames"))
+        .map(|i| snapshot.counters_of(&Bed::dev(i)).tx_frames)
         .sum();
-    assert!(rx >= 120, "{snapshot}");
+    assert!(rx >= 120, "{snapshot:?}");
     assert!(
         tx >= rx,
-        "fewer frames written ({tx}) than read ({rx}): {snapshot}"
+        "fewer frames written ({tx}) than read ({rx}): {snapshot:?}"
     );
-    assert_eq!(snapshot["fdb"].as_array().unwrap().len(), 3);
+    assert_eq!(snapshot.fdb.len(), 3);
 
     // Port 1 is read by the second thread; deleting it must remove it everywhere.
     sh("ip", &["-n", bed.ns(1), "link", "del", "p1"]);
     assert!(wait_for(Duration::from_secs(5), || {
-        bed.switch.snapshot()["ports"].as_array().unwrap().len() == 2
+        bed.switch.snapshot().ports.len() == 2
     }));
     assert_eq!(ping(bed.ns(0), &Bed::addr(2), 10, "0.01"), 10);
     let snapshot = bed.switch.snapshot();
     assert!(
-        snapshot["removed_ports"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| p["name"] == "p1"),
-        "{snapshot}"
+        snapshot.removed_ports.iter().any(|p| p.name == "p1"),
+        "{snapshot:?}"
     );
-    assert!(
-        snapshot["fdb"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["port"].as_u64() != Some(1))
-    );
+    assert!(snapshot.fdb.iter().all(|e| e.port != PortId(1)));
 }
 
 /// A port with several queues is one multi-queue TAP whose queues are read by
@@ -332,5 +318,5 @@ fn multi_queue_ports_forward_across_threads() {
     let bytes = report["end"]["sum_received"]["bytes"].as_u64().unwrap();
     assert!(bytes > 1_000_000, "only {bytes} bytes crossed");
     let snapshot = bed.switch.snapshot();
-    assert_eq!(drops(&snapshot, "p1", "tx_error"), 0);
+    assert_eq!(snapshot.dropped("p1", DropReason::TxError), 0);
 }

@@ -6,6 +6,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tapswitch::control::protocol::HandedOver;
 
 #[test]
 fn upgrade_under_a_ping_flow_loses_nothing_and_keeps_the_mac_table() {
@@ -24,16 +25,16 @@ fn upgrade_hands_over_every_queue_of_a_threaded_switch() {
 fn upgrade_under_flow(mut bed: Bed) {
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
     let before = bed.switch.snapshot();
-    assert_eq!(before["fdb"].as_array().unwrap().len(), 2);
+    assert_eq!(before.fdb.len(), 2);
 
     // 400 requests at 5 ms: the handover happens in the middle.
     let ns0 = bed.ns(0).to_owned();
     let flow = thread::spawn(move || ping(&ns0, &Bed::addr(1), 400, "0.005"));
     thread::sleep(Duration::from_millis(600));
     let started = Instant::now();
-    let reply = bed.switch.ctl_json(&["upgrade"]);
+    let reply: HandedOver = bed.switch.ctl_as(&["upgrade"]);
     let handover_time = started.elapsed();
-    let successor = Successor::new(reply["pid"].as_i64().expect("the new pid") as i32);
+    let successor = Successor::new(reply.pid as i32);
     assert_ne!(successor.pid(), bed.switch.pid());
     let replies = flow.join().unwrap();
     assert_eq!(replies, 400, "frames were lost across the upgrade");
@@ -45,21 +46,16 @@ fn upgrade_under_flow(mut bed: Bed) {
         "the old switch did not exit"
     );
     assert!(successor.alive());
-    let stats = bed.switch.ctl_json(&["stats"]);
-    let ports: Vec<&str> = stats["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let stats = bed.switch.stats();
+    let ports: Vec<&str> = stats.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(ports, ["p0", "p1"]);
     // The table came across: both endpoints are known to the new process.
-    let fdb = bed.switch.ctl_json(&["fdb", "show"]);
+    let fdb = bed.switch.fdb();
     let macs: Vec<String> = (0..2).map(|i| link_mac(bed.ns(i), &Bed::dev(i))).collect();
     for mac in &macs {
         assert!(
-            fdb.to_string().contains(mac.as_str()),
-            "{mac} not in the new table: {fdb}"
+            fdb.entries.iter().any(|e| e.mac.to_string() == *mac),
+            "{mac} not in the new table: {fdb:?}"
         );
     }
     // And it forwards.
@@ -81,7 +77,7 @@ fn a_failed_upgrade_leaves_the_old_switch_forwarding() {
     assert!(stderr.contains("did not become ready"), "{stderr}");
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
     let snapshot = bed.switch.snapshot();
-    assert_eq!(snapshot["ports"].as_array().unwrap().len(), 2);
+    assert_eq!(snapshot.ports.len(), 2);
 }
 
 #[test]

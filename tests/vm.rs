@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
-use tapswitch::control::{ControlClient, Request};
+use tapswitch::control::protocol::LibvirtStatus;
+use tapswitch::control::{ControlClient, PortReply, Request};
 use tapswitch::netlink::{LinkSettings, Netlink};
 use tapswitch::sys::tap::{Tap, TapOptions};
 use tapswitch::vm::{VmAttachment, VmInterface};
@@ -315,12 +316,11 @@ fn tcp_echo(netns: &str, guest_ip: &str, payload: &[u8]) -> Vec<u8> {
 /// The port index the switch learned `mac` on, from a SIGUSR1 snapshot.
 fn learned_port(switch: &mut Switch, mac: &str) -> Option<u64> {
     let snapshot = switch.snapshot();
-    snapshot["fdb"]
-        .as_array()
-        .expect("fdb")
+    snapshot
+        .fdb
         .iter()
-        .find(|entry| entry["mac"] == mac)
-        .and_then(|entry| entry["port"].as_u64())
+        .find(|entry| entry.mac.to_string() == mac)
+        .map(|entry| u64::from(entry.port.0))
 }
 
 #[test]
@@ -596,7 +596,8 @@ fn a_guest_nic_hot_unplugged_and_replugged_on_its_macvtap_comes_back() {
 
 // --- VM ports through the daemon: `port add --vm`, `libvirt-xml`, domain events ------------
 
-/// The switch's event stream (`events`), read on a thread, as JSON values.
+/// The switch's event stream (`events`), read on a thread, as JSON values: the tests
+/// check the lines' keys as scripts see them.
 fn subscribe(switch: &Switch) -> Receiver<Value> {
     let mut client = ControlClient::connect(&switch.control).expect("connecting for events");
     client
@@ -637,13 +638,7 @@ fn wait_event(
 
 /// Names of the switch's ports.
 fn port_names(switch: &Switch) -> Vec<String> {
-    switch
-        .ctl_json(&["port", "list"])
-        .as_array()
-        .expect("port list is an array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name").to_owned())
-        .collect()
+    names(&switch.port_list())
 }
 
 /// `virsh dumpxml --inactive`: the stored definition of a persistent domain.
@@ -940,9 +935,10 @@ fn without_libvirt_a_vm_port_still_gets_its_devices_and_says_so() {
     let port = unique("vu");
     let (ok, out, err) = switch.ctl(&["port", "add", &port, "--vm", "nowhere", "--json"]);
     assert!(ok, "port add --vm without libvirt: {err}");
-    let reply: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(reply["vm"]["libvirt"], "unreachable", "{reply}");
-    let action = reply["vm"]["action"].as_str().unwrap();
+    let reply: PortReply = serde_json::from_str(&out).unwrap();
+    let vm = reply.vm.as_ref().expect("the VM NIC's status");
+    assert_eq!(vm.libvirt, Some(LibvirtStatus::Unreachable), "{reply:?}");
+    let action = vm.action.as_str();
     assert!(
         action.starts_with("devices created; could not reach libvirt at qemu+unix:///system?socket=/nonexistent/libvirt-sock"),
         "{action}"

@@ -172,9 +172,9 @@ impl VxlanBed {
 fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
     require_root!();
     let mut bed = VxlanBed::new();
-    let ports = bed.switch.ctl_json(&["port", "list"]).to_string();
-    assert!(ports.contains("\"vx0\""), "{ports}");
-    assert_eq!(port(&bed.switch.snapshot(), "vx0")["mtu"], 1450);
+    let ports = names(&bed.switch.port_list());
+    assert!(ports.contains(&"vx0".to_owned()), "{ports:?}");
+    assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1450);
 
     assert!(
         wait_for(Duration::from_secs(5), || ping(
@@ -190,15 +190,18 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
 
     // E2's MAC is learned on vx0, behind H2's VTEP.
     let e2_mac = link_mac(&bed.e2.name, &bed.e2_dev);
-    let fdb = bed.switch.ctl_json(&["fdb", "show"]);
-    let entry = fdb["entries"]
-        .as_array()
-        .unwrap()
+    let fdb = bed.switch.fdb();
+    let entry = fdb
+        .entries
         .iter()
-        .find(|entry| entry["mac"] == e2_mac.as_str())
-        .unwrap_or_else(|| panic!("{e2_mac} not learned: {fdb}"));
-    assert_eq!(entry["port"], "vx0", "{fdb}");
-    assert_eq!(entry["remote"], H2_UNDERLAY, "{fdb}");
+        .find(|entry| entry.mac.to_string() == e2_mac)
+        .unwrap_or_else(|| panic!("{e2_mac} not learned: {fdb:?}"));
+    assert_eq!(entry.port, "vx0", "{fdb:?}");
+    assert_eq!(
+        entry.remote.map(|ip| ip.to_string()).as_deref(),
+        Some(H2_UNDERLAY),
+        "{fdb:?}"
+    );
     let (ok, table, _) = bed.switch.ctl(&["fdb", "show"]);
     assert!(ok);
     let line = table
@@ -214,7 +217,7 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
     let sent = iperf3_client(&bed.e1.name, E2_ADDR, 5201, &[]);
     let after = bed.switch.snapshot();
     assert!(sent > 1_000_000, "E1 -> E2 moved only {sent} bytes");
-    let frames = counter(&after, "vx0", "tx_frames") - counter(&before, "vx0", "tx_frames");
+    let frames = after.counters_of("vx0").tx_frames - before.counters_of("vx0").tx_frames;
     eprintln!("TCP E1 -> E2: {sent} bytes in {frames} frames sent on vx0");
     assert!(
         frames * 1450 >= sent,

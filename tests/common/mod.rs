@@ -12,8 +12,13 @@ use std::sync::mpsc::{self, Receiver};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tapswitch::control::{ControlClient, Request};
+use tapswitch::config::Config;
+use tapswitch::control::{ControlClient, FdbShow, PortList, PortReply, Request, Stats};
+use tapswitch::dataplane::{PortCounters, PortSnapshot, Snapshot};
+use tapswitch::fdb::{FdbEntry, PortId};
+pub use tapswitch::forward::DropReason;
 
 mod inject;
 pub use inject::*;
@@ -284,6 +289,59 @@ impl Switch {
         serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
     }
 
+    /// Runs `tapswitch ARGS --json` against this switch and decodes what it prints as
+    /// the protocol's reply type `T`; panics on failure.
+    pub fn ctl_as<T: DeserializeOwned>(&self, args: &[&str]) -> T {
+        let value = self.ctl_json(args);
+        serde_json::from_value(value.clone()).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not a {}: {e}: {value}",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+
+    /// `stats --json`.
+    pub fn stats(&self) -> Stats {
+        self.ctl_as(&["stats"])
+    }
+
+    /// `stats NAME --json`: that port's counters.
+    pub fn port_stats(&self, name: &str) -> PortSnapshot {
+        let mut stats: Stats = self.ctl_as(&["stats", name]);
+        assert_eq!(stats.ports.len(), 1, "stats {name}: {stats:?}");
+        stats.ports.remove(0)
+    }
+
+    /// `port list --json`.
+    pub fn port_list(&self) -> PortList {
+        self.ctl_as(&["port", "list"])
+    }
+
+    /// `fdb show --json`.
+    pub fn fdb(&self) -> FdbShow {
+        self.ctl_as(&["fdb", "show"])
+    }
+
+    /// `config show --json`.
+    pub fn config(&self) -> Config {
+        self.ctl_as(&["config", "show"])
+    }
+
+    /// `port ARGS --json` (`add`, `del`, `set`): the port as the switch reports it.
+    pub fn port_cmd(&self, args: &[&str]) -> PortReply {
+        let mut with_port = vec!["port"];
+        with_port.extend_from_slice(args);
+        self.ctl_as(&with_port)
+    }
+
+    /// Counters and MAC table, as printed on SIGUSR1.
+    pub fn snapshot(&mut self) -> Snapshot {
+        let value = self.snapshot_line();
+        serde_json::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("the SIGUSR1 snapshot is not a Snapshot: {e}: {value}"))
+    }
+
     fn next_line(&mut self, timeout: Duration) -> Option<String> {
         self.lines.recv_timeout(timeout).ok()
     }
@@ -304,7 +362,7 @@ impl Switch {
     }
 
     /// Counters and MAC table, as the JSON line printed on SIGUSR1.
-    pub fn snapshot(&mut self) -> Value {
+    fn snapshot_line(&mut self) -> Value {
         self.signal(libc::SIGUSR1);
         let line = self
             .next_line(Duration::from_secs(10))
@@ -357,26 +415,58 @@ impl Drop for Switch {
     }
 }
 
-/// Port `i` of a snapshot, by name.
-pub fn port<'a>(snapshot: &'a Value, name: &str) -> &'a Value {
-    snapshot["ports"]
-        .as_array()
-        .expect("ports")
+/// Port `name` of a snapshot's or `stats` reply's ports.
+pub fn port_of<'a>(ports: &'a [PortSnapshot], name: &str) -> &'a PortSnapshot {
+    ports
         .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {snapshot}"))
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports:?}"))
 }
 
-pub fn counter(snapshot: &Value, port_name: &str, key: &str) -> u64 {
-    port(snapshot, port_name)["counters"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {key}"))
+/// The ports of a SIGUSR1 [`Snapshot`] or a `stats` reply, by name.
+pub trait PortsByName {
+    fn ports(&self) -> &[PortSnapshot];
+
+    /// Port `name`; panics when there is none.
+    fn port_named(&self, name: &str) -> &PortSnapshot {
+        port_of(self.ports(), name)
+    }
+
+    /// Port `name`'s counters.
+    fn counters_of(&self, name: &str) -> &PortCounters {
+        &self.port_named(name).counters
+    }
+
+    /// Port `name`'s drops for `reason`.
+    fn dropped(&self, name: &str, reason: DropReason) -> u64 {
+        self.counters_of(name).drops.get(reason)
+    }
 }
 
-pub fn drops(snapshot: &Value, port_name: &str, reason: &str) -> u64 {
-    port(snapshot, port_name)["counters"]["drops"][reason]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no drop reason {reason}"))
+impl PortsByName for Snapshot {
+    fn ports(&self) -> &[PortSnapshot] {
+        &self.ports
+    }
+}
+
+impl PortsByName for Stats {
+    fn ports(&self) -> &[PortSnapshot] {
+        &self.ports
+    }
+}
+
+/// The MAC table entries of a snapshot on port `id`.
+pub fn fdb_of(snapshot: &Snapshot, id: u32) -> Vec<&FdbEntry> {
+    snapshot
+        .fdb
+        .iter()
+        .filter(|e| e.port == PortId(id))
+        .collect()
+}
+
+/// The names of a `port list` reply's ports, in order.
+pub fn names(list: &PortList) -> Vec<String> {
+    list.iter().map(|p| p.name.clone()).collect()
 }
 
 /// Namespaces, each holding one port of a running switch, addressed
@@ -586,17 +676,6 @@ impl Bed {
         }
         Self { switch, namespaces }
     }
-}
-
-/// The FDB entries of a snapshot on port `id`.
-pub fn fdb_on_port(snapshot: &Value, id: u64) -> Vec<Value> {
-    snapshot["fdb"]
-        .as_array()
-        .expect("fdb")
-        .iter()
-        .filter(|e| e["port"].as_u64() == Some(id))
-        .cloned()
-        .collect()
 }
 
 /// One frame seen by a [`Capture`].
@@ -955,7 +1034,8 @@ pub fn iperf3_client_for(
         .unwrap_or_else(|| panic!("no received bytes in iperf3 output: {json}"))
 }
 
-/// Reads event lines from a subscribed client on a thread.
+/// Reads event lines from a subscribed client on a thread. They stay JSON: the tests of
+/// events check the lines' keys (`port` a name, `port_id`, `time`) as scripts see them.
 pub fn subscribe(switch: &Switch) -> mpsc::Receiver<Value> {
     let mut client = ControlClient::connect(&switch.control).expect("connecting");
     client

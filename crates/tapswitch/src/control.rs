@@ -29,8 +29,9 @@ use libc::{
     SIGALRM, SIGHUP, SIGINT, SIGIO, SIGPROF, SIGPWR, SIGQUIT, SIGSTKFLT, SIGTERM, SIGTSTP, SIGUSR1,
     SIGUSR2, SIGVTALRM, SIGXCPU,
 };
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use signal_hook::iterator::{Handle, Signals};
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -56,8 +57,8 @@ mod vms;
 mod vms;
 
 pub use protocol::{
-    ErrorKind, FdbShow, FdbShowEntry, PortList, PortListEntry, PortReply, Reply, Request,
-    RequestError, Response, Stats, VERSION,
+    ErrorKind, EventLine, FdbShow, FdbShowEntry, PortList, PortListEntry, PortReply, Reply,
+    Request, RequestError, Response, Stats, VERSION,
 };
 
 /// Where `tapswitch run` listens, and every other command connects, by default.
@@ -1640,8 +1641,13 @@ fn offer_line(shared: &Shared, line: &str) {
     let mut subscribers = lock(&shared.subscribers);
     subscribers.retain_mut(|subscriber| {
         if subscriber.lost > 0 {
-            let notice = json!({"event": "events_lost", "count": subscriber.lost});
-            match subscriber.lines.try_send(format!("{notice}\n")) {
+            let notice = protocol::StreamEvent {
+                event: protocol::Event::EventsLost {
+                    count: subscriber.lost,
+                },
+                time: None,
+            };
+            match subscriber.lines.try_send(event_line(&notice)) {
                 Ok(()) => subscriber.lost = 0,
                 Err(TrySendError::Full(_)) => {
                     subscriber.lost += 1;
@@ -1661,39 +1667,37 @@ fn offer_line(shared: &Shared, line: &str) {
     });
 }
 
-/// One event as a JSON line: port ids become names (`port`, `from`, `to`,
-/// `evicted_from`, `held_on`, `moved_to`), with the id kept as `<key>_id`.
+/// One event as a JSON line ([`protocol::StreamEvent`]): port ids become names, with
+/// the id kept as `<key>_id`, and the time is added.
 fn render_event(
     event: &Event,
     names: &mut HashMap<PortId, String>,
     dataplane: &DataplaneHandle,
 ) -> String {
-    let mut value = json!(event);
-    let object = value.as_object_mut().expect("events serialise to objects");
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    let own_name = object.remove("name");
-    for key in ["port", "from", "to", "evicted_from", "held_on", "moved_to"] {
-        let Some(id) = object.get(key).and_then(Value::as_u64) else {
-            continue;
-        };
-        let id = PortId(id as u32);
+    let event = protocol::Event::named(event, |id| {
         if !names.contains_key(&id) {
             // A port from before events were on: ask once for the names.
             if let Ok(snapshot) = dataplane.request(Command::Counters) {
                 names.extend(port_names(&snapshot));
             }
         }
-        let name = match (&own_name, key) {
-            (Some(Value::String(own)), "port") => own.clone(),
-            _ => name_of(names, id),
-        };
-        object.insert(format!("{key}_id"), json!(id));
-        object.insert(key.to_owned(), json!(name));
-    }
-    object.insert("time".into(), json!((time.as_millis() as f64) / 1000.0));
-    format!("{value}\n")
+        name_of(names, id)
+    });
+    let line = protocol::StreamEvent {
+        event,
+        time: Some((time.as_millis() as f64) / 1000.0),
+    };
+    event_line(&line)
+}
+
+/// An event line as it goes on the wire, with its newline.
+fn event_line(line: &protocol::StreamEvent) -> String {
+    let mut text = serde_json::to_string(line).expect("events serialise to JSON");
+    text.push('\n');
+    text
 }
 
 /// A connection to a switch's control socket.
@@ -1781,8 +1785,18 @@ impl ControlClient {
         }
     }
 
+    /// The next event after [`Request::Events`]; one of a kind this client does not
+    /// know comes as [`EventLine::Unknown`].
+    pub fn next_event(&mut self) -> Result<EventLine, ControlError> {
+        let line = self.next_line()?;
+        EventLine::deserialize(&line).map_err(|_| ControlError::BadReply {
+            path: self.path.clone(),
+            line: line.to_string(),
+        })
+    }
+
     /// The next line from the switch as JSON (a reply, or an event after
-    /// [`Request::Events`]).
+    /// [`Request::Events`]): the wire level under [`Self::next_event`].
     pub fn next_line(&mut self) -> Result<Value, ControlError> {
         let mut line = String::new();
         let read = self
@@ -1844,6 +1858,7 @@ fn port_name(snapshot: &Snapshot, id: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn requests_parse_from_json_lines() {

@@ -16,9 +16,12 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError, PortConfig, PortSettings};
-use crate::dataplane::{DataplaneError, LoopStats, PortSnapshot, Snapshot};
+use crate::dataplane::{
+    DataplaneError, Event as DataplaneEvent, LoopStats, PortSnapshot, PortUpdate, RemovalCause,
+    Snapshot,
+};
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
-use crate::forward::MacFlapEntry;
+use crate::forward::{MacFlapEntry, ViolationAction};
 use crate::netlink::LinkError;
 use crate::port::vm::VmPortError;
 use crate::switch::SwitchError;
@@ -560,6 +563,308 @@ pub struct LibvirtXml {
     pub xml: String,
 }
 
+/// One line of the `events` stream as a client reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventLine {
+    Known(StreamEvent),
+    /// An event this client does not know (a newer switch's kind, or a known kind whose
+    /// fields changed), kept as the raw JSON object it came as, so that it still renders
+    /// and `--json` passes it on unchanged. This is the one place the wire's untyped
+    /// JSON reaches a client, on purpose.
+    Unknown(serde_json::Map<String, Value>),
+}
+
+/// A known event and when the switch sent it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamEvent {
+    #[serde(flatten)]
+    pub event: Event,
+    /// Seconds since the Unix epoch (to the millisecond) when the switch sent it;
+    /// absent on `events_lost`, which the switch makes per subscriber.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+}
+
+/// An event of the `events` stream: the dataplane's [`crate::dataplane::Event`] with
+/// port names. A port is named under its key (`port`, `from`, `to`, `evicted_from`,
+/// `held_on`, `moved_to`: `#ID` for a port already gone) and its id kept as `<key>_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A source MAC not in the table was learned (`evicted_from`: a full table made
+    /// room by evicting one of that port's entries).
+    MacLearned {
+        mac: MacAddr,
+        port: String,
+        port_id: PortId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evicted_from: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evicted_from_id: Option<PortId>,
+    },
+    /// A live learned MAC showed up on another port.
+    MacMoved {
+        mac: MacAddr,
+        from: String,
+        from_id: PortId,
+        to: String,
+        to_id: PortId,
+    },
+    PortAdded {
+        port: String,
+        port_id: PortId,
+        mtu: u32,
+    },
+    PortRemoved {
+        port: String,
+        port_id: PortId,
+        cause: RemovalCause,
+    },
+    /// Settings of a port changed (`port set`).
+    PortChanged {
+        port: String,
+        port_id: PortId,
+        update: PortChange,
+    },
+    /// Entries were flushed: all learned ones, or all of one port.
+    FdbFlushed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port_id: Option<PortId>,
+        removed: u64,
+    },
+    FdbStaticAdded {
+        vlan: VlanId,
+        mac: MacAddr,
+        port: String,
+        port_id: PortId,
+    },
+    FdbRemoved {
+        vlan: VlanId,
+        mac: MacAddr,
+    },
+    /// `mac` moved between ports too often: it stays on `held_on` while the hold lasts.
+    MacFlap {
+        vlan: VlanId,
+        mac: MacAddr,
+        held_on: String,
+        held_on_id: PortId,
+        moved_to: String,
+        moved_to_id: PortId,
+        flaps: u64,
+    },
+    /// A new source would have exceeded the port's `mac_limit`.
+    MacLimitExceeded {
+        port: String,
+        port_id: PortId,
+        vlan: VlanId,
+        mac: MacAddr,
+        limit: u32,
+        action: ViolationAction,
+        suppressed: u64,
+    },
+    /// The port's MAC limit disabled it.
+    PortShutdown {
+        port: String,
+        port_id: PortId,
+    },
+    /// The port's netdev went down.
+    PortLinkDown {
+        port: String,
+        port_id: PortId,
+    },
+    /// The port's netdev is up again.
+    PortLinkUp {
+        port: String,
+        port_id: PortId,
+    },
+    /// The port's netdev moved to namespace `netns` (`null`: the switch's own).
+    PortMoved {
+        port: String,
+        port_id: PortId,
+        netns: Option<String>,
+    },
+    /// This subscriber's queue was full: `count` events before this one are lost.
+    EventsLost {
+        count: u64,
+    },
+    /// A VM port's NIC was plugged into its domain: the running one (`live`), its
+    /// stored definition (`config`).
+    VmInterfacePlugged {
+        port: String,
+        domain: Option<String>,
+        live: bool,
+        config: bool,
+    },
+    /// libvirt reported something of a domain that has VM ports (`alias`: the device
+    /// of a `device_removed`).
+    VmDomainEvent {
+        domain: String,
+        kind: VmDomainEventKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alias: Option<String>,
+    },
+    /// A VM port was removed because of its domain (`domain_gone`, `device_removed`).
+    VmPortRemoved {
+        port: String,
+        domain: String,
+        reason: String,
+    },
+}
+
+/// What libvirt reported of a domain, in a `vm_domain_event`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmDomainEventKind {
+    Started,
+    Stopped,
+    Undefined,
+    DeviceRemoved,
+}
+
+/// What a `port_changed` event says changed: the new MTU and state when they changed,
+/// and whether the forwarding policy was replaced (the policy itself is `config_show`'s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortChange {
+    // In key order: `events` shows the object as it is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy: bool,
+}
+
+impl From<&PortUpdate> for PortChange {
+    fn from(update: &PortUpdate) -> Self {
+        Self {
+            mtu: update.mtu,
+            enabled: update.enabled,
+            policy: update.policy.is_some(),
+        }
+    }
+}
+
+impl Event {
+    /// The dataplane's event with port names: `name` names a port by id (the event's
+    /// own `name` wins for the port it adds, removes or changes).
+    pub fn named(event: &DataplaneEvent, mut name: impl FnMut(PortId) -> String) -> Self {
+        use DataplaneEvent as E;
+        match event {
+            E::MacLearned {
+                mac,
+                port,
+                evicted_from,
+            } => Event::MacLearned {
+                mac: *mac,
+                port: name(*port),
+                port_id: *port,
+                evicted_from: evicted_from.map(&mut name),
+                evicted_from_id: *evicted_from,
+            },
+            E::MacMoved { mac, from, to } => Event::MacMoved {
+                mac: *mac,
+                from: name(*from),
+                from_id: *from,
+                to: name(*to),
+                to_id: *to,
+            },
+            E::PortAdded {
+                port,
+                name: own,
+                mtu,
+            } => Event::PortAdded {
+                port: own.clone(),
+                port_id: *port,
+                mtu: *mtu,
+            },
+            E::PortRemoved {
+                port,
+                name: own,
+                cause,
+            } => Event::PortRemoved {
+                port: own.clone(),
+                port_id: *port,
+                cause: *cause,
+            },
+            E::PortChanged {
+                port,
+                name: own,
+                update,
+            } => Event::PortChanged {
+                port: own.clone(),
+                port_id: *port,
+                update: update.into(),
+            },
+            E::FdbFlushed { port, removed } => Event::FdbFlushed {
+                port: port.map(&mut name),
+                port_id: *port,
+                removed: *removed as u64,
+            },
+            E::FdbStaticAdded { vlan, mac, port } => Event::FdbStaticAdded {
+                vlan: *vlan,
+                mac: *mac,
+                port: name(*port),
+                port_id: *port,
+            },
+            E::FdbRemoved { vlan, mac } => Event::FdbRemoved {
+                vlan: *vlan,
+                mac: *mac,
+            },
+            E::MacFlap {
+                vlan,
+                mac,
+                held_on,
+                moved_to,
+                flaps,
+            } => Event::MacFlap {
+                vlan: *vlan,
+                mac: *mac,
+                held_on: name(*held_on),
+                held_on_id: *held_on,
+                moved_to: name(*moved_to),
+                moved_to_id: *moved_to,
+                flaps: *flaps,
+            },
+            E::MacLimitExceeded {
+                port,
+                vlan,
+                mac,
+                limit,
+                action,
+                suppressed,
+            } => Event::MacLimitExceeded {
+                port: name(*port),
+                port_id: *port,
+                vlan: *vlan,
+                mac: *mac,
+                limit: *limit,
+                action: *action,
+                suppressed: *suppressed,
+            },
+            E::PortShutdown { port } => Event::PortShutdown {
+                port: name(*port),
+                port_id: *port,
+            },
+            E::PortLinkDown { port } => Event::PortLinkDown {
+                port: name(*port),
+                port_id: *port,
+            },
+            E::PortLinkUp { port } => Event::PortLinkUp {
+                port: name(*port),
+                port_id: *port,
+            },
+            E::PortMoved { port, netns } => Event::PortMoved {
+                port: name(*port),
+                port_id: *port,
+                netns: netns.clone(),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,5 +1063,109 @@ mod tests {
         assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
         assert_eq!(Reply::Done.to_result().unwrap(), Value::Null);
         decode::<()>(&Value::Null).unwrap();
+    }
+
+    #[test]
+    fn event_lines_round_trip_with_todays_keys() {
+        let names = |id: PortId| format!("p{}", id.0);
+        let mac: MacAddr = "02:00:00:00:00:01".parse().unwrap();
+        let cases = [
+            (
+                DataplaneEvent::MacLearned {
+                    mac,
+                    port: PortId(1),
+                    evicted_from: Some(PortId(2)),
+                },
+                json!({"event": "mac_learned", "mac": "02:00:00:00:00:01", "port": "p1",
+                       "port_id": 1, "evicted_from": "p2", "evicted_from_id": 2}),
+            ),
+            (
+                DataplaneEvent::PortAdded {
+                    port: PortId(4),
+                    name: "uplink".into(),
+                    mtu: 1500,
+                },
+                json!({"event": "port_added", "port": "uplink", "port_id": 4, "mtu": 1500}),
+            ),
+            (
+                DataplaneEvent::PortChanged {
+                    port: PortId(4),
+                    name: "uplink".into(),
+                    update: PortUpdate {
+                        mtu: Some(9000),
+                        enabled: None,
+                        policy: Some(Default::default()),
+                    },
+                },
+                json!({"event": "port_changed", "port": "uplink", "port_id": 4,
+                       "update": {"mtu": 9000, "policy": true}}),
+            ),
+            (
+                DataplaneEvent::FdbFlushed {
+                    port: None,
+                    removed: 3,
+                },
+                json!({"event": "fdb_flushed", "removed": 3}),
+            ),
+            (
+                DataplaneEvent::MacFlap {
+                    vlan: 20,
+                    mac,
+                    held_on: PortId(1),
+                    moved_to: PortId(2),
+                    flaps: 5,
+                },
+                json!({"event": "mac_flap", "vlan": 20, "mac": "02:00:00:00:00:01",
+                       "held_on": "p1", "held_on_id": 1, "moved_to": "p2", "moved_to_id": 2,
+                       "flaps": 5}),
+            ),
+            (
+                DataplaneEvent::PortMoved {
+                    port: PortId(3),
+                    netns: None,
+                },
+                json!({"event": "port_moved", "port": "p3", "port_id": 3, "netns": null}),
+            ),
+        ];
+        for (event, mut expected) in cases {
+            let line = StreamEvent {
+                event: Event::named(&event, names),
+                time: Some(1.5),
+            };
+            expected["time"] = json!(1.5);
+            let wire = serde_json::to_value(&line).unwrap();
+            assert_eq!(wire, expected);
+            assert_eq!(
+                EventLine::deserialize(&wire).unwrap(),
+                EventLine::Known(line)
+            );
+        }
+        let lost = json!({"event": "events_lost", "count": 7});
+        assert_eq!(
+            EventLine::deserialize(&lost).unwrap(),
+            EventLine::Known(StreamEvent {
+                event: Event::EventsLost { count: 7 },
+                time: None
+            })
+        );
+        // The control plane's own events (VM ports), as they have always gone out.
+        for wire in [
+            json!({"event": "vm_domain_event", "domain": "guest", "kind": "device_removed",
+                   "alias": "ua-tapswitch-p1", "time": 1.5}),
+            json!({"event": "vm_port_removed", "port": "p1", "domain": "guest",
+                   "reason": "domain_gone", "time": 1.5}),
+            json!({"event": "vm_interface_plugged", "port": "p1", "domain": "guest",
+                   "live": true, "config": false, "time": 1.5}),
+        ] {
+            let line = EventLine::deserialize(&wire).unwrap();
+            assert!(matches!(line, EventLine::Known(_)), "{wire}");
+            assert_eq!(serde_json::to_value(&line).unwrap(), wire);
+        }
+        // A newer switch's event still decodes, whole.
+        let newer = json!({"event": "vtep_learned", "remote": "192.0.2.1", "time": 2.0});
+        let EventLine::Unknown(object) = EventLine::deserialize(&newer).unwrap() else {
+            panic!("an unknown event decoded as a known one");
+        };
+        assert_eq!(Value::Object(object), newer);
     }
 }

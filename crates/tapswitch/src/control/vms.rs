@@ -23,11 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::protocol::{Event, StreamEvent, VmDomainEventKind};
 use super::protocol::{LibvirtStatus, LibvirtXml, VmNic};
-use super::{ControlError, RequestError, Shared, State, lock, offer_line, remove_port};
+use super::{ControlError, RequestError, Shared, State, event_line, lock, offer_line, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::dataplane::RemovalCause;
 use crate::port::vm as vmport;
@@ -197,14 +197,13 @@ fn status(domain: &str, change: &DeviceChange, action: &str) -> VmNic {
     }
 }
 
-fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Value {
-    json!({
-        "event": "vm_interface_plugged",
-        "port": port.name,
-        "domain": port.vm,
-        "live": change.live,
-        "config": change.config,
-    })
+fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Event {
+    Event::VmInterfacePlugged {
+        port: port.name.clone(),
+        domain: port.vm.clone(),
+        live: change.live,
+        config: change.config,
+    }
 }
 
 /// `libvirt-xml PORT`: the `<interface>` element for the port's domain.
@@ -227,12 +226,15 @@ pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<LibvirtXml, Reque
 }
 
 /// Offers a control-plane event line (with a timestamp) to every `events` subscriber.
-fn publish(shared: &Shared, mut event: Value) {
+fn publish(shared: &Shared, event: Event) {
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO);
-    event["time"] = json!((time.as_millis() as f64) / 1000.0);
-    offer_line(shared, &format!("{event}\n"));
+    let line = StreamEvent {
+        event,
+        time: Some((time.as_millis() as f64) / 1000.0),
+    };
+    offer_line(shared, &event_line(&line));
 }
 
 /// Starts `tapswitch-vms`: domain events, and the libvirt connection while VM ports exist.
@@ -322,12 +324,11 @@ fn remove_vm_port(
             info!(port = %port.name, domain, reason, "VM port removed");
             publish(
                 shared,
-                json!({
-                    "event": "vm_port_removed",
-                    "port": port.name,
-                    "domain": domain,
-                    "reason": reason,
-                }),
+                Event::VmPortRemoved {
+                    port: port.name.clone(),
+                    domain: domain.to_owned(),
+                    reason: reason.to_owned(),
+                },
             );
         }
         Err(error) => warn!(port = %port.name, %error, "removing the VM port failed"),
@@ -367,17 +368,22 @@ fn handle_event(shared: &Shared, event: &DomainEvent) {
     if bound.is_empty() {
         return;
     }
-    let kind = match &event.kind {
-        DomainEventKind::Started => "started",
-        DomainEventKind::Stopped => "stopped",
-        DomainEventKind::Undefined => "undefined",
-        DomainEventKind::DeviceRemoved { .. } => "device_removed",
+    let (kind, alias) = match &event.kind {
+        DomainEventKind::Started => (VmDomainEventKind::Started, None),
+        DomainEventKind::Stopped => (VmDomainEventKind::Stopped, None),
+        DomainEventKind::Undefined => (VmDomainEventKind::Undefined, None),
+        DomainEventKind::DeviceRemoved { alias } => {
+            (VmDomainEventKind::DeviceRemoved, Some(alias.clone()))
+        }
     };
-    let mut line = json!({"event": "vm_domain_event", "domain": event.domain, "kind": kind});
-    if let DomainEventKind::DeviceRemoved { alias } = &event.kind {
-        line["alias"] = json!(alias);
-    }
-    publish(shared, line);
+    publish(
+        shared,
+        Event::VmDomainEvent {
+            domain: event.domain.clone(),
+            kind,
+            alias,
+        },
+    );
     let libvirt = &shared.vms.libvirt;
     let (remove, reason): (Vec<&PortConfig>, &str) = match &event.kind {
         DomainEventKind::Started => {

@@ -2,7 +2,7 @@
 
 use std::sync::mpsc::{SyncSender, TrySendError};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use super::{PortSlot, PortUpdate};
@@ -11,7 +11,7 @@ use crate::forward::{ForwardEvent, Forwarder, ViolationAction};
 use crate::wire::MacAddr;
 
 /// Why a port left the dataplane.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RemovalCause {
     /// The control plane asked.
@@ -26,7 +26,7 @@ pub enum RemovalCause {
 
 /// Something that changed in the switch, for `tapswitch events`. Ports are
 /// named by id; the control plane adds names, keeping the packet path free of
-/// string copies.
+/// string copies: what goes on the wire is [`crate::control::protocol::Event`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {

@@ -107,8 +107,8 @@ pub(super) enum Message {
 
 /// Settings of a running port that the control plane can change; `None`
 /// leaves a setting as it is. Applied in one step by [`Dataplane::update_port`]:
-/// an invalid policy changes nothing. Serialised (for `port_changed` events)
-/// without the policy, which shows as `"policy": true`.
+/// an invalid policy changes nothing. Serialised (for the log, like `port_changed` events'
+/// [`crate::control::protocol::PortChange`]) without the policy, which shows as `"policy": true`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PortUpdate {
     /// Largest frame accepted (plus Ethernet header and one VLAN tag).
