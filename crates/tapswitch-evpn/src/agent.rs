@@ -158,15 +158,28 @@ impl EvpnState {
             .unwrap_or_default()
     }
 
-    /// Counts for `evpn status`: (local MACs, remote MACs) of a VNI.
-    pub fn mac_counts(&self, vni: u32) -> (usize, usize) {
-        let local = self.local.keys().filter(|(v, _)| *v == vni).count();
-        let remote = self
-            .remote
-            .keys()
-            .filter(|key| key.0 == vni && !self.local.contains_key(key))
-            .count();
-        (local, remote)
+    /// Counts for `evpn status`, per local VNI: (local MACs, remote MACs in the dataplane).
+    /// One pass over the tables, so a status refresh costs O(MACs), not O(MACs × VNIs).
+    pub fn mac_counts(&self) -> BTreeMap<u32, (usize, usize)> {
+        let mut counts: BTreeMap<u32, (usize, usize)> = self
+            .settings
+            .vnis
+            .iter()
+            .map(|&vni| (vni, (0, 0)))
+            .collect();
+        for (vni, _) in self.local.keys() {
+            if let Some(count) = counts.get_mut(vni) {
+                count.0 += 1;
+            }
+        }
+        for key in self.remote.keys() {
+            if let Some(count) = counts.get_mut(&key.0)
+                && !self.local.contains_key(key)
+            {
+                count.1 += 1;
+            }
+        }
+        counts
     }
 
     /// After reading gobgpd's table afresh (a new session): forgets the remote MACs and

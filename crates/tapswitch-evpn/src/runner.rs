@@ -27,6 +27,8 @@ use crate::route::EvpnRoute;
 /// First retry delay after gobgpd could not be reached; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 const MAX_RETRY: Duration = Duration::from_secs(5);
+/// How often the shared status is refreshed while the state changes.
+const STATUS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Where the agent's dataplane actions go (`InstallRemoteMac`, `RemoveRemoteMac`,
 /// `SetFloodList`; route actions stay inside the agent).
@@ -90,6 +92,7 @@ impl AgentHandle {
             sink: Box::new(sink),
             status: status.clone(),
             inputs,
+            dirty: false,
         };
         let thread = std::thread::Builder::new()
             .name("evpn".into())
@@ -141,6 +144,8 @@ struct Agent {
     sink: Box<dyn DataplaneSink>,
     status: Arc<Mutex<AgentStatus>>,
     inputs: mpsc::UnboundedReceiver<Input>,
+    /// The state changed since the status was last refreshed.
+    dirty: bool,
 }
 
 /// How a session with gobgpd ended.
@@ -180,6 +185,7 @@ impl Agent {
                         // Only the state changes: the routes go out at the next reconcile.
                         let actions = self.state.local_change(change);
                         self.apply_dataplane(&actions);
+                        self.publish();
                     }
                 }
             }
@@ -192,15 +198,15 @@ impl Agent {
         status.last_error = Some(error.to_string());
     }
 
-    fn publish(&self) {
+    /// Refreshes the shared status from the state (O(MACs): done at most every
+    /// [`STATUS_INTERVAL`] while routes stream in, not per route).
+    fn publish(&mut self) {
+        self.dirty = false;
+        let counts = self.state.mac_counts();
         let mut status = lock(&self.status);
-        status.vnis = self
-            .state
-            .settings()
-            .vnis
-            .iter()
-            .map(|&vni| {
-                let (local_macs, remote_macs) = self.state.mac_counts(vni);
+        status.vnis = counts
+            .into_iter()
+            .map(|(vni, (local_macs, remote_macs))| {
                 let vni_status = VniStatus {
                     remote_vteps: self.state.flood_list(vni),
                     local_macs,
@@ -217,7 +223,7 @@ impl Agent {
                 self.sink.apply(action);
             }
         }
-        self.publish();
+        self.dirty = true;
     }
 
     async fn apply(
@@ -261,8 +267,12 @@ impl Agent {
         watched: &mut mpsc::UnboundedReceiver<Result<api::Path, ClientError>>,
     ) -> Result<(), ClientError> {
         self.reconcile(client).await?;
+        let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
         loop {
             tokio::select! {
+                _ = status_tick.tick() => if self.dirty {
+                    self.publish();
+                },
                 input = self.inputs.recv() => match input {
                     None | Some(Input::Stop) => return Ok(()),
                     Some(Input::Local(change)) => {

@@ -101,12 +101,20 @@ fn learning_moves_and_a_gobgpd_restart_converge_between_two_agents() {
     agent_b.local_change(LocalChange::Learned { vni: VNI, mac: MAC });
     let (move_time, next) = sink_a.wait(seen_a, behind(B));
     seen_a = next;
-    assert_eq!(
-        agent_a.status().vnis[&VNI].local_macs,
-        0,
-        "A withdrew its claim"
+    // The status is refreshed every 100 ms: wait for it, boundedly.
+    let counts = |agent: &AgentHandle| {
+        let vni = agent.status().vnis[&VNI].clone();
+        (vni.local_macs, vni.remote_macs)
+    };
+    let settled = common::wait_for(Duration::from_secs(5), || {
+        (counts(&agent_a) == (0, 1) && counts(&agent_b) == (1, 0)).then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "A withdrew its claim and points at B: A {:?}, B {:?}",
+        counts(&agent_a),
+        counts(&agent_b)
     );
-    assert_eq!(agent_b.status().vnis[&VNI].local_macs, 1);
 
     // gobgpd on A restarts: B loses A (the session drops), then gets it back once A's
     // agent reconnects and re-advertises.

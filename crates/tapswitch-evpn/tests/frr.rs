@@ -8,9 +8,9 @@
 mod common;
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{API, ASN, Host, gobgpd_config, ip};
+use common::{API, ASN, Host, gobgpd_config, ip, wait_for};
 use tapswitch_evpn::route::RouteTarget;
 use tapswitch_evpn::{EvpnRoute, GobgpClient, MacRoute, MulticastRoute};
 
@@ -19,20 +19,6 @@ const A: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 1);
 const C: Ipv4Addr = Ipv4Addr::new(10, 79, 0, 3);
 const A_MAC: [u8; 6] = [0x02, 0xee, 0, 0, 0, 0x01];
 const C_MAC: &str = "02:cc:00:00:00:01";
-
-/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// C: a Linux bridge with a vxlan device (VNI 100, dstport 4789, no data-plane learning),
 /// a bridged veth end holding a static MAC (a local station FRR advertises), FRR on top.

@@ -200,6 +200,20 @@ pub fn connect(a: &Host, a_addr: Ipv4Addr, b: &Host, b_addr: Ipv4Addr) {
     }
 }
 
+/// Polls `check` every 200 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn gobgpd_config(router_id: Ipv4Addr, neighbors: &[Ipv4Addr]) -> String {
     let mut config = format!(
         "[global.config]\nas = {ASN}\nrouter-id = \"{router_id}\"\nlocal-address-list = [\"{router_id}\"]\n"
