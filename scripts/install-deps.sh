@@ -13,6 +13,7 @@ packages=(
   libvirt-dev   # the virt crate links libvirt (hot-plug, domain events)
   pkg-config    # how the virt crate's build script finds libvirt
   protobuf-compiler             # protoc: tapswitch-evpn generates its gobgpd client at build time
+  libprotobuf-dev               # google/protobuf/*.proto (any, empty, timestamp) that gobgp.proto imports
   golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
   gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
   frr                           # the reference Linux EVPN VTEP the interop tests run against

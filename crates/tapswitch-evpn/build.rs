@@ -37,7 +37,7 @@ fn main() {
         .compile_protos(&protos, &[api_dir.clone(), PathBuf::from(PROTOBUF_INCLUDE_DIR)])
         .unwrap_or_else(|error| {
             panic!(
-                "generating the gobgp client failed: {error} (needs `protoc`: Debian package protobuf-compiler)"
+                "generating the gobgp client failed: {error} (needs `protoc` and the well-known types in {PROTOBUF_INCLUDE_DIR}: Debian packages protobuf-compiler and libprotobuf-dev)"
             )
         });
 }
