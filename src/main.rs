@@ -361,6 +361,9 @@ enum FdbCommand {
         port: String,
         #[arg(long, default_value_t = 0)]
         vlan: u16,
+        /// The remote VTEP MAC lives behind (PORT must be a vxlan port).
+        #[arg(long, value_name = "IP")]
+        remote: Option<std::net::IpAddr>,
     },
     /// Remove the entry for MAC, static or learned.
     Del {
@@ -562,10 +565,19 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 reply::fdb(&fdb)
             })?
         }
-        Command::Fdb(FdbCommand::Add { mac, port, vlan }) => {
-            ask(control, &Request::FdbAdd { mac, port, vlan }, json, |()| {
-                String::new()
-            })?
+        Command::Fdb(FdbCommand::Add {
+            mac,
+            port,
+            vlan,
+            remote,
+        }) => {
+            let request = Request::FdbAdd {
+                mac,
+                port,
+                vlan,
+                remote,
+            };
+            ask(control, &request, json, |()| String::new())?
         }
         Command::Fdb(FdbCommand::Del { mac, vlan }) => {
             ask(control, &Request::FdbDel { mac, vlan }, json, |()| {

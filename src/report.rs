@@ -174,6 +174,7 @@ pub mod reply {
                 EntryKind::Dynamic => "dynamic",
                 EntryKind::Static => "static",
                 EntryKind::Sticky => "sticky",
+                EntryKind::Remote => "evpn",
             };
             let remote = entry.remote.map(|ip| ip.to_string()).unwrap_or_default();
             let line = format!(

@@ -1089,11 +1089,17 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             let snapshot = dataplane.snapshot()?;
             Ok(Reply::FdbShow(fdb_show(&snapshot)))
         }
-        Request::FdbAdd { mac, port, vlan } => {
+        Request::FdbAdd {
+            mac,
+            port,
+            vlan,
+            remote,
+        } => {
             dataplane.request(|reply| Command::FdbAdd {
                 vlan,
                 mac,
                 port,
+                remote,
                 reply,
             })??;
             save_now(shared, &mut lock(&shared.state));
@@ -1823,21 +1829,23 @@ impl ControlClient {
 
 /// The MAC table as `fdb show` sends it: entries with port names, and counters.
 pub fn fdb_show(snapshot: &Snapshot) -> FdbShow {
+    let remotes: std::collections::HashMap<_, _> = snapshot
+        .fdb_remotes
+        .iter()
+        .map(|r| ((r.port, r.mac), r.remote))
+        .collect();
     let entries = snapshot
         .fdb
         .iter()
         .map(|entry| FdbShowEntry {
+            source: entry.kind.into(),
             vlan: entry.vlan,
             mac: entry.mac,
             port: port_name(snapshot, entry.port.0),
             port_id: entry.port,
             kind: entry.kind,
             age_secs: entry.age.as_secs_f64(),
-            remote: snapshot
-                .fdb_remotes
-                .iter()
-                .find(|r| r.port == entry.port && r.mac == entry.mac)
-                .map(|r| r.remote),
+            remote: remotes.get(&(entry.port, entry.mac)).copied(),
         })
         .collect();
     FdbShow {

@@ -168,6 +168,9 @@ pub fn restore_fdb(
             EntryKind::Dynamic => {
                 fdb.learn(entry.vlan, entry.mac, port, seen);
             }
+            // The control plane that installed it (EVPN) installs it again on its
+            // first session.
+            EntryKind::Remote => continue,
         }
         restored += 1;
     }

@@ -68,6 +68,9 @@ pub enum Request {
         port: String,
         #[serde(default)]
         vlan: VlanId,
+        /// The remote VTEP `mac` is behind (a vxlan port only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<IpAddr>,
     },
     FdbDel {
         mac: MacAddr,
@@ -191,7 +194,7 @@ impl From<DataplaneError> for RequestError {
         let kind = match &error {
             DataplaneError::UnknownPort { .. } => ErrorKind::NotFound,
             DataplaneError::PortExists { .. } => ErrorKind::AlreadyExists,
-            DataplaneError::Fdb(_) => ErrorKind::InvalidValue,
+            DataplaneError::Fdb(_) | DataplaneError::Tunnel(_) => ErrorKind::InvalidValue,
             DataplaneError::Stopped => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
@@ -521,6 +524,36 @@ pub struct FdbShowEntry {
     /// The remote VTEP the MAC lives behind, for an entry on a vxlan port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<IpAddr>,
+    /// Who put the entry there (`other` from a switch that does not say).
+    #[serde(default)]
+    pub source: EntrySource,
+}
+
+/// Who put a MAC table entry there, in `fdb_show`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntrySource {
+    /// Data-plane learning (dynamic and sticky entries).
+    Learned,
+    /// Configured: `fdb add` (or restored from the state file).
+    Static,
+    /// BGP EVPN (a type-2 route of a remote VTEP).
+    Evpn,
+    /// A source this client does not know (from a newer switch).
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl From<EntryKind> for EntrySource {
+    fn from(kind: EntryKind) -> Self {
+        match kind {
+            EntryKind::Dynamic | EntryKind::Sticky => EntrySource::Learned,
+            EntryKind::Static => EntrySource::Static,
+            // Only the EVPN agent installs remote entries.
+            EntryKind::Remote => EntrySource::Evpn,
+        }
+    }
 }
 
 /// The `fdb_show` reply: the MAC table with port names, and its counters.
@@ -1008,6 +1041,7 @@ mod tests {
                 kind: EntryKind::Static,
                 age_secs: 1.5,
                 remote: None,
+                source: EntrySource::Static,
             }],
             counters: FdbCounters::default(),
         };
@@ -1015,6 +1049,7 @@ mod tests {
         assert_eq!(wire["entries"][0]["mac"], "02:00:00:00:00:01");
         assert!(wire["entries"][0].get("remote").is_none());
         assert_eq!(wire["entries"][0]["kind"], "static");
+        assert_eq!(wire["entries"][0]["source"], "static");
         assert_eq!(wire["counters"]["aged_out"], 0);
         assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
         assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());

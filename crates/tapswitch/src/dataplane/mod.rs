@@ -87,6 +87,8 @@ pub enum DataplaneError {
     PortExists { name: String },
     #[error(transparent)]
     Fdb(#[from] FdbError),
+    #[error(transparent)]
+    Tunnel(#[from] crate::port::TunnelError),
 }
 
 /// Settings of the loop.

@@ -20,12 +20,14 @@ use super::{
     MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask,
     RemovalCause, RemovedPort, Snapshot,
 };
-use crate::fdb::{Learned, PortId};
+use crate::fdb::{EntryKind, Learned, PortId, VlanId};
 use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
 use crate::vnet::{Offload, VnetHeader};
+use crate::wire::MacAddr;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
+use std::net::IpAddr;
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -615,11 +617,25 @@ impl Dataplane {
                 vlan,
                 mac,
                 port,
+                remote,
                 reply,
             } => {
                 let result = self.port_id(&port).and_then(|id| {
-                    self.forwarder().fdb_mut().add_static(vlan, mac, id)?;
-                    info!(%mac, vlan, port = %port, "static MAC entry added");
+                    let slot = self.ports[id.index()].as_ref().expect("port_id found it");
+                    let tunnel = Arc::clone(&slot.port);
+                    if let Some(vtep) = remote {
+                        tunnel.pin_remote(mac, Some(vtep))?;
+                    } else if tunnel.is_tunnel() {
+                        // A static entry without a VTEP floods on the tunnel, as before.
+                        tunnel.pin_remote(mac, None)?;
+                    }
+                    if let Err(error) = self.forwarder().fdb_mut().add_static(vlan, mac, id) {
+                        if remote.is_some() {
+                            let _ = tunnel.pin_remote(mac, None);
+                        }
+                        return Err(error.into());
+                    }
+                    info!(%mac, vlan, port = %port, remote = ?remote, "static MAC entry added");
                     self.events.emit(|| Event::FdbStaticAdded {
                         vlan,
                         mac,
@@ -629,7 +645,30 @@ impl Dataplane {
                 });
                 let _ = reply.send(result);
             }
+            Command::SetRemoteMac {
+                port,
+                vlan,
+                mac,
+                vtep,
+            } => self.set_remote_mac(&port, vlan, mac, vtep),
+            Command::SetFloodList { port, vteps } => {
+                let result = self
+                    .port_id(&port)
+                    .and_then(|id| Ok(self.slot_port(id).set_flood_list(&vteps)?));
+                match result {
+                    Ok(()) => debug!(port = %port, ?vteps, "flood list replaced"),
+                    Err(error) => warn!(port = %port, %error, "flood list not replaced"),
+                }
+            }
+            Command::LocalMacs(reply) => {
+                let _ = reply.send(self.local_macs());
+            }
             Command::FdbRemove { vlan, mac, reply } => {
+                let on = self.forwarder().fdb().entry_port(vlan, mac);
+                if let Some(Some(slot)) = on.and_then(|id| self.ports.get(id.index())) {
+                    // A tunnel's pin goes with its entry (a plain port has none).
+                    let _ = slot.port.pin_remote(mac, None);
+                }
                 let removed = self.forwarder().fdb_mut().remove(vlan, mac);
                 if removed {
                     info!(%mac, vlan, "MAC entry removed");
@@ -654,6 +693,63 @@ impl Dataplane {
             }
         }
         false
+    }
+
+    /// The port in live slot `id`.
+    fn slot_port(&self, id: PortId) -> Arc<dyn Port> {
+        let slot = self.ports[id.index()].as_ref().expect("a live slot");
+        Arc::clone(&slot.port)
+    }
+
+    /// Installs (`vtep`) or removes a control plane's remote entry for `mac` on tunnel
+    /// port `name`.
+    fn set_remote_mac(&mut self, name: &str, vlan: VlanId, mac: MacAddr, vtep: Option<IpAddr>) {
+        let result = self.port_id(name).and_then(|id| {
+            let port = self.slot_port(id);
+            match vtep {
+                Some(vtep) => {
+                    if !port.is_tunnel() {
+                        return Err(crate::port::TunnelError::NotATunnel {
+                            port: name.to_owned(),
+                        }
+                        .into());
+                    }
+                    let installed = self.forwarder().fdb_mut().add_remote(vlan, mac, id)?;
+                    if installed {
+                        port.pin_remote(mac, Some(vtep))?;
+                    } else {
+                        warn!(%mac, vlan, "a configured static entry holds this MAC; the remote one is not installed");
+                    }
+                }
+                None => {
+                    let _ = port.pin_remote(mac, None);
+                    self.forwarder().fdb_mut().remove_remote(vlan, mac, id);
+                }
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            warn!(port = %name, %mac, vlan, %error, "remote MAC entry not changed");
+        }
+    }
+
+    /// The MACs learned on ports that are no tunnel, by VLAN.
+    fn local_macs(&self) -> Vec<(VlanId, MacAddr)> {
+        let tunnels: Vec<bool> = self
+            .ports
+            .iter()
+            .map(|slot| slot.as_ref().is_some_and(|s| s.port.is_tunnel()))
+            .collect();
+        self.forwarder()
+            .fdb()
+            .entries(Instant::now())
+            .into_iter()
+            .filter(|entry| {
+                matches!(entry.kind, EntryKind::Dynamic | EntryKind::Sticky)
+                    && tunnels.get(entry.port.index()) == Some(&false)
+            })
+            .map(|entry| (entry.vlan, entry.mac))
+            .collect()
     }
 
     /// Adds a port sent by the control plane, refusing a second port of the same name.
