@@ -114,6 +114,16 @@ enum Command {
         /// TOML configuration file (the embedded default when omitted).
         config: Option<PathBuf>,
     },
+    /// BGP EVPN (`[evpn]`): the agent's session with gobgpd and what it learned.
+    #[command(subcommand)]
+    Evpn(EvpnCommand),
+}
+
+#[derive(Subcommand)]
+enum EvpnCommand {
+    /// Connected to gobgpd or not (and why), and per VNI the remote VTEPs and the counts
+    /// of local and remote MACs.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -608,6 +618,12 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 |new: HandedOver| format!("handed over to pid {}\n", new.pid),
             )?
         }
+        Command::Evpn(EvpnCommand::Status) => ask(
+            control,
+            &Request::EvpnStatus {},
+            json,
+            |s: tapswitch::control::protocol::EvpnStatus| reply::evpn_status(&s),
+        )?,
         Command::LibvirtXml { port } => ask(
             control,
             &Request::LibvirtXml { name: port },

@@ -8,7 +8,7 @@
 //! before versions), since it may not understand what this client asks. Versions only
 //! grow when a reply loses or changes a key; adding keys keeps the version.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use thiserror::Error;
 
 use crate::config::{Config, ConfigError, PortConfig, PortSettings};
 use crate::dataplane::{
-    DataplaneError, Event as DataplaneEvent, LoopStats, PortSnapshot, PortUpdate, RemovalCause,
-    Snapshot,
+    DataplaneError, Event as DataplaneEvent, EvpnSummary, LoopStats, PortSnapshot, PortUpdate,
+    RemovalCause, Snapshot,
 };
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
 use crate::forward::{MacFlapEntry, ViolationAction};
@@ -100,6 +100,8 @@ pub enum Request {
     LibvirtXml {
         name: String,
     },
+    /// The EVPN agent: session with gobgpd, per VNI the remote VTEPs and MAC counts.
+    EvpnStatus {},
 }
 
 /// What kind of failure a refused request met, sent as the reply's `"code"`. The names
@@ -377,6 +379,7 @@ pub enum Reply {
     /// Done, nothing to report (`fdb_add`, `fdb_del`, `events` before its stream):
     /// `null` on the wire, decoded as `()`.
     Done,
+    EvpnStatus(EvpnStatus),
 }
 
 impl Reply {
@@ -456,6 +459,9 @@ pub struct Stats {
     pub mac_flaps: Vec<MacFlapEntry>,
     pub loop_stats: LoopStats,
     pub events_dropped: u64,
+    /// The EVPN agent's session with gobgpd, with `[evpn]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evpn: Option<EvpnSummary>,
 }
 
 impl From<Snapshot> for Stats {
@@ -470,6 +476,7 @@ impl From<Snapshot> for Stats {
             mac_flaps,
             loop_stats,
             events_dropped,
+            evpn,
         } = snapshot;
         Self {
             ports,
@@ -479,6 +486,7 @@ impl From<Snapshot> for Stats {
             mac_flaps,
             loop_stats,
             events_dropped,
+            evpn,
         }
     }
 }
@@ -745,6 +753,17 @@ pub enum Event {
         domain: String,
         reason: String,
     },
+    /// The EVPN agent has a session with gobgpd (again).
+    EvpnConnected {
+        gobgp: String,
+        sessions: u64,
+    },
+    /// The EVPN agent has no session with gobgpd: forwarding goes on with the last state.
+    EvpnDisconnected {
+        gobgp: String,
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
 
 /// What libvirt reported of a domain, in a `vm_domain_event`.
@@ -894,8 +913,48 @@ impl Event {
                 port_id: *port,
                 netns: netns.clone(),
             },
+            E::EvpnConnected { gobgp, sessions } => Event::EvpnConnected {
+                gobgp: gobgp.clone(),
+                sessions: *sessions,
+            },
+            E::EvpnDisconnected { gobgp, error } => Event::EvpnDisconnected {
+                gobgp: gobgp.clone(),
+                error: error.clone(),
+            },
         }
     }
+}
+
+/// One VNI of the `evpn_status` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnVniStatus {
+    pub vni: u32,
+    /// The vxlan port carrying it.
+    pub port: String,
+    /// VTEPs with a type-3 route for the VNI: its flood list.
+    pub remote_vteps: Vec<Ipv4Addr>,
+    /// MACs advertised from here (type-2 routes of ours).
+    pub local_macs: usize,
+    /// MACs programmed from other VTEPs' type-2 routes.
+    pub remote_macs: usize,
+}
+
+/// The `evpn_status` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnStatus {
+    /// gobgpd's API address.
+    pub gobgp: String,
+    /// This host's VTEP address (next hop of its routes).
+    pub vtep: Ipv4Addr,
+    pub asn: u16,
+    pub connected: bool,
+    /// Why the last connection attempt or session failed.
+    pub last_error: Option<String>,
+    /// Sessions with gobgpd so far.
+    pub sessions: u64,
+    pub vnis: Vec<EvpnVniStatus>,
+    /// Paths from gobgpd that did not decode as routes tapswitch uses (ignored).
+    pub undecodable_paths: u64,
 }
 
 #[cfg(test)]
@@ -1092,9 +1151,11 @@ mod tests {
             mac_flaps: vec![],
             loop_stats: LoopStats::default(),
             events_dropped: 1,
+            evpn: None,
         };
         let wire = Reply::Stats(stats.clone()).to_result().unwrap();
         assert!(wire.get("fdb").is_none());
+        assert!(wire.get("evpn").is_none(), "no [evpn], no key");
         assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
         assert_eq!(Reply::Done.to_result().unwrap(), Value::Null);
         decode::<()>(&Value::Null).unwrap();

@@ -8,7 +8,7 @@ use mio::Waker;
 use serde::{Serialize, Serializer};
 
 use super::events::RemovalCause;
-use super::{DataplaneError, PortCounters, PortSnapshot, QueueMask, Snapshot};
+use super::{DataplaneError, EvpnSummary, PortCounters, PortSnapshot, QueueMask, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::forward::PortPolicy;
 use crate::port::Port;
@@ -76,6 +76,9 @@ pub enum Command {
     /// Reply with the MACs learned (dynamic and sticky entries) on ports that are no
     /// tunnel: the local MACs a control plane advertises.
     LocalMacs(Sender<Vec<(VlanId, MacAddr)>>),
+    /// The EVPN agent's session, for snapshots (`stats`, metrics); a change of
+    /// `connected` is an event.
+    SetEvpnStatus(EvpnSummary),
     /// Remove the entry for `mac`; replies whether there was one.
     FdbRemove {
         vlan: VlanId,

@@ -43,8 +43,8 @@ use crate::port::Port;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
 pub use counters::{
-    BATCH_BUCKETS, DropCounters, FdbRemote, LoopStats, MAX_REMOVED_PORTS, PortCounters,
-    PortSnapshot, Snapshot, TURN_BUCKETS_US,
+    BATCH_BUCKETS, DropCounters, EvpnSummary, FdbRemote, LoopStats, MAX_REMOVED_PORTS,
+    PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US,
 };
 pub use events::{Event, RemovalCause};
 pub use messages::{Command, DataplaneHandle, PortUpdate, RemovedPort};

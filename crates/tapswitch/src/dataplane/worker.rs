@@ -16,9 +16,9 @@ use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
 use super::messages::{Message, WorkerMessage};
 use super::{
-    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, FdbRemote, LoopStats,
-    MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask,
-    RemovalCause, RemovedPort, Snapshot,
+    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, EvpnSummary, FdbRemote,
+    LoopStats, MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate,
+    QueueMask, RemovalCause, RemovedPort, Snapshot,
 };
 use crate::fdb::{EntryKind, Learned, PortId, VlanId};
 use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
@@ -91,6 +91,8 @@ pub struct Dataplane {
     segmenter: Segmenter,
     events: EventSink,
     loop_stats: LoopStats,
+    /// The EVPN agent's session as last reported (primary only).
+    evpn: Option<EvpnSummary>,
 }
 
 impl Dataplane {
@@ -144,6 +146,7 @@ impl Dataplane {
             segmenter: Segmenter::new(),
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
+            evpn: None,
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -336,6 +339,7 @@ impl Dataplane {
             },
             loop_stats: self.loop_stats.clone(),
             events_dropped: self.events.dropped,
+            evpn: self.evpn.clone(),
         }
     }
 
@@ -662,6 +666,25 @@ impl Dataplane {
             }
             Command::LocalMacs(reply) => {
                 let _ = reply.send(self.local_macs());
+            }
+            Command::SetEvpnStatus(summary) => {
+                let was = self.evpn.as_ref().map(|s| s.connected);
+                if was != Some(summary.connected) {
+                    let gobgp = summary.gobgp.clone();
+                    if summary.connected {
+                        info!(%gobgp, sessions = summary.sessions, "EVPN: connected to gobgpd");
+                        let sessions = summary.sessions;
+                        self.events
+                            .emit(|| Event::EvpnConnected { gobgp, sessions });
+                    } else if was.is_some() || summary.last_error.is_some() {
+                        let error = summary.last_error.clone();
+                        warn!(%gobgp, error = error.as_deref().unwrap_or("-"),
+                            "EVPN: no session with gobgpd; forwarding on the last state");
+                        self.events
+                            .emit(|| Event::EvpnDisconnected { gobgp, error });
+                    }
+                }
+                self.evpn = Some(summary);
             }
             Command::FdbRemove { vlan, mac, reply } => {
                 let on = self.forwarder().fdb().entry_port(vlan, mac);
