@@ -1219,6 +1219,43 @@ mod tests {
     }
 
     #[test]
+    fn evpn_sessions_are_in_snapshots_and_a_change_of_connected_is_an_event() {
+        let (mut dataplane, _id, events) = dataplane_with_a_port();
+        let summary = |connected: bool, error: Option<&str>| EvpnSummary {
+            gobgp: "127.0.0.1:50051".into(),
+            connected,
+            sessions: u64::from(connected),
+            last_error: error.map(str::to_owned),
+        };
+        // Not yet connected, no failure yet: nothing to report.
+        dataplane.serve_control(Command::SetEvpnStatus(summary(false, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(true, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(true, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(false, Some("gone"))));
+        let rendered: Vec<String> = events
+            .try_iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::EvpnConnected { .. } | Event::EvpnDisconnected { .. }
+                )
+            })
+            .map(|e| serde_json::to_string(&e).unwrap())
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                r#"{"event":"evpn_connected","gobgp":"127.0.0.1:50051","sessions":1}"#,
+                r#"{"event":"evpn_disconnected","gobgp":"127.0.0.1:50051","error":"gone"}"#,
+            ]
+        );
+        assert_eq!(
+            dataplane.counters().evpn,
+            Some(summary(false, Some("gone")))
+        );
+    }
+
+    #[test]
     fn an_invalid_update_changes_nothing() {
         let (mut dataplane, id, events) = dataplane_with_a_port();
         dataplane
