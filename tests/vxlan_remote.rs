@@ -19,6 +19,8 @@ const H2_UNDERLAY: &str = "10.79.0.2";
 const NOBODY: &str = "10.79.0.99";
 const E1_ADDR: &str = "192.168.79.1";
 const E2_ADDR: &str = "192.168.79.2";
+/// Fixed, so that H2's static entry for E1 stays right across the switch's restart.
+const E1_MAC: &str = "02:79:00:00:00:01";
 
 #[test]
 fn static_remote_entries_alone_carry_traffic_to_a_nolearning_kernel_vtep() {
@@ -105,28 +107,41 @@ fn static_remote_entries_alone_carry_traffic_to_a_nolearning_kernel_vtep() {
     std::fs::write(
         &config,
         format!(
-            "[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\n\n\
+            "[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\nmac = \"{E1_MAC}\"\n\n\
              [[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {VNI}\n\
              local = \"{H1_UNDERLAY}\"\nremotes = [\"{NOBODY}\"]\nnetns = \"{}\"\n",
             e1.name, h1.name
         ),
     )
     .unwrap();
-    let switch = Switch::start(&["--config", config.to_str().unwrap()]);
-    let e1_cidr = format!("{E1_ADDR}/24");
-    sh(
-        "ip",
-        &["-n", &e1.name, "addr", "add", &e1_cidr, "dev", "tp0"],
-    );
-    sh("ip", &["-n", &e1.name, "link", "set", "tp0", "up"]);
-
+    let state = dir.path.join("state");
+    let start = || {
+        let switch = Switch::start(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        let e1_cidr = format!("{E1_ADDR}/24");
+        sh(
+            "ip",
+            &["-n", &e1.name, "addr", "add", &e1_cidr, "dev", "tp0"],
+        );
+        sh("ip", &["-n", &e1.name, "link", "set", "tp0", "up"]);
+        switch
+    };
+    let switch = start();
     let (e1_mac, e2_mac) = (link_mac(&e1.name, "tp0"), link_mac(&e2.name, &e2_dev));
-    sh(
-        "ip",
-        &[
-            "-n", &e1.name, "neigh", "add", E2_ADDR, "lladdr", &e2_mac, "dev", "tp0",
-        ],
-    );
+    assert_eq!(e1_mac, E1_MAC);
+    let e1_knows_e2 = || {
+        sh(
+            "ip",
+            &[
+                "-n", &e1.name, "neigh", "add", E2_ADDR, "lladdr", &e2_mac, "dev", "tp0",
+            ],
+        )
+    };
+    e1_knows_e2();
     sh(
         "ip",
         &[
@@ -199,6 +214,24 @@ fn static_remote_entries_alone_carry_traffic_to_a_nolearning_kernel_vtep() {
     assert_eq!(
         (local.port.as_str(), local.source),
         ("tp0", EntrySource::Learned)
+    );
+
+    // A restart restores the static entry with its VTEP from the state file.
+    drop(switch);
+    let switch = start();
+    e1_knows_e2();
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(&e1.name, E2_ADDR, 1, "0.2")
+            == 1),
+        "the restored static remote entry carries traffic: {:?}",
+        switch.fdb()
+    );
+    let restored = switch.fdb();
+    assert!(
+        restored.entries.iter().any(|e| e.mac.to_string() == e2_mac
+            && e.source == EntrySource::Static
+            && e.remote.map(|ip| ip.to_string()).as_deref() == Some(H2_UNDERLAY)),
+        "{restored:?}"
     );
 
     // Removing the entry removes the path (and the port's pin with it).

@@ -1240,11 +1240,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
         fds.extend((0..port.queues()).map(|queue| port.raw_fd(queue)));
     }
     let names = port_names(&snapshot);
-    let fdb = snapshot
-        .fdb
-        .iter()
-        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
-        .collect();
+    let fdb = HandedEntry::all(&snapshot, &names);
     let runtime_ports = state
         .runtime_ports
         .iter()
@@ -1369,11 +1365,7 @@ fn save_state(shared: &Shared, state: &mut State, snapshot: &Snapshot) {
         return;
     };
     let names = port_names(snapshot);
-    let fdb = snapshot
-        .fdb
-        .iter()
-        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
-        .collect();
+    let fdb = HandedEntry::all(snapshot, &names);
     let config = &state.config;
     state
         .runtime_ports

@@ -260,6 +260,19 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Pins `mac` behind `vtep` on tunnel port `id` (restoring a static remote entry
+    /// before the loop runs).
+    pub fn pin_remote(&self, id: PortId, mac: MacAddr, vtep: IpAddr) -> Result<(), DataplaneError> {
+        let slot = self
+            .ports
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .ok_or_else(|| DataplaneError::UnknownPort {
+                name: format!("#{id}"),
+            })?;
+        Ok(slot.port.pin_remote(mac, Some(vtep))?)
+    }
+
     /// The shared forwarder (policies, MAC table, flap detection), locked.
     /// A worker that panicked while holding it cannot have left it in a
     /// state worse than stopping the switch would, so poisoning is ignored.
