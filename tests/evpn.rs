@@ -16,7 +16,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tapswitch::control::protocol::{EntrySource, EvpnStatus};
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc::Receiver;
+
+use tapswitch::control::protocol::{EntrySource, Event, EventLine, EvpnStatus, StreamEvent};
 
 const ASN: u16 = 65000;
 const VNI: u32 = 100;
@@ -296,6 +299,65 @@ impl Host {
     }
 }
 
+/// `tapswitch events --json` on a switch, its lines decoded; stopped by its PID on drop.
+struct Events {
+    child: Child,
+    lines: Receiver<EventLine>,
+}
+
+impl Events {
+    /// Subscribed once it returns: it flushes the MAC table until the stream shows it.
+    fn start(switch: &Switch) -> Events {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .args(["events", "--json", "--control"])
+            .arg(&switch.control)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("running tapswitch events");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let line = serde_json::from_str(&line).expect("an event line");
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let events = Events { child, lines };
+        let subscribed = wait_for(Duration::from_secs(10), || {
+            switch.ctl(&["fdb", "flush"]);
+            events
+                .lines
+                .recv_timeout(Duration::from_millis(200))
+                .is_ok()
+        });
+        assert!(subscribed, "the events stream never started");
+        events
+    }
+
+    /// The first event `wanted` accepts within 30 s.
+    fn wait(&self, wanted: impl Fn(&Event) -> bool) -> Event {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(EventLine::Known(StreamEvent { event, .. })) if wanted(&event) => return event,
+                Ok(line) => seen.push(line),
+                Err(_) => break,
+            }
+        }
+        panic!("no such event; saw {seen:?}");
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn evpn_status(switch: &Switch) -> EvpnStatus {
     switch.ctl_as(&["evpn", "status"])
 }
@@ -456,7 +518,13 @@ fn two_tapswitch_hosts_learn_move_and_survive_a_gobgpd_restart() {
     );
 
     // gobgpd on A goes away: A keeps its last state and says so.
+    let events = Events::start(&switch_a);
     a.stop_gobgpd();
+    let event = events.wait(|e| matches!(e, Event::EvpnDisconnected { .. }));
+    assert!(
+        matches!(&event, Event::EvpnDisconnected { error: Some(_), .. }),
+        "{event:?}"
+    );
     assert!(
         wait_for(Duration::from_secs(20), || !evpn_status(&switch_a)
             .connected),
@@ -484,6 +552,15 @@ fn two_tapswitch_hosts_learn_move_and_survive_a_gobgpd_restart() {
     // gobgpd back on A: the agent reconnects and everything is advertised again.
     let restarted = Instant::now();
     a.start_gobgpd();
+    let reconnected = wait_for(Duration::from_secs(30), || {
+        let status = evpn_status(&switch_a);
+        status.connected && status.sessions >= 2
+    });
+    assert!(reconnected, "A's agent never reconnected");
+    eprintln!(
+        "EVPN agent on A reconnected {:?} after gobgpd was started again",
+        restarted.elapsed()
+    );
     let resynced = wait_for(Duration::from_secs(60), || {
         let status = evpn_status(&switch_a);
         status.connected
@@ -492,6 +569,11 @@ fn two_tapswitch_hosts_learn_move_and_survive_a_gobgpd_restart() {
             && evpn_entry(&switch_b, &ea_mac, VTEPS[0])
     });
     let took = restarted.elapsed();
+    let event = events.wait(|e| matches!(e, Event::EvpnConnected { .. }));
+    assert!(
+        matches!(event, Event::EvpnConnected { sessions: 2.., .. }),
+        "{event:?}"
+    );
     assert!(
         resynced,
         "no resync after gobgpd came back: A {:?}\nB {:?}\nB's table {:?}",
@@ -500,7 +582,7 @@ fn two_tapswitch_hosts_learn_move_and_survive_a_gobgpd_restart() {
         switch_b.fdb()
     );
     eprintln!(
-        "EVPN resync after gobgpd restarted on A: {took:?} (gobgpd start + BGP session + agent retry)"
+        "EVPN resync after gobgpd restarted on A: {took:?} (gobgpd start, the agent's retry and, dominating, the BGP session with B)"
     );
     assert!(reaches(&eb, ENDPOINTS[0]), "B's endpoint reaches A's again");
     assert_eq!(ping(&ea.name, ENDPOINTS[1], 3, "0.2"), 3);
