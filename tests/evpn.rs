@@ -664,6 +664,21 @@ fn two_tapswitch_hosts_and_an_frr_host_share_one_evpn_segment() {
         switch_a.fdb(),
         switch_b.fdb()
     );
+    // The routes as the BGP speakers show them: gobgpd's RIB on A, FRR's table on C.
+    let rib = exec_in(&a.ns.name, &["gobgp", "global", "rib", "-a", "evpn"]).1;
+    for wanted in [ea_mac.as_str(), eb_mac.as_str(), ec_mac.as_str(), VTEPS[2]] {
+        assert!(
+            rib.contains(wanted),
+            "A's gobgpd RIB lacks {wanted}:\n{rib}"
+        );
+    }
+    let frr_table = c.vtysh("show bgp l2vpn evpn");
+    for wanted in [ea_mac.as_str(), eb_mac.as_str(), VTEPS[0], VTEPS[1]] {
+        assert!(
+            frr_table.contains(wanted),
+            "FRR's table lacks {wanted}:\n{frr_table}"
+        );
+    }
     let status = evpn_status(&switch_a);
     assert!(status.connected, "{status:?}");
     assert_eq!(
