@@ -6,9 +6,10 @@
 //! from any port) and checked; packets of another VNI or with a malformed
 //! header are counted (`unknown_vni`, `bad_vxlan_header`) and skipped, and
 //! the inner source MAC is learned as living behind the outer source
-//! address. Send: to the VTEP pinned for the destination MAC (`fdb add
-//! --remote`, EVPN), else the one learned, else one copy
-//! to each remote of the flood list (replaced at runtime by EVPN) (head-end replication, one `sendmmsg`),
+//! address (unless the control plane pinned it). Send: to the VTEP pinned for
+//! the destination MAC (`fdb add --remote`, EVPN), else the one learned, else
+//! one copy to each remote of the flood list (which EVPN replaces at runtime;
+//! head-end replication, one `sendmmsg`),
 //! over a raw socket so that each datagram carries the flow hash as its UDP
 //! source port. The port has no vnet header: the dataplane segments
 //! super-frames to the port's MTU (the underlay's minus 50) before they get here.
@@ -42,7 +43,7 @@ pub struct VxlanSettings {
     /// Local VTEP address and UDP port (bound; the destination port of what we send).
     pub local: SocketAddrV4,
     /// The flood list at start: every broadcast, multicast and unknown unicast goes to
-    /// each. [`VxlanPort::set_flood_list`] replaces it.
+    /// each. [`Port::set_flood_list`] replaces it.
     pub remotes: Vec<Ipv4Addr>,
     /// How long a learned remote MAC is trusted without being heard again.
     pub ageing: Duration,
@@ -109,7 +110,7 @@ impl VxlanPort {
         &self.settings
     }
 
-    /// The VTEP `mac` was last heard from, if still fresh.
+    /// The VTEP `mac` is pinned behind, else the one it was last heard from if still fresh.
     pub fn remote_vtep(&self, mac: MacAddr) -> Option<Ipv4Addr> {
         self.remotes().vtep_of(mac, self.settings.ageing)
     }
