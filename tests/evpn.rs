@@ -691,5 +691,36 @@ fn two_tapswitch_hosts_and_an_frr_host_share_one_evpn_segment() {
         table.contains(&format!("{} {}", VTEPS[1], VTEPS[2])),
         "{table}"
     );
+
+    // A MAC moved from A to B: FRR follows the mobility sequence number to B.
+    address(&ma, "tp1", MOVER_ADDR, Some(MOVER_MAC));
+    assert!(
+        reaches(&ma, ENDPOINTS[2]),
+        "the mover on A reaches C's endpoint"
+    );
+    let behind = |vtep: &str| {
+        let fdb = exec_in(&c.ns.name, &["bridge", "fdb", "show", "dev", "vxlan100"]).1;
+        fdb.contains(&format!("{MOVER_MAC} dst {vtep}"))
+    };
+    assert!(
+        wait_for(Duration::from_secs(30), || behind(VTEPS[0])),
+        "C never put the mover behind A"
+    );
+    sh("ip", &["-n", &ma.name, "link", "set", "tp1", "down"]);
+    let moved = Instant::now();
+    address(&mb, "tp1", MOVER_ADDR, Some(MOVER_MAC));
+    assert_eq!(ping(&mb.name, ENDPOINTS[1], 1, "0.2"), 1);
+    let converged = wait_for(Duration::from_secs(30), || behind(VTEPS[1]));
+    let took = moved.elapsed();
+    assert!(
+        converged,
+        "C never moved the mover behind B:\n{}",
+        c.vtysh("show bgp l2vpn evpn")
+    );
+    eprintln!("EVPN MAC move A -> B converged in FRR's kernel FDB on C in {took:?}");
+    assert!(
+        reaches(&ec, MOVER_ADDR),
+        "C's endpoint reaches the mover on B"
+    );
     drop((switch_a, switch_b));
 }
