@@ -114,6 +114,16 @@ enum Command {
         /// TOML configuration file (the embedded default when omitted).
         config: Option<PathBuf>,
     },
+    /// BGP EVPN (`[evpn]`): the agent's session with gobgpd and what it learned.
+    #[command(subcommand)]
+    Evpn(EvpnCommand),
+}
+
+#[derive(Subcommand)]
+enum EvpnCommand {
+    /// Connected to gobgpd or not (and why), and per VNI the remote VTEPs and the counts
+    /// of local and remote MACs.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -361,6 +371,9 @@ enum FdbCommand {
         port: String,
         #[arg(long, default_value_t = 0)]
         vlan: u16,
+        /// The remote VTEP MAC lives behind (PORT must be a vxlan port).
+        #[arg(long, value_name = "IP")]
+        remote: Option<std::net::IpAddr>,
     },
     /// Remove the entry for MAC, static or learned.
     Del {
@@ -562,10 +575,19 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 reply::fdb(&fdb)
             })?
         }
-        Command::Fdb(FdbCommand::Add { mac, port, vlan }) => {
-            ask(control, &Request::FdbAdd { mac, port, vlan }, json, |()| {
-                String::new()
-            })?
+        Command::Fdb(FdbCommand::Add {
+            mac,
+            port,
+            vlan,
+            remote,
+        }) => {
+            let request = Request::FdbAdd {
+                mac,
+                port,
+                vlan,
+                remote,
+            };
+            ask(control, &request, json, |()| String::new())?
         }
         Command::Fdb(FdbCommand::Del { mac, vlan }) => {
             ask(control, &Request::FdbDel { mac, vlan }, json, |()| {
@@ -596,6 +618,12 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 |new: HandedOver| format!("handed over to pid {}\n", new.pid),
             )?
         }
+        Command::Evpn(EvpnCommand::Status) => ask(
+            control,
+            &Request::EvpnStatus {},
+            json,
+            |s: tapswitch::control::protocol::EvpnStatus| reply::evpn_status(&s),
+        )?,
         Command::LibvirtXml { port } => ask(
             control,
             &Request::LibvirtXml { name: port },

@@ -158,6 +158,64 @@ pub mod reply {
             "loop: {} iterations, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
             l.iterations, stats.events_dropped
         );
+        if let Some(evpn) = &stats.evpn {
+            let state = if evpn.connected {
+                "connected".to_owned()
+            } else {
+                format!(
+                    "NOT connected ({}); forwarding on the last state",
+                    evpn.last_error.as_deref().unwrap_or("not yet")
+                )
+            };
+            let _ = writeln!(
+                out,
+                "evpn: gobgpd {} {state}, {} sessions",
+                evpn.gobgp, evpn.sessions
+            );
+        }
+        out
+    }
+
+    /// `evpn status`: the session, then one line per VNI.
+    pub fn evpn_status(status: &tapswitch::control::protocol::EvpnStatus) -> String {
+        let mut out = String::new();
+        let state = if status.connected {
+            "connected".to_owned()
+        } else {
+            format!(
+                "NOT connected: {}",
+                status.last_error.as_deref().unwrap_or("not yet")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "gobgpd {} {state} ({} sessions); VTEP {}, AS {}",
+            status.gobgp, status.sessions, status.vtep, status.asn
+        );
+        let _ = writeln!(
+            out,
+            "{:<10} {:<15} {:>10} {:>11}  REMOTE VTEPS",
+            "VNI", "PORT", "LOCAL MACS", "REMOTE MACS"
+        );
+        for vni in &status.vnis {
+            let vteps: Vec<String> = vni.remote_vteps.iter().map(|v| v.to_string()).collect();
+            let line = format!(
+                "{:<10} {:<15} {:>10} {:>11}  {}",
+                vni.vni,
+                vni.port,
+                vni.local_macs,
+                vni.remote_macs,
+                vteps.join(" ")
+            );
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        if status.undecodable_paths > 0 {
+            let _ = writeln!(
+                out,
+                "{} paths from gobgpd were not EVPN routes tapswitch uses (ignored)",
+                status.undecodable_paths
+            );
+        }
         out
     }
 
@@ -174,6 +232,7 @@ pub mod reply {
                 EntryKind::Dynamic => "dynamic",
                 EntryKind::Static => "static",
                 EntryKind::Sticky => "sticky",
+                EntryKind::Remote => "evpn",
             };
             let remote = entry.remote.map(|ip| ip.to_string()).unwrap_or_default();
             let line = format!(
@@ -361,6 +420,12 @@ pub mod reply {
                 field("domain", domain),
                 field("reason", reason),
             ],
+            Event::EvpnConnected { gobgp, sessions } => {
+                vec![field("gobgp", gobgp), field("sessions", sessions)]
+            }
+            Event::EvpnDisconnected { gobgp, error } => {
+                vec![field("gobgp", gobgp), field("error", &dash(error))]
+            }
         }
     }
 

@@ -350,6 +350,7 @@ fn main() {
             port: "p2".into(),
             kind: tapswitch::fdb::EntryKind::Dynamic,
             age_ms: 1200,
+            remote: None,
         }],
         runtime_ports: vec!["p2".into()],
         link_monitor: false,

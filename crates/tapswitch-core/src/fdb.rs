@@ -119,6 +119,10 @@ pub enum EntryKind {
     Static,
     /// Learned on a port with sticky learning: then kept like a static entry.
     Sticky,
+    /// Installed by a control plane (EVPN) for a MAC behind a tunnel: never ages and is
+    /// never evicted, but a local learn on another port moves it (the MAC moved here; the
+    /// control plane then advertises it from here).
+    Remote,
 }
 
 /// What [`Fdb::learn`] did with a source address.
@@ -192,8 +196,19 @@ impl Key {
 enum State {
     /// `stamp` identifies this insertion's item in the port's FIFO.
     Dynamic { last_seen: Instant, stamp: u64 },
-    /// Never ages, moves or is evicted: configured, or learned on a sticky port.
-    Static { sticky: bool },
+    /// Never ages or is evicted: configured, learned on a sticky port, or remote.
+    Static { pin: Pin },
+}
+
+/// Why a static entry is pinned.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Pin {
+    /// Configured: never moves.
+    Configured,
+    /// Learned on a port with sticky learning: never moves.
+    Sticky,
+    /// Installed by a control plane: moves when learned on another port.
+    Remote,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -301,6 +316,17 @@ impl Fdb {
         }
         let key = Key::new(vlan, mac);
         let ageing = self.config.ageing;
+        let mut outcome = Learned::New;
+        if let Some(entry) = self.table.get(&key).copied()
+            && matches!(entry.state, State::Static { pin: Pin::Remote })
+            && entry.port != port
+        {
+            // A remote MAC heard on another port: it moved there, and is learned afresh.
+            self.table.remove(&key);
+            self.forget_load(entry);
+            self.counters.moved += 1;
+            outcome = Learned::Moved { from: entry.port };
+        }
         if let Some(entry) = self.table.get_mut(&key) {
             let State::Dynamic { last_seen, stamp } = &mut entry.state else {
                 return if entry.port == port {
@@ -337,7 +363,6 @@ impl Fdb {
             };
         }
 
-        let mut outcome = Learned::New;
         if self.table.len() >= self.config.capacity {
             match self.make_room(port, now) {
                 Room::Freed => {}
@@ -376,6 +401,49 @@ impl Fdb {
     /// Pins `mac` to `port`, replacing any entry for it. When the table is full, a dynamic
     /// entry makes room as it would for a learn.
     pub fn add_static(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        self.add_pinned(vlan, mac, port, Pin::Configured)
+    }
+
+    /// Puts `mac` behind (tunnel) port `port` for a control plane ([`EntryKind::Remote`]),
+    /// replacing a learned or remote entry; a configured static entry is left alone
+    /// (false).
+    pub fn add_remote(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+    ) -> Result<bool, FdbError> {
+        if let Some(Entry {
+            state: State::Static {
+                pin: Pin::Configured,
+            },
+            ..
+        }) = self.table.get(&Key::new(vlan, mac))
+        {
+            return Ok(false);
+        }
+        self.add_pinned(vlan, mac, port, Pin::Remote).map(|()| true)
+    }
+
+    /// Removes the remote entry of `mac` if it is on `port`. True when there was one.
+    pub fn remove_remote(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> bool {
+        let key = Key::new(vlan, mac);
+        match self.table.get(&key) {
+            Some(&Entry {
+                port: holder,
+                state: State::Static { pin: Pin::Remote },
+            }) if holder == port => self.remove(vlan, mac),
+            _ => false,
+        }
+    }
+
+    fn add_pinned(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        pin: Pin,
+    ) -> Result<(), FdbError> {
         if !is_segment(vlan) {
             return Err(FdbError::VlanOutOfRange { vlan, mac });
         }
@@ -388,7 +456,7 @@ impl Fdb {
         let key = Key::new(vlan, mac);
         let static_entry = Entry {
             port,
-            state: State::Static { sticky: false },
+            state: State::Static { pin },
         };
         self.load_mut(port).pinned += 1;
         if let Some(previous) = self.table.insert(key, static_entry) {
@@ -437,9 +505,20 @@ impl Fdb {
         let key = Key::new(vlan, mac);
         let sticky = Entry {
             port,
-            state: State::Static { sticky: true },
+            state: State::Static { pin: Pin::Sticky },
         };
         let outcome = match self.table.get(&key).copied() {
+            Some(
+                entry @ Entry {
+                    port: from,
+                    state: State::Static { pin: Pin::Remote },
+                },
+            ) if from != port => {
+                // A remote MAC heard here: it moved here.
+                self.forget_load(entry);
+                self.counters.moved += 1;
+                Learned::Moved { from }
+            }
             Some(Entry {
                 port: holder,
                 state: State::Static { .. },
@@ -578,8 +657,14 @@ impl Fdb {
             .iter()
             .filter_map(|(&key, entry)| {
                 let (kind, age) = match entry.state {
-                    State::Static { sticky: false } => (EntryKind::Static, Duration::ZERO),
-                    State::Static { sticky: true } => (EntryKind::Sticky, Duration::ZERO),
+                    State::Static { pin } => {
+                        let kind = match pin {
+                            Pin::Configured => EntryKind::Static,
+                            Pin::Sticky => EntryKind::Sticky,
+                            Pin::Remote => EntryKind::Remote,
+                        };
+                        (kind, Duration::ZERO)
+                    }
                     State::Dynamic { last_seen, .. } => {
                         if is_expired(last_seen, now, ageing) {
                             return None;
@@ -838,6 +923,42 @@ mod tests {
         assert_eq!(fdb.flush(), 0);
         assert!(fdb.remove(0, mac(1)));
         assert!(!fdb.remove(0, mac(1)));
+        fdb.assert_consistent();
+    }
+
+    #[test]
+    fn remote_entries_never_age_yield_to_a_local_learn_and_not_to_configuration() {
+        let t0 = Instant::now();
+        let mut fdb = fdb(16, 10);
+        fdb.learn(0, mac(1), P0, t0);
+        // Installed over a learned entry; the tunnel port hearing it changes nothing.
+        assert_eq!(fdb.add_remote(0, mac(1), P2), Ok(true));
+        assert_eq!(fdb.learn(0, mac(1), P2, t0), Learned::Refreshed);
+        let much_later = t0 + Duration::from_secs(1000);
+        assert_eq!(fdb.expire(much_later), 0);
+        assert_eq!(fdb.flush(), 0);
+        let rows = fdb.entries(much_later);
+        assert_eq!((rows[0].kind, rows[0].port), (EntryKind::Remote, P2));
+        // Heard on a local port: the MAC moved here, learned like any other.
+        assert_eq!(
+            fdb.learn(0, mac(1), P1, much_later),
+            Learned::Moved { from: P2 }
+        );
+        assert_eq!(fdb.entries(much_later)[0].kind, EntryKind::Dynamic);
+        assert!(!fdb.remove_remote(0, mac(1), P2), "no longer the tunnel's");
+        assert_eq!(fdb.lookup(0, mac(1), much_later), Some(P1));
+        // The same through a sticky port.
+        fdb.add_remote(0, mac(2), P2).unwrap();
+        assert_eq!(
+            fdb.learn_sticky(0, mac(2), P0, t0),
+            Learned::Moved { from: P2 }
+        );
+        // A configured entry is not replaced.
+        fdb.add_static(0, mac(3), P0).unwrap();
+        assert_eq!(fdb.add_remote(0, mac(3), P2), Ok(false));
+        assert_eq!(fdb.lookup(0, mac(3), t0), Some(P0));
+        fdb.add_remote(0, mac(4), P2).unwrap();
+        assert!(fdb.remove_remote(0, mac(4), P2));
         fdb.assert_consistent();
     }
 

@@ -21,8 +21,10 @@ use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SY
 use crate::sys::tap;
 use crate::wire::MacAddr;
 
+mod evpn;
 mod kind;
 mod patch;
+pub use evpn::{EvpnConfig, EvpnPlan, EvpnVni};
 pub use kind::PortKind;
 pub use patch::{FIXED_AT_CREATION, PortPatch, port_keys};
 
@@ -84,6 +86,9 @@ pub struct Config {
     pub switch: SwitchConfig,
     #[serde(default, rename = "port")]
     pub ports: Vec<PortConfig>,
+    /// BGP EVPN for the vxlan ports' VNIs (see [`EvpnConfig`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evpn: Option<EvpnConfig>,
 }
 
 /// Switch-wide settings.
@@ -1285,6 +1290,7 @@ impl Config {
                 ));
             }
         }
+        self.evpn_plan()?;
         Ok(())
     }
 }

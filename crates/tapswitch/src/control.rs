@@ -486,6 +486,8 @@ struct Shared {
     link_monitor: Mutex<Option<LinkMonitor>>,
     /// A second descriptor of the link monitor's socket, to hand over on upgrade.
     link_monitor_fd: Option<std::os::fd::OwnedFd>,
+    /// The EVPN agent, with `[evpn]`.
+    evpn: crate::evpn::EvpnLink,
 }
 
 struct State {
@@ -602,6 +604,7 @@ struct Prepared {
     /// (the socket file with `socket`, the TAPs with the dataplane, VM devices here), as
     /// at a stop. A failed takeover leaves everything to the switch still serving it.
     fresh_start: bool,
+    evpn: crate::evpn::EvpnLink,
 }
 
 impl Drop for PreparedServer {
@@ -678,6 +681,7 @@ impl ControlServer {
                 domain_events,
                 fresh_start,
                 monitor,
+                evpn: crate::evpn::EvpnLink::default(),
             }),
         };
         // The configured VM ports' TAPs exist: give them their VM devices before serving.
@@ -688,6 +692,14 @@ impl ControlServer {
 }
 
 impl PreparedServer {
+    /// Where `evpn status` reads the EVPN agent (started after the privilege drop, so
+    /// after [`ControlServer::prepare`]).
+    pub fn set_evpn(&mut self, link: crate::evpn::EvpnLink) {
+        if let Some(parts) = &mut self.parts {
+            parts.evpn = link;
+        }
+    }
+
     /// Starts the server's threads (after the privilege drop: they inherit its sets).
     pub fn spawn(mut self) -> Result<ControlServer, ControlError> {
         // On error `self` still holds everything, and dropping it cleans up.
@@ -706,6 +718,7 @@ impl PreparedServer {
             domain_events,
             fresh_start,
             monitor,
+            evpn,
         } = self.parts.take().expect("taken only here");
         let ControlSocket { listener, mut file } = socket;
         let saving = state.store.is_some();
@@ -724,6 +737,7 @@ impl PreparedServer {
                 .as_ref()
                 .and_then(|monitor| monitor.try_clone_fd().ok()),
             link_monitor: Mutex::new(monitor),
+            evpn,
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;
@@ -1089,11 +1103,17 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             let snapshot = dataplane.snapshot()?;
             Ok(Reply::FdbShow(fdb_show(&snapshot)))
         }
-        Request::FdbAdd { mac, port, vlan } => {
+        Request::FdbAdd {
+            mac,
+            port,
+            vlan,
+            remote,
+        } => {
             dataplane.request(|reply| Command::FdbAdd {
                 vlan,
                 mac,
                 port,
+                remote,
                 reply,
             })??;
             save_now(shared, &mut lock(&shared.state));
@@ -1142,7 +1162,52 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             prune_config(&mut state, &counters);
             vms::libvirt_xml(&state, &name).map(Reply::LibvirtXml)
         }
+        Request::EvpnStatus {} => evpn_status(shared).map(Reply::EvpnStatus),
     }
+}
+
+/// The `evpn_status` reply: the agent's status with the VNIs' ports.
+fn evpn_status(shared: &Shared) -> Result<protocol::EvpnStatus, RequestError> {
+    let plan = lock(&shared.state)
+        .config
+        .evpn_plan()
+        .map_err(|e| RequestError::internal(e.to_string()))?;
+    let plan = plan.ok_or_else(|| {
+        RequestError::new(
+            ErrorKind::Unsupported,
+            "EVPN is off: the configuration has no [evpn] table",
+        )
+    })?;
+    let status = shared.evpn.status().ok_or_else(|| {
+        RequestError::new(
+            ErrorKind::Unavailable,
+            "the EVPN agent is not running (it failed to start, or the switch is stopping)",
+        )
+    })?;
+    let vnis = plan
+        .vnis
+        .iter()
+        .map(|(&vni, on)| {
+            let known = status.vnis.get(&vni).cloned().unwrap_or_default();
+            protocol::EvpnVniStatus {
+                vni,
+                port: on.port.clone(),
+                remote_vteps: known.remote_vteps,
+                local_macs: known.local_macs,
+                remote_macs: known.remote_macs,
+            }
+        })
+        .collect();
+    Ok(protocol::EvpnStatus {
+        gobgp: status.gobgp,
+        vtep: plan.vtep,
+        asn: plan.asn,
+        connected: status.connected,
+        last_error: status.last_error,
+        sessions: status.sessions,
+        vnis,
+        undecodable_paths: status.undecodable_paths,
+    })
 }
 
 /// Hands everything to a new process; once it forwards, this one stops.
@@ -1175,11 +1240,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
         fds.extend((0..port.queues()).map(|queue| port.raw_fd(queue)));
     }
     let names = port_names(&snapshot);
-    let fdb = snapshot
-        .fdb
-        .iter()
-        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
-        .collect();
+    let fdb = HandedEntry::all(&snapshot, &names);
     let runtime_ports = state
         .runtime_ports
         .iter()
@@ -1304,11 +1365,7 @@ fn save_state(shared: &Shared, state: &mut State, snapshot: &Snapshot) {
         return;
     };
     let names = port_names(snapshot);
-    let fdb = snapshot
-        .fdb
-        .iter()
-        .filter_map(|entry| HandedEntry::new(entry, |id| names.get(&id).cloned()))
-        .collect();
+    let fdb = HandedEntry::all(snapshot, &names);
     let config = &state.config;
     state
         .runtime_ports
@@ -1823,21 +1880,23 @@ impl ControlClient {
 
 /// The MAC table as `fdb show` sends it: entries with port names, and counters.
 pub fn fdb_show(snapshot: &Snapshot) -> FdbShow {
+    let remotes: std::collections::HashMap<_, _> = snapshot
+        .fdb_remotes
+        .iter()
+        .map(|r| ((r.port, r.mac), r.remote))
+        .collect();
     let entries = snapshot
         .fdb
         .iter()
         .map(|entry| FdbShowEntry {
+            source: entry.kind.into(),
             vlan: entry.vlan,
             mac: entry.mac,
             port: port_name(snapshot, entry.port.0),
             port_id: entry.port,
             kind: entry.kind,
             age_secs: entry.age.as_secs_f64(),
-            remote: snapshot
-                .fdb_remotes
-                .iter()
-                .find(|r| r.port == entry.port && r.mac == entry.mac)
-                .map(|r| r.remote),
+            remote: remotes.get(&(entry.port, entry.mac)).copied(),
         })
         .collect();
     FdbShow {

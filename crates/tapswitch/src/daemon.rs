@@ -21,6 +21,7 @@ use crate::control::{
     ControlError, ControlServer, ControlSocket, EVENT_QUEUE_LEN, Persistence, SignalHandlers,
 };
 use crate::dataplane::{Dataplane, DataplaneError, DataplaneHandle, Snapshot};
+use crate::evpn::{self, EvpnService};
 use crate::metrics::{self, MetricsError};
 use crate::netlink::{LinkError, LinkMonitor};
 use crate::port::TapPort;
@@ -343,7 +344,8 @@ fn serve(
     };
     let control_path = socket.path().to_owned();
     // The configured VM ports' devices too (giving /dev/tapN away takes CAP_CHOWN).
-    let server = ControlServer::prepare(
+    let evpn_plan = config.evpn_plan()?;
+    let mut server = ControlServer::prepare(
         socket,
         handle.clone(),
         config.clone(),
@@ -355,6 +357,15 @@ fn serve(
     // Everything privileged is done; no other thread runs yet (capabilities are per thread).
     if config.switch.drop_privileges {
         drop_privileges(&config, identity.as_ref(), &control_path)?;
+    }
+    // After the privilege drop (it needs a single thread); it needs no privilege.
+    let evpn = evpn_plan.and_then(|plan| {
+        EvpnService::start(&plan, handle.clone())
+            .inspect_err(evpn::start_failed)
+            .ok()
+    });
+    if let Some(evpn) = &evpn {
+        server.set_evpn(evpn.link());
     }
     let signals = signals.spawn(handle.clone())?;
     if let Some(listener) = metrics_listener {
@@ -388,9 +399,13 @@ fn serve(
     }
     server.stop();
     signals.stop();
-    let snapshot = result?;
-    // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear.
+    // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear. It also
+    // fails the requests still queued (the EVPN sync thread's), so EVPN can stop after.
     drop(dataplane);
+    if let Some(evpn) = evpn {
+        evpn.stop();
+    }
+    let snapshot = result?;
     Ok(snapshot)
 }
 

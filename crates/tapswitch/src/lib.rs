@@ -26,6 +26,7 @@ pub mod vm;
 
 pub mod control;
 pub mod doctor;
+pub mod evpn;
 pub mod metrics;
 pub mod state;
 pub mod upgrade;

@@ -315,6 +315,21 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Events lost because the control plane fell behind.",
         &plain(snapshot.events_dropped),
     );
+    if let Some(evpn) = &snapshot.evpn {
+        let gobgp = format!("{{gobgp=\"{}\"}}", label(&evpn.gobgp));
+        family(
+            "tapswitch_evpn_connected",
+            "gauge",
+            "1 while the EVPN agent has a session with gobgpd (else forwarding uses the last state).",
+            &[(gobgp.clone(), u64::from(evpn.connected))],
+        );
+        family(
+            "tapswitch_evpn_sessions_total",
+            "counter",
+            "Sessions the EVPN agent has had with gobgpd.",
+            &[(gobgp, evpn.sessions)],
+        );
+    }
     out
 }
 
@@ -356,6 +371,12 @@ mod tests {
             mac_flaps: vec![],
             loop_stats,
             events_dropped: 0,
+            evpn: Some(crate::dataplane::EvpnSummary {
+                gobgp: "127.0.0.1:50051".into(),
+                connected: true,
+                sessions: 2,
+                last_error: None,
+            }),
         };
         let text = render(&snapshot);
         for line in [
@@ -367,6 +388,8 @@ mod tests {
             "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
             "tapswitch_batch_frames_sum 70",
             "# TYPE tapswitch_batch_frames histogram",
+            "tapswitch_evpn_connected{gobgp=\"127.0.0.1:50051\"} 1",
+            "tapswitch_evpn_sessions_total{gobgp=\"127.0.0.1:50051\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

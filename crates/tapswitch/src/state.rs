@@ -242,6 +242,7 @@ mod tests {
             port: port.to_owned(),
             kind: EntryKind::Dynamic,
             age_ms,
+            remote: None,
         }
     }
 

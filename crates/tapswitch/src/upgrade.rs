@@ -14,7 +14,9 @@
 //! to [`FDS_PER_MESSAGE`] rights, then the JSON [`Handover`]. The new process
 //! answers `ready\n` once its dataplane is built, or `error: …\n`.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -26,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError};
-use crate::dataplane::{Dataplane, MAX_QUEUES};
+use crate::dataplane::{Dataplane, MAX_QUEUES, Snapshot};
 use crate::fdb::{EntryKind, FdbEntry, PortId, VlanId};
 use crate::wire::MacAddr;
 
@@ -116,6 +118,9 @@ pub struct HandedEntry {
     pub kind: EntryKind,
     /// Time since last seen, so ageing continues where it was.
     pub age_ms: u64,
+    /// The remote VTEP of a static entry on a vxlan port (`fdb add --remote`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<IpAddr>,
 }
 
 impl HandedEntry {
@@ -127,7 +132,29 @@ impl HandedEntry {
             port: name_of(entry.port)?,
             kind: entry.kind,
             age_ms: entry.age.as_millis() as u64,
+            remote: None,
         })
+    }
+
+    /// Every entry of `snapshot` whose port `names` names; static ones with their remote
+    /// VTEP (learned and EVPN ones are learned or advertised again).
+    pub fn all(snapshot: &Snapshot, names: &HashMap<PortId, String>) -> Vec<HandedEntry> {
+        let remotes: HashMap<(PortId, MacAddr), IpAddr> = snapshot
+            .fdb_remotes
+            .iter()
+            .map(|r| ((r.port, r.mac), r.remote))
+            .collect();
+        snapshot
+            .fdb
+            .iter()
+            .filter_map(|entry| {
+                let mut handed = HandedEntry::new(entry, |id| names.get(&id).cloned())?;
+                if entry.kind == EntryKind::Static {
+                    handed.remote = remotes.get(&(entry.port, entry.mac)).copied();
+                }
+                Some(handed)
+            })
+            .collect()
     }
 }
 
@@ -161,6 +188,11 @@ pub fn restore_fdb(
                 if fdb.add_static(entry.vlan, entry.mac, port).is_err() {
                     continue;
                 }
+                if let Some(vtep) = entry.remote
+                    && let Err(error) = dataplane.pin_remote(port, entry.mac, vtep)
+                {
+                    tracing::warn!(mac = %entry.mac, %error, "static entry restored without its remote VTEP");
+                }
             }
             EntryKind::Sticky => {
                 fdb.learn_sticky(entry.vlan, entry.mac, port, seen);
@@ -168,6 +200,9 @@ pub fn restore_fdb(
             EntryKind::Dynamic => {
                 fdb.learn(entry.vlan, entry.mac, port, seen);
             }
+            // The control plane that installed it (EVPN) installs it again on its
+            // first session.
+            EntryKind::Remote => continue,
         }
         restored += 1;
     }

@@ -8,7 +8,7 @@
 //! before versions), since it may not understand what this client asks. Versions only
 //! grow when a reply loses or changes a key; adding keys keeps the version.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -17,8 +17,8 @@ use thiserror::Error;
 
 use crate::config::{Config, ConfigError, PortConfig, PortSettings};
 use crate::dataplane::{
-    DataplaneError, Event as DataplaneEvent, LoopStats, PortSnapshot, PortUpdate, RemovalCause,
-    Snapshot,
+    DataplaneError, Event as DataplaneEvent, EvpnSummary, LoopStats, PortSnapshot, PortUpdate,
+    RemovalCause, Snapshot,
 };
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
 use crate::forward::{MacFlapEntry, ViolationAction};
@@ -68,6 +68,9 @@ pub enum Request {
         port: String,
         #[serde(default)]
         vlan: VlanId,
+        /// The remote VTEP `mac` is behind (a vxlan port only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<IpAddr>,
     },
     FdbDel {
         mac: MacAddr,
@@ -97,6 +100,8 @@ pub enum Request {
     LibvirtXml {
         name: String,
     },
+    /// The EVPN agent: session with gobgpd, per VNI the remote VTEPs and MAC counts.
+    EvpnStatus {},
 }
 
 /// What kind of failure a refused request met, sent as the reply's `"code"`. The names
@@ -191,7 +196,7 @@ impl From<DataplaneError> for RequestError {
         let kind = match &error {
             DataplaneError::UnknownPort { .. } => ErrorKind::NotFound,
             DataplaneError::PortExists { .. } => ErrorKind::AlreadyExists,
-            DataplaneError::Fdb(_) => ErrorKind::InvalidValue,
+            DataplaneError::Fdb(_) | DataplaneError::Tunnel(_) => ErrorKind::InvalidValue,
             DataplaneError::Stopped => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
         };
@@ -374,6 +379,7 @@ pub enum Reply {
     /// Done, nothing to report (`fdb_add`, `fdb_del`, `events` before its stream):
     /// `null` on the wire, decoded as `()`.
     Done,
+    EvpnStatus(EvpnStatus),
 }
 
 impl Reply {
@@ -453,6 +459,9 @@ pub struct Stats {
     pub mac_flaps: Vec<MacFlapEntry>,
     pub loop_stats: LoopStats,
     pub events_dropped: u64,
+    /// The EVPN agent's session with gobgpd, with `[evpn]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evpn: Option<EvpnSummary>,
 }
 
 impl From<Snapshot> for Stats {
@@ -467,6 +476,7 @@ impl From<Snapshot> for Stats {
             mac_flaps,
             loop_stats,
             events_dropped,
+            evpn,
         } = snapshot;
         Self {
             ports,
@@ -476,6 +486,7 @@ impl From<Snapshot> for Stats {
             mac_flaps,
             loop_stats,
             events_dropped,
+            evpn,
         }
     }
 }
@@ -521,6 +532,36 @@ pub struct FdbShowEntry {
     /// The remote VTEP the MAC lives behind, for an entry on a vxlan port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<IpAddr>,
+    /// Who put the entry there (`other` from a switch that does not say).
+    #[serde(default)]
+    pub source: EntrySource,
+}
+
+/// Who put a MAC table entry there, in `fdb_show`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntrySource {
+    /// Data-plane learning (dynamic and sticky entries).
+    Learned,
+    /// Configured: `fdb add` (or restored from the state file).
+    Static,
+    /// BGP EVPN (a type-2 route of a remote VTEP).
+    Evpn,
+    /// A source this client does not know (from a newer switch).
+    #[default]
+    #[serde(other)]
+    Other,
+}
+
+impl From<EntryKind> for EntrySource {
+    fn from(kind: EntryKind) -> Self {
+        match kind {
+            EntryKind::Dynamic | EntryKind::Sticky => EntrySource::Learned,
+            EntryKind::Static => EntrySource::Static,
+            // Only the EVPN agent installs remote entries.
+            EntryKind::Remote => EntrySource::Evpn,
+        }
+    }
 }
 
 /// The `fdb_show` reply: the MAC table with port names, and its counters.
@@ -712,6 +753,17 @@ pub enum Event {
         domain: String,
         reason: String,
     },
+    /// The EVPN agent has a session with gobgpd (again).
+    EvpnConnected {
+        gobgp: String,
+        sessions: u64,
+    },
+    /// The EVPN agent has no session with gobgpd: forwarding goes on with the last state.
+    EvpnDisconnected {
+        gobgp: String,
+        #[serde(default)]
+        error: Option<String>,
+    },
 }
 
 /// What libvirt reported of a domain, in a `vm_domain_event`.
@@ -861,8 +913,48 @@ impl Event {
                 port_id: *port,
                 netns: netns.clone(),
             },
+            E::EvpnConnected { gobgp, sessions } => Event::EvpnConnected {
+                gobgp: gobgp.clone(),
+                sessions: *sessions,
+            },
+            E::EvpnDisconnected { gobgp, error } => Event::EvpnDisconnected {
+                gobgp: gobgp.clone(),
+                error: error.clone(),
+            },
         }
     }
+}
+
+/// One VNI of the `evpn_status` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnVniStatus {
+    pub vni: u32,
+    /// The vxlan port carrying it.
+    pub port: String,
+    /// VTEPs with a type-3 route for the VNI: its flood list.
+    pub remote_vteps: Vec<Ipv4Addr>,
+    /// MACs advertised from here (type-2 routes of ours).
+    pub local_macs: usize,
+    /// MACs programmed from other VTEPs' type-2 routes.
+    pub remote_macs: usize,
+}
+
+/// The `evpn_status` reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnStatus {
+    /// gobgpd's API address.
+    pub gobgp: String,
+    /// This host's VTEP address (next hop of its routes).
+    pub vtep: Ipv4Addr,
+    pub asn: u16,
+    pub connected: bool,
+    /// Why the last connection attempt or session failed.
+    pub last_error: Option<String>,
+    /// Sessions with gobgpd so far.
+    pub sessions: u64,
+    pub vnis: Vec<EvpnVniStatus>,
+    /// Paths from gobgpd that did not decode as routes tapswitch uses (ignored).
+    pub undecodable_paths: u64,
 }
 
 #[cfg(test)]
@@ -1008,6 +1100,7 @@ mod tests {
                 kind: EntryKind::Static,
                 age_secs: 1.5,
                 remote: None,
+                source: EntrySource::Static,
             }],
             counters: FdbCounters::default(),
         };
@@ -1015,6 +1108,7 @@ mod tests {
         assert_eq!(wire["entries"][0]["mac"], "02:00:00:00:00:01");
         assert!(wire["entries"][0].get("remote").is_none());
         assert_eq!(wire["entries"][0]["kind"], "static");
+        assert_eq!(wire["entries"][0]["source"], "static");
         assert_eq!(wire["counters"]["aged_out"], 0);
         assert_eq!(decode::<FdbShow>(&wire).unwrap(), fdb);
         assert!(decode::<FdbShow>(&json!({"entries": 3})).is_err());
@@ -1057,9 +1151,11 @@ mod tests {
             mac_flaps: vec![],
             loop_stats: LoopStats::default(),
             events_dropped: 1,
+            evpn: None,
         };
         let wire = Reply::Stats(stats.clone()).to_result().unwrap();
         assert!(wire.get("fdb").is_none());
+        assert!(wire.get("evpn").is_none(), "no [evpn], no key");
         assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
         assert_eq!(Reply::Done.to_result().unwrap(), Value::Null);
         decode::<()>(&Value::Null).unwrap();

@@ -205,6 +205,22 @@ pub struct Snapshot {
     pub loop_stats: LoopStats,
     /// Events lost because their reader fell behind.
     pub events_dropped: u64,
+    /// The EVPN agent's session with gobgpd (`None`: no `[evpn]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evpn: Option<EvpnSummary>,
+}
+
+/// The EVPN agent's session with gobgpd, as the daemon last reported it to the dataplane
+/// ([`super::Command::SetEvpnStatus`]), so that `stats` and metrics carry it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvpnSummary {
+    /// gobgpd's API address.
+    pub gobgp: String,
+    pub connected: bool,
+    /// Sessions with gobgpd so far.
+    pub sessions: u64,
+    /// Why the last connection attempt or session failed.
+    pub last_error: Option<String>,
 }
 
 impl Snapshot {

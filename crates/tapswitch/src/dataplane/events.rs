@@ -115,6 +115,17 @@ pub enum Event {
         port: PortId,
         netns: Option<String>,
     },
+    /// The EVPN agent has a session with gobgpd (again): it reconciled the routes.
+    EvpnConnected {
+        gobgp: String,
+        sessions: u64,
+    },
+    /// The EVPN agent lost (or could not get) its session with gobgpd: the dataplane
+    /// forwards on the last state it was given.
+    EvpnDisconnected {
+        gobgp: String,
+        error: Option<String>,
+    },
 }
 
 /// Where events go: a bounded channel filled with `try_send`, so a slow

@@ -1,5 +1,6 @@
 //! What the control plane asks of the dataplane, and the handle it asks through.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 
@@ -7,7 +8,7 @@ use mio::Waker;
 use serde::{Serialize, Serializer};
 
 use super::events::RemovalCause;
-use super::{DataplaneError, PortCounters, PortSnapshot, QueueMask, Snapshot};
+use super::{DataplaneError, EvpnSummary, PortCounters, PortSnapshot, QueueMask, Snapshot};
 use crate::fdb::{PortId, VlanId};
 use crate::forward::PortPolicy;
 use crate::port::Port;
@@ -51,13 +52,33 @@ pub enum Command {
         update: PortUpdate,
         reply: Sender<Result<PortSnapshot, DataplaneError>>,
     },
-    /// Pin `mac` to a port with a static MAC table entry.
+    /// Pin `mac` to a port with a static MAC table entry; with `remote` (tunnel ports
+    /// only), behind that remote VTEP.
     FdbAdd {
         vlan: VlanId,
         mac: MacAddr,
         port: String,
+        remote: Option<IpAddr>,
         reply: Sender<Result<(), DataplaneError>>,
     },
+    /// (A control plane: EVPN) `mac` is behind remote VTEP `vtep` of tunnel port
+    /// `port`: a remote MAC table entry ([`crate::fdb::EntryKind::Remote`]) and the
+    /// port's pin; `None` removes both (the table entry only while it is still the
+    /// tunnel's). No reply, so the sender never waits on the loop: failures are logged.
+    SetRemoteMac {
+        port: String,
+        vlan: VlanId,
+        mac: MacAddr,
+        vtep: Option<IpAddr>,
+    },
+    /// (A control plane: EVPN) replace tunnel port `port`'s flood list. No reply.
+    SetFloodList { port: String, vteps: Vec<IpAddr> },
+    /// Reply with the MACs learned (dynamic and sticky entries) on ports that are no
+    /// tunnel: the local MACs a control plane advertises.
+    LocalMacs(Sender<Vec<(VlanId, MacAddr)>>),
+    /// The EVPN agent's session, for snapshots (`stats`, metrics); a change of
+    /// `connected` is an event.
+    SetEvpnStatus(EvpnSummary),
     /// Remove the entry for `mac`; replies whether there was one.
     FdbRemove {
         vlan: VlanId,

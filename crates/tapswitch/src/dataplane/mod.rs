@@ -43,8 +43,8 @@ use crate::port::Port;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
 pub use counters::{
-    BATCH_BUCKETS, DropCounters, FdbRemote, LoopStats, MAX_REMOVED_PORTS, PortCounters,
-    PortSnapshot, Snapshot, TURN_BUCKETS_US,
+    BATCH_BUCKETS, DropCounters, EvpnSummary, FdbRemote, LoopStats, MAX_REMOVED_PORTS,
+    PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US,
 };
 pub use events::{Event, RemovalCause};
 pub use messages::{Command, DataplaneHandle, PortUpdate, RemovedPort};
@@ -87,6 +87,8 @@ pub enum DataplaneError {
     PortExists { name: String },
     #[error(transparent)]
     Fdb(#[from] FdbError),
+    #[error(transparent)]
+    Tunnel(#[from] crate::port::TunnelError),
 }
 
 /// Settings of the loop.

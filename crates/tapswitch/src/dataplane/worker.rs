@@ -16,16 +16,18 @@ use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
 use super::messages::{Message, WorkerMessage};
 use super::{
-    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, FdbRemote, LoopStats,
-    MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate, QueueMask,
-    RemovalCause, RemovedPort, Snapshot,
+    Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, EvpnSummary, FdbRemote,
+    LoopStats, MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate,
+    QueueMask, RemovalCause, RemovedPort, Snapshot,
 };
-use crate::fdb::{Learned, PortId};
+use crate::fdb::{EntryKind, Learned, PortId, VlanId};
 use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
 use crate::vnet::{Offload, VnetHeader};
+use crate::wire::MacAddr;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
+use std::net::IpAddr;
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
@@ -89,6 +91,8 @@ pub struct Dataplane {
     segmenter: Segmenter,
     events: EventSink,
     loop_stats: LoopStats,
+    /// The EVPN agent's session as last reported (primary only).
+    evpn: Option<EvpnSummary>,
 }
 
 impl Dataplane {
@@ -142,6 +146,7 @@ impl Dataplane {
             segmenter: Segmenter::new(),
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
+            evpn: None,
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -255,6 +260,19 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Pins `mac` behind `vtep` on tunnel port `id` (restoring a static remote entry
+    /// before the loop runs).
+    pub fn pin_remote(&self, id: PortId, mac: MacAddr, vtep: IpAddr) -> Result<(), DataplaneError> {
+        let slot = self
+            .ports
+            .get(id.index())
+            .and_then(Option::as_ref)
+            .ok_or_else(|| DataplaneError::UnknownPort {
+                name: format!("#{id}"),
+            })?;
+        Ok(slot.port.pin_remote(mac, Some(vtep))?)
+    }
+
     /// The shared forwarder (policies, MAC table, flap detection), locked.
     /// A worker that panicked while holding it cannot have left it in a
     /// state worse than stopping the switch would, so poisoning is ignored.
@@ -334,6 +352,7 @@ impl Dataplane {
             },
             loop_stats: self.loop_stats.clone(),
             events_dropped: self.events.dropped,
+            evpn: self.evpn.clone(),
         }
     }
 
@@ -615,11 +634,25 @@ impl Dataplane {
                 vlan,
                 mac,
                 port,
+                remote,
                 reply,
             } => {
                 let result = self.port_id(&port).and_then(|id| {
-                    self.forwarder().fdb_mut().add_static(vlan, mac, id)?;
-                    info!(%mac, vlan, port = %port, "static MAC entry added");
+                    let slot = self.ports[id.index()].as_ref().expect("port_id found it");
+                    let tunnel = Arc::clone(&slot.port);
+                    if let Some(vtep) = remote {
+                        tunnel.pin_remote(mac, Some(vtep))?;
+                    } else if tunnel.is_tunnel() {
+                        // A static entry without a VTEP floods on the tunnel, as before.
+                        tunnel.pin_remote(mac, None)?;
+                    }
+                    if let Err(error) = self.forwarder().fdb_mut().add_static(vlan, mac, id) {
+                        if remote.is_some() {
+                            let _ = tunnel.pin_remote(mac, None);
+                        }
+                        return Err(error.into());
+                    }
+                    info!(%mac, vlan, port = %port, remote = ?remote, "static MAC entry added");
                     self.events.emit(|| Event::FdbStaticAdded {
                         vlan,
                         mac,
@@ -629,7 +662,49 @@ impl Dataplane {
                 });
                 let _ = reply.send(result);
             }
+            Command::SetRemoteMac {
+                port,
+                vlan,
+                mac,
+                vtep,
+            } => self.set_remote_mac(&port, vlan, mac, vtep),
+            Command::SetFloodList { port, vteps } => {
+                let result = self
+                    .port_id(&port)
+                    .and_then(|id| Ok(self.slot_port(id).set_flood_list(&vteps)?));
+                match result {
+                    Ok(()) => debug!(port = %port, ?vteps, "flood list replaced"),
+                    Err(error) => warn!(port = %port, %error, "flood list not replaced"),
+                }
+            }
+            Command::LocalMacs(reply) => {
+                let _ = reply.send(self.local_macs());
+            }
+            Command::SetEvpnStatus(summary) => {
+                let was = self.evpn.as_ref().map(|s| s.connected);
+                if was != Some(summary.connected) {
+                    let gobgp = summary.gobgp.clone();
+                    if summary.connected {
+                        info!(%gobgp, sessions = summary.sessions, "EVPN: connected to gobgpd");
+                        let sessions = summary.sessions;
+                        self.events
+                            .emit(|| Event::EvpnConnected { gobgp, sessions });
+                    } else if was.is_some() || summary.last_error.is_some() {
+                        let error = summary.last_error.clone();
+                        warn!(%gobgp, error = error.as_deref().unwrap_or("-"),
+                            "EVPN: no session with gobgpd; forwarding on the last state");
+                        self.events
+                            .emit(|| Event::EvpnDisconnected { gobgp, error });
+                    }
+                }
+                self.evpn = Some(summary);
+            }
             Command::FdbRemove { vlan, mac, reply } => {
+                let on = self.forwarder().fdb().entry_port(vlan, mac);
+                if let Some(Some(slot)) = on.and_then(|id| self.ports.get(id.index())) {
+                    // A tunnel's pin goes with its entry (a plain port has none).
+                    let _ = slot.port.pin_remote(mac, None);
+                }
                 let removed = self.forwarder().fdb_mut().remove(vlan, mac);
                 if removed {
                     info!(%mac, vlan, "MAC entry removed");
@@ -654,6 +729,63 @@ impl Dataplane {
             }
         }
         false
+    }
+
+    /// The port in live slot `id`.
+    fn slot_port(&self, id: PortId) -> Arc<dyn Port> {
+        let slot = self.ports[id.index()].as_ref().expect("a live slot");
+        Arc::clone(&slot.port)
+    }
+
+    /// Installs (`vtep`) or removes a control plane's remote entry for `mac` on tunnel
+    /// port `name`.
+    fn set_remote_mac(&mut self, name: &str, vlan: VlanId, mac: MacAddr, vtep: Option<IpAddr>) {
+        let result = self.port_id(name).and_then(|id| {
+            let port = self.slot_port(id);
+            match vtep {
+                Some(vtep) => {
+                    if !port.is_tunnel() {
+                        return Err(crate::port::TunnelError::NotATunnel {
+                            port: name.to_owned(),
+                        }
+                        .into());
+                    }
+                    let installed = self.forwarder().fdb_mut().add_remote(vlan, mac, id)?;
+                    if installed {
+                        port.pin_remote(mac, Some(vtep))?;
+                    } else {
+                        warn!(%mac, vlan, "a configured static entry holds this MAC; the remote one is not installed");
+                    }
+                }
+                None => {
+                    let _ = port.pin_remote(mac, None);
+                    self.forwarder().fdb_mut().remove_remote(vlan, mac, id);
+                }
+            }
+            Ok(())
+        });
+        if let Err(error) = result {
+            warn!(port = %name, %mac, vlan, %error, "remote MAC entry not changed");
+        }
+    }
+
+    /// The MACs learned on ports that are no tunnel, by VLAN.
+    fn local_macs(&self) -> Vec<(VlanId, MacAddr)> {
+        let tunnels: Vec<bool> = self
+            .ports
+            .iter()
+            .map(|slot| slot.as_ref().is_some_and(|s| s.port.is_tunnel()))
+            .collect();
+        self.forwarder()
+            .fdb()
+            .entries(Instant::now())
+            .into_iter()
+            .filter(|entry| {
+                matches!(entry.kind, EntryKind::Dynamic | EntryKind::Sticky)
+                    && tunnels.get(entry.port.index()) == Some(&false)
+            })
+            .map(|entry| (entry.vlan, entry.mac))
+            .collect()
     }
 
     /// Adds a port sent by the control plane, refusing a second port of the same name.
@@ -1097,6 +1229,43 @@ mod tests {
         );
         let snapshot = dataplane.counters();
         assert!(snapshot.ports[0].link_up, "{:?}", snapshot.ports[0]);
+    }
+
+    #[test]
+    fn evpn_sessions_are_in_snapshots_and_a_change_of_connected_is_an_event() {
+        let (mut dataplane, _id, events) = dataplane_with_a_port();
+        let summary = |connected: bool, error: Option<&str>| EvpnSummary {
+            gobgp: "127.0.0.1:50051".into(),
+            connected,
+            sessions: u64::from(connected),
+            last_error: error.map(str::to_owned),
+        };
+        // Not yet connected, no failure yet: nothing to report.
+        dataplane.serve_control(Command::SetEvpnStatus(summary(false, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(true, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(true, None)));
+        dataplane.serve_control(Command::SetEvpnStatus(summary(false, Some("gone"))));
+        let rendered: Vec<String> = events
+            .try_iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    Event::EvpnConnected { .. } | Event::EvpnDisconnected { .. }
+                )
+            })
+            .map(|e| serde_json::to_string(&e).unwrap())
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                r#"{"event":"evpn_connected","gobgp":"127.0.0.1:50051","sessions":1}"#,
+                r#"{"event":"evpn_disconnected","gobgp":"127.0.0.1:50051","error":"gone"}"#,
+            ]
+        );
+        assert_eq!(
+            dataplane.counters().evpn,
+            Some(summary(false, Some("gone")))
+        );
     }
 
     #[test]

@@ -50,15 +50,37 @@ pub trait Port: Send + Sync {
     /// Adds the frames the port itself dropped while reading (e.g. a tunnel
     /// packet of another VNI) to `into`, and forgets them.
     fn drain_drops(&self, _into: &mut DropCounters) {}
-    /// The remote VTEP behind which `mac` was learned (tunnel ports only).
+    /// The remote VTEP behind which `mac` was pinned or learned (tunnel ports only).
     fn remote_of(&self, _mac: MacAddr) -> Option<IpAddr> {
         None
+    }
+    /// Pins `mac` behind remote VTEP `vtep` (`None`: unpins it), winning over what the
+    /// port learns from traffic, never ageing. Tunnel ports only.
+    fn pin_remote(&self, _mac: MacAddr, _vtep: Option<IpAddr>) -> Result<(), TunnelError> {
+        Err(TunnelError::NotATunnel {
+            port: self.name().to_owned(),
+        })
+    }
+    /// Replaces the flood list (head-end replication targets). Tunnel ports only.
+    fn set_flood_list(&self, _vteps: &[IpAddr]) -> Result<(), TunnelError> {
+        Err(TunnelError::NotATunnel {
+            port: self.name().to_owned(),
+        })
     }
     /// A tunnel port: in the split-horizon group, so that floods from one
     /// tunnel never go back into another.
     fn is_tunnel(&self) -> bool {
         false
     }
+}
+
+/// Why a remote VTEP setting was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    #[error("port {port} is not a tunnel: remote VTEPs are for kind = \"vxlan\" ports")]
+    NotATunnel { port: String },
+    #[error("port {port} reaches its VTEPs over IPv4: {vtep} is not an IPv4 address")]
+    NotIpv4 { port: String, vtep: IpAddr },
 }
 
 /// Drops a port counts by itself, from whichever thread reads it.

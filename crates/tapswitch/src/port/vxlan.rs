@@ -6,8 +6,10 @@
 //! from any port) and checked; packets of another VNI or with a malformed
 //! header are counted (`unknown_vni`, `bad_vxlan_header`) and skipped, and
 //! the inner source MAC is learned as living behind the outer source
-//! address. Send: to the VTEP learned for the destination MAC, else one copy
-//! to each remote of the flood list (head-end replication, one `sendmmsg`),
+//! address (unless the control plane pinned it). Send: to the VTEP pinned for
+//! the destination MAC (`fdb add --remote`, EVPN), else the one learned, else
+//! one copy to each remote of the flood list (which EVPN replaces at runtime;
+//! head-end replication, one `sendmmsg`),
 //! over a raw socket so that each datagram carries the flow hash as its UDP
 //! source port. The port has no vnet header: the dataplane segments
 //! super-frames to the port's MTU (the underlay's minus 50) before they get here.
@@ -16,10 +18,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{Port, PortDrops};
+use super::{Port, PortDrops, TunnelError};
 use crate::dataplane::DropCounters;
 use crate::forward::DropReason;
 use crate::sys::udp::{self, UdpError};
@@ -40,7 +42,8 @@ pub struct VxlanSettings {
     pub vni: u32,
     /// Local VTEP address and UDP port (bound; the destination port of what we send).
     pub local: SocketAddrV4,
-    /// The flood list: every broadcast, multicast and unknown unicast goes to each.
+    /// The flood list at start: every broadcast, multicast and unknown unicast goes to
+    /// each. [`Port::set_flood_list`] replaces it.
     pub remotes: Vec<Ipv4Addr>,
     /// How long a learned remote MAC is trusted without being heard again.
     pub ageing: Duration,
@@ -52,8 +55,18 @@ pub struct VxlanPort {
     settings: VxlanSettings,
     receiver: UdpSocket,
     sender: OwnedFd,
-    learned: Mutex<HashMap<MacAddr, (Ipv4Addr, Instant)>>,
+    remotes: Mutex<Remotes>,
     drops: PortDrops,
+}
+
+/// Where frames go: one lock taken once per frame sent or received.
+#[derive(Debug, Default)]
+struct Remotes {
+    /// Shared with senders in flight, so a replacement never waits for them.
+    flood: Arc<[Ipv4Addr]>,
+    /// Set by the control plane; they win over what traffic says and never age.
+    pinned: HashMap<MacAddr, Ipv4Addr>,
+    learned: HashMap<MacAddr, (Ipv4Addr, Instant)>,
 }
 
 impl VxlanPort {
@@ -61,24 +74,45 @@ impl VxlanPort {
     pub fn open(settings: VxlanSettings) -> Result<Self, UdpError> {
         let receiver = udp::bind_receiver(settings.local)?;
         let sender = udp::open_raw_sender(*settings.local.ip())?;
+        let remotes = Remotes {
+            flood: settings.remotes.iter().copied().collect(),
+            ..Remotes::default()
+        };
         Ok(VxlanPort {
             settings,
             receiver,
             sender,
-            learned: Mutex::new(HashMap::new()),
+            remotes: Mutex::new(remotes),
             drops: PortDrops::default(),
         })
+    }
+
+    fn remotes(&self) -> MutexGuard<'_, Remotes> {
+        self.remotes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current flood list.
+    pub fn flood_list(&self) -> Vec<Ipv4Addr> {
+        self.remotes().flood.to_vec()
+    }
+
+    fn ipv4(&self, vtep: IpAddr) -> Result<Ipv4Addr, TunnelError> {
+        match vtep {
+            IpAddr::V4(vtep) => Ok(vtep),
+            IpAddr::V6(_) => Err(TunnelError::NotIpv4 {
+                port: self.settings.name.clone(),
+                vtep,
+            }),
+        }
     }
 
     pub fn settings(&self) -> &VxlanSettings {
         &self.settings
     }
 
-    /// The VTEP `mac` was last heard from, if still fresh.
+    /// The VTEP `mac` is pinned behind, else the one it was last heard from if still fresh.
     pub fn remote_vtep(&self, mac: MacAddr) -> Option<Ipv4Addr> {
-        let learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
-        let &(vtep, seen) = learned.get(&mac)?;
-        (seen.elapsed() < self.settings.ageing).then_some(vtep)
+        self.remotes().vtep_of(mac, self.settings.ageing)
     }
 
     fn learn(&self, mac: MacAddr, vtep: Ipv4Addr) {
@@ -86,7 +120,11 @@ impl VxlanPort {
             return;
         }
         let now = Instant::now();
-        let mut learned = self.learned.lock().unwrap_or_else(|e| e.into_inner());
+        let mut remotes = self.remotes();
+        if remotes.pinned.contains_key(&mac) {
+            return;
+        }
+        let learned = &mut remotes.learned;
         if learned.len() >= MAX_REMOTE_MACS && !learned.contains_key(&mac) {
             let ageing = self.settings.ageing;
             learned.retain(|_, (_, seen)| now.duration_since(*seen) < ageing);
@@ -109,14 +147,18 @@ impl VxlanPort {
             filled += take;
         }
         let head = &head[..filled];
-        let learned = EthernetFrame::new_checked(head)
+        let destination = EthernetFrame::new_checked(head)
             .ok()
             .map(|frame| frame.dst_addr())
-            .filter(MacAddr::is_unicast)
-            .and_then(|destination| self.remote_vtep(destination));
-        let destinations: &[Ipv4Addr] = match &learned {
+            .filter(MacAddr::is_unicast);
+        let (known, flood) = {
+            let remotes = self.remotes();
+            let known = destination.and_then(|mac| remotes.vtep_of(mac, self.settings.ageing));
+            (known, Arc::clone(&remotes.flood))
+        };
+        let destinations: &[Ipv4Addr] = match &known {
             Some(vtep) => std::slice::from_ref(vtep),
-            None => &self.settings.remotes,
+            None => &flood,
         };
         if destinations.is_empty() {
             return Ok(len);
@@ -155,6 +197,16 @@ impl VxlanPort {
             .collect();
         udp::send_datagrams(self.sender.as_raw_fd(), destinations, &mut datagrams)?;
         Ok(len)
+    }
+}
+
+impl Remotes {
+    fn vtep_of(&self, mac: MacAddr, ageing: Duration) -> Option<Ipv4Addr> {
+        if let Some(&vtep) = self.pinned.get(&mac) {
+            return Some(vtep);
+        }
+        let &(vtep, seen) = self.learned.get(&mac)?;
+        (seen.elapsed() < ageing).then_some(vtep)
     }
 }
 
@@ -224,5 +276,29 @@ impl Port for VxlanPort {
 
     fn is_tunnel(&self) -> bool {
         true
+    }
+
+    fn pin_remote(&self, mac: MacAddr, vtep: Option<IpAddr>) -> Result<(), TunnelError> {
+        let mut remotes = self.remotes();
+        match vtep {
+            Some(vtep) => {
+                let vtep = self.ipv4(vtep)?;
+                remotes.learned.remove(&mac);
+                remotes.pinned.insert(mac, vtep);
+            }
+            None => {
+                remotes.pinned.remove(&mac);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_flood_list(&self, vteps: &[IpAddr]) -> Result<(), TunnelError> {
+        let flood = vteps
+            .iter()
+            .map(|&vtep| self.ipv4(vtep))
+            .collect::<Result<Arc<[Ipv4Addr]>, _>>()?;
+        self.remotes().flood = flood;
+        Ok(())
     }
 }
