@@ -493,9 +493,12 @@ pub fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
     })
 }
 
+/// How a table row reads its figure off a round.
+type Figure = fn(&RoundReport) -> f64;
+
 /// Medians (min–max) of each figure across rounds, for people.
 pub fn table(report: &ScaleReport) -> String {
-    let column = |pick: fn(&RoundReport) -> f64| -> String {
+    let column = |pick: Figure| -> String {
         let values: Vec<f64> = report.rounds.iter().map(pick).collect();
         let low = values.iter().copied().fold(f64::INFINITY, f64::min);
         let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -504,7 +507,7 @@ pub fn table(report: &ScaleReport) -> String {
             median(&values).unwrap_or(f64::NAN)
         )
     };
-    let rows: [(&str, fn(&RoundReport) -> f64); 11] = [
+    let rows: [(&str, Figure); 11] = [
         ("inject, s", |r| r.inject_s),
         ("converge (all MACs + flood lists in the sink), s", |r| {
             r.converge_s
