@@ -4,6 +4,7 @@
 
 mod blast;
 mod cpu;
+mod evpn_scale;
 mod flood;
 mod iperf;
 mod netns;
@@ -44,6 +45,10 @@ enum Tool {
     /// The MAC-flood scenario (root): a TCP flow between two ports, clean, under a
     /// flood from a third port, and under an equal CPU load; table on stdout, JSON file.
     Flood(FloodArgs),
+    /// EVPN scale simulation (root, gobgpd): VTEPs' type-2/type-3 routes injected into one
+    /// gobgpd, carried over iBGP to a host gobgpd watched by the real EVPN agent; bulk
+    /// convergence, one-change latency at scale, memory. Table on stdout, JSON file.
+    EvpnScale(EvpnScaleArgs),
     /// Send an attack's frames on DEVICE as fast as it takes them (mac-flood: 60-byte
     /// frames with random source MACs to an unknown MAC); prints one JSON line.
     Flooder {
@@ -166,6 +171,10 @@ struct RunArgs {
     /// Frame sizes for the packet-rate tests.
     #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
     frame_sizes: Vec<usize>,
+    /// Another tapswitch build (e.g. of an older commit) measured in the same rounds right
+    /// after `--tapswitch`, as system `tapswitch-baseline`: before/after in one run.
+    #[arg(long)]
+    baseline_tapswitch: Option<PathBuf>,
     /// Also run the VM pair: two libvirt guests, kernel bridge vs tapswitch (needs
     /// scripts/vm-testbed.sh; skipped with a note otherwise).
     #[arg(long)]
@@ -182,6 +191,31 @@ struct RunArgs {
     /// Where to write the VM pair's results.
     #[arg(long, default_value = "bench/results/latest-vm.json")]
     vm_output: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct EvpnScaleArgs {
+    /// Remote MACs (type-2 routes), spread over the VTEPs and VNIs.
+    #[arg(long, default_value_t = 10_000)]
+    macs: usize,
+    /// Simulated VTEPs (each also advertises a type-3 route per VNI).
+    #[arg(long, default_value_t = 200)]
+    vteps: usize,
+    /// VNIs.
+    #[arg(long, default_value_t = 10)]
+    vnis: u32,
+    /// Paths per AddPathStream message in the bulk load.
+    #[arg(long, default_value_t = 1_000)]
+    batch: usize,
+    /// Single-route changes timed one at a time on the loaded table.
+    #[arg(long, default_value_t = 200)]
+    probes: usize,
+    /// Rounds, each in fresh namespaces with fresh daemons.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/evpn-scale.json")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -223,6 +257,7 @@ fn main() -> ExitCode {
         Tool::Run(args) => run_benchmark(args),
         Tool::Soak(args) => run_soak(args),
         Tool::Flood(args) => run_flood(args),
+        Tool::EvpnScale(args) => run_evpn_scale(args),
         Tool::Flooder {
             device,
             attack,
@@ -331,6 +366,13 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
             Err(reason) => return Err(format!("{name}: {reason}")),
         }
     }
+    if let Some(baseline) = &args.baseline_tapswitch {
+        if !systems.contains(&SystemKind::Tapswitch) {
+            return Err("--baseline-tapswitch needs tapswitch among --systems".into());
+        }
+        run::check_requirements(SystemKind::Tapswitch, baseline)
+            .map_err(|reason| format!("baseline: {reason}"))?;
+    }
     let config = run::RunConfig {
         rounds: pick(args.rounds.map(u64::from), 5, 2) as u32,
         systems,
@@ -342,18 +384,14 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
         frame_sizes: args.frame_sizes,
         tapswitch_bin: args.tapswitch,
         tapswitch_args: args.switch_args,
+        baseline_tapswitch: args.baseline_tapswitch,
         output: args.output,
         skipped,
     };
     eprintln!(
         "tapswitch-bench: {} rounds of {}; TCP {} s, RR {} samples, {} ms trials, {} paced trials per frame size",
         config.rounds,
-        config
-            .systems
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(" "),
+        config.system_names().join(" "),
         config.tcp_seconds,
         config.rr_count,
         config.trial_ms,
@@ -402,6 +440,25 @@ fn run_soak(args: SoakArgs) -> Result<(), String> {
     } else {
         Err(format!("soak failed: {}", report.failures.join("; ")))
     }
+}
+
+fn run_evpn_scale(args: EvpnScaleArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("evpn-scale needs root (namespaces, veth)".into());
+    }
+    let report = evpn_scale::run(&evpn_scale::ScaleConfig {
+        macs: args.macs,
+        vteps: args.vteps,
+        vnis: args.vnis,
+        batch: args.batch,
+        probes: args.probes,
+        rounds: args.rounds.max(1),
+    })?;
+    print!("{}", evpn_scale::table(&report));
+    evpn_scale::write(&report, &args.output)?;
+    println!("results: {}", args.output.display());
+    Ok(())
 }
 
 fn run_flood(args: FloodArgs) -> Result<(), String> {

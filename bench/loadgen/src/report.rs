@@ -179,7 +179,7 @@ impl Results {
         elapsed_s: f64,
     ) -> Self {
         let metrics = metric_specs(&config.frame_sizes);
-        let names: Vec<&str> = config.systems.iter().map(|kind| kind.name()).collect();
+        let names = config.system_names();
         let (medians, ratios_vs_bridge) = summarise(&names, &metrics, &rounds, config.rounds);
         let timestamp_unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -269,12 +269,7 @@ fn format_value(value: f64) -> String {
 /// The final table: medians per system and, for each other system, the
 /// median of its per-round ratios to the bridge.
 pub fn table(results: &Results) -> String {
-    let systems: Vec<&str> = results
-        .config
-        .systems
-        .iter()
-        .map(|kind| kind.name())
-        .collect();
+    let systems = results.config.system_names();
     let mut header = vec!["metric".to_owned(), "better".to_owned()];
     for system in &systems {
         header.push(system.to_string());

@@ -70,9 +70,38 @@ pub struct RunConfig {
     pub frame_sizes: Vec<usize>,
     pub tapswitch_bin: PathBuf,
     pub tapswitch_args: Vec<String>,
+    /// Another tapswitch build measured in the same rounds, right after `tapswitch`, as
+    /// system `tapswitch-baseline`: a before/after comparison within one run.
+    pub baseline_tapswitch: Option<PathBuf>,
     pub output: PathBuf,
     /// Systems left out, with the reason (e.g. Open vSwitch not installed).
     pub skipped: Vec<(String, String)>,
+}
+
+/// The name of the baseline build's entry in the results.
+pub const BASELINE: &str = "tapswitch-baseline";
+
+impl RunConfig {
+    /// Every system measured per round, in order, with its name in the results and the
+    /// tapswitch binary it runs (the baseline build is a second tapswitch entry).
+    pub fn entrants(&self) -> Vec<(SystemKind, &'static str, PathBuf)> {
+        let mut entrants = Vec::new();
+        for &kind in &self.systems {
+            entrants.push((kind, kind.name(), self.tapswitch_bin.clone()));
+            if let (SystemKind::Tapswitch, Some(baseline)) = (kind, &self.baseline_tapswitch) {
+                entrants.push((kind, BASELINE, baseline.clone()));
+            }
+        }
+        entrants
+    }
+
+    /// The names of [`RunConfig::entrants`], as the results and the table list them.
+    pub fn system_names(&self) -> Vec<&'static str> {
+        self.entrants()
+            .into_iter()
+            .map(|(_, name, _)| name)
+            .collect()
+    }
 }
 
 /// Runs the whole benchmark and writes the results file; returns the results.
@@ -96,19 +125,22 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
     let mut trial_id = 0u32;
     let mut interrupted = false;
     'rounds: for round in 1..=config.rounds {
-        for &kind in &config.systems {
+        for (kind, name, tapswitch_bin) in config.entrants() {
             if signals::stop_requested() {
                 interrupted = true;
                 break 'rounds;
             }
-            let label = format!("r{round}-{}", kind.name());
+            let label = format!("r{round}-{name}");
             eprintln!(
-                "[{:>5.0}s] round {round}/{} {}: setting up",
+                "[{:>5.0}s] round {round}/{} {name}: setting up",
                 started.elapsed().as_secs_f64(),
                 config.rounds,
-                kind.name()
             );
-            let mut sample = RoundSample::new(round, kind.name());
+            let mut sample = RoundSample::new(round, name);
+            let ctx = RunContext {
+                tapswitch_bin,
+                ..ctx.clone()
+            };
             let outcome = systems::attach(kind, &ctx, &label)
                 .map_err(RunError::from)
                 .and_then(|mut system| {
@@ -133,7 +165,7 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
                 }
                 sample.error = Some(error.to_string());
             }
-            print_round_problems(kind.name(), round, &sample.error, &sample.warnings);
+            print_round_problems(name, round, &sample.error, &sample.warnings);
             samples.push(sample);
         }
     }

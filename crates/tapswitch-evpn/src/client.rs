@@ -113,6 +113,32 @@ impl GobgpClient {
         Ok(())
     }
 
+    /// Adds many paths in one client stream (`AddPathStream`), `batch` paths per message:
+    /// for bulk loads (the scale simulation), where one `AddPath` call per route would
+    /// measure round trips rather than gobgpd.
+    pub async fn add_paths(
+        &mut self,
+        paths: Vec<api::Path>,
+        batch: usize,
+    ) -> Result<(), ClientError> {
+        let batch = batch.max(1);
+        let mut messages = Vec::with_capacity(paths.len().div_ceil(batch));
+        let mut paths = paths.into_iter().peekable();
+        while paths.peek().is_some() {
+            messages.push(api::AddPathStreamRequest {
+                table_type: api::TableType::Global as i32,
+                vrf_id: String::new(),
+                paths: paths.by_ref().take(batch).collect(),
+            });
+        }
+        // No CALL_TIMEOUT: a bulk load's length depends on its size, not on gobgpd's health.
+        self.api
+            .add_path_stream(tokio_stream::iter(messages))
+            .await
+            .map_err(call_error("AddPathStream"))?;
+        Ok(())
+    }
+
     /// Withdraws a path this client added (matched by its NLRI).
     pub async fn delete_path(&mut self, path: api::Path) -> Result<(), ClientError> {
         let request = api::DeletePathRequest {
