@@ -7,6 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use tapswitch::config::{PortConfig, PortKind};
+use tapswitch::control::{ControlClient, ControlError, ErrorKind, PortReply, Request};
 
 const VNI: &str = "4242";
 const H1_UNDERLAY: &str = "10.78.0.1";
@@ -19,13 +21,19 @@ struct VxlanBed {
     e1: Netns,
     e2: Netns,
     e2_dev: String,
-    _h1: Netns,
+    h1: Netns,
     _h2: Netns,
     _dir: TempDir,
 }
 
 impl VxlanBed {
+    /// With `vx0` in the config file.
     fn new() -> Self {
+        Self::with(true)
+    }
+
+    /// With only the TAP port `tp0` when `configured_vxlan` is false (vx0 added at runtime).
+    fn with(configured_vxlan: bool) -> Self {
         let (h1, h2, e1, e2) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
         let (under1, under2) = (unique("vxu"), unique("vxu"));
         sh(
@@ -139,13 +147,20 @@ impl VxlanBed {
 
         let dir = TempDir::new("tsvx");
         let config = dir.path.join("switch.toml");
+        let vxlan = if configured_vxlan {
+            format!(
+                "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {VNI}\n\
+                 local = \"{H1_UNDERLAY}\"\nremotes = [\"{H2_UNDERLAY}\"]\nnetns = \"{}\"\n",
+                h1.name
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
-                "[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\n\n\
-                 [[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {VNI}\n\
-                 local = \"{H1_UNDERLAY}\"\nremotes = [\"{H2_UNDERLAY}\"]\nnetns = \"{}\"\n",
-                e1.name, h1.name
+                "[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\n\n{vxlan}",
+                e1.name
             ),
         )
         .unwrap();
@@ -161,7 +176,7 @@ impl VxlanBed {
             e1,
             e2,
             e2_dev,
-            _h1: h1,
+            h1,
             _h2: h2,
             _dir: dir,
         }
@@ -244,4 +259,248 @@ fn a_vxlan_port_without_its_remotes_is_refused_by_key() {
         stderr.contains("port[0].remotes") && stderr.contains("remote VTEPs"),
         "{stderr}"
     );
+}
+
+/// Whether a UDP socket in `netns` is bound to `address` (`ip:port`), per `ss`.
+fn udp_bound(netns: &str, address: &str) -> bool {
+    let (ok, sockets) = exec_in(netns, &["ss", "-H", "-u", "-l", "-n"]);
+    assert!(ok, "ss in {netns}");
+    sockets
+        .lines()
+        .any(|line| line.split_whitespace().any(|field| field == address))
+}
+
+/// `tapswitch port add vx0 --vxlan ...` for the bed's H1 towards H2, with `extra` options.
+fn add_vx0(bed: &VxlanBed, extra: &[&str]) -> (bool, String, String) {
+    let mut args = vec![
+        "port",
+        "add",
+        "vx0",
+        "--vxlan",
+        VNI,
+        "--local",
+        H1_UNDERLAY,
+        "--remote",
+        H2_UNDERLAY,
+        "--netns",
+        &bed.h1.name,
+    ];
+    args.extend_from_slice(extra);
+    bed.switch.ctl(&args)
+}
+
+#[test]
+fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
+    require_root!();
+    let mut bed = VxlanBed::with(false);
+    let bound = format!("{H1_UNDERLAY}:4789");
+    assert!(!udp_bound(&bed.h1.name, &bound));
+    let (ok, _, stderr) = add_vx0(&bed, &[]);
+    assert!(ok, "port add --vxlan: {stderr}");
+    let config = bed.switch.config();
+    let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
+    assert_eq!(port.kind, PortKind::Vxlan);
+    assert_eq!(port.vni, Some(VNI.parse().unwrap()));
+    assert_eq!(port.remotes, Some(vec![H2_UNDERLAY.parse().unwrap()]));
+    // The inner MTU of a 1500-byte underlay, as in a config file.
+    assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1450);
+    assert!(udp_bound(&bed.h1.name, &bound), "vx0 listens on {bound}");
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(
+            &bed.e1.name,
+            E2_ADDR,
+            1,
+            "0.2"
+        ) == 1),
+        "E1 reaches E2 over the runtime vxlan port"
+    );
+    assert_eq!(ping(&bed.e2.name, E1_ADDR, 3, "0.2"), 3);
+
+    let (ok, _, stderr) = bed.switch.ctl(&["port", "del", "vx0"]);
+    assert!(ok, "port del vx0: {stderr}");
+    assert!(
+        !udp_bound(&bed.h1.name, &bound),
+        "vx0's socket is closed when the reply comes"
+    );
+    assert_eq!(ping(&bed.e1.name, E2_ADDR, 1, "0.2"), 0, "vx0 is gone");
+    // Its port is free again: the same port comes back, with another UDP port this time.
+    let (ok, _, stderr) = add_vx0(&bed, &["--dstport", "4790", "--mtu", "1400"]);
+    assert!(ok, "port add --vxlan again: {stderr}");
+    assert!(udp_bound(&bed.h1.name, &format!("{H1_UNDERLAY}:4790")));
+    assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1400);
+}
+
+#[test]
+fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
+    require_root!();
+    let bed = VxlanBed::with(false);
+    let ports = bed.switch.port_list();
+    let refused = |args: &[&str], expected: &[&str]| {
+        let (ok, _, stderr) = bed.switch.ctl(args);
+        assert!(!ok, "{args:?} was accepted");
+        for text in expected {
+            assert!(stderr.contains(text), "{args:?}: {text:?} not in {stderr}");
+        }
+        assert_eq!(bed.switch.port_list(), ports, "{args:?} changed the ports");
+    };
+    let h1 = bed.h1.name.as_str();
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--remote",
+            H2_UNDERLAY,
+        ],
+        &["--vxlan 5 needs --local IP"],
+    );
+    refused(
+        &["port", "add", "vx1", "--vxlan", "5", "--local", H1_UNDERLAY],
+        &["--vxlan 5 needs --remote"],
+    );
+    for vni in ["0", "16777216", "ten"] {
+        refused(
+            &[
+                "port",
+                "add",
+                "vx1",
+                "--vxlan",
+                vni,
+                "--local",
+                H1_UNDERLAY,
+                "--remote",
+                H2_UNDERLAY,
+            ],
+            &["--vxlan", "1..=16777215"],
+        );
+    }
+    refused(
+        &["port", "add", "vx1", "--local", H1_UNDERLAY],
+        &["--vxlan"],
+    );
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--local",
+            H1_UNDERLAY,
+            "--remote",
+            H2_UNDERLAY,
+            "--dstport",
+            "0",
+        ],
+        &["--dstport"],
+    );
+    // Keys a vxlan port cannot have, refused by the switch by name.
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--local",
+            H1_UNDERLAY,
+            "--remote",
+            H2_UNDERLAY,
+            "--txqueuelen",
+            "5",
+        ],
+        &["txqueuelen", "kind = \"vxlan\""],
+    );
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--local",
+            "10.99.0.1",
+            "--remote",
+            H2_UNDERLAY,
+            "--netns",
+            h1,
+        ],
+        &["10.99.0.1", "not an address of this namespace"],
+    );
+    // A kernel vxlan device of H1 on UDP port 4789 holds 0.0.0.0:4789 while it is up.
+    let kernel_vtep = unique("vxk");
+    sh(
+        "ip",
+        &[
+            "-n",
+            h1,
+            "link",
+            "add",
+            &kernel_vtep,
+            "type",
+            "vxlan",
+            "id",
+            "7",
+            "dstport",
+            "4789",
+            "local",
+            H1_UNDERLAY,
+        ],
+    );
+    sh("ip", &["-n", h1, "link", "set", &kernel_vtep, "up"]);
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--local",
+            H1_UNDERLAY,
+            "--remote",
+            H2_UNDERLAY,
+            "--netns",
+            h1,
+        ],
+        &[
+            &format!("Linux vxlan device {kernel_vtep}"),
+            "binds 0.0.0.0:4789",
+            "cannot share",
+            "dstport",
+        ],
+    );
+    // The same request on the wire: refused as a clash, not as a bad value.
+    let mut port: PortConfig = format!("vx1@{h1}").parse().unwrap();
+    port.kind = PortKind::Vxlan;
+    port.vni = Some(5);
+    port.local = Some(H1_UNDERLAY.parse().unwrap());
+    port.remotes = Some(vec![H2_UNDERLAY.parse().unwrap()]);
+    port.mtu = 1450;
+    let refusal = ControlClient::connect(&bed.switch.control)
+        .unwrap()
+        .request_as::<PortReply>(&Request::PortAdd { port })
+        .unwrap_err();
+    let ControlError::Refused(refusal) = refusal else {
+        panic!("not a refusal: {refusal}");
+    };
+    assert_eq!(refusal.kind, ErrorKind::AlreadyExists, "{refusal:?}");
+    // Another UDP port does not clash.
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "vx1",
+        "--vxlan",
+        "5",
+        "--local",
+        H1_UNDERLAY,
+        "--remote",
+        H2_UNDERLAY,
+        "--netns",
+        h1,
+        "--dstport",
+        "4791",
+    ]);
+    assert!(ok, "vx1 on UDP port 4791: {stderr}");
 }
