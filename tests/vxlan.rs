@@ -504,3 +504,600 @@ fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
     ]);
     assert!(ok, "vx1 on UDP port 4791: {stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Interop: namespaces as hosts on a shared underlay (a Linux bridge in a namespace of its
+// own, standing for the physical network), each a VTEP: tapswitch, or Linux vxlan + bridge.
+
+const SEGMENT_VNI: u32 = 5151;
+const SEGMENT_VNI_TEXT: &str = "5151";
+
+/// The underlay address of host `i`.
+fn vtep(i: usize) -> String {
+    format!("10.79.0.{}", i + 1)
+}
+
+/// An endpoint on the segment: a namespace, its device and its address.
+struct Endpoint {
+    ns: Netns,
+    dev: String,
+    addr: String,
+}
+
+impl Endpoint {
+    fn mac(&self) -> String {
+        link_mac(&self.ns.name, &self.dev)
+    }
+
+    fn address(&self, addr: &str) {
+        let cidr = format!("{addr}/24");
+        sh(
+            "ip",
+            &["-n", &self.ns.name, "addr", "add", &cidr, "dev", &self.dev],
+        );
+        sh("ip", &["-n", &self.ns.name, "link", "set", &self.dev, "up"]);
+    }
+}
+
+/// Hosts joined by veths to one bridge in the `fabric` namespace; host `i` has underlay
+/// device `underlay[i]` with address [`vtep`]`(i)`.
+struct Fabric {
+    hosts: Vec<Netns>,
+    underlay: Vec<String>,
+    _fabric: Netns,
+}
+
+impl Fabric {
+    fn new(count: usize) -> Self {
+        let fabric = Netns::new();
+        sh(
+            "ip",
+            &[
+                "-n",
+                &fabric.name,
+                "link",
+                "add",
+                "name",
+                "fab",
+                "type",
+                "bridge",
+            ],
+        );
+        sh("ip", &["-n", &fabric.name, "link", "set", "fab", "up"]);
+        let mut hosts = Vec::new();
+        let mut underlay = Vec::new();
+        for i in 0..count {
+            let host = Netns::new();
+            let (dev, port) = (unique("vxu"), unique("vxf"));
+            sh(
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    &dev,
+                    "netns",
+                    &host.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &port,
+                    "netns",
+                    &fabric.name,
+                ],
+            );
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    &fabric.name,
+                    "link",
+                    "set",
+                    &port,
+                    "master",
+                    "fab",
+                    "up",
+                ],
+            );
+            let cidr = format!("{}/24", vtep(i));
+            sh("ip", &["-n", &host.name, "addr", "add", &cidr, "dev", &dev]);
+            sh("ip", &["-n", &host.name, "link", "set", &dev, "up"]);
+            hosts.push(host);
+            underlay.push(dev);
+        }
+        Self {
+            hosts,
+            underlay,
+            _fabric: fabric,
+        }
+    }
+}
+
+/// A tapswitch VTEP on host `host`: TAP endpoints (MTU 1450) and `vx0` flooding to `remotes`.
+struct TapswitchHost {
+    switch: Switch,
+    endpoints: Vec<Endpoint>,
+    _dir: TempDir,
+}
+
+impl TapswitchHost {
+    fn start(fabric: &Fabric, host: usize, endpoints: &[&str], remotes: &[usize]) -> Self {
+        let namespaces: Vec<Netns> = endpoints.iter().map(|_| Netns::new()).collect();
+        let mut config = String::new();
+        for (i, ns) in namespaces.iter().enumerate() {
+            config.push_str(&format!(
+                "[[port]]\nname = \"t{host}e{i}\"\nnetns = \"{}\"\nmtu = 1450\n\n",
+                ns.name
+            ));
+        }
+        let remotes: Vec<String> = remotes
+            .iter()
+            .map(|&r| format!("\"{}\"", vtep(r)))
+            .collect();
+        config.push_str(&format!(
+            "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {SEGMENT_VNI}\nlocal = \"{}\"\n\
+             remotes = [{}]\nnetns = \"{}\"\n",
+            vtep(host),
+            remotes.join(", "),
+            fabric.hosts[host].name
+        ));
+        let dir = TempDir::new("tsvx");
+        let path = dir.path.join("switch.toml");
+        std::fs::write(&path, config).unwrap();
+        let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+        let endpoints = namespaces
+            .into_iter()
+            .zip(endpoints)
+            .enumerate()
+            .map(|(i, (ns, addr))| {
+                let endpoint = Endpoint {
+                    ns,
+                    dev: format!("t{host}e{i}"),
+                    addr: (*addr).to_owned(),
+                };
+                endpoint.address(addr);
+                endpoint
+            })
+            .collect();
+        Self {
+            switch,
+            endpoints,
+            _dir: dir,
+        }
+    }
+
+    /// The MAC table entry for `mac`, if any.
+    fn entry(&self, mac: &str) -> Option<tapswitch::control::FdbShowEntry> {
+        self.switch
+            .fdb()
+            .entries
+            .into_iter()
+            .find(|entry| entry.mac.to_string() == mac)
+    }
+}
+
+/// A Linux VTEP on host `host`: vxlan device `vx` (dstport 4789, flooding to `remotes`) in
+/// bridge `br` with one veth endpoint.
+struct LinuxHost {
+    endpoint: Endpoint,
+}
+
+impl LinuxHost {
+    fn start(fabric: &Fabric, host: usize, addr: &str, remotes: &[usize]) -> Self {
+        let ns = &fabric.hosts[host].name;
+        let local = vtep(host);
+        sh(
+            "ip",
+            &[
+                "-n",
+                ns,
+                "link",
+                "add",
+                "vx",
+                "type",
+                "vxlan",
+                "id",
+                SEGMENT_VNI_TEXT,
+                "dstport",
+                "4789",
+                "local",
+                &local,
+                "dev",
+                &fabric.underlay[host],
+            ],
+        );
+        for &remote in remotes {
+            sh(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    ns,
+                    "bridge",
+                    "fdb",
+                    "append",
+                    "00:00:00:00:00:00",
+                    "dev",
+                    "vx",
+                    "dst",
+                    &vtep(remote),
+                ],
+            );
+        }
+        let endpoint_ns = Netns::new();
+        let (bridge_end, dev) = (unique("vxb"), unique("vxe"));
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bridge_end,
+                "netns",
+                ns,
+                "mtu",
+                "1450",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &dev,
+                "netns",
+                &endpoint_ns.name,
+                "mtu",
+                "1450",
+            ],
+        );
+        sh(
+            "ip",
+            &["-n", ns, "link", "add", "name", "vxbr", "type", "bridge"],
+        );
+        for port in ["vx", bridge_end.as_str()] {
+            sh("ip", &["-n", ns, "link", "set", port, "master", "vxbr", "up"]);
+        }
+        sh("ip", &["-n", ns, "link", "set", "vxbr", "up"]);
+        // As in VxlanBed: nothing on this path fills in a partial TCP checksum.
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &endpoint_ns.name,
+                "ethtool",
+                "-K",
+                &dev,
+                "tx",
+                "off",
+            ],
+        );
+        let endpoint = Endpoint {
+            ns: endpoint_ns,
+            dev,
+            addr: addr.to_owned(),
+        };
+        endpoint.address(addr);
+        Self { endpoint }
+    }
+}
+
+/// `bridge fdb show dev vx` on a Linux host: (MAC, dst) of the entries with a remote.
+fn kernel_vxlan_fdb(host: &Netns) -> Vec<(String, String)> {
+    let (ok, out) = exec_in(&host.name, &["bridge", "fdb", "show", "dev", "vx"]);
+    assert!(ok);
+    out.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let mac = fields.next()?.to_owned();
+            let rest: Vec<&str> = fields.collect();
+            let dst = rest.iter().position(|f| *f == "dst")?;
+            Some((mac, rest.get(dst + 1)?.to_string()))
+        })
+        .collect()
+}
+
+/// Every endpoint pings every other one (after a first exchange that may wait for ARP).
+fn all_pairs_ping(endpoints: &[&Endpoint]) {
+    for a in endpoints {
+        for b in endpoints {
+            if a.addr == b.addr {
+                continue;
+            }
+            assert!(
+                wait_for(Duration::from_secs(5), || ping(
+                    &a.ns.name, &b.addr, 1, "0.2"
+                ) == 1),
+                "{} cannot reach {}",
+                a.addr,
+                b.addr
+            );
+            assert_eq!(
+                ping(&a.ns.name, &b.addr, 2, "0.2"),
+                2,
+                "{} -> {}",
+                a.addr,
+                b.addr
+            );
+        }
+    }
+}
+
+/// The VXLAN datagrams on a capture whose inner source MAC is `src` (IPv4 without options).
+fn tunnelled_from(captured: &[Captured], src: [u8; 6]) -> usize {
+    const INNER: usize = 14 + 20 + 8 + 8;
+    captured
+        .iter()
+        .filter(|c| {
+            c.bytes.len() >= INNER + 12
+                && c.bytes[12..14] == [0x08, 0x00]
+                && c.bytes[23] == 17
+                && c.bytes[36..38] == 4789u16.to_be_bytes()
+                && c.bytes[INNER + 6..INNER + 12] == src
+        })
+        .count()
+}
+
+/// The frames on a capture with source MAC `src`.
+fn frames_from(captured: &[Captured], src: [u8; 6]) -> usize {
+    captured.iter().filter(|c| c.src() == src).count()
+}
+
+/// Drains `capture` until `count(...)` reaches `expected` (or 5 s), then once more after
+/// the segment had time to deliver duplicates; returns the final count.
+fn settled_count(
+    capture: &Capture,
+    expected: usize,
+    count: impl Fn(&[Captured]) -> usize,
+) -> usize {
+    let mut seen = Vec::new();
+    wait_for(Duration::from_secs(5), || {
+        seen.extend(capture.drain());
+        count(&seen) >= expected
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    seen.extend(capture.drain());
+    count(&seen)
+}
+
+#[test]
+fn tapswitch_and_a_linux_vtep_share_a_segment_learn_both_ways_and_replicate_once() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    let a = TapswitchHost::start(&fabric, 0, &["192.168.79.11", "192.168.79.12"], &[1]);
+    let b = LinuxHost::start(&fabric, 1, "192.168.79.21", &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &a.endpoints[1], &b.endpoint]);
+
+    // Learning on A: B's endpoint behind B's VTEP.
+    let eb = b.endpoint.mac();
+    let entry = a
+        .entry(&eb)
+        .unwrap_or_else(|| panic!("{eb} not learned on A"));
+    assert_eq!(entry.port, "vx0");
+    assert_eq!(entry.remote.map(|ip| ip.to_string()), Some(vtep(1)));
+    // Learning on B: A's endpoints behind A's VTEP.
+    let kernel = kernel_vxlan_fdb(&fabric.hosts[1]);
+    for endpoint in &a.endpoints {
+        let mac = endpoint.mac();
+        assert!(
+            kernel.contains(&(mac.clone(), vtep(0))),
+            "{mac} dst {} not in B's fdb: {kernel:?}",
+            vtep(0)
+        );
+    }
+
+    // A broadcast from A's endpoint crosses the underlay once to B's one remote.
+    let marker = [0x02, 0x79, 0, 0, 0, 1];
+    let on_underlay = Capture::open(&fabric.hosts[1].name, &fabric.underlay[1]);
+    let at_endpoint = Capture::open(&b.endpoint.ns.name, &b.endpoint.dev);
+    let broadcasts: Vec<Vec<u8>> = (0..20).map(|_| frame([0xff; 6], marker, 60)).collect();
+    send_raw(&a.endpoints[0].ns.name, &a.endpoints[0].dev, &broadcasts);
+    assert_eq!(
+        settled_count(&on_underlay, 20, |c| tunnelled_from(c, marker)),
+        20,
+        "one datagram per broadcast on B's underlay"
+    );
+    assert_eq!(
+        settled_count(&at_endpoint, 20, |c| frames_from(c, marker)),
+        20,
+        "B's endpoint got each broadcast once"
+    );
+
+    // A MAC that moves host is relearned on both: first behind B, then on A's second
+    // endpoint, then behind B again.
+    let mover = [0x02, 0x79, 0, 0, 0, 2];
+    let mover_text = "02:79:00:00:00:02";
+    let hello = vec![frame([0xff; 6], mover, 60)];
+    send_raw(&b.endpoint.ns.name, &b.endpoint.dev, &hello);
+    assert!(
+        wait_for(Duration::from_secs(5), || a.entry(mover_text).is_some_and(
+            |e| e.port == "vx0" && e.remote.map(|ip| ip.to_string()) == Some(vtep(1))
+        )),
+        "A learns the mover behind B: {:?}",
+        a.entry(mover_text)
+    );
+    send_raw(&a.endpoints[1].ns.name, &a.endpoints[1].dev, &hello);
+    assert!(
+        wait_for(Duration::from_secs(5), || a.entry(mover_text).is_some_and(
+            |e| e.port == a.endpoints[1].dev && e.remote.is_none()
+        )),
+        "A relearns the mover on its endpoint: {:?}",
+        a.entry(mover_text)
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || kernel_vxlan_fdb(
+            &fabric.hosts[1]
+        )
+        .contains(&(mover_text.to_owned(), vtep(0)))),
+        "B relearns the mover behind A: {:?}",
+        kernel_vxlan_fdb(&fabric.hosts[1])
+    );
+    // Back on B: unicast from A to the mover must go to B again.
+    send_raw(&b.endpoint.ns.name, &b.endpoint.dev, &hello);
+    assert!(
+        wait_for(Duration::from_secs(5), || a.entry(mover_text).is_some_and(
+            |e| e.port == "vx0" && e.remote.map(|ip| ip.to_string()) == Some(vtep(1))
+        )),
+        "A relearns the mover behind B: {:?}",
+        a.entry(mover_text)
+    );
+    let unicast = vec![frame(mover, marker, 60)];
+    let at_endpoint = Capture::open(&b.endpoint.ns.name, &b.endpoint.dev);
+    send_raw(&a.endpoints[0].ns.name, &a.endpoints[0].dev, &unicast);
+    assert_eq!(
+        settled_count(&at_endpoint, 1, |c| frames_from(c, marker)),
+        1,
+        "unicast to the mover reaches B"
+    );
+}
+
+#[test]
+fn two_tapswitch_vteps_and_a_linux_vtep_form_one_segment_with_head_end_replication() {
+    require_root!();
+    let fabric = Fabric::new(3);
+    let a = TapswitchHost::start(&fabric, 0, &["192.168.79.11", "192.168.79.12"], &[1, 2]);
+    let b = LinuxHost::start(&fabric, 1, "192.168.79.21", &[0, 2]);
+    let c = TapswitchHost::start(&fabric, 2, &["192.168.79.31"], &[0, 1]);
+    all_pairs_ping(&[
+        &a.endpoints[0],
+        &a.endpoints[1],
+        &b.endpoint,
+        &c.endpoints[0],
+    ]);
+    for (host, remote) in [(&a, 2), (&c, 0)] {
+        let other = if remote == 2 { &c } else { &a };
+        let mac = other.endpoints[0].mac();
+        let entry = host
+            .entry(&mac)
+            .unwrap_or_else(|| panic!("{mac} not learned"));
+        assert_eq!(entry.remote.map(|ip| ip.to_string()), Some(vtep(remote)));
+    }
+
+    // A's broadcasts: one copy to each remote, none back from one tunnel into another.
+    let marker = [0x02, 0x79, 0, 0, 0, 3];
+    let to_b = Capture::open(&fabric.hosts[1].name, &fabric.underlay[1]);
+    let to_c = Capture::open(&fabric.hosts[2].name, &fabric.underlay[2]);
+    let at_b = Capture::open(&b.endpoint.ns.name, &b.endpoint.dev);
+    let at_c = Capture::open(&c.endpoints[0].ns.name, &c.endpoints[0].dev);
+    let broadcasts: Vec<Vec<u8>> = (0..20).map(|_| frame([0xff; 6], marker, 60)).collect();
+    let before = a.switch.stats();
+    send_raw(&a.endpoints[0].ns.name, &a.endpoints[0].dev, &broadcasts);
+    for (capture, what) in [(&to_b, "B's underlay"), (&to_c, "C's underlay")] {
+        assert_eq!(
+            settled_count(capture, 20, |c| tunnelled_from(c, marker)),
+            20,
+            "one datagram per broadcast on {what}"
+        );
+    }
+    for (capture, what) in [(&at_b, "B's endpoint"), (&at_c, "C's endpoint")] {
+        assert_eq!(
+            settled_count(capture, 20, |c| frames_from(c, marker)),
+            20,
+            "{what} got each broadcast once"
+        );
+    }
+    let after = a.switch.stats();
+    assert_eq!(
+        after.counters_of("vx0").tx_frames - before.counters_of("vx0").tx_frames,
+        20,
+        "vx0 counts frames, not copies"
+    );
+}
+
+/// A UDP socket in `netns` bound to `local` (port chosen by the kernel).
+fn udp_socket_in(netns: &str, local: &str) -> std::net::UdpSocket {
+    let local = format!("{local}:0");
+    tapswitch::sys::netns::run_in(netns, move || std::net::UdpSocket::bind(local).unwrap())
+        .expect("entering the namespace")
+}
+
+#[test]
+fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    let mut a = TapswitchHost::start(&fabric, 0, &["192.168.79.11"], &[1]);
+    let b = LinuxHost::start(&fabric, 1, "192.168.79.21", &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &b.endpoint]);
+
+    let marker = [0x02, 0x79, 0, 0, 0, 4];
+    let inner = frame([0xff; 6], marker, 60);
+    let header = |flags: u8, reserved: [u8; 3], vni: u32, last: u8| {
+        let vni = vni.to_be_bytes();
+        vec![
+            flags,
+            reserved[0],
+            reserved[1],
+            reserved[2],
+            vni[1],
+            vni[2],
+            vni[3],
+            last,
+        ]
+    };
+    let with_inner = |mut header: Vec<u8>, inner: &[u8]| {
+        header.extend_from_slice(inner);
+        header
+    };
+    let good = header(0x08, [0; 3], SEGMENT_VNI, 0);
+    let cases: Vec<(DropReason, Vec<u8>)> = vec![
+        (
+            DropReason::UnknownVni,
+            with_inner(header(0x08, [0; 3], SEGMENT_VNI + 1, 0), &inner),
+        ),
+        (
+            DropReason::BadVxlanHeader,
+            with_inner(header(0x00, [0; 3], SEGMENT_VNI, 0), &inner),
+        ),
+        (
+            DropReason::BadVxlanHeader,
+            with_inner(header(0x0c, [0; 3], SEGMENT_VNI, 0), &inner),
+        ),
+        (
+            DropReason::BadVxlanHeader,
+            with_inner(header(0x08, [0, 0, 1], SEGMENT_VNI, 0), &inner),
+        ),
+        (
+            DropReason::BadVxlanHeader,
+            with_inner(header(0x08, [0; 3], SEGMENT_VNI, 1), &inner),
+        ),
+        (DropReason::BadVxlanHeader, vec![0x08, 0, 0, 0]),
+        (DropReason::BadVxlanHeader, Vec::new()),
+        (
+            DropReason::Oversize,
+            with_inner(good.clone(), &frame([0xff; 6], marker, 1600)),
+        ),
+    ];
+    let socket = udp_socket_in(&fabric.hosts[1].name, &vtep(1));
+    let target = format!("{}:4789", vtep(0));
+    let at_a = Capture::open(&a.endpoints[0].ns.name, &a.endpoints[0].dev);
+    let before = a.switch.snapshot();
+    let mut expected = std::collections::HashMap::<DropReason, u64>::new();
+    for (reason, datagram) in &cases {
+        for _ in 0..3 {
+            socket.send_to(datagram, &target).unwrap();
+        }
+        *expected.entry(*reason).or_default() += 3;
+    }
+    // Nothing else is affected: the segment still works meanwhile.
+    assert_eq!(ping(&b.endpoint.ns.name, &a.endpoints[0].addr, 3, "0.2"), 3);
+    let mut after = a.switch.snapshot();
+    assert!(wait_for(Duration::from_secs(5), || {
+        after = a.switch.snapshot();
+        expected
+            .iter()
+            .all(|(&reason, &n)| after.dropped("vx0", reason) - before.dropped("vx0", reason) >= n)
+    }));
+    for (&reason, &n) in &expected {
+        assert_eq!(
+            after.dropped("vx0", reason) - before.dropped("vx0", reason),
+            n,
+            "{reason:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        frames_from(&at_a.drain(), marker),
+        0,
+        "no dropped datagram's frame reached A's endpoint"
+    );
+    // A good datagram from the same socket does: the port still reads.
+    socket.send_to(&with_inner(good, &inner), &target).unwrap();
+    assert_eq!(settled_count(&at_a, 1, |c| frames_from(c, marker)), 1);
+}
