@@ -752,7 +752,10 @@ impl LinuxHost {
             &["-n", ns, "link", "add", "name", "vxbr", "type", "bridge"],
         );
         for port in ["vx", bridge_end.as_str()] {
-            sh("ip", &["-n", ns, "link", "set", port, "master", "vxbr", "up"]);
+            sh(
+                "ip",
+                &["-n", ns, "link", "set", port, "master", "vxbr", "up"],
+            );
         }
         sh("ip", &["-n", ns, "link", "set", "vxbr", "up"]);
         // As in VxlanBed: nothing on this path fills in a partial TCP checksum.
@@ -1100,4 +1103,191 @@ fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
     // A good datagram from the same socket does: the port still reads.
     socket.send_to(&with_inner(good, &inner), &target).unwrap();
     assert_eq!(settled_count(&at_a, 1, |c| frames_from(c, marker)), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Netdev uplinks: two tapswitch "hosts" whose `kind = "netdev"` trunk ports sit on the two
+// ends of a veth (the cable between them) carry an access VLAN and a trunk VLAN.
+
+/// A switch whose uplink `up0` is veth end `uplink` in `uplink_ns` (a trunk of VLANs 10, 20,
+/// 30), with TAP endpoints: `a10` access VLAN 10, `a30` access VLAN 30, `t20` a trunk of VLAN
+/// 20 (its endpoint sends and reads tagged frames raw).
+struct UplinkedHost {
+    switch: Switch,
+    access10: Endpoint,
+    access30: Endpoint,
+    trunk20: Endpoint,
+    _dir: TempDir,
+}
+
+impl UplinkedHost {
+    fn start(side: &str, uplink_ns: &Netns, uplink: &str, host: u8) -> Self {
+        let (ns10, ns30, ns20) = (Netns::new(), Netns::new(), Netns::new());
+        let (a10, a30, t20) = (
+            format!("{side}a10"),
+            format!("{side}a30"),
+            format!("{side}t20"),
+        );
+        let config = format!(
+            "[[port]]\nname = \"up0\"\nkind = \"netdev\"\ndevice = \"{uplink}\"\nnetns = \"{}\"\n\
+             vlan_mode = \"trunk\"\nallowed_vlans = [10, 20, 30]\n\n\
+             [[port]]\nname = \"{a10}\"\nnetns = \"{}\"\nvlan_mode = \"access\"\nvlan = 10\n\n\
+             [[port]]\nname = \"{a30}\"\nnetns = \"{}\"\nvlan_mode = \"access\"\nvlan = 30\n\n\
+             [[port]]\nname = \"{t20}\"\nnetns = \"{}\"\nvlan_mode = \"trunk\"\nallowed_vlans = [20]\n",
+            uplink_ns.name, ns10.name, ns30.name, ns20.name
+        );
+        let dir = TempDir::new("tsup");
+        let path = dir.path.join("switch.toml");
+        std::fs::write(&path, config).unwrap();
+        let switch = Switch::start(&["--config", path.to_str().unwrap()]);
+        let access10 = Endpoint {
+            ns: ns10,
+            dev: a10,
+            addr: format!("192.168.80.{host}"),
+        };
+        // On VLAN 30 but in VLAN 10's subnet: it must still not hear VLAN 10.
+        let access30 = Endpoint {
+            ns: ns30,
+            dev: a30,
+            addr: format!("192.168.80.{}", host + 100),
+        };
+        for endpoint in [&access10, &access30] {
+            endpoint.address(&endpoint.addr);
+        }
+        // This kernel has no 802.1Q devices: the trunk endpoint sends and reads tagged
+        // frames raw.
+        sh("ip", &["-n", &ns20.name, "link", "set", &t20, "up"]);
+        let trunk20 = Endpoint {
+            ns: ns20,
+            dev: t20,
+            addr: String::new(),
+        };
+        Self {
+            switch,
+            access10,
+            access30,
+            trunk20,
+            _dir: dir,
+        }
+    }
+}
+
+#[test]
+fn netdev_uplinks_on_a_veth_carry_access_and_trunk_vlans_between_two_switches() {
+    require_root!();
+    let (left_ns, right_ns) = (Netns::new(), Netns::new());
+    let (left, right) = (unique("upl"), unique("upr"));
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &left,
+            "netns",
+            &left_ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &right,
+            "netns",
+            &right_ns.name,
+        ],
+    );
+    sh("ip", &["-n", &left_ns.name, "link", "set", &left, "up"]);
+    sh("ip", &["-n", &right_ns.name, "link", "set", &right, "up"]);
+    let a = UplinkedHost::start("l", &left_ns, &left, 1);
+    let b = UplinkedHost::start("r", &right_ns, &right, 2);
+    let cable = Capture::open(&right_ns.name, &right);
+
+    all_pairs_ping(&[&a.access10, &b.access10]);
+    all_pairs_ping(&[&a.access30, &b.access30]);
+    // Frames tagged 20 from the left trunk endpoint reach the right one tagged 20, and no
+    // access endpoint; then the answer comes back as unicast to the learned MAC.
+    let (left_mac, right_mac) = ([0x02, 0x80, 0, 0, 0, 1], [0x02, 0x80, 0, 0, 0, 2]);
+    let right_trunk = Capture::open(&b.trunk20.ns.name, &b.trunk20.dev);
+    let right_access: Vec<Capture> = [&b.access10, &b.access30]
+        .iter()
+        .map(|e| Capture::open(&e.ns.name, &e.dev))
+        .collect();
+    let tagged = |dst, src, vid| {
+        let mut frame = frame(dst, src, 64);
+        frame.splice(12..12, [0x81, 0x00, 0x00, vid]);
+        frame
+    };
+    let broadcasts: Vec<Vec<u8>> = (0..10).map(|_| tagged([0xff; 6], left_mac, 20)).collect();
+    send_raw(&a.trunk20.ns.name, &a.trunk20.dev, &broadcasts);
+    let count_tagged = |src: [u8; 6], vid: u16| {
+        move |c: &[Captured]| {
+            c.iter()
+                .filter(|c| c.src() == src && c.vlan == Some(vid))
+                .count()
+        }
+    };
+    assert_eq!(
+        settled_count(&right_trunk, 10, count_tagged(left_mac, 20)),
+        10
+    );
+    for capture in &right_access {
+        assert_eq!(frames_from(&capture.drain(), left_mac), 0, "VLAN 20 leaked");
+    }
+    let left_trunk = Capture::open(&a.trunk20.ns.name, &a.trunk20.dev);
+    let replies: Vec<Vec<u8>> = (0..10).map(|_| tagged(left_mac, right_mac, 20)).collect();
+    send_raw(&b.trunk20.ns.name, &b.trunk20.dev, &replies);
+    assert_eq!(
+        settled_count(&left_trunk, 10, count_tagged(right_mac, 20)),
+        10
+    );
+    // A VLAN the trunk endpoints do not carry (10) is dropped at the trunk port.
+    let wrong: Vec<Vec<u8>> = (0..5).map(|_| tagged([0xff; 6], left_mac, 10)).collect();
+    send_raw(&a.trunk20.ns.name, &a.trunk20.dev, &wrong);
+    std::thread::sleep(Duration::from_millis(300));
+    for capture in &right_access {
+        assert_eq!(
+            frames_from(&capture.drain(), left_mac),
+            0,
+            "VLAN 10 from a trunk of 20"
+        );
+    }
+
+    // Each VLAN crossed the cable tagged with its VID.
+    let seen = cable.drain();
+    let cable_macs = [
+        (mac_bytes(&a.access10.mac()), 10),
+        (left_mac, 20),
+        (mac_bytes(&a.access30.mac()), 30),
+    ];
+    for (mac, vid) in cable_macs {
+        assert!(
+            seen.iter().any(|c| c.src() == mac && c.vlan == Some(vid)),
+            "no frame of {mac:02x?} tagged {vid} on the cable"
+        );
+        assert!(
+            !seen.iter().any(|c| c.src() == mac && c.vlan != Some(vid)),
+            "a frame of {mac:02x?} crossed the cable without VID {vid}"
+        );
+    }
+    // Across the VLANs nothing passes, neither locally nor over the uplink.
+    for (from, to) in [
+        (&a.access10, &b.access30),
+        (&a.access30, &b.access10),
+        (&a.access10, &a.access30),
+    ] {
+        assert_eq!(
+            ping(&from.ns.name, &to.addr, 2, "0.2"),
+            0,
+            "{} reached {}",
+            from.addr,
+            to.addr
+        );
+    }
+    // Learned on the uplinks, per VLAN.
+    let fdb = a.switch.fdb();
+    let b10 = b.access10.mac();
+    assert!(
+        fdb.entries
+            .iter()
+            .any(|e| e.mac.to_string() == b10 && e.port == "up0" && e.vlan == 10),
+        "{b10} not learned on up0 in VLAN 10: {fdb:?}"
+    );
 }
