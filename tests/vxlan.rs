@@ -21,6 +21,8 @@ struct VxlanBed {
     e1: Netns,
     e2: Netns,
     e2_dev: String,
+    /// H1's underlay veth.
+    under1: String,
     h1: Netns,
     _h2: Netns,
     _dir: TempDir,
@@ -176,6 +178,7 @@ impl VxlanBed {
             e1,
             e2,
             e2_dev,
+            under1,
             h1,
             _h2: h2,
             _dir: dir,
@@ -258,6 +261,74 @@ fn a_vxlan_port_without_its_remotes_is_refused_by_key() {
     assert!(
         stderr.contains("port[0].remotes") && stderr.contains("remote VTEPs"),
         "{stderr}"
+    );
+}
+
+/// doctor's findings about port `port`: (code, what, fix). doctor's report is not a
+/// protocol reply: read as JSON.
+fn doctor_findings(switch: &Switch, port: &str) -> Vec<(String, String, String)> {
+    let (_, stdout, stderr) = switch.ctl(&["doctor", "--json"]);
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("doctor: {e}: {stdout} {stderr}"));
+    report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["port"] == port)
+        .map(|f| {
+            let text = |key: &str| f[key].as_str().unwrap_or_default().to_owned();
+            (text("code"), text("what"), text("fix"))
+        })
+        .collect()
+}
+
+#[test]
+fn doctor_finds_a_vxlan_port_mtu_its_underlay_cannot_carry() {
+    require_root!();
+    let bed = VxlanBed::new();
+    assert_eq!(
+        doctor_findings(&bed.switch, "vx0"),
+        [],
+        "1450 inside a 1500 underlay"
+    );
+    sh(
+        "ip",
+        &[
+            "-n",
+            &bed.h1.name,
+            "link",
+            "set",
+            &bed.under1,
+            "mtu",
+            "1400",
+        ],
+    );
+    let found = doctor_findings(&bed.switch, "vx0");
+    assert_eq!(found.len(), 1, "{found:?}");
+    let (code, what, fix) = &found[0];
+    assert_eq!(code, "vxlan_underlay_mtu_too_small");
+    assert!(
+        what.contains(&format!(
+            "the port's mtu is 1450 but its underlay {} (holding {H1_UNDERLAY}) has MTU 1400",
+            bed.under1
+        )),
+        "{what}"
+    );
+    assert!(
+        fix.starts_with("tapswitch port set vx0 --mtu 1350"),
+        "{fix}"
+    );
+    // Its local address gone from the namespace: an error.
+    let cidr = format!("{H1_UNDERLAY}/24");
+    sh(
+        "ip",
+        &["-n", &bed.h1.name, "addr", "del", &cidr, "dev", &bed.under1],
+    );
+    let found = doctor_findings(&bed.switch, "vx0");
+    assert_eq!(
+        found.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["vxlan_local_missing"],
+        "{found:?}"
     );
 }
 
