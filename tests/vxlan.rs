@@ -36,6 +36,11 @@ impl VxlanBed {
 
     /// With only the TAP port `tp0` when `configured_vxlan` is false (vx0 added at runtime).
     fn with(configured_vxlan: bool) -> Self {
+        Self::with_switch(configured_vxlan, "")
+    }
+
+    /// [`Self::with`], with `switch` as the config file's `[switch]` table.
+    fn with_switch(configured_vxlan: bool, switch: &str) -> Self {
         let (h1, h2, e1, e2) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
         let (under1, under2) = (unique("vxu"), unique("vxu"));
         sh(
@@ -161,7 +166,7 @@ impl VxlanBed {
         std::fs::write(
             &config,
             format!(
-                "[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\n\n{vxlan}",
+                "[switch]\n{switch}\n\n[[port]]\nname = \"tp0\"\nnetns = \"{}\"\nmtu = 1450\n\n{vxlan}",
                 e1.name
             ),
         )
@@ -363,7 +368,8 @@ fn add_vx0(bed: &VxlanBed, extra: &[&str]) -> (bool, String, String) {
 #[test]
 fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
     require_root!();
-    let mut bed = VxlanBed::with(false);
+    // Two dataplane threads: the other worker holds the port too until it lets go.
+    let mut bed = VxlanBed::with_switch(false, "threads = 2");
     let bound = format!("{H1_UNDERLAY}:4789");
     assert!(!udp_bound(&bed.h1.name, &bound));
     let (ok, _, stderr) = add_vx0(&bed, &[]);
