@@ -1143,6 +1143,9 @@ fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
             DropReason::Oversize,
             with_inner(good.clone(), &frame([0xff; 6], marker, 1600)),
         ),
+        // A well-formed header with no frame, or less than an Ethernet header, behind it.
+        (DropReason::Runt, good.clone()),
+        (DropReason::Runt, with_inner(good.clone(), &inner[..10])),
     ];
     let socket = udp_socket_in(&fabric.hosts[1].name, &vtep(1));
     let target = format!("{}:4789", vtep(0));
