@@ -25,7 +25,7 @@ struct VxlanBed {
     under1: String,
     h1: Netns,
     _h2: Netns,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl VxlanBed {
@@ -171,14 +171,9 @@ impl VxlanBed {
             ),
         )
         .unwrap();
-        let switch = Switch::start(&["--config", config.to_str().unwrap()]);
-        let e1_cidr = format!("{E1_ADDR}/24");
-        sh(
-            "ip",
-            &["-n", &e1.name, "addr", "add", &e1_cidr, "dev", "tp0"],
-        );
-        sh("ip", &["-n", &e1.name, "link", "set", "tp0", "up"]);
-        Self {
+        let args = Self::args(&dir);
+        let switch = Switch::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let bed = Self {
             switch,
             e1,
             e2,
@@ -186,8 +181,47 @@ impl VxlanBed {
             under1,
             h1,
             _h2: h2,
-            _dir: dir,
-        }
+            dir,
+        };
+        bed.address_e1();
+        bed
+    }
+
+    /// `tapswitch run` arguments: the bed's config file and a state directory of its own.
+    fn args(dir: &TempDir) -> Vec<String> {
+        ["switch.toml", "state"]
+            .iter()
+            .zip(["--config", "--state-dir"])
+            .flat_map(|(file, option)| {
+                [
+                    option.to_owned(),
+                    dir.path.join(file).to_str().unwrap().to_owned(),
+                ]
+            })
+            .collect()
+    }
+
+    fn address_e1(&self) {
+        let e1_cidr = format!("{E1_ADDR}/24");
+        sh(
+            "ip",
+            &["-n", &self.e1.name, "addr", "add", &e1_cidr, "dev", "tp0"],
+        );
+        sh("ip", &["-n", &self.e1.name, "link", "set", "tp0", "up"]);
+    }
+
+    /// Stops the switch (its TAP goes with it) and starts it again on the same config
+    /// file and state directory.
+    fn restart(&mut self) {
+        self.switch.signal(libc::SIGTERM);
+        assert!(
+            wait_for(Duration::from_secs(10), || self.switch.exited()),
+            "the switch did not stop"
+        );
+        let args = Self::args(&self.dir);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.switch = Switch::start(&args);
+        self.address_e1();
     }
 }
 
@@ -405,6 +439,33 @@ fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
     assert!(ok, "port add --vxlan again: {stderr}");
     assert!(udp_bound(&bed.h1.name, &format!("{H1_UNDERLAY}:4790")));
     assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1400);
+}
+
+#[test]
+fn a_runtime_vxlan_port_comes_back_from_the_state_file_after_a_restart() {
+    require_root!();
+    let mut bed = VxlanBed::with(false);
+    let (ok, _, stderr) = add_vx0(&bed, &[]);
+    assert!(ok, "port add --vxlan: {stderr}");
+    bed.restart();
+    let ports = names(&bed.switch.port_list());
+    assert!(ports.contains(&"vx0".to_owned()), "{ports:?}");
+    let config = bed.switch.config();
+    let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
+    assert_eq!(
+        (port.kind, port.vni, port.mtu),
+        (PortKind::Vxlan, Some(VNI.parse().unwrap()), 1450)
+    );
+    assert!(udp_bound(&bed.h1.name, &format!("{H1_UNDERLAY}:4789")));
+    assert!(
+        wait_for(Duration::from_secs(5), || ping(
+            &bed.e1.name,
+            E2_ADDR,
+            1,
+            "0.2"
+        ) == 1),
+        "E1 reaches E2 over the restored vxlan port"
+    );
 }
 
 #[test]
