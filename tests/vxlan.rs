@@ -534,6 +534,21 @@ fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
         ],
         &["--dstport"],
     );
+    let twice = format!("{H2_UNDERLAY},{H2_UNDERLAY}");
+    refused(
+        &[
+            "port",
+            "add",
+            "vx1",
+            "--vxlan",
+            "5",
+            "--local",
+            H1_UNDERLAY,
+            "--remote",
+            &twice,
+        ],
+        &["remotes[1]", "listed twice"],
+    );
     // Keys a vxlan port cannot have, refused by the switch by name.
     refused(
         &[
