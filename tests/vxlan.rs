@@ -324,7 +324,7 @@ fn doctor_findings(switch: &Switch, port: &str) -> Vec<(String, String, String)>
 #[test]
 fn doctor_finds_a_vxlan_port_mtu_its_underlay_cannot_carry() {
     require_root!();
-    let bed = VxlanBed::new();
+    let mut bed = VxlanBed::new();
     assert_eq!(
         doctor_findings(&bed.switch, "vx0"),
         [],
@@ -369,6 +369,10 @@ fn doctor_finds_a_vxlan_port_mtu_its_underlay_cannot_carry() {
         ["vxlan_local_missing"],
         "{found:?}"
     );
+    // As the finding says: what vx0 sends now is refused, and counted.
+    let before = bed.switch.snapshot().dropped("vx0", DropReason::TxRejected);
+    ping(&bed.e1.name, E2_ADDR, 1, "0.2");
+    assert!(bed.switch.snapshot().dropped("vx0", DropReason::TxRejected) > before);
 }
 
 /// Whether a UDP socket in `netns` is bound to `address` (`ip:port`), per `ss`.

@@ -737,8 +737,8 @@ fn check_vxlan_underlay(port: &PortFacts, out: &mut Vec<Finding>) {
             Some(name),
             format!(
                 "no device of the port's namespace holds its local address {local} ({reason}): \
-                 the socket stays bound, but its datagrams leave from another source address \
-                 or not at all"
+                 nothing for that address reaches the port, and what it sends is refused \
+                 (counted as tx_rejected) or leaves with a source no peer knows"
             ),
             format!(
                 "{} addr add {local}/PREFIX dev UNDERLAY, or re-create the port with the \
