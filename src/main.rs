@@ -10,7 +10,9 @@ use tracing_subscriber::EnvFilter;
 use report::reply;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tapswitch::config::{Config, PortConfig, PortKind, PortSettings, VmMode, setting_value};
+use tapswitch::config::{
+    Config, DEFAULT_VXLAN_MTU, MAX_VNI, PortConfig, PortKind, PortSettings, VmMode, setting_value,
+};
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
@@ -139,11 +141,19 @@ enum PortCommand {
     ///
     /// With --netdev DEV the port is an existing netdev the switch binds an AF_PACKET socket
     /// to (`tapswitch port add up0 --netdev eth1`); `port del` leaves the device as it is.
+    ///
+    /// With --vxlan VNI the port is a VXLAN tunnel (`kind = "vxlan"`): UDP on --local's
+    /// address (and --dstport, 4789 by default) in the switch's namespace (or --netns's),
+    /// flooding to each --remote VTEP (`tapswitch port add vx0 --vxlan 100 --local 10.1.0.1
+    /// --remote 10.1.0.2,10.1.0.3`); its MTU is 1450 unless --mtu says otherwise. `port del`
+    /// closes its sockets.
     Add {
         #[arg(value_name = "NAME[@NETNS]")]
         port: PortConfig,
         #[command(flatten)]
         options: PortOptions,
+        #[command(flatten)]
+        vxlan: VxlanOptions,
         #[command(flatten)]
         features: FeatureOptions,
         #[command(flatten)]
@@ -332,6 +342,84 @@ impl FeatureOptions {
             .filter_map(|(key, text)| Some((key.to_owned(), setting_value(key, &text?))))
             .collect()
     }
+}
+
+/// A VXLAN port's settings (`kind = "vxlan"`, `vni`, `local`, `remotes`, `udp_port`).
+#[derive(Args)]
+#[command(next_help_heading = "VXLAN port (kind = \"vxlan\")")]
+struct VxlanOptions {
+    /// Make the port a VXLAN tunnel carrying this VNI (1..=16777215).
+    #[arg(
+        long,
+        value_name = "VNI",
+        value_parser = vni,
+        conflicts_with_all = ["netdev", "vm", "adopt", "persistent"]
+    )]
+    vxlan: Option<u32>,
+    /// The local VTEP address: an IPv4 address of the namespace the port's sockets live in.
+    #[arg(long, value_name = "IP", requires = "vxlan")]
+    local: Option<std::net::Ipv4Addr>,
+    /// The remote VTEPs (the flood list): each gets a copy of every broadcast, multicast
+    /// and unknown unicast.
+    #[arg(
+        long = "remote",
+        value_name = "IP[,IP...]",
+        value_delimiter = ',',
+        requires = "vxlan"
+    )]
+    remotes: Vec<std::net::Ipv4Addr>,
+    /// The UDP port bound on --local and sent to (`udp_port`; 4789 when left out, where
+    /// Linux's own vxlan default is 8472).
+    #[arg(
+        long,
+        value_name = "PORT",
+        requires = "vxlan",
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    dstport: Option<u16>,
+}
+
+impl VxlanOptions {
+    /// Makes `port` a vxlan port if --vxlan was given; its MTU is the inner MTU of a
+    /// 1500-byte underlay unless `mtu_given`.
+    fn apply(self, port: &mut PortConfig, mtu_given: bool) -> Result<(), String> {
+        let Some(vni) = self.vxlan else {
+            return Ok(());
+        };
+        let Some(local) = self.local else {
+            return Err(format!(
+                "--vxlan {vni} needs --local IP: the local VTEP address, an IPv4 address of \
+                 the namespace the port's sockets live in (the switch's, or --netns's)"
+            ));
+        };
+        if self.remotes.is_empty() {
+            return Err(format!(
+                "--vxlan {vni} needs --remote IP[,IP...]: the remote VTEPs that broadcast, \
+                 multicast and unknown unicast go to"
+            ));
+        }
+        port.kind = PortKind::Vxlan;
+        port.vni = Some(vni);
+        port.local = Some(local);
+        port.remotes = Some(self.remotes);
+        port.udp_port = self.dstport;
+        if !mtu_given {
+            port.mtu = DEFAULT_VXLAN_MTU;
+        }
+        Ok(())
+    }
+}
+
+fn vni(text: &str) -> Result<u32, String> {
+    let vni: u32 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a VNI (a number 1..={MAX_VNI})"))?;
+    if !(1..=MAX_VNI).contains(&vni) {
+        return Err(format!(
+            "{vni} is outside 1..={MAX_VNI} (a VNI has 24 bits)"
+        ));
+    }
+    Ok(vni)
 }
 
 /// A VM port's settings (`vm`, `vm_mode`, `vm_queues` of a `[[port]]`).
@@ -523,10 +611,13 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         Command::Port(PortCommand::Add {
             mut port,
             options,
+            vxlan,
             features,
             vm,
         }) => {
+            let mtu_given = options.mtu.is_some();
             options.apply(&mut port)?;
+            vxlan.apply(&mut port, mtu_given)?;
             vm.apply(&mut port);
             let port = port
                 .with_settings(&features.settings())

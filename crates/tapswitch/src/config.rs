@@ -25,7 +25,7 @@ mod evpn;
 mod kind;
 mod patch;
 pub use evpn::{EvpnConfig, EvpnPlan, EvpnVni};
-pub use kind::PortKind;
+pub use kind::{DEFAULT_VXLAN_MTU, DEFAULT_VXLAN_UDP_PORT, MAX_VNI, PortKind};
 pub use patch::{FIXED_AT_CREATION, PortPatch, port_keys};
 
 /// The configuration `tapswitch run` uses when given neither `--config` nor

@@ -41,6 +41,7 @@ use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause
 use crate::fdb::PortId;
 use crate::netlink::LinkMonitor;
 use crate::netlink::LinkSettings;
+use crate::port::Port;
 use crate::port::vm as vmport;
 use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
 use crate::switch::{self, LinkSockets};
@@ -1343,7 +1344,7 @@ fn remove_port(
         })
         .map_err(RequestError::from)?
         .map_err(RequestError::from)?;
-    drop(removed.port);
+    release(removed.port);
     if let Some(port) = &vm_port {
         vms::remove_devices(state, port);
     }
@@ -1353,6 +1354,27 @@ fn remove_port(
         port: removed.last,
         vm: unplugged,
     })
+}
+
+/// How long `port del` waits for the other dataplane workers to let go of a port.
+const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// Closes a removed port here, before the reply: the other workers drop their handle when
+/// they read their `Detach`, so with several threads the last one may still be in flight.
+/// Waiting (briefly) for it means a vxlan port's UDP port, a TAP's name, are free once
+/// `port del` has answered.
+fn release(port: Arc<dyn Port>) {
+    let deadline = Instant::now() + RELEASE_WAIT;
+    while Arc::strong_count(&port) > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if Arc::strong_count(&port) > 1 {
+        warn!(
+            port = port.name(),
+            "a dataplane worker still holds the removed port; it closes when that one lets go"
+        );
+    }
+    drop(port);
 }
 
 /// Writes the state file if it says something new.

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io;
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -126,7 +127,22 @@ pub struct PortFacts {
     pub switch_queues: Option<usize>,
     /// The netdev (the endpoint's side), or why it could not be read.
     pub netdev: Result<NetdevFacts, String>,
+    /// A vxlan port's underlay: the device holding its `local` address, or why there is
+    /// none (`None` for other kinds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<Result<UnderlayFacts, String>>,
 }
+
+/// The device a vxlan port's datagrams leave by: the one holding its local address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnderlayFacts {
+    pub device: String,
+    pub mtu: u32,
+}
+
+/// Outer IPv4 (20), UDP (8) and VXLAN (8) headers and the inner Ethernet header (14): what
+/// the underlay's MTU must hold beyond a vxlan port's inner MTU.
+pub const VXLAN_OVERHEAD: u32 = 50;
 
 /// The endpoint's side of a port (a netdev port's `device`).
 #[derive(Clone, Debug, Serialize)]
@@ -457,7 +473,9 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
         ));
     }
     if port.config.kind == PortKind::Vxlan {
-        // No netdev: its sockets are the port, and the underlay is not the switch's.
+        // No netdev: its sockets are the port, and the underlay is not the switch's; only
+        // whether the underlay can carry the port's frames encapsulated.
+        check_vxlan_underlay(port, out);
         return;
     }
     let netdev = match &port.netdev {
@@ -702,10 +720,68 @@ fn check_netdev_port(port: &PortFacts, netdev: &NetdevFacts, out: &mut Vec<Findi
     }
 }
 
+/// A vxlan port's inner MTU against its underlay's: each frame grows by
+/// [`VXLAN_OVERHEAD`] bytes on the way out.
+fn check_vxlan_underlay(port: &PortFacts, out: &mut Vec<Finding>) {
+    let name = port.config.name.as_str();
+    let local = port
+        .config
+        .local
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    match &port.underlay {
+        None => {}
+        Some(Err(reason)) => out.push(finding(
+            Severity::Error,
+            "vxlan_local_missing",
+            Some(name),
+            format!(
+                "no device of the port's namespace holds its local address {local} ({reason}): \
+                 nothing for that address reaches the port, and what it sends is refused \
+                 (counted as tx_rejected) or leaves with a source no peer knows"
+            ),
+            format!(
+                "{} addr add {local}/PREFIX dev UNDERLAY, or re-create the port with the \
+                 address it has now (tapswitch port del {name}, then port add)",
+                ip(&port.config)
+            ),
+        )),
+        Some(Ok(underlay)) if underlay.mtu < port.switch_mtu + VXLAN_OVERHEAD => {
+            let device = &underlay.device;
+            out.push(finding(
+                Severity::Warning,
+                "vxlan_underlay_mtu_too_small",
+                Some(name),
+                format!(
+                    "the port's mtu is {} but its underlay {device} (holding {local}) has MTU \
+                     {}, which carries inner frames of at most {} bytes of payload: larger ones \
+                     leave as IP fragments (dropped where the underlay does not reassemble)",
+                    port.switch_mtu,
+                    underlay.mtu,
+                    underlay.mtu.saturating_sub(VXLAN_OVERHEAD)
+                ),
+                format!(
+                    "tapswitch port set {name} --mtu {} and the same MTU on the endpoints, or \
+                     {} link set dev {device} mtu {}",
+                    underlay.mtu.saturating_sub(VXLAN_OVERHEAD),
+                    ip(&port.config),
+                    port.switch_mtu + VXLAN_OVERHEAD
+                ),
+            ));
+        }
+        Some(Ok(_)) => {}
+    }
+}
+
 fn check_ports_together(ports: &[PortFacts], out: &mut Vec<Finding>) {
     let live: Vec<&PortFacts> = ports.iter().filter(|p| p.enabled).collect();
     if let Some(offloaded) = live.iter().find(|p| p.offloads) {
-        for port in live.iter().filter(|p| !p.offloads) {
+        // A vxlan port has no vnet header by design (it cannot be given one): super-frames
+        // towards it are segmented to its MTU before encapsulation, which is the point.
+        for port in live
+            .iter()
+            .filter(|p| !p.offloads && p.config.kind != PortKind::Vxlan)
+        {
             let name = &port.config.name;
             out.push(finding(
                 Severity::Warning,
@@ -769,7 +845,9 @@ pub fn inspect(control: &Path) -> Result<Inspection, DoctorError> {
             continue;
         };
         let netdev = netdev_facts(&port);
+        let underlay = port.local.map(|local| underlay_facts(&port, local));
         ports.push(PortFacts {
+            underlay,
             switch_mtu: view.mtu,
             offloads: view.offloads,
             enabled: view.enabled,
@@ -813,6 +891,60 @@ fn netdev_facts(port: &PortConfig) -> Result<NetdevFacts, String> {
         Some(netns) => netns::run_in(netns, read).map_err(|e| e.to_string())?,
         None => read(),
     }
+}
+
+/// The device holding `local` in `port`'s namespace, and its MTU.
+fn underlay_facts(port: &PortConfig, local: Ipv4Addr) -> Result<UnderlayFacts, String> {
+    let read = move || -> Result<UnderlayFacts, String> {
+        let device = interface_with(local)
+            .map_err(|e| format!("getifaddrs: {e}"))?
+            .ok_or_else(|| "no interface has it".to_owned())?;
+        let mut netlink = Netlink::open().map_err(|e| e.to_string())?;
+        let link = netlink.info(&device).map_err(|e| e.to_string())?;
+        Ok(UnderlayFacts {
+            device,
+            mtu: link.mtu,
+        })
+    };
+    match &port.netns {
+        Some(netns) => netns::run_in(netns, read).map_err(|e| e.to_string())?,
+        None => read(),
+    }
+}
+
+/// The name of the interface of the calling thread's namespace that has IPv4 address `ip`.
+fn interface_with(ip: Ipv4Addr) -> io::Result<Option<String>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head into `list`; it is freed below.
+    if unsafe { libc::getifaddrs(&raw mut list) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = None;
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs made, not yet freed.
+        let ifaddr = unsafe { &*entry };
+        entry = ifaddr.ifa_next;
+        if ifaddr.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: a non-null ifa_addr points at a sockaddr of at least its family's header.
+        let family = unsafe { (*ifaddr.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET ifa_addr is a sockaddr_in.
+        let address = unsafe { &*ifaddr.ifa_addr.cast::<libc::sockaddr_in>() };
+        if Ipv4Addr::from(u32::from_be(address.sin_addr.s_addr)) == ip {
+            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifaddr.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once; nothing borrows it now.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
 }
 
 /// `struct ethtool_value`.
@@ -937,6 +1069,7 @@ mod tests {
                 }),
                 master: None,
             }),
+            underlay: None,
             config,
         }
     }
@@ -1240,6 +1373,80 @@ mod tests {
         port.config.device = Some("eth1".into());
         port.netdev.as_mut().unwrap().link.name = "eth1".into();
         inspection
+    }
+
+    /// Port 1 a vxlan port of mtu 1450 on `local` 10.1.0.1, its underlay `eth0` of MTU
+    /// `underlay_mtu`.
+    fn with_vxlan_port(underlay_mtu: u32) -> Inspection {
+        let mut inspection = healthy();
+        // The endpoints have the segment's MTU too.
+        for port in &mut inspection.ports {
+            port.config.mtu = 1450;
+            port.switch_mtu = 1450;
+            if let Ok(netdev) = &mut port.netdev {
+                netdev.link.mtu = 1450;
+            }
+        }
+        let port = &mut inspection.ports[1];
+        port.config.kind = PortKind::Vxlan;
+        port.config.vni = Some(100);
+        port.config.local = Some(Ipv4Addr::new(10, 1, 0, 1));
+        port.config.remotes = Some(vec![Ipv4Addr::new(10, 1, 0, 2)]);
+        port.config.mtu = 1450;
+        port.switch_mtu = 1450;
+        port.switch_queues = Some(0);
+        port.netdev = Err("a vxlan port has no netdev".into());
+        port.underlay = Some(Ok(UnderlayFacts {
+            device: "eth0".into(),
+            mtu: underlay_mtu,
+        }));
+        inspection
+    }
+
+    #[test]
+    fn a_vxlan_port_whose_underlay_carries_its_mtu_has_no_findings() {
+        // Without offloads (as every vxlan port) among TAP ports with: nothing to fix.
+        let mut inspection = with_vxlan_port(1500);
+        inspection.ports[1].offloads = false;
+        assert!(problems(&inspection).is_empty());
+        assert!(problems(&with_vxlan_port(9000)).is_empty());
+    }
+
+    #[test]
+    fn a_vxlan_port_above_its_underlays_mtu_less_50_is_found_with_both_fixes() {
+        let inspection = with_vxlan_port(1400);
+        assert_eq!(
+            problems(&inspection),
+            one("vxlan_underlay_mtu_too_small", "p1")
+        );
+        let findings = diagnose(&inspection);
+        let found = &findings[0];
+        assert_eq!(found.severity, Severity::Warning);
+        assert_eq!(
+            found.what,
+            "the port's mtu is 1450 but its underlay eth0 (holding 10.1.0.1) has MTU 1400, \
+             which carries inner frames of at most 1350 bytes of payload: larger ones leave as \
+             IP fragments (dropped where the underlay does not reassemble)"
+        );
+        assert_eq!(
+            found.fix,
+            "tapswitch port set p1 --mtu 1350 and the same MTU on the endpoints, or \
+             ip -n ns-p1 link set dev eth0 mtu 1500"
+        );
+        // Exactly 50 bytes more is enough.
+        assert!(problems(&with_vxlan_port(1500)).is_empty());
+        assert_eq!(
+            problems(&with_vxlan_port(1499)),
+            one("vxlan_underlay_mtu_too_small", "p1")
+        );
+    }
+
+    #[test]
+    fn a_vxlan_port_whose_local_address_is_gone_is_an_error() {
+        let mut inspection = with_vxlan_port(1500);
+        inspection.ports[1].underlay = Some(Err("no interface has it".into()));
+        assert_eq!(problems(&inspection), one("vxlan_local_missing", "p1"));
+        assert!(has_errors(&diagnose(&inspection)));
     }
 
     #[test]

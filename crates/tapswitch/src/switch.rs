@@ -97,6 +97,18 @@ pub enum SwitchError {
          restart the switch instead (its sockets are bound again from the configuration)"
     )]
     VxlanHandover { port: String },
+    #[error(
+        "port {port}: cannot bind UDP {local}: Linux vxlan device {device} of the same \
+         namespace uses UDP port {dstport}, and Linux's vxlan binds 0.0.0.0:{dstport}, so the \
+         two cannot share it. Give this port another dstport (udp_port), or run the switch \
+         (or put this port, netns = ...) in another namespace",
+        dstport = local.port()
+    )]
+    VxlanPortHeld {
+        port: String,
+        local: std::net::SocketAddrV4,
+        device: String,
+    },
     #[error("port {port}: {source}")]
     Vxlan {
         port: String,
@@ -541,9 +553,37 @@ pub fn open_port(
                             source,
                         })?,
                 };
-            let vxlan = opened.map_err(|source| SwitchError::Vxlan {
-                port: port.name.clone(),
-                source,
+            let vxlan = opened.map_err(|source| match source {
+                UdpError::PortInUse {
+                    local,
+                    port: udp_port,
+                } => {
+                    // Named when it is a kernel vxlan device: the usual culprit, and the one
+                    // whose socket no `ss -p` shows an owner for.
+                    let held_by = links
+                        .get(port.netns.as_deref())
+                        .and_then(|netlink| netlink.vxlan_devices_on_port(udp_port))
+                        .ok()
+                        .and_then(|devices| devices.into_iter().next());
+                    match held_by {
+                        Some(device) => SwitchError::VxlanPortHeld {
+                            port: port.name.clone(),
+                            local,
+                            device,
+                        },
+                        None => SwitchError::Vxlan {
+                            port: port.name.clone(),
+                            source: UdpError::PortInUse {
+                                local,
+                                port: udp_port,
+                            },
+                        },
+                    }
+                }
+                source => SwitchError::Vxlan {
+                    port: port.name.clone(),
+                    source,
+                },
             })?;
             info!(
                 port = %port.name,

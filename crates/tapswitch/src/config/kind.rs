@@ -172,6 +172,14 @@ impl PortConfig {
                     format!("{remote} is not a remote unicast VTEP address"),
                 ));
             }
+            // Head-end replication sends one copy per entry: a repeated remote would get
+            // every flood twice.
+            if remotes[..i].contains(remote) {
+                return Err(invalid(
+                    format!("{prefix}remotes[{i}]"),
+                    format!("{remote} is listed twice (each remote gets one copy of every flood)"),
+                ));
+            }
         }
         self.refuse_tap_keys(
             prefix,
@@ -357,6 +365,11 @@ mod tests {
                 "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"10.0.0.1\"\n\
                  remotes = [\"10.0.0.1\"]",
                 "remotes[0]: 10.0.0.1 is not a remote unicast VTEP address",
+            ),
+            (
+                "name = \"vx0\"\nkind = \"vxlan\"\nvni = 1\nlocal = \"10.0.0.1\"\n\
+                 remotes = [\"10.0.0.2\", \"10.0.0.3\", \"10.0.0.2\"]",
+                "remotes[2]: 10.0.0.2 is listed twice",
             ),
             (
                 &format!("{VXLAN}\nudp_port = 0"),

@@ -26,6 +26,7 @@ use crate::netlink::LinkError;
 use crate::port::vm::VmPortError;
 use crate::switch::SwitchError;
 use crate::sys::netns::NetnsError;
+use crate::sys::udp::UdpError;
 use crate::upgrade::UpgradeError;
 use crate::vm::VmError;
 #[cfg(feature = "libvirt")]
@@ -250,6 +251,19 @@ impl From<SwitchError> for RequestError {
                 ErrorKind::AlreadyExists
             }
             SwitchError::NothingToAdopt { .. } => ErrorKind::NotFound,
+            // Another socket has the UDP port: nothing wrong with the request itself.
+            SwitchError::VxlanPortHeld { .. }
+            | SwitchError::Vxlan {
+                source: UdpError::PortInUse { .. },
+                ..
+            } => ErrorKind::AlreadyExists,
+            SwitchError::Vxlan {
+                source: UdpError::RawSocket { source, .. },
+                ..
+            } => match source.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => ErrorKind::Permission,
+                _ => ErrorKind::Kernel,
+            },
             _ => ErrorKind::InvalidValue,
         };
         Self::new(kind, message)

@@ -12,12 +12,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload, Nla, NlaBuffer, NlasIterator,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoMacVtap, InfoTun, LinkAttribute, LinkFlags,
+    InfoData, InfoKind, InfoMacVtap, InfoTun, InfoVxlan, LinkAttribute, LinkFlags,
     LinkInfo as LinkInfoAttribute, LinkMessage, MacVtapMode,
 };
 use netlink_packet_route::nsid::{NsidAttribute, NsidMessage};
@@ -763,6 +763,43 @@ impl Netlink {
             .request(RouteNetlinkMessage::GetLink(query), 0)
             .map_err(|failure| link_error(failure, operation.to_owned(), name.to_owned()))?;
         single_link(replies).map_err(to_error)
+    }
+
+    /// The names of the Linux vxlan devices of this socket's namespace that are up with UDP
+    /// port `port`: each holds a kernel socket on `0.0.0.0:port` while it is up.
+    pub fn vxlan_devices_on_port(&mut self, port: u16) -> Result<Vec<String>, LinkError> {
+        let operation = "listing vxlan devices";
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|failure| link_error(failure, operation.to_owned(), "all links".to_owned()))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .filter(|link| link.header.flags.contains(LinkFlags::Up))
+            .filter_map(|link| {
+                let mut name = None;
+                let mut on_port = false;
+                for attribute in link.attributes {
+                    match attribute {
+                        LinkAttribute::IfName(ifname) => name = Some(ifname),
+                        LinkAttribute::LinkInfo(infos) => {
+                            on_port |= infos.iter().any(|info| {
+                                matches!(info, LinkInfoAttribute::Data(InfoData::Vxlan(data))
+                                    if data.contains(&InfoVxlan::Port(port)))
+                            });
+                        }
+                        _ => {}
+                    }
+                }
+                name.filter(|_| on_port)
+            })
+            .collect())
     }
 
     /// The name of link `index` in this socket's namespace, if there is one.
