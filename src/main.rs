@@ -11,7 +11,7 @@ use report::reply;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tapswitch::config::{Config, PortConfig, PortKind, PortSettings, VmMode, setting_value};
-use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
+use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml, TraceReply};
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
 };
@@ -114,6 +114,66 @@ enum Command {
         /// TOML configuration file (the embedded default when omitted).
         config: Option<PathBuf>,
     },
+    // ---- trace, rates, top ----
+    /// What the switch would do with a frame arriving on PORT now, step by step: VLAN
+    /// classification, port security, storm control, MAC table lookup, learning, each
+    /// egress port with its tag action or why not, and the verdict. Runs the switch's
+    /// own forwarding decision on its live state without changing it (nothing is
+    /// learned, no storm token taken).
+    Trace(TraceArgs),
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The ingress port.
+    port: String,
+    /// Source MAC address.
+    #[arg(long, required_unless_present = "frame")]
+    src: Option<MacAddr>,
+    /// Destination MAC address.
+    #[arg(long, required_unless_present = "frame")]
+    dst: Option<MacAddr>,
+    /// Tag the frame with this 802.1Q VID (0: a priority tag).
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(0..4096))]
+    vlan: Option<u16>,
+    /// EtherType behind the addresses (and tag): hex with 0x, or decimal.
+    #[arg(long, value_name = "TYPE", default_value = "0x0800", value_parser = parse_ethertype)]
+    ethertype: u16,
+    /// The whole frame instead, as hex from the destination address on (spaces and
+    /// colons allowed), e.g. as `tcpdump -xx` prints it.
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["src", "dst", "vlan", "ethertype"])]
+    frame: Option<String>,
+}
+
+impl TraceArgs {
+    /// The frame as hex: `--frame`, or one built from the addresses, tag and type,
+    /// padded to the 60-byte Ethernet minimum.
+    fn frame_hex(&self) -> String {
+        if let Some(frame) = &self.frame {
+            return frame.clone();
+        }
+        let (Some(src), Some(dst)) = (self.src, self.dst) else {
+            unreachable!("clap requires --src and --dst without --frame")
+        };
+        let mut bytes = Vec::with_capacity(60);
+        bytes.extend_from_slice(&dst.0);
+        bytes.extend_from_slice(&src.0);
+        if let Some(vid) = self.vlan {
+            bytes.extend_from_slice(&0x8100u16.to_be_bytes());
+            bytes.extend_from_slice(&vid.to_be_bytes());
+        }
+        bytes.extend_from_slice(&self.ethertype.to_be_bytes());
+        bytes.resize(60, 0);
+        tapswitch::control::protocol::hex_frame(&bytes)
+    }
+}
+
+fn parse_ethertype(text: &str) -> Result<u16, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not an EtherType (0x0800, 2054, ...): {e}"))
 }
 
 #[derive(Subcommand)]
@@ -608,6 +668,16 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                     .unwrap_or_else(|e| format!("the config does not render as TOML ({e})\n"))
             })?
         }
+        // ---- trace, rates, top ----
+        Command::Trace(args) => ask(
+            control,
+            &Request::Trace {
+                frame: args.frame_hex(),
+                port: args.port,
+            },
+            json,
+            |reply: TraceReply| report::trace::trace(&reply),
+        )?,
         Command::Run { .. }
         | Command::Demo
         | Command::CheckConfig { .. }

@@ -535,3 +535,6 @@ pub mod findings {
         }
     }
 }
+
+// ---- trace, rates ----
+pub mod trace;

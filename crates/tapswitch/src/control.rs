@@ -1142,6 +1142,16 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             prune_config(&mut state, &counters);
             vms::libvirt_xml(&state, &name).map(Reply::LibvirtXml)
         }
+        // ---- trace ----
+        Request::Trace { port, frame } => {
+            let frame = protocol::parse_hex_frame(&frame).map_err(RequestError::invalid_value)?;
+            let frame_len = frame.len();
+            let traced = dataplane.request(|reply| Command::Trace { port, frame, reply })??;
+            Ok(Reply::Trace(protocol::TraceReply {
+                frame_len,
+                ..protocol::TraceReply::from(traced)
+            }))
+        }
     }
 }
 
