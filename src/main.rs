@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tapswitch::config::{Config, PortConfig, PortKind, PortSettings, VmMode, setting_value};
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml, TraceReply};
+use tapswitch::control::rates::Rates;
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
 };
@@ -88,6 +89,13 @@ enum Command {
     Stats {
         /// Only this port.
         port: Option<String>,
+        /// Rates instead of totals: two snapshots --interval apart, as per-second deltas
+        /// (frames, bytes, drops by reason), with the MAC table size and the loop's load.
+        #[arg(long)]
+        rate: bool,
+        /// Seconds between the two snapshots of --rate.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "rate")]
+        interval: f64,
     },
     /// Stream events (MACs learned and moved, ports added, removed, changed,
     /// MAC table flushes) until interrupted.
@@ -121,6 +129,23 @@ enum Command {
     /// own forwarding decision on its live state without changing it (nothing is
     /// learned, no storm token taken).
     Trace(TraceArgs),
+    /// Live per-port rates (frames/s, bytes/s, drops/s by reason), the MAC table size
+    /// and the loop's load, redrawn every --interval seconds until q (then Enter) or
+    /// Ctrl-C. Typing r, t, d or n (then Enter) sorts by rx, tx, drops or name.
+    Top {
+        /// Sort rows by this (largest first; names ascending).
+        #[arg(long, value_enum, default_value = "rx")]
+        sort: report::rates::SortKey,
+        /// Seconds between redraws.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        /// Draw once (after one interval) and exit.
+        #[arg(long, conflicts_with = "iterations")]
+        once: bool,
+        /// Draw this many times and exit.
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+    },
 }
 
 #[derive(Args)]
@@ -638,9 +663,27 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             json,
             |f: FdbFlushed| format!("flushed {} entries\n", f.removed),
         )?,
-        Command::Stats { port } => ask(control, &Request::Stats { port }, json, |s: Stats| {
+        Command::Stats {
+            port, rate: false, ..
+        } => ask(control, &Request::Stats { port }, json, |s: Stats| {
             reply::stats(&s)
         })?,
+        // ---- trace, rates, top ----
+        Command::Stats {
+            port,
+            rate: true,
+            interval,
+        } => {
+            let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+            let mut sampler = Sampler::new(port, seconds(interval)?);
+            let rates = sampler.next(&mut client)?;
+            if json {
+                let value = serde_json::to_value(&rates).map_err(|e| e.to_string())?;
+                format!("{value:#}\n")
+            } else {
+                report::rates::rates(&rates, report::rates::SortKey::Name)
+            }
+        }
         Command::Upgrade { binary } => {
             // The switch has its own working directory: a relative path means ours.
             let binary = binary
@@ -678,6 +721,15 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             json,
             |reply: TraceReply| report::trace::trace(&reply),
         )?,
+        Command::Top {
+            sort,
+            interval,
+            once,
+            iterations,
+        } => {
+            let draws = if once { Some(1) } else { iterations };
+            return top(control, json, sort, seconds(interval)?, draws);
+        }
         Command::Run { .. }
         | Command::Demo
         | Command::CheckConfig { .. }
@@ -692,6 +744,132 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     Ok(())
+}
+
+// ---- trace, rates, top ----
+
+fn seconds(secs: f64) -> Result<std::time::Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 3600.0 {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "--interval {secs}: give seconds above 0, at most 3600"
+        ))
+    }
+}
+
+/// Successive `stats` replies, `interval` apart, as rates.
+struct Sampler {
+    port: Option<String>,
+    interval: std::time::Duration,
+    last: Option<(std::time::Instant, Stats)>,
+}
+
+impl Sampler {
+    fn new(port: Option<String>, interval: std::time::Duration) -> Self {
+        Sampler {
+            port,
+            interval,
+            last: None,
+        }
+    }
+
+    fn sample(&self, client: &mut ControlClient) -> Result<(std::time::Instant, Stats), String> {
+        let stats: Stats = client
+            .request_as(&Request::Stats {
+                port: self.port.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((std::time::Instant::now(), stats))
+    }
+
+    /// The rates since the previous sample; the first call takes two, `interval` apart.
+    fn next(&mut self, client: &mut ControlClient) -> Result<Rates, String> {
+        self.next_after(client, std::thread::sleep)
+    }
+
+    /// [`Sampler::next`], waiting with `wait` (which may return early).
+    fn next_after(
+        &mut self,
+        client: &mut ControlClient,
+        wait: impl FnOnce(std::time::Duration),
+    ) -> Result<Rates, String> {
+        let (then, before) = match self.last.take() {
+            Some(last) => last,
+            None => self.sample(client)?,
+        };
+        wait(self.interval.saturating_sub(then.elapsed()));
+        let (now, after) = self.sample(client)?;
+        let rates = Rates::between(&before, &after, now - then);
+        self.last = Some((now, after));
+        Ok(rates)
+    }
+}
+
+/// `top`: redraws the rates until `draws` are done, q is typed, or stdout closes.
+fn top(
+    control: &std::path::Path,
+    json: bool,
+    mut sort: report::rates::SortKey,
+    interval: std::time::Duration,
+    draws: Option<u64>,
+) -> Result<(), String> {
+    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+    let mut sampler = Sampler::new(None, interval);
+    let redraw = std::io::stdout().is_terminal() && !json;
+    // Lines typed while it runs (a terminal in canonical mode delivers them on Enter).
+    let (keys_tx, keys) = std::sync::mpsc::channel::<String>();
+    if std::io::stdin().is_terminal() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { return };
+                if keys_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut drawn = 0u64;
+    loop {
+        let mut quit = false;
+        let rates = sampler.next_after(&mut client, |wait| {
+            // A key cuts the wait short; its effect shows on this draw.
+            if let Ok(line) = keys.recv_timeout(wait) {
+                if line.trim() == "q" {
+                    quit = true;
+                } else if let Some(key) = report::rates::SortKey::from_key(&line) {
+                    sort = key;
+                }
+            }
+        })?;
+        if quit {
+            return Ok(());
+        }
+        let text = if json {
+            let line = serde_json::to_string(&rates).map_err(|e| e.to_string())?;
+            format!("{line}\n")
+        } else if redraw {
+            // Home, clear the screen, then the table.
+            format!(
+                "\x1b[H\x1b[2J{}(sorted by {sort:?}; r/t/d/n + Enter to sort, q + Enter or Ctrl-C to quit)\n",
+                report::rates::rates(&rates, sort)
+            )
+        } else {
+            format!("{}\n", report::rates::rates(&rates, sort))
+        };
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        drawn += 1;
+        if draws.is_some_and(|draws| drawn >= draws) {
+            return Ok(());
+        }
+    }
 }
 
 /// Prints events as they come until the switch stops or stdout closes.

@@ -537,4 +537,5 @@ pub mod findings {
 }
 
 // ---- trace, rates ----
+pub mod rates;
 pub mod trace;

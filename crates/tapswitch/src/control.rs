@@ -49,6 +49,8 @@ use crate::upgrade::{self, HandedEntry, Handover};
 
 mod links;
 pub mod protocol;
+// ---- rates ----
+pub mod rates;
 #[cfg(feature = "libvirt")]
 mod vms;
 // Built without libvirt: VM ports are refused with that reason.
