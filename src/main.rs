@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 use tapswitch::config::{
     Config, DEFAULT_VXLAN_MTU, MAX_VNI, PortConfig, PortKind, PortSettings, VmMode, setting_value,
 };
-use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
+use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml, TraceReply};
+use tapswitch::control::rates::Rates;
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
 };
@@ -90,6 +91,13 @@ enum Command {
     Stats {
         /// Only this port.
         port: Option<String>,
+        /// Rates instead of totals: two snapshots --interval apart, as per-second deltas
+        /// (frames, bytes, drops by reason), with the MAC table size and the loop's load.
+        #[arg(long)]
+        rate: bool,
+        /// Seconds between the two snapshots of --rate.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0, requires = "rate")]
+        interval: f64,
     },
     /// Stream events (MACs learned and moved, ports added, removed, changed,
     /// MAC table flushes) until interrupted.
@@ -119,6 +127,83 @@ enum Command {
     /// BGP EVPN (`[evpn]`): the agent's session with gobgpd and what it learned.
     #[command(subcommand)]
     Evpn(EvpnCommand),
+    // ---- trace, rates, top ----
+    /// What the switch would do with a frame arriving on PORT now, step by step: VLAN
+    /// classification, port security, storm control, MAC table lookup, learning, each
+    /// egress port with its tag action or why not, and the verdict. Runs the switch's
+    /// own forwarding decision on its live state without changing it (nothing is
+    /// learned, no storm token taken).
+    Trace(TraceArgs),
+    /// Live per-port rates (frames/s, bytes/s, drops/s by reason), the MAC table size
+    /// and the loop's load, redrawn every --interval seconds until q (then Enter) or
+    /// Ctrl-C. Typing r, t, d or n (then Enter) sorts by rx, tx, drops or name.
+    Top {
+        /// Sort rows by this (largest first; names ascending).
+        #[arg(long, value_enum, default_value = "rx")]
+        sort: report::rates::SortKey,
+        /// Seconds between redraws.
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+        /// Draw once (after one interval) and exit.
+        #[arg(long, conflicts_with = "iterations")]
+        once: bool,
+        /// Draw this many times and exit.
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+    },
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The ingress port.
+    port: String,
+    /// Source MAC address.
+    #[arg(long, required_unless_present = "frame")]
+    src: Option<MacAddr>,
+    /// Destination MAC address.
+    #[arg(long, required_unless_present = "frame")]
+    dst: Option<MacAddr>,
+    /// Tag the frame with this 802.1Q VID (0: a priority tag).
+    #[arg(long, value_name = "VID", value_parser = clap::value_parser!(u16).range(0..4096))]
+    vlan: Option<u16>,
+    /// EtherType behind the addresses (and tag): hex with 0x, or decimal.
+    #[arg(long, value_name = "TYPE", default_value = "0x0800", value_parser = parse_ethertype)]
+    ethertype: u16,
+    /// The whole frame instead, as hex from the destination address on (spaces and
+    /// colons allowed), e.g. as `tcpdump -xx` prints it.
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["src", "dst", "vlan", "ethertype"])]
+    frame: Option<String>,
+}
+
+impl TraceArgs {
+    /// The frame as hex: `--frame`, or one built from the addresses, tag and type,
+    /// padded to the 60-byte Ethernet minimum.
+    fn frame_hex(&self) -> String {
+        if let Some(frame) = &self.frame {
+            return frame.clone();
+        }
+        let (Some(src), Some(dst)) = (self.src, self.dst) else {
+            unreachable!("clap requires --src and --dst without --frame")
+        };
+        let mut bytes = Vec::with_capacity(60);
+        bytes.extend_from_slice(&dst.0);
+        bytes.extend_from_slice(&src.0);
+        if let Some(vid) = self.vlan {
+            bytes.extend_from_slice(&0x8100u16.to_be_bytes());
+            bytes.extend_from_slice(&vid.to_be_bytes());
+        }
+        bytes.extend_from_slice(&self.ethertype.to_be_bytes());
+        bytes.resize(60, 0);
+        tapswitch::control::protocol::hex_frame(&bytes)
+    }
+}
+
+fn parse_ethertype(text: &str) -> Result<u16, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u16::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text:?} is not an EtherType (0x0800, 2054, ...): {e}"))
 }
 
 #[derive(Subcommand)]
@@ -691,9 +776,27 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             json,
             |f: FdbFlushed| format!("flushed {} entries\n", f.removed),
         )?,
-        Command::Stats { port } => ask(control, &Request::Stats { port }, json, |s: Stats| {
+        Command::Stats {
+            port, rate: false, ..
+        } => ask(control, &Request::Stats { port }, json, |s: Stats| {
             reply::stats(&s)
         })?,
+        // ---- trace, rates, top ----
+        Command::Stats {
+            port,
+            rate: true,
+            interval,
+        } => {
+            let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+            let mut sampler = Sampler::new(port, seconds(interval)?);
+            let rates = sampler.next(&mut client)?;
+            if json {
+                let value = serde_json::to_value(&rates).map_err(|e| e.to_string())?;
+                format!("{value:#}\n")
+            } else {
+                report::rates::rates(&rates, report::rates::SortKey::Name)
+            }
+        }
         Command::Upgrade { binary } => {
             // The switch has its own working directory: a relative path means ours.
             let binary = binary
@@ -727,6 +830,25 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                     .unwrap_or_else(|e| format!("the config does not render as TOML ({e})\n"))
             })?
         }
+        // ---- trace, rates, top ----
+        Command::Trace(args) => ask(
+            control,
+            &Request::Trace {
+                frame: args.frame_hex(),
+                port: args.port,
+            },
+            json,
+            |reply: TraceReply| report::trace::trace(&reply),
+        )?,
+        Command::Top {
+            sort,
+            interval,
+            once,
+            iterations,
+        } => {
+            let draws = if once { Some(1) } else { iterations };
+            return top(control, json, sort, seconds(interval)?, draws);
+        }
         Command::Run { .. }
         | Command::Demo
         | Command::CheckConfig { .. }
@@ -741,6 +863,132 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     Ok(())
+}
+
+// ---- trace, rates, top ----
+
+fn seconds(secs: f64) -> Result<std::time::Duration, String> {
+    if secs.is_finite() && secs > 0.0 && secs <= 3600.0 {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err(format!(
+            "--interval {secs}: give seconds above 0, at most 3600"
+        ))
+    }
+}
+
+/// Successive `stats` replies, `interval` apart, as rates.
+struct Sampler {
+    port: Option<String>,
+    interval: std::time::Duration,
+    last: Option<(std::time::Instant, Stats)>,
+}
+
+impl Sampler {
+    fn new(port: Option<String>, interval: std::time::Duration) -> Self {
+        Sampler {
+            port,
+            interval,
+            last: None,
+        }
+    }
+
+    fn sample(&self, client: &mut ControlClient) -> Result<(std::time::Instant, Stats), String> {
+        let stats: Stats = client
+            .request_as(&Request::Stats {
+                port: self.port.clone(),
+            })
+            .map_err(|e| e.to_string())?;
+        Ok((std::time::Instant::now(), stats))
+    }
+
+    /// The rates since the previous sample; the first call takes two, `interval` apart.
+    fn next(&mut self, client: &mut ControlClient) -> Result<Rates, String> {
+        self.next_after(client, std::thread::sleep)
+    }
+
+    /// [`Sampler::next`], waiting with `wait` (which may return early).
+    fn next_after(
+        &mut self,
+        client: &mut ControlClient,
+        wait: impl FnOnce(std::time::Duration),
+    ) -> Result<Rates, String> {
+        let (then, before) = match self.last.take() {
+            Some(last) => last,
+            None => self.sample(client)?,
+        };
+        wait(self.interval.saturating_sub(then.elapsed()));
+        let (now, after) = self.sample(client)?;
+        let rates = Rates::between(&before, &after, now - then);
+        self.last = Some((now, after));
+        Ok(rates)
+    }
+}
+
+/// `top`: redraws the rates until `draws` are done, q is typed, or stdout closes.
+fn top(
+    control: &std::path::Path,
+    json: bool,
+    mut sort: report::rates::SortKey,
+    interval: std::time::Duration,
+    draws: Option<u64>,
+) -> Result<(), String> {
+    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+    let mut sampler = Sampler::new(None, interval);
+    let redraw = std::io::stdout().is_terminal() && !json;
+    // Lines typed while it runs (a terminal in canonical mode delivers them on Enter).
+    let (keys_tx, keys) = std::sync::mpsc::channel::<String>();
+    if std::io::stdin().is_terminal() {
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { return };
+                if keys_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut drawn = 0u64;
+    loop {
+        let mut quit = false;
+        let rates = sampler.next_after(&mut client, |wait| {
+            // A key cuts the wait short; its effect shows on this draw.
+            if let Ok(line) = keys.recv_timeout(wait) {
+                if line.trim() == "q" {
+                    quit = true;
+                } else if let Some(key) = report::rates::SortKey::from_key(&line) {
+                    sort = key;
+                }
+            }
+        })?;
+        if quit {
+            return Ok(());
+        }
+        let text = if json {
+            let line = serde_json::to_string(&rates).map_err(|e| e.to_string())?;
+            format!("{line}\n")
+        } else if redraw {
+            // Home, clear the screen, then the table.
+            format!(
+                "\x1b[H\x1b[2J{}(sorted by {sort:?}; r/t/d/n + Enter to sort, q + Enter or Ctrl-C to quit)\n",
+                report::rates::rates(&rates, sort)
+            )
+        } else {
+            format!("{}\n", report::rates::rates(&rates, sort))
+        };
+        let mut stdout = std::io::stdout().lock();
+        if stdout
+            .write_all(text.as_bytes())
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            return Ok(());
+        }
+        drawn += 1;
+        if draws.is_some_and(|draws| drawn >= draws) {
+            return Ok(());
+        }
+    }
 }
 
 /// Prints events as they come until the switch stops or stdout closes.

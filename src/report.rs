@@ -600,3 +600,7 @@ pub mod findings {
         }
     }
 }
+
+// ---- trace, rates ----
+pub mod rates;
+pub mod trace;

@@ -126,7 +126,8 @@ pub enum EntryKind {
 }
 
 /// What [`Fdb::learn`] did with a source address.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Learned {
     /// Not learned: a multicast, broadcast or zero source (or nothing was offered).
     Ignored,
@@ -144,6 +145,14 @@ pub enum Learned {
     Full,
     /// Not moved: the forwarder holds this address on port `on` after it flapped.
     Held { on: PortId },
+}
+
+/// What learning a source would do, from [`Fdb::preview_learn`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LearnPreview {
+    pub learned: Learned,
+    /// The entry that would be evicted to make room, as (VLAN, MAC).
+    pub evicts: Option<(VlanId, MacAddr)>,
 }
 
 /// Event counters since the table was created.
@@ -218,7 +227,7 @@ struct Entry {
 }
 
 /// Learned-entry bookkeeping of one port.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct PortLoad {
     /// Live dynamic entries on this port.
     dynamic: usize,
@@ -243,7 +252,7 @@ const FIFO_SLACK: usize = 32;
 const MAX_PREALLOCATED: usize = 1 << 16;
 
 /// The MAC table. See the module documentation for the eviction and sweep policies.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Fdb {
     config: FdbConfig,
     table: HashMap<Key, Entry, RandomState>,
@@ -311,80 +320,137 @@ impl Fdb {
 
     /// Records that `mac` was seen as a source on `port`.
     pub fn learn(&mut self, vlan: VlanId, mac: MacAddr, port: PortId, now: Instant) -> Learned {
+        self.learn_as::<true>(vlan, mac, port, now).0
+    }
+
+    /// What learning `mac` on `port` (sticky or not) would do, changing nothing: the
+    /// same code as [`Fdb::learn`] and [`Fdb::learn_sticky`] with every write left out,
+    /// for a trace. It takes `&mut self` only because it runs that code.
+    pub fn preview_learn(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+        sticky: bool,
+    ) -> LearnPreview {
+        let (learned, evicted) = if sticky {
+            self.learn_sticky_as::<false>(vlan, mac, port, now)
+        } else {
+            self.learn_as::<false>(vlan, mac, port, now)
+        };
+        LearnPreview {
+            learned,
+            evicts: evicted.map(|key| (key.vlan(), key.mac())),
+        }
+    }
+
+    /// [`Fdb::learn`]; with `APPLY` false it only says what it would do (and which entry
+    /// it would evict).
+    fn learn_as<const APPLY: bool>(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+    ) -> (Learned, Option<Key>) {
         if mac.is_multicast() || mac.is_zero() {
-            return Learned::Ignored;
+            return (Learned::Ignored, None);
         }
         let key = Key::new(vlan, mac);
         let ageing = self.config.ageing;
         let mut outcome = Learned::New;
+        // A remote MAC heard on another port moved there, and is learned afresh; a preview
+        // leaves the entry in place but counts it out of the table's size.
+        let mut moved_remote = false;
         if let Some(entry) = self.table.get(&key).copied()
             && matches!(entry.state, State::Static { pin: Pin::Remote })
             && entry.port != port
         {
-            // A remote MAC heard on another port: it moved there, and is learned afresh.
-            self.table.remove(&key);
-            self.forget_load(entry);
-            self.counters.moved += 1;
+            if APPLY {
+                self.table.remove(&key);
+                self.forget_load(entry);
+                self.counters.moved += 1;
+            }
+            moved_remote = true;
             outcome = Learned::Moved { from: entry.port };
         }
-        if let Some(entry) = self.table.get_mut(&key) {
+        if let Some(entry) = self.table.get_mut(&key).filter(|_| !moved_remote) {
             let State::Dynamic { last_seen, stamp } = &mut entry.state else {
-                return if entry.port == port {
+                let learned = if entry.port == port {
                     Learned::Refreshed
                 } else {
                     Learned::StaticHeld
                 };
+                return (learned, None);
             };
             let expired = is_expired(*last_seen, now, ageing);
-            *last_seen = now;
+            if APPLY {
+                *last_seen = now;
+            }
             if entry.port == port {
                 if !expired {
-                    return Learned::Refreshed;
+                    return (Learned::Refreshed, None);
                 }
                 // Still in this port's FIFO under the same stamp: only the books change.
-                self.counters.aged_out += 1;
-                self.counters.learned += 1;
-                return Learned::New;
+                if APPLY {
+                    self.counters.aged_out += 1;
+                    self.counters.learned += 1;
+                }
+                return (Learned::New, None);
             }
             let from = entry.port;
-            entry.port = port;
-            *stamp = self.next_stamp;
-            let stamp = *stamp;
-            self.next_stamp += 1;
-            self.ports[from.index()].dynamic -= 1;
-            self.push_fifo(port, key, stamp);
+            if APPLY {
+                entry.port = port;
+                *stamp = self.next_stamp;
+                let stamp = *stamp;
+                self.next_stamp += 1;
+                self.ports[from.index()].dynamic -= 1;
+                self.push_fifo(port, key, stamp);
+            }
             return if expired {
-                self.counters.aged_out += 1;
-                self.counters.learned += 1;
-                Learned::New
+                if APPLY {
+                    self.counters.aged_out += 1;
+                    self.counters.learned += 1;
+                }
+                (Learned::New, None)
             } else {
-                self.counters.moved += 1;
-                Learned::Moved { from }
+                if APPLY {
+                    self.counters.moved += 1;
+                }
+                (Learned::Moved { from }, None)
             };
         }
 
-        if self.table.len() >= self.config.capacity {
-            match self.make_room(port, now) {
+        let mut evicted = None;
+        let size = self.table.len() - usize::from(moved_remote && !APPLY);
+        if size >= self.config.capacity {
+            match self.make_room::<APPLY>(port, now) {
                 Room::Freed => {}
-                Room::Evicted(victim_port) => outcome = Learned::Evicted { victim_port },
-                Room::None => return Learned::Full,
+                Room::Evicted(victim_port, victim) => {
+                    outcome = Learned::Evicted { victim_port };
+                    evicted = Some(victim);
+                }
+                Room::None => return (Learned::Full, None),
             }
         }
-        let stamp = self.next_stamp;
-        self.next_stamp += 1;
-        self.table.insert(
-            key,
-            Entry {
-                port,
-                state: State::Dynamic {
-                    last_seen: now,
-                    stamp,
+        if APPLY {
+            let stamp = self.next_stamp;
+            self.next_stamp += 1;
+            self.table.insert(
+                key,
+                Entry {
+                    port,
+                    state: State::Dynamic {
+                        last_seen: now,
+                        stamp,
+                    },
                 },
-            },
-        );
-        self.push_fifo(port, key, stamp);
-        self.counters.learned += 1;
-        outcome
+            );
+            self.push_fifo(port, key, stamp);
+            self.counters.learned += 1;
+        }
+        (outcome, evicted)
     }
 
     /// The port `mac` was last seen on, unless unknown or expired.
@@ -466,7 +532,7 @@ impl Fdb {
         if self.table.len() > self.config.capacity {
             // The new entry itself is static, so it cannot be the one evicted. No clock is
             // at hand, so expired entries are not swept: eviction alone makes room.
-            if self.evict_from_heaviest(port).is_none() {
+            if self.evict_from_heaviest::<true>(port).is_none() {
                 self.table.remove(&key);
                 self.load_mut(port).pinned -= 1;
                 return Err(FdbError::FullOfStatic {
@@ -499,14 +565,26 @@ impl Fdb {
         port: PortId,
         now: Instant,
     ) -> Learned {
+        self.learn_sticky_as::<true>(vlan, mac, port, now).0
+    }
+
+    /// [`Fdb::learn_sticky`]; with `APPLY` false it only says what it would do.
+    fn learn_sticky_as<const APPLY: bool>(
+        &mut self,
+        vlan: VlanId,
+        mac: MacAddr,
+        port: PortId,
+        now: Instant,
+    ) -> (Learned, Option<Key>) {
         if mac.is_multicast() || mac.is_zero() {
-            return Learned::Ignored;
+            return (Learned::Ignored, None);
         }
         let key = Key::new(vlan, mac);
         let sticky = Entry {
             port,
             state: State::Static { pin: Pin::Sticky },
         };
+        let mut evicted = None;
         let outcome = match self.table.get(&key).copied() {
             Some(
                 entry @ Entry {
@@ -515,52 +593,68 @@ impl Fdb {
                 },
             ) if from != port => {
                 // A remote MAC heard here: it moved here.
-                self.forget_load(entry);
-                self.counters.moved += 1;
+                if APPLY {
+                    self.forget_load(entry);
+                    self.counters.moved += 1;
+                }
                 Learned::Moved { from }
             }
             Some(Entry {
                 port: holder,
                 state: State::Static { .. },
             }) => {
-                return if holder == port {
+                let learned = if holder == port {
                     Learned::Refreshed
                 } else {
                     Learned::StaticHeld
                 };
+                return (learned, None);
             }
             Some(Entry {
                 port: from,
                 state: State::Dynamic { last_seen, .. },
             }) => {
-                self.ports[from.index()].dynamic -= 1;
-                if is_expired(last_seen, now, self.config.ageing) {
-                    self.counters.aged_out += 1;
-                    self.counters.learned += 1;
+                let expired = is_expired(last_seen, now, self.config.ageing);
+                if APPLY {
+                    self.ports[from.index()].dynamic -= 1;
+                    if expired {
+                        self.counters.aged_out += 1;
+                        self.counters.learned += 1;
+                    } else if from != port {
+                        self.counters.moved += 1;
+                    }
+                }
+                if expired {
                     Learned::New
                 } else if from == port {
                     Learned::Refreshed
                 } else {
-                    self.counters.moved += 1;
                     Learned::Moved { from }
                 }
             }
             None => {
                 let mut outcome = Learned::New;
                 if self.table.len() >= self.config.capacity {
-                    match self.make_room(port, now) {
+                    match self.make_room::<APPLY>(port, now) {
                         Room::Freed => {}
-                        Room::Evicted(victim_port) => outcome = Learned::Evicted { victim_port },
-                        Room::None => return Learned::Full,
+                        Room::Evicted(victim_port, victim) => {
+                            outcome = Learned::Evicted { victim_port };
+                            evicted = Some(victim);
+                        }
+                        Room::None => return (Learned::Full, None),
                     }
                 }
-                self.counters.learned += 1;
+                if APPLY {
+                    self.counters.learned += 1;
+                }
                 outcome
             }
         };
-        self.table.insert(key, sticky);
-        self.load_mut(port).pinned += 1;
-        outcome
+        if APPLY {
+            self.table.insert(key, sticky);
+            self.load_mut(port).pinned += 1;
+        }
+        (outcome, evicted)
     }
 
     fn load_mut(&mut self, port: PortId) -> &mut PortLoad {
@@ -655,56 +749,50 @@ impl Fdb {
         let mut rows: Vec<(Key, FdbEntry)> = self
             .table
             .iter()
-            .filter_map(|(&key, entry)| {
-                let (kind, age) = match entry.state {
-                    State::Static { pin } => {
-                        let kind = match pin {
-                            Pin::Configured => EntryKind::Static,
-                            Pin::Sticky => EntryKind::Sticky,
-                            Pin::Remote => EntryKind::Remote,
-                        };
-                        (kind, Duration::ZERO)
-                    }
-                    State::Dynamic { last_seen, .. } => {
-                        if is_expired(last_seen, now, ageing) {
-                            return None;
-                        }
-                        (EntryKind::Dynamic, now.saturating_duration_since(last_seen))
-                    }
-                };
-                let row = FdbEntry {
-                    vlan: key.vlan(),
-                    mac: key.mac(),
-                    port: entry.port,
-                    kind,
-                    age,
-                };
-                Some((key, row))
-            })
+            .filter_map(|(&key, entry)| Some((key, row(key, entry, now, ageing)?)))
             .collect();
         rows.sort_unstable_by_key(|(key, _)| *key);
         rows.into_iter().map(|(_, row)| row).collect()
     }
 
-    /// Frees one slot for a dynamic entry arriving on `ingress`.
-    fn make_room(&mut self, ingress: PortId, now: Instant) -> Room {
+    /// The live entry for `mac`, as [`Fdb::entries`] shows it (`None` when unknown or
+    /// expired, as for [`Fdb::lookup`]).
+    pub fn entry(&self, vlan: VlanId, mac: MacAddr, now: Instant) -> Option<FdbEntry> {
+        let key = Key::new(vlan, mac);
+        row(key, self.table.get(&key)?, now, self.config.ageing)
+    }
+
+    /// Frees one slot for a dynamic entry arriving on `ingress`; with `APPLY` false, only
+    /// says how it would.
+    fn make_room<const APPLY: bool>(&mut self, ingress: PortId, now: Instant) -> Room {
         let sweep_allowed = match self.sweep_gate {
             SweepGate::Open => true,
             SweepGate::NotBefore(instant) => now >= instant,
             SweepGate::Never => false,
         };
-        if sweep_allowed && self.expire(now) > 0 {
-            return Room::Freed;
+        if sweep_allowed {
+            let freed = if APPLY {
+                self.expire(now) > 0
+            } else {
+                let ageing = self.config.ageing;
+                self.table.values().any(|entry| {
+                    matches!(entry.state, State::Dynamic { last_seen, .. } if is_expired(last_seen, now, ageing))
+                })
+            };
+            if freed {
+                return Room::Freed;
+            }
         }
-        match self.evict_from_heaviest(ingress) {
-            Some(victim_port) => Room::Evicted(victim_port),
+        match self.evict_from_heaviest::<APPLY>(ingress) {
+            Some((victim_port, victim)) => Room::Evicted(victim_port, victim),
             None => Room::None,
         }
     }
 
     /// Evicts the oldest learned entry of the port holding the most dynamic entries,
     /// preferring `ingress` on a tie so that a flooding port pays for itself first.
-    fn evict_from_heaviest(&mut self, ingress: PortId) -> Option<PortId> {
+    /// Returns its port and key; with `APPLY` false, only names them.
+    fn evict_from_heaviest<const APPLY: bool>(&mut self, ingress: PortId) -> Option<(PortId, Key)> {
         let ingress_load = self.dynamic_count(ingress);
         let (heaviest, load) = self
             .ports
@@ -723,13 +811,24 @@ impl Fdb {
         } else {
             PortId(heaviest as u32)
         };
-        let fifo = &mut self.ports[victim.index()].fifo;
-        while let Some((key, stamp)) = fifo.pop_front() {
-            if is_live(&self.table, key, victim, stamp) {
-                self.table.remove(&key);
-                self.ports[victim.index()].dynamic -= 1;
-                self.counters.evicted += 1;
-                return Some(victim);
+        if !APPLY {
+            let table = &self.table;
+            let oldest = self.ports[victim.index()]
+                .fifo
+                .iter()
+                .find(|&&(key, stamp)| is_live(table, key, victim, stamp));
+            if let Some(&(key, _)) = oldest {
+                return Some((victim, key));
+            }
+        } else {
+            let fifo = &mut self.ports[victim.index()].fifo;
+            while let Some((key, stamp)) = fifo.pop_front() {
+                if is_live(&self.table, key, victim, stamp) {
+                    self.table.remove(&key);
+                    self.ports[victim.index()].dynamic -= 1;
+                    self.counters.evicted += 1;
+                    return Some((victim, key));
+                }
             }
         }
         unreachable!("port {victim} counts {load} dynamic entries but its FIFO holds none");
@@ -787,8 +886,8 @@ impl Fdb {
 enum Room {
     /// Sweeping expired entries freed at least one slot.
     Freed,
-    /// One entry of this port was evicted.
-    Evicted(PortId),
+    /// This entry of this port was evicted.
+    Evicted(PortId, Key),
     /// Nothing can be freed: every entry is static.
     None,
 }
@@ -800,6 +899,33 @@ fn is_live(table: &HashMap<Key, Entry, RandomState>, key: Key, port: PortId, sta
         table.get(&key),
         Some(Entry { port: p, state: State::Dynamic { stamp: s, .. } }) if *p == port && *s == stamp
     )
+}
+
+/// The row [`Fdb::entries`] shows for an entry; `None` when it expired.
+fn row(key: Key, entry: &Entry, now: Instant, ageing: Duration) -> Option<FdbEntry> {
+    let (kind, age) = match entry.state {
+        State::Static { pin } => {
+            let kind = match pin {
+                Pin::Configured => EntryKind::Static,
+                Pin::Sticky => EntryKind::Sticky,
+                Pin::Remote => EntryKind::Remote,
+            };
+            (kind, Duration::ZERO)
+        }
+        State::Dynamic { last_seen, .. } => {
+            if is_expired(last_seen, now, ageing) {
+                return None;
+            }
+            (EntryKind::Dynamic, now.saturating_duration_since(last_seen))
+        }
+    };
+    Some(FdbEntry {
+        vlan: key.vlan(),
+        mac: key.mac(),
+        port: entry.port,
+        kind,
+        age,
+    })
 }
 
 fn is_expired(last_seen: Instant, now: Instant, ageing: Duration) -> bool {

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 use serde::Serialize;
 
-use crate::fdb::{Fdb, FdbConfig, Learned, PortId, VlanId};
+use crate::fdb::{Fdb, FdbConfig, FdbEntry, LearnPreview, Learned, PortId, VlanId};
 use crate::vnet::VnetError;
-use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr, is_vlan_tpid};
+use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr, VlanTag, is_vlan_tpid};
 
 pub use crate::policy::{
     FloodControl, PolicyError, PortPolicy, PortSecurity, StormControl, Tagging, TokenBucket,
@@ -40,8 +40,9 @@ const FLAP_TABLE_LEN: usize = 1024;
 /// Shortest gap between two log-worthy limit violations of one port.
 const VIOLATION_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Why a frame was not forwarded.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+/// Why a frame was not forwarded. Serialised as its [`DropReason::name`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// Shorter than its Ethernet header.
     Runt,
@@ -190,7 +191,8 @@ impl DropReason {
 }
 
 /// What to do with a frame.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Send it to the ports written into the egress list.
     Forward,
@@ -199,7 +201,8 @@ pub enum Verdict {
 }
 
 /// How the frame's 802.1Q tag must change on the way out of one port.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TagAction {
     /// Send the frame exactly as received.
     AsIs,
@@ -223,7 +226,7 @@ impl TagAction {
 }
 
 /// One port a frame goes to, and how.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Egress {
     pub port: PortId,
     pub tag: TagAction,
@@ -294,7 +297,7 @@ pub enum ForwardError {
 }
 
 /// The storm-control buckets of one port.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct StormBuckets {
     broadcast: Option<TokenBucket>,
     multicast: Option<TokenBucket>,
@@ -312,7 +315,7 @@ impl StormBuckets {
 }
 
 /// A port's policy and the state its policy needs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct PortState {
     policy: PortPolicy,
     storm: StormBuckets,
@@ -341,6 +344,17 @@ enum Destination {
     Broadcast,
 }
 
+impl Destination {
+    fn kind(self) -> DestinationKind {
+        match self {
+            Destination::Known(_) => DestinationKind::KnownUnicast,
+            Destination::UnknownUnicast => DestinationKind::UnknownUnicast,
+            Destination::Multicast => DestinationKind::Multicast,
+            Destination::Broadcast => DestinationKind::Broadcast,
+        }
+    }
+}
+
 #[derive(Copy, Clone, Debug)]
 struct FlapRecord {
     window_start: Instant,
@@ -349,8 +363,9 @@ struct FlapRecord {
     held: Option<(PortId, Instant)>,
 }
 
-/// The switching logic: ports, their policies and the MAC table.
-#[derive(Debug)]
+/// The switching logic: ports, their policies and the MAC table. `Clone` is for tests
+/// (a trace is compared with a decision on a copy); the dataplane never copies it.
+#[derive(Clone, Debug)]
 pub struct Forwarder {
     fdb: Fdb,
     ports: Vec<Option<PortState>>,
@@ -516,10 +531,48 @@ impl Forwarder {
         now: Instant,
         egress: &mut Vec<Egress>,
     ) -> (Verdict, Learned) {
+        self.run(ingress, frame, now, egress, &mut Apply)
+    }
+
+    /// What [`Forwarder::decide`] would do with `frame` on `ingress` at `now`, step by
+    /// step, without doing it: nothing is learned, no storm token is taken, no flap or
+    /// limit violation is counted, no event is queued. It runs the code `decide` runs
+    /// (which takes `&mut self`, hence the `&mut`); the verdict is `decide`'s on the
+    /// same state (property-tested).
+    pub fn trace(&mut self, ingress: PortId, frame: &[u8], now: Instant) -> Trace {
+        let mut recorder = Recorder { steps: Vec::new() };
+        let mut egress = Vec::new();
+        let (verdict, learned) = self.run(ingress, frame, now, &mut egress, &mut recorder);
+        Trace {
+            steps: recorder.steps,
+            verdict,
+            egress,
+            learned,
+        }
+    }
+
+    /// The decision, for [`Forwarder::decide`] (`O` = [`Apply`]: changes state, tells
+    /// nothing, compiled to what it was before traces existed) and
+    /// [`Forwarder::trace`] (`O` = [`Recorder`]: changes nothing, tells every step).
+    #[inline(always)]
+    fn run<O: Observer>(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now: Instant,
+        egress: &mut Vec<Egress>,
+        observer: &mut O,
+    ) -> (Verdict, Learned) {
         egress.clear();
         let Ok(frame) = EthernetFrame::new_checked(frame) else {
             return (Verdict::Drop(DropReason::Runt), Learned::Ignored);
         };
+        observer.step(|| TraceStep::Frame {
+            src: frame.src_addr(),
+            dst: frame.dst_addr(),
+            tag: frame.vlan().map(TraceTag::from),
+            ethertype: frame.inner_ethertype(),
+        });
         let Some(in_state) = self.state(ingress) else {
             return (Verdict::Drop(DropReason::UnknownIngress), Learned::Ignored);
         };
@@ -528,7 +581,12 @@ impl Forwarder {
             return (Verdict::Drop(DropReason::IngressDisabled), Learned::Ignored);
         }
         let outer_tag = frame.vlan();
-        let Some(vlan) = in_policy.vlan.classify(outer_tag) else {
+        let classified = in_policy.vlan.classify(outer_tag);
+        observer.step(|| TraceStep::Vlan {
+            mode: in_policy.vlan.to_string(),
+            vlan: classified,
+        });
+        let Some(vlan) = classified else {
             return (Verdict::Drop(DropReason::VlanNotAllowed), Learned::Ignored);
         };
         // The 802.1Q tag the frame carries, if any: what a tag action removes or rewrites.
@@ -541,7 +599,12 @@ impl Forwarder {
         let pop_exposes_tag = dot1q_vid.is_some() && is_vlan_tpid(frame.inner_ethertype());
         let source = frame.src_addr();
         let allowed = &in_policy.security.allowed_macs;
-        if !allowed.is_empty() && !allowed.contains(&source) {
+        let spoofed = !allowed.is_empty() && !allowed.contains(&source);
+        observer.step(|| TraceStep::Security {
+            allowed_macs: allowed.len(),
+            spoofed,
+        });
+        if spoofed {
             return (Verdict::Drop(DropReason::SpoofedSource), Learned::Ignored);
         }
         let in_isolated = in_policy.isolated;
@@ -552,50 +615,107 @@ impl Forwarder {
         // most at that rate, and its frames cost no more than a lookup.
         let destination_mac = frame.dst_addr();
         let destination = self.classify(vlan, destination_mac, now);
-        if let Some(reason) = self.storm_check(ingress, destination, now) {
+        observer.step(|| TraceStep::Destination {
+            kind: destination.kind(),
+            entry: self.fdb.entry(vlan, destination_mac, now),
+        });
+        if let Some(reason) = self.storm_check(ingress, destination, now, observer) {
             return (Verdict::Drop(reason), Learned::Ignored);
         }
 
-        let learned = match self.learn_source(ingress, vlan, source, now) {
-            Ok(learned) => learned,
+        let LearnPreview {
+            learned,
+            evicts: would_evict,
+        } = match self.learn_source(ingress, vlan, source, now, observer) {
+            Ok(learning) => learning,
             Err(reason) => return (Verdict::Drop(reason), Learned::Ignored),
         };
 
         // Learning can change the answer: the frame is addressed to its own source, or
         // making room for the source evicted the destination. A flood it turned into
         // is policed like any other.
-        let destination = match self.classify(vlan, destination_mac, now) {
-            after if after == destination => destination,
-            after => {
-                if let Some(reason) = self.storm_check(ingress, after, now) {
-                    return (Verdict::Drop(reason), learned);
+        let after = if O::APPLY {
+            self.classify(vlan, destination_mac, now)
+        } else {
+            // A trace learned nothing, so the table cannot say: what it would answer.
+            match destination {
+                Destination::Known(_) | Destination::UnknownUnicast
+                    if destination_mac == source
+                        && matches!(
+                            learned,
+                            Learned::New | Learned::Moved { .. } | Learned::Evicted { .. }
+                        ) =>
+                {
+                    Destination::Known(ingress)
                 }
-                after
+                Destination::Known(_) if would_evict == Some((vlan, destination_mac)) => {
+                    Destination::UnknownUnicast
+                }
+                unchanged => unchanged,
             }
+        };
+        let destination = if after == destination {
+            destination
+        } else {
+            observer.step(|| TraceStep::DestinationAfterLearning {
+                kind: after.kind(),
+                port: match after {
+                    Destination::Known(port) => Some(port),
+                    _ => None,
+                },
+            });
+            if let Some(reason) = self.storm_check(ingress, after, now, observer) {
+                return (Verdict::Drop(reason), learned);
+            }
+            after
         };
 
         let verdict = match destination {
-            Destination::Known(port) if port == ingress => Verdict::Drop(DropReason::SameSegment),
+            Destination::Known(port) if port == ingress => {
+                observer.step(|| TraceStep::Port {
+                    port,
+                    result: PortResult::Excluded(Exclusion::Ingress),
+                });
+                Verdict::Drop(DropReason::SameSegment)
+            }
             Destination::Known(port) => match self.state(port) {
                 // Only a static entry can point at a disabled or removed port: disabling
                 // and removing flush the dynamic ones.
                 Some(out) if out.policy.enabled => {
                     if in_isolated && out.policy.isolated {
+                        observer.step(|| TraceStep::Port {
+                            port,
+                            result: PortResult::Excluded(Exclusion::Isolated),
+                        });
                         Verdict::Drop(DropReason::Isolated)
                     } else {
                         match out.policy.vlan.egress(vlan) {
                             Some(tagging) => {
-                                egress.push(Egress {
+                                let tag = tag_action(dot1q_vid, tagging, vlan);
+                                observer.step(|| TraceStep::Port {
                                     port,
-                                    tag: tag_action(dot1q_vid, tagging, vlan),
+                                    result: PortResult::Egress(tag),
                                 });
+                                egress.push(Egress { port, tag });
                                 Verdict::Forward
                             }
-                            None => Verdict::Drop(DropReason::VlanNotAllowed),
+                            None => {
+                                observer.step(|| TraceStep::Port {
+                                    port,
+                                    result: PortResult::Excluded(Exclusion::VlanNotCarried),
+                                });
+                                Verdict::Drop(DropReason::VlanNotAllowed)
+                            }
                         }
                     }
                 }
-                _ => Verdict::Drop(DropReason::EgressDisabled),
+                _ => {
+                    observer.step(|| TraceStep::Port {
+                        port,
+                        result: PortResult::Excluded(Exclusion::Disabled),
+                    });
+                    Verdict::Drop(DropReason::EgressDisabled)
+                }
             },
             flood => {
                 for (index, slot) in self.ports.iter().enumerate() {
@@ -606,19 +726,40 @@ impl Forwarder {
                         Destination::Multicast => out.flood.multicast,
                         _ => out.flood.unknown_unicast,
                     };
-                    if index == ingress.index()
-                        || !out.enabled
-                        || !floods
-                        || (in_isolated && out.isolated)
-                        || (in_split_horizon && out.split_horizon)
-                    {
+                    let port = PortId(index as u32);
+                    let excluded = if index == ingress.index() {
+                        Some(Exclusion::Ingress)
+                    } else if !out.enabled {
+                        Some(Exclusion::Disabled)
+                    } else if !floods {
+                        Some(Exclusion::FloodOff)
+                    } else if in_isolated && out.isolated {
+                        Some(Exclusion::Isolated)
+                    } else if in_split_horizon && out.split_horizon {
+                        Some(Exclusion::SplitHorizon)
+                    } else {
+                        None
+                    };
+                    if let Some(exclusion) = excluded {
+                        observer.step(|| TraceStep::Port {
+                            port,
+                            result: PortResult::Excluded(exclusion),
+                        });
                         continue;
                     }
-                    if let Some(tagging) = out.vlan.egress(vlan) {
-                        egress.push(Egress {
-                            port: PortId(index as u32),
-                            tag: tag_action(dot1q_vid, tagging, vlan),
-                        });
+                    match out.vlan.egress(vlan) {
+                        Some(tagging) => {
+                            let tag = tag_action(dot1q_vid, tagging, vlan);
+                            observer.step(|| TraceStep::Port {
+                                port,
+                                result: PortResult::Egress(tag),
+                            });
+                            egress.push(Egress { port, tag });
+                        }
+                        None => observer.step(|| TraceStep::Port {
+                            port,
+                            result: PortResult::Excluded(Exclusion::VlanNotCarried),
+                        }),
                     }
                 }
                 if egress.is_empty() {
@@ -630,6 +771,13 @@ impl Forwarder {
         };
         if pop_exposes_tag && verdict == Verdict::Forward {
             // Where the frame leaves untagged it cannot go: it would not be untagged.
+            observer.step(|| TraceStep::InnerTagExposed {
+                removed: egress
+                    .iter()
+                    .filter(|out| out.tag == TagAction::Pop)
+                    .map(|out| out.port)
+                    .collect(),
+            });
             egress.retain(|out| out.tag != TagAction::Pop);
             if egress.is_empty() {
                 return (Verdict::Drop(DropReason::VlanNotAllowed), learned);
@@ -656,39 +804,75 @@ impl Forwarder {
         self.ports.get(id.index()).and_then(Option::as_ref)
     }
 
-    /// Learns `source` on `ingress` as the port's security policy and flap damping allow;
-    /// `Err` when the frame must be dropped.
-    fn learn_source(
+    /// Learns `source` on `ingress` as the port's security policy and flap damping allow
+    /// (or, for a trace, says what learning would do); `Err` when the frame must be
+    /// dropped.
+    #[inline(always)]
+    fn learn_source<O: Observer>(
         &mut self,
         ingress: PortId,
         vlan: VlanId,
         source: MacAddr,
         now: Instant,
-    ) -> Result<Learned, DropReason> {
+        observer: &mut O,
+    ) -> Result<LearnPreview, DropReason> {
+        let outcome = |learned| LearnPreview {
+            learned,
+            evicts: None,
+        };
         if source.is_multicast() || source.is_zero() {
-            return Ok(Learned::Ignored);
+            observer.step(|| TraceStep::Learn {
+                learned: Learned::Ignored,
+                evicts: None,
+            });
+            return Ok(outcome(Learned::Ignored));
         }
         let Some(Some(state)) = self.ports.get_mut(ingress.index()) else {
-            return Ok(Learned::Ignored);
+            return Ok(outcome(Learned::Ignored));
         };
         let security = &state.policy.security;
         if let Some(limit) = security.mac_limit
             && self.fdb.entry_port(vlan, source) != Some(ingress)
-            && self.fdb.port_count(ingress) >= limit as usize
         {
+            let count = self.fdb.port_count(ingress);
+            let exceeded = count >= limit as usize;
             let action = security.violation;
-            self.violation(ingress, vlan, source, limit, action, now);
-            return Err(DropReason::MacLimit);
+            observer.step(|| TraceStep::MacLimit {
+                limit,
+                count,
+                exceeded,
+                action,
+            });
+            if exceeded {
+                if O::APPLY {
+                    self.violation(ingress, vlan, source, limit, action, now);
+                }
+                return Err(DropReason::MacLimit);
+            }
         }
         let sticky = security.sticky;
-        if let Some(held_on) = self.flap_check(ingress, vlan, source, now) {
-            return Ok(Learned::Held { on: held_on });
+        if let Some(held_on) = self.flap_check::<O>(ingress, vlan, source, now) {
+            let learned = Learned::Held { on: held_on };
+            observer.step(|| TraceStep::Learn {
+                learned,
+                evicts: None,
+            });
+            return Ok(outcome(learned));
         }
-        Ok(if sticky {
-            self.fdb.learn_sticky(vlan, source, ingress, now)
+        if O::APPLY {
+            Ok(outcome(if sticky {
+                self.fdb.learn_sticky(vlan, source, ingress, now)
+            } else {
+                self.fdb.learn(vlan, source, ingress, now)
+            }))
         } else {
-            self.fdb.learn(vlan, source, ingress, now)
-        })
+            let preview = self.fdb.preview_learn(vlan, source, ingress, now, sticky);
+            observer.step(|| TraceStep::Learn {
+                learned: preview.learned,
+                evicts: preview.evicts,
+            });
+            Ok(preview)
+        }
     }
 
     /// Reports (as the action says) and acts on a MAC limit violation.
@@ -739,8 +923,9 @@ impl Forwarder {
     }
 
     /// With flap detection on: when learning `source` on `ingress` would move it, counts
-    /// the move and returns the port it is held on if it must not move.
-    fn flap_check(
+    /// the move and returns the port it is held on if it must not move. For a trace
+    /// (`O::APPLY` false) it counts on a copy of the address's record.
+    fn flap_check<O: Observer>(
         &mut self,
         ingress: PortId,
         vlan: VlanId,
@@ -753,19 +938,26 @@ impl Forwarder {
             return None;
         }
         let key = (vlan, source);
-        if !self.flaps.contains_key(&key) && self.flaps.len() >= FLAP_TABLE_LEN {
-            self.sweep_flaps(now, config);
-        }
-        if !self.flaps.contains_key(&key) && self.flaps.len() >= FLAP_TABLE_LEN {
+        if !self.flaps.contains_key(&key)
+            && self.flaps.len() >= FLAP_TABLE_LEN
+            && !self.sweep_flaps::<O>(now, config)
+        {
             // Too many addresses moving at once to track them all: let this one move.
             return None;
         }
-        let record = self.flaps.entry(key).or_insert(FlapRecord {
+        let fresh = FlapRecord {
             window_start: now,
             moves: 0,
             flaps: 0,
             held: None,
-        });
+        };
+        let mut copy;
+        let record = if O::APPLY {
+            self.flaps.entry(key).or_insert(fresh)
+        } else {
+            copy = self.flaps.get(&key).copied().unwrap_or(fresh);
+            &mut copy
+        };
         if let Some((port, until)) = record.held
             && now < until
         {
@@ -784,35 +976,47 @@ impl Forwarder {
         record.window_start = now;
         record.held = Some((holder, now + config.hold));
         let flaps = record.flaps;
-        self.push_event(ForwardEvent::MacFlap {
-            vlan,
-            mac: source,
-            held_on: holder,
-            moved_to: ingress,
-            flaps,
-        });
+        if O::APPLY {
+            self.push_event(ForwardEvent::MacFlap {
+                vlan,
+                mac: source,
+                held_on: holder,
+                moved_to: ingress,
+                flaps,
+            });
+        }
         Some(holder)
     }
 
     /// Forgets addresses that never flapped and are past their window, at most once a
-    /// second: the records of flapping addresses are the per-MAC flap counters.
-    fn sweep_flaps(&mut self, now: Instant, config: MacFlapConfig) {
-        if self.next_flap_sweep.is_some_and(|next| now < next) {
-            return;
-        }
-        self.next_flap_sweep = Some(now + Duration::from_secs(1));
-        self.flaps.retain(|_, record| {
+    /// second: the records of flapping addresses are the per-MAC flap counters. True
+    /// when the table then has room for another address; a trace only says whether it
+    /// would.
+    fn sweep_flaps<O: Observer>(&mut self, now: Instant, config: MacFlapConfig) -> bool {
+        let due = self.next_flap_sweep.is_none_or(|next| now >= next);
+        let keep = |record: &FlapRecord| {
             record.flaps > 0 || now.saturating_duration_since(record.window_start) < config.window
-        });
+        };
+        if !O::APPLY {
+            return due
+                && self.flaps.values().filter(|record| keep(record)).count() < FLAP_TABLE_LEN;
+        }
+        if due {
+            self.next_flap_sweep = Some(now + Duration::from_secs(1));
+            self.flaps.retain(|_, record| keep(record));
+        }
+        self.flaps.len() < FLAP_TABLE_LEN
     }
 
     /// Takes a token from the ingress port's bucket for this kind of flood; the drop
-    /// reason when there is none.
-    fn storm_check(
+    /// reason when there is none. A trace takes it from a copy of the bucket.
+    #[inline(always)]
+    fn storm_check<O: Observer>(
         &mut self,
         ingress: PortId,
         destination: Destination,
         now: Instant,
+        observer: &mut O,
     ) -> Option<DropReason> {
         let Some(Some(state)) = self.ports.get_mut(ingress.index()) else {
             return None;
@@ -826,8 +1030,30 @@ impl Forwarder {
                 DropReason::StormUnknownUnicast,
             ),
         };
-        let bucket = bucket.as_mut()?;
-        (!bucket.take(now)).then_some(reason)
+        let Some(bucket) = bucket.as_mut() else {
+            observer.step(|| TraceStep::Storm {
+                flood: destination.kind(),
+                limit: None,
+            });
+            return None;
+        };
+        let mut copy;
+        let bucket = if O::APPLY {
+            bucket
+        } else {
+            copy = bucket.clone();
+            &mut copy
+        };
+        let passes = bucket.take(now);
+        observer.step(|| TraceStep::Storm {
+            flood: destination.kind(),
+            limit: Some(StormLimit {
+                rate_pps: bucket.rate(),
+                passes,
+                tokens_left: bucket.tokens(),
+            }),
+        });
+        (!passes).then_some(reason)
     }
 
     fn push_event(&mut self, event: ForwardEvent) {
@@ -837,6 +1063,173 @@ impl Forwarder {
             self.events_lost += 1;
         }
     }
+}
+
+// ---- Tracing a decision ----
+
+/// Told of each step of a decision; says whether the decision changes state. The
+/// dataplane's [`Apply`] tells nothing and changes state; a trace's [`Recorder`] keeps
+/// the steps and changes nothing.
+trait Observer {
+    /// True: learn, take storm tokens, count flaps and violations, queue events.
+    const APPLY: bool;
+
+    /// One step; `step` is called only by observers that keep it, so the dataplane
+    /// never builds one.
+    fn step(&mut self, step: impl FnOnce() -> TraceStep);
+}
+
+/// What [`Forwarder::decide`] runs with.
+struct Apply;
+
+impl Observer for Apply {
+    const APPLY: bool = true;
+
+    #[inline(always)]
+    fn step(&mut self, _: impl FnOnce() -> TraceStep) {}
+}
+
+/// What [`Forwarder::trace`] runs with.
+struct Recorder {
+    steps: Vec<TraceStep>,
+}
+
+impl Observer for Recorder {
+    const APPLY: bool = false;
+
+    fn step(&mut self, step: impl FnOnce() -> TraceStep) {
+        self.steps.push(step());
+    }
+}
+
+/// What [`Forwarder::trace`] found: the steps of the decision in order, and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Trace {
+    pub steps: Vec<TraceStep>,
+    /// What [`Forwarder::decide`] would return now.
+    pub verdict: Verdict,
+    /// The egress ports it would write, ascending, each with its tag action.
+    pub egress: Vec<Egress>,
+    /// What learning the source would do ([`Learned::Ignored`] when the frame is dropped
+    /// before learning).
+    pub learned: Learned,
+}
+
+/// An outer VLAN tag as the trace shows it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct TraceTag {
+    pub tpid: u16,
+    pub pcp: u8,
+    pub vid: u16,
+}
+
+impl From<VlanTag> for TraceTag {
+    fn from(tag: VlanTag) -> Self {
+        TraceTag {
+            tpid: tag.tpid,
+            pcp: tag.pcp,
+            vid: tag.vid,
+        }
+    }
+}
+
+/// What the destination address makes of a frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationKind {
+    /// Learned (or static) on a port: sent there only.
+    KnownUnicast,
+    /// Not in the table: flooded.
+    UnknownUnicast,
+    Multicast,
+    Broadcast,
+}
+
+/// The ingress port's storm bucket for a flood, as the frame would find it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StormLimit {
+    pub rate_pps: u32,
+    /// Whether the frame gets a token.
+    pub passes: bool,
+    /// Tokens in the bucket after it.
+    pub tokens_left: u32,
+}
+
+/// Why a port is not an egress port of the frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exclusion {
+    /// The frame came in there.
+    Ingress,
+    /// The port is disabled.
+    Disabled,
+    /// The port takes no floods of this kind (its `flood` switches).
+    FloodOff,
+    /// Both ports are isolated.
+    Isolated,
+    /// Both ports are tunnel ports (split horizon).
+    SplitHorizon,
+    /// The port does not carry the frame's VLAN.
+    VlanNotCarried,
+}
+
+/// What one candidate egress port makes of the frame.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortResult {
+    /// Sent there, with this tag action.
+    Egress(TagAction),
+    Excluded(Exclusion),
+}
+
+/// One step of a traced decision, in the order the forwarder takes them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum TraceStep {
+    /// The frame parsed: addresses, outer tag, the EtherType behind the tags.
+    Frame {
+        src: MacAddr,
+        dst: MacAddr,
+        tag: Option<TraceTag>,
+        ethertype: u16,
+    },
+    /// The ingress port's VLAN mode put the frame into `vlan` (`None`: not carried).
+    Vlan { mode: String, vlan: Option<VlanId> },
+    /// Anti-spoofing: the number of addresses the port is bound to (0: any source).
+    Security { allowed_macs: usize, spoofed: bool },
+    /// The destination, and its table entry if it is live.
+    Destination {
+        kind: DestinationKind,
+        entry: Option<FdbEntry>,
+    },
+    /// Storm control for a flood (`limit` `None`: unlimited).
+    Storm {
+        flood: DestinationKind,
+        limit: Option<StormLimit>,
+    },
+    /// A new source address against the port's MAC limit.
+    MacLimit {
+        limit: u32,
+        count: usize,
+        exceeded: bool,
+        action: ViolationAction,
+    },
+    /// What learning the source does, and the entry it evicts to make room.
+    Learn {
+        learned: Learned,
+        evicts: Option<(VlanId, MacAddr)>,
+    },
+    /// Learning changed the destination (addressed to its own source, or its entry
+    /// evicted).
+    DestinationAfterLearning {
+        kind: DestinationKind,
+        port: Option<PortId>,
+    },
+    /// One candidate egress port: the unicast destination's, or each port of a flood.
+    Port { port: PortId, result: PortResult },
+    /// The frame carries a tag behind its 802.1Q tag: these ports, which would pop the
+    /// outer one, are left out (the double-tagging VLAN hop).
+    InnerTagExposed { removed: Vec<PortId> },
 }
 
 /// How to change a frame that carries an 802.1Q tag with `dot1q_vid` (or none) so that it
@@ -2078,5 +2471,267 @@ mod tests {
                 }
             }
         }
+    }
+
+    // ---- Traces ----
+
+    /// A random policy over VLANs 1..=3: any mode, storm rates of a few frames per
+    /// second, small MAC limits, sticky learning, anti-spoofing, isolation, split
+    /// horizon and flood switches, so that every step can decide.
+    fn policy() -> impl Strategy<Value = PortPolicy> {
+        let vlan = prop_oneof![
+            2 => Just(VlanMode::Transparent),
+            1 => (1u16..=3).prop_map(|vlan| VlanMode::Access { vlan }),
+            1 => (proptest::collection::btree_set(1u16..=3, 1..3), proptest::option::of(1u16..=3))
+                .prop_map(|(allowed, native)| VlanMode::Trunk { allowed: allowed.into_iter().collect(), native }),
+        ];
+        let rate = proptest::option::of(1u32..4);
+        (
+            (
+                any::<bool>(),
+                vlan,
+                proptest::option::of(1u32..4),
+                0u8..3,
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            (
+                rate.clone(),
+                rate.clone(),
+                rate,
+                any::<bool>(),
+                any::<bool>(),
+                any::<[bool; 3]>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (enabled, vlan, mac_limit, violation, sticky, bound),
+                    (b, m, u, isolated, split_horizon, flood),
+                )| {
+                    PortPolicy {
+                        // Mostly enabled: a disabled port decides little.
+                        enabled: enabled || mac_limit.is_some(),
+                        vlan,
+                        security: PortSecurity {
+                            mac_limit,
+                            violation: [
+                                ViolationAction::Drop,
+                                ViolationAction::DropLog,
+                                ViolationAction::Shutdown,
+                            ][usize::from(violation)],
+                            sticky,
+                            allowed_macs: if bound {
+                                vec![host(2), host(3), host(4)].into()
+                            } else {
+                                Box::default()
+                            },
+                        },
+                        storm: StormControl {
+                            broadcast_pps: b,
+                            multicast_pps: m,
+                            unknown_unicast_pps: u,
+                        },
+                        isolated,
+                        split_horizon,
+                        flood: FloodControl {
+                            unknown_unicast: flood[0],
+                            multicast: flood[1],
+                            broadcast: flood[2],
+                        },
+                    }
+                },
+            )
+    }
+
+    /// A frame: untagged, 802.1Q-tagged (VID 0..=3, sometimes over another tag) or
+    /// 802.1ad-tagged, or a runt.
+    fn any_frame() -> impl Strategy<Value = Vec<u8>> {
+        let addr = prop_oneof![8 => 2u8..10, 1 => Just(0u8), 1 => Just(1u8), 1 => Just(0xffu8)];
+        (addr.clone(), addr, 0u8..6, 0u16..=3).prop_map(|(src, dst, shape, vid)| {
+            let (src, dst) = (address(src), address(dst));
+            match shape {
+                0 | 1 => frame(src, dst),
+                2 => tagged(src, dst, ETHERTYPE_VLAN, vid),
+                3 => {
+                    let mut bytes = tagged(src, dst, ETHERTYPE_VLAN, vid);
+                    bytes.splice(16..16, [0x81, 0x00, 0x00, 0x02]);
+                    bytes
+                }
+                4 => tagged(src, dst, crate::wire::ETHERTYPE_QINQ, vid),
+                _ => frame(src, dst)[..10].to_vec(),
+            }
+        })
+    }
+
+    /// The whole state, for "the trace changed nothing": a clone keeps its maps' order.
+    fn state_of(forwarder: &Forwarder) -> String {
+        format!("{forwarder:?}")
+    }
+
+    proptest! {
+        /// For any policies, table (small, so that it fills and evicts), flap damping
+        /// and traffic: the trace of a frame has the verdict, egress ports, tag actions
+        /// and learning outcome `decide` then has on the same state, and it changes
+        /// nothing (no learning, no storm token, no flap or event).
+        #[test]
+        fn trace_says_what_decide_does_and_changes_nothing(
+            policies in proptest::collection::vec(policy(), 1..6),
+            capacity in 0usize..8,
+            flap in any::<bool>(),
+            statics in proptest::collection::vec((0u32..6, 2u8..10, 0u16..=3), 0..3),
+            traffic in proptest::collection::vec((0u32..7, any_frame(), 0u64..1500), 1..120),
+        ) {
+            let mut now = Instant::now();
+            let mut forwarder = Forwarder::new(FdbConfig { ageing: Duration::from_secs(2), capacity });
+            for (index, policy) in policies.iter().enumerate() {
+                forwarder.add_port(PortId(index as u32), policy.clone()).unwrap();
+            }
+            if flap {
+                forwarder.set_mac_flap(Some(MacFlapConfig {
+                    moves: 2,
+                    window: Duration::from_secs(1),
+                    hold: Duration::from_secs(2),
+                }));
+            }
+            for (port, mac, vlan) in statics {
+                let _ = forwarder.fdb_mut().add_static(vlan, host(mac), PortId(port));
+            }
+            let mut egress = Vec::new();
+            for (ingress, bytes, advance_ms) in traffic {
+                now += Duration::from_millis(advance_ms);
+                let ingress = PortId(ingress);
+                let before = state_of(&forwarder);
+                let trace = forwarder.trace(ingress, &bytes, now);
+                prop_assert_eq!(&state_of(&forwarder), &before, "the trace changed the state");
+                let (verdict, learned) = forwarder.decide(ingress, &bytes, now, &mut egress);
+                prop_assert_eq!(trace.verdict, verdict, "{:#?}", trace.steps);
+                prop_assert_eq!(&trace.egress, &egress, "{:#?}", trace.steps);
+                prop_assert_eq!(trace.learned, learned, "{:#?}", trace.steps);
+                // The steps name the egress ports: each one's `Port` step says egress.
+                let told: Vec<Egress> = trace.steps.iter().filter_map(|step| match step {
+                    TraceStep::Port { port, result: PortResult::Egress(tag) } => Some(Egress { port: *port, tag: *tag }),
+                    _ => None,
+                }).filter(|out| !trace.steps.iter().any(|step| matches!(step, TraceStep::InnerTagExposed { removed } if removed.contains(&out.port)))).collect();
+                prop_assert_eq!(told, egress.clone());
+                forwarder.drain_events().for_each(drop);
+            }
+        }
+    }
+
+    #[test]
+    fn a_trace_tells_each_step() {
+        let now = Instant::now();
+        let mut limited = access(10);
+        limited.storm.broadcast_pps = Some(1);
+        let mut forwarder = with_policies(&[
+            (P0, limited),
+            (P1, access(20)),
+            (P2, trunk(&[10], None)),
+            (
+                P3,
+                PortPolicy {
+                    isolated: true,
+                    ..access(10)
+                },
+            ),
+        ]);
+        let bytes = frame(host(1), MacAddr::BROADCAST);
+        let trace = forwarder.trace(P0, &bytes, now);
+        assert_eq!(trace.verdict, Verdict::Forward);
+        assert_eq!(trace.learned, Learned::New);
+        assert_eq!(
+            trace.egress,
+            vec![out(P2, TagAction::Push(10)), out(P3, TagAction::AsIs)]
+        );
+        assert_eq!(
+            trace.steps,
+            vec![
+                TraceStep::Frame {
+                    src: host(1),
+                    dst: MacAddr::BROADCAST,
+                    tag: None,
+                    ethertype: 0x0800
+                },
+                TraceStep::Vlan {
+                    mode: "access 10".into(),
+                    vlan: Some(10)
+                },
+                TraceStep::Security {
+                    allowed_macs: 0,
+                    spoofed: false
+                },
+                TraceStep::Destination {
+                    kind: DestinationKind::Broadcast,
+                    entry: None
+                },
+                TraceStep::Storm {
+                    flood: DestinationKind::Broadcast,
+                    limit: Some(StormLimit {
+                        rate_pps: 1,
+                        passes: true,
+                        tokens_left: 0
+                    }),
+                },
+                TraceStep::Learn {
+                    learned: Learned::New,
+                    evicts: None
+                },
+                TraceStep::Port {
+                    port: P0,
+                    result: PortResult::Excluded(Exclusion::Ingress)
+                },
+                TraceStep::Port {
+                    port: P1,
+                    result: PortResult::Excluded(Exclusion::VlanNotCarried)
+                },
+                TraceStep::Port {
+                    port: P2,
+                    result: PortResult::Egress(TagAction::Push(10))
+                },
+                TraceStep::Port {
+                    port: P3,
+                    result: PortResult::Egress(TagAction::AsIs)
+                },
+            ]
+        );
+        // The trace took no token: the next frame still passes, and the one after not.
+        let mut egress = Vec::new();
+        assert_eq!(
+            forwarder.decide(P0, &bytes, now, &mut egress).0,
+            Verdict::Forward
+        );
+        let trace = forwarder.trace(P0, &bytes, now);
+        assert_eq!(trace.verdict, Verdict::Drop(DropReason::StormBroadcast));
+        assert!(trace.steps.contains(&TraceStep::Storm {
+            flood: DestinationKind::Broadcast,
+            limit: Some(StormLimit {
+                rate_pps: 1,
+                passes: false,
+                tokens_left: 0
+            }),
+        }));
+        // Now learned: a unicast to host 1 shows its entry.
+        let trace = forwarder.trace(P2, &tagged(host(5), host(1), ETHERTYPE_VLAN, 10), now);
+        assert_eq!(trace.egress, vec![out(P0, TagAction::Pop)]);
+        assert!(trace.steps.iter().any(|step| matches!(
+            step,
+            TraceStep::Destination { kind: DestinationKind::KnownUnicast, entry: Some(entry) }
+                if entry.port == P0 && entry.vlan == 10
+        )));
+        let trace = forwarder.trace(P1, &tagged(host(5), host(1), ETHERTYPE_VLAN, 10), now);
+        assert_eq!(trace.verdict, Verdict::Drop(DropReason::VlanNotAllowed));
+    }
+
+    #[test]
+    fn trace_serialises_with_drop_reason_names() {
+        for reason in DropReason::ALL {
+            assert_eq!(serde_json::to_value(reason).unwrap(), reason.name());
+        }
+        let mut forwarder = forwarder(&[P0, P1]);
+        let trace = forwarder.trace(P0, &frame(host(1), host(2)), Instant::now());
+        let json = serde_json::to_string(&trace).unwrap();
+        let back: Trace = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, trace);
     }
 }

@@ -130,6 +130,23 @@ pub enum VlanMode {
     },
 }
 
+/// As an operator reads it: `transparent`, `access 10`, `trunk {10, 20} native 1`.
+impl fmt::Display for VlanMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VlanMode::Transparent => f.write_str("transparent"),
+            VlanMode::Access { vlan } => write!(f, "access {vlan}"),
+            VlanMode::Trunk { allowed, native } => {
+                write!(f, "trunk {allowed:?}")?;
+                match native {
+                    Some(native) => write!(f, " native {native}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 /// How a port wants a frame of some VLAN on the wire.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Tagging {
@@ -420,6 +437,16 @@ impl TokenBucket {
             tokens: rate,
             last: None,
         }
+    }
+
+    /// Tokens per second, and the most the bucket holds.
+    pub fn rate(&self) -> u32 {
+        self.rate
+    }
+
+    /// Tokens in the bucket as last counted (by [`TokenBucket::take`]).
+    pub fn tokens(&self) -> u32 {
+        self.tokens
     }
 
     /// Takes one token if there is one.

@@ -50,6 +50,8 @@ use crate::upgrade::{self, HandedEntry, Handover};
 
 mod links;
 pub mod protocol;
+// ---- rates ----
+pub mod rates;
 #[cfg(feature = "libvirt")]
 mod vms;
 // Built without libvirt: VM ports are refused with that reason.
@@ -1164,6 +1166,16 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             vms::libvirt_xml(&state, &name).map(Reply::LibvirtXml)
         }
         Request::EvpnStatus {} => evpn_status(shared).map(Reply::EvpnStatus),
+        // ---- trace ----
+        Request::Trace { port, frame } => {
+            let frame = protocol::parse_hex_frame(&frame).map_err(RequestError::invalid_value)?;
+            let frame_len = frame.len();
+            let traced = dataplane.request(|reply| Command::Trace { port, frame, reply })??;
+            Ok(Reply::Trace(protocol::TraceReply {
+                frame_len,
+                ..protocol::TraceReply::from(traced)
+            }))
+        }
     }
 }
 

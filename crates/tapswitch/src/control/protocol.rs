@@ -16,12 +16,14 @@ use serde_json::{Value, json};
 use thiserror::Error;
 
 use crate::config::{Config, ConfigError, PortConfig, PortSettings};
+use crate::dataplane::TracedFrame;
 use crate::dataplane::{
     DataplaneError, Event as DataplaneEvent, EvpnSummary, LoopStats, PortSnapshot, PortUpdate,
     RemovalCause, Snapshot,
 };
+use crate::fdb::Learned;
 use crate::fdb::{EntryKind, FdbCounters, PortId, VlanId};
-use crate::forward::{MacFlapEntry, ViolationAction};
+use crate::forward::{MacFlapEntry, TagAction, Trace, TraceStep, Verdict, ViolationAction};
 use crate::netlink::LinkError;
 use crate::port::vm::VmPortError;
 use crate::switch::SwitchError;
@@ -103,6 +105,14 @@ pub enum Request {
     },
     /// The EVPN agent: session with gobgpd, per VNI the remote VTEPs and MAC counts.
     EvpnStatus {},
+
+    // ---- trace ----
+    /// What the switch would do with `frame` (hex, from the destination address on)
+    /// arriving on `port` now, step by step, without doing it.
+    Trace {
+        port: String,
+        frame: String,
+    },
 }
 
 /// What kind of failure a refused request met, sent as the reply's `"code"`. The names
@@ -394,6 +404,9 @@ pub enum Reply {
     /// `null` on the wire, decoded as `()`.
     Done,
     EvpnStatus(EvpnStatus),
+
+    // ---- trace ----
+    Trace(TraceReply),
 }
 
 impl Reply {
@@ -969,6 +982,117 @@ pub struct EvpnStatus {
     pub vnis: Vec<EvpnVniStatus>,
     /// Paths from gobgpd that did not decode as routes tapswitch uses (ignored).
     pub undecodable_paths: u64,
+}
+
+// ---- trace ----
+
+/// The `trace` reply: the forwarder's decision for one frame, step by step (the steps
+/// name ports by id; `ports` names them). Only the forwarding decision: a frame over
+/// the ingress port's MTU, or written to a port whose link is down, is dropped at the
+/// dataplane's edge too (`oversize`, `link_down`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceReply {
+    /// The ingress port.
+    pub port: String,
+    pub frame_len: usize,
+    pub steps: Vec<TraceStep>,
+    pub verdict: Verdict,
+    /// Where the frame would go, ascending by port id.
+    pub egress: Vec<TraceEgress>,
+    /// What learning the source address would do.
+    pub learned: Learned,
+    /// Every port, by id.
+    pub ports: Vec<TracePort>,
+}
+
+/// One egress port of a traced frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEgress {
+    pub port: String,
+    pub id: PortId,
+    pub tag: TagAction,
+}
+
+/// A port's id and name, for the ids in a trace's steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracePort {
+    pub id: PortId,
+    pub name: String,
+}
+
+impl TraceReply {
+    /// The name of port `id` (its id when it has none: removed meanwhile).
+    pub fn port_name(&self, id: PortId) -> String {
+        self.ports
+            .iter()
+            .find(|port| port.id == id)
+            .map_or_else(|| format!("#{}", id.0), |port| port.name.clone())
+    }
+}
+
+impl From<TracedFrame> for TraceReply {
+    fn from(traced: TracedFrame) -> Self {
+        let ports: Vec<TracePort> = traced
+            .ports
+            .into_iter()
+            .map(|(id, name)| TracePort { id, name })
+            .collect();
+        let name = |id: PortId| {
+            ports
+                .iter()
+                .find(|port| port.id == id)
+                .map_or_else(|| format!("#{}", id.0), |port| port.name.clone())
+        };
+        let Trace {
+            steps,
+            verdict,
+            egress,
+            learned,
+        } = traced.trace;
+        TraceReply {
+            port: name(traced.ingress),
+            frame_len: 0,
+            steps,
+            verdict,
+            egress: egress
+                .iter()
+                .map(|out| TraceEgress {
+                    port: name(out.port),
+                    id: out.port,
+                    tag: out.tag,
+                })
+                .collect(),
+            learned,
+            ports,
+        }
+    }
+}
+
+/// A frame written as hex (`--frame`): two digits a byte; spaces, `:` and `-` between
+/// them are ignored.
+pub fn parse_hex_frame(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b':' | b'-' | b'\n' | b'\t'))
+        .collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!(
+            "frame: {} hex digits is not a whole number of bytes",
+            digits.len()
+        ));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).map_err(|_| "frame: not hex".to_owned())?;
+            u8::from_str_radix(pair, 16).map_err(|_| format!("frame: {pair:?} is not a hex byte"))
+        })
+        .collect()
+}
+
+/// Bytes as `parse_hex_frame` reads them.
+pub fn hex_frame(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

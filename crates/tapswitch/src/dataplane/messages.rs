@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 use super::events::RemovalCause;
 use super::{DataplaneError, EvpnSummary, PortCounters, PortSnapshot, QueueMask, Snapshot};
 use crate::fdb::{PortId, VlanId};
-use crate::forward::PortPolicy;
+use crate::forward::{PortPolicy, Trace};
 use crate::port::Port;
 use crate::wire::MacAddr;
 
@@ -92,6 +92,24 @@ pub enum Command {
     },
     /// Reply with every port (slot order), to hand their fds to a new process.
     ExportPorts(Sender<Vec<Arc<dyn Port>>>),
+
+    // ---- trace ----
+    /// What the forwarder would do with `frame` arriving on `port` now, step by step,
+    /// without doing it (`Forwarder::trace`: nothing learned, no storm token taken).
+    Trace {
+        port: String,
+        frame: Vec<u8>,
+        reply: Sender<Result<TracedFrame, DataplaneError>>,
+    },
+}
+
+/// A traced decision, and the names of the ports it mentions by id.
+#[derive(Clone, Debug)]
+pub struct TracedFrame {
+    pub ingress: PortId,
+    pub trace: Trace,
+    /// Every port now, in id order.
+    pub ports: Vec<(PortId, String)>,
 }
 
 /// What the workers tell each other; the control plane cannot send these

@@ -47,7 +47,7 @@ pub use counters::{
     PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US,
 };
 pub use events::{Event, RemovalCause};
-pub use messages::{Command, DataplaneHandle, PortUpdate, RemovedPort};
+pub use messages::{Command, DataplaneHandle, PortUpdate, RemovedPort, TracedFrame};
 pub use worker::Dataplane;
 
 /// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.

@@ -14,7 +14,7 @@ use tracing::{debug, info, warn};
 
 use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
-use super::messages::{Message, WorkerMessage};
+use super::messages::{Message, TracedFrame, WorkerMessage};
 use super::{
     Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, EvpnSummary, FdbRemote,
     LoopStats, MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate,
@@ -724,6 +724,21 @@ impl Dataplane {
                     info!(port = port.map(|id| id.0), removed, "MAC table flushed");
                     self.events.emit(|| Event::FdbFlushed { port, removed });
                     removed
+                });
+                let _ = reply.send(result);
+            }
+            Command::Trace { port, frame, reply } => {
+                let result = self.port_id(&port).map(|ingress| {
+                    let trace = self.forwarder().trace(ingress, &frame, Instant::now());
+                    let ports = self.ports.iter().enumerate().filter_map(|(index, slot)| {
+                        let slot = slot.as_ref()?;
+                        Some((PortId(index as u32), slot.port.name().to_owned()))
+                    });
+                    TracedFrame {
+                        ingress,
+                        trace,
+                        ports: ports.collect(),
+                    }
                 });
                 let _ = reply.send(result);
             }
