@@ -220,7 +220,7 @@ fn check_tun(inspection: &Inspection, out: &mut Vec<Finding>) {
     let wants_mq = inspection
         .ports
         .iter()
-        .filter(|p| p.config.queues > 1)
+        .filter(|p| p.config.queues() > 1)
         .count();
     match &inspection.tun.features {
         Err(reason) => out.push(finding(
@@ -426,8 +426,8 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
     }
     // A netdev port holds a packet socket, no TAP fd.
     if let Some(held) = port.switch_queues
-        && port.config.kind.is_tap()
-        && held != port.config.queues
+        && port.config.kind().is_tap()
+        && held != port.config.queues()
     {
         out.push(finding(
             Severity::Error,
@@ -435,12 +435,12 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             here,
             format!(
                 "configured with {} queue(s) but the switch holds {held} TAP fd(s) for it",
-                port.config.queues
+                port.config.queues()
             ),
             format!("re-create the port: tapswitch port del {name}, then port add"),
         ));
     }
-    if port.config.queues > 1 && switch.threads == 1 {
+    if port.config.queues() > 1 && switch.threads == 1 {
         out.push(finding(
             Severity::Warning,
             "queues_single_thread",
@@ -448,15 +448,15 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             format!(
                 "{} queues but one dataplane thread: every queue is read by the same thread, \
                  so the extra queues add fds, not throughput",
-                port.config.queues
+                port.config.queues()
             ),
             format!(
                 "set switch.threads = {} (up to the number of cores), or queues = 1",
-                port.config.queues
+                port.config.queues()
             ),
         ));
     }
-    if port.config.kind == PortKind::Vxlan {
+    if port.config.kind() == PortKind::Vxlan {
         // No netdev: its sockets are the port, and the underlay is not the switch's.
         return;
     }
@@ -476,7 +476,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             return;
         }
     };
-    if port.config.kind == PortKind::Netdev {
+    if port.config.kind() == PortKind::Netdev {
         check_netdev_port(port, netdev, out);
         return;
     }
@@ -529,7 +529,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             format!("tapswitch port set {name} --mtu {}", link.mtu),
         ));
     }
-    if let Some(configured) = port.config.txqueuelen
+    if let Some(configured) = port.config.txqueuelen()
         && configured != link.txqueuelen
     {
         out.push(finding(
@@ -907,6 +907,7 @@ fn tap_fds_of(pid: u32) -> io::Result<HashMap<String, usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DeviceConfig, NetdevConfig};
     use crate::netlink::LinkStats;
 
     fn healthy_port(name: &str) -> PortFacts {
@@ -1087,14 +1088,14 @@ mod tests {
         inspection.ports[1].offloads = false;
         assert!(problems(&inspection).is_empty());
         // A configured length that the netdev no longer has is a change behind our back.
-        inspection.ports[0].config.txqueuelen = Some(5000);
+        inspection.ports[0].config.tap_mut().unwrap().txqueuelen = Some(5000);
         assert_eq!(problems(&inspection), one("txqueuelen_changed", "p0"));
     }
 
     #[test]
     fn queue_problems() {
         let mut inspection = healthy();
-        inspection.ports[0].config.queues = 4;
+        inspection.ports[0].config.tap_mut().unwrap().queues = 4;
         inspection.ports[0].switch_queues = Some(3);
         assert_eq!(
             problems(&inspection),
@@ -1117,7 +1118,7 @@ mod tests {
             vec![("tun_no_vnet_hdr", None)],
             "no port has queues > 1, so IFF_MULTI_QUEUE is not needed"
         );
-        inspection.ports[0].config.queues = 2;
+        inspection.ports[0].config.tap_mut().unwrap().queues = 2;
         inspection.ports[0].switch_queues = Some(2);
         inspection.switch.threads = 2;
         assert!(problems(&inspection).contains(&("tun_no_multi_queue", None)));
@@ -1236,8 +1237,9 @@ mod tests {
     fn with_netdev_port() -> Inspection {
         let mut inspection = healthy();
         let port = &mut inspection.ports[1];
-        port.config.kind = PortKind::Netdev;
-        port.config.device = Some("eth1".into());
+        port.config.device = DeviceConfig::Netdev(NetdevConfig {
+            device: "eth1".into(),
+        });
         port.netdev.as_mut().unwrap().link.name = "eth1".into();
         inspection
     }
