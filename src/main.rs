@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 use report::reply;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tapswitch::config::{Config, PortConfig, PortKind, PortSettings, VmMode, setting_value};
+use tapswitch::config::{Config, PortConfig, PortSettings, VmMode, setting_value};
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml};
 use tapswitch::control::{
     ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
@@ -210,7 +210,10 @@ struct PortOptions {
 }
 
 impl PortOptions {
-    fn apply(self, port: &mut PortConfig) -> Result<(), String> {
+    /// Sets `port`'s namespace, MTU and state, and returns the other options as the
+    /// `[[port]]` keys they are, for [`PortConfig::with_settings`], which checks them
+    /// against the port's kind by name (`mac: not with kind = "netdev"`).
+    fn apply(self, port: &mut PortConfig) -> Result<PortSettings, String> {
         if let Some(netns) = self.netns {
             if let Some(named) = port.netns.as_ref().filter(|named| **named != netns) {
                 return Err(format!(
@@ -220,22 +223,25 @@ impl PortOptions {
             }
             port.netns = Some(netns);
         }
-        if let Some(device) = self.netdev {
-            port.kind = PortKind::Netdev;
-            port.device = Some(device);
-        }
         if let Some(mtu) = self.mtu {
             port.mtu = mtu;
         }
-        port.mac = self.mac.or(port.mac);
-        port.persistent |= self.persistent;
-        port.offloads = self.offloads.or(port.offloads);
-        port.txqueuelen = self.txqueuelen.or(port.txqueuelen);
-        port.owner = self.owner.or(port.owner);
-        port.group = self.group.or(port.group);
-        port.adopt |= self.adopt;
         port.enabled &= !self.disabled;
-        Ok(())
+        let given: [(&str, Option<serde_json::Value>); 9] = [
+            ("kind", self.netdev.is_some().then(|| "netdev".into())),
+            ("device", self.netdev.map(Into::into)),
+            ("mac", self.mac.map(|mac| mac.to_string().into())),
+            ("persistent", self.persistent.then_some(true.into())),
+            ("offloads", self.offloads.map(Into::into)),
+            ("txqueuelen", self.txqueuelen.map(Into::into)),
+            ("owner", self.owner.map(Into::into)),
+            ("group", self.group.map(Into::into)),
+            ("adopt", self.adopt.then_some(true.into())),
+        ];
+        Ok(given
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect())
     }
 }
 
@@ -339,15 +345,23 @@ struct VmOptions {
 }
 
 impl VmOptions {
-    fn apply(self, port: &mut PortConfig) {
-        if self.vm.is_none() {
+    /// Adds the VM keys to `settings` (those of [`PortOptions::apply`]).
+    fn apply(self, settings: &mut PortSettings) {
+        let Some(vm) = self.vm else {
             return;
+        };
+        settings.insert("vm".to_owned(), vm.into());
+        if let Some(mode) = self.mode {
+            let mode = serde_json::to_value(mode).expect("a VM mode serialises");
+            settings.insert("vm_mode".to_owned(), mode);
         }
-        port.vm = self.vm;
-        port.vm_mode = self.mode.or(port.vm_mode);
-        port.vm_queues = self.queues.or(port.vm_queues);
+        if let Some(queues) = self.queues {
+            settings.insert("vm_queues".to_owned(), queues.into());
+        }
         // The endpoint of a VM port is the guest: --mac is its NIC's address.
-        port.vm_mac = port.mac.take().or(port.vm_mac);
+        if let Some(mac) = settings.remove("mac") {
+            settings.insert("vm_mac".to_owned(), mac);
+        }
     }
 }
 
@@ -513,11 +527,10 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             features,
             vm,
         }) => {
-            options.apply(&mut port)?;
-            vm.apply(&mut port);
-            let port = port
-                .with_settings(&features.settings())
-                .map_err(|e| e.to_string())?;
+            let mut settings = options.apply(&mut port)?;
+            vm.apply(&mut settings);
+            settings.extend(features.settings());
+            let port = port.with_settings(&settings).map_err(|e| e.to_string())?;
             ask(control, &Request::PortAdd { port }, json, |r: PortReply| {
                 reply::port(&r)
             })?
