@@ -11,7 +11,7 @@ use report::reply;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tapswitch::config::{
-    Config, DEFAULT_VXLAN_MTU, MAX_VNI, PortConfig, PortKind, PortSettings, VmMode, setting_value,
+    Config, DEFAULT_VXLAN_MTU, MAX_VNI, PortConfig, PortSettings, VmMode, setting_value,
 };
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml, TraceReply};
 use tapswitch::control::rates::Rates;
@@ -315,7 +315,10 @@ struct PortOptions {
 }
 
 impl PortOptions {
-    fn apply(self, port: &mut PortConfig) -> Result<(), String> {
+    /// Sets `port`'s namespace, MTU and state, and returns the other options as the
+    /// `[[port]]` keys they are, for [`PortConfig::with_settings`], which checks them
+    /// against the port's kind by name (`mac: not with kind = "netdev"`).
+    fn apply(self, port: &mut PortConfig) -> Result<PortSettings, String> {
         if let Some(netns) = self.netns {
             if let Some(named) = port.netns.as_ref().filter(|named| **named != netns) {
                 return Err(format!(
@@ -325,22 +328,25 @@ impl PortOptions {
             }
             port.netns = Some(netns);
         }
-        if let Some(device) = self.netdev {
-            port.kind = PortKind::Netdev;
-            port.device = Some(device);
-        }
         if let Some(mtu) = self.mtu {
             port.mtu = mtu;
         }
-        port.mac = self.mac.or(port.mac);
-        port.persistent |= self.persistent;
-        port.offloads = self.offloads.or(port.offloads);
-        port.txqueuelen = self.txqueuelen.or(port.txqueuelen);
-        port.owner = self.owner.or(port.owner);
-        port.group = self.group.or(port.group);
-        port.adopt |= self.adopt;
         port.enabled &= !self.disabled;
-        Ok(())
+        let given: [(&str, Option<serde_json::Value>); 9] = [
+            ("kind", self.netdev.is_some().then(|| "netdev".into())),
+            ("device", self.netdev.map(Into::into)),
+            ("mac", self.mac.map(|mac| mac.to_string().into())),
+            ("persistent", self.persistent.then_some(true.into())),
+            ("offloads", self.offloads.map(Into::into)),
+            ("txqueuelen", self.txqueuelen.map(Into::into)),
+            ("owner", self.owner.map(Into::into)),
+            ("group", self.group.map(Into::into)),
+            ("adopt", self.adopt.then_some(true.into())),
+        ];
+        Ok(given
+            .into_iter()
+            .filter_map(|(key, value)| Some((key.to_owned(), value?)))
+            .collect())
     }
 }
 
@@ -465,9 +471,9 @@ struct VxlanOptions {
 }
 
 impl VxlanOptions {
-    /// Makes `port` a vxlan port if --vxlan was given; its MTU is the inner MTU of a
-    /// 1500-byte underlay unless `mtu_given`.
-    fn apply(self, port: &mut PortConfig, mtu_given: bool) -> Result<(), String> {
+    /// Adds the vxlan keys to `settings` (those of [`PortOptions::apply`]) if --vxlan was
+    /// given; the MTU is the inner MTU of a 1500-byte underlay unless `mtu_given`.
+    fn apply(self, settings: &mut PortSettings, mtu_given: bool) -> Result<(), String> {
         let Some(vni) = self.vxlan else {
             return Ok(());
         };
@@ -483,13 +489,16 @@ impl VxlanOptions {
                  multicast and unknown unicast go to"
             ));
         }
-        port.kind = PortKind::Vxlan;
-        port.vni = Some(vni);
-        port.local = Some(local);
-        port.remotes = Some(self.remotes);
-        port.udp_port = self.dstport;
+        let remotes: Vec<String> = self.remotes.iter().map(ToString::to_string).collect();
+        settings.insert("kind".to_owned(), "vxlan".into());
+        settings.insert("vni".to_owned(), vni.into());
+        settings.insert("local".to_owned(), local.to_string().into());
+        settings.insert("remotes".to_owned(), remotes.into());
+        if let Some(udp_port) = self.dstport {
+            settings.insert("udp_port".to_owned(), udp_port.into());
+        }
         if !mtu_given {
-            port.mtu = DEFAULT_VXLAN_MTU;
+            settings.insert("mtu".to_owned(), DEFAULT_VXLAN_MTU.into());
         }
         Ok(())
     }
@@ -522,15 +531,23 @@ struct VmOptions {
 }
 
 impl VmOptions {
-    fn apply(self, port: &mut PortConfig) {
-        if self.vm.is_none() {
+    /// Adds the VM keys to `settings` (those of [`PortOptions::apply`]).
+    fn apply(self, settings: &mut PortSettings) {
+        let Some(vm) = self.vm else {
             return;
+        };
+        settings.insert("vm".to_owned(), vm.into());
+        if let Some(mode) = self.mode {
+            let mode = serde_json::to_value(mode).expect("a VM mode serialises");
+            settings.insert("vm_mode".to_owned(), mode);
         }
-        port.vm = self.vm;
-        port.vm_mode = self.mode.or(port.vm_mode);
-        port.vm_queues = self.queues.or(port.vm_queues);
+        if let Some(queues) = self.queues {
+            settings.insert("vm_queues".to_owned(), queues.into());
+        }
         // The endpoint of a VM port is the guest: --mac is its NIC's address.
-        port.vm_mac = port.mac.take().or(port.vm_mac);
+        if let Some(mac) = settings.remove("mac") {
+            settings.insert("vm_mac".to_owned(), mac);
+        }
     }
 }
 
@@ -701,12 +718,11 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             vm,
         }) => {
             let mtu_given = options.mtu.is_some();
-            options.apply(&mut port)?;
-            vxlan.apply(&mut port, mtu_given)?;
-            vm.apply(&mut port);
-            let port = port
-                .with_settings(&features.settings())
-                .map_err(|e| e.to_string())?;
+            let mut settings = options.apply(&mut port)?;
+            vxlan.apply(&mut settings, mtu_given)?;
+            vm.apply(&mut settings);
+            settings.extend(features.settings());
+            let port = port.with_settings(&settings).map_err(|e| e.to_string())?;
             ask(control, &Request::PortAdd { port }, json, |r: PortReply| {
                 reply::port(&r)
             })?

@@ -709,9 +709,9 @@ fn events_report_flaps_violations_and_shutdowns() {
         json!({"event": "port_changed", "port": "p2", "update": {"enabled": true}}),
     );
     let config = switch.config();
-    assert_eq!(config.ports[2].mac_limit, Some(1), "{config:?}");
+    assert_eq!(config.ports[2].policy.mac_limit, Some(1), "{config:?}");
     assert_eq!(
-        config.ports[2].mac_limit_action,
+        config.ports[2].policy.mac_limit_action,
         Some(ViolationAction::Shutdown),
         "{config:?}"
     );

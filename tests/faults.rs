@@ -111,7 +111,7 @@ fn a_killed_switch_restarts_with_its_runtime_ports_and_mac_table() {
         .find(|p| p.name == "p2")
         .unwrap()
         .clone();
-    assert_eq!(saved_p2.mac_limit, Some(8), "{saved_p2:?}");
+    assert_eq!(saved_p2.policy.mac_limit, Some(8), "{saved_p2:?}");
 
     assert_eq!(ping(&namespaces[0].name, &Bed::addr(2), 5, "0.05"), 5);
     assert_eq!(ping(&namespaces[1].name, &Bed::addr(0), 5, "0.05"), 5);

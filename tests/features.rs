@@ -583,8 +583,8 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
         "VLAN 10 reached p0"
     );
     let config = bed.switch.config();
-    assert_eq!(config.ports[0].vlan, Some(20), "{config:?}");
-    assert_eq!(config.ports[1].vlan, Some(10), "{config:?}");
+    assert_eq!(config.ports[0].policy.vlan, Some(20), "{config:?}");
+    assert_eq!(config.ports[1].policy.vlan, Some(10), "{config:?}");
 
     let before = observable_state(&mut bed);
     let refused = [
@@ -709,8 +709,8 @@ fn port_settings_change_at_runtime_whole_or_not_at_all() {
     assert!(read >= BURST as u64);
     assert_eq!(dropped, 0, "storm control still on");
     let config = bed.switch.config();
-    assert!(config.ports[0].storm_control.is_none(), "{config:?}");
-    assert_eq!(config.ports[0].txqueuelen, Some(10000), "{config:?}");
+    assert!(config.ports[0].policy.storm_control.is_none(), "{config:?}");
+    assert_eq!(config.ports[0].txqueuelen(), Some(10000), "{config:?}");
 
     // `port add` takes the same settings: a hot-added port in VLAN 10 reaches p1 only.
     let extra = Netns::new();

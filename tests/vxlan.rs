@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use tapswitch::config::{PortConfig, PortKind};
+use tapswitch::config::{DeviceConfig, PortConfig, PortKind, VxlanConfig};
 use tapswitch::control::{ControlClient, ControlError, ErrorKind, PortReply, Request};
 
 const VNI: &str = "4242";
@@ -414,9 +414,13 @@ fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
     assert!(ok, "port add --vxlan: {stderr}");
     let config = bed.switch.config();
     let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
-    assert_eq!(port.kind, PortKind::Vxlan);
-    assert_eq!(port.vni, Some(VNI.parse().unwrap()));
-    assert_eq!(port.remotes, Some(vec![H2_UNDERLAY.parse().unwrap()]));
+    assert_eq!(port.kind(), PortKind::Vxlan);
+    let vxlan = port.vxlan().expect("a vxlan port");
+    assert_eq!(vxlan.vni, VNI.parse::<u32>().unwrap());
+    assert_eq!(
+        vxlan.remotes,
+        vec![H2_UNDERLAY.parse::<std::net::Ipv4Addr>().unwrap()]
+    );
     // The inner MTU of a 1500-byte underlay, as in a config file.
     assert_eq!(bed.switch.snapshot().port_named("vx0").mtu, 1450);
     assert!(udp_bound(&bed.h1.name, &bound), "vx0 listens on {bound}");
@@ -457,7 +461,7 @@ fn a_runtime_vxlan_port_comes_back_from_the_state_file_after_a_restart() {
     let config = bed.switch.config();
     let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
     assert_eq!(
-        (port.kind, port.vni, port.mtu),
+        (port.kind(), port.vxlan().map(|vxlan| vxlan.vni), port.mtu),
         (PortKind::Vxlan, Some(VNI.parse().unwrap()), 1450)
     );
     assert!(udp_bound(&bed.h1.name, &format!("{H1_UNDERLAY}:4789")));
@@ -630,10 +634,12 @@ fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
     );
     // The same request on the wire: refused as a clash, not as a bad value.
     let mut port: PortConfig = format!("vx1@{h1}").parse().unwrap();
-    port.kind = PortKind::Vxlan;
-    port.vni = Some(5);
-    port.local = Some(H1_UNDERLAY.parse().unwrap());
-    port.remotes = Some(vec![H2_UNDERLAY.parse().unwrap()]);
+    port.device = DeviceConfig::Vxlan(VxlanConfig {
+        vni: 5,
+        local: H1_UNDERLAY.parse().unwrap(),
+        udp_port: None,
+        remotes: vec![H2_UNDERLAY.parse().unwrap()],
+    });
     port.mtu = 1450;
     let refusal = ControlClient::connect(&bed.switch.control)
         .unwrap()

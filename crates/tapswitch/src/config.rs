@@ -24,9 +24,11 @@ use crate::wire::MacAddr;
 mod evpn;
 mod kind;
 mod patch;
+mod table;
 pub use evpn::{EvpnConfig, EvpnPlan, EvpnVni};
 pub use kind::{DEFAULT_VXLAN_MTU, DEFAULT_VXLAN_UDP_PORT, MAX_VNI, PortKind};
-pub use patch::{FIXED_AT_CREATION, PortPatch, port_keys};
+pub use patch::port_keys;
+pub use table::{FIXED_AT_CREATION, PortPatch};
 
 /// The configuration `tapswitch run` uses when given neither `--config` nor
 /// `--port`: three host-side ports ready to be given to endpoints.
@@ -84,7 +86,8 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 pub struct Config {
     #[serde(default)]
     pub switch: SwitchConfig,
-    #[serde(default, rename = "port")]
+    /// Each table read with its place in the file in errors (`port[2].device: ...`).
+    #[serde(default, rename = "port", deserialize_with = "table::port_list")]
     pub ports: Vec<PortConfig>,
     /// BGP EVPN for the vxlan ports' VNIs (see [`EvpnConfig`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -441,137 +444,183 @@ impl<'de> Deserialize<'de> for StormRate {
     }
 }
 
-/// One port: a TAP whose fd the switch holds and whose netdev is the endpoint.
+/// One port: its name and namespace, what it is ([`DeviceConfig`]), its MTU and state,
+/// and its forwarding policy. Read and written as one flat `[[port]]` table (the wire
+/// form, in `config/table.rs`), so files, the control protocol and the state file keep
+/// their keys; the kind's rules (a netdev port has a device and no TAP keys, a vxlan port
+/// its tunnel) are the shape of [`DeviceConfig`], checked when a table is read.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields, expecting = "a table of port settings")]
+#[serde(try_from = "table::PortTable", into = "table::PortTable")]
 pub struct PortConfig {
-    /// TAP interface name (at most 15 bytes); for a netdev port, the port's name.
+    /// TAP interface name (at most 15 bytes); for a netdev or vxlan port, the port's name.
     pub name: String,
-    /// What the port is attached to: `tap` (default) or `netdev` (see [`PortKind`]).
-    #[serde(default, skip_serializing_if = "PortKind::is_tap")]
-    pub kind: PortKind,
-    /// The existing netdev a `kind = "netdev"` port is bound to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-    /// The VNI of a `kind = "vxlan"` port (1..=16777215).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vni: Option<u32>,
-    /// The local VTEP address of a vxlan port (an address of its namespace).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<Ipv4Addr>,
-    /// The UDP port a vxlan port listens on and sends to (default 4789).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub udp_port: Option<u16>,
-    /// The remote VTEPs of a vxlan port: its flood list.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remotes: Option<Vec<Ipv4Addr>>,
-    /// Network namespace (as in `ip netns`) to move the netdev into.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Network namespace (as in `ip netns`) the netdev is in (a TAP is moved there; a
+    /// vxlan port's sockets are opened there).
     pub netns: Option<String>,
-    /// MTU of the netdev; frames longer than this (plus Ethernet header and
-    /// one VLAN tag) that are not segmentation-offload super-frames are dropped.
-    #[serde(default = "default_mtu")]
+    /// What the port is: a TAP, an existing netdev or a VXLAN tunnel.
+    pub device: DeviceConfig,
+    /// MTU of the netdev; frames longer than this (plus Ethernet header and one VLAN tag)
+    /// that are not segmentation-offload super-frames are dropped. A vxlan port's inner
+    /// MTU ([`kind::DEFAULT_VXLAN_MTU`] when its table has none).
     pub mtu: u32,
+    /// A disabled port keeps its TAP but neither receives nor sends frames.
+    pub enabled: bool,
+    /// How the switch forwards to and from the port.
+    pub policy: PolicyConfig,
+}
+
+/// What a port is attached to (`kind` and its keys).
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeviceConfig {
+    /// A TAP whose fd the switch holds (made, or re-attached, by the switch).
+    Tap(TapConfig),
+    /// An existing netdev the switch did not create and never changes.
+    Netdev(NetdevConfig),
+    /// A VXLAN tunnel: UDP sockets on `local`, frames of `vni` to and from `remotes`.
+    Vxlan(VxlanConfig),
+}
+
+impl DeviceConfig {
+    /// The `kind` key of this device.
+    pub fn kind(&self) -> PortKind {
+        match self {
+            DeviceConfig::Tap(_) => PortKind::Tap,
+            DeviceConfig::Netdev(_) => PortKind::Netdev,
+            DeviceConfig::Vxlan(_) => PortKind::Vxlan,
+        }
+    }
+}
+
+/// A TAP port's TAP and netdev: the keys other kinds refuse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TapConfig {
     /// MAC address of the netdev (the endpoint's MAC); kernel-chosen if unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<MacAddr>,
+    /// Transmit queue length of the netdev (frames the kernel queues towards the switch).
+    pub txqueuelen: Option<u32>,
     /// Keep the TAP when the switch exits, to re-attach on restart.
-    #[serde(default)]
     pub persistent: bool,
     /// Use an existing TAP of this name that the switch did not create (e.g. made with
     /// `ip tuntap add`) as it is: its flags (vnet header, queues, persistence, owner) stay,
     /// and the switch never deletes it. Without it such a device is refused.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub adopt: bool,
     /// Overrides `switch.offloads` for this port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offloads: Option<bool>,
-    /// Transmit queue length of the netdev (frames the kernel queues towards the switch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub txqueuelen: Option<u32>,
     /// Queues of the TAP (`IFF_MULTI_QUEUE` when more than one): the netdev
     /// spreads its flows over them and each is read by one dataplane thread.
-    #[serde(default = "default_queues")]
     pub queues: usize,
     /// User and group allowed to attach to the TAP later (e.g. an unprivileged QEMU):
-    /// a name (looked up when the configuration is read) or a number.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "user_id"
-    )]
+    /// in a file, a name (looked up when the configuration is read) or a number.
     pub owner: Option<u32>,
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "group_id"
-    )]
     pub group: Option<u32>,
+    /// The guest NIC this TAP is, when it is a VM's (the `vm*` keys).
+    pub vm: Option<VmConfig>,
+}
 
+impl Default for TapConfig {
+    fn default() -> Self {
+        Self {
+            mac: None,
+            txqueuelen: None,
+            persistent: false,
+            adopt: false,
+            offloads: None,
+            queues: 1,
+            owner: None,
+            group: None,
+            vm: None,
+        }
+    }
+}
+
+/// A netdev port: the existing device (`device`) its `AF_PACKET` socket is bound to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetdevConfig {
+    pub device: String,
+}
+
+/// A vxlan port's tunnel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VxlanConfig {
+    /// The VNI (1..=16777215).
+    pub vni: u32,
+    /// The local VTEP address (an address of the port's namespace).
+    pub local: Ipv4Addr,
+    /// The UDP port it listens on and sends to ([`kind::DEFAULT_VXLAN_UDP_PORT`] when unset).
+    pub udp_port: Option<u16>,
+    /// The remote VTEPs: its flood list.
+    pub remotes: Vec<Ipv4Addr>,
+}
+
+/// A VM port's guest NIC (`vm`, `vm_mode`, `vm_mac`, `vm_queues`, `vm_device`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VmConfig {
+    /// The libvirt domain whose NIC this port is: the switch creates the device QEMU opens
+    /// (see `mode`), hot-plugs it into the domain when it runs, and removes the port when
+    /// the domain goes away.
+    pub domain: String,
+    /// How the guest's NIC reaches the port: `macvtap` (default) or `glue`.
+    pub mode: Option<VmMode>,
+    /// The guest NIC's MAC; derived from the port name when unset.
+    pub mac: Option<MacAddr>,
+    /// virtio-net queue pairs of the guest NIC (default 1).
+    pub queues: Option<u32>,
+    /// Name of the device QEMU opens (the macvtap or the VM's TAP); derived from the port
+    /// name when unset (`mvt-NAME`, `vmt-NAME`).
+    pub device: Option<String>,
+}
+
+/// A port's forwarding settings as written (VLAN numbers as given, so validation names
+/// the key); [`PortConfig::policy_in`] makes the forwarder's [`PortPolicy`] of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyConfig {
     /// `access` (one VLAN, untagged) or `trunk` (tagged VLANs, optional native one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan_mode: Option<VlanModeName>,
     /// The VLAN of an access port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<i64>,
     /// The tagged VLANs of a trunk port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_vlans: Option<Vec<VlanSpec>>,
     /// The VLAN a trunk sends and receives untagged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native_vlan: Option<i64>,
-
     /// Most MAC addresses (over all VLANs) the switch learns on this port.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit: Option<u32>,
     /// What exceeding `mac_limit` does: `drop` (default), `drop+log`, `shutdown`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_limit_action: Option<ViolationAction>,
     /// Learned MACs stay (never age out, never move) until the port is removed.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub sticky_macs: bool,
     /// Anti-spoofing: only these source MACs are accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_macs: Option<Vec<MacAddr>>,
     /// Anti-spoofing: only `mac` (the endpoint's declared address) is accepted as a
     /// source, besides any `allowed_macs`.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub bind_mac: bool,
-
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storm_control: Option<StormControlConfig>,
     /// Isolated ports exchange frames only with non-isolated ones.
-    #[serde(default, skip_serializing_if = "is_false")]
     pub isolated: bool,
     /// Whether this port receives floods of unknown unicast, multicast, broadcast.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub flood_unknown_unicast: bool,
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub flood_multicast: bool,
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub flood_broadcast: bool,
-    /// A disabled port keeps its TAP but neither receives nor sends frames.
-    #[serde(default = "default_enabled")]
-    pub enabled: bool,
+}
 
-    /// The libvirt domain whose NIC this port is: the switch creates the device QEMU opens
-    /// (see `vm_mode`), hot-plugs it into the domain when it runs, and removes the port when
-    /// the domain goes away.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm: Option<String>,
-    /// How the guest's NIC reaches the port: `macvtap` (default) or `glue`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_mode: Option<VmMode>,
-    /// The guest NIC's MAC; derived from the port name when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_mac: Option<MacAddr>,
-    /// virtio-net queue pairs of the guest NIC (default 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_queues: Option<u32>,
-    /// Name of the device QEMU opens (the macvtap or the VM's TAP); derived from the port
-    /// name when unset (`mvt-NAME`, `vmt-NAME`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub vm_device: Option<String>,
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            vlan_mode: None,
+            vlan: None,
+            allowed_vlans: None,
+            native_vlan: None,
+            mac_limit: None,
+            mac_limit_action: None,
+            sticky_macs: false,
+            allowed_macs: None,
+            bind_mac: false,
+            storm_control: None,
+            isolated: false,
+            flood_unknown_unicast: true,
+            flood_multicast: true,
+            flood_broadcast: true,
+        }
+    }
 }
 
 /// `vm_mode`: how a guest NIC is joined to its port (see [`crate::vm`]).
@@ -626,77 +675,106 @@ fn name_or_id<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-fn default_enabled() -> bool {
-    true
-}
-
-fn default_mtu() -> u32 {
-    1500
-}
-
-fn default_queues() -> usize {
-    1
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn is_true(value: &bool) -> bool {
-    *value
-}
-
-fn is_false(value: &bool) -> bool {
-    !*value
-}
+/// The MTU of a port whose table has none (a vxlan port's is [`kind::DEFAULT_VXLAN_MTU`]).
+pub const DEFAULT_MTU: u32 = 1500;
 
 impl PortConfig {
-    /// A port with every setting at its default.
+    /// A TAP port with every setting at its default.
     pub fn named(name: &str) -> Self {
         Self {
             name: name.to_owned(),
-            kind: PortKind::Tap,
-            device: None,
-            vni: None,
-            local: None,
-            udp_port: None,
-            remotes: None,
             netns: None,
-            mtu: default_mtu(),
-            mac: None,
-            persistent: false,
-            adopt: false,
-            offloads: None,
-            txqueuelen: None,
-            queues: default_queues(),
-            owner: None,
-            group: None,
-            vlan_mode: None,
-            vlan: None,
-            allowed_vlans: None,
-            native_vlan: None,
-            mac_limit: None,
-            mac_limit_action: None,
-            sticky_macs: false,
-            allowed_macs: None,
-            bind_mac: false,
-            storm_control: None,
-            isolated: false,
-            flood_unknown_unicast: true,
-            flood_multicast: true,
-            flood_broadcast: true,
+            device: DeviceConfig::Tap(TapConfig::default()),
+            mtu: DEFAULT_MTU,
             enabled: true,
-            vm: None,
-            vm_mode: None,
-            vm_mac: None,
-            vm_queues: None,
-            vm_device: None,
+            policy: PolicyConfig::default(),
         }
+    }
+
+    /// The `kind` of this port.
+    pub fn kind(&self) -> PortKind {
+        self.device.kind()
+    }
+
+    /// The TAP of a TAP port.
+    pub fn tap(&self) -> Option<&TapConfig> {
+        match &self.device {
+            DeviceConfig::Tap(tap) => Some(tap),
+            _ => None,
+        }
+    }
+
+    /// The tunnel of a vxlan port.
+    pub fn vxlan(&self) -> Option<&VxlanConfig> {
+        match &self.device {
+            DeviceConfig::Vxlan(vxlan) => Some(vxlan),
+            _ => None,
+        }
+    }
+
+    /// The TAP of a TAP port, to change.
+    pub fn tap_mut(&mut self) -> Option<&mut TapConfig> {
+        match &mut self.device {
+            DeviceConfig::Tap(tap) => Some(tap),
+            _ => None,
+        }
+    }
+
+    /// The guest NIC of a VM port.
+    pub fn vm(&self) -> Option<&VmConfig> {
+        self.tap().and_then(|tap| tap.vm.as_ref())
+    }
+
+    /// The libvirt domain of a VM port (`vm`).
+    pub fn vm_domain(&self) -> Option<&str> {
+        self.vm().map(|vm| vm.domain.as_str())
+    }
+
+    /// The guest NIC of a VM port, to change.
+    pub fn vm_mut(&mut self) -> Option<&mut VmConfig> {
+        self.tap_mut().and_then(|tap| tap.vm.as_mut())
+    }
+
+    /// The netdev's configured MAC (a TAP port's `mac`).
+    pub fn mac(&self) -> Option<MacAddr> {
+        self.tap().and_then(|tap| tap.mac)
+    }
+
+    /// The netdev's configured transmit queue length (a TAP port's `txqueuelen`).
+    pub fn txqueuelen(&self) -> Option<u32> {
+        self.tap().and_then(|tap| tap.txqueuelen)
+    }
+
+    /// The user allowed to attach to the port's TAP (or a VM port's device).
+    pub fn owner(&self) -> Option<u32> {
+        self.tap().and_then(|tap| tap.owner)
+    }
+
+    /// The group allowed to attach to the port's TAP (or a VM port's device).
+    pub fn group(&self) -> Option<u32> {
+        self.tap().and_then(|tap| tap.group)
+    }
+
+    /// Queues of the port's TAP; one for other kinds.
+    pub fn queues(&self) -> usize {
+        self.tap().map_or(1, |tap| tap.queues)
+    }
+
+    /// Whether the switch keeps the port's TAP when it exits (never for other kinds).
+    pub fn persistent(&self) -> bool {
+        self.tap().is_some_and(|tap| tap.persistent)
+    }
+
+    /// Whether the port's TAP was made outside the switch and is used as it is.
+    pub fn adopted(&self) -> bool {
+        self.tap().is_some_and(|tap| tap.adopt)
     }
 
     /// Whether this port opens with a vnet header and offloads.
     pub fn offloads_enabled(&self, switch: &SwitchConfig) -> bool {
-        self.offloads.unwrap_or(switch.offloads)
+        self.tap()
+            .and_then(|tap| tap.offloads)
+            .unwrap_or(switch.offloads)
     }
 }
 
@@ -774,12 +852,14 @@ impl PortConfig {
             }
             // Read alone first, so that a value of the wrong type is blamed on its key.
             let alone = serde_json::json!({ "name": self.name, key.as_str(): value });
-            serde_json::from_value::<PortConfig>(alone)
+            serde_json::from_value::<table::PortTable>(alone)
                 .map_err(|e| in_port(invalid(key.clone(), e.to_string())))?;
             table.insert(key.clone(), value.clone());
         }
-        let port: PortConfig = serde_json::from_value(serde_json::Value::Object(table))
-            .map_err(|e| in_port(invalid("settings", e.to_string())))?;
+        let port = serde_json::from_value::<table::PortTable>(serde_json::Value::Object(table))
+            .map_err(|e| in_port(invalid("settings", e.to_string())))?
+            .into_port("")
+            .map_err(in_port)?;
         port.validate_keys("")
             .and_then(|()| port.validate_policy("policy"))
             .map_err(in_port)?;
@@ -810,8 +890,10 @@ impl PortConfig {
             .and_then(|()| self.validate_policy(field))
     }
 
-    /// Checks every key; `prefix` comes before each key name in errors
-    /// (`port[2].` in a file, empty when the port is named some other way).
+    /// Checks every value; `prefix` comes before each key name in errors
+    /// (`port[2].` in a file, empty when the port is named some other way). Which keys
+    /// a port of its kind has was checked when its table was read (the shape of
+    /// [`DeviceConfig`]).
     fn validate_keys(&self, prefix: &str) -> Result<(), ConfigError> {
         tap::validate_name(&self.name)
             .map_err(|e| invalid(format!("{prefix}name"), e.to_string()))?;
@@ -820,24 +902,26 @@ impl PortConfig {
                 .map_err(|reason| invalid(format!("{prefix}netns"), reason))?;
         }
         validate_mtu(self.mtu).map_err(|reason| invalid(format!("{prefix}mtu"), reason))?;
-        if let Some(mac) = self.mac {
+        if let Some(mac) = self.mac() {
             validate_station_mac(mac).map_err(|reason| invalid(format!("{prefix}mac"), reason))?;
         }
         self.validate_kind(prefix)?;
-        self.validate_adopt(prefix)?;
-        if self.txqueuelen == Some(0) {
-            return Err(invalid(format!("{prefix}txqueuelen"), "must be at least 1"));
+        if let Some(tap) = self.tap() {
+            tap.validate_adopt(prefix)?;
+            if tap.txqueuelen == Some(0) {
+                return Err(invalid(format!("{prefix}txqueuelen"), "must be at least 1"));
+            }
+            if !(1..=MAX_QUEUES).contains(&tap.queues) {
+                return Err(invalid(
+                    format!("{prefix}queues"),
+                    format!("{} is outside 1..={MAX_QUEUES}", tap.queues),
+                ));
+            }
         }
-        if !(1..=MAX_QUEUES).contains(&self.queues) {
-            return Err(invalid(
-                format!("{prefix}queues"),
-                format!("{} is outside 1..={MAX_QUEUES}", self.queues),
-            ));
-        }
-        self.validate_vlans(prefix)?;
+        self.policy.validate_vlans(prefix)?;
         self.validate_security(prefix)?;
         self.validate_vm(prefix)?;
-        if let Some(storm) = &self.storm_control {
+        if let Some(storm) = &self.policy.storm_control {
             storm.validate(prefix)?;
         }
         Ok(())
@@ -851,6 +935,228 @@ impl PortConfig {
             .map_err(|e| invalid(field.to_owned(), e.to_string()))
     }
 
+    fn validate_security(&self, prefix: &str) -> Result<(), ConfigError> {
+        let policy = &self.policy;
+        if policy.mac_limit == Some(0) {
+            return Err(invalid(format!("{prefix}mac_limit"), "must be at least 1"));
+        }
+        if policy.mac_limit_action.is_some() && policy.mac_limit.is_none() {
+            return Err(invalid(
+                format!("{prefix}mac_limit_action"),
+                "has no effect without mac_limit",
+            ));
+        }
+        for (index, mac) in policy.allowed_macs.iter().flatten().enumerate() {
+            validate_station_mac(*mac)
+                .map_err(|reason| invalid(format!("{prefix}allowed_macs[{index}]"), reason))?;
+        }
+        if policy.bind_mac && self.mac().is_none() && self.vm().is_none() {
+            return Err(invalid(
+                format!("{prefix}bind_mac"),
+                format!(
+                    "needs {prefix}mac (or vm, whose guest MAC it binds), the address to bind to"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_vm(&self, prefix: &str) -> Result<(), ConfigError> {
+        let Some(vm) = self.vm() else {
+            return Ok(());
+        };
+        let domain = &vm.domain;
+        if domain.is_empty() || domain.len() > 255 || domain.contains(['/', '\0']) {
+            return Err(invalid(
+                format!("{prefix}vm"),
+                format!("{domain:?} is not a libvirt domain name"),
+            ));
+        }
+        if self.netns.is_some() {
+            return Err(invalid(
+                format!("{prefix}netns"),
+                "a VM port lives in the host's namespace, where libvirt looks its device up",
+            ));
+        }
+        if let Some(mac) = vm.mac {
+            validate_station_mac(mac)
+                .map_err(|reason| invalid(format!("{prefix}vm_mac"), reason))?;
+        }
+        if let Some(queues) = vm.queues
+            && !(1..=crate::vm::MAX_QUEUES).contains(&queues)
+        {
+            return Err(invalid(
+                format!("{prefix}vm_queues"),
+                format!("{queues} is outside 1..={}", crate::vm::MAX_QUEUES),
+            ));
+        }
+        let device = self.vm_device_name();
+        tap::validate_name(&device)
+            .map_err(|e| invalid(format!("{prefix}vm_device"), e.to_string()))?;
+        if device == self.name {
+            return Err(invalid(
+                format!("{prefix}vm_device"),
+                format!("{device:?} is the port TAP's own name"),
+            ));
+        }
+        if vm.mode.unwrap_or_default() == VmMode::Macvtap
+            && let (Some(mac), Some(vm_mac)) = (self.mac(), vm.mac)
+            && mac != vm_mac
+        {
+            return Err(invalid(
+                format!("{prefix}mac"),
+                format!(
+                    "{mac} differs from vm_mac {vm_mac}: a passthru macvtap gives the port TAP \
+                     the guest's MAC; leave mac unset"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The guest NIC's MAC: `vm_mac`, else one derived from the port name (`52:54:00` and
+    /// three bytes of a hash, as libvirt's prefix), so it stays the same across restarts.
+    pub fn vm_mac_or_derived(&self) -> MacAddr {
+        if let Some(mac) = self.vm().and_then(|vm| vm.mac) {
+            return mac;
+        }
+        // FNV-1a: stable across builds and platforms, unlike the std hasher.
+        let hash = self.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let [a, b, c, ..] = hash.to_be_bytes();
+        MacAddr([0x52, 0x54, 0x00, a, b, c])
+    }
+
+    /// The device QEMU opens for this VM port: `vm_device`, else `mvt-NAME` (macvtap) or
+    /// `vmt-NAME` (glue), shortened to 15 bytes with a hash of the name when needed.
+    pub fn vm_device_name(&self) -> String {
+        if let Some(device) = self.vm().and_then(|vm| vm.device.as_ref()) {
+            return device.clone();
+        }
+        let prefix = match self.vm_mode() {
+            VmMode::Macvtap => "mvt-",
+            VmMode::Glue => "vmt-",
+        };
+        if prefix.len() + self.name.len() <= tap::MAX_NAME_LEN {
+            return format!("{prefix}{}", self.name);
+        }
+        let hash = self.name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        // 4 + 5 + 6 = 15 bytes: a readable start of the name and a hash of all of it.
+        format!("{prefix}{}{:06x}", &self.name[..5], hash & 0x00ff_ffff)
+    }
+
+    /// How this VM port's guest NIC reaches it (`vm_mode`, macvtap when unset).
+    pub fn vm_mode(&self) -> VmMode {
+        self.vm().and_then(|vm| vm.mode).unwrap_or_default()
+    }
+
+    /// The forwarding policy this port's settings describe under a default
+    /// `[switch]` table. Only meaningful once the config validated.
+    pub fn policy(&self) -> PortPolicy {
+        self.policy_in(&SwitchConfig::default())
+    }
+
+    /// The forwarding policy this port's settings describe on a switch whose
+    /// `[switch]` table is `switch` (it holds the storm-control defaults).
+    pub fn policy_in(&self, switch: &SwitchConfig) -> PortPolicy {
+        let policy = &self.policy;
+        let vlan = match policy.vlan_mode {
+            None => VlanMode::Transparent,
+            Some(VlanModeName::Access) => VlanMode::Access {
+                // 0 (no VLAN, refused by the policy's own check) for what is not a VLAN id.
+                vlan: vlan_id_or_zero(policy.vlan),
+            },
+            Some(VlanModeName::Trunk) => {
+                let mut allowed = VlanSet::new();
+                for spec in policy.allowed_vlans.iter().flatten() {
+                    if let Ok((first, last)) = spec.range() {
+                        (first..=last).for_each(|vid| allowed.insert(vid));
+                    }
+                }
+                VlanMode::Trunk {
+                    allowed,
+                    native: policy.native_vlan.map(|vid| vlan_id_or_zero(Some(vid))),
+                }
+            }
+        };
+        let mut allowed_macs: Vec<MacAddr> = policy.allowed_macs.clone().unwrap_or_default();
+        if policy.bind_mac
+            && let Some(mac) = self.mac().or(self.vm().map(|_| self.vm_mac_or_derived()))
+            && !allowed_macs.contains(&mac)
+        {
+            allowed_macs.push(mac);
+        }
+        let storm = policy
+            .storm_control
+            .clone()
+            .unwrap_or_default()
+            .resolve(&switch.storm_control);
+        PortPolicy {
+            enabled: true,
+            vlan,
+            security: PortSecurity {
+                mac_limit: policy.mac_limit,
+                violation: policy.mac_limit_action.unwrap_or_default(),
+                sticky: policy.sticky_macs,
+                allowed_macs: allowed_macs.into_boxed_slice(),
+            },
+            storm,
+            isolated: policy.isolated,
+            // Set by the dataplane from what the port is (a tunnel or not).
+            split_horizon: false,
+            flood: FloodControl {
+                unknown_unicast: policy.flood_unknown_unicast,
+                multicast: policy.flood_multicast,
+                broadcast: policy.flood_broadcast,
+            },
+        }
+    }
+}
+
+impl TapConfig {
+    /// An adopted device keeps what its creator set: settings that would change it are refused.
+    fn validate_adopt(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !self.adopt {
+            return Ok(());
+        }
+        let conflicts = [
+            (
+                "persistent",
+                self.persistent,
+                "an adopted TAP keeps its own persistence and is never deleted by the switch",
+            ),
+            (
+                "owner",
+                self.owner.is_some(),
+                "an adopted TAP keeps the owner its creator gave it",
+            ),
+            (
+                "group",
+                self.group.is_some(),
+                "an adopted TAP keeps the group its creator gave it",
+            ),
+            (
+                "vm",
+                self.vm.is_some(),
+                "a VM port's TAP is the switch's own; adopt is for a TAP made outside it",
+            ),
+        ];
+        for (key, set, reason) in conflicts {
+            if set {
+                return Err(invalid(
+                    format!("{prefix}{key}"),
+                    format!("not with adopt = true: {reason}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PolicyConfig {
     fn validate_vlans(&self, prefix: &str) -> Result<(), ConfigError> {
         let vlan_id = |key: &str, id: i64| {
             VlanSpec::Id(id)
@@ -919,231 +1225,6 @@ impl PortConfig {
         }
         Ok(())
     }
-
-    fn validate_security(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.mac_limit == Some(0) {
-            return Err(invalid(format!("{prefix}mac_limit"), "must be at least 1"));
-        }
-        if self.mac_limit_action.is_some() && self.mac_limit.is_none() {
-            return Err(invalid(
-                format!("{prefix}mac_limit_action"),
-                "has no effect without mac_limit",
-            ));
-        }
-        for (index, mac) in self.allowed_macs.iter().flatten().enumerate() {
-            validate_station_mac(*mac)
-                .map_err(|reason| invalid(format!("{prefix}allowed_macs[{index}]"), reason))?;
-        }
-        if self.bind_mac && self.mac.is_none() && self.vm.is_none() {
-            return Err(invalid(
-                format!("{prefix}bind_mac"),
-                format!(
-                    "needs {prefix}mac (or vm, whose guest MAC it binds), the address to bind to"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// An adopted device keeps what its creator set: settings that would change it are refused.
-    fn validate_adopt(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !self.adopt {
-            return Ok(());
-        }
-        let conflicts = [
-            (
-                "persistent",
-                self.persistent,
-                "an adopted TAP keeps its own persistence and is never deleted by the switch",
-            ),
-            (
-                "owner",
-                self.owner.is_some(),
-                "an adopted TAP keeps the owner its creator gave it",
-            ),
-            (
-                "group",
-                self.group.is_some(),
-                "an adopted TAP keeps the group its creator gave it",
-            ),
-            (
-                "vm",
-                self.vm.is_some(),
-                "a VM port's TAP is the switch's own; adopt is for a TAP made outside it",
-            ),
-        ];
-        for (key, set, reason) in conflicts {
-            if set {
-                return Err(invalid(
-                    format!("{prefix}{key}"),
-                    format!("not with adopt = true: {reason}"),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_vm(&self, prefix: &str) -> Result<(), ConfigError> {
-        let Some(domain) = &self.vm else {
-            for (key, set) in [
-                ("vm_mode", self.vm_mode.is_some()),
-                ("vm_mac", self.vm_mac.is_some()),
-                ("vm_queues", self.vm_queues.is_some()),
-                ("vm_device", self.vm_device.is_some()),
-            ] {
-                if set {
-                    return Err(invalid(
-                        format!("{prefix}{key}"),
-                        "only for a VM port (set vm = \"DOMAIN\")",
-                    ));
-                }
-            }
-            return Ok(());
-        };
-        if domain.is_empty() || domain.len() > 255 || domain.contains(['/', '\0']) {
-            return Err(invalid(
-                format!("{prefix}vm"),
-                format!("{domain:?} is not a libvirt domain name"),
-            ));
-        }
-        if self.netns.is_some() {
-            return Err(invalid(
-                format!("{prefix}netns"),
-                "a VM port lives in the host's namespace, where libvirt looks its device up",
-            ));
-        }
-        if let Some(mac) = self.vm_mac {
-            validate_station_mac(mac)
-                .map_err(|reason| invalid(format!("{prefix}vm_mac"), reason))?;
-        }
-        if let Some(queues) = self.vm_queues
-            && !(1..=crate::vm::MAX_QUEUES).contains(&queues)
-        {
-            return Err(invalid(
-                format!("{prefix}vm_queues"),
-                format!("{queues} is outside 1..={}", crate::vm::MAX_QUEUES),
-            ));
-        }
-        let device = self.vm_device_name();
-        tap::validate_name(&device)
-            .map_err(|e| invalid(format!("{prefix}vm_device"), e.to_string()))?;
-        if device == self.name {
-            return Err(invalid(
-                format!("{prefix}vm_device"),
-                format!("{device:?} is the port TAP's own name"),
-            ));
-        }
-        if self.vm_mode.unwrap_or_default() == VmMode::Macvtap
-            && let (Some(mac), Some(vm_mac)) = (self.mac, self.vm_mac)
-            && mac != vm_mac
-        {
-            return Err(invalid(
-                format!("{prefix}mac"),
-                format!(
-                    "{mac} differs from vm_mac {vm_mac}: a passthru macvtap gives the port TAP \
-                     the guest's MAC; leave mac unset"
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// The guest NIC's MAC: `vm_mac`, else one derived from the port name (`52:54:00` and
-    /// three bytes of a hash, as libvirt's prefix), so it stays the same across restarts.
-    pub fn vm_mac_or_derived(&self) -> MacAddr {
-        if let Some(mac) = self.vm_mac {
-            return mac;
-        }
-        // FNV-1a: stable across builds and platforms, unlike the std hasher.
-        let hash = self.name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        let [a, b, c, ..] = hash.to_be_bytes();
-        MacAddr([0x52, 0x54, 0x00, a, b, c])
-    }
-
-    /// The device QEMU opens for this VM port: `vm_device`, else `mvt-NAME` (macvtap) or
-    /// `vmt-NAME` (glue), shortened to 15 bytes with a hash of the name when needed.
-    pub fn vm_device_name(&self) -> String {
-        if let Some(device) = &self.vm_device {
-            return device.clone();
-        }
-        let prefix = match self.vm_mode.unwrap_or_default() {
-            VmMode::Macvtap => "mvt-",
-            VmMode::Glue => "vmt-",
-        };
-        if prefix.len() + self.name.len() <= tap::MAX_NAME_LEN {
-            return format!("{prefix}{}", self.name);
-        }
-        let hash = self.name.bytes().fold(0x811c_9dc5_u32, |h, b| {
-            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-        });
-        // 4 + 5 + 6 = 15 bytes: a readable start of the name and a hash of all of it.
-        format!("{prefix}{}{:06x}", &self.name[..5], hash & 0x00ff_ffff)
-    }
-
-    /// The forwarding policy this port's settings describe under a default
-    /// `[switch]` table. Only meaningful once the config validated.
-    pub fn policy(&self) -> PortPolicy {
-        self.policy_in(&SwitchConfig::default())
-    }
-
-    /// The forwarding policy this port's settings describe on a switch whose
-    /// `[switch]` table is `switch` (it holds the storm-control defaults).
-    pub fn policy_in(&self, switch: &SwitchConfig) -> PortPolicy {
-        let vlan = match self.vlan_mode {
-            None => VlanMode::Transparent,
-            Some(VlanModeName::Access) => VlanMode::Access {
-                // 0 (no VLAN, refused by the policy's own check) for what is not a VLAN id.
-                vlan: vlan_id_or_zero(self.vlan),
-            },
-            Some(VlanModeName::Trunk) => {
-                let mut allowed = VlanSet::new();
-                for spec in self.allowed_vlans.iter().flatten() {
-                    if let Ok((first, last)) = spec.range() {
-                        (first..=last).for_each(|vid| allowed.insert(vid));
-                    }
-                }
-                VlanMode::Trunk {
-                    allowed,
-                    native: self.native_vlan.map(|vid| vlan_id_or_zero(Some(vid))),
-                }
-            }
-        };
-        let mut allowed_macs: Vec<MacAddr> = self.allowed_macs.clone().unwrap_or_default();
-        if self.bind_mac
-            && let Some(mac) = self
-                .mac
-                .or(self.vm.as_ref().map(|_| self.vm_mac_or_derived()))
-            && !allowed_macs.contains(&mac)
-        {
-            allowed_macs.push(mac);
-        }
-        let storm = self
-            .storm_control
-            .clone()
-            .unwrap_or_default()
-            .resolve(&switch.storm_control);
-        PortPolicy {
-            enabled: true,
-            vlan,
-            security: PortSecurity {
-                mac_limit: self.mac_limit,
-                violation: self.mac_limit_action.unwrap_or_default(),
-                sticky: self.sticky_macs,
-                allowed_macs: allowed_macs.into_boxed_slice(),
-            },
-            storm,
-            isolated: self.isolated,
-            // Set by the dataplane from what the port is (a tunnel or not).
-            split_horizon: false,
-            flood: FloodControl {
-                unknown_unicast: self.flood_unknown_unicast,
-                multicast: self.flood_multicast,
-                broadcast: self.flood_broadcast,
-            },
-        }
-    }
 }
 
 /// `id` as the forwarder takes it, 0 when unset or out of range: never a wrapped number.
@@ -1185,11 +1266,10 @@ fn validate_netns_name(name: &str) -> Result<(), String> {
 impl Config {
     /// Parses and validates TOML; `origin` names the source in messages.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
             origin: origin.to_owned(),
             source: Box::new(source),
         })?;
-        kind::default_vxlan_mtus(&mut config, text);
         config.validate()?;
         Ok(config)
     }
@@ -1394,7 +1474,7 @@ mod tests {
         assert!(config.ports[1].enabled);
         assert_eq!(config.switch.metrics.as_deref(), Some("127.0.0.1:9477"));
         assert_eq!(
-            config.ports[0].mac,
+            config.ports[0].mac(),
             Some("02:00:00:00:00:01".parse().unwrap())
         );
         let again = toml::to_string(&config).unwrap();
@@ -1698,7 +1778,7 @@ mod tests {
         assert!(!policy.flood.multicast);
         // Everything not named stays.
         assert_eq!(moved.netns, access.netns);
-        assert_eq!(moved.vlan_mode, access.vlan_mode);
+        assert_eq!(moved.policy.vlan_mode, access.policy.vlan_mode);
         // From access to trunk in one change; `none` drops the access VLAN.
         let trunk = access
             .with_runtime_settings(&settings(&[
@@ -1825,55 +1905,167 @@ mod tests {
         }
         // 65537 as u16 would be VLAN 1; an unchecked port's policy gets no VLAN instead.
         let mut port = PortConfig::named("p1");
-        port.vlan_mode = Some(VlanModeName::Access);
-        port.vlan = Some(65537);
+        port.policy.vlan_mode = Some(VlanModeName::Access);
+        port.policy.vlan = Some(65537);
         assert_eq!(port.policy().vlan, VlanMode::Access { vlan: 0 });
         assert!(port.validate("port").is_err());
     }
 
+    /// Ports that between them set every key: a VM TAP port with every TAP and policy
+    /// key, a netdev port, a vxlan port.
+    const EVERY_KEY: &str = r#"
+        [[port]]
+        name = "p1"
+        mtu = 9000
+        mac = "02:00:00:00:00:01"
+        persistent = true
+        offloads = false
+        txqueuelen = 10
+        queues = 2
+        owner = 1
+        group = 1
+        vlan_mode = "trunk"
+        allowed_vlans = [1, "5-7"]
+        native_vlan = 1
+        mac_limit = 1
+        mac_limit_action = "drop"
+        sticky_macs = true
+        allowed_macs = []
+        bind_mac = true
+        storm_control = { broadcast_pps = 5 }
+        isolated = true
+        flood_unknown_unicast = false
+        flood_multicast = false
+        flood_broadcast = false
+        enabled = false
+        vm = "domain"
+        vm_mode = "glue"
+        vm_mac = "02:00:00:00:00:01"
+        vm_queues = 2
+        vm_device = "vmt-p1"
+
+        [[port]]
+        name = "p2"
+        vlan_mode = "access"
+        vlan = 3
+        kind = "netdev"
+        device = "eth1"
+        netns = "ns"
+
+        [[port]]
+        name = "p3"
+        kind = "vxlan"
+        vni = 1
+        local = "192.0.2.1"
+        udp_port = 4789
+        remotes = []
+
+        [[port]]
+        name = "p4"
+        adopt = true
+    "#;
+
     #[test]
     fn port_keys_are_every_key_of_a_port_table() {
-        let mut port = PortConfig::named("p1");
-        port.netns = Some("ns".into());
-        port.mac = Some("02:00:00:00:00:01".parse().unwrap());
-        port.persistent = true;
-        port.adopt = true;
-        port.offloads = Some(false);
-        port.txqueuelen = Some(10);
-        port.owner = Some(1);
-        port.group = Some(1);
-        port.vlan_mode = Some(VlanModeName::Trunk);
-        port.vlan = Some(1);
-        port.allowed_vlans = Some(vec![VlanSpec::Id(1)]);
-        port.native_vlan = Some(1);
-        port.mac_limit = Some(1);
-        port.mac_limit_action = Some(ViolationAction::Drop);
-        port.sticky_macs = true;
-        port.allowed_macs = Some(Vec::new());
-        port.bind_mac = true;
-        port.storm_control = Some(StormControlConfig::default());
-        port.isolated = true;
-        port.flood_unknown_unicast = false;
-        port.flood_multicast = false;
-        port.flood_broadcast = false;
-        port.enabled = false;
-        port.vm = Some("domain".into());
-        port.vm_mode = Some(VmMode::Glue);
-        port.vm_mac = Some("02:00:00:00:00:02".parse().unwrap());
-        port.vm_queues = Some(2);
-        port.vm_device = Some("vmt-p1".into());
-        port.kind = PortKind::Netdev;
-        port.device = Some("eth1".into());
-        port.vni = Some(1);
-        port.local = Some(Ipv4Addr::new(192, 0, 2, 1));
-        port.udp_port = Some(4789);
-        port.remotes = Some(Vec::new());
-        let table = toml::Table::try_from(&port).unwrap();
-        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
-        let mut known = port_keys().to_vec();
+        // Every key reaches the nested model and comes back out of it.
+        let config = Config::from_toml(EVERY_KEY, "test").unwrap();
+        let mut keys: Vec<String> = config
+            .ports
+            .iter()
+            .flat_map(|port| {
+                toml::Table::try_from(port)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, _)| k)
+            })
+            .collect();
         keys.sort_unstable();
+        keys.dedup();
+        let mut known: Vec<String> = port_keys().iter().map(|k| (*k).to_owned()).collect();
         known.sort_unstable();
         assert_eq!(keys, known);
+    }
+
+    #[test]
+    fn every_example_config_round_trips_through_the_nested_model() {
+        let examples = [
+            (DEFAULT_CONFIG, "default.toml"),
+            (FEATURES, "FEATURES"),
+            (EVERY_KEY, "EVERY_KEY"),
+        ];
+        for (text, origin) in examples {
+            let config = Config::from_toml(text, origin).unwrap();
+            // As TOML (config show, check-config) and as JSON (control protocol, state).
+            let toml_text = toml::to_string(&config).unwrap();
+            let again = Config::from_toml(&toml_text, origin).unwrap();
+            assert_eq!(again, config, "{origin}");
+            assert_eq!(toml::to_string(&again).unwrap(), toml_text, "{origin}");
+            let json = serde_json::to_string(&config).unwrap();
+            let again: Config = serde_json::from_str(&json).unwrap();
+            assert_eq!(again, config, "{origin}");
+            assert_eq!(serde_json::to_string(&again).unwrap(), json, "{origin}");
+            // Each table written as it was read, key for key.
+            let raw: toml::Table = text.parse().unwrap();
+            let written: toml::Table = toml_text.parse().unwrap();
+            let (Some(toml::Value::Array(raw)), Some(toml::Value::Array(written))) =
+                (raw.get("port"), written.get("port"))
+            else {
+                continue;
+            };
+            for (raw, written) in raw.iter().zip(written) {
+                for (key, value) in raw.as_table().unwrap() {
+                    // Left out only when it says what a table without it says.
+                    let default = toml::Value::Boolean(key.starts_with("flood_"));
+                    let written = written.get(key).unwrap_or(&default);
+                    assert_eq!(written, value, "{origin}: {key}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_nested_model_cannot_hold_a_key_of_another_kind() {
+        // The JSON a client sends is read by the same rules as a file, keys named `port.`.
+        let err = serde_json::from_value::<PortConfig>(serde_json::json!({
+            "name": "up0", "kind": "netdev", "device": "eth1", "queues": 4
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("port.queues: not with kind = \"netdev\": queues is a TAP setting"),
+            "{err}"
+        );
+        let err = serde_json::from_value::<PortConfig>(serde_json::json!({
+            "name": "p1", "vm_mac": "02:00:00:00:00:01"
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("port.vm_mac: only for a VM port"), "{err}");
+        // What every table says (`persistent = false`, `queues = 1`) is no TAP setting.
+        let port: PortConfig = serde_json::from_value(serde_json::json!({
+            "name": "vx0", "kind": "vxlan", "vni": 7, "local": "10.0.0.1", "remotes": [],
+            "persistent": false, "queues": 1
+        }))
+        .unwrap();
+        assert_eq!(port.kind(), PortKind::Vxlan);
+        assert_eq!(port.mtu, kind::DEFAULT_VXLAN_MTU, "structural default");
+        // `port add` settings that change the kind are checked by key too.
+        let err = PortConfig::named("up0")
+            .with_settings(&settings(&[
+                ("kind", "netdev"),
+                ("device", "eth1"),
+                ("mac", "02:00:00:00:00:01"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("port up0: mac: not with kind = \"netdev\""),
+            "{err}"
+        );
+        let netdev = PortConfig::named("up0")
+            .with_settings(&settings(&[("kind", "netdev"), ("device", "eth1")]))
+            .unwrap();
+        assert_eq!(netdev.link_name(), Some("eth1"));
     }
 
     #[test]
@@ -1901,7 +2093,7 @@ mod tests {
             panic!("three ports")
         };
         assert_eq!(web.vm_device_name(), "mvt-web1");
-        assert_eq!(web.vm_mode.unwrap_or_default(), VmMode::Macvtap);
+        assert_eq!(web.vm_mode(), VmMode::Macvtap);
         let derived = web.vm_mac_or_derived();
         assert_eq!(derived.0[..3], [0x52, 0x54, 0x00]);
         assert_eq!(derived, web.clone().vm_mac_or_derived(), "stable");
@@ -2064,7 +2256,7 @@ mod tests {
             "tap1"
                 .parse::<PortConfig>()
                 .and_then(|mut port| {
-                    port.mac = Some(MacAddr([0; 6]));
+                    port.tap_mut().unwrap().mac = Some(MacAddr([0; 6]));
                     port.validate("--port tap1").map(|()| port)
                 })
                 .map(drop)
@@ -2114,11 +2306,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (config.ports[0].owner, config.ports[0].group),
+            (config.ports[0].owner(), config.ports[0].group()),
             (Some(0), Some(0))
         );
         assert_eq!(
-            (config.ports[1].owner, config.ports[1].group),
+            (config.ports[1].owner(), config.ports[1].group()),
             (Some(64055), Some(64055))
         );
         // Written back as numbers, which read back the same.
@@ -2169,7 +2361,7 @@ mod tests {
             .map_err(|e| e.to_string())
         };
         let plain = port("").unwrap();
-        assert!(plain.ports[0].adopt);
+        assert!(plain.ports[0].adopted());
         assert!(port("offloads = false\nqueues = 2\nmtu = 9000").is_ok());
         for (extra, expected) in [
             (

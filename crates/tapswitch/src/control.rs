@@ -1094,9 +1094,9 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
                             protocol::LinkState::Down
                         },
                         offloads: live.vnet_hdr,
-                        persistent: config.is_some_and(|c| c.persistent),
-                        adopted: config.is_some_and(|c| c.adopt),
-                        vm: config.and_then(|c| c.vm.clone()),
+                        persistent: config.is_some_and(|c| c.persistent()),
+                        adopted: config.is_some_and(|c| c.adopted()),
+                        vm: config.and_then(|c| c.vm_domain().map(str::to_owned)),
                     }
                 })
                 .collect();
@@ -1341,7 +1341,7 @@ fn remove_port(
         .config
         .ports
         .iter()
-        .find(|p| p.name == name && p.vm.is_some())
+        .find(|p| p.name == name && p.vm().is_some())
         .cloned();
     let unplugged = match &vm_port {
         Some(port) if unplug => vms::unplug(shared, port),
@@ -1497,7 +1497,7 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError
              default), list the port in the config file, or use --mode glue (a glue TAP's \
              owner needs no extra capability)",
             port.name,
-            vmport::owner_text(port.owner, port.group)
+            vmport::owner_text(port.owner(), port.group())
         )));
     }
     let counters = counters(&shared.dataplane)?;
@@ -1634,14 +1634,19 @@ fn set_port(
 /// setting `new` no longer has (`mac`, `txqueuelen` returned to "unset") leaves
 /// the netdev as it is.
 fn netdev_changes(old: &PortConfig, new: &PortConfig) -> LinkSettings {
-    if !new.kind.is_tap() {
+    if !new.kind().is_tap() {
         // A netdev port's device is not the switch's: its `mtu` is only the switch's check.
         return LinkSettings::default();
     }
     LinkSettings {
         mtu: (new.mtu != old.mtu).then_some(new.mtu),
-        mac: new.mac.filter(|&mac| Some(mac) != old.mac).map(|mac| mac.0),
-        txqueuelen: new.txqueuelen.filter(|&len| Some(len) != old.txqueuelen),
+        mac: new
+            .mac()
+            .filter(|&mac| Some(mac) != old.mac())
+            .map(|mac| mac.0),
+        txqueuelen: new
+            .txqueuelen()
+            .filter(|&len| Some(len) != old.txqueuelen()),
         ..LinkSettings::default()
     }
 }

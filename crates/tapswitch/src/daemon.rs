@@ -204,7 +204,7 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
         let socket = ControlSocket::from_listener(listener, control);
         let mut queues = handover.queues.iter();
         let (dataplane, handle) = switch::build_with(&handover.config, |port| {
-            match port.kind {
+            match port.kind() {
                 crate::config::PortKind::Tap => {}
                 crate::config::PortKind::Netdev => {
                     return Err(SwitchError::NetdevHandover {

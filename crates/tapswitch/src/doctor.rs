@@ -236,7 +236,7 @@ fn check_tun(inspection: &Inspection, out: &mut Vec<Finding>) {
     let wants_mq = inspection
         .ports
         .iter()
-        .filter(|p| p.config.queues > 1)
+        .filter(|p| p.config.queues() > 1)
         .count();
     match &inspection.tun.features {
         Err(reason) => out.push(finding(
@@ -442,8 +442,8 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
     }
     // A netdev port holds a packet socket, no TAP fd.
     if let Some(held) = port.switch_queues
-        && port.config.kind.is_tap()
-        && held != port.config.queues
+        && port.config.kind().is_tap()
+        && held != port.config.queues()
     {
         out.push(finding(
             Severity::Error,
@@ -451,12 +451,12 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             here,
             format!(
                 "configured with {} queue(s) but the switch holds {held} TAP fd(s) for it",
-                port.config.queues
+                port.config.queues()
             ),
             format!("re-create the port: tapswitch port del {name}, then port add"),
         ));
     }
-    if port.config.queues > 1 && switch.threads == 1 {
+    if port.config.queues() > 1 && switch.threads == 1 {
         out.push(finding(
             Severity::Warning,
             "queues_single_thread",
@@ -464,15 +464,15 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             format!(
                 "{} queues but one dataplane thread: every queue is read by the same thread, \
                  so the extra queues add fds, not throughput",
-                port.config.queues
+                port.config.queues()
             ),
             format!(
                 "set switch.threads = {} (up to the number of cores), or queues = 1",
-                port.config.queues
+                port.config.queues()
             ),
         ));
     }
-    if port.config.kind == PortKind::Vxlan {
+    if port.config.kind() == PortKind::Vxlan {
         // No netdev: its sockets are the port, and the underlay is not the switch's; only
         // whether the underlay can carry the port's frames encapsulated.
         check_vxlan_underlay(port, out);
@@ -494,7 +494,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             return;
         }
     };
-    if port.config.kind == PortKind::Netdev {
+    if port.config.kind() == PortKind::Netdev {
         check_netdev_port(port, netdev, out);
         return;
     }
@@ -547,7 +547,7 @@ fn check_port(switch: &SwitchConfig, port: &PortFacts, out: &mut Vec<Finding>) {
             format!("tapswitch port set {name} --mtu {}", link.mtu),
         ));
     }
-    if let Some(configured) = port.config.txqueuelen
+    if let Some(configured) = port.config.txqueuelen()
         && configured != link.txqueuelen
     {
         out.push(finding(
@@ -726,8 +726,8 @@ fn check_vxlan_underlay(port: &PortFacts, out: &mut Vec<Finding>) {
     let name = port.config.name.as_str();
     let local = port
         .config
-        .local
-        .map(|ip| ip.to_string())
+        .vxlan()
+        .map(|vxlan| vxlan.local.to_string())
         .unwrap_or_default();
     match &port.underlay {
         None => {}
@@ -780,7 +780,7 @@ fn check_ports_together(ports: &[PortFacts], out: &mut Vec<Finding>) {
         // towards it are segmented to its MTU before encapsulation, which is the point.
         for port in live
             .iter()
-            .filter(|p| !p.offloads && p.config.kind != PortKind::Vxlan)
+            .filter(|p| !p.offloads && p.config.kind() != PortKind::Vxlan)
         {
             let name = &port.config.name;
             out.push(finding(
@@ -845,7 +845,7 @@ pub fn inspect(control: &Path) -> Result<Inspection, DoctorError> {
             continue;
         };
         let netdev = netdev_facts(&port);
-        let underlay = port.local.map(|local| underlay_facts(&port, local));
+        let underlay = port.vxlan().map(|vxlan| underlay_facts(&port, vxlan.local));
         ports.push(PortFacts {
             underlay,
             switch_mtu: view.mtu,
@@ -1039,6 +1039,7 @@ fn tap_fds_of(pid: u32) -> io::Result<HashMap<String, usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DeviceConfig, NetdevConfig, VxlanConfig};
     use crate::netlink::LinkStats;
 
     fn healthy_port(name: &str) -> PortFacts {
@@ -1220,14 +1221,14 @@ mod tests {
         inspection.ports[1].offloads = false;
         assert!(problems(&inspection).is_empty());
         // A configured length that the netdev no longer has is a change behind our back.
-        inspection.ports[0].config.txqueuelen = Some(5000);
+        inspection.ports[0].config.tap_mut().unwrap().txqueuelen = Some(5000);
         assert_eq!(problems(&inspection), one("txqueuelen_changed", "p0"));
     }
 
     #[test]
     fn queue_problems() {
         let mut inspection = healthy();
-        inspection.ports[0].config.queues = 4;
+        inspection.ports[0].config.tap_mut().unwrap().queues = 4;
         inspection.ports[0].switch_queues = Some(3);
         assert_eq!(
             problems(&inspection),
@@ -1250,7 +1251,7 @@ mod tests {
             vec![("tun_no_vnet_hdr", None)],
             "no port has queues > 1, so IFF_MULTI_QUEUE is not needed"
         );
-        inspection.ports[0].config.queues = 2;
+        inspection.ports[0].config.tap_mut().unwrap().queues = 2;
         inspection.ports[0].switch_queues = Some(2);
         inspection.switch.threads = 2;
         assert!(problems(&inspection).contains(&("tun_no_multi_queue", None)));
@@ -1369,8 +1370,9 @@ mod tests {
     fn with_netdev_port() -> Inspection {
         let mut inspection = healthy();
         let port = &mut inspection.ports[1];
-        port.config.kind = PortKind::Netdev;
-        port.config.device = Some("eth1".into());
+        port.config.device = DeviceConfig::Netdev(NetdevConfig {
+            device: "eth1".into(),
+        });
         port.netdev.as_mut().unwrap().link.name = "eth1".into();
         inspection
     }
@@ -1388,10 +1390,12 @@ mod tests {
             }
         }
         let port = &mut inspection.ports[1];
-        port.config.kind = PortKind::Vxlan;
-        port.config.vni = Some(100);
-        port.config.local = Some(Ipv4Addr::new(10, 1, 0, 1));
-        port.config.remotes = Some(vec![Ipv4Addr::new(10, 1, 0, 2)]);
+        port.config.device = DeviceConfig::Vxlan(VxlanConfig {
+            vni: 100,
+            local: Ipv4Addr::new(10, 1, 0, 1),
+            udp_port: None,
+            remotes: vec![Ipv4Addr::new(10, 1, 0, 2)],
+        });
         port.config.mtu = 1450;
         port.switch_mtu = 1450;
         port.switch_queues = Some(0);

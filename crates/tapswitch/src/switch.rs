@@ -304,7 +304,7 @@ enum Claim {
 /// Decides whether `port` may take the device `existing` (`None`: there is none).
 fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, SwitchError> {
     let Some(link) = existing else {
-        if port.adopt {
+        if port.adopted() {
             return Err(SwitchError::NothingToAdopt {
                 port: port.name.clone(),
             });
@@ -321,7 +321,7 @@ fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, Sw
             what: link.describe(),
         });
     };
-    if port.adopt {
+    if port.adopted() {
         adoptable(port, &tun).map_err(|reason| SwitchError::CannotAdopt {
             port: port.name.clone(),
             reason,
@@ -330,7 +330,7 @@ fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, Sw
     }
     if link.alias.as_deref() == Some(OWN_TAP_ALIAS) {
         // TUNSETIFF refuses a change of queue mode with a bare EINVAL.
-        if tun.multi_queue != (port.queues > 1) {
+        if tun.multi_queue != (port.queues() > 1) {
             return Err(SwitchError::QueueModeChanged {
                 port: port.name.clone(),
                 existing: if tun.multi_queue {
@@ -338,7 +338,7 @@ fn claim(port: &PortConfig, existing: Option<&ExistingLink>) -> Result<Claim, Sw
                 } else {
                     "single-queue"
                 },
-                queues: port.queues,
+                queues: port.queues(),
             });
         }
         return Ok(Claim::Own);
@@ -357,7 +357,7 @@ fn adoptable(port: &PortConfig, tun: &TunInfo) -> Result<(), String> {
                 .to_owned(),
         );
     }
-    match port.offloads {
+    match port.tap().and_then(|tap| tap.offloads) {
         Some(true) if !tun.vnet_hdr => {
             return Err(
                 "offloads = true needs a vnet header, which the device was made \
@@ -375,18 +375,18 @@ fn adoptable(port: &PortConfig, tun: &TunInfo) -> Result<(), String> {
         }
         _ => {}
     }
-    if port.queues > 1 && !tun.multi_queue {
+    if port.queues() > 1 && !tun.multi_queue {
         return Err(format!(
             "queues = {} needs a multi-queue device (`ip tuntap add ... multi_queue`); \
              this one has one queue",
-            port.queues
+            port.queues()
         ));
     }
     Ok(())
 }
 
 /// Creates the TAP of `port` (or re-attaches the switch's own persistent one, or adopts an
-/// existing one when `port.adopt`) and brings its netdev up with the configured MTU, MAC
+/// existing one when `port.adopted()`) and brings its netdev up with the configured MTU, MAC
 /// and queue length, in its namespace. A new TAP for a namespace is made here and moved
 /// there (see the module comment).
 pub fn create_tap_port(
@@ -417,10 +417,10 @@ pub fn create_tap_port(
     let options = match claim {
         Claim::Own => TapOptions {
             vnet_hdr: port.offloads_enabled(switch),
-            persistent: Some(port.persistent),
-            owner: port.owner,
-            group: port.group,
-            multi_queue: port.queues > 1,
+            persistent: Some(port.persistent()),
+            owner: port.owner(),
+            group: port.group(),
+            multi_queue: port.queues() > 1,
             ..TapOptions::default()
         },
         // The device keeps the flags its creator gave it: the same ones are asked for
@@ -445,15 +445,15 @@ pub fn create_tap_port(
     };
     // A multi-queue TAP is opened once per queue: each open adds a queue.
     let open_queues = |name: &str| -> Result<Vec<Tap>, TapError> {
-        (0..port.queues)
+        (0..port.queues())
             .map(|_| Tap::open(name, &options))
             .collect()
     };
     let settings = LinkSettings {
         up: Some(true),
         mtu: Some(port.mtu),
-        mac: port.mac.map(|mac| mac.0),
-        txqueuelen: port.txqueuelen,
+        mac: port.mac().map(|mac| mac.0),
+        txqueuelen: port.tap().and_then(|tap| tap.txqueuelen),
         alias: match claim {
             Claim::Own => Some(OWN_TAP_ALIAS.to_owned()),
             Claim::Adopted(_) => None,
@@ -505,8 +505,8 @@ pub fn create_tap_port(
         netns = port.netns.as_deref().unwrap_or("-"),
         mtu = port.mtu,
         vnet_hdr = tap.tap().vnet_hdr_len() > 0,
-        queues = port.queues,
-        adopted = port.adopt,
+        queues = port.queues(),
+        adopted = port.adopted(),
         "TAP ready"
     );
     Ok(tap)
@@ -519,7 +519,7 @@ pub fn open_port(
     port: &PortConfig,
     links: &mut LinkSockets,
 ) -> Result<Box<dyn Port>, SwitchError> {
-    match port.kind {
+    match port.kind() {
         PortKind::Tap => Ok(Box::new(create_tap_port(switch, port, links)?)),
         PortKind::Netdev => {
             let device = port.link_name().unwrap_or(&port.name);
@@ -665,16 +665,23 @@ mod tests {
         attached_queues: 0,
     };
 
+    /// `port` with its TAP settings changed by `change`.
+    fn with_tap(
+        port: &PortConfig,
+        change: impl FnOnce(&mut crate::config::TapConfig),
+    ) -> PortConfig {
+        let mut port = port.clone();
+        change(port.tap_mut().expect("a TAP port"));
+        port
+    }
+
     #[test]
     fn only_the_switchs_own_taps_are_taken_without_adopt() {
         let port = PortConfig::named("p1");
         assert!(matches!(claim(&port, None), Ok(Claim::Own)));
         let own = tap(Some(OWN_TAP_ALIAS), USER_TAP);
         assert!(matches!(claim(&port, Some(&own)), Ok(Claim::Own)));
-        let four = PortConfig {
-            queues: 4,
-            ..port.clone()
-        };
+        let four = with_tap(&port, |tap| tap.queues = 4);
         let err = claim(&four, Some(&own)).unwrap_err().to_string();
         assert!(
             err.contains("is single-queue, and the port now asks for queues = 4"),
@@ -689,8 +696,7 @@ mod tests {
 
     #[test]
     fn adopting_keeps_the_devices_flags_or_says_why_it_cannot() {
-        let mut port = PortConfig::named("p1");
-        port.adopt = true;
+        let port = with_tap(&PortConfig::named("p1"), |tap| tap.adopt = true);
         let err = claim(&port, None).unwrap_err();
         assert!(matches!(err, SwitchError::NothingToAdopt { .. }), "{err}");
         let Ok(Claim::Adopted(tun)) = claim(&port, Some(&tap(None, USER_TAP))) else {
@@ -703,15 +709,12 @@ mod tests {
                     packet_info: true,
                     ..USER_TAP
                 },
-                PortConfig { ..port.clone() },
+                port.clone(),
                 "packet-information headers",
             ),
             (
                 USER_TAP,
-                PortConfig {
-                    offloads: Some(true),
-                    ..port.clone()
-                },
+                with_tap(&port, |tap| tap.offloads = Some(true)),
                 "offloads = true needs a vnet header",
             ),
             (
@@ -719,18 +722,12 @@ mod tests {
                     vnet_hdr: true,
                     ..USER_TAP
                 },
-                PortConfig {
-                    offloads: Some(false),
-                    ..port.clone()
-                },
+                with_tap(&port, |tap| tap.offloads = Some(false)),
                 "offloads = false, but the device carries a vnet header",
             ),
             (
                 USER_TAP,
-                PortConfig {
-                    queues: 2,
-                    ..port.clone()
-                },
+                with_tap(&port, |tap| tap.queues = 2),
                 "queues = 2 needs a multi-queue device",
             ),
         ];
@@ -771,10 +768,7 @@ mod tests {
             ),
         ] {
             for adopt in [false, true] {
-                let port = PortConfig {
-                    adopt,
-                    ..port.clone()
-                };
+                let port = with_tap(&port, |tap| tap.adopt = adopt);
                 let err = claim(&port, Some(&link)).unwrap_err().to_string();
                 assert!(err.contains(expected), "{err}");
             }

@@ -88,7 +88,7 @@ impl Config {
         let mut vnis = BTreeMap::new();
         let mut locals: Vec<(String, Ipv4Addr)> = Vec::new();
         for (i, port) in self.ports.iter().enumerate() {
-            if port.kind != PortKind::Vxlan {
+            if port.kind() != PortKind::Vxlan {
                 continue;
             }
             let Some(settings) = port.vxlan_settings(&self.switch) else {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, ConfigError, PortConfig, SwitchConfig, invalid};
+use super::{ConfigError, DeviceConfig, PortConfig, SwitchConfig, VxlanConfig, invalid};
 use crate::port::vxlan::VxlanSettings;
 use crate::sys::tap;
 
@@ -21,7 +21,7 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// outer IPv4, UDP and VXLAN headers and inner Ethernet header.
 pub const DEFAULT_VXLAN_MTU: u32 = 1450;
 
-/// `kind` of a port.
+/// `kind` of a port: which [`super::DeviceConfig`] its table describes.
 #[derive(Copy, Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PortKind {
@@ -44,104 +44,52 @@ impl PortConfig {
     /// The netdev whose link notices concern this port: its TAP, or its `device`; a
     /// vxlan port has none (its sockets carry frames whatever the underlay's links do).
     pub fn link_name(&self) -> Option<&str> {
-        match self.kind {
-            PortKind::Tap => Some(&self.name),
-            PortKind::Netdev => Some(self.device.as_deref().unwrap_or(&self.name)),
-            PortKind::Vxlan => None,
+        match &self.device {
+            DeviceConfig::Tap(_) => Some(&self.name),
+            DeviceConfig::Netdev(netdev) => Some(&netdev.device),
+            DeviceConfig::Vxlan(_) => None,
         }
     }
 
-    /// What a `kind = "vxlan"` port is made of (`None` for another kind); the
-    /// configuration was validated, so its keys are there.
+    /// What a vxlan port is made of (`None` for another kind).
     pub fn vxlan_settings(&self, switch: &SwitchConfig) -> Option<VxlanSettings> {
-        if self.kind != PortKind::Vxlan {
+        let DeviceConfig::Vxlan(vxlan) = &self.device else {
             return None;
-        }
+        };
         Some(VxlanSettings {
             name: self.name.clone(),
-            vni: self.vni?,
-            local: SocketAddrV4::new(self.local?, self.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT)),
-            remotes: self.remotes.clone().unwrap_or_default(),
+            vni: vxlan.vni,
+            local: SocketAddrV4::new(
+                vxlan.local,
+                vxlan.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT),
+            ),
+            remotes: vxlan.remotes.clone(),
             ageing: Duration::from_secs(switch.fdb_ageing_secs),
         })
     }
 
-    /// `kind` and its keys agree: a netdev port has a `device` and none of a TAP's keys
-    /// (the switch neither makes nor changes that device), a vxlan port its `vni`, `local`
-    /// and `remotes` and no device or TAP key, other ports none of the vxlan keys.
+    /// The values of the kind's own keys: a netdev port's `device` is an interface name;
+    /// a vxlan port's VNI fits 24 bits, its addresses are unicast and the remotes are not
+    /// itself. Which keys each kind has is the shape of [`DeviceConfig`].
     pub(super) fn validate_kind(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.kind != PortKind::Vxlan {
-            let vxlan_only = [
-                ("vni", self.vni.is_some()),
-                ("local", self.local.is_some()),
-                ("udp_port", self.udp_port.is_some()),
-                ("remotes", self.remotes.is_some()),
-            ];
-            if let Some((key, _)) = vxlan_only.iter().find(|(_, set)| *set) {
-                return Err(invalid(
-                    format!("{prefix}{key}"),
-                    "only a kind = \"vxlan\" port has a vni, local, udp_port or remotes",
-                ));
-            }
+        match &self.device {
+            DeviceConfig::Tap(_) => Ok(()),
+            DeviceConfig::Netdev(netdev) => tap::validate_name(&netdev.device)
+                .map_err(|e| invalid(format!("{prefix}device"), e.to_string())),
+            DeviceConfig::Vxlan(vxlan) => vxlan.validate(prefix),
         }
-        match self.kind {
-            PortKind::Tap => {
-                if self.device.is_some() {
-                    return Err(invalid(
-                        format!("{prefix}device"),
-                        "only a kind = \"netdev\" port has a device (a TAP port's device is its name)",
-                    ));
-                }
-                return Ok(());
-            }
-            PortKind::Vxlan => return self.validate_vxlan(prefix),
-            PortKind::Netdev => {}
-        }
-        let Some(device) = &self.device else {
-            return Err(invalid(
-                format!("{prefix}device"),
-                "a kind = \"netdev\" port needs the netdev it attaches to (device = \"eth1\")",
-            ));
-        };
-        tap::validate_name(device)
-            .map_err(|e| invalid(format!("{prefix}device"), e.to_string()))?;
-        self.refuse_tap_keys(
-            prefix,
-            "netdev",
-            "a netdev port leaves its device as it is (set it on the device itself)",
-        )
     }
+}
 
-    /// A vxlan port has a VNI, a local address and a flood list, no device and no TAP keys.
-    fn validate_vxlan(&self, prefix: &str) -> Result<(), ConfigError> {
-        if self.device.is_some() {
+impl VxlanConfig {
+    fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
+        if !(1..=MAX_VNI).contains(&self.vni) {
             return Err(invalid(
-                format!("{prefix}device"),
-                "a kind = \"vxlan\" port has no device: its frames travel in UDP from `local`",
+                format!("{prefix}vni"),
+                format!("{} is outside 1..={MAX_VNI}", self.vni),
             ));
         }
-        match self.vni {
-            None => {
-                return Err(invalid(
-                    format!("{prefix}vni"),
-                    format!("a kind = \"vxlan\" port needs its VNI (vni = 1..={MAX_VNI})"),
-                ));
-            }
-            Some(vni) if !(1..=MAX_VNI).contains(&vni) => {
-                return Err(invalid(
-                    format!("{prefix}vni"),
-                    format!("{vni} is outside 1..={MAX_VNI}"),
-                ));
-            }
-            Some(_) => {}
-        }
-        let Some(local) = self.local else {
-            return Err(invalid(
-                format!("{prefix}local"),
-                "a kind = \"vxlan\" port needs its local VTEP address (local = \"192.0.2.1\"), \
-                 an IPv4 address of its namespace",
-            ));
-        };
+        let local = self.local;
         if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
             return Err(invalid(
                 format!("{prefix}local"),
@@ -154,14 +102,7 @@ impl PortConfig {
                 "must be 1..=65535 (4789 when left out)",
             ));
         }
-        let Some(remotes) = &self.remotes else {
-            return Err(invalid(
-                format!("{prefix}remotes"),
-                "a kind = \"vxlan\" port needs its remote VTEPs (remotes = [\"192.0.2.2\"]): \
-                 broadcast, multicast and unknown unicast go to each",
-            ));
-        };
-        for (i, remote) in remotes.iter().enumerate() {
+        for (i, remote) in self.remotes.iter().enumerate() {
             if remote.is_unspecified()
                 || remote.is_multicast()
                 || remote.is_broadcast()
@@ -174,62 +115,14 @@ impl PortConfig {
             }
             // Head-end replication sends one copy per entry: a repeated remote would get
             // every flood twice.
-            if remotes[..i].contains(remote) {
+            if self.remotes[..i].contains(remote) {
                 return Err(invalid(
                     format!("{prefix}remotes[{i}]"),
                     format!("{remote} is listed twice (each remote gets one copy of every flood)"),
                 ));
             }
         }
-        self.refuse_tap_keys(
-            prefix,
-            "vxlan",
-            "a vxlan port has no netdev (its frames travel in UDP)",
-        )
-    }
-
-    /// Refuses, by name, the first TAP setting set on a port of `kind`.
-    fn refuse_tap_keys(&self, prefix: &str, kind: &str, why: &str) -> Result<(), ConfigError> {
-        let tap_only = [
-            ("mac", self.mac.is_some()),
-            ("persistent", self.persistent),
-            ("adopt", self.adopt),
-            ("offloads", self.offloads.is_some()),
-            ("txqueuelen", self.txqueuelen.is_some()),
-            ("queues", self.queues != 1),
-            ("owner", self.owner.is_some()),
-            ("group", self.group.is_some()),
-            ("vm", self.vm.is_some()),
-            ("vm_mode", self.vm_mode.is_some()),
-            ("vm_mac", self.vm_mac.is_some()),
-            ("vm_queues", self.vm_queues.is_some()),
-            ("vm_device", self.vm_device.is_some()),
-        ];
-        for (key, set) in tap_only {
-            if set {
-                return Err(invalid(
-                    format!("{prefix}{key}"),
-                    format!("not with kind = \"{kind}\": {key} is a TAP setting; {why}"),
-                ));
-            }
-        }
         Ok(())
-    }
-}
-
-/// Gives each vxlan port of a configuration file that sets no `mtu` the inner MTU of a
-/// 1500-byte underlay ([`DEFAULT_VXLAN_MTU`]) instead of the 1500 of other ports.
-pub(super) fn default_vxlan_mtus(config: &mut Config, text: &str) {
-    let Ok(table) = text.parse::<toml::Table>() else {
-        return;
-    };
-    let Some(toml::Value::Array(ports)) = table.get("port") else {
-        return;
-    };
-    for (port, raw) in config.ports.iter_mut().zip(ports) {
-        if port.kind == PortKind::Vxlan && raw.get("mtu").is_none() {
-            port.mtu = DEFAULT_VXLAN_MTU;
-        }
     }
 }
 
@@ -254,10 +147,10 @@ mod tests {
     fn a_netdev_port_names_its_device_and_kind_defaults_to_tap() {
         let config =
             parse("name = \"up0\"\nkind = \"netdev\"\ndevice = \"eth1\"\nnetns = \"a\"").unwrap();
-        assert_eq!(config.ports[0].kind, PortKind::Netdev);
+        assert_eq!(config.ports[0].kind(), PortKind::Netdev);
         assert_eq!(config.ports[0].link_name(), Some("eth1"));
         let config = parse("name = \"tap0\"").unwrap();
-        assert_eq!(config.ports[0].kind, PortKind::Tap);
+        assert_eq!(config.ports[0].kind(), PortKind::Tap);
         assert_eq!(config.ports[0].link_name(), Some("tap0"));
     }
 
@@ -307,7 +200,7 @@ mod tests {
     fn a_vxlan_port_has_its_vni_local_address_remotes_and_defaults() {
         let config = parse(&format!("{VXLAN}\nnetns = \"under\"")).unwrap();
         let port = &config.ports[0];
-        assert_eq!(port.kind, PortKind::Vxlan);
+        assert_eq!(port.kind(), PortKind::Vxlan);
         assert_eq!(port.link_name(), None);
         assert_eq!(port.mtu, DEFAULT_VXLAN_MTU);
         let settings = port.vxlan_settings(&config.switch).unwrap();

@@ -1,16 +1,14 @@
-//! `port set`: a typed change to a running port ([`PortPatch`]). The keys a running port
-//! can change are the fields of [`PortPatch`], declared once in [`port_patch!`], and the
-//! keys of a `[[port]]` table are read off [`PortConfig`]'s own `Deserialize`, so neither
-//! list is kept by hand next to the struct it describes.
+//! `port set`: a typed change to a running port ([`PortPatch`], generated with the
+//! `[[port]]` table it patches in `table.rs`, where each key is declared once as runtime
+//! or fixed at creation). A patch is applied to the port's table, which is then read
+//! again like a file's, so a change is checked by the same rules and reaches the nested
+//! model only through its one conversion.
 
 use serde::Deserialize;
 use serde::de::{self, Visitor};
 
-use super::{
-    ConfigError, MacAddr, PortConfig, PortSettings, StormControlConfig, VlanModeName, VlanSpec,
-    default_enabled, default_mtu, invalid, yes,
-};
-use crate::policy::ViolationAction;
+use super::table::{FIXED_AT_CREATION, PortPatch, PortTable};
+use super::{ConfigError, PortConfig, PortSettings, invalid};
 
 /// The names of the fields `T`'s derived `Deserialize` reads, as it hands them to
 /// `deserialize_struct` (after any `rename`).
@@ -48,107 +46,9 @@ fn field_names<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
     recorder.0
 }
 
-/// Every key of a `[[port]]` table: the fields of [`PortConfig`].
+/// Every key of a `[[port]]` table, as its reader knows them.
 pub fn port_keys() -> &'static [&'static str] {
-    field_names::<PortConfig>()
-}
-
-/// The keys of a `[[port]]` table that only deleting and adding the port again can
-/// change: they shape the TAP itself (its name, namespace, queues, owner, vnet header,
-/// who created it) or the VM device stacked on it. A test checks that every key of
-/// [`PortConfig`] is here or in [`PortPatch::KEYS`], and none in both.
-pub const FIXED_AT_CREATION: &[&str] = &[
-    "name",
-    "kind",
-    "device",
-    "vni",
-    "local",
-    "udp_port",
-    "remotes",
-    "netns",
-    "persistent",
-    "adopt",
-    "offloads",
-    "queues",
-    "owner",
-    "group",
-    "vm",
-    "vm_mode",
-    "vm_mac",
-    "vm_queues",
-    "vm_device",
-];
-
-/// A field of the patch: given (`Some`) even when its value is `null`, which returns
-/// the key to its default; serde's own `Option` would read `null` as not given.
-fn given<'de, D: de::Deserializer<'de>, T: Deserialize<'de>>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
-    T::deserialize(deserializer).map(Some)
-}
-
-/// The new value of a patched field: `value` itself for a key whose `[[port]]` value is
-/// optional, `value` or `reset` (the default of an absent key) for one that is not.
-macro_rules! patched_value {
-    ($value:expr) => {
-        $value
-    };
-    ($value:expr, $reset:expr) => {
-        $value.unwrap_or_else(|| $reset)
-    };
-}
-
-/// Declares each runtime-settable key of a `[[port]]` table once, with the type of its
-/// value and, for a key that is not optional in [`PortConfig`], the default `null`
-/// returns it to; generates [`PortPatch`], its key list and the code applying it.
-macro_rules! port_patch {
-    ($($field:ident: $ty:ty $(= $reset:expr)?),* $(,)?) => {
-        /// A change to a running port (`port set`): each field is a `[[port]]` key,
-        /// `None` when not given, `Some(None)` when given as `null` (back to its default).
-        #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-        #[serde(deny_unknown_fields)]
-        pub struct PortPatch {
-            $(
-                #[serde(default, deserialize_with = "given")]
-                pub $field: Option<Option<$ty>>,
-            )*
-        }
-
-        impl PortPatch {
-            /// The keys a running port can change: the fields of this struct.
-            pub const KEYS: &[&str] = &[$(stringify!($field)),*];
-
-            /// `port` with the given fields replaced, unchecked.
-            fn apply_to(&self, port: &mut PortConfig) {
-                $(
-                    if let Some(value) = &self.$field {
-                        port.$field = patched_value!(value.clone() $(, $reset)?);
-                    }
-                )*
-            }
-        }
-    };
-}
-
-port_patch! {
-    mtu: u32 = default_mtu(),
-    mac: MacAddr,
-    txqueuelen: u32,
-    vlan_mode: VlanModeName,
-    vlan: i64,
-    allowed_vlans: Vec<VlanSpec>,
-    native_vlan: i64,
-    mac_limit: u32,
-    mac_limit_action: ViolationAction,
-    sticky_macs: bool = false,
-    allowed_macs: Vec<MacAddr>,
-    bind_mac: bool = false,
-    storm_control: StormControlConfig,
-    isolated: bool = false,
-    flood_unknown_unicast: bool = yes(),
-    flood_multicast: bool = yes(),
-    flood_broadcast: bool = yes(),
-    enabled: bool = default_enabled(),
+    field_names::<PortTable>()
 }
 
 impl PortPatch {
@@ -194,15 +94,19 @@ impl PortConfig {
     /// This port with `patch` applied, checked as a whole by the same rules as the config
     /// file; errors name the port and the key. `self` is left as it is either way.
     pub fn patched(&self, patch: &PortPatch) -> Result<PortConfig, ConfigError> {
-        let mut port = self.clone();
-        patch.apply_to(&mut port);
-        port.validate_keys("")
-            .and_then(|()| port.validate_policy("policy"))
+        let mut table = PortTable::from(self.clone());
+        patch.apply_to(&mut table);
+        table
+            .into_port("")
+            .and_then(|port| {
+                port.validate_keys("")
+                    .and_then(|()| port.validate_policy("policy"))
+                    .map(|()| port)
+            })
             .map_err(|source| ConfigError::Port {
                 port: self.name.clone(),
                 source: Box::new(source),
-            })?;
-        Ok(port)
+            })
     }
 
     /// Like [`Self::with_settings`] for a running port: only [`PortPatch::KEYS`] may change.
@@ -217,6 +121,7 @@ impl PortConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{DEFAULT_MTU, setting_value};
 
     #[test]
     fn every_port_key_is_patchable_or_fixed_at_creation() {
@@ -239,12 +144,65 @@ mod tests {
     }
 
     #[test]
+    fn every_patch_key_reaches_the_running_port() {
+        // A value for each runtime key, different from a plain port's; each, applied
+        // alone (with what it needs), is what the patched port's table then says.
+        let values = [
+            ("mtu", "9000"),
+            ("mac", "02:00:00:00:00:07"),
+            ("txqueuelen", "77"),
+            ("vlan_mode", "access"),
+            ("vlan", "5"),
+            ("allowed_vlans", "[7]"),
+            ("native_vlan", "3"),
+            ("mac_limit", "9"),
+            ("mac_limit_action", "shutdown"),
+            ("sticky_macs", "true"),
+            ("allowed_macs", "02:00:00:00:00:08"),
+            ("bind_mac", "true"),
+            ("storm_control", "broadcast_pps = 3"),
+            ("isolated", "true"),
+            ("flood_unknown_unicast", "false"),
+            ("flood_multicast", "false"),
+            ("flood_broadcast", "false"),
+            ("enabled", "false"),
+        ];
+        let mut covered: Vec<&str> = values.iter().map(|(key, _)| *key).collect();
+        covered.sort_unstable();
+        let mut keys = PortPatch::KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(covered, keys, "a value for each key of the patch");
+        let needs = |key: &str| -> &[(&str, &str)] {
+            match key {
+                "vlan" => &[("vlan_mode", "access")],
+                "allowed_vlans" | "native_vlan" => &[("vlan_mode", "trunk")],
+                "vlan_mode" => &[("vlan", "5")],
+                "mac_limit_action" => &[("mac_limit", "9")],
+                "bind_mac" => &[("mac", "02:00:00:00:00:07")],
+                _ => &[],
+            }
+        };
+        for (key, text) in values {
+            let settings: PortSettings = [(key, text)]
+                .iter()
+                .chain(needs(key))
+                .map(|(key, text)| ((*key).to_owned(), setting_value(key, text)))
+                .collect();
+            let patched = PortConfig::named("p1")
+                .with_runtime_settings(&settings)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            let table = serde_json::to_value(&patched).unwrap();
+            assert_eq!(table[key], settings[key], "{key}");
+        }
+    }
+
+    #[test]
     fn null_returns_a_key_to_its_default_and_absent_leaves_it() {
         let mut port = PortConfig::named("p1");
         port.mtu = 9000;
         port.enabled = false;
-        port.flood_broadcast = false;
-        port.mac_limit = Some(5);
+        port.policy.flood_broadcast = false;
+        port.policy.mac_limit = Some(5);
         let settings = serde_json::json!({ "mtu": null, "enabled": null, "mac_limit": null });
         let serde_json::Value::Object(settings) = settings else {
             unreachable!()
@@ -253,9 +211,9 @@ mod tests {
         assert_eq!(patch.mtu, Some(None));
         assert_eq!(patch.flood_broadcast, None);
         let patched = port.patched(&patch).unwrap();
-        assert_eq!(patched.mtu, default_mtu());
+        assert_eq!(patched.mtu, DEFAULT_MTU);
         assert!(patched.enabled);
-        assert_eq!(patched.mac_limit, None);
-        assert!(!patched.flood_broadcast, "a key not given stays");
+        assert_eq!(patched.policy.mac_limit, None);
+        assert!(!patched.policy.flood_broadcast, "a key not given stays");
     }
 }

@@ -120,7 +120,7 @@ fn handle(shared: &Shared, notice: LinkNotice) -> Result<(), DataplaneError> {
         LinkNotice::Left { nsid, name, .. } => {
             let mut state = lock(&shared.state);
             if let Some(index) = port_at(&state, nsid, &name) {
-                if state.config.ports[index].kind == PortKind::Netdev {
+                if state.config.ports[index].kind() == PortKind::Netdev {
                     // Its socket is bound to a device that left (deleted, or moved away,
                     // which unbinds it): the port cannot carry frames any more.
                     let port = state.config.ports[index].name.clone();

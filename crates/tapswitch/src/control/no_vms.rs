@@ -63,7 +63,7 @@ pub(super) fn plug(
 }
 
 pub(super) fn unplug(_shared: &Shared, port: &PortConfig) -> Option<VmNic> {
-    let domain = port.vm.as_deref()?;
+    let domain = port.vm_domain()?;
     Some(VmNic {
         domain: domain.to_owned(),
         action: format!("not unplugged: {NO_LIBVIRT}"),

@@ -82,7 +82,7 @@ fn vm_ports(state: &State) -> Vec<PortConfig> {
         .config
         .ports
         .iter()
-        .filter(|p| p.vm.is_some())
+        .filter(|p| p.vm().is_some())
         .cloned()
         .collect()
 }
@@ -102,7 +102,7 @@ pub(super) fn create_devices(
     state: &mut State,
     port: &PortConfig,
 ) -> Result<Option<VmInterface>, RequestError> {
-    if port.vm.is_none() {
+    if port.vm().is_none() {
         return Ok(None);
     }
     let netlink = state.links.own().map_err(RequestError::from)?;
@@ -114,7 +114,7 @@ pub(super) fn create_devices(
 /// Removes the device QEMU opens for `port`, if it is a VM port; failures are logged, as the
 /// port is going away regardless.
 pub(super) fn remove_devices(state: &mut State, port: &PortConfig) {
-    if port.vm.is_none() {
+    if port.vm().is_none() {
         return;
     }
     let removed = state
@@ -134,7 +134,7 @@ pub(super) fn plug(
     port: &PortConfig,
     interface: &VmInterface,
 ) -> Result<VmNic, RequestError> {
-    let domain = port.vm.as_deref().unwrap_or_default();
+    let domain = port.vm_domain().unwrap_or_default();
     match shared.vms.libvirt.plug(domain, interface) {
         Ok(change) => {
             shared.vms.saw(domain, &change.state);
@@ -165,7 +165,7 @@ pub(super) fn plug(
 /// Takes the NIC of VM port `port` out of its domain (for `port del`); the outcome, or why
 /// not, for the reply.
 pub(super) fn unplug(shared: &Shared, port: &PortConfig) -> Option<VmNic> {
-    let domain = port.vm.as_deref()?;
+    let domain = port.vm_domain()?;
     let interface = vmport::interface_of(port).ok()?;
     Some(match shared.vms.libvirt.unplug(domain, &interface) {
         Ok(change) => {
@@ -200,7 +200,7 @@ fn status(domain: &str, change: &DeviceChange, action: &str) -> VmNic {
 fn plugged_event(port: &PortConfig, change: &DeviceChange) -> Event {
     Event::VmInterfacePlugged {
         port: port.name.clone(),
-        domain: port.vm.clone(),
+        domain: port.vm_domain().map(str::to_owned),
         live: change.live,
         config: change.config,
     }
@@ -218,7 +218,7 @@ pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<LibvirtXml, Reque
     let xml = interface.to_xml().map_err(RequestError::from)?;
     Ok(LibvirtXml {
         port: port.name.clone(),
-        domain: port.vm.clone(),
+        domain: port.vm_domain().map(str::to_owned),
         device: interface.attachment.target_device().to_owned(),
         mac: interface.mac,
         xml,
@@ -266,7 +266,7 @@ fn serve_events(shared: &Shared, events: &Receiver<DomainEvent>) {
             .config
             .ports
             .iter()
-            .any(|p| p.vm.is_some());
+            .any(|p| p.vm().is_some());
         if !has_vm_ports {
             continue;
         }
@@ -292,7 +292,7 @@ fn reconcile(shared: &Shared) {
     let state = &mut *guard;
     let ports = vm_ports(state);
     for port in &ports {
-        let domain = port.vm.as_deref().unwrap_or_default();
+        let domain = port.vm_domain().unwrap_or_default();
         match shared.vms.libvirt.domain_state(domain) {
             Ok(DomainState::Absent) => {
                 // Gone while we were away; a domain never seen is still to come.
@@ -339,7 +339,7 @@ fn ensure_plugged(shared: &Shared, port: &PortConfig) {
     let Ok(interface) = vmport::interface_of(port) else {
         return;
     };
-    let domain = port.vm.as_deref().unwrap_or_default();
+    let domain = port.vm_domain().unwrap_or_default();
     let plugged = shared.vms.libvirt.plug(domain, &interface);
     if let Ok(change) = &plugged {
         shared.vms.saw(domain, &change.state);
@@ -362,7 +362,7 @@ fn handle_event(shared: &Shared, event: &DomainEvent) {
         .config
         .ports
         .iter()
-        .filter(|p| p.vm.as_deref() == Some(event.domain.as_str()))
+        .filter(|p| p.vm_domain() == Some(event.domain.as_str()))
         .cloned()
         .collect();
     if bound.is_empty() {
@@ -435,7 +435,7 @@ pub(super) fn remove_unkept_devices(state: &mut State) {
         .config
         .ports
         .iter()
-        .filter(|p| p.vm.is_some() && !p.persistent)
+        .filter(|p| p.vm().is_some() && !p.persistent())
         .cloned()
         .collect();
     for port in &ports {

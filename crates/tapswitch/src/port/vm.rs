@@ -58,20 +58,20 @@ pub enum VmPortError {
 /// The libvirt `<interface>` of a VM port: target device, guest MAC, queues and the alias
 /// tapswitch recognises in libvirt's device-removed events.
 pub fn interface_of(port: &PortConfig) -> Result<VmInterface, VmPortError> {
-    if port.vm.is_none() {
+    let Some(vm) = port.vm() else {
         return Err(VmPortError::NotAVmPort {
             port: port.name.clone(),
         });
-    }
+    };
     let device = port.vm_device_name();
-    let attachment = match port.vm_mode.unwrap_or_default() {
+    let attachment = match port.vm_mode() {
         VmMode::Macvtap => VmAttachment::Macvtap { macvtap: device },
         VmMode::Glue => VmAttachment::Glue { vm_tap: device },
     };
     Ok(VmInterface {
         attachment,
         mac: port.vm_mac_or_derived(),
-        queues: port.vm_queues.unwrap_or(1),
+        queues: vm.queues.unwrap_or(1),
         alias: Some(port_alias(&port.name)),
     })
 }
@@ -124,8 +124,8 @@ pub fn create_devices(
                 vnet_hdr: true,
                 multi_queue: interface.queues > 1,
                 persistent: Some(true),
-                owner: port.owner,
-                group: port.group,
+                owner: port.owner(),
+                group: port.group(),
                 sndbuf: None,
             };
             match Tap::open(vm_tap, &options) {
@@ -159,7 +159,7 @@ pub fn create_devices(
             }
         }
     }
-    info!(port = %port.name, vm = port.vm.as_deref().unwrap_or("-"), device = %device,
+    info!(port = %port.name, vm = port.vm().map_or("-", |vm| vm.domain.as_str()), device = %device,
         mac = %interface.mac, "VM device ready");
     Ok(interface)
 }
@@ -219,13 +219,14 @@ fn is_stacked_on(upper: &str, lower: &str) -> bool {
 /// Gives the macvtap's character device to the port's owner and group, so a QEMU running as
 /// that user can open it.
 fn chown_device(port: &PortConfig, path: &Path) -> Result<(), VmPortError> {
-    if port.owner.is_none() && port.group.is_none() {
+    let (owner, group) = (port.owner(), port.group());
+    if owner.is_none() && group.is_none() {
         return Ok(());
     }
-    std::os::unix::fs::chown(path, port.owner, port.group).map_err(|source| VmPortError::Chown {
+    std::os::unix::fs::chown(path, owner, group).map_err(|source| VmPortError::Chown {
         port: port.name.clone(),
         path: path.display().to_string(),
-        owner: owner_text(port.owner, port.group),
+        owner: owner_text(owner, group),
         source,
     })
 }
@@ -242,9 +243,9 @@ pub fn owner_text(owner: Option<u32>, group: Option<u32>) -> String {
 /// Whether making `port`'s VM device gives a character device to a user or group, which
 /// takes CAP_CHOWN (a glue TAP's owner is `TUNSETOWNER`, which does not).
 pub fn needs_chown(port: &PortConfig) -> bool {
-    port.vm.is_some()
-        && port.vm_mode.unwrap_or_default() == VmMode::Macvtap
-        && (port.owner.is_some() || port.group.is_some())
+    port.vm().is_some()
+        && port.vm_mode() == VmMode::Macvtap
+        && (port.owner().is_some() || port.group().is_some())
 }
 
 #[cfg(test)]
@@ -253,6 +254,7 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     use super::*;
+    use crate::config::VmConfig;
     use crate::port::TapPort;
 
     fn unique(prefix: &str) -> String {
@@ -280,14 +282,18 @@ mod tests {
     }
 
     fn vm_port(name: &str, mode: VmMode) -> PortConfig {
-        PortConfig {
-            vm: Some("some-domain".into()),
-            vm_mode: Some(mode),
-            vm_mac: Some("52:54:00:12:34:56".parse().unwrap()),
-            owner: Some(64055),
-            group: Some(64056),
-            ..PortConfig::named(name)
-        }
+        let mut port = PortConfig::named(name);
+        let tap = port.tap_mut().unwrap();
+        tap.vm = Some(VmConfig {
+            domain: "some-domain".into(),
+            mode: Some(mode),
+            mac: Some("52:54:00:12:34:56".parse().unwrap()),
+            queues: None,
+            device: None,
+        });
+        tap.owner = Some(64055);
+        tap.group = Some(64056);
+        port
     }
 
     #[test]
@@ -340,7 +346,7 @@ mod tests {
     #[test]
     fn glue_devices_are_a_persistent_owned_vm_tap_glued_to_the_port() {
         let mut port = vm_port(&unique("vpg"), VmMode::Glue);
-        port.vm_queues = Some(2);
+        port.vm_mut().unwrap().queues = Some(2);
         let device = port.vm_device_name();
         let _cleanup = Cleanup(vec![device.clone(), port.name.clone()]);
         let _tap = TapPort::new(Tap::open(&port.name, &TapOptions::default()).unwrap());
@@ -402,11 +408,9 @@ mod tests {
         );
         assert!(needs_chown(&vm_port("a", VmMode::Macvtap)));
         assert!(!needs_chown(&vm_port("a", VmMode::Glue)));
-        let unowned = PortConfig {
-            owner: None,
-            group: None,
-            ..vm_port("a", VmMode::Macvtap)
-        };
+        let mut unowned = vm_port("a", VmMode::Macvtap);
+        let tap = unowned.tap_mut().unwrap();
+        (tap.owner, tap.group) = (None, None);
         assert!(!needs_chown(&unowned));
         assert!(!needs_chown(&PortConfig::named("plain")));
     }
