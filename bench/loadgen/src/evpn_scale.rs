@@ -138,11 +138,13 @@ impl RecordingSink {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if left.is_zero() || crate::signals::stop_requested() {
                 return false;
             }
+            // Woken at least every 200 ms, so Ctrl-C ends the wait (and the round's
+            // namespaces and daemons are removed on the way out).
             recorded = changed
-                .wait_timeout(recorded, left)
+                .wait_timeout(recorded, left.min(Duration::from_millis(200)))
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .0;
         }
@@ -471,8 +473,12 @@ pub fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
             "gobgpd is not installed (Debian package gobgpd; scripts/install-deps.sh)".into(),
         );
     }
+    crate::signals::install();
     let mut rounds = Vec::new();
     for n in 0..config.rounds {
+        if crate::signals::stop_requested() {
+            return Err("interrupted".into());
+        }
         let tag = format!("{}{n}", std::process::id() % 10_000);
         let report = round(config, &tag)?;
         eprintln!(
