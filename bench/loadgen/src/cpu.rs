@@ -22,15 +22,58 @@ pub fn process_cpu_seconds(pid: u32) -> Result<f64, CpuError> {
     Ok(ticks as f64 / clock_ticks_per_second())
 }
 
+/// User and system CPU time of a process, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct CpuTimes {
+    pub user_s: f64,
+    pub system_s: f64,
+}
+
+impl CpuTimes {
+    /// User plus system.
+    pub fn total(self) -> f64 {
+        self.user_s + self.system_s
+    }
+
+    /// What was spent between `earlier` and `self`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            user_s: self.user_s - earlier.user_s,
+            system_s: self.system_s - earlier.system_s,
+        }
+    }
+}
+
+/// utime and stime of process `pid` (summed over its threads), apart.
+pub fn process_cpu_times(pid: u32) -> Result<CpuTimes, CpuError> {
+    let line = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|source| CpuError::Read { pid, source })?;
+    let (user, system) = parse_stat_user_system(&line).ok_or_else(|| CpuError::Parse {
+        pid,
+        line: line.trim().to_owned(),
+    })?;
+    let hz = clock_ticks_per_second();
+    Ok(CpuTimes {
+        user_s: user as f64 / hz,
+        system_s: system as f64 / hz,
+    })
+}
+
 /// utime + stime in clock ticks from one /proc/PID/stat line. The command name
 /// (field 2) may contain spaces and parentheses, so fields are counted from the
 /// last `)`: state is field 3, utime 14, stime 15.
 pub fn parse_stat_ticks(line: &str) -> Option<u64> {
+    let (utime, stime) = parse_stat_user_system(line)?;
+    Some(utime + stime)
+}
+
+/// utime and stime in clock ticks from one /proc/PID/stat line (see [`parse_stat_ticks`]).
+fn parse_stat_user_system(line: &str) -> Option<(u64, u64)> {
     let after_name = &line[line.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 /// This process's user + system CPU time (all threads), in seconds, from

@@ -409,7 +409,8 @@ pub struct Spread {
 }
 
 impl Spread {
-    fn of(values: &[f64]) -> Option<Spread> {
+    /// `None` for no values.
+    pub(crate) fn of(values: &[f64]) -> Option<Spread> {
         Some(Spread {
             median: stats::median(values)?,
             min: values.iter().copied().fold(f64::INFINITY, f64::min),

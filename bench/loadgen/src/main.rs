@@ -18,6 +18,7 @@ mod soak;
 mod stats;
 mod systems;
 mod vmpair;
+mod vxlan;
 
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
@@ -49,6 +50,9 @@ enum Tool {
     /// gobgpd, carried over iBGP to a host gobgpd watched by the real EVPN agent; bulk
     /// convergence, one-change latency at scale, memory. Table on stdout, JSON file.
     EvpnScale(EvpnScaleArgs),
+    /// The two-host VXLAN case (root): tapswitch VTEPs vs Linux vxlan + bridge on
+    /// both hosts, interleaved rounds; table on stdout, JSON file.
+    Vxlan(VxlanArgs),
     /// Send an attack's frames on DEVICE as fast as it takes them (mac-flood: 60-byte
     /// frames with random source MACs to an unknown MAC); prints one JSON line.
     Flooder {
@@ -219,6 +223,34 @@ struct EvpnScaleArgs {
 }
 
 #[derive(clap::Args)]
+struct VxlanArgs {
+    /// Rounds; each runs every system once, the order reversed every other round.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Systems to compare; the kernel is the baseline and must be included.
+    #[arg(long, value_delimiter = ',', default_value = "kernel,tapswitch,ovs")]
+    systems: Vec<String>,
+    /// Seconds per iperf3 test.
+    #[arg(long, default_value_t = 5)]
+    tcp_seconds: u32,
+    /// Request/response samples.
+    #[arg(long, default_value_t = 20_000)]
+    rr_count: u32,
+    /// Time cap for the request/response samples, ms.
+    #[arg(long, default_value_t = 3_000)]
+    rr_budget_ms: u64,
+    /// The tapswitch binary.
+    #[arg(long, default_value = "target/release/tapswitch")]
+    tapswitch: PathBuf,
+    /// Extra argument passed to both `tapswitch run`s (repeat for several).
+    #[arg(long = "switch-arg", allow_hyphen_values = true)]
+    switch_args: Vec<String>,
+    /// Where to write the results.
+    #[arg(long, default_value = "bench/results/vxlan.json")]
+    output: PathBuf,
+}
+
+#[derive(clap::Args)]
 struct FloodArgs {
     /// Rounds of bridge, tapswitch (each: clean, flood, equal load).
     #[arg(long, default_value_t = 5)]
@@ -258,6 +290,7 @@ fn main() -> ExitCode {
         Tool::Soak(args) => run_soak(args),
         Tool::Flood(args) => run_flood(args),
         Tool::EvpnScale(args) => run_evpn_scale(args),
+        Tool::Vxlan(args) => run_vxlan(args),
         Tool::Flooder {
             device,
             attack,
@@ -515,6 +548,76 @@ fn run_flood(args: FloodArgs) -> Result<(), String> {
     let output = config.output.clone();
     let results = flood::run(config).map_err(|e| e.to_string())?;
     println!("\n{}", flood::table(&results));
+    println!("results: {}", output.display());
+    Ok(())
+}
+
+fn run_vxlan(args: VxlanArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("vxlan needs root (namespaces, veth, vxlan devices, TAP devices)".into());
+    }
+    let (mut systems, mut skipped) = (Vec::new(), Vec::new());
+    for name in &args.systems {
+        let kind = vxlan::VtepKind::from_name(name).ok_or_else(|| {
+            format!("unknown system `{name}` (expected kernel, tapswitch or ovs)")
+        })?;
+        if systems.contains(&kind) {
+            return Err(format!("system `{name}` listed twice"));
+        }
+        let requirement = match kind {
+            vxlan::VtepKind::Kernel => Ok(()),
+            vxlan::VtepKind::Tapswitch => {
+                run::check_requirements(SystemKind::Tapswitch, &args.tapswitch)
+            }
+            vxlan::VtepKind::Ovs => run::check_requirements(SystemKind::Ovs, &args.tapswitch),
+        };
+        match requirement {
+            Ok(()) => systems.push(kind),
+            Err(reason) if kind == vxlan::VtepKind::Ovs => {
+                eprintln!("note: skipping ovs: {reason}");
+                skipped.push((name.clone(), reason));
+            }
+            Err(reason) => return Err(format!("{name}: {reason}")),
+        }
+    }
+    if !systems.contains(&vxlan::VtepKind::Kernel) {
+        return Err(
+            "the kernel is the baseline (every ratio is against it): include it in --systems"
+                .into(),
+        );
+    }
+    for tool in ["ip", "iperf3", "ping", "ss"] {
+        if !proc::on_path(tool) {
+            return Err(format!("vxlan needs {tool} (scripts/install-deps.sh)"));
+        }
+    }
+    let config = vxlan::VxlanConfig {
+        rounds: args.rounds,
+        systems,
+        tcp_seconds: args.tcp_seconds,
+        rr_count: args.rr_count,
+        rr_budget_ms: args.rr_budget_ms,
+        tapswitch_bin: args.tapswitch,
+        tapswitch_args: args.switch_args,
+        output: args.output,
+        skipped,
+    };
+    eprintln!(
+        "tapswitch-bench: vxlan, {} rounds of {}; TCP {} s, RR {} samples",
+        config.rounds,
+        config
+            .systems
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(" "),
+        config.tcp_seconds,
+        config.rr_count
+    );
+    let output = config.output.clone();
+    let results = vxlan::run(config).map_err(|e| e.to_string())?;
+    println!("\n{}", vxlan::table(&results));
     println!("results: {}", output.display());
     Ok(())
 }

@@ -108,6 +108,12 @@ pub struct Endpoint {
 /// MAC as a permanent neighbour (so no blast ever waits on ARP), and waits
 /// until `a` can ping `b`.
 pub fn configure_pair(a: &Endpoint, b: &Endpoint) -> Result<(), NetnsError> {
+    configure_pair_with_mtu(a, b, 1500)
+}
+
+/// [`configure_pair`] with another MTU on both endpoints (a tunnel's inner MTU).
+pub fn configure_pair_with_mtu(a: &Endpoint, b: &Endpoint, mtu: u32) -> Result<(), NetnsError> {
+    let mtu = mtu.to_string();
     for end in [a, b] {
         proc::ip(&[
             "-n",
@@ -117,7 +123,7 @@ pub fn configure_pair(a: &Endpoint, b: &Endpoint) -> Result<(), NetnsError> {
             "dev",
             &end.device,
             "mtu",
-            "1500",
+            &mtu,
             "up",
         ])?;
         proc::ip(&[

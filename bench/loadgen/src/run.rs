@@ -316,6 +316,37 @@ pub(crate) fn run_to_string(mut command: Command, what: &str) -> Result<String, 
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// One request/response measurement: `rr-server` on `server` (ADDRESS:PORT) in
+/// `server_netns`, `rr-client` in `client_netns`, `count` samples or `budget_ms`.
+pub(crate) fn request_response(
+    self_exe: &std::path::Path,
+    client_netns: &str,
+    server_netns: &str,
+    server: &str,
+    count: u32,
+    budget_ms: u64,
+) -> Result<RrReport, RunError> {
+    let rr_server_args = vec!["rr-server".into(), "--bind".into(), server.to_owned()];
+    let mut rr_server = self_in_netns(self_exe, server_netns, &rr_server_args);
+    rr_server.stdin(Stdio::null()).stdout(Stdio::null());
+    let rr_server = OwnedChild::spawn(rr_server, Duration::from_secs(2))?;
+    let client_args = vec![
+        "rr-client".into(),
+        "--server".into(),
+        server.to_owned(),
+        "--count".into(),
+        count.to_string(),
+        "--budget-ms".into(),
+        budget_ms.to_string(),
+    ];
+    let rr_text = run_to_string(
+        self_in_netns(self_exe, client_netns, &client_args),
+        "rr-client",
+    )?;
+    drop(rr_server);
+    parse_tool_json("rr-client", &rr_text)
+}
+
 /// Measures everything for one system in one round, recording each metric in
 /// `sample` as soon as it is known so that a later failure keeps earlier numbers.
 fn measure(
@@ -338,29 +369,14 @@ fn measure(
 
     // Latency first, on an idle path.
     check_stop()?;
-    let rr_server_args = vec![
-        "rr-server".into(),
-        "--bind".into(),
-        format!("{server}:{RR_PORT}"),
-    ];
-    let mut rr_server = self_in_netns(self_exe, &ctx.netns_b, &rr_server_args);
-    rr_server.stdin(Stdio::null()).stdout(Stdio::null());
-    let rr_server = OwnedChild::spawn(rr_server, Duration::from_secs(2))?;
-    let client_args = vec![
-        "rr-client".into(),
-        "--server".into(),
-        format!("{server}:{RR_PORT}"),
-        "--count".into(),
-        config.rr_count.to_string(),
-        "--budget-ms".into(),
-        config.rr_budget_ms.to_string(),
-    ];
-    let rr_text = run_to_string(
-        self_in_netns(self_exe, &ctx.netns_a, &client_args),
-        "rr-client",
+    let rr = request_response(
+        self_exe,
+        &ctx.netns_a,
+        &ctx.netns_b,
+        &format!("{server}:{RR_PORT}"),
+        config.rr_count,
+        config.rr_budget_ms,
     )?;
-    drop(rr_server);
-    let rr: RrReport = parse_tool_json("rr-client", &rr_text)?;
     sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
     sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
     progress(format!(

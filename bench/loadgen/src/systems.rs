@@ -336,6 +336,26 @@ fn attach_tapswitch(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log);
+    let child = spawn_tapswitch(command, &log_path)?;
+    system.switch = Some(child);
+    for end in [&system.a, &system.b] {
+        if !netns::link_exists(Some(&end.netns), &end.device) {
+            return Err(SystemError::PortMissing {
+                system: "tapswitch",
+                device: end.device.clone(),
+                netns: end.netns.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Starts a `tapswitch run` command (stdout piped, stderr to `log_path`) and
+/// waits until it prints `tapswitch ready`; the child is stopped if it does not.
+pub(crate) fn spawn_tapswitch(
+    command: Command,
+    log_path: &Path,
+) -> Result<OwnedChild, SystemError> {
     let mut child = OwnedChild::spawn(command, Duration::from_secs(5))?;
     let stdout = child.child_mut().stdout.take().expect("stdout was piped");
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -359,28 +379,18 @@ fn attach_tapswitch(
             return Err(SystemError::SwitchExited {
                 status: status.to_string(),
                 log: log_name,
-                tail: tail(&log_path),
+                tail: tail(log_path),
             });
         }
         if Instant::now() >= deadline {
             return Err(SystemError::SwitchNotReady {
                 seconds: limit.as_secs(),
                 log: log_name,
-                tail: tail(&log_path),
+                tail: tail(log_path),
             });
         }
     }
-    system.switch = Some(child);
-    for end in [&system.a, &system.b] {
-        if !netns::link_exists(Some(&end.netns), &end.device) {
-            return Err(SystemError::PortMissing {
-                system: "tapswitch",
-                device: end.device.clone(),
-                netns: end.netns.clone(),
-            });
-        }
-    }
-    Ok(())
+    Ok(child)
 }
 
 /// The last lines of a log file, for error messages.
@@ -397,7 +407,7 @@ struct OvsDaemons {
     _db_server: OwnedChild,
 }
 
-fn ovs_command(program: &str, dir: &Path) -> Command {
+pub(crate) fn ovs_command(program: &str, dir: &Path) -> Command {
     let mut command = Command::new(program);
     // Keep every runtime file in our own directory, away from a system OVS.
     for var in ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"] {
@@ -407,7 +417,7 @@ fn ovs_command(program: &str, dir: &Path) -> Command {
     command
 }
 
-fn run_ovs(program: &str, dir: &Path, args: &[&str]) -> Result<String, SystemError> {
+pub(crate) fn run_ovs(program: &str, dir: &Path, args: &[&str]) -> Result<String, SystemError> {
     let output = ovs_command(program, dir)
         .args(args)
         .output()
