@@ -30,7 +30,7 @@ impl Vms {
 
 /// A configuration with VM ports does not start.
 pub(super) fn create_configured(state: &mut State) -> Result<(), ControlError> {
-    match state.config.ports.iter().find(|p| p.vm.is_some()) {
+    match state.config.ports.iter().find(|p| p.vm().is_some()) {
         Some(port) => Err(ControlError::VmPort(unsupported(format!(
             "port {}: {NO_LIBVIRT}",
             port.name
@@ -44,7 +44,7 @@ pub(super) fn create_devices(
     _state: &mut State,
     port: &PortConfig,
 ) -> Result<Option<VmInterface>, RequestError> {
-    match port.vm {
+    match port.vm() {
         Some(_) => Err(unsupported(format!("port {}: {NO_LIBVIRT}", port.name))),
         None => Ok(None),
     }
