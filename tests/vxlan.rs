@@ -100,41 +100,7 @@ impl VxlanBed {
                 H1_UNDERLAY,
             ],
         );
-        let (bridge_end, e2_dev) = (unique("vxb"), unique("vxe"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &bridge_end,
-                "netns",
-                &h2.name,
-                "mtu",
-                "1450",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &e2_dev,
-                "netns",
-                &e2.name,
-                "mtu",
-                "1450",
-            ],
-        );
-        sh(
-            "ip",
-            &[
-                "-n", &h2.name, "link", "add", "name", "vxbr", "type", "bridge",
-            ],
-        );
-        for dev in ["vx", bridge_end.as_str()] {
-            sh(
-                "ip",
-                &["-n", &h2.name, "link", "set", dev, "master", "vxbr", "up"],
-            );
-        }
-        sh("ip", &["-n", &h2.name, "link", "set", "vxbr", "up"]);
+        let e2_dev = bridge_vxlan_to_endpoint(&h2.name, "vx", &e2.name, "vx");
         let e2_cidr = format!("{E2_ADDR}/24");
         sh(
             "ip",
@@ -888,39 +854,7 @@ impl LinuxHost {
             );
         }
         let endpoint_ns = Netns::new();
-        let (bridge_end, dev) = (unique("vxb"), unique("vxe"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &bridge_end,
-                "netns",
-                ns,
-                "mtu",
-                "1450",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &dev,
-                "netns",
-                &endpoint_ns.name,
-                "mtu",
-                "1450",
-            ],
-        );
-        sh(
-            "ip",
-            &["-n", ns, "link", "add", "name", "vxbr", "type", "bridge"],
-        );
-        for port in ["vx", bridge_end.as_str()] {
-            sh(
-                "ip",
-                &["-n", ns, "link", "set", port, "master", "vxbr", "up"],
-            );
-        }
-        sh("ip", &["-n", ns, "link", "set", "vxbr", "up"]);
+        let dev = bridge_vxlan_to_endpoint(ns, "vx", &endpoint_ns.name, "vx");
         // As in VxlanBed: nothing on this path fills in a partial TCP checksum.
         sh(
             "ip",

@@ -60,41 +60,7 @@ fn static_remote_entries_alone_carry_traffic_to_a_nolearning_kernel_vtep() {
             "nolearning",
         ],
     );
-    let (bridge_end, e2_dev) = (unique("vrb"), unique("vre"));
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            &bridge_end,
-            "netns",
-            &h2.name,
-            "mtu",
-            "1450",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &e2_dev,
-            "netns",
-            &e2.name,
-            "mtu",
-            "1450",
-        ],
-    );
-    sh(
-        "ip",
-        &[
-            "-n", &h2.name, "link", "add", "name", "vxbr", "type", "bridge",
-        ],
-    );
-    for dev in ["vx", bridge_end.as_str()] {
-        sh(
-            "ip",
-            &["-n", &h2.name, "link", "set", dev, "master", "vxbr", "up"],
-        );
-    }
-    sh("ip", &["-n", &h2.name, "link", "set", "vxbr", "up"]);
+    let e2_dev = bridge_vxlan_to_endpoint(&h2.name, "vx", &e2.name, "vr");
     let e2_cidr = format!("{E2_ADDR}/24");
     sh(
         "ip",

@@ -1068,3 +1068,49 @@ pub fn expect_event(events: &mpsc::Receiver<Value>, expected: Value) -> Value {
     }
     panic!("no event {expected}; saw {seen:?}");
 }
+
+/// A Linux VTEP host's L2 side: a bridge `vxbr` in namespace `host` holding the vxlan device
+/// `vxlan_dev` and one end of a veth (MTU 1450, the inner MTU of a 1500-byte underlay) whose
+/// other end is in `endpoint`, where it is left down and unaddressed. Returns that end's name
+/// (`{prefix}e…`; the bridge's end is `{prefix}b…`).
+pub fn bridge_vxlan_to_endpoint(
+    host: &str,
+    vxlan_dev: &str,
+    endpoint: &str,
+    prefix: &str,
+) -> String {
+    let (bridge_end, endpoint_dev) = (unique(&format!("{prefix}b")), unique(&format!("{prefix}e")));
+    sh(
+        "ip",
+        &[
+            "link",
+            "add",
+            &bridge_end,
+            "netns",
+            host,
+            "mtu",
+            "1450",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &endpoint_dev,
+            "netns",
+            endpoint,
+            "mtu",
+            "1450",
+        ],
+    );
+    sh(
+        "ip",
+        &["-n", host, "link", "add", "name", "vxbr", "type", "bridge"],
+    );
+    for dev in [vxlan_dev, bridge_end.as_str()] {
+        sh(
+            "ip",
+            &["-n", host, "link", "set", dev, "master", "vxbr", "up"],
+        );
+    }
+    sh("ip", &["-n", host, "link", "set", "vxbr", "up"]);
+    endpoint_dev
+}
