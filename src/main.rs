@@ -52,7 +52,8 @@ enum Command {
     ///
     /// With neither --config nor --port it runs on the embedded default
     /// configuration. SIGUSR1 prints counters and the MAC table as one JSON line;
-    /// SIGHUP and other signals are logged and change nothing (README, Signals).
+    /// SIGHUP reloads the config file (as `tapswitch reload`); other signals are logged
+    /// and change nothing (README, Signals).
     Run {
         /// TOML configuration file.
         #[arg(long, short)]
@@ -151,6 +152,12 @@ enum Command {
         #[arg(long, value_name = "N")]
         iterations: Option<u64>,
     },
+    // ---- reload ----
+    /// Read the running switch's config file again (as SIGHUP does) and apply the
+    /// difference: ports added, deleted, runtime keys changed; all of it or, when the file
+    /// is bad or asks for a change a running switch cannot make, none of it (the error
+    /// says why). Ports added with `port add` that the file does not list are kept.
+    Reload,
 }
 
 #[derive(Args)]
@@ -865,6 +872,13 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             let draws = if once { Some(1) } else { iterations };
             return top(control, json, sort, seconds(interval)?, draws);
         }
+        // ---- reload ----
+        Command::Reload => ask(
+            control,
+            &Request::Reload {},
+            json,
+            |reply: tapswitch::control::protocol::ReloadReply| report::reload(&reply),
+        )?,
         Command::Run { .. }
         | Command::Demo
         | Command::CheckConfig { .. }

@@ -426,6 +426,29 @@ pub mod reply {
             Event::EvpnDisconnected { gobgp, error } => {
                 vec![field("gobgp", gobgp), field("error", &dash(error))]
             }
+            // ---- reload ----
+            Event::ConfigReloaded { trigger, changes } => {
+                let list = |names: &[String]| {
+                    if names.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        names.join(",")
+                    }
+                };
+                let changed: Vec<String> = changes.changed.iter().map(|c| c.port.clone()).collect();
+                vec![
+                    field("trigger", &super::trigger_name(*trigger)),
+                    field("file", &changes.file.display()),
+                    field("added", &list(&changes.added)),
+                    field("removed", &list(&changes.removed)),
+                    field("changed", &list(&changed)),
+                    field("kept", &list(&changes.kept)),
+                ]
+            }
+            Event::ConfigReloadFailed { trigger, error } => vec![
+                field("trigger", &super::trigger_name(*trigger)),
+                field("error", &format!("{error:?}")),
+            ],
         }
     }
 
@@ -599,6 +622,43 @@ pub mod findings {
             assert_eq!(json["findings"][0]["severity"], "error");
         }
     }
+}
+
+// ---- reload ----
+/// `signal` or `request`, as on the wire.
+fn trigger_name(trigger: tapswitch::control::protocol::ReloadTrigger) -> String {
+    serde_json::to_value(trigger)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The `reload` reply for people: one line per change, or that the file changed nothing.
+pub fn reload(reply: &tapswitch::control::protocol::ReloadReply) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for port in &reply.added {
+        let _ = writeln!(out, "added    {port}");
+    }
+    for port in &reply.removed {
+        let _ = writeln!(out, "removed  {port}");
+    }
+    for change in &reply.changed {
+        let _ = writeln!(out, "changed  {}: {}", change.port, change.keys.join(", "));
+    }
+    for port in &reply.kept {
+        let _ = writeln!(out, "kept     {port} (added at runtime, not in the file)");
+    }
+    if reply.is_empty() {
+        let _ = writeln!(
+            out,
+            "{}: no changes: the switch runs what the file says",
+            reply.file.display()
+        );
+    } else {
+        let _ = writeln!(out, "{}: reloaded", reply.file.display());
+    }
+    out
 }
 
 // ---- trace, rates ----

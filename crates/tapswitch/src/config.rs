@@ -27,7 +27,7 @@ mod patch;
 mod table;
 pub use evpn::{EvpnConfig, EvpnPlan, EvpnVni};
 pub use kind::{DEFAULT_VXLAN_MTU, DEFAULT_VXLAN_UDP_PORT, MAX_VNI, PortKind};
-pub use patch::port_keys;
+pub use patch::{PortDifference, port_keys};
 pub use table::{FIXED_AT_CREATION, PortPatch};
 
 /// The configuration `tapswitch run` uses when given neither `--config` nor

@@ -52,6 +52,9 @@ mod links;
 pub mod protocol;
 // ---- rates ----
 pub mod rates;
+// ---- reload ----
+mod reload;
+pub use reload::ReloadSource;
 #[cfg(feature = "libvirt")]
 mod vms;
 // Built without libvirt: VM ports are refused with that reason.
@@ -147,6 +150,8 @@ pub enum SignalAction {
     Snapshot,
     /// Logged with this explanation; nothing changes and forwarding goes on.
     Log(&'static str),
+    /// Read the config file again and apply the difference (`tapswitch reload`).
+    Reload,
 }
 
 const NO_TIMERS: SignalAction = SignalAction::Log("ignored: the switch sets no timers");
@@ -161,13 +166,9 @@ const SIGNAL_TABLE: [(libc::c_int, SignalAction); 14] = [
     // The soft CPU-time limit: the hard limit's SIGKILL follows, so stop while we can.
     (SIGXCPU, SignalAction::Stop),
     (SIGUSR1, SignalAction::Snapshot),
-    (
-        SIGHUP,
-        SignalAction::Log(
-            "ignored: no configuration reload yet; the switch runs on unchanged \
-             (change it with `tapswitch port add/del/set`)",
-        ),
-    ),
+    // As every daemon: re-read the config file (a closed terminal's hangup too, which
+    // changes nothing unless the file changed).
+    (SIGHUP, SignalAction::Reload),
     (
         SIGTSTP,
         SignalAction::Log(
@@ -298,9 +299,14 @@ impl SignalHandlers {
         Ok(Self { signals })
     }
 
-    /// Starts the signal thread for `dataplane`; signals that came during setup are
-    /// served now (a SIGTERM then stops the switch as soon as it runs).
-    pub fn spawn(self, dataplane: DataplaneHandle) -> Result<SignalThread, ControlError> {
+    /// Starts the signal thread for `dataplane`, reloading through `reloader` (none:
+    /// SIGHUP is logged only); signals that came during setup are served now (a SIGTERM
+    /// then stops the switch as soon as it runs).
+    pub fn spawn(
+        self,
+        dataplane: DataplaneHandle,
+        reloader: Option<Reloader>,
+    ) -> Result<SignalThread, ControlError> {
         let mut signals = self.signals;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
@@ -312,7 +318,7 @@ impl SignalHandlers {
                     return;
                 }
                 for signal in signals.forever() {
-                    serve_signal(&dataplane, signal);
+                    serve_signal(&dataplane, reloader.as_ref(), signal);
                 }
             })
             .map_err(ControlError::Thread)?;
@@ -323,9 +329,17 @@ impl SignalHandlers {
     }
 }
 
-fn serve_signal(dataplane: &DataplaneHandle, signal: libc::c_int) {
+fn serve_signal(dataplane: &DataplaneHandle, reloader: Option<&Reloader>, signal: libc::c_int) {
     let name = signal_name(signal);
     match signal_action(signal) {
+        // Logged and published as an event by the reload, either way.
+        Some(SignalAction::Reload) => match reloader {
+            Some(reloader) => {
+                info!(signal = %name, "reloading the configuration");
+                let _ = reload::reload(&reloader.0, protocol::ReloadTrigger::Signal);
+            }
+            None => warn!(signal = %name, "ignored: no control server to reload the configuration"),
+        },
         Some(SignalAction::Snapshot) => match dataplane.snapshot() {
             Ok(snapshot) => {
                 let line = serde_json::to_string(&snapshot).expect("snapshots serialise to JSON");
@@ -344,6 +358,9 @@ fn serve_signal(dataplane: &DataplaneHandle, signal: libc::c_int) {
         None => warn!(signal = %name, "ignored: not a signal the switch handles"),
     }
 }
+
+/// What the signal thread reloads the configuration through ([`ControlServer::reloader`]).
+pub struct Reloader(Arc<Shared>);
 
 /// The running signal thread; [`SignalThread::stop`] ends it.
 pub struct SignalThread {
@@ -506,6 +523,9 @@ struct State {
     /// Ports whose namespace was destroyed after the dataplane had already removed them
     /// (their TAP failed first): their `port_removed` says `namespace_deleted`.
     destroyed: Vec<String>,
+    // ---- reload ----
+    /// What `reload` reads: unknown after a takeover from a switch that did not say.
+    reload: Option<ReloadSource>,
 }
 
 /// What the control plane keeps on disk (see [`crate::state`]).
@@ -673,6 +693,7 @@ impl ControlServer {
             saved: None,
             save_failing: false,
             destroyed: Vec::new(),
+            reload: None,
         };
         let mut prepared = PreparedServer {
             parts: Some(Prepared {
@@ -700,6 +721,14 @@ impl PreparedServer {
     pub fn set_evpn(&mut self, link: crate::evpn::EvpnLink) {
         if let Some(parts) = &mut self.parts {
             parts.evpn = link;
+        }
+    }
+
+    // ---- reload ----
+    /// What `reload` and SIGHUP read again.
+    pub fn set_reload_source(&mut self, source: Option<ReloadSource>) {
+        if let Some(parts) = &mut self.parts {
+            parts.state.reload = source;
         }
     }
 
@@ -794,6 +823,11 @@ impl PreparedServer {
 }
 
 impl ControlServer {
+    /// What the signal thread reloads the configuration through.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(Arc::clone(&self.shared))
+    }
+
     /// Writes the state file from `last`, the dataplane's final snapshot (at exit,
     /// when it no longer answers). Nothing after a handover: the file is the new process's.
     pub fn save_state(&self, last: &Snapshot) {
@@ -1176,6 +1210,10 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
                 ..protocol::TraceReply::from(traced)
             }))
         }
+        // ---- reload ----
+        Request::Reload {} => {
+            reload::reload(shared, protocol::ReloadTrigger::Request).map(Reply::Reloaded)
+        }
     }
 }
 
@@ -1270,6 +1308,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
         fdb,
         runtime_ports,
         link_monitor: shared.link_monitor_fd.is_some(),
+        reload_source: state.reload.clone(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
     let child = upgrade::hand_over(&binary, &args, &fds, &handover).map_err(RequestError::from)?;
@@ -1480,6 +1519,23 @@ fn prune_config(state: &mut State, counters: &Snapshot) {
 }
 
 fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError> {
+    let counters = counters(&shared.dataplane)?;
+    let mut guard = lock(&shared.state);
+    let state = &mut *guard;
+    prune_config(state, &counters);
+    let reply = add_port_locked(shared, state, port)?;
+    save_now(shared, state);
+    Ok(reply)
+}
+
+/// `port add` under the control mutex (of a `port_add` request or a reload), the
+/// configuration pruned: nothing changed when it fails. The port is recorded as added at
+/// runtime; the state file is not written.
+fn add_port_locked(
+    shared: &Shared,
+    state: &mut State,
+    port: PortConfig,
+) -> Result<PortReply, RequestError> {
     port.validate("port").map_err(RequestError::from)?;
     if let Some(netns) = &port.netns
         && !privileges::thread_has(CAP_SYS_ADMIN)
@@ -1500,10 +1556,6 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError
             vmport::owner_text(port.owner(), port.group())
         )));
     }
-    let counters = counters(&shared.dataplane)?;
-    let mut guard = lock(&shared.state);
-    let state = &mut *guard;
-    prune_config(state, &counters);
     if state.config.ports.iter().any(|p| p.name == port.name) {
         return Err(RequestError::new(
             ErrorKind::AlreadyExists,
@@ -1554,7 +1606,6 @@ fn add_port(shared: &Shared, port: PortConfig) -> Result<PortReply, RequestError
             }
         }
     }
-    save_now(shared, state);
     Ok(reply)
 }
 
@@ -1568,10 +1619,26 @@ fn set_port(
             "port {name}: nothing to change (give settings such as mtu, enabled, vlan_mode, vlan, mac_limit)"
         )));
     }
+    let patch = PortPatch::from_settings(name, &settings).map_err(RequestError::from)?;
     let counters = counters(&shared.dataplane)?;
     let mut guard = lock(&shared.state);
     let state = &mut *guard;
     prune_config(state, &counters);
+    let reply = set_port_locked(shared, state, name, &patch)?;
+    let settings = serde_json::to_string(&settings).expect("JSON values serialise");
+    info!(port = %name, %settings, "port changed by request");
+    save_now(shared, state);
+    Ok(reply)
+}
+
+/// `port set` under the control mutex (of a `port_set` request or a reload), the
+/// configuration pruned: nothing changed when it fails. The state file is not written.
+fn set_port_locked(
+    shared: &Shared,
+    state: &mut State,
+    name: &str,
+    patch: &PortPatch,
+) -> Result<PortReply, RequestError> {
     let Some(index) = state.config.ports.iter().position(|p| p.name == name) else {
         return Err(RequestError::not_found(format!("no port named {name:?}")));
     };
@@ -1579,8 +1646,7 @@ fn set_port(
     let netns = old.netns.clone();
     // The port's whole new configuration, checked like a config file before anything
     // changes: a bad setting is refused with nothing applied.
-    let patch = PortPatch::from_settings(name, &settings).map_err(RequestError::from)?;
-    let new = old.patched(&patch).map_err(RequestError::from)?;
+    let new = old.patched(patch).map_err(RequestError::from)?;
     let old_policy = old.policy_in(&state.config.switch);
     let new_policy = new.policy_in(&state.config.switch);
     let update = PortUpdate {
@@ -1620,10 +1686,7 @@ fn set_port(
             return Err(message);
         }
     };
-    let settings = serde_json::to_string(&settings).expect("JSON values serialise");
-    info!(port = %name, %settings, "port changed by request");
     state.config.ports[index] = new;
-    save_now(shared, state);
     Ok(PortReply {
         port: snapshot,
         vm: None,
@@ -1787,6 +1850,18 @@ fn render_event(
         time: Some((time.as_millis() as f64) / 1000.0),
     };
     event_line(&line)
+}
+
+/// Offers a control-plane event line (with a timestamp) to every `events` subscriber.
+fn publish(shared: &Shared, event: protocol::Event) {
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let line = protocol::StreamEvent {
+        event,
+        time: Some((time.as_millis() as f64) / 1000.0),
+    };
+    offer_line(shared, &event_line(&line));
 }
 
 /// An event line as it goes on the wire, with its newline.

@@ -18,7 +18,8 @@ use thiserror::Error;
 
 use crate::config::{Config, ConfigError, PortConfig, parse_metrics_addr};
 use crate::control::{
-    ControlError, ControlServer, ControlSocket, EVENT_QUEUE_LEN, Persistence, SignalHandlers,
+    ControlError, ControlServer, ControlSocket, EVENT_QUEUE_LEN, Persistence, ReloadSource,
+    SignalHandlers,
 };
 use crate::dataplane::{Dataplane, DataplaneError, DataplaneHandle, Snapshot};
 use crate::evpn::{self, EvpnService};
@@ -70,7 +71,7 @@ pub enum DaemonError {
 }
 
 /// What `tapswitch run` was given on its command line.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     /// The TOML configuration file.
     pub config: Option<PathBuf>,
@@ -109,7 +110,8 @@ pub fn configure(options: RunOptions) -> Result<Config, DaemonError> {
 pub fn run(options: RunOptions, control: &Path) -> Result<Snapshot, DaemonError> {
     // Before anything exists that a signal's default action would leave behind.
     let signals = SignalHandlers::install()?;
-    let mut config = configure(options)?;
+    let mut config = configure(options.clone())?;
+    let reload = ReloadSource::new(options, &config);
     // Before any TAP exists: a second switch on the same socket stops here. From here on
     // a failed start removes the socket file (when `socket` is dropped) and its TAPs.
     let socket = ControlSocket::bind(control)?;
@@ -150,7 +152,7 @@ pub fn run(options: RunOptions, control: &Path) -> Result<Snapshot, DaemonError>
         socket,
         identity,
     };
-    serve(config, parts, signals, None, persistence)
+    serve(config, parts, signals, None, persistence, Some(reload))
 }
 
 /// Recreates the ports added at runtime before a restart (persistent TAPs are
@@ -263,6 +265,7 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
                 signals,
                 Some(handed_over),
                 persistence,
+                handover.reload_source,
             )
         }
         Err(error) => {
@@ -297,6 +300,7 @@ fn serve(
     signals: SignalHandlers,
     handing_over: Option<HandedOver>,
     persistence: Persistence,
+    reload: Option<ReloadSource>,
 ) -> Result<Snapshot, DaemonError> {
     let Built {
         mut dataplane,
@@ -367,7 +371,7 @@ fn serve(
     if let Some(evpn) = &evpn {
         server.set_evpn(evpn.link());
     }
-    let signals = signals.spawn(handle.clone())?;
+    server.set_reload_source(reload);
     if let Some(listener) = metrics_listener {
         metrics::serve_on(listener, handle.clone())?;
     } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
@@ -376,6 +380,14 @@ fn serve(
         metrics::spawn_when_free(addr, handle.clone());
     }
     let server = server.spawn()?;
+    // After the server: SIGHUP reloads through it (a signal meanwhile waits, blocked).
+    let signals = match signals.spawn(handle.clone(), Some(server.reloader())) {
+        Ok(signals) => signals,
+        Err(error) => {
+            server.stop();
+            return Err(error.into());
+        }
+    };
     let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
     {
         let mut stdout = io::stdout().lock();

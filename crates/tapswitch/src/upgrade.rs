@@ -107,6 +107,9 @@ pub struct Handover {
     /// with fewer capabilities, could not subscribe to itself.
     #[serde(default)]
     pub link_monitor: bool,
+    /// What `reload` reads (absent from a switch before reloads: it cannot reload then).
+    #[serde(default)]
+    pub reload_source: Option<crate::control::ReloadSource>,
 }
 
 /// One MAC table entry, its port named (ids are per process).

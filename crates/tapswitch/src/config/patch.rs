@@ -90,7 +90,35 @@ impl PortPatch {
     }
 }
 
+/// How a port's new configuration differs from its running one (`tapswitch reload`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PortDifference {
+    /// The change to the runtime keys, as `port set` would apply it.
+    pub patch: PortPatch,
+    /// The runtime keys that differ, in table order.
+    pub runtime: Vec<&'static str>,
+    /// The keys of [`FIXED_AT_CREATION`] that differ: only deleting and adding the port
+    /// again changes them.
+    pub fixed: Vec<&'static str>,
+}
+
+impl PortDifference {
+    /// Nothing differs.
+    pub fn is_empty(&self) -> bool {
+        self.runtime.is_empty() && self.fixed.is_empty()
+    }
+}
+
 impl PortConfig {
+    /// What differs between this port and `new`, key by key of their `[[port]]` tables
+    /// (so a key absent in one and set to its default in the other does not differ).
+    pub fn difference(&self, new: &PortConfig) -> PortDifference {
+        super::table::table_difference(
+            &PortTable::from(self.clone()),
+            &PortTable::from(new.clone()),
+        )
+    }
+
     /// This port with `patch` applied, checked as a whole by the same rules as the config
     /// file; errors name the port and the key. `self` is left as it is either way.
     pub fn patched(&self, patch: &PortPatch) -> Result<PortConfig, ConfigError> {

@@ -58,6 +58,27 @@ macro_rules! port_patch {
         /// or shape the TAP itself (queues, owner, vnet header, who created it) or the VM
         /// device stacked on it.
         pub const FIXED_AT_CREATION: &[&str] = &["name", $(stringify!($fixed)),*];
+
+        /// What differs between two tables of a port: the patch that turns `old`'s
+        /// runtime keys into `new`'s, those keys, and the keys fixed at creation that differ.
+        pub(super) fn table_difference(old: &PortTable, new: &PortTable) -> super::PortDifference {
+            let mut difference = super::PortDifference::default();
+            if old.name != new.name {
+                difference.fixed.push("name");
+            }
+            $(
+                if old.$runtime != new.$runtime {
+                    difference.patch.$runtime = Some(new.$runtime.clone());
+                    difference.runtime.push(stringify!($runtime));
+                }
+            )*
+            $(
+                if old.$fixed != new.$fixed {
+                    difference.fixed.push(stringify!($fixed));
+                }
+            )*
+            difference
+        }
     };
     (@sort [$($runtime:tt)*] [$($fixed:tt)*] runtime $key:ident: $ty:ty, $($rest:tt)*) => {
         port_patch!(@sort [$($runtime)* $key: $ty,] [$($fixed)*] $($rest)*);

@@ -113,6 +113,11 @@ pub enum Request {
         port: String,
         frame: String,
     },
+
+    // ---- reload ----
+    /// Read the config file the switch was started with again and apply the difference
+    /// (ports added, removed, runtime keys changed), all of it or none.
+    Reload {},
 }
 
 /// What kind of failure a refused request met, sent as the reply's `"code"`. The names
@@ -407,6 +412,49 @@ pub enum Reply {
 
     // ---- trace ----
     Trace(TraceReply),
+
+    // ---- reload ----
+    Reloaded(ReloadReply),
+}
+
+// ---- reload ----
+/// The `reload` reply: what the file changed. Empty lists: the file says what runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    /// The file read.
+    pub file: PathBuf,
+    /// Ports the file has that the switch did not run.
+    pub added: Vec<String>,
+    /// Ports of the file (or the command line) the file no longer has.
+    pub removed: Vec<String>,
+    /// Running ports whose runtime keys the file changes, with those keys.
+    pub changed: Vec<PortKeysChanged>,
+    /// Ports added at runtime (`port add`) that the file does not list: kept as they are.
+    pub kept: Vec<String>,
+}
+
+/// One port of [`ReloadReply::changed`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortKeysChanged {
+    pub port: String,
+    pub keys: Vec<String>,
+}
+
+impl ReloadReply {
+    /// The file changed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// What made the switch reload its config file, in reload events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadTrigger {
+    /// `SIGHUP`.
+    Signal,
+    /// The `reload` request (`tapswitch reload`).
+    Request,
 }
 
 impl Reply {
@@ -790,6 +838,19 @@ pub enum Event {
         gobgp: String,
         #[serde(default)]
         error: Option<String>,
+    },
+
+    // ---- reload ----
+    /// The config file was read again and applied (`changes`: what it changed).
+    ConfigReloaded {
+        trigger: ReloadTrigger,
+        #[serde(flatten)]
+        changes: ReloadReply,
+    },
+    /// Reading or applying the config file failed: nothing changed.
+    ConfigReloadFailed {
+        trigger: ReloadTrigger,
+        error: String,
     },
 }
 

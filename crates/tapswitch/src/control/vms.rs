@@ -21,13 +21,13 @@ use std::collections::HashSet;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::protocol::{Event, StreamEvent, VmDomainEventKind};
+use super::protocol::{Event, VmDomainEventKind};
 use super::protocol::{LibvirtStatus, LibvirtXml, VmNic};
-use super::{ControlError, RequestError, Shared, State, event_line, lock, offer_line, remove_port};
+use super::{ControlError, RequestError, Shared, State, lock, publish, remove_port};
 use crate::config::{PortConfig, SwitchConfig};
 use crate::dataplane::RemovalCause;
 use crate::port::vm as vmport;
@@ -223,18 +223,6 @@ pub(super) fn libvirt_xml(state: &State, name: &str) -> Result<LibvirtXml, Reque
         mac: interface.mac,
         xml,
     })
-}
-
-/// Offers a control-plane event line (with a timestamp) to every `events` subscriber.
-fn publish(shared: &Shared, event: Event) {
-    let time = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    let line = StreamEvent {
-        event,
-        time: Some((time.as_millis() as f64) / 1000.0),
-    };
-    offer_line(shared, &event_line(&line));
 }
 
 /// Starts `tapswitch-vms`: domain events, and the libvirt connection while VM ports exist.
