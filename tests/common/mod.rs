@@ -1114,3 +1114,57 @@ pub fn bridge_vxlan_to_endpoint(
     sh("ip", &["-n", host, "link", "set", "vxbr", "up"]);
     endpoint_dev
 }
+
+/// A `ping` running in a namespace until [`Pinger::stop`], to show that forwarding went
+/// on, frame by frame, while something else happened. Stopped by its PID.
+pub struct Pinger {
+    child: Child,
+}
+
+impl Pinger {
+    /// Pings `addr` from `netns` every `interval` seconds.
+    pub fn start(netns: &str, addr: &str, interval: &str) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "ping", "-n", "-i", interval, addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting ping in {netns}: {e}"));
+        Self { child }
+    }
+
+    /// Interrupts it (SIGINT, so it prints its summary) and returns (transmitted, received).
+    pub fn stop(mut self) -> (u64, u64) {
+        // SAFETY: kill only sends a signal to this child's PID.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let mut output = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            use std::io::Read;
+            let _ = stdout.read_to_string(&mut output);
+        }
+        let _ = self.child.wait();
+        let summary = output
+            .lines()
+            .find(|line| line.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary in {output:?}"));
+        let number_before = |word: &str| -> u64 {
+            let words: Vec<&str> = summary
+                .split([' ', ','])
+                .filter(|w| !w.is_empty())
+                .collect();
+            let at = words
+                .iter()
+                .position(|w| *w == word)
+                .expect("the summary's words");
+            words[at - 1].parse().expect("a count")
+        };
+        (number_before("packets"), number_before("received"))
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

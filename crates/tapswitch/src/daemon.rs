@@ -108,6 +108,7 @@ pub fn configure(options: RunOptions) -> Result<Config, DaemonError> {
 
 /// Starts a switch afresh and serves it until it stops; returns its last counters.
 pub fn run(options: RunOptions, control: &Path) -> Result<Snapshot, DaemonError> {
+    metrics::record_start();
     // Before anything exists that a signal's default action would leave behind.
     let signals = SignalHandlers::install()?;
     let mut config = configure(options.clone())?;
@@ -198,6 +199,7 @@ fn restore_ports(
 /// Whatever stops it before it forwards is also told to the old process, which then
 /// keeps forwarding.
 pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
+    metrics::record_start();
     let signals = SignalHandlers::install()?;
     let (handover, fds, answer_socket) = upgrade::take_over(fd)?;
     let built = (|| {

@@ -1,17 +1,31 @@
 //! Prometheus metrics over HTTP: a thread with a blocking `TcpListener` that
-//! answers `GET /metrics` with the text exposition format, rendered from a
-//! counters-only snapshot ([`Command::Counters`]) so a scrape costs the
-//! dataplane one copy of its counters, never the MAC table.
+//! answers `GET /metrics` with the OpenMetrics text exposition, encoded by the
+//! `prometheus-client` crate from a counters-only snapshot ([`Command::Counters`])
+//! collected at each scrape, so a scrape costs the dataplane one copy of its
+//! counters, never the MAC table. Besides the counters: `tapswitch_build_info`
+//! (version, commit) and `tapswitch_start_time_seconds`.
 
-use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet, text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
 
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::dataplane::{BATCH_BUCKETS, Command, DataplaneHandle, Snapshot};
+use crate::dataplane::{
+    BATCH_BUCKETS, Command, DataplaneHandle, PortCounters, PortSnapshot, Snapshot,
+};
 use crate::forward::DropReason;
 
 /// How long a scraper may take to send its request.
@@ -112,11 +126,7 @@ fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> 
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, target) {
         ("GET", "/metrics") => match dataplane.request(Command::Counters) {
-            Ok(snapshot) => (
-                "200 OK",
-                "text/plain; version=0.0.4; charset=utf-8",
-                render(&snapshot),
-            ),
+            Ok(snapshot) => ("200 OK", CONTENT_TYPE, render(&snapshot)),
             Err(e) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",
@@ -143,193 +153,279 @@ fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> 
     stream.flush()
 }
 
-/// Escapes a label value for the text format.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// When this process started (its start, not its predecessor's after an `upgrade`), for
+/// `tapswitch_start_time_seconds`; set by [`record_start`], else at the first scrape.
+static STARTED: OnceLock<SystemTime> = OnceLock::new();
+
+/// Records now as the process's start (call first thing in `run` and `take_over`).
+pub fn record_start() {
+    STARTED.get_or_init(SystemTime::now);
 }
 
-/// The snapshot in the Prometheus text exposition format.
-pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
+/// The commit the binary was built from, when the build said (`TAPSWITCH_COMMIT` in the
+/// environment of `cargo build`), for `tapswitch_build_info`.
+pub const BUILD_COMMIT: Option<&str> = option_env!("TAPSWITCH_COMMIT");
+
+/// The OpenMetrics content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A scrape: one snapshot's metrics, encoded by `prometheus-client` when it collects.
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshot: Snapshot,
+    started: SystemTime,
+}
+
+/// One metric family: name (without the `_total` that OpenMetrics adds to a counter's
+/// samples), help, and a sample per label set.
+fn family<'a, L: EncodeLabelSet + 'a, M: EncodeMetric + 'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: impl IntoIterator<Item = (L, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut samples = samples.into_iter().peekable();
+    let Some((_, first)) = samples.peek() else {
+        return Ok(());
     };
-    let per_port = |get: &dyn Fn(&crate::dataplane::PortCounters) -> u64| -> Vec<(String, u64)> {
-        snapshot
-            .ports
-            .iter()
-            .map(|p| (format!("{{port=\"{}\"}}", label(&p.name)), get(&p.counters)))
-            .collect()
-    };
-    family(
-        "tapswitch_port_rx_frames_total",
-        "counter",
-        "Frames read from the port.",
-        &per_port(&|c| c.rx_frames),
-    );
-    family(
-        "tapswitch_port_rx_bytes_total",
-        "counter",
-        "Bytes read from the port (vnet header included).",
-        &per_port(&|c| c.rx_bytes),
-    );
-    family(
-        "tapswitch_port_tx_frames_total",
-        "counter",
-        "Frames written to the port.",
-        &per_port(&|c| c.tx_frames),
-    );
-    family(
-        "tapswitch_port_tx_bytes_total",
-        "counter",
-        "Bytes written to the port (vnet header included).",
-        &per_port(&|c| c.tx_bytes),
-    );
-    family(
-        "tapswitch_port_mac_moves_total",
-        "counter",
-        "Source MACs that moved onto the port.",
-        &per_port(&|c| c.mac_moves),
-    );
-    let drops: Vec<(String, u64)> = snapshot
-        .ports
-        .iter()
-        .flat_map(|p| {
-            DropReason::ALL.iter().map(move |r| {
+    let mut metric = encoder.encode_descriptor(name, help, unit, first.metric_type())?;
+    for (labels, value) in samples {
+        value.encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A family of one sample without labels.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, value.metric_type())?;
+    value.encode(metric)
+}
+
+type PortLabel<'a> = [(&'static str, &'a str); 1];
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snapshot = &self.snapshot;
+        let encoder = &mut encoder;
+        let commit = BUILD_COMMIT.unwrap_or("unknown");
+        single(
+            encoder,
+            "tapswitch_build",
+            "The running binary: its version and the commit it was built from.",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", commit),
+            ]),
+        )?;
+        let started = self
+            .started
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        let start_encoder = encoder.encode_descriptor(
+            "tapswitch_start_time",
+            "When this switch process started, in seconds since the Unix epoch.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(started).encode(start_encoder)?;
+        let per_port = |get: fn(&PortCounters) -> u64| {
+            snapshot.ports.iter().map(move |p| -> (PortLabel<'_>, _) {
                 (
-                    format!("{{port=\"{}\",reason=\"{}\"}}", label(&p.name), r.name()),
-                    p.counters.drops.get(*r),
+                    [("port", p.name.as_str())],
+                    ConstCounter::new(get(&p.counters)),
                 )
             })
-        })
-        .collect();
-    family(
-        "tapswitch_port_drops_total",
-        "counter",
-        "Frames dropped, by port and reason.",
-        &drops,
-    );
-    let enabled: Vec<(String, u64)> = snapshot
-        .ports
-        .iter()
-        .map(|p| {
+        };
+        let counters: [(&str, &str, fn(&PortCounters) -> u64); 7] = [
             (
-                format!("{{port=\"{}\"}}", label(&p.name)),
-                u64::from(p.enabled),
-            )
-        })
-        .collect();
-    family(
-        "tapswitch_port_enabled",
-        "gauge",
-        "1 when the port forwards, 0 when disabled.",
-        &enabled,
-    );
-    let link_up: Vec<(String, u64)> = snapshot
-        .ports
-        .iter()
-        .map(|p| {
+                "tapswitch_port_rx_frames",
+                "Frames read from the port.",
+                |c| c.rx_frames,
+            ),
             (
-                format!("{{port=\"{}\"}}", label(&p.name)),
-                u64::from(p.link_up),
-            )
-        })
-        .collect();
-    family(
-        "tapswitch_port_link_up",
-        "gauge",
-        "1 when the port's netdev is up, 0 when it is down (frames to it count as link_down).",
-        &link_up,
-    );
-    let plain = |value: u64| vec![(String::new(), value)];
-    family(
-        "tapswitch_ports",
-        "gauge",
-        "Ports in the switch.",
-        &plain(snapshot.ports.len() as u64),
-    );
-    family(
-        "tapswitch_ports_removed_total",
-        "counter",
-        "Ports removed after a device error.",
-        &plain(snapshot.removed_ports.len() as u64),
-    );
-    family(
-        "tapswitch_fdb_entries",
-        "gauge",
-        "Entries in the MAC table.",
-        &plain(snapshot.fdb_size as u64),
-    );
-    let fdb = &snapshot.fdb_counters;
-    for (name, help, value) in [
-        ("learned", "Dynamic MAC entries created.", fdb.learned),
-        ("moved", "Live MAC entries that changed port.", fdb.moved),
-        (
-            "evicted",
-            "MAC entries evicted from a full table.",
-            fdb.evicted,
-        ),
-        ("aged_out", "MAC entries that expired.", fdb.aged_out),
-    ] {
+                "tapswitch_port_rx_bytes",
+                "Bytes read from the port (vnet header included).",
+                |c| c.rx_bytes,
+            ),
+            (
+                "tapswitch_port_tx_frames",
+                "Frames written to the port.",
+                |c| c.tx_frames,
+            ),
+            (
+                "tapswitch_port_tx_bytes",
+                "Bytes written to the port (vnet header included).",
+                |c| c.tx_bytes,
+            ),
+            (
+                "tapswitch_port_mac_moves",
+                "Source MACs that moved onto the port.",
+                |c| c.mac_moves,
+            ),
+            (
+                "tapswitch_port_mac_flaps",
+                "MAC flaps held on another port that the port's frames would have moved.",
+                |c| c.mac_flaps,
+            ),
+            (
+                "tapswitch_port_shutdowns",
+                "Times the port's MAC limit shut it down (mac_limit_action = \"shutdown\").",
+                |c| c.shutdowns,
+            ),
+        ];
+        for (name, help, get) in counters {
+            family(encoder, name, help, None, per_port(get))?;
+        }
         family(
-            &format!("tapswitch_fdb_{name}_total"),
-            "counter",
-            help,
-            &plain(value),
-        );
+            encoder,
+            "tapswitch_port_drops",
+            "Frames dropped, by port and reason.",
+            None,
+            snapshot.ports.iter().flat_map(|p| {
+                DropReason::ALL.iter().map(move |reason| {
+                    (
+                        [("port", p.name.as_str()), ("reason", reason.name())],
+                        ConstCounter::new(p.counters.drops.get(*reason)),
+                    )
+                })
+            }),
+        )?;
+        let flags: [(&str, &str, fn(&PortSnapshot) -> bool); 2] = [
+            (
+                "tapswitch_port_enabled",
+                "1 when the port forwards, 0 when disabled.",
+                |p| p.enabled,
+            ),
+            (
+                "tapswitch_port_link_up",
+                "1 when the port's netdev is up, 0 when it is down (frames to it count as link_down).",
+                |p| p.link_up,
+            ),
+        ];
+        for (name, help, get) in flags {
+            family(
+                encoder,
+                name,
+                help,
+                None,
+                snapshot.ports.iter().map(|p| -> (PortLabel<'_>, _) {
+                    (
+                        [("port", p.name.as_str())],
+                        ConstGauge::new(i64::from(get(p))),
+                    )
+                }),
+            )?;
+        }
+        single(
+            encoder,
+            "tapswitch_ports",
+            "Ports in the switch.",
+            ConstGauge::new(snapshot.ports.len() as u64),
+        )?;
+        single(
+            encoder,
+            "tapswitch_ports_removed",
+            "Ports removed after a device error.",
+            ConstCounter::new(snapshot.removed_ports.len() as u64),
+        )?;
+        single(
+            encoder,
+            "tapswitch_fdb_entries",
+            "Entries in the MAC table.",
+            ConstGauge::new(snapshot.fdb_size as u64),
+        )?;
+        let fdb = &snapshot.fdb_counters;
+        for (name, help, value) in [
+            ("learned", "Dynamic MAC entries created.", fdb.learned),
+            ("moved", "Live MAC entries that changed port.", fdb.moved),
+            (
+                "evicted",
+                "MAC entries evicted from a full table.",
+                fdb.evicted,
+            ),
+            ("aged_out", "MAC entries that expired.", fdb.aged_out),
+        ] {
+            single(
+                encoder,
+                &format!("tapswitch_fdb_{name}"),
+                help,
+                ConstCounter::new(value),
+            )?;
+        }
+        let stats = &snapshot.loop_stats;
+        single(
+            encoder,
+            "tapswitch_loop_iterations",
+            "Returns of the dataplane loop from epoll_wait.",
+            ConstCounter::new(stats.iterations),
+        )?;
+        // Per bucket (the encoder sums them): the last one is +Inf.
+        let buckets: Vec<(f64, u64)> = stats
+            .batch_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                let bound = BATCH_BUCKETS.get(i).map_or(f64::INFINITY, |b| *b as f64);
+                (bound, *count)
+            })
+            .collect();
+        encoder
+            .encode_descriptor(
+                "tapswitch_batch_frames",
+                "Frames read from one ready port in one visit of the loop.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(
+                stats.batch_frames as f64,
+                stats.batches,
+                &buckets,
+                None,
+            )?;
+        single(
+            encoder,
+            "tapswitch_events_dropped",
+            "Events lost because the control plane fell behind.",
+            ConstCounter::new(snapshot.events_dropped),
+        )?;
+        if let Some(evpn) = &snapshot.evpn {
+            let gobgp = [("gobgp", evpn.gobgp.as_str())];
+            family(
+                encoder,
+                "tapswitch_evpn_connected",
+                "1 while the EVPN agent has a session with gobgpd (else forwarding uses the last state).",
+                None,
+                [(gobgp, ConstGauge::new(i64::from(evpn.connected)))],
+            )?;
+            family(
+                encoder,
+                "tapswitch_evpn_sessions",
+                "Sessions the EVPN agent has had with gobgpd.",
+                None,
+                [(gobgp, ConstCounter::new(evpn.sessions))],
+            )?;
+        }
+        Ok(())
     }
-    let stats = &snapshot.loop_stats;
-    family(
-        "tapswitch_loop_iterations_total",
-        "counter",
-        "Returns of the dataplane loop from epoll_wait.",
-        &plain(stats.iterations),
-    );
-    let mut buckets = Vec::new();
-    let mut cumulative = 0;
-    for (i, count) in stats.batch_sizes.iter().enumerate() {
-        cumulative += count;
-        let bound = BATCH_BUCKETS
-            .get(i)
-            .map_or_else(|| "+Inf".to_owned(), |b| b.to_string());
-        buckets.push((format!("_bucket{{le=\"{bound}\"}}"), cumulative));
-    }
-    buckets.push(("_sum".to_owned(), stats.batch_frames));
-    buckets.push(("_count".to_owned(), stats.batches));
-    family(
-        "tapswitch_batch_frames",
-        "histogram",
-        "Frames read from one ready port in one visit of the loop.",
-        &buckets,
-    );
-    family(
-        "tapswitch_events_dropped_total",
-        "counter",
-        "Events lost because the control plane fell behind.",
-        &plain(snapshot.events_dropped),
-    );
-    if let Some(evpn) = &snapshot.evpn {
-        let gobgp = format!("{{gobgp=\"{}\"}}", label(&evpn.gobgp));
-        family(
-            "tapswitch_evpn_connected",
-            "gauge",
-            "1 while the EVPN agent has a session with gobgpd (else forwarding uses the last state).",
-            &[(gobgp.clone(), u64::from(evpn.connected))],
-        );
-        family(
-            "tapswitch_evpn_sessions_total",
-            "counter",
-            "Sessions the EVPN agent has had with gobgpd.",
-            &[(gobgp, evpn.sessions)],
-        );
-    }
+}
+
+/// The snapshot in the OpenMetrics text format ([`CONTENT_TYPE`]), ending in `# EOF`.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector {
+        snapshot: snapshot.clone(),
+        started: *STARTED.get_or_init(SystemTime::now),
+    }));
+    let mut out = String::new();
+    // Writing into a String cannot fail, and every value here encodes.
+    text::encode(&mut out, &registry).expect("metrics encode into a string");
     out
 }
 
@@ -380,18 +476,36 @@ mod tests {
         };
         let text = render(&snapshot);
         for line in [
+            "# TYPE tapswitch_port_rx_frames counter",
             "tapswitch_port_rx_frames_total{port=\"p\\\"0\"} 7",
             "tapswitch_port_drops_total{port=\"p\\\"0\",reason=\"oversize\"} 1",
+            "tapswitch_port_shutdowns_total{port=\"p\\\"0\"} 0",
+            "tapswitch_port_mac_flaps_total{port=\"p\\\"0\"} 0",
             "tapswitch_fdb_entries 4",
-            "tapswitch_batch_frames_bucket{le=\"1\"} 1",
-            "tapswitch_batch_frames_bucket{le=\"128\"} 1",
+            "tapswitch_batch_frames_bucket{le=\"1.0\"} 1",
+            "tapswitch_batch_frames_bucket{le=\"128.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
-            "tapswitch_batch_frames_sum 70",
+            "tapswitch_batch_frames_sum 70.0",
             "# TYPE tapswitch_batch_frames histogram",
             "tapswitch_evpn_connected{gobgp=\"127.0.0.1:50051\"} 1",
             "tapswitch_evpn_sessions_total{gobgp=\"127.0.0.1:50051\"} 2",
+            "# TYPE tapswitch_build info",
+            &format!(
+                "tapswitch_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                BUILD_COMMIT.unwrap_or("unknown")
+            ),
+            "# UNIT tapswitch_start_time_seconds seconds",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+        let started = text
+            .lines()
+            .find_map(|l| l.strip_prefix("tapswitch_start_time_seconds "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no start time in\n{text}"));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        assert!(started > 1.0e9 && started <= now.as_secs_f64(), "{started}");
     }
 }
