@@ -17,6 +17,8 @@ packages=(
   golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
   gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
   frr                           # the reference Linux EVPN VTEP the interop tests run against
+  prometheus                    # promtool (~19 MB): tests lint the Prometheus text exposition with `promtool check metrics`
+  python3-prometheus-client     # its OpenMetrics parser: tests read the OpenMetrics exposition with it (promtool 2.42 knows only the older format)
 )
 
 missing=()

@@ -527,16 +527,63 @@ fn events_stream_learning_moves_and_port_changes() {
 
 /// Scrapes `path` over HTTP/1.1; returns the status line and the body.
 fn http_get(addr: &str, path: &str) -> (String, String) {
+    let (status, _, body) = http_get_with(addr, path, "");
+    (status, body)
+}
+
+/// Scrapes `path` with `headers` (each ending in CRLF); returns the status line, the
+/// response headers and the body.
+fn http_get_with(addr: &str, path: &str, headers: &str) -> (String, String, String) {
     let mut stream = TcpStream::connect(addr).expect("connecting to the metrics endpoint");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, body) = response.split_once("\r\n\r\n").expect("headers and body");
-    (head.lines().next().unwrap().to_owned(), body.to_owned())
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_owned(), headers.to_owned(), body.to_owned())
 }
+
+/// Runs `program args` with `input` on its stdin; returns (success, stdout + stderr).
+fn run_with_input(program: &str, args: &[&str], input: &str) -> (bool, String) {
+    use std::process::Stdio;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {program} (scripts/install-deps.sh installs it): {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// The reference OpenMetrics parser (the Python `prometheus_client`'s, strict about
+/// `# EOF`, `_total` counters and info metrics), over an exposition: the families it
+/// read, one `name type` per line.
+const OPENMETRICS_PARSE: &str = "
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    print(family.name, family.type)
+";
 
 /// Parses the Prometheus text format into `series -> value`, checking that
 /// every sample belongs to a family declared with `# TYPE`.
@@ -590,6 +637,13 @@ fn metrics_endpoint_is_scraped_and_parsed() {
 
     let (status, body) = http_get(&addr, "/metrics");
     assert_eq!(status, "HTTP/1.1 200 OK");
+    // The Prometheus text format (no Accept header asks for OpenMetrics), as the
+    // reference linter reads it: not a complaint.
+    let (ok, said) = run_with_input("promtool", &["check", "metrics"], &body);
+    assert!(
+        ok && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{body}"
+    );
     let metrics = parse_metrics(&body);
     let get = |series: &str| {
         *metrics
@@ -630,6 +684,52 @@ fn metrics_endpoint_is_scraped_and_parsed() {
         again["tapswitch_port_rx_frames_total{port=\"p1\"}"]
             >= get("tapswitch_port_rx_frames_total{port=\"p1\"}") + 3.0
     );
+
+    // Build info, start time, and the flap and shutdown counters of every port.
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        metrics
+            .keys()
+            .any(|series| series.starts_with("tapswitch_build_info{")
+                && series.contains(&format!("version=\"{version}\""))),
+        "{body}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = get("tapswitch_start_time_seconds");
+    assert!(started > 1.0e9 && started <= now, "{started}");
+    assert_eq!(get("tapswitch_port_mac_flaps_total{port=\"p0\"}"), 0.0);
+    assert_eq!(get("tapswitch_port_shutdowns_total{port=\"p1\"}"), 0.0);
+
+    // What Prometheus asks for: OpenMetrics, which the reference parser reads whole.
+    let accept =
+        "Accept: application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n";
+    let (status, headers, open) = http_get_with(&addr, "/metrics", accept);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("Content-Type: application/openmetrics-text; version=1.0.0"),
+        "{headers}"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    let (ok, families) = run_with_input("python3", &["-c", OPENMETRICS_PARSE], &open);
+    assert!(ok, "the OpenMetrics parser refused it: {families}\n{open}");
+    for family in [
+        "tapswitch_port_rx_frames counter",
+        "tapswitch_port_drops counter",
+        "tapswitch_port_mac_flaps counter",
+        "tapswitch_port_shutdowns counter",
+        "tapswitch_port_link_up gauge",
+        "tapswitch_batch_frames histogram",
+        "tapswitch_build info",
+        "tapswitch_start_time_seconds gauge",
+    ] {
+        assert!(
+            families.lines().any(|l| l == family),
+            "{family} in\n{families}"
+        );
+    }
 
     let (status, _) = http_get(&addr, "/nothing-here");
     assert_eq!(status, "HTTP/1.1 404 Not Found");

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet, text,
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, NoLabelSet, prometheus_text, text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -117,16 +117,22 @@ fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> 
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // Headers are read and ignored: nothing in them changes the answer.
+    // Only Accept changes the answer (the format).
+    let mut format = Format::PrometheusText;
     let mut header = String::new();
     while reader.read_line(&mut header)? > 2 {
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("accept")
+        {
+            format = Format::from_accept(value);
+        }
         header.clear();
     }
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, target) {
         ("GET", "/metrics") => match dataplane.request(Command::Counters) {
-            Ok(snapshot) => ("200 OK", CONTENT_TYPE, render(&snapshot)),
+            Ok(snapshot) => ("200 OK", format.content_type(), render(&snapshot, format)),
             Err(e) => (
                 "503 Service Unavailable",
                 "text/plain; charset=utf-8",
@@ -166,8 +172,34 @@ pub fn record_start() {
 /// environment of `cargo build`), for `tapswitch_build_info`.
 pub const BUILD_COMMIT: Option<&str> = option_env!("TAPSWITCH_COMMIT");
 
-/// The OpenMetrics content type of [`render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The exposition formats served, both encoded by `prometheus-client` from the same
+/// collector: OpenMetrics 1.0 to a scraper that asks for it in `Accept` (Prometheus does),
+/// else the Prometheus text format 0.0.4 (curl, older scrapers, `promtool check metrics`).
+/// The sample names are the same in both; OpenMetrics names a counter's family without
+/// its `_total` and an info's without its `_info`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    PrometheusText,
+}
+
+impl Format {
+    /// What an `Accept` header's value asks for.
+    pub fn from_accept(accept: &str) -> Self {
+        if accept.contains("application/openmetrics-text") {
+            Format::OpenMetrics
+        } else {
+            Format::PrometheusText
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::PrometheusText => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
 
 /// A scrape: one snapshot's metrics, encoded by `prometheus-client` when it collects.
 #[derive(Debug)]
@@ -209,6 +241,11 @@ fn single(
 
 type PortLabel<'a> = [(&'static str, &'a str); 1];
 
+/// A family's name and help, with how to read its value.
+type Described<F> = (&'static str, &'static str, F);
+type CounterOf = fn(&PortCounters) -> u64;
+type FlagOf = fn(&PortSnapshot) -> bool;
+
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = &self.snapshot;
@@ -243,7 +280,7 @@ impl Collector for SnapshotCollector {
                 )
             })
         };
-        let counters: [(&str, &str, fn(&PortCounters) -> u64); 7] = [
+        let counters: [Described<CounterOf>; 7] = [
             (
                 "tapswitch_port_rx_frames",
                 "Frames read from the port.",
@@ -297,7 +334,7 @@ impl Collector for SnapshotCollector {
                 })
             }),
         )?;
-        let flags: [(&str, &str, fn(&PortSnapshot) -> bool); 2] = [
+        let flags: [Described<FlagOf>; 2] = [
             (
                 "tapswitch_port_enabled",
                 "1 when the port forwards, 0 when disabled.",
@@ -416,8 +453,8 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// The snapshot in the OpenMetrics text format ([`CONTENT_TYPE`]), ending in `# EOF`.
-pub fn render(snapshot: &Snapshot) -> String {
+/// The snapshot in `format` (OpenMetrics ends in `# EOF`).
+pub fn render(snapshot: &Snapshot, format: Format) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         snapshot: snapshot.clone(),
@@ -425,7 +462,11 @@ pub fn render(snapshot: &Snapshot) -> String {
     }));
     let mut out = String::new();
     // Writing into a String cannot fail, and every value here encodes.
-    text::encode(&mut out, &registry).expect("metrics encode into a string");
+    match format {
+        Format::OpenMetrics => text::encode(&mut out, &registry),
+        Format::PrometheusText => prometheus_text::encode(&mut out, &registry),
+    }
+    .expect("metrics encode into a string");
     out
 }
 
@@ -474,7 +515,22 @@ mod tests {
                 last_error: None,
             }),
         };
-        let text = render(&snapshot);
+        let classic = render(&snapshot, Format::PrometheusText);
+        for line in [
+            "# TYPE tapswitch_port_rx_frames_total counter",
+            "tapswitch_port_rx_frames_total{port=\"p\\\"0\"} 7",
+            "tapswitch_batch_frames_bucket{le=\"1\"} 1",
+            "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
+            "# TYPE tapswitch_build_info gauge",
+            "# TYPE tapswitch_start_time_seconds gauge",
+        ] {
+            assert!(
+                classic.lines().any(|l| l == line),
+                "{line} missing in\n{classic}"
+            );
+        }
+        assert!(!classic.contains("# EOF"), "{classic}");
+        let text = render(&snapshot, Format::OpenMetrics);
         for line in [
             "# TYPE tapswitch_port_rx_frames counter",
             "tapswitch_port_rx_frames_total{port=\"p\\\"0\"} 7",
