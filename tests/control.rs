@@ -575,7 +575,8 @@ fn run_with_input(program: &str, args: &[&str], input: &str) -> (bool, String) {
     (output.status.success(), said)
 }
 
-/// The reference OpenMetrics parser (the Python `prometheus_client`'s, strict about
+/// The reference OpenMetrics parser (the Python `prometheus_client`'s from Debian's
+/// `python3-prometheus-client`, run by the system Python; strict about
 /// `# EOF`, `_total` counters and info metrics), over an exposition: the families it
 /// read, one `name type` per line.
 const OPENMETRICS_PARSE: &str = "
@@ -713,7 +714,7 @@ fn metrics_endpoint_is_scraped_and_parsed() {
         "{headers}"
     );
     assert!(open.ends_with("# EOF\n"), "{open}");
-    let (ok, families) = run_with_input("python3", &["-c", OPENMETRICS_PARSE], &open);
+    let (ok, families) = run_with_input("/usr/bin/python3", &["-c", OPENMETRICS_PARSE], &open);
     assert!(ok, "the OpenMetrics parser refused it: {families}\n{open}");
     for family in [
         "tapswitch_port_rx_frames counter",
