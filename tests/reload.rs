@@ -245,3 +245,34 @@ fn a_switch_started_without_a_file_says_there_is_nothing_to_reload() {
     wait_for_log(&bed.switch, "without a config file");
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 3, "0.1"), 3);
 }
+
+#[test]
+fn a_switch_that_took_over_by_upgrade_reloads_the_file_it_was_started_with() {
+    require_root!();
+    let namespaces: Vec<Netns> = (0..2).map(|_| Netns::new()).collect();
+    let ns = |i: usize| namespaces[i].name.as_str();
+    let dir = TempDir::new("tsreload");
+    let file = dir.path.join("switch.toml");
+    let base = [("p0", ns(0), ""), ("p1", ns(1), "")];
+    write_config(&file, &base);
+    let mut switch = Switch::start(&["--config", file.to_str().expect("UTF-8 temp path")]);
+    let reply: tapswitch::control::protocol::HandedOver = switch.ctl_as(&["upgrade"]);
+    let successor = Successor::new(reply.pid as i32);
+    assert!(
+        wait_for(Duration::from_secs(10), || switch.exited()),
+        "the old switch did not exit"
+    );
+    // The new process knows the file (and the command line) from the handover.
+    write_config(&file, &[base[0], ("p1", ns(1), "mtu = 1400")]);
+    let reply: ReloadReply = switch.ctl_as(&["reload"]);
+    assert_eq!(
+        reply.changed,
+        [PortKeysChanged {
+            port: "p1".into(),
+            keys: vec!["mtu".into()],
+        }]
+    );
+    let mtu = sh("ip", &["-n", ns(1), "-j", "link", "show", "p1"]);
+    assert!(mtu.contains("\"mtu\":1400"), "{mtu}");
+    assert!(successor.stop(), "the new switch did not stop on SIGTERM");
+}

@@ -417,4 +417,46 @@ mod tests {
             "{error}"
         );
     }
+
+    #[test]
+    fn reload_events_are_flat_lines_that_read_back_as_known_events() {
+        use super::super::protocol::{EventLine, StreamEvent};
+        let changes = ReloadReply {
+            file: "/etc/tapswitch/switch.toml".into(),
+            added: vec!["p3".into()],
+            removed: vec![],
+            changed: vec![PortKeysChanged {
+                port: "p2".into(),
+                keys: vec!["vlan".into()],
+            }],
+            kept: vec!["rt".into()],
+        };
+        let reloaded = StreamEvent {
+            event: Event::ConfigReloaded {
+                trigger: ReloadTrigger::Signal,
+                changes,
+            },
+            time: Some(1.5),
+        };
+        let wire = serde_json::to_value(&reloaded).unwrap();
+        assert_eq!(wire["event"], "config_reloaded");
+        assert_eq!(wire["trigger"], "signal");
+        assert_eq!(wire["added"], serde_json::json!(["p3"]));
+        assert_eq!(wire["changed"][0]["keys"], serde_json::json!(["vlan"]));
+        let failed = StreamEvent {
+            event: Event::ConfigReloadFailed {
+                trigger: ReloadTrigger::Request,
+                error: "line 3".into(),
+            },
+            time: Some(2.0),
+        };
+        for line in [reloaded, failed] {
+            let wire = serde_json::to_value(&line).unwrap();
+            assert_eq!(
+                EventLine::deserialize(&wire).unwrap(),
+                EventLine::Known(line),
+                "{wire}"
+            );
+        }
+    }
 }
