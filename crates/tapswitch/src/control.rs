@@ -3,8 +3,9 @@
 //! mio waker), so nothing it does can stall forwarding.
 //!
 //! - Signals: SIGINT/SIGTERM/SIGQUIT stop the switch cleanly, SIGUSR1 prints a
-//!   JSON snapshot (per-port counters and the MAC table) on stdout, and every other
-//!   signal that would kill or stop a daemon is logged and ignored ([`signal_action`]).
+//!   JSON snapshot (per-port counters and the MAC table) on stdout, SIGHUP reloads the
+//!   config file (`reload`), and every other signal that would kill or stop a daemon is
+//!   logged and ignored ([`signal_action`]).
 //! - The control socket: a Unix stream socket speaking JSON lines. Each
 //!   request line (`{"cmd":"port_list"}`) gets one reply line
 //!   (`{"ok":true,"result":…}` or `{"ok":false,"error":"…"}`); an `events`
