@@ -157,6 +157,21 @@ fn reload_applies_the_file_whole_or_not_at_all_and_forwarding_goes_on() {
         "{stderr}"
     );
     assert!(stderr.contains(ns(3)), "{stderr}");
+    // A port that can be made, then one whose namespace does not exist: the first is
+    // made, the second fails, and the first is deleted again.
+    let missing = unique("tsnone");
+    let mut half = p2_in_20.to_vec();
+    half.push(("p9", ns(3), ""));
+    half.push(("p8", &missing, ""));
+    write_config(&file, &half);
+    let (ok, _, stderr) = switch.ctl(&["reload"]);
+    assert!(!ok, "a port in a missing namespace reloaded");
+    assert!(
+        stderr.contains("adding port p8") && stderr.contains(&missing),
+        "{stderr}"
+    );
+    expect_event(&events, json!({"event": "port_added", "port": "p9"}));
+    expect_event(&events, json!({"event": "port_removed", "port": "p9"}));
     // A switch-wide key: refused by name.
     std::fs::write(&file, format!("[switch]\nthreads = 2\n\n{good}")).unwrap();
     let (ok, _, stderr) = switch.ctl(&["reload"]);
@@ -182,7 +197,8 @@ fn reload_applies_the_file_whole_or_not_at_all_and_forwarding_goes_on() {
         wanted,
         "a refused reload changed the ports"
     );
-    assert!(!Path::new("/sys/class/net").join("p9").exists());
+    let (p9_exists, _) = exec_in(ns(3), &["ip", "link", "show", "p9"]);
+    assert!(!p9_exists, "p9 outlived the reloads that were refused");
     let p1 = switch.config().ports.into_iter().find(|p| p.name == "p1");
     assert_eq!(p1.map(|p| p.mtu), Some(1500));
     assert_eq!(
