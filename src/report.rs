@@ -603,4 +603,5 @@ pub mod findings {
 
 // ---- trace, rates ----
 pub mod rates;
+pub mod said;
 pub mod trace;

@@ -541,6 +541,56 @@ pub struct PortListEntry {
     pub adopted: bool,
     /// The libvirt domain of a VM port.
     pub vm: Option<String>,
+    /// The port's netdev as netlink reports it now (absent for a vxlan port, which has
+    /// none, and when the switch cannot look: its namespace is out of reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<PortNetdev>,
+    /// How the port takes part in VLANs.
+    #[serde(default)]
+    pub vlan: PortVlan,
+}
+
+/// A port's netdev, in `port_list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortNetdev {
+    /// The device's name (the port's, or a netdev port's `device`).
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: Option<MacAddr>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`): for a TAP, someone holds its fd.
+    pub carrier: bool,
+    /// RFC 2863 operational state as iproute2 prints it (`UP`, `DOWN`, `UNKNOWN`, ...).
+    pub oper_state: String,
+    pub txqueuelen: u32,
+}
+
+/// A port's VLAN mode, in `port_list`: `mode` is `none` (transparent), `access` (with
+/// `vlan`) or `trunk` (with `allowed_vlans` and maybe `native_vlan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortVlan {
+    pub mode: PortVlanMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<u16>,
+    /// The tagged VLANs of a trunk as configured (`10,20,100-199`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_vlans: Option<String>,
+}
+
+/// `vlan_mode`, with `none` for a transparent port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortVlanMode {
+    #[default]
+    None,
+    Access,
+    Trunk,
+    /// A mode this client does not know (from a newer switch).
+    #[serde(other)]
+    Other,
 }
 
 /// The `port_list` reply.
