@@ -74,6 +74,19 @@ pub mod reply {
         out
     }
 
+    /// Seconds since the Unix epoch as the UTC time of day, `12:09:28.163`.
+    pub fn time_of_day(epoch_secs: f64) -> String {
+        let millis = (epoch_secs * 1000.0).round() as u64;
+        let day_millis = millis % 86_400_000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            day_millis / 3_600_000,
+            day_millis / 60_000 % 60,
+            day_millis / 1000 % 60,
+            day_millis % 1000,
+        )
+    }
+
     /// One port of a `stats`, `port add`, `port del` or `port set` reply.
     fn port_counters_line(out: &mut String, port: &PortSnapshot, note: &str) {
         let c = &port.counters;
@@ -132,13 +145,25 @@ pub mod reply {
             port_counters_line(&mut out, port, "");
         }
         for port in removed_ports {
-            port_counters_line(&mut out, port, " (removed)");
+            let note = match port.removed_at {
+                Some(at) => format!(" (removed at {} UTC)", time_of_day(at)),
+                None => " (removed)".to_owned(),
+            };
+            port_counters_line(&mut out, port, &note);
         }
         out
     }
 
     pub fn stats(stats: &Stats) -> String {
-        let mut out = port_counters(&stats.ports, &stats.removed_ports);
+        let mut out = String::new();
+        if let (Some(time), Some(uptime)) = (stats.time, stats.uptime_secs) {
+            let _ = writeln!(
+                out,
+                "at {} UTC, up {uptime:.0} s (bytes without vnet headers, as `ip -s link`)",
+                time_of_day(time)
+            );
+        }
+        out.push_str(&port_counters(&stats.ports, &stats.removed_ports));
         let f = &stats.fdb_counters;
         let _ = writeln!(
             out,
@@ -288,15 +313,7 @@ pub mod reply {
         };
         // Wall-clock time of day (UTC) to the millisecond: enough to line
         // events up with logs; the JSON form has the full timestamp.
-        let millis = (time.unwrap_or(0.0) * 1000.0).round() as u64;
-        let day_millis = millis % 86_400_000;
-        let mut out = format!(
-            "{:02}:{:02}:{:02}.{:03} {kind}",
-            day_millis / 3_600_000,
-            day_millis / 60_000 % 60,
-            day_millis / 1000 % 60,
-            day_millis % 1000,
-        );
+        let mut out = format!("{} {kind}", time_of_day(time.unwrap_or(0.0)));
         // In key order, as the lines have always been.
         let mut fields = fields;
         fields.sort();

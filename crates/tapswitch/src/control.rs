@@ -494,6 +494,8 @@ struct Shared {
     link_monitor_fd: Option<std::os::fd::OwnedFd>,
     /// The EVPN agent, with `[evpn]`.
     evpn: crate::evpn::EvpnLink,
+    /// When this process began serving (`stats`' `started_at`, `uptime_secs`).
+    started: SystemTime,
 }
 
 struct State {
@@ -744,6 +746,7 @@ impl PreparedServer {
                 .and_then(|monitor| monitor.try_clone_fd().ok()),
             link_monitor: Mutex::new(monitor),
             evpn,
+            started: SystemTime::now(),
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;
@@ -1135,7 +1138,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
                 }
             }
             // Counters only: the MAC table is `fdb_show`'s.
-            Ok(Reply::Stats(Stats::from(counters)))
+            Ok(Reply::Stats(Stats::from(counters).stamped(shared.started)))
         }
         Request::Events {} => unreachable!("served by serve_connection"),
         Request::ConfigShow {} => {
@@ -1574,9 +1577,15 @@ fn set_port(
         // brings back a port its MAC limit shut down.
         enabled: patch.sets_enabled().then_some(new.enabled),
         policy: (new_policy != old_policy).then_some(new_policy),
+        ..PortUpdate::default()
     };
     // The netdev first: if the kernel refuses, nothing has changed.
     let netdev = netdev_changes(old, &new);
+    let update = PortUpdate {
+        mac: netdev.mac.map(MacAddr),
+        txqueuelen: netdev.txqueuelen,
+        ..update
+    };
     if netdev != LinkSettings::default() {
         configure_netdev(&mut state.links, netns.as_deref(), name, &netdev)?;
     }

@@ -1,8 +1,8 @@
 //! The control protocol: what travels on the control socket, typed on both ends.
 //!
 //! One JSON line per request ([`Request`]) and one per reply ([`Response`]):
-//! `{"ok":true,"result":…,"version":1}` or
-//! `{"ok":false,"error":"…","code":"not_found","version":1}`. `error` is for people,
+//! `{"ok":true,"result":…,"version":2}` or
+//! `{"ok":false,"error":"…","code":"not_found","version":2}`. `error` is for people,
 //! `code` ([`ErrorKind`]) for programs. Every reply carries [`VERSION`]; a client
 //! refuses replies from a switch speaking an older protocol (or none: switches from
 //! before versions), since it may not understand what this client asks. Versions only
@@ -36,7 +36,9 @@ use crate::vm::libvirt::LibvirtError;
 use crate::wire::MacAddr;
 
 /// The protocol this switch speaks and this client expects, in every reply as `"version"`.
-pub const VERSION: u32 = 1;
+/// 2: port `rx_bytes`/`tx_bytes` count frames without the 12-byte vnet header (as the
+/// kernel counts the netdev: `ip -s link`), where 1 counted the header too.
+pub const VERSION: u32 = 2;
 
 /// One request on the control socket: `{"cmd":"port_del","name":"p3"}`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -489,6 +491,33 @@ pub struct Stats {
     /// The EVPN agent's session with gobgpd, with `[evpn]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evpn: Option<EvpnSummary>,
+    /// When the counters were read and since when the switch process runs: seconds
+    /// since the Unix epoch, to the millisecond (absent from a switch that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    /// `time - started_at`: how long this switch process has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<f64>,
+}
+
+impl Stats {
+    /// The counters stamped with the time now and the process's start.
+    pub fn stamped(mut self, started: std::time::SystemTime) -> Self {
+        let now = std::time::SystemTime::now();
+        let epoch = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_millis() as f64 / 1000.0)
+        };
+        self.time = Some(epoch(now));
+        self.started_at = Some(epoch(started));
+        self.uptime_secs = Some(
+            now.duration_since(started)
+                .map_or(0.0, |up| up.as_millis() as f64 / 1000.0),
+        );
+        self
+    }
 }
 
 impl From<Snapshot> for Stats {
@@ -514,6 +543,9 @@ impl From<Snapshot> for Stats {
             loop_stats,
             events_dropped,
             evpn,
+            time: None,
+            started_at: None,
+            uptime_secs: None,
         }
     }
 }
@@ -864,6 +896,12 @@ pub struct PortChange {
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy: bool,
+    /// The netdev's new MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The netdev's new transmit queue length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txqueuelen: Option<u32>,
 }
 
 impl From<&PortUpdate> for PortChange {
@@ -872,6 +910,8 @@ impl From<&PortUpdate> for PortChange {
             mtu: update.mtu,
             enabled: update.enabled,
             policy: update.policy.is_some(),
+            mac: update.mac,
+            txqueuelen: update.txqueuelen,
         }
     }
 }
@@ -1312,6 +1352,7 @@ mod tests {
             enabled: true,
             link_up: false,
             counters: Default::default(),
+            removed_at: None,
         };
         let reply = PortReply {
             port: port.clone(),
@@ -1379,6 +1420,7 @@ mod tests {
                         mtu: Some(9000),
                         enabled: None,
                         policy: Some(Default::default()),
+                        ..PortUpdate::default()
                     },
                 },
                 json!({"event": "port_changed", "port": "uplink", "port_id": 4,

@@ -137,6 +137,7 @@ mod tests {
                 enabled: true,
                 link_up: true,
                 counters,
+                removed_at: None,
             }],
             removed_ports: Vec::new(),
             fdb_size: 3,
