@@ -1310,14 +1310,20 @@ mod tests {
             persistent: false,
             adopted: true,
             vm: Some("guest".into()),
+            netdev: None,
+            vlan: PortVlan::default(),
         };
         let wire = serde_json::to_value(vec![port.clone()]).unwrap();
         assert_eq!(
             wire,
             json!([{"name": "p1", "id": 3, "netns": null, "mtu": 1500, "enabled": true,
                     "link": "down", "offloads": false, "persistent": false, "adopted": true,
-                    "vm": "guest"}])
+                    "vm": "guest", "vlan": {"mode": "none"}}])
         );
+        // A reply of a switch before `netdev` and `vlan` still decodes.
+        let mut older = wire[0].clone();
+        older.as_object_mut().unwrap().remove("vlan");
+        assert_eq!(decode::<PortListEntry>(&older).unwrap(), port);
         assert_eq!(decode::<PortList>(&wire).unwrap(), vec![port]);
         let fdb = FdbShow {
             entries: vec![FdbShowEntry {
@@ -1381,8 +1387,12 @@ mod tests {
             loop_stats: LoopStats::default(),
             events_dropped: 1,
             evpn: None,
+            time: Some(1_700_000_000.5),
+            started_at: Some(1_699_999_000.0),
+            uptime_secs: Some(1000.5),
         };
         let wire = Reply::Stats(stats.clone()).to_result().unwrap();
+        assert_eq!(wire["uptime_secs"], 1000.5);
         assert!(wire.get("fdb").is_none());
         assert!(wire.get("evpn").is_none(), "no [evpn], no key");
         assert_eq!(decode::<Stats>(&wire).unwrap(), stats);

@@ -148,6 +148,9 @@ mod tests {
             mac_flaps: Vec::new(),
             loop_stats: LoopStats::default(),
             events_dropped: 0,
+            time: None,
+            started_at: None,
+            uptime_secs: None,
             evpn: None,
         }
     }
