@@ -17,7 +17,7 @@ pub mod reply {
 
     use serde_json::Value;
 
-    use tapswitch::control::protocol::{Event, EventLine, LinkState};
+    use tapswitch::control::protocol::{Event, EventLine, LinkState, PortVlan, PortVlanMode};
     use tapswitch::control::{FdbShow, PortListEntry, PortReply, Stats};
     use tapswitch::dataplane::PortSnapshot;
     use tapswitch::fdb::EntryKind;
@@ -40,8 +40,18 @@ pub mod reply {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} VM",
-            "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS", "PERSISTENT"
+            "{:<15} {:>4} {:<20} {:>6} {:<8} {:>7} {:<17} {:<7} {:<14} {:<8} {:<10} VM",
+            "PORT",
+            "ID",
+            "NETNS",
+            "MTU",
+            "STATE",
+            "IFINDEX",
+            "MAC",
+            "CARRIER",
+            "VLAN",
+            "OFFLOADS",
+            "PERSISTENT"
         );
         for port in ports {
             // "down": enabled, but its netdev is down (frames to it count as link_down).
@@ -53,14 +63,27 @@ pub mod reply {
                 "enabled"
             };
             let yes_no = |yes: bool| if yes { "yes" } else { "no" };
+            let (ifindex, mac, carrier) = match &port.netdev {
+                Some(dev) => (
+                    dev.ifindex.to_string(),
+                    dev.mac
+                        .map_or_else(|| "-".to_owned(), |mac| mac.to_string()),
+                    yes_no(dev.carrier),
+                ),
+                None => ("-".to_owned(), "-".to_owned(), "-"),
+            };
             let _ = writeln!(
                 out,
-                "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} {}",
+                "{:<15} {:>4} {:<20} {:>6} {:<8} {:>7} {:<17} {:<7} {:<14} {:<8} {:<10} {}",
                 port.name,
                 port.id.0,
                 or_dash(port.netns.as_deref()),
                 port.mtu,
                 state,
+                ifindex,
+                mac,
+                carrier,
+                vlan_summary(&port.vlan),
                 yes_no(port.offloads),
                 // An adopted TAP outlives the port too, but it is its creator's.
                 if port.adopted {
@@ -85,6 +108,26 @@ pub mod reply {
             day_millis / 1000 % 60,
             day_millis % 1000,
         )
+    }
+
+    /// A port's VLAN mode in a word: `-`, `access:10`, `trunk:10,20` (`/n5`: native 5).
+    pub fn vlan_summary(vlan: &PortVlan) -> String {
+        let id = |id: Option<u16>| id.map_or_else(|| "-".to_owned(), |id| id.to_string());
+        match vlan.mode {
+            PortVlanMode::None => "-".to_owned(),
+            PortVlanMode::Access => format!("access:{}", id(vlan.vlan)),
+            PortVlanMode::Trunk => {
+                let native = vlan
+                    .native_vlan
+                    .map(|n| format!("/n{n}"))
+                    .unwrap_or_default();
+                format!(
+                    "trunk:{}{native}",
+                    vlan.allowed_vlans.as_deref().unwrap_or("-")
+                )
+            }
+            PortVlanMode::Other => "?".to_owned(),
+        }
     }
 
     /// One port of a `stats`, `port add`, `port del` or `port set` reply.

@@ -247,6 +247,21 @@ fn port_list_and_show_have_the_netdevs_mac_ifindex_carrier_and_vlan_mode() {
     assert_eq!(entry.vlan.vlan, Some(42));
     let p0 = list.iter().find(|p| p.name == "p0").expect("p0");
     assert_eq!(p0.vlan.mode, PortVlanMode::None);
+    // The table for people has the same facts.
+    let (ok, table, stderr) = bed.switch.ctl(&["port", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(table.lines().next().unwrap().contains("IFINDEX"), "{table}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no row for {name}: {table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(
+        cells.contains(&netdev.ifindex.to_string().as_str()),
+        "{row}"
+    );
+    assert!(cells.contains(&"02:11:22:33:44:55"), "{row}");
+    assert!(cells.contains(&"access:42"), "{row}");
 
     // port show: the same entry with counters; for people, one fact a line.
     let shown: Value = bed.switch.ctl_json(&["port", "show", &name]);
