@@ -499,6 +499,7 @@ mod tests {
                 enabled: true,
                 link_up: true,
                 counters,
+                removed_at: None,
             }],
             removed_ports: vec![],
             fdb: vec![],

@@ -137,6 +137,7 @@ mod tests {
                 enabled: true,
                 link_up: true,
                 counters,
+                removed_at: None,
             }],
             removed_ports: Vec::new(),
             fdb_size: 3,
@@ -147,6 +148,9 @@ mod tests {
             mac_flaps: Vec::new(),
             loop_stats: LoopStats::default(),
             events_dropped: 0,
+            time: None,
+            started_at: None,
+            uptime_secs: None,
             evpn: None,
         }
     }

@@ -182,6 +182,10 @@ pub struct PortSnapshot {
     /// Whether the netdev is up, as netlink last reported it.
     pub link_up: bool,
     pub counters: PortCounters,
+    /// When a port of `removed_ports` was removed: seconds since the Unix epoch (to the
+    /// millisecond); absent on a live port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<f64>,
 }
 
 /// The state of the switch at one instant.
