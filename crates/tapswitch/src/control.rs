@@ -776,7 +776,8 @@ impl PreparedServer {
                 .and_then(|monitor| monitor.try_clone_fd().ok()),
             link_monitor: Mutex::new(monitor),
             evpn,
-            started: SystemTime::now(),
+            // The same instant as the metrics' `tapswitch_start_time_seconds`.
+            started: crate::metrics::process_start(),
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;

@@ -165,7 +165,13 @@ static STARTED: OnceLock<SystemTime> = OnceLock::new();
 
 /// Records now as the process's start (call first thing in `run` and `take_over`).
 pub fn record_start() {
-    STARTED.get_or_init(SystemTime::now);
+    process_start();
+}
+
+/// When this process started ([`record_start`]; now, if it was not called), as
+/// `tapswitch_start_time_seconds` and `stats`' `started_at` say.
+pub fn process_start() -> SystemTime {
+    *STARTED.get_or_init(SystemTime::now)
 }
 
 /// The commit the binary was built from, when the build said (`TAPSWITCH_COMMIT` in the
@@ -458,7 +464,7 @@ pub fn render(snapshot: &Snapshot, format: Format) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector {
         snapshot: snapshot.clone(),
-        started: *STARTED.get_or_init(SystemTime::now),
+        started: process_start(),
     }));
     let mut out = String::new();
     // Writing into a String cannot fail, and every value here encodes.
