@@ -368,14 +368,18 @@ fn serve(
         server.set_evpn(evpn.link());
     }
     let signals = signals.spawn(handle.clone())?;
+    let server = server.spawn()?;
+    let metrics_source = metrics::Source {
+        dataplane: handle.clone(),
+        enrich: Some(std::sync::Arc::new(server.netdev_drops())),
+    };
     if let Some(listener) = metrics_listener {
-        metrics::serve_on(listener, handle.clone())?;
+        metrics::serve_on(listener, metrics_source)?;
     } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
         // The old process still listens there until it exits.
         let addr = parse_metrics_addr(addr).map_err(DaemonError::MetricsAddr)?;
-        metrics::spawn_when_free(addr, handle.clone());
+        metrics::spawn_when_free(addr, metrics_source);
     }
-    let server = server.spawn()?;
     let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
     {
         let mut stdout = io::stdout().lock();

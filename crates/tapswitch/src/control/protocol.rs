@@ -1262,6 +1262,7 @@ mod tests {
             enabled: true,
             link_up: false,
             counters: Default::default(),
+            netdev_tx_dropped: Some(7),
         };
         let reply = PortReply {
             port: port.clone(),
