@@ -55,19 +55,58 @@ impl Drop for Namespaces {
     }
 }
 
-fn address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 199, 0, i as u8 + 1)
+/// What the demo names and addresses, so that it can run beside other things.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    /// Start of the demo's namespace names (PREFIX-a, PREFIX-b, ...; default
+    /// `tsdemo-PID`).
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// The /24 network the namespaces get addresses in (.1, .2, ...).
+    #[arg(long, value_name = "A.B.C.0", default_value = "10.199.0.0", value_parser = network)]
+    pub network: Ipv4Addr,
 }
 
-pub fn run() -> Result<(), DemoError> {
+/// A /24 network address (A.B.C.0).
+fn network(text: &str) -> Result<Ipv4Addr, String> {
+    let text = text.strip_suffix("/24").unwrap_or(text);
+    let address: Ipv4Addr = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not an IPv4 network (A.B.C.0): {e}"))?;
+    if address.octets()[3] != 0 {
+        return Err(format!(
+            "{address} is not the address of a /24 network: its last byte must be 0"
+        ));
+    }
+    Ok(address)
+}
+
+impl DemoArgs {
+    /// The address of the demo's port `i`: host `i + 1` of the network.
+    fn address(&self, i: usize) -> Ipv4Addr {
+        let [a, b, c, _] = self.network.octets();
+        Ipv4Addr::new(a, b, c, i as u8 + 1)
+    }
+
+    /// The name of the demo's namespace `i`.
+    fn namespace(&self, i: usize) -> String {
+        let letter = (b'a' + i as u8) as char;
+        match &self.prefix {
+            Some(prefix) => format!("{prefix}-{letter}"),
+            None => format!("tsdemo-{}-{letter}", std::process::id()),
+        }
+    }
+}
+
+pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     if tapswitch::sys::privileges::effective_uid() != 0 {
         return Err(DemoError::NotRoot);
     }
     let mut config = Config::embedded_default();
-    let pid = std::process::id();
+    let address = |i| args.address(i);
     let mut namespaces = Namespaces(Vec::new());
     for (i, port) in config.ports.iter_mut().enumerate() {
-        let name = format!("tsdemo-{pid}-{}", (b'a' + i as u8) as char);
+        let name = args.namespace(i);
         netns::create(&name).map_err(|source| DemoError::Netns {
             name: name.clone(),
             source,
@@ -105,7 +144,7 @@ pub fn run() -> Result<(), DemoError> {
     }
 
     let forwarding = thread::spawn(move || dataplane.run());
-    let pings = ping_all_pairs(&config);
+    let pings = ping_all_pairs(&config, address);
     let snapshot = handle.snapshot();
     handle.shutdown()?;
     let stopped = forwarding
@@ -129,7 +168,10 @@ pub fn run() -> Result<(), DemoError> {
 }
 
 /// Pings every ordered pair; returns (failed, total).
-fn ping_all_pairs(config: &Config) -> Result<(usize, usize), DemoError> {
+fn ping_all_pairs(
+    config: &Config,
+    address: impl Fn(usize) -> Ipv4Addr,
+) -> Result<(usize, usize), DemoError> {
     println!("\nping, every namespace to every other:");
     let mut failed = 0;
     let mut total = 0;
@@ -167,4 +209,21 @@ fn ping_all_pairs(config: &Config) -> Result<(usize, usize), DemoError> {
         }
     }
     Ok((failed, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_and_network_name_and_address_the_namespaces() {
+        let args = DemoArgs {
+            prefix: Some("lab".into()),
+            network: network("192.168.7.0/24").unwrap(),
+        };
+        assert_eq!(args.namespace(1), "lab-b");
+        assert_eq!(args.address(2), Ipv4Addr::new(192, 168, 7, 3));
+        assert!(network("10.0.0.5").unwrap_err().contains("last byte"));
+        assert!(network("ten").is_err());
+    }
 }

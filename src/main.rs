@@ -16,7 +16,8 @@ use tapswitch::config::{
 use tapswitch::control::protocol::{FdbFlushed, HandedOver, LibvirtXml, TraceReply};
 use tapswitch::control::rates::Rates;
 use tapswitch::control::{
-    ControlClient, DEFAULT_CONTROL_PATH, FdbShow, PortList, PortReply, Request, Stats,
+    ControlClient, ControlError, DEFAULT_CONTROL_PATH, ErrorKind, FdbShow, PortList, PortReply,
+    Request, Stats,
 };
 use tapswitch::daemon::{self, DaemonError, RunOptions};
 use tapswitch::dataplane::Snapshot;
@@ -25,23 +26,37 @@ use tapswitch::wire::MacAddr;
 use tapswitch::{doctor, switch};
 
 mod demo;
+mod outcome;
 mod report;
+
+use outcome::{CliError, json_text};
 
 #[derive(Parser)]
 #[command(
     name = "tapswitch",
     version,
-    about = "A userspace L2 learning switch that owns its TAP devices"
+    about = "A userspace L2 learning switch that owns its TAP devices",
+    after_help = outcome::EXIT_STATUS_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Control socket of the switch (`run` listens there, the others connect).
-    #[arg(long, global = true, value_name = "PATH", default_value = DEFAULT_CONTROL_PATH)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "TAPSWITCH_CONTROL",
+        default_value = DEFAULT_CONTROL_PATH
+    )]
     control: PathBuf,
-    /// Print replies as JSON (one document, or one line per event) instead of tables.
+    /// Print replies as JSON (one compact line per document or event) instead of
+    /// tables; a failure is printed as `{"error", "code", "exit_status"}` on stdout.
     #[arg(long, global = true)]
     json: bool,
+    /// Indent JSON for people (implies --json), as iproute2's `-j -p`.
+    #[arg(long, global = true)]
+    pretty: bool,
 }
 
 #[derive(Subcommand)]
@@ -78,7 +93,8 @@ enum Command {
     /// default the running one's) and hand it every TAP, the control socket
     /// and the MAC table; the old process exits once the new one forwards.
     Upgrade {
-        #[arg(long)]
+        /// The program to start (default: the running switch's own file).
+        #[arg(long, value_name = "PATH")]
         binary: Option<PathBuf>,
     },
     /// Add, remove, change or list ports of a running switch.
@@ -113,7 +129,7 @@ enum Command {
     },
     /// Create three namespaces, connect them through the switch, prove all
     /// pairs can ping, show the MAC table and counters, and clean up.
-    Demo,
+    Demo(demo::DemoArgs),
     /// Inspect the running switch and its ports; name misconfigurations and their fixes.
     ///
     /// Exits 1 when any finding is an error. Run as root: it enters the ports'
@@ -233,8 +249,14 @@ enum PortCommand {
     /// --remote 10.1.0.2,10.1.0.3`); its MTU is 1450 unless --mtu says otherwise. `port del`
     /// closes its sockets.
     Add {
+        /// The port's name (its TAP's, or the switch's name for --netdev/--vxlan), and
+        /// the namespace of its netdev after @.
         #[arg(value_name = "NAME[@NETNS]")]
         port: PortConfig,
+        /// A port of that name already there is success: it is left as it is and
+        /// printed (as `ovs-vsctl --may-exist add-port`).
+        #[arg(long)]
+        may_exist: bool,
         #[command(flatten)]
         options: PortOptions,
         #[command(flatten)]
@@ -245,13 +267,21 @@ enum PortCommand {
         vm: VmOptions,
     },
     /// Stop forwarding on a port and close its TAP (deleting it unless persistent or adopted).
-    Del { name: String },
+    Del {
+        /// The port.
+        name: String,
+        /// No port of that name is success (`null` under --json), as `ovs-vsctl
+        /// --if-exists del-port`.
+        #[arg(long)]
+        if_exists: bool,
+    },
     /// Change a running port, as a whole or not at all.
     ///
     /// Options are the `[[port]]` keys of the config file with the same values
     /// (`--mac-limit 16` is `mac_limit = 16`); `none` removes a setting, as if
     /// the key were not in the table.
     Set {
+        /// The port.
         name: String,
         /// MTU of the netdev and of the switch's frame-length check.
         #[arg(long, value_name = "N")]
@@ -273,15 +303,21 @@ enum PortCommand {
     },
     /// The ports and their settings.
     List,
+    /// One port: its settings, netdev (MAC, ifindex, carrier), VLAN mode and counters.
+    Show {
+        /// The port.
+        name: String,
+    },
 }
 
 /// The settings of a `[[port]]` in the config file, as options.
 #[derive(Args)]
 struct PortOptions {
-    #[arg(long)]
+    /// MTU of the netdev and of the switch's frame-length check (1500; 1450 for --vxlan).
+    #[arg(long, value_name = "N")]
     mtu: Option<u32>,
     /// MAC of the netdev (the endpoint's address).
-    #[arg(long)]
+    #[arg(long, value_name = "MAC")]
     mac: Option<MacAddr>,
     /// Keep the TAP when it is deleted from the switch or the switch exits.
     #[arg(long)]
@@ -289,7 +325,8 @@ struct PortOptions {
     /// vnet header and offloads on this port (default: the switch's setting).
     #[arg(long, value_name = "BOOL")]
     offloads: Option<bool>,
-    #[arg(long)]
+    /// Transmit queue length of the netdev.
+    #[arg(long, value_name = "N")]
     txqueuelen: Option<u32>,
     /// User allowed to attach to the TAP: a name or a uid.
     #[arg(long, value_name = "USER", value_parser = user_id)]
@@ -525,15 +562,20 @@ struct VmOptions {
     /// How the guest NIC reaches the port.
     #[arg(long, value_name = "macvtap|glue", requires = "vm")]
     mode: Option<VmMode>,
-    /// virtio-net queue pairs of the guest NIC.
-    #[arg(long, value_name = "N", requires = "vm")]
+    /// Queues of the port's TAP (a multi-queue TAP, one fd per queue: `queues`); with
+    /// --vm, virtio-net queue pairs of the guest NIC (`vm_queues`).
+    #[arg(long, value_name = "N")]
     queues: Option<u32>,
 }
 
 impl VmOptions {
-    /// Adds the VM keys to `settings` (those of [`PortOptions::apply`]).
+    /// Adds the VM keys to `settings` (those of [`PortOptions::apply`]); without --vm,
+    /// --queues is the TAP's own `queues`.
     fn apply(self, settings: &mut PortSettings) {
         let Some(vm) = self.vm else {
+            if let Some(queues) = self.queues {
+                settings.insert("queues".to_owned(), queues.into());
+            }
             return;
         };
         settings.insert("vm".to_owned(), vm.into());
@@ -555,10 +597,14 @@ impl VmOptions {
 enum FdbCommand {
     /// The MAC table.
     Show,
-    /// Pin MAC to PORT with a static entry.
+    /// Pin MAC to PORT with a static entry (replacing any entry of MAC on that VLAN, so
+    /// adding it again is no error).
     Add {
+        /// The MAC address.
         mac: MacAddr,
+        /// The port it is pinned to.
         port: String,
+        /// The VLAN of the entry (0: untagged, on ports without a VLAN mode).
         #[arg(long, default_value_t = 0)]
         vlan: u16,
         /// The remote VTEP MAC lives behind (PORT must be a vxlan port).
@@ -567,13 +613,19 @@ enum FdbCommand {
     },
     /// Remove the entry for MAC, static or learned.
     Del {
+        /// The MAC address.
         mac: MacAddr,
+        /// The VLAN of the entry (0: untagged, on ports without a VLAN mode).
         #[arg(long, default_value_t = 0)]
         vlan: u16,
+        /// No such entry is success (`null` under --json).
+        #[arg(long)]
+        if_exists: bool,
     },
     /// Forget learned entries (static ones stay); with --port, every entry of that port.
     Flush {
-        #[arg(long)]
+        /// Only this port's entries, static ones included.
+        #[arg(long, value_name = "PORT")]
         port: Option<String>,
     },
 }
@@ -598,7 +650,10 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let control = cli.control;
-    let json = cli.json;
+    let json = Json {
+        on: cli.json || cli.pretty,
+        pretty: cli.pretty,
+    };
     let result = match cli.command {
         Command::Run {
             config: _,
@@ -622,24 +677,40 @@ fn main() -> ExitCode {
             };
             serve(daemon::run(options, &control))
         }
-        Command::Demo => demo::run().map_err(|e| e.to_string()),
-        Command::CheckConfig { config } => check_config(config),
+        Command::Demo(options) => demo::run(&options).map_err(|e| CliError::from(e.to_string())),
+        Command::CheckConfig { config } => check_config(config, json),
         Command::Events => stream_events(&control, json),
         Command::Doctor => return doctor(&control, json),
         command => control_request(&control, json, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            // Unlike eprintln!, a closed or hung-up stderr does not turn this into a panic.
-            let _ = writeln!(std::io::stderr(), "tapswitch: {message}");
-            ExitCode::FAILURE
-        }
+        Err(error) => fail(&error, json),
     }
 }
 
+/// How replies are printed: JSON or not (`--json`), indented or not (`--pretty`).
+#[derive(Clone, Copy, Debug)]
+struct Json {
+    on: bool,
+    pretty: bool,
+}
+
+/// Reports `error` (on stderr for people; also as JSON on stdout under `--json`) and
+/// returns its exit status.
+fn fail(error: &CliError, json: Json) -> ExitCode {
+    // Unlike eprintln!, a closed or hung-up stderr does not turn this into a panic.
+    let _ = writeln!(std::io::stderr(), "tapswitch: {}", error.message);
+    if json.on {
+        if let Ok(text) = json_text(&error.to_json(), json.pretty) {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+        }
+    }
+    error.exit_code()
+}
+
 /// Serves the switch until it stops, then prints its last counters.
-fn serve(started: Result<Snapshot, DaemonError>) -> Result<(), String> {
+fn serve(started: Result<Snapshot, DaemonError>) -> Result<(), CliError> {
     let snapshot = started.map_err(|e| e.to_string())?;
     // The counters are for a reader; without one (a closed terminal) the stop is still clean.
     let _ = write!(std::io::stderr(), "{}", report::port_table(&snapshot));
@@ -647,22 +718,24 @@ fn serve(started: Result<Snapshot, DaemonError>) -> Result<(), String> {
 }
 
 /// Prints doctor's findings; exit status 1 when any is an error.
-fn doctor(control: &std::path::Path, json: bool) -> ExitCode {
+fn doctor(control: &std::path::Path, json: Json) -> ExitCode {
     let inspection = match doctor::inspect(control) {
         Ok(inspection) => inspection,
-        Err(e) => {
-            eprintln!("tapswitch doctor: {e}");
-            return ExitCode::FAILURE;
+        Err(doctor::DoctorError::Control(e)) => {
+            let mut error = CliError::from(e);
+            error.message = format!(
+                "doctor: asking the switch: {} (is `tapswitch run` serving this --control socket?)",
+                error.message
+            );
+            return fail(&error, json);
         }
     };
-    let findings = doctor::diagnose(&inspection);
-    let out = if json {
-        match serde_json::to_string_pretty(&report::findings::to_json(&findings)) {
-            Ok(text) => format!("{text}\n"),
-            Err(e) => {
-                eprintln!("tapswitch doctor: the report does not serialise: {e}");
-                return ExitCode::FAILURE;
-            }
+    let mut findings = doctor::diagnose(&inspection);
+    doctor::point_fixes_at(&mut findings, control);
+    let out = if json.on {
+        match json_text(&report::findings::to_json(&findings), json.pretty) {
+            Ok(text) => text,
+            Err(e) => return fail(&e, json),
         }
     } else {
         report::findings::table(&findings)
@@ -678,14 +751,19 @@ fn doctor(control: &std::path::Path, json: bool) -> ExitCode {
     }
 }
 
-fn check_config(path: Option<PathBuf>) -> Result<(), String> {
+fn check_config(path: Option<PathBuf>, json: Json) -> Result<(), CliError> {
     let config = match path {
         Some(path) => Config::from_file(&path).map_err(|e| e.to_string())?,
         None => Config::embedded_default(),
     };
     // What `run` checks of the host before it creates anything.
     switch::preflight(&config).map_err(|e| e.to_string())?;
-    print!("{}", toml::to_string(&config).map_err(|e| e.to_string())?);
+    let text = if json.on {
+        json_text(&config, json.pretty)?
+    } else {
+        toml::to_string(&config).map_err(|e| e.to_string())?
+    };
+    print!("{text}");
     Ok(())
 }
 
@@ -694,24 +772,28 @@ fn check_config(path: Option<PathBuf>) -> Result<(), String> {
 fn ask<T: DeserializeOwned + Serialize>(
     control: &std::path::Path,
     request: &Request,
-    json: bool,
-    render: fn(T) -> String,
-) -> Result<String, String> {
-    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
-    let reply: T = client.request_as(request).map_err(|e| e.to_string())?;
-    Ok(if json {
-        let value = serde_json::to_value(&reply).map_err(|e| e.to_string())?;
-        format!("{value:#}\n")
+    json: Json,
+    render: impl FnOnce(T) -> String,
+) -> Result<String, CliError> {
+    let mut client = ControlClient::connect(control)?;
+    let reply: T = client.request_as(request)?;
+    if json.on {
+        json_text(&reply, json.pretty)
     } else {
-        render(reply)
-    })
+        Ok(render(reply))
+    }
 }
 
 /// Sends one request for `command` to the switch at `control` and prints the reply.
-fn control_request(control: &std::path::Path, json: bool, command: Command) -> Result<(), String> {
+fn control_request(
+    control: &std::path::Path,
+    json: Json,
+    command: Command,
+) -> Result<(), CliError> {
     let out = match command {
         Command::Port(PortCommand::Add {
             mut port,
+            may_exist,
             options,
             vxlan,
             features,
@@ -723,14 +805,10 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             vm.apply(&mut settings);
             settings.extend(features.settings());
             let port = port.with_settings(&settings).map_err(|e| e.to_string())?;
-            ask(control, &Request::PortAdd { port }, json, |r: PortReply| {
-                reply::port(&r)
-            })?
+            port_add(control, json, port, may_exist)?
         }
-        Command::Port(PortCommand::Del { name }) => {
-            ask(control, &Request::PortDel { name }, json, |r: PortReply| {
-                reply::port(&r)
-            })?
+        Command::Port(PortCommand::Del { name, if_exists }) => {
+            port_del(control, json, name, if_exists)?
         }
         Command::Port(PortCommand::Set {
             name,
@@ -762,6 +840,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 reply::port_list(&ports)
             })?
         }
+        Command::Port(PortCommand::Show { name }) => port_show(control, json, &name)?,
         Command::Fdb(FdbCommand::Show) => {
             ask(control, &Request::FdbShow {}, json, |fdb: FdbShow| {
                 reply::fdb(&fdb)
@@ -779,13 +858,14 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
                 vlan,
                 remote,
             };
-            ask(control, &request, json, |()| String::new())?
+            let done = report::said::fdb_added(&request);
+            ask(control, &request, json, |()| done)?
         }
-        Command::Fdb(FdbCommand::Del { mac, vlan }) => {
-            ask(control, &Request::FdbDel { mac, vlan }, json, |()| {
-                String::new()
-            })?
-        }
+        Command::Fdb(FdbCommand::Del {
+            mac,
+            vlan,
+            if_exists,
+        }) => fdb_del(control, json, Request::FdbDel { mac, vlan }, if_exists)?,
         Command::Fdb(FdbCommand::Flush { port }) => ask(
             control,
             &Request::FdbFlush { port },
@@ -803,12 +883,11 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             rate: true,
             interval,
         } => {
-            let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+            let mut client = ControlClient::connect(control)?;
             let mut sampler = Sampler::new(port, seconds(interval)?);
             let rates = sampler.next(&mut client)?;
-            if json {
-                let value = serde_json::to_value(&rates).map_err(|e| e.to_string())?;
-                format!("{value:#}\n")
+            if json.on {
+                json_text(&rates, json.pretty)?
             } else {
                 report::rates::rates(&rates, report::rates::SortKey::Name)
             }
@@ -866,7 +945,7 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
             return top(control, json, sort, seconds(interval)?, draws);
         }
         Command::Run { .. }
-        | Command::Demo
+        | Command::Demo(_)
         | Command::CheckConfig { .. }
         | Command::Events
         | Command::Doctor => {
@@ -879,6 +958,132 @@ fn control_request(control: &std::path::Path, json: bool, command: Command) -> R
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush());
     Ok(())
+}
+
+// ---- idempotent add/del, port show ----
+
+/// `port add`; with `may_exist`, a port of that name already there is success (its
+/// current state is printed), as `ovs-vsctl --may-exist add-port`.
+fn port_add(
+    control: &std::path::Path,
+    json: Json,
+    port: PortConfig,
+    may_exist: bool,
+) -> Result<String, CliError> {
+    let name = port.name.clone();
+    match ask(control, &Request::PortAdd { port }, json, |r: PortReply| {
+        reply::port(&r)
+    }) {
+        Err(error)
+            if may_exist
+                && error.kind == outcome::FailureKind::Refused(ErrorKind::AlreadyExists)
+                && port_exists(control, &name)? =>
+        {
+            let mut client = ControlClient::connect(control)?;
+            let mut stats: Stats = client.request_as(&Request::Stats {
+                port: Some(name.clone()),
+            })?;
+            let Some(port) = stats.ports.pop() else {
+                return Err(format!("port {name} exists but has no counters").into());
+            };
+            // The same type as a `port add` reply: the port as it is.
+            let existing = PortReply { port, vm: None };
+            if json.on {
+                json_text(&existing, json.pretty)
+            } else {
+                Ok(format!(
+                    "port {name} exists already: left as it is\n{}",
+                    reply::port(&existing)
+                ))
+            }
+        }
+        other => other,
+    }
+}
+
+/// `port del`; with `if_exists`, no port of that name is success (`null` under
+/// `--json`), as `ovs-vsctl --if-exists del-port`.
+fn port_del(
+    control: &std::path::Path,
+    json: Json,
+    name: String,
+    if_exists: bool,
+) -> Result<String, CliError> {
+    let asked = ask(
+        control,
+        &Request::PortDel { name: name.clone() },
+        json,
+        |r: PortReply| report::said::port_deleted(&r),
+    );
+    match asked {
+        Err(error)
+            if if_exists
+                && error.kind == outcome::FailureKind::Refused(ErrorKind::NotFound)
+                && !port_exists(control, &name)? =>
+        {
+            Ok(if json.on {
+                json_text(&(), json.pretty)?
+            } else {
+                format!("no port {name}: nothing to delete\n")
+            })
+        }
+        other => other,
+    }
+}
+
+/// `fdb del`; with `if_exists`, no such entry is success.
+fn fdb_del(
+    control: &std::path::Path,
+    json: Json,
+    request: Request,
+    if_exists: bool,
+) -> Result<String, CliError> {
+    let done = report::said::fdb_deleted(&request, true);
+    match ask(control, &request, json, |()| done) {
+        Err(error)
+            if if_exists && error.kind == outcome::FailureKind::Refused(ErrorKind::NotFound) =>
+        {
+            Ok(if json.on {
+                json_text(&(), json.pretty)?
+            } else {
+                report::said::fdb_deleted(&request, false)
+            })
+        }
+        other => other,
+    }
+}
+
+/// Whether the switch has a port called `name`.
+fn port_exists(control: &std::path::Path, name: &str) -> Result<bool, CliError> {
+    let mut client = ControlClient::connect(control)?;
+    let ports: PortList = client.request_as(&Request::PortList {})?;
+    Ok(ports.iter().any(|port| port.name == name))
+}
+
+/// `port show NAME`: that port of `port list`, with its counters.
+fn port_show(control: &std::path::Path, json: Json, name: &str) -> Result<String, CliError> {
+    let mut client = ControlClient::connect(control)?;
+    let ports: PortList = client.request_as(&Request::PortList {})?;
+    let Some(port) = ports.into_iter().find(|port| port.name == name) else {
+        return Err(
+            ControlError::Refused(tapswitch::control::RequestError::not_found(format!(
+                "no port named {name:?}"
+            )))
+            .into(),
+        );
+    };
+    let stats: Stats = client.request_as(&Request::Stats {
+        port: Some(name.to_owned()),
+    })?;
+    let shown = report::said::PortShow {
+        port,
+        counters: stats.ports.into_iter().next().map(|p| p.counters),
+    };
+    if json.on {
+        json_text(&shown, json.pretty)
+    } else {
+        Ok(report::said::port_show(&shown))
+    }
 }
 
 // ---- trace, rates, top ----
@@ -909,17 +1114,15 @@ impl Sampler {
         }
     }
 
-    fn sample(&self, client: &mut ControlClient) -> Result<(std::time::Instant, Stats), String> {
-        let stats: Stats = client
-            .request_as(&Request::Stats {
-                port: self.port.clone(),
-            })
-            .map_err(|e| e.to_string())?;
+    fn sample(&self, client: &mut ControlClient) -> Result<(std::time::Instant, Stats), CliError> {
+        let stats: Stats = client.request_as(&Request::Stats {
+            port: self.port.clone(),
+        })?;
         Ok((std::time::Instant::now(), stats))
     }
 
     /// The rates since the previous sample; the first call takes two, `interval` apart.
-    fn next(&mut self, client: &mut ControlClient) -> Result<Rates, String> {
+    fn next(&mut self, client: &mut ControlClient) -> Result<Rates, CliError> {
         self.next_after(client, std::thread::sleep)
     }
 
@@ -928,7 +1131,7 @@ impl Sampler {
         &mut self,
         client: &mut ControlClient,
         wait: impl FnOnce(std::time::Duration),
-    ) -> Result<Rates, String> {
+    ) -> Result<Rates, CliError> {
         let (then, before) = match self.last.take() {
             Some(last) => last,
             None => self.sample(client)?,
@@ -944,14 +1147,14 @@ impl Sampler {
 /// `top`: redraws the rates until `draws` are done, q is typed, or stdout closes.
 fn top(
     control: &std::path::Path,
-    json: bool,
+    json: Json,
     mut sort: report::rates::SortKey,
     interval: std::time::Duration,
     draws: Option<u64>,
-) -> Result<(), String> {
-    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+) -> Result<(), CliError> {
+    let mut client = ControlClient::connect(control)?;
     let mut sampler = Sampler::new(None, interval);
-    let redraw = std::io::stdout().is_terminal() && !json;
+    let redraw = std::io::stdout().is_terminal() && !json.on;
     // Lines typed while it runs (a terminal in canonical mode delivers them on Enter).
     let (keys_tx, keys) = std::sync::mpsc::channel::<String>();
     if std::io::stdin().is_terminal() {
@@ -980,9 +1183,8 @@ fn top(
         if quit {
             return Ok(());
         }
-        let text = if json {
-            let line = serde_json::to_string(&rates).map_err(|e| e.to_string())?;
-            format!("{line}\n")
+        let text = if json.on {
+            json_text(&rates, json.pretty)?
         } else if redraw {
             // Home, clear the screen, then the table.
             format!(
@@ -1007,23 +1209,26 @@ fn top(
     }
 }
 
-/// Prints events as they come until the switch stops or stdout closes.
-fn stream_events(control: &std::path::Path, json: bool) -> Result<(), String> {
-    let mut client = ControlClient::connect(control).map_err(|e| e.to_string())?;
-    client
-        .request_as::<()>(&Request::Events {})
-        .map_err(|e| e.to_string())?;
+/// Prints events as they come until stdout closes; the switch going away ends the stream
+/// with [`outcome::EXIT_UNREACHABLE`], so a script watching events learns of it.
+fn stream_events(control: &std::path::Path, json: Json) -> Result<(), CliError> {
+    let mut client = ControlClient::connect(control)?;
+    client.request_as::<()>(&Request::Events {})?;
     loop {
         // `--json` passes each line on as the switch sent it: a newer switch may add keys
         // to an event, and decoding and encoding again would drop them.
-        let line = if json {
+        let line = if json.on {
             client.next_line().map(|line| line.to_string())
         } else {
             client.next_event().map(|event| reply::event(&event))
         };
-        // The switch stopped: the stream is over.
-        let Ok(line) = line else {
-            return Ok(());
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => {
+                return Err(CliError::unreachable(format!(
+                    "events: the switch went away: {e}"
+                )));
+            }
         };
         let mut stdout = std::io::stdout().lock();
         if writeln!(stdout, "{line}")
@@ -1032,5 +1237,90 @@ fn stream_events(control: &std::path::Path, json: bool) -> Result<(), String> {
         {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every command, by its path (`tapswitch port add --mtu`), that
+    /// has no help text.
+    fn args_without_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            if arg.is_hide_set() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            args_without_help(sub, &format!("{path} {}", sub.get_name()), missing);
+        }
+    }
+
+    #[test]
+    fn every_option_and_argument_has_help() {
+        // The walk finds a bare argument, also in a subcommand.
+        let bare = clap::Command::new("x")
+            .subcommand(clap::Command::new("y").arg(clap::Arg::new("bare").long("bare")));
+        let mut found = Vec::new();
+        args_without_help(&bare, "x", &mut found);
+        assert_eq!(found, ["x y bare"]);
+
+        let command = Cli::command();
+        command.clone().debug_assert();
+        let mut missing = Vec::new();
+        args_without_help(&command, "tapswitch", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "arguments without help text: {missing:#?}"
+        );
+    }
+
+    #[test]
+    fn the_help_documents_the_exit_statuses_and_usage_errors_exit_with_theirs() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit status"), "{help}");
+        assert!(help.contains("TAPSWITCH_CONTROL"), "{help}");
+        let Err(usage) = Cli::try_parse_from(["tapswitch", "no-such-command"]) else {
+            panic!("an unknown command parses");
+        };
+        assert_eq!(usage.exit_code(), i32::from(outcome::EXIT_USAGE));
+    }
+
+    #[test]
+    fn queues_without_vm_is_the_taps_own_and_with_vm_the_guests() {
+        let Command::Port(PortCommand::Add { vm, .. }) =
+            Cli::parse_from(["tapswitch", "port", "add", "p0", "--queues", "4"]).command
+        else {
+            panic!("not port add");
+        };
+        let mut settings = PortSettings::new();
+        vm.apply(&mut settings);
+        assert_eq!(settings.get("queues"), Some(&serde_json::json!(4)));
+        let Command::Port(PortCommand::Add { vm, .. }) = Cli::parse_from([
+            "tapswitch",
+            "port",
+            "add",
+            "p0",
+            "--vm",
+            "d1",
+            "--queues",
+            "2",
+        ])
+        .command
+        else {
+            panic!("not port add");
+        };
+        let mut settings = PortSettings::new();
+        vm.apply(&mut settings);
+        assert_eq!(settings.get("vm_queues"), Some(&serde_json::json!(2)));
+        assert_eq!(settings.get("queues"), None);
     }
 }

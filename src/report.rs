@@ -17,7 +17,7 @@ pub mod reply {
 
     use serde_json::Value;
 
-    use tapswitch::control::protocol::{Event, EventLine, LinkState};
+    use tapswitch::control::protocol::{Event, EventLine, LinkState, PortVlan, PortVlanMode};
     use tapswitch::control::{FdbShow, PortListEntry, PortReply, Stats};
     use tapswitch::dataplane::PortSnapshot;
     use tapswitch::fdb::EntryKind;
@@ -40,8 +40,18 @@ pub mod reply {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} VM",
-            "PORT", "ID", "NETNS", "MTU", "STATE", "OFFLOADS", "PERSISTENT"
+            "{:<15} {:>4} {:<20} {:>6} {:<8} {:>7} {:<17} {:<7} {:<14} {:<8} {:<10} VM",
+            "PORT",
+            "ID",
+            "NETNS",
+            "MTU",
+            "STATE",
+            "IFINDEX",
+            "MAC",
+            "CARRIER",
+            "VLAN",
+            "OFFLOADS",
+            "PERSISTENT"
         );
         for port in ports {
             // "down": enabled, but its netdev is down (frames to it count as link_down).
@@ -53,14 +63,27 @@ pub mod reply {
                 "enabled"
             };
             let yes_no = |yes: bool| if yes { "yes" } else { "no" };
+            let (ifindex, mac, carrier) = match &port.netdev {
+                Some(dev) => (
+                    dev.ifindex.to_string(),
+                    dev.mac
+                        .map_or_else(|| "-".to_owned(), |mac| mac.to_string()),
+                    yes_no(dev.carrier),
+                ),
+                None => ("-".to_owned(), "-".to_owned(), "-"),
+            };
             let _ = writeln!(
                 out,
-                "{:<15} {:>4} {:<20} {:>6} {:<8} {:<8} {:<10} {}",
+                "{:<15} {:>4} {:<20} {:>6} {:<8} {:>7} {:<17} {:<7} {:<14} {:<8} {:<10} {}",
                 port.name,
                 port.id.0,
                 or_dash(port.netns.as_deref()),
                 port.mtu,
                 state,
+                ifindex,
+                mac,
+                carrier,
+                vlan_summary(&port.vlan),
                 yes_no(port.offloads),
                 // An adopted TAP outlives the port too, but it is its creator's.
                 if port.adopted {
@@ -72,6 +95,39 @@ pub mod reply {
             );
         }
         out
+    }
+
+    /// Seconds since the Unix epoch as the UTC time of day, `12:09:28.163`.
+    pub fn time_of_day(epoch_secs: f64) -> String {
+        let millis = (epoch_secs * 1000.0).round() as u64;
+        let day_millis = millis % 86_400_000;
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            day_millis / 3_600_000,
+            day_millis / 60_000 % 60,
+            day_millis / 1000 % 60,
+            day_millis % 1000,
+        )
+    }
+
+    /// A port's VLAN mode in a word: `-`, `access:10`, `trunk:10,20` (`/n5`: native 5).
+    pub fn vlan_summary(vlan: &PortVlan) -> String {
+        let id = |id: Option<u16>| id.map_or_else(|| "-".to_owned(), |id| id.to_string());
+        match vlan.mode {
+            PortVlanMode::None => "-".to_owned(),
+            PortVlanMode::Access => format!("access:{}", id(vlan.vlan)),
+            PortVlanMode::Trunk => {
+                let native = vlan
+                    .native_vlan
+                    .map(|n| format!("/n{n}"))
+                    .unwrap_or_default();
+                format!(
+                    "trunk:{}{native}",
+                    vlan.allowed_vlans.as_deref().unwrap_or("-")
+                )
+            }
+            PortVlanMode::Other => "?".to_owned(),
+        }
     }
 
     /// One port of a `stats`, `port add`, `port del` or `port set` reply.
@@ -144,13 +200,25 @@ pub mod reply {
             port_counters_line(&mut out, port, "");
         }
         for port in removed_ports {
-            port_counters_line(&mut out, port, " (removed)");
+            let note = match port.removed_at {
+                Some(at) => format!(" (removed at {} UTC)", time_of_day(at)),
+                None => " (removed)".to_owned(),
+            };
+            port_counters_line(&mut out, port, &note);
         }
         out
     }
 
     pub fn stats(stats: &Stats) -> String {
-        let mut out = port_counters(&stats.ports, &stats.removed_ports);
+        let mut out = String::new();
+        if let (Some(time), Some(uptime)) = (stats.time, stats.uptime_secs) {
+            let _ = writeln!(
+                out,
+                "at {} UTC, up {uptime:.0} s (bytes without vnet headers, as `ip -s link`)",
+                time_of_day(time)
+            );
+        }
+        out.push_str(&port_counters(&stats.ports, &stats.removed_ports));
         let f = &stats.fdb_counters;
         let _ = writeln!(
             out,
@@ -300,15 +368,7 @@ pub mod reply {
         };
         // Wall-clock time of day (UTC) to the millisecond: enough to line
         // events up with logs; the JSON form has the full timestamp.
-        let millis = (time.unwrap_or(0.0) * 1000.0).round() as u64;
-        let day_millis = millis % 86_400_000;
-        let mut out = format!(
-            "{:02}:{:02}:{:02}.{:03} {kind}",
-            day_millis / 3_600_000,
-            day_millis / 60_000 % 60,
-            day_millis / 1000 % 60,
-            day_millis % 1000,
-        );
+        let mut out = format!("{} {kind}", time_of_day(time.unwrap_or(0.0)));
         // In key order, as the lines have always been.
         let mut fields = fields;
         fields.sort();
@@ -615,4 +675,5 @@ pub mod findings {
 
 // ---- trace, rates ----
 pub mod rates;
+pub mod said;
 pub mod trace;

@@ -347,60 +347,6 @@ fn hot_plug_under_traffic_loses_nothing_on_other_ports() {
     eprintln!("{cycles} hot-plug cycles in {elapsed:?} under a {PINGS}-ping flow");
 }
 
-/// `tapswitch events [--json]` as a child, its stdout read line by line on a thread;
-/// stopped by its PID on drop.
-struct EventsCommand {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl EventsCommand {
-    fn start(switch: &Switch, json: bool) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
-        command.arg("events").arg("--control").arg(&switch.control);
-        if json {
-            command.arg("--json");
-        }
-        let mut child = command
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("running tapswitch events");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The first line containing `wanted` within 10 s.
-    fn line_with(&self, wanted: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut seen = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(line) = self.lines.recv_timeout(left) else {
-                break;
-            };
-            if line.contains(wanted) {
-                return line;
-            }
-            seen.push(line);
-        }
-        panic!("no line with {wanted:?}; saw {seen:?}");
-    }
-}
-
-impl Drop for EventsCommand {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The `events` command renders the typed events for people, and passes the JSON lines
 /// on as the switch sent them with `--json`.
 #[test]

@@ -78,11 +78,12 @@ fn doctor_finds_mismatched_mtu_and_offloads_and_their_fixes_work() {
         ]
     );
     let mtu = &report["findings"][0];
+    // The switch's socket is not the default one: the fix names it, to be pasted as is.
     assert!(
-        mtu["fix"]
-            .as_str()
-            .unwrap()
-            .starts_with("tapswitch port set p0 --mtu 9000"),
+        mtu["fix"].as_str().unwrap().starts_with(&format!(
+            "tapswitch --control {} port set p0 --mtu 9000",
+            bed.switch.control.display()
+        )),
         "{mtu}"
     );
 

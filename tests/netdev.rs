@@ -328,7 +328,11 @@ fn doctor_finds_a_netdev_port_device_mtu_and_a_bridge_that_takes_its_frames() {
         "{code}: {what}"
     );
     assert!(
-        fix.starts_with("tapswitch port set up0 --mtu 1400"),
+        // The test's socket is not the default: the fix names it.
+        fix.starts_with(&format!(
+            "tapswitch --control {} port set up0 --mtu 1400",
+            bed.switch.control.display()
+        )),
         "{fix}"
     );
     let (_, what, fix) = found

@@ -469,6 +469,73 @@ pub fn names(list: &PortList) -> Vec<String> {
     list.iter().map(|p| p.name.clone()).collect()
 }
 
+/// `tapswitch events [--json]` as a child, its stdout read line by line on a thread;
+/// stopped by its PID on drop.
+pub struct EventsCommand {
+    child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl EventsCommand {
+    pub fn start(switch: &Switch, json: bool) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tapswitch"));
+        command.arg("events").arg("--control").arg(&switch.control);
+        if json {
+            command.arg("--json");
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running tapswitch events");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, lines) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The first line containing `wanted` within 10 s.
+    pub fn line_with(&self, wanted: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            if line.contains(wanted) {
+                return line;
+            }
+            seen.push(line);
+        }
+        panic!("no line with {wanted:?}; saw {seen:?}");
+    }
+
+    /// Its exit status once it has exited by itself, waiting up to `timeout`; `None`
+    /// if it still runs then.
+    pub fn exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for EventsCommand {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Namespaces, each holding one port of a running switch, addressed
 /// 10.66.0.1, .2, … in port order. Port `i` is TAP `p{i}` in namespace `i`.
 pub struct Bed {

@@ -37,7 +37,9 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, PortConfig, PortPatch, PortSettings};
-use crate::dataplane::{Command, DataplaneHandle, Event, PortUpdate, RemovalCause, Snapshot};
+use crate::dataplane::{
+    Command, DataplaneHandle, Event, PortSnapshot, PortUpdate, RemovalCause, Snapshot,
+};
 use crate::fdb::PortId;
 use crate::netlink::LinkMonitor;
 use crate::netlink::LinkSettings;
@@ -47,6 +49,7 @@ use crate::state::{SAVE_INTERVAL, SavedState, StateDir};
 use crate::switch::{self, LinkSockets};
 use crate::sys::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::upgrade::{self, HandedEntry, Handover};
+use crate::wire::MacAddr;
 
 mod links;
 pub mod protocol;
@@ -491,6 +494,8 @@ struct Shared {
     link_monitor_fd: Option<std::os::fd::OwnedFd>,
     /// The EVPN agent, with `[evpn]`.
     evpn: crate::evpn::EvpnLink,
+    /// When this process began serving (`stats`' `started_at`, `uptime_secs`).
+    started: SystemTime,
 }
 
 struct State {
@@ -752,6 +757,7 @@ impl PreparedServer {
                 .and_then(|monitor| monitor.try_clone_fd().ok()),
             link_monitor: Mutex::new(monitor),
             evpn,
+            started: SystemTime::now(),
         });
         let started = (|| {
             let vm_events = vms::spawn(&shared, domain_events)?;
@@ -1091,25 +1097,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             let ports: PortList = counters
                 .ports
                 .iter()
-                .map(|live| {
-                    let config = state.config.ports.iter().find(|p| p.name == live.name);
-                    PortListEntry {
-                        name: live.name.clone(),
-                        id: live.id,
-                        netns: config.and_then(|c| c.netns.clone()),
-                        mtu: live.mtu,
-                        enabled: live.enabled,
-                        link: if live.link_up {
-                            protocol::LinkState::Up
-                        } else {
-                            protocol::LinkState::Down
-                        },
-                        offloads: live.vnet_hdr,
-                        persistent: config.is_some_and(|c| c.persistent()),
-                        adopted: config.is_some_and(|c| c.adopted()),
-                        vm: config.and_then(|c| c.vm_domain().map(str::to_owned)),
-                    }
-                })
+                .map(|live| port_list_entry(&mut state, live))
                 .collect();
             Ok(Reply::PortList(ports))
         }
@@ -1162,7 +1150,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             }
             add_netdev_drops(&mut lock(&shared.state), &mut counters.ports);
             // Counters only: the MAC table is `fdb_show`'s.
-            Ok(Reply::Stats(Stats::from(counters)))
+            Ok(Reply::Stats(Stats::from(counters).stamped(shared.started)))
         }
         Request::Events {} => unreachable!("served by serve_connection"),
         Request::ConfigShow {} => {
@@ -1621,9 +1609,15 @@ fn set_port(
         // brings back a port its MAC limit shut down.
         enabled: patch.sets_enabled().then_some(new.enabled),
         policy: (new_policy != old_policy).then_some(new_policy),
+        ..PortUpdate::default()
     };
     // The netdev first: if the kernel refuses, nothing has changed.
     let netdev = netdev_changes(old, &new);
+    let update = PortUpdate {
+        mac: netdev.mac.map(MacAddr),
+        txqueuelen: netdev.txqueuelen,
+        ..update
+    };
     if netdev != LinkSettings::default() {
         configure_netdev(&mut state.links, netns.as_deref(), name, &netdev)?;
     }
@@ -1706,6 +1700,91 @@ fn configure_netdev(
         })?;
     let index = netlink.index_of(name).map_err(link_error)?;
     netlink.configure(index, settings).map_err(link_error)
+}
+
+/// One port of `port_list`: its live state, its configuration, and its netdev as
+/// netlink reports it now.
+fn port_list_entry(state: &mut State, live: &PortSnapshot) -> PortListEntry {
+    let config = state
+        .config
+        .ports
+        .iter()
+        .find(|p| p.name == live.name)
+        .cloned();
+    let config = config.as_ref();
+    let netdev = config.and_then(|config| port_netdev(&mut state.links, config));
+    PortListEntry {
+        name: live.name.clone(),
+        id: live.id,
+        netns: config.and_then(|c| c.netns.clone()),
+        mtu: live.mtu,
+        enabled: live.enabled,
+        link: if live.link_up {
+            protocol::LinkState::Up
+        } else {
+            protocol::LinkState::Down
+        },
+        offloads: live.vnet_hdr,
+        persistent: config.is_some_and(|c| c.persistent()),
+        adopted: config.is_some_and(|c| c.adopted()),
+        vm: config.and_then(|c| c.vm_domain().map(str::to_owned)),
+        netdev,
+        vlan: config.map(port_vlan).unwrap_or_default(),
+    }
+}
+
+/// The netdev of a TAP or netdev port, looked up in its namespace; `None` for a vxlan
+/// port or one whose namespace or device the switch cannot reach now.
+fn port_netdev(links: &mut LinkSockets, config: &PortConfig) -> Option<protocol::PortNetdev> {
+    let device = match &config.device {
+        crate::config::DeviceConfig::Tap(_) => config.name.as_str(),
+        crate::config::DeviceConfig::Netdev(netdev) => netdev.device.as_str(),
+        crate::config::DeviceConfig::Vxlan(_) => return None,
+    };
+    let info = links
+        .get(config.netns.as_deref())
+        .and_then(|netlink| netlink.info(device))
+        .map_err(|error| debug!(port = %config.name, %error, "no netdev facts for port list"))
+        .ok()?;
+    Some(protocol::PortNetdev {
+        name: info.name,
+        ifindex: info.index,
+        mac: info.mac.map(MacAddr),
+        up: info.up,
+        carrier: info.carrier,
+        oper_state: info.oper_state,
+        txqueuelen: info.txqueuelen,
+    })
+}
+
+/// A port's VLAN settings as `port_list` shows them.
+fn port_vlan(config: &PortConfig) -> protocol::PortVlan {
+    use crate::config::VlanModeName;
+    let policy = &config.policy;
+    let vid = |id: Option<i64>| id.and_then(|id| u16::try_from(id).ok());
+    match policy.vlan_mode {
+        None => protocol::PortVlan::default(),
+        Some(VlanModeName::Access) => protocol::PortVlan {
+            mode: protocol::PortVlanMode::Access,
+            vlan: vid(policy.vlan),
+            ..protocol::PortVlan::default()
+        },
+        Some(VlanModeName::Trunk) => protocol::PortVlan {
+            mode: protocol::PortVlanMode::Trunk,
+            native_vlan: vid(policy.native_vlan),
+            allowed_vlans: policy.allowed_vlans.as_ref().map(|specs| {
+                specs
+                    .iter()
+                    .map(|spec| match spec {
+                        crate::config::VlanSpec::Id(id) => id.to_string(),
+                        crate::config::VlanSpec::Range(range) => range.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }),
+            ..protocol::PortVlan::default()
+        },
+    }
 }
 
 fn port_names(snapshot: &Snapshot) -> HashMap<PortId, String> {

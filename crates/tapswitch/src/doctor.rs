@@ -72,6 +72,40 @@ pub struct Finding {
     pub fix: String,
 }
 
+/// Makes every `tapswitch …` command in the fixes name `control` when it is not the
+/// default socket, so that a fix can be pasted as it is.
+pub fn point_fixes_at(findings: &mut [Finding], control: &Path) {
+    if control == Path::new(crate::control::DEFAULT_CONTROL_PATH) {
+        return;
+    }
+    let with_control = format!("tapswitch --control {} ", control.display());
+    for finding in findings {
+        finding.fix = with_control_option(&finding.fix, &with_control);
+    }
+}
+
+/// `fix` with each `tapswitch ` that starts a command (at the start, or after a space
+/// or a backquote) replaced by `with_control`.
+fn with_control_option(fix: &str, with_control: &str) -> String {
+    let mut out = String::with_capacity(fix.len() + with_control.len());
+    let mut rest = fix;
+    while let Some(at) = rest.find("tapswitch ") {
+        out.push_str(&rest[..at]);
+        let starts_command = out
+            .chars()
+            .next_back()
+            .is_none_or(|before| matches!(before, ' ' | '`' | '('));
+        out.push_str(if starts_command {
+            with_control
+        } else {
+            "tapswitch "
+        });
+        rest = &rest[at + "tapswitch ".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Everything the rules look at.
 #[derive(Clone, Debug, Serialize)]
 pub struct Inspection {
@@ -1038,6 +1072,43 @@ fn tap_fds_of(pid: u32) -> io::Result<HashMap<String, usize>> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn fixes_name_a_control_socket_that_is_not_the_default() {
+        let finding = |fix: &str| Finding {
+            severity: Severity::Error,
+            code: "x",
+            port: None,
+            what: String::new(),
+            fix: fix.to_owned(),
+        };
+        let mut findings = vec![
+            finding(
+                "tapswitch port set p0 --mtu 9000 (sets both sides), or ip link set p0 mtu 1500",
+            ),
+            finding("run `tapswitch port set p1 --enable`"),
+            finding("ip -n ns link set dev eth1 up"),
+            finding("restart mytapswitch thing"),
+        ];
+        let mut unchanged = findings.clone();
+        point_fixes_at(
+            &mut unchanged,
+            Path::new(crate::control::DEFAULT_CONTROL_PATH),
+        );
+        assert_eq!(unchanged, findings);
+        point_fixes_at(&mut findings, Path::new("/tmp/t.sock"));
+        assert_eq!(
+            findings[0].fix,
+            "tapswitch --control /tmp/t.sock port set p0 --mtu 9000 (sets both sides), or ip link set p0 mtu 1500"
+        );
+        assert_eq!(
+            findings[1].fix,
+            "run `tapswitch --control /tmp/t.sock port set p1 --enable`"
+        );
+        assert_eq!(findings[2].fix, "ip -n ns link set dev eth1 up");
+        assert_eq!(findings[3].fix, "restart mytapswitch thing");
+    }
+
     use super::*;
     use crate::config::{DeviceConfig, NetdevConfig, VxlanConfig};
     use crate::netlink::LinkStats;

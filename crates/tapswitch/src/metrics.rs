@@ -406,6 +406,7 @@ mod tests {
                 link_up: true,
                 counters,
                 netdev_tx_dropped: Some(5),
+                removed_at: None,
             }],
             removed_ports: vec![],
             fdb: vec![],

@@ -653,6 +653,7 @@ pub fn settings_of(switch: &SwitchConfig, port: &PortConfig) -> PortUpdate {
         mtu: Some(port.mtu),
         enabled: Some(port.enabled),
         policy: Some(port.policy_in(switch)),
+        ..PortUpdate::default()
     }
 }
 

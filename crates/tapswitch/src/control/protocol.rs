@@ -1,8 +1,8 @@
 //! The control protocol: what travels on the control socket, typed on both ends.
 //!
 //! One JSON line per request ([`Request`]) and one per reply ([`Response`]):
-//! `{"ok":true,"result":…,"version":1}` or
-//! `{"ok":false,"error":"…","code":"not_found","version":1}`. `error` is for people,
+//! `{"ok":true,"result":…,"version":2}` or
+//! `{"ok":false,"error":"…","code":"not_found","version":2}`. `error` is for people,
 //! `code` ([`ErrorKind`]) for programs. Every reply carries [`VERSION`]; a client
 //! refuses replies from a switch speaking an older protocol (or none: switches from
 //! before versions), since it may not understand what this client asks. Versions only
@@ -36,7 +36,9 @@ use crate::vm::libvirt::LibvirtError;
 use crate::wire::MacAddr;
 
 /// The protocol this switch speaks and this client expects, in every reply as `"version"`.
-pub const VERSION: u32 = 1;
+/// 2: port `rx_bytes`/`tx_bytes` count frames without the 12-byte vnet header (as the
+/// kernel counts the netdev: `ip -s link`), where 1 counted the header too.
+pub const VERSION: u32 = 2;
 
 /// One request on the control socket: `{"cmd":"port_del","name":"p3"}`.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -489,6 +491,33 @@ pub struct Stats {
     /// The EVPN agent's session with gobgpd, with `[evpn]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evpn: Option<EvpnSummary>,
+    /// When the counters were read and since when the switch process runs: seconds
+    /// since the Unix epoch, to the millisecond (absent from a switch that does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<f64>,
+    /// `time - started_at`: how long this switch process has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_secs: Option<f64>,
+}
+
+impl Stats {
+    /// The counters stamped with the time now and the process's start.
+    pub fn stamped(mut self, started: std::time::SystemTime) -> Self {
+        let now = std::time::SystemTime::now();
+        let epoch = |at: std::time::SystemTime| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_millis() as f64 / 1000.0)
+        };
+        self.time = Some(epoch(now));
+        self.started_at = Some(epoch(started));
+        self.uptime_secs = Some(
+            now.duration_since(started)
+                .map_or(0.0, |up| up.as_millis() as f64 / 1000.0),
+        );
+        self
+    }
 }
 
 impl From<Snapshot> for Stats {
@@ -514,6 +543,9 @@ impl From<Snapshot> for Stats {
             loop_stats,
             events_dropped,
             evpn,
+            time: None,
+            started_at: None,
+            uptime_secs: None,
         }
     }
 }
@@ -541,6 +573,56 @@ pub struct PortListEntry {
     pub adopted: bool,
     /// The libvirt domain of a VM port.
     pub vm: Option<String>,
+    /// The port's netdev as netlink reports it now (absent for a vxlan port, which has
+    /// none, and when the switch cannot look: its namespace is out of reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<PortNetdev>,
+    /// How the port takes part in VLANs.
+    #[serde(default)]
+    pub vlan: PortVlan,
+}
+
+/// A port's netdev, in `port_list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortNetdev {
+    /// The device's name (the port's, or a netdev port's `device`).
+    pub name: String,
+    pub ifindex: u32,
+    pub mac: Option<MacAddr>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Carrier present (`IFF_LOWER_UP`): for a TAP, someone holds its fd.
+    pub carrier: bool,
+    /// RFC 2863 operational state as iproute2 prints it (`UP`, `DOWN`, `UNKNOWN`, ...).
+    pub oper_state: String,
+    pub txqueuelen: u32,
+}
+
+/// A port's VLAN mode, in `port_list`: `mode` is `none` (transparent), `access` (with
+/// `vlan`) or `trunk` (with `allowed_vlans` and maybe `native_vlan`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortVlan {
+    pub mode: PortVlanMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<u16>,
+    /// The tagged VLANs of a trunk as configured (`10,20,100-199`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_vlans: Option<String>,
+}
+
+/// `vlan_mode`, with `none` for a transparent port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortVlanMode {
+    #[default]
+    None,
+    Access,
+    Trunk,
+    /// A mode this client does not know (from a newer switch).
+    #[serde(other)]
+    Other,
 }
 
 /// The `port_list` reply.
@@ -814,6 +896,12 @@ pub struct PortChange {
     pub mtu: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy: bool,
+    /// The netdev's new MAC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// The netdev's new transmit queue length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txqueuelen: Option<u32>,
 }
 
 impl From<&PortUpdate> for PortChange {
@@ -822,6 +910,8 @@ impl From<&PortUpdate> for PortChange {
             mtu: update.mtu,
             enabled: update.enabled,
             policy: update.policy.is_some(),
+            mac: update.mac,
+            txqueuelen: update.txqueuelen,
         }
     }
 }
@@ -1220,14 +1310,20 @@ mod tests {
             persistent: false,
             adopted: true,
             vm: Some("guest".into()),
+            netdev: None,
+            vlan: PortVlan::default(),
         };
         let wire = serde_json::to_value(vec![port.clone()]).unwrap();
         assert_eq!(
             wire,
             json!([{"name": "p1", "id": 3, "netns": null, "mtu": 1500, "enabled": true,
                     "link": "down", "offloads": false, "persistent": false, "adopted": true,
-                    "vm": "guest"}])
+                    "vm": "guest", "vlan": {"mode": "none"}}])
         );
+        // A reply of a switch before `netdev` and `vlan` still decodes.
+        let mut older = wire[0].clone();
+        older.as_object_mut().unwrap().remove("vlan");
+        assert_eq!(decode::<PortListEntry>(&older).unwrap(), port);
         assert_eq!(decode::<PortList>(&wire).unwrap(), vec![port]);
         let fdb = FdbShow {
             entries: vec![FdbShowEntry {
@@ -1263,6 +1359,7 @@ mod tests {
             link_up: false,
             counters: Default::default(),
             netdev_tx_dropped: Some(7),
+            removed_at: None,
         };
         let reply = PortReply {
             port: port.clone(),
@@ -1291,8 +1388,12 @@ mod tests {
             loop_stats: LoopStats::default(),
             events_dropped: 1,
             evpn: None,
+            time: Some(1_700_000_000.5),
+            started_at: Some(1_699_999_000.0),
+            uptime_secs: Some(1000.5),
         };
         let wire = Reply::Stats(stats.clone()).to_result().unwrap();
+        assert_eq!(wire["uptime_secs"], 1000.5);
         assert!(wire.get("fdb").is_none());
         assert!(wire.get("evpn").is_none(), "no [evpn], no key");
         assert_eq!(decode::<Stats>(&wire).unwrap(), stats);
@@ -1330,6 +1431,7 @@ mod tests {
                         mtu: Some(9000),
                         enabled: None,
                         policy: Some(Default::default()),
+                        ..PortUpdate::default()
                     },
                 },
                 json!({"event": "port_changed", "port": "uplink", "port_id": 4,

@@ -138,6 +138,7 @@ mod tests {
                 link_up: true,
                 counters,
                 netdev_tx_dropped: None,
+                removed_at: None,
             }],
             removed_ports: Vec::new(),
             fdb_size: 3,
@@ -148,6 +149,9 @@ mod tests {
             mac_flaps: Vec::new(),
             loop_stats: LoopStats::default(),
             events_dropped: 0,
+            time: None,
+            started_at: None,
+            uptime_secs: None,
             evpn: None,
         }
     }

@@ -189,6 +189,10 @@ pub struct PortSnapshot {
     /// dataplane's own snapshots, for ports that are not TAPs, or when it could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev_tx_dropped: Option<u64>,
+    /// When a port of `removed_ports` was removed: seconds since the Unix epoch (to the
+    /// millisecond); absent on a live port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed_at: Option<f64>,
 }
 
 /// The state of the switch at one instant.

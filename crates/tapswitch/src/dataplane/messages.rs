@@ -166,6 +166,12 @@ pub struct PortUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub policy: Option<PortPolicy>,
+    /// The netdev's new MAC and transmit queue length: set on the device by the control
+    /// plane before the update; the dataplane only reports them in `port_changed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub txqueuelen: Option<u32>,
 }
 
 fn serialize_as_present<S: Serializer>(

@@ -125,6 +125,7 @@ impl PortSlot {
             link_up: self.link_up,
             counters: self.counters.clone(),
             netdev_tx_dropped: None,
+            removed_at: None,
         }
     }
 

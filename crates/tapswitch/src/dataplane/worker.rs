@@ -412,6 +412,9 @@ impl Dataplane {
                 let _ = worker.tell(WorkerMessage::SetMtu { id, mtu });
             }
         }
+        // Already set on the netdev by the control plane: reported, nothing to do here.
+        changed.mac = update.mac;
+        changed.txqueuelen = update.txqueuelen;
         let snapshot = slot.snapshot(id, forwarder.port(id));
         drop(forwarder);
         if !changed.is_empty() {
@@ -978,7 +981,8 @@ impl Dataplane {
         };
         let hdr_len = in_slot.port.vnet_hdr_len();
         in_slot.counters.rx_frames += 1;
-        in_slot.counters.rx_bytes += len as u64;
+        // Without the vnet header, as the kernel counts the netdev's side (`ip -s link`).
+        in_slot.counters.rx_bytes += len.saturating_sub(hdr_len) as u64;
 
         let header = if hdr_len > 0 {
             match VnetHeader::new(packet) {
@@ -1075,7 +1079,13 @@ impl Dataplane {
             if self.removed.len() >= MAX_REMOVED_PORTS {
                 self.removed.remove(0);
             }
-            self.removed.push(last);
+            let removed_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |since| since.as_millis() as f64 / 1000.0);
+            self.removed.push(PortSnapshot {
+                removed_at: Some(removed_at),
+                ..last
+            });
             drop(port);
         }
     }
@@ -1304,6 +1314,7 @@ mod tests {
                     mtu: Some(9000),
                     enabled: Some(false),
                     policy: Some(bad),
+                    ..PortUpdate::default()
                 },
             )
             .unwrap_err();
