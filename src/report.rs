@@ -145,18 +145,30 @@ pub mod reply {
         } else {
             drops.join(" ")
         };
+        // Lost before the switch: the TAP's queue was full (not one of the switch's drops).
+        let netdev_drops = port
+            .netdev_tx_dropped
+            .map_or_else(|| "-".to_owned(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  {}{}",
-            port.name, c.rx_frames, c.rx_bytes, c.tx_frames, c.tx_bytes, c.mac_moves, drops, note
+            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8} {:>12}  {}{}",
+            port.name,
+            c.rx_frames,
+            c.rx_bytes,
+            c.tx_frames,
+            c.tx_bytes,
+            c.mac_moves,
+            netdev_drops,
+            drops,
+            note
         );
     }
 
     fn counters_header(out: &mut String) {
         let _ = writeln!(
             out,
-            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8}  DROPS",
-            "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "MOVES"
+            "{:<15} {:>10} {:>12} {:>10} {:>12} {:>8} {:>12}  DROPS",
+            "PORT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "MOVES", "NETDEV DROPS"
         );
     }
 

@@ -467,3 +467,87 @@ fn a_vm_port_whose_domain_vanished_while_libvirtd_was_down_is_removed_after_reco
     assert!(!names.contains(&vm_port), "{names:?}");
     assert_eq!(ping(bed.ns(1), &Bed::addr(0), 3, "0.05"), 3);
 }
+
+/// A TAP whose queue is full drops what its endpoint sends before the switch sees it: the
+/// switch's counters cannot have those frames, the netdev's `tx_dropped` does, and `stats`
+/// (JSON and table) and the metrics show it per port as `netdev_tx_dropped`.
+#[test]
+fn frames_a_full_tap_queue_dropped_are_shown_as_the_netdevs_drops() {
+    require_root!();
+    const QUEUE: u32 = 4;
+    const BURST: usize = 200;
+    let bed = Bed::with_args(2, &["--metrics", "127.0.0.1:0"]);
+    sh(
+        "ip",
+        &[
+            "-n",
+            bed.ns(0),
+            "link",
+            "set",
+            "p0",
+            "txqueuelen",
+            &QUEUE.to_string(),
+        ],
+    );
+    let before = bed.switch.port_stats("p0");
+    let dropped_before = before
+        .netdev_tx_dropped
+        .expect("a TAP port's netdev drops are read");
+
+    // The switch stops reading (stopped, by its PID), so the endpoint's frames can only
+    // wait in the TAP's queue of QUEUE frames; the rest are the kernel's to drop.
+    bed.switch.signal(libc::SIGSTOP);
+    let src = mac_bytes(&link_mac(bed.ns(0), "p0"));
+    let sent = flood_raw(bed.ns(0), "p0", &vec![frame([0xff; 6], src, 60); BURST]);
+    bed.switch.signal(libc::SIGCONT);
+
+    let after = bed.switch.port_stats("p0");
+    let dropped = after.netdev_tx_dropped.expect("read again") - dropped_before;
+    let read = after.counters.rx_frames - before.counters.rx_frames;
+    assert!(
+        dropped + u64::from(QUEUE) >= sent.accepted,
+        "{} frames went out of p0 and at most {QUEUE} fit its queue, but the netdev \
+         dropped only {dropped} (the switch read {read})",
+        sent.accepted
+    );
+    // What the queue held, and perhaps a stray IPv6 frame of the endpoint after it.
+    assert!(
+        read <= u64::from(QUEUE) + 4,
+        "the switch read {read} frames"
+    );
+    // None of it is a drop of the switch's own.
+    assert_eq!(after.counters.drops.total(), before.counters.drops.total());
+    assert_eq!(
+        bed.switch.port_stats("p1").netdev_tx_dropped,
+        Some(0),
+        "p1's queue never filled"
+    );
+
+    // The table has the same figure in its NETDEV DROPS column.
+    let (ok, table, stderr) = bed.switch.ctl(&["stats"]);
+    assert!(ok, "{stderr}");
+    let header = table
+        .lines()
+        .find(|line| line.starts_with("PORT "))
+        .expect("a header line");
+    assert!(header.contains("NETDEV DROPS"), "{table}");
+    let row: Vec<&str> = table
+        .lines()
+        .find(|line| line.starts_with("p0 "))
+        .expect("a row for p0")
+        .split_whitespace()
+        .collect();
+    let total = dropped + dropped_before;
+    assert_eq!(row[6], total.to_string(), "{table}");
+
+    // And the metrics, for a scraper.
+    let addr = bed.switch.config().switch.metrics.expect("metrics address");
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connecting to metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("reply");
+    let line = format!("tapswitch_port_netdev_tx_dropped_total{{port=\"p0\"}} {total}");
+    assert!(body.lines().any(|l| l == line), "{line} missing in\n{body}");
+}

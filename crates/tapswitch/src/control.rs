@@ -612,6 +612,17 @@ pub struct ControlServer {
     saver: Option<JoinHandle<()>>,
 }
 
+impl ControlServer {
+    /// What metrics add to a counters snapshot before rendering it: each TAP port's
+    /// `netdev_tx_dropped`, read on the scraping thread as `stats` reads it.
+    pub fn netdev_drops(&self) -> impl Fn(&mut Snapshot) + Send + Sync + 'static {
+        let shared = Arc::clone(&self.shared);
+        move |snapshot: &mut Snapshot| {
+            add_netdev_drops(&mut lock(&shared.state), &mut snapshot.ports);
+        }
+    }
+}
+
 /// A control server made but not started: its state is ready (the configured VM ports have
 /// their devices, which can take CAP_CHOWN) and no thread runs yet, so the privilege drop
 /// can come between [`ControlServer::prepare`] and [`PreparedServer::spawn`]. Dropped
@@ -1173,6 +1184,7 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
                     return Err(RequestError::not_found(format!("no port named {name:?}")));
                 }
             }
+            add_netdev_drops(&mut lock(&shared.state), &mut counters.ports);
             // Counters only: the MAC table is `fdb_show`'s.
             Ok(Reply::Stats(Stats::from(counters).stamped(shared.started)))
         }
@@ -1486,6 +1498,26 @@ fn save_periodically(shared: &Shared, stop: &Receiver<()>) {
 
 fn counters(dataplane: &DataplaneHandle) -> Result<Snapshot, RequestError> {
     Ok(dataplane.request(Command::Counters)?)
+}
+
+/// Sets `netdev_tx_dropped` of each TAP port in `ports` from its netdev's link statistics
+/// (`IFLA_STATS64`, read by namespace id through our own netlink socket): the frames its
+/// endpoint sent while the TAP's queue was full, which the switch never saw. On the control
+/// thread, never on the packet path; a port whose netdev cannot be read keeps `None`.
+fn add_netdev_drops(state: &mut State, ports: &mut [crate::dataplane::PortSnapshot]) {
+    for port in ports {
+        let Some(config) = state.config.ports.iter().find(|p| p.name == port.name) else {
+            continue;
+        };
+        if config.tap().is_none() {
+            continue;
+        }
+        let netns = config.netns.clone();
+        match state.links.info(netns.as_deref(), &port.name) {
+            Ok(info) => port.netdev_tx_dropped = Some(info.stats.tx_dropped),
+            Err(error) => debug!(port = %port.name, %error, "reading the netdev's drops failed"),
+        }
+    }
 }
 
 /// Forgets configured ports the dataplane removed after a device error, so

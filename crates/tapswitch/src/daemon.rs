@@ -374,13 +374,6 @@ fn serve(
         server.set_evpn(evpn.link());
     }
     server.set_reload_source(reload);
-    if let Some(listener) = metrics_listener {
-        metrics::serve_on(listener, handle.clone())?;
-    } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
-        // The old process still listens there until it exits.
-        let addr = parse_metrics_addr(addr).map_err(DaemonError::MetricsAddr)?;
-        metrics::spawn_when_free(addr, handle.clone());
-    }
     let server = server.spawn()?;
     // After the server: SIGHUP reloads through it (a signal meanwhile waits, blocked).
     let signals = match signals.spawn(handle.clone(), Some(server.reloader())) {
@@ -390,6 +383,17 @@ fn serve(
             return Err(error.into());
         }
     };
+    let metrics_source = metrics::Source {
+        dataplane: handle.clone(),
+        enrich: Some(std::sync::Arc::new(server.netdev_drops())),
+    };
+    if let Some(listener) = metrics_listener {
+        metrics::serve_on(listener, metrics_source)?;
+    } else if let (Some(addr), Some(_)) = (&config.switch.metrics, &handing_over) {
+        // The old process still listens there until it exits.
+        let addr = parse_metrics_addr(addr).map_err(DaemonError::MetricsAddr)?;
+        metrics::spawn_when_free(addr, metrics_source);
+    }
     let names: Vec<&str> = config.ports.iter().map(|p| p.name.as_str()).collect();
     {
         let mut stdout = io::stdout().lock();

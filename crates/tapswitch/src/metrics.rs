@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -43,11 +43,40 @@ pub enum MetricsError {
     Thread(#[source] std::io::Error),
 }
 
-/// Binds `addr` and serves metrics for `dataplane` on a thread of its own
+/// Adds to a counters snapshot what the dataplane does not count.
+pub type Enrich = Arc<dyn Fn(&mut Snapshot) + Send + Sync>;
+
+/// Where a scrape's numbers come from: the dataplane's counters, and what the control
+/// plane adds to them off the packet path (the TAP netdevs' own drops, over netlink).
+#[derive(Clone)]
+pub struct Source {
+    pub dataplane: DataplaneHandle,
+    pub enrich: Option<Enrich>,
+}
+
+impl Source {
+    /// The dataplane's counters alone.
+    pub fn dataplane(dataplane: DataplaneHandle) -> Self {
+        Self {
+            dataplane,
+            enrich: None,
+        }
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, crate::dataplane::DataplaneError> {
+        let mut snapshot = self.dataplane.request(Command::Counters)?;
+        if let Some(enrich) = &self.enrich {
+            enrich(&mut snapshot);
+        }
+        Ok(snapshot)
+    }
+}
+
+/// Binds `addr` and serves metrics from `source` on a thread of its own
 /// (which lives as long as the process). Returns the bound address, which
 /// differs from `addr` when that asked for port 0.
-pub fn spawn(addr: SocketAddr, dataplane: DataplaneHandle) -> Result<SocketAddr, MetricsError> {
-    serve_on(bind(addr)?, dataplane)
+pub fn spawn(addr: SocketAddr, source: Source) -> Result<SocketAddr, MetricsError> {
+    serve_on(bind(addr)?, source)
 }
 
 /// Binds the metrics listener (apart from [`serve_on`], so a switch can bind
@@ -57,10 +86,7 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
 }
 
 /// Serves metrics on `listener` from a thread of its own; returns its address.
-pub fn serve_on(
-    listener: TcpListener,
-    dataplane: DataplaneHandle,
-) -> Result<SocketAddr, MetricsError> {
+pub fn serve_on(listener: TcpListener, source: Source) -> Result<SocketAddr, MetricsError> {
     let bound = listener.local_addr().map_err(|source| MetricsError::Bind {
         addr: SocketAddr::from(([0, 0, 0, 0], 0)),
         source,
@@ -71,7 +97,7 @@ pub fn serve_on(
             for stream in listener.incoming() {
                 match stream {
                     Ok(stream) => {
-                        if let Err(e) = serve(stream, &dataplane) {
+                        if let Err(e) = serve(stream, &source) {
                             warn!(error = %e, "metrics request failed");
                         }
                     }
@@ -87,13 +113,13 @@ pub fn serve_on(
 /// Like [`spawn`], for a process taking over from another (`upgrade`) that
 /// still listens on `addr`: binds in the background as soon as the address is
 /// free, trying for [`TAKEOVER_BIND_PATIENCE`].
-pub fn spawn_when_free(addr: SocketAddr, dataplane: DataplaneHandle) {
+pub fn spawn_when_free(addr: SocketAddr, source: Source) {
     let started = std::thread::Builder::new()
         .name("tapswitch-metrics-bind".into())
         .spawn(move || {
             let deadline = std::time::Instant::now() + TAKEOVER_BIND_PATIENCE;
             loop {
-                match spawn(addr, dataplane.clone()) {
+                match spawn(addr, source.clone()) {
                     Ok(_) => return,
                     Err(e) if std::time::Instant::now() >= deadline => {
                         warn!(error = %e, "metrics endpoint not taken over");
@@ -112,7 +138,7 @@ pub fn spawn_when_free(addr: SocketAddr, dataplane: DataplaneHandle) {
 pub const TAKEOVER_BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Answers one HTTP request; the connection is closed after the reply.
-fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> {
+fn serve(stream: TcpStream, source: &Source) -> std::io::Result<()> {
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
@@ -131,7 +157,7 @@ fn serve(stream: TcpStream, dataplane: &DataplaneHandle) -> std::io::Result<()> 
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, target) {
-        ("GET", "/metrics") => match dataplane.request(Command::Counters) {
+        ("GET", "/metrics") => match source.snapshot() {
             Ok(snapshot) => ("200 OK", format.content_type(), render(&snapshot, format)),
             Err(e) => (
                 "503 Service Unavailable",
@@ -340,6 +366,19 @@ impl Collector for SnapshotCollector {
                 })
             }),
         )?;
+        family(
+            encoder,
+            "tapswitch_port_netdev_tx_dropped",
+            "Frames the port's TAP netdev dropped on transmit because its queue was full: the \
+             endpoint's loss before the switch, in none of the switch's counters.",
+            None,
+            snapshot.ports.iter().filter_map(|p| {
+                Some((
+                    [("port", p.name.as_str())],
+                    ConstCounter::new(p.netdev_tx_dropped?),
+                ))
+            }),
+        )?;
         let flags: [Described<FlagOf>; 2] = [
             (
                 "tapswitch_port_enabled",
@@ -505,6 +544,7 @@ mod tests {
                 enabled: true,
                 link_up: true,
                 counters,
+                netdev_tx_dropped: Some(5),
                 removed_at: None,
             }],
             removed_ports: vec![],
@@ -545,6 +585,7 @@ mod tests {
             "tapswitch_port_shutdowns_total{port=\"p\\\"0\"} 0",
             "tapswitch_port_mac_flaps_total{port=\"p\\\"0\"} 0",
             "tapswitch_fdb_entries 4",
+            "tapswitch_port_netdev_tx_dropped_total{port=\"p\\\"0\"} 5",
             "tapswitch_batch_frames_bucket{le=\"1.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"128.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",

@@ -287,6 +287,15 @@ fn temporary_name() -> String {
     )
 }
 
+/// The transmit queue length of a TAP the switch makes when its port sets none. The
+/// netdev's queue is where the endpoint's frames wait for the switch to read them, and a
+/// TAP drops (its `tx_dropped`) rather than pushes back when it is full: the kernel's
+/// 1000 frames last ~3 ms at 64-byte rates, less than the switch thread can be kept off
+/// a busy CPU, so bursts were lost at rates the switch sustains (bench/README.md, "Where
+/// the time goes"). A deeper queue costs nothing while the switch keeps up; TCP cannot
+/// fill it (TCP small queues) and a UDP sender only up to its socket's send buffer.
+pub const DEFAULT_TXQUEUELEN: u32 = 10_000;
+
 /// The alias (`ip link show` prints it) the switch gives every TAP it creates. A TAP
 /// that exists when a port is opened is the switch's own only if it carries this alias
 /// (a persistent port's TAP, or one left by a crash): it is re-attached as before. Any
@@ -453,7 +462,11 @@ pub fn create_tap_port(
         up: Some(true),
         mtu: Some(port.mtu),
         mac: port.mac().map(|mac| mac.0),
-        txqueuelen: port.tap().and_then(|tap| tap.txqueuelen),
+        txqueuelen: port.tap().and_then(|tap| tap.txqueuelen).or(match claim {
+            Claim::Own => Some(DEFAULT_TXQUEUELEN),
+            // Somebody else's device keeps its settings.
+            Claim::Adopted(_) => None,
+        }),
         alias: match claim {
             Claim::Own => Some(OWN_TAP_ALIAS.to_owned()),
             Claim::Adopted(_) => None,

@@ -1419,6 +1419,7 @@ mod tests {
             enabled: true,
             link_up: false,
             counters: Default::default(),
+            netdev_tx_dropped: Some(7),
             removed_at: None,
         };
         let reply = PortReply {

@@ -137,6 +137,7 @@ mod tests {
                 enabled: true,
                 link_up: true,
                 counters,
+                netdev_tx_dropped: None,
                 removed_at: None,
             }],
             removed_ports: Vec::new(),

@@ -182,6 +182,13 @@ pub struct PortSnapshot {
     /// Whether the netdev is up, as netlink last reported it.
     pub link_up: bool,
     pub counters: PortCounters,
+    /// Frames the port's TAP netdev dropped on transmit (its `tx_dropped`): the endpoint
+    /// sent them while the TAP's queue (`txqueuelen`) was full, so they never reached the
+    /// switch and none of its counters has them. Read from the netdev's link statistics by
+    /// the control thread when `stats` or metrics ask, never by the dataplane: `None` in the
+    /// dataplane's own snapshots, for ports that are not TAPs, or when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev_tx_dropped: Option<u64>,
     /// When a port of `removed_ports` was removed: seconds since the Unix epoch (to the
     /// millisecond); absent on a live port.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -124,6 +124,7 @@ impl PortSlot {
             enabled: policy.is_some_and(|p| p.enabled),
             link_up: self.link_up,
             counters: self.counters.clone(),
+            netdev_tx_dropped: None,
             removed_at: None,
         }
     }
