@@ -1,0 +1,167 @@
+//! `tapswitch capture`: asks the switch for a capture and passes its pcapng stream on
+//! to a file or stdout unchanged, reading the blocks as they go by for the summary
+//! (frames captured, frames the switch could not queue for the capture).
+
+use std::fs::File;
+use std::io::{BufReader, IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use pcap_file::PcapError;
+use pcap_file::pcapng::PcapNgParser;
+use pcap_file::pcapng::blocks::Block;
+use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
+use serde::Serialize;
+use tapswitch::control::{ControlClient, Request};
+
+#[derive(Args)]
+pub struct CaptureArgs {
+    /// The port to capture at.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    port: Option<String>,
+    /// Capture at every port (one pcapng interface per port, named after it).
+    #[arg(long)]
+    all: bool,
+    /// Also the frames the switch dropped, each with its reason (e.g. `dropped:
+    /// vlan_not_allowed`) as its packet comment (Wireshark: `frame.comment`).
+    #[arg(long)]
+    drops: bool,
+    /// Write the pcapng to FILE instead of stdout (`-`: stdout).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    write: Option<PathBuf>,
+    /// Stop after N frames.
+    #[arg(short = 'c', long = "count", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Keep at most this many bytes of each frame (default: whole frames, up to 262144).
+    #[arg(short = 's', long = "snaplen", value_name = "BYTES",
+          value_parser = clap::value_parser!(u32).range(1..=262_144))]
+    snaplen: Option<u32>,
+}
+
+/// What `capture` says when it ends (on stderr: stdout may be the capture).
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    /// Frames written.
+    frames: u64,
+    /// Frames the switch forwarded but could not queue for this capture.
+    lost: u64,
+}
+
+pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String> {
+    let to_stdout = args.write.as_deref().is_none_or(|w| w == Path::new("-"));
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err("pcapng is binary: give -w FILE, or pipe it (e.g. `| tcpdump -n -r -`)".into());
+    }
+    let client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+    let request = Request::Capture {
+        port: args.port.clone(),
+        drops: args.drops,
+        count: args.count,
+        snaplen: args.snaplen,
+    };
+    let (reply, stream) = client.capture(&request).map_err(|e| e.to_string())?;
+    let mut out: Box<dyn Write> = match &args.write {
+        Some(path) if !to_stdout => Box::new(
+            File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+        ),
+        _ => Box::new(std::io::stdout().lock()),
+    };
+    let where_ = args.port.as_deref().unwrap_or("every port");
+    if !json {
+        let _ = writeln!(
+            std::io::stderr(),
+            "capturing at {where_} ({} ports){}, {} bytes per frame",
+            reply.ports.len(),
+            if args.drops { ", drops too" } else { "" },
+            reply.snaplen
+        );
+    }
+    let summary = pass_on(stream, &mut out)?;
+    let mut stderr = std::io::stderr();
+    let _ = if json {
+        writeln!(
+            stderr,
+            "{}",
+            serde_json::to_string(&summary).unwrap_or_default()
+        )
+    } else {
+        writeln!(
+            stderr,
+            "{} frames captured; {} lost (the switch forwarded them, the capture could not keep up)",
+            summary.frames, summary.lost
+        )
+    };
+    Ok(())
+}
+
+/// Copies the stream to `out` as it comes, block by block as far as the summary goes.
+fn pass_on(mut stream: BufReader<UnixStream>, out: &mut dyn Write) -> Result<Summary, String> {
+    let mut summary = Summary::default();
+    let mut parser: Option<PcapNgParser> = None;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let read = match stream.read(&mut chunk) {
+            Ok(0) => return Ok(summary),
+            Ok(read) => read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The switch went away mid-stream: what came is written.
+            Err(e) => return Err(format!("the capture stream broke off: {e}")),
+        };
+        if out
+            .write_all(&chunk[..read])
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            // The reader (e.g. `| head`, tcpdump -c) is done.
+            return Ok(summary);
+        }
+        pending.extend_from_slice(&chunk[..read]);
+        let consumed = account(&mut parser, &pending, &mut summary)?;
+        pending.drain(..consumed);
+    }
+}
+
+/// Reads the complete blocks at the start of `bytes` into `summary`; returns how many
+/// bytes they took.
+fn account(
+    parser: &mut Option<PcapNgParser>,
+    bytes: &[u8],
+    summary: &mut Summary,
+) -> Result<usize, String> {
+    let bad = |e: PcapError| format!("the switch sent a capture that is not pcapng: {e}");
+    let mut rest = bytes;
+    if parser.is_none() {
+        match PcapNgParser::new(rest) {
+            Ok((after, new)) => {
+                *parser = Some(new);
+                rest = after;
+            }
+            Err(PcapError::IncompleteBuffer) => return Ok(0),
+            Err(e) => return Err(bad(e)),
+        }
+    }
+    let parser = parser.as_mut().expect("set above");
+    loop {
+        match parser.next_block(rest) {
+            Ok((after, block)) => {
+                match block {
+                    Block::EnhancedPacket(_) => summary.frames += 1,
+                    Block::InterfaceStatistics(isb) => {
+                        for option in &isb.options {
+                            if let InterfaceStatisticsOption::IsbIfDrop(lost) = option {
+                                summary.lost = summary.lost.max(*lost);
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                rest = after;
+            }
+            Err(PcapError::IncompleteBuffer) => return Ok(bytes.len() - rest.len()),
+            Err(e) => return Err(bad(e)),
+        }
+    }
+}
