@@ -1,11 +1,17 @@
 //! `tapswitch capture`: asks the switch for a capture and passes its pcapng stream on
-//! to a file or stdout unchanged, reading the blocks as they go by for the summary
-//! (frames captured, frames the switch could not queue for the capture).
+//! to a file or stdout unchanged, block by block (a file ends on a whole block,
+//! whenever it is stopped), reading the blocks as they go by for the summary
+//! (frames captured, frames the switch could not queue for the capture). Ctrl-C
+//! (or SIGTERM) half-closes the connection: the switch ends the stream with its
+//! final statistics, so the summary is exact; a second Ctrl-C stops at once.
 
 use std::fs::File;
 use std::io::{BufReader, IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Args;
 use pcap_file::PcapError;
@@ -54,6 +60,13 @@ pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String>
     if to_stdout && std::io::stdout().is_terminal() {
         return Err("pcapng is binary: give -w FILE, or pipe it (e.g. `| tcpdump -n -r -`)".into());
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // The second one ends the process at once; the first asks the switch to stop.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
+    }
     let client = ControlClient::connect(control).map_err(|e| e.to_string())?;
     let request = Request::Capture {
         port: args.port.clone(),
@@ -78,7 +91,7 @@ pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String>
             reply.snaplen
         );
     }
-    let summary = pass_on(stream, &mut out)?;
+    let summary = pass_on(stream, &mut out, &stop)?;
     let mut stderr = std::io::stderr();
     let _ = if json {
         writeln!(
@@ -97,30 +110,53 @@ pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String>
 }
 
 /// Copies the stream to `out` as it comes, block by block as far as the summary goes.
-fn pass_on(mut stream: BufReader<UnixStream>, out: &mut dyn Write) -> Result<Summary, String> {
+fn pass_on(
+    mut stream: BufReader<UnixStream>,
+    out: &mut dyn Write,
+    stop: &AtomicBool,
+) -> Result<Summary, String> {
+    // Reads wake up this often to see whether Ctrl-C came.
+    stream
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| format!("cannot set up the capture stream: {e}"))?;
     let mut summary = Summary::default();
     let mut parser: Option<PcapNgParser> = None;
     let mut pending: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut stopping = false;
     loop {
+        if !stopping && stop.load(Ordering::Relaxed) {
+            // The switch finishes the stream (final statistics) and closes it.
+            stopping = true;
+            let _ = stream.get_ref().shutdown(std::net::Shutdown::Write);
+        }
         let read = match stream.read(&mut chunk) {
             Ok(0) => return Ok(summary),
             Ok(read) => read,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // The switch went away mid-stream: what came is written.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            // The switch went away mid-stream: the whole blocks that came are written.
             Err(e) => return Err(format!("the capture stream broke off: {e}")),
         };
+        pending.extend_from_slice(&chunk[..read]);
+        let whole = account(&mut parser, &pending, &mut summary)?;
         if out
-            .write_all(&chunk[..read])
+            .write_all(&pending[..whole])
             .and_then(|()| out.flush())
             .is_err()
         {
             // The reader (e.g. `| head`, tcpdump -c) is done.
             return Ok(summary);
         }
-        pending.extend_from_slice(&chunk[..read]);
-        let consumed = account(&mut parser, &pending, &mut summary)?;
-        pending.drain(..consumed);
+        pending.drain(..whole);
     }
 }
 

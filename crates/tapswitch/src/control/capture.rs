@@ -8,13 +8,15 @@
 //! dropped frame, `dropped: REASON` (the core's `DropReason` name) as its comment;
 //! and every second interface statistics blocks: frames delivered per port
 //! (`isb_usrdeliv`) and, on the first, the frames the switch could not queue for
-//! this capture (`isb_ifdrop`, with a comment saying so). The stream ends after
-//! `count` frames (with final statistics), or when the reader goes away; either
-//! ends the session, so the workers stop copying.
+//! this capture (`isb_ifdrop`, with a comment saying so). The stream ends, with
+//! final statistics, after `count` frames or when the reader half-closes the
+//! connection (or sends anything: `tapswitch capture` does on Ctrl-C), and without
+//! them when the reader goes away; each ends the session, so the workers stop copying.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::{BufWriter, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +45,8 @@ use crate::fdb::PortId;
 pub const MAX_SNAPLEN: u32 = DEFAULT_SNAPLEN;
 /// How often statistics are written (and a reader that went away is noticed).
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, an idle capture looks whether its reader asked it to stop.
+const STOP_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// `epb_flags` direction bits.
 const EPB_INBOUND: u32 = 0b01;
 const EPB_OUTBOUND: u32 = 0b10;
@@ -242,6 +246,7 @@ fn write_pcapng(
         )))],
         ..SectionHeaderBlock::default()
     };
+    let peer = writer.as_raw_fd();
     let mut out = PcapStream {
         pcap: PcapNgWriter::with_section_header(BufWriter::new(writer), section)?,
         interfaces: HashMap::new(),
@@ -264,7 +269,9 @@ fn write_pcapng(
         let wait = if unflushed {
             Duration::ZERO
         } else {
-            next_statistics.saturating_duration_since(Instant::now())
+            next_statistics
+                .saturating_duration_since(Instant::now())
+                .min(STOP_POLL_INTERVAL)
         };
         match session.next(wait) {
             Some(frame) => {
@@ -287,9 +294,13 @@ fn write_pcapng(
                 out.pcap.get_mut().flush()?;
                 unflushed = false;
             }
+            None if peer_asked_to_stop(peer) => break,
             None => {}
         }
         if Instant::now() >= next_statistics {
+            if peer_asked_to_stop(peer) {
+                break;
+            }
             out.write_statistics(session.lost())?;
             out.pcap.get_mut().flush()?;
             unflushed = false;
@@ -302,6 +313,23 @@ fn write_pcapng(
     out.write_statistics(lost)?;
     out.pcap.get_mut().flush()?;
     Ok((written, lost))
+}
+
+/// Whether the reader half-closed the connection or sent something (it reads the
+/// stream and asks for nothing more during a capture), or the connection failed.
+fn peer_asked_to_stop(socket: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most one byte into `byte`, which outlives the call;
+    // `socket` is the connection's descriptor, kept open by the writer that owns it.
+    let received = unsafe {
+        libc::recv(
+            socket,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    received >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock
 }
 
 /// The name of port `id`, asking the dataplane for ports added since the capture started.
