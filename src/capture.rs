@@ -81,12 +81,17 @@ pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String>
         ),
         _ => Box::new(std::io::stdout().lock()),
     };
-    let where_ = args.port.as_deref().unwrap_or("every port");
-    if !json {
+    if json {
+        let line = serde_json::to_string(&reply).unwrap_or_default();
+        let _ = writeln!(std::io::stderr(), "{line}");
+    } else {
+        let where_ = match &args.port {
+            Some(port) => port.clone(),
+            None => format!("every port ({})", reply.ports.join(", ")),
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "capturing at {where_} ({} ports){}, {} bytes per frame",
-            reply.ports.len(),
+            "capturing at {where_}{}, {} bytes per frame",
             if args.drops { ", drops too" } else { "" },
             reply.snaplen
         );

@@ -12,6 +12,8 @@
 //! final statistics, after `count` frames or when the reader half-closes the
 //! connection (or sends anything: `tapswitch capture` does on Ctrl-C), and without
 //! them when the reader goes away; each ends the session, so the workers stop copying.
+//! Unlike replies, the stream's writes have no timeout: a reader that pauses only
+//! loses frames (counted).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -140,6 +142,9 @@ pub(super) fn stream(shared: &Shared, mut writer: UnixStream, started: Started) 
     if write_line(&mut writer, &line).is_err() {
         return;
     }
+    // A reader may pause (`| less`): the stream waits for it, and the workers count
+    // what its queue cannot hold meanwhile, rather than ending the capture.
+    let _ = writer.set_write_timeout(None);
     match write_pcapng(shared, writer, started) {
         Ok(summary) => info!(frames = summary.0, lost = summary.1, "capture ended"),
         // The reader went away: that is how most captures end.
