@@ -266,12 +266,14 @@ fn write_pcapng(
     let mut written = 0u64;
     let mut unflushed = false;
     let mut next_statistics = Instant::now() + STATISTICS_INTERVAL;
+    // Asked to stop while frames kept coming: at most this many more, those queued then.
+    let mut draining: Option<usize> = None;
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             break;
         }
         // Flush as soon as the queue is empty: a reader sees a frame when it comes.
-        let wait = if unflushed {
+        let wait = if unflushed || draining.is_some() {
             Duration::ZERO
         } else {
             next_statistics
@@ -294,7 +296,14 @@ fn write_pcapng(
                 if count.is_some_and(|count| written >= count) {
                     break;
                 }
+                if let Some(left) = &mut draining {
+                    *left -= 1;
+                    if *left == 0 {
+                        break;
+                    }
+                }
             }
+            None if draining.is_some() => break,
             None if unflushed => {
                 out.pcap.get_mut().flush()?;
                 unflushed = false;
@@ -302,9 +311,10 @@ fn write_pcapng(
             None if peer_asked_to_stop(peer) => break,
             None => {}
         }
-        if Instant::now() >= next_statistics {
+        if draining.is_none() && Instant::now() >= next_statistics {
             if peer_asked_to_stop(peer) {
-                break;
+                draining = Some(QUEUE_FRAMES);
+                continue;
             }
             out.write_statistics(session.lost())?;
             out.pcap.get_mut().flush()?;
