@@ -1221,6 +1221,10 @@ fn classify_recv_error(error: &io::Error) -> RecvFailure {
     }
 }
 
+/// `bench/forward-cost`'s measurement (it needs the loop's private parts).
+#[cfg(test)]
+mod forward_cost;
+
 #[cfg(test)]
 mod tests {
     use super::*;
