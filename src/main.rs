@@ -25,6 +25,7 @@ use tapswitch::sys::privileges;
 use tapswitch::wire::MacAddr;
 use tapswitch::{doctor, switch};
 
+mod capture;
 mod demo;
 mod outcome;
 mod report;
@@ -151,6 +152,12 @@ enum Command {
     /// own forwarding decision on its live state without changing it (nothing is
     /// learned, no storm token taken).
     Trace(TraceArgs),
+    /// Frames as the switch sees them at PORT (or every port): read from it and written
+    /// to it, and with --drops those it dropped, each with the reason. Writes pcapng
+    /// (a file, or stdout for `tcpdump -r -` or Wireshark) until Ctrl-C or -c N frames.
+    /// Capturing never slows forwarding: frames the capture cannot keep up with are
+    /// counted as lost and said at the end.
+    Capture(capture::CaptureArgs),
     /// Live per-port rates (frames/s, bytes/s, drops/s by reason), the MAC table size
     /// and the loop's load, redrawn every --interval seconds until q (then Enter) or
     /// Ctrl-C. Typing r, t, d or n (then Enter) sorts by rx, tx, drops or name.
@@ -687,6 +694,7 @@ fn main() -> ExitCode {
         Command::Demo(options) => demo::run(&options).map_err(|e| CliError::from(e.to_string())),
         Command::CheckConfig { config } => check_config(config, json),
         Command::Events => stream_events(&control, json),
+        Command::Capture(args) => capture::run(&control, json.on, &args).map_err(CliError::from),
         Command::Doctor => return doctor(&control, json),
         command => control_request(&control, json, command),
     };
@@ -962,6 +970,7 @@ fn control_request(
         | Command::Demo(_)
         | Command::CheckConfig { .. }
         | Command::Events
+        | Command::Capture(_)
         | Command::Doctor => {
             unreachable!("served in main")
         }

@@ -1235,3 +1235,77 @@ impl Drop for Pinger {
         let _ = self.child.wait();
     }
 }
+
+/// A `tapswitch` client command left running against a switch (e.g. `capture`), its
+/// stdout piped to the test (or to a file it names), stderr read line by line;
+/// killed by its PID on drop.
+pub struct CtlProcess {
+    pub child: Child,
+    stderr: Receiver<String>,
+}
+
+impl CtlProcess {
+    /// Starts `tapswitch ARGS --control SOCKET` with stdout piped.
+    pub fn start(switch: &Switch, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .args(args)
+            .arg("--control")
+            .arg(&switch.control)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tapswitch");
+        let stderr = BufReader::new(child.stderr.take().expect("piped stderr"));
+        let (lines, receiver) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr: receiver,
+        }
+    }
+
+    /// The next line it writes to stderr, waiting up to `timeout`.
+    pub fn stderr_line(&self, timeout: Duration) -> Option<String> {
+        self.stderr.recv_timeout(timeout).ok()
+    }
+
+    /// Sends it `signal` (by its PID).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of our own child, which has not been reaped
+        // (we hold its `Child` and wait for it only in `wait_for_exit`/drop).
+        let sent = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(sent, 0, "signalling tapswitch");
+    }
+
+    /// Waits up to `timeout` for it to exit; its success and the rest of its stderr.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<(bool, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for tapswitch") {
+                let rest: Vec<String> =
+                    std::iter::from_fn(|| self.stderr.recv_timeout(Duration::from_secs(1)).ok())
+                        .collect();
+                return Some((status.success(), rest.join("\n")));
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for CtlProcess {
+    fn drop(&mut self) {
+        // Child::kill signals exactly this child's PID.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -52,6 +52,7 @@ use crate::sys::privileges::{self, CAP_CHOWN, CAP_SYS_ADMIN};
 use crate::upgrade::{self, HandedEntry, Handover};
 use crate::wire::MacAddr;
 
+mod capture;
 mod links;
 pub mod protocol;
 // ---- rates ----
@@ -1091,6 +1092,23 @@ fn serve_connection(shared: &Arc<Shared>, stream: UnixStream, id: u64) {
             stream_events(shared, writer);
             return;
         }
+        if let Request::Capture {
+            port,
+            drops,
+            count,
+            snaplen,
+        } = request
+        {
+            match capture::start(shared, port, drops, count, snaplen) {
+                Ok(started) => return capture::stream(shared, writer, started),
+                Err(error) => {
+                    if write_line(&mut writer, &error_reply(error)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let upgrading = matches!(request, Request::Upgrade { .. });
         let reply =
             Response::new(handle_request(shared, request).and_then(|r| r.to_result())).to_wire();
@@ -1188,7 +1206,9 @@ fn handle_request(shared: &Shared, request: Request) -> Result<Reply, RequestErr
             // Counters only: the MAC table is `fdb_show`'s.
             Ok(Reply::Stats(Stats::from(counters).stamped(shared.started)))
         }
-        Request::Events {} => unreachable!("served by serve_connection"),
+        Request::Events {} | Request::Capture { .. } => {
+            unreachable!("served by serve_connection")
+        }
         Request::ConfigShow {} => {
             let counters = counters(dataplane)?;
             let mut state = lock(&shared.state);
@@ -2067,6 +2087,16 @@ impl ControlClient {
                 daemon,
             }),
         }
+    }
+
+    /// Sends a [`Request::Capture`]; on success the rest of the connection, returned
+    /// with the reply, is the capture's pcapng stream (`control::capture`).
+    pub fn capture(
+        mut self,
+        request: &Request,
+    ) -> Result<(protocol::CaptureReply, BufReader<UnixStream>), ControlError> {
+        let reply = self.request_as::<protocol::CaptureReply>(request)?;
+        Ok((reply, self.reader))
     }
 
     /// The next event after [`Request::Events`]; one of a kind this client does not

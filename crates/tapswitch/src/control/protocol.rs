@@ -120,6 +120,22 @@ pub enum Request {
     /// Read the config file the switch was started with again and apply the difference
     /// (ports added, removed, runtime keys changed), all of it or none.
     Reload {},
+    // ---- capture ----
+    /// Turn this connection into a pcapng stream of the frames at `port` (every
+    /// port without one), after a [`CaptureReply`] line; see `control::capture`.
+    Capture {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+        /// Dropped frames too, each with its reason.
+        #[serde(default)]
+        drops: bool,
+        /// Stop after this many frames.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+        /// Bytes kept of each frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snaplen: Option<u32>,
+    },
 }
 
 /// What kind of failure a refused request met, sent as the reply's `"code"`. The names
@@ -417,6 +433,9 @@ pub enum Reply {
 
     // ---- reload ----
     Reloaded(ReloadReply),
+    // ---- capture ----
+    /// `capture`, before its pcapng stream.
+    Capture(CaptureReply),
 }
 
 // ---- reload ----
@@ -457,6 +476,17 @@ pub enum ReloadTrigger {
     Signal,
     /// The `reload` request (`tapswitch reload`).
     Request,
+}
+
+/// A capture started: the pcapng stream follows this reply line on the connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureReply {
+    /// The ports captured now, in the order of their interface blocks (a port
+    /// added later under `--all` gets its block when its first frame comes).
+    pub ports: Vec<String>,
+    pub snaplen: u32,
+    /// Frames the switch queues for this capture before it counts the next lost.
+    pub queue_frames: usize,
 }
 
 impl Reply {

@@ -150,6 +150,13 @@ impl DropCounters {
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
+
+    /// The first reason counted more often in `later` than here.
+    pub fn first_increase(&self, later: &DropCounters) -> Option<DropReason> {
+        DropReason::ALL
+            .into_iter()
+            .find(|r| later.get(*r) > self.get(*r))
+    }
 }
 
 impl Serialize for DropCounters {

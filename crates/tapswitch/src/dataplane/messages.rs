@@ -101,6 +101,22 @@ pub enum Command {
         frame: Vec<u8>,
         reply: Sender<Result<TracedFrame, DataplaneError>>,
     },
+
+    // ---- capture ----
+    /// Start a capture session: copies of the frames `filter` selects go to the
+    /// session's bounded queue until it is dropped. `port` names the port of
+    /// `filter.port` (`None`: every port; the filter's own port is ignored).
+    StartCapture {
+        port: Option<String>,
+        filter: super::CaptureFilter,
+        reply: Sender<Result<CaptureStarted, DataplaneError>>,
+    },
+}
+
+/// A capture session started, and the ports it may show, in id order.
+pub struct CaptureStarted {
+    pub session: super::CaptureSession,
+    pub ports: Vec<(PortId, String)>,
 }
 
 /// A traced decision, and the names of the ports it mentions by id.

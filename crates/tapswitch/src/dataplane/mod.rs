@@ -23,6 +23,7 @@
 //! removes ports and tells the others; it answers the control plane, merging
 //! the other workers' counters into its snapshots.
 
+mod capture;
 mod counters;
 mod egress;
 mod events;
@@ -42,12 +43,18 @@ use crate::forward::PortPolicy;
 use crate::port::Port;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 
+pub use capture::{
+    CaptureFilter, CaptureSession, CapturedFrame, DEFAULT_SNAPLEN, Direction, QUEUE_BYTES,
+    QUEUE_FRAMES,
+};
 pub use counters::{
     BATCH_BUCKETS, DropCounters, EvpnSummary, FdbRemote, LoopStats, MAX_REMOVED_PORTS,
     PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US,
 };
 pub use events::{Event, RemovalCause};
-pub use messages::{Command, DataplaneHandle, PortUpdate, RemovedPort, TracedFrame};
+pub use messages::{
+    CaptureStarted, Command, DataplaneHandle, PortUpdate, RemovedPort, TracedFrame,
+};
 pub use worker::Dataplane;
 
 /// Queues a port may have; a port's queue `q` polls under token `index * MAX_QUEUES + q`.

@@ -12,16 +12,17 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::capture::{CaptureHub, Direction};
 use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
-use super::messages::{Message, TracedFrame, WorkerMessage};
+use super::messages::{CaptureStarted, Message, TracedFrame, WorkerMessage};
 use super::{
     Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, EvpnSummary, FdbRemote,
     LoopStats, MAX_QUEUES, MAX_REMOVED_PORTS, PortCounters, PortSlot, PortSnapshot, PortUpdate,
     QueueMask, RemovalCause, RemovedPort, Snapshot,
 };
 use crate::fdb::{EntryKind, Learned, PortId, VlanId};
-use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
+use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, TagAction, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
 use crate::vnet::{Offload, VnetHeader};
@@ -93,6 +94,10 @@ pub struct Dataplane {
     loop_stats: LoopStats,
     /// The EVPN agent's session as last reported (primary only).
     evpn: Option<EvpnSummary>,
+    /// Capture sessions, shared by every worker.
+    capture: Arc<CaptureHub>,
+    /// Whether a capture session existed when this batch started.
+    capturing: bool,
 }
 
 impl Dataplane {
@@ -100,14 +105,16 @@ impl Dataplane {
     pub fn new(config: DataplaneConfig) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let threads = config.threads.max(1);
         let forwarder = Arc::new(Mutex::new(Forwarder::new(config.fdb.clone())));
+        let capture = Arc::new(CaptureHub::default());
         let (mut primary, handle) =
-            Self::worker(&config, 0, threads, Arc::clone(&forwarder), None)?;
+            Self::worker(&config, 0, threads, Arc::clone(&forwarder), &capture, None)?;
         for worker in 1..threads {
             let (dataplane, worker_handle) = Self::worker(
                 &config,
                 worker,
                 threads,
                 Arc::clone(&forwarder),
+                &capture,
                 Some(handle.clone()),
             )?;
             primary.workers.idle.push(dataplane);
@@ -121,6 +128,7 @@ impl Dataplane {
         worker: usize,
         threads: usize,
         forwarder: Arc<Mutex<Forwarder>>,
+        capture: &Arc<CaptureHub>,
         primary: Option<DataplaneHandle>,
     ) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let poll = Poll::new().map_err(DataplaneError::Poll)?;
@@ -147,6 +155,8 @@ impl Dataplane {
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
             evpn: None,
+            capture: Arc::clone(capture),
+            capturing: false,
         };
         let handle = DataplaneHandle {
             commands: tx,
@@ -733,20 +743,39 @@ impl Dataplane {
             Command::Trace { port, frame, reply } => {
                 let result = self.port_id(&port).map(|ingress| {
                     let trace = self.forwarder().trace(ingress, &frame, Instant::now());
-                    let ports = self.ports.iter().enumerate().filter_map(|(index, slot)| {
-                        let slot = slot.as_ref()?;
-                        Some((PortId(index as u32), slot.port.name().to_owned()))
-                    });
                     TracedFrame {
                         ingress,
                         trace,
-                        ports: ports.collect(),
+                        ports: self.port_names(),
+                    }
+                });
+                let _ = reply.send(result);
+            }
+            Command::StartCapture {
+                port,
+                mut filter,
+                reply,
+            } => {
+                let result = port.map(|name| self.port_id(&name)).transpose().map(|id| {
+                    filter.port = id;
+                    CaptureStarted {
+                        session: self.capture.start(filter),
+                        ports: self.port_names(),
                     }
                 });
                 let _ = reply.send(result);
             }
         }
         false
+    }
+
+    /// Every port now, in id order.
+    fn port_names(&self) -> Vec<(PortId, String)> {
+        let ports = self.ports.iter().enumerate().filter_map(|(index, slot)| {
+            let slot = slot.as_ref()?;
+            Some((PortId(index as u32), slot.port.name().to_owned()))
+        });
+        ports.collect()
     }
 
     /// The port in live slot `id`.
@@ -934,6 +963,7 @@ impl Dataplane {
     /// storm control dropped.
     fn serve_port(&mut self, ingress: PortId, queue: usize) -> (usize, bool, usize) {
         let now = Instant::now();
+        self.capturing = self.capture.is_active();
         let (mut frames, mut work, mut policed) = (0, 0, 0);
         while work < self.poll_budget {
             let Some(Some(slot)) = self.ports.get_mut(ingress.index()) else {
@@ -973,8 +1003,23 @@ impl Dataplane {
             dead,
             segmenter,
             events,
+            capture,
+            capturing,
             ..
         } = self;
+        let capturing = *capturing;
+        // A dropped frame as it arrived, with the reason, for capture sessions.
+        let captured_drop = |frame: &[u8], reason: DropReason| {
+            if capturing {
+                capture.offer(
+                    ingress,
+                    Direction::Inbound,
+                    Some(reason),
+                    frame,
+                    TagAction::AsIs,
+                );
+            }
+        };
         let packet = &buffer[..len];
         let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
             return Handled::Written(0);
@@ -989,6 +1034,7 @@ impl Dataplane {
                 Some(header) => Some(header),
                 None => {
                     in_slot.counters.drops.count(DropReason::Runt);
+                    captured_drop(packet, DropReason::Runt);
                     return Handled::Written(0);
                 }
             }
@@ -1001,10 +1047,9 @@ impl Dataplane {
             Some(Ok(offload)) => offload,
             Some(Err(error)) => {
                 debug!(port = in_slot.port.name(), %error, "bad vnet header");
-                in_slot
-                    .counters
-                    .drops
-                    .count(DropReason::of_vnet_error(&error));
+                let reason = DropReason::of_vnet_error(&error);
+                in_slot.counters.drops.count(reason);
+                captured_drop(frame, reason);
                 return Handled::Written(0);
             }
         };
@@ -1016,6 +1061,7 @@ impl Dataplane {
         };
         if too_big {
             in_slot.counters.drops.count(DropReason::Oversize);
+            captured_drop(frame, DropReason::Oversize);
             return Handled::Written(0);
         }
 
@@ -1035,16 +1081,32 @@ impl Dataplane {
         }
         drop(forwarder);
         match verdict {
-            Verdict::Drop(reason) if reason.is_storm() => return Handled::Policed,
-            Verdict::Drop(_) => return Handled::Written(0),
+            Verdict::Drop(reason) => {
+                captured_drop(frame, reason);
+                return if reason.is_storm() {
+                    Handled::Policed
+                } else {
+                    Handled::Written(0)
+                };
+            }
             Verdict::Forward => {}
+        }
+        if capturing {
+            capture.offer(ingress, Direction::Inbound, None, frame, TagAction::AsIs);
         }
 
         for &Egress { port: out, tag } in egress.iter() {
             let Some(Some(out_slot)) = ports.get_mut(out.index()) else {
                 continue;
             };
-            if !send_to_port(segmenter, out_slot, packet, hdr_len, &offload, tag) {
+            // What the write counts as dropped is the captured copy's drop reason.
+            let drops_before = capturing.then(|| out_slot.counters.drops.clone());
+            let alive = send_to_port(segmenter, out_slot, packet, hdr_len, &offload, tag);
+            if let Some(before) = drops_before {
+                let reason = before.first_increase(&out_slot.counters.drops);
+                capture.offer(out, Direction::Outbound, reason, frame, tag);
+            }
+            if !alive {
                 dead.push(out);
             }
         }
@@ -1168,6 +1230,10 @@ fn classify_recv_error(error: &io::Error) -> RecvFailure {
         _ => RecvFailure::PortGone,
     }
 }
+
+/// `bench/forward-cost`'s measurement (it needs the loop's private parts).
+#[cfg(test)]
+mod forward_cost;
 
 #[cfg(test)]
 mod tests {
