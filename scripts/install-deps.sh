@@ -17,6 +17,8 @@ packages=(
   golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
   gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
   frr                           # the reference Linux EVPN VTEP the interop tests run against
+  systemd       # systemd-analyze verify on the packaged unit (no running systemd needed)
+  man-db        # man -w: the package's man pages are found
 )
 
 missing=()
@@ -28,6 +30,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# cargo-deb builds the Debian package (scripts/package.sh). A pinned version, installed only
+# when missing or different: it takes a few minutes to build.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qxF "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
 # The TUN driver must be available (built in or as a module).
