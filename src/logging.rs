@@ -10,6 +10,7 @@
 use std::io::IsTerminal;
 use std::os::unix::fs::MetadataExt;
 
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -22,7 +23,11 @@ pub fn init() {
         if let Ok(journald) = tracing_journald::layer() {
             tracing_subscriber::registry()
                 .with(filter())
-                .with(journald.with_syslog_identifier("tapswitch".to_owned()))
+                .with(
+                    journald
+                        .with_syslog_identifier("tapswitch".to_owned())
+                        .with_priority_mappings(priorities()),
+                )
                 .init();
             return;
         }
@@ -36,6 +41,18 @@ pub fn init() {
         // closed: EIO) is lost, not reported on that same stderr, which would panic.
         .log_internal_errors(false)
         .init();
+}
+
+/// syslog's levels as `journalctl -p` filters them: the switch's routine `info` lines
+/// (a port added, a MAC moved) are informational, not notices.
+fn priorities() -> PriorityMappings {
+    PriorityMappings {
+        error: Priority::Error,
+        warn: Priority::Warning,
+        info: Priority::Informational,
+        debug: Priority::Debug,
+        trace: Priority::Debug,
+    }
 }
 
 /// Whether `JOURNAL_STREAM` names the device and inode of our stderr.
