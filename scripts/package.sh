@@ -15,5 +15,6 @@ target/release/tapswitch generate-man "$assets/man"
 target/release/tapswitch completions bash >"$assets/completions/tapswitch.bash"
 target/release/tapswitch completions zsh >"$assets/completions/_tapswitch"
 target/release/tapswitch completions fish >"$assets/completions/tapswitch.fish"
-# --no-build: the binary above is the one the man pages came from.
-cargo deb --locked --no-build -p tapswitch-cli --output target/debian/tapswitch.deb
+# --no-build: the binary above is the one the man pages came from. --strip: the release
+# profile keeps line tables for profiling (bench/), which the package does not need.
+cargo deb --locked --no-build --strip -p tapswitch-cli --output target/debian/tapswitch.deb
