@@ -19,6 +19,8 @@ packages=(
   frr                           # the reference Linux EVPN VTEP the interop tests run against
   prometheus                    # promtool (~19 MB): tests lint the Prometheus text exposition with `promtool check metrics`
   python3-prometheus-client     # its OpenMetrics parser: tests read the OpenMetrics exposition with it (promtool 2.42 knows only the older format)
+  systemd       # systemd-analyze verify on the packaged unit (no running systemd needed)
+  man-db        # man -w: the package's man pages are found
 )
 
 missing=()
@@ -30,6 +32,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# cargo-deb builds the Debian package (scripts/package.sh). A pinned version, installed only
+# when missing or different: it takes a few minutes to build.
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -qxF "cargo-deb $CARGO_DEB_VERSION"; then
+  echo "installing cargo-deb $CARGO_DEB_VERSION"
+  cargo install --locked --quiet cargo-deb --version "$CARGO_DEB_VERSION"
 fi
 
 # The TUN driver must be available (built in or as a module).

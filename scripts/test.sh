@@ -20,6 +20,10 @@ cargo check --locked -p tapswitch --no-default-features
 cargo build --locked --workspace
 target/debug/tapswitch-bench soak --duration 45 --tapswitch target/debug/tapswitch \
   --output "${TMPDIR:-/tmp}/tapswitch-soak-ci.json"
+# The Debian package: built (release), installed with dpkg -i, the demo run from
+# /usr/bin/tapswitch, removed and purged, leaving nothing behind.
+bash scripts/package.sh
+bash scripts/test-package.sh
 # Last, so that its summary closes the output.
 cargo test --locked --workspace
 # Every fuzz target for a short, bounded time (longer runs: scripts/fuzz.sh SECONDS).

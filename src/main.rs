@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use report::reply;
 use serde::Serialize;
@@ -27,6 +26,8 @@ use tapswitch::{doctor, switch};
 
 mod capture;
 mod demo;
+mod generate;
+mod logging;
 mod outcome;
 mod report;
 
@@ -35,7 +36,8 @@ use outcome::{CliError, json_text};
 #[derive(Parser)]
 #[command(
     name = "tapswitch",
-    version,
+    // The package version and, from a git checkout, the commit (build.rs).
+    version = env!("TAPSWITCH_VERSION"),
     about = "A userspace L2 learning switch that owns its TAP devices",
     after_help = outcome::EXIT_STATUS_HELP
 )]
@@ -181,6 +183,22 @@ enum Command {
     /// is bad or asks for a change a running switch cannot make, none of it (the error
     /// says why). Ports added with `port add` that the file does not list are kept.
     Reload,
+
+    // ---- packaging: man pages, completions ----
+    /// Print the completion script for SHELL on stdout, e.g.
+    /// `tapswitch completions bash > /etc/bash_completion.d/tapswitch` (the package installs
+    /// those of bash, zsh and fish).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// (Packaging) write the man pages, tapswitch.1 and one per subcommand, into DIR.
+    #[command(hide = true)]
+    GenerateMan {
+        /// Where the pages go (created if needed).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -651,17 +669,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::stderr().is_terminal())
-        // A log line that cannot be written (the terminal of a foreground `run` was
-        // closed: EIO) is lost, not reported on that same stderr, which would panic.
-        .log_internal_errors(false)
-        .init();
+    // The journal natively under systemd, text on stderr otherwise.
+    logging::init();
     let cli = Cli::parse();
     let control = cli.control;
     let json = Json {
@@ -696,6 +705,9 @@ fn main() -> ExitCode {
         Command::Events => stream_events(&control, json),
         Command::Capture(args) => capture::run(&control, json.on, &args).map_err(CliError::from),
         Command::Doctor => return doctor(&control, json),
+        // ---- packaging: man pages, completions ----
+        Command::Completions { shell } => generate::completions(shell).map_err(CliError::from),
+        Command::GenerateMan { dir } => generate::man_pages(&dir).map_err(CliError::from),
         command => control_request(&control, json, command),
     };
     match result {
@@ -971,7 +983,9 @@ fn control_request(
         | Command::CheckConfig { .. }
         | Command::Events
         | Command::Capture(_)
-        | Command::Doctor => {
+        | Command::Doctor
+        | Command::Completions { .. }
+        | Command::GenerateMan { .. } => {
             unreachable!("served in main")
         }
     };

@@ -1309,3 +1309,100 @@ impl Drop for CtlProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A service manager's notification socket (`NOTIFY_SOCKET`, `sd_notify(3)`): a Unix
+/// datagram socket that, like systemd's, asks the kernel for each sender's credentials,
+/// so a test sees which process said what (systemd with `NotifyAccess=main` heeds only
+/// its main process).
+pub struct NotifySocket {
+    socket: std::os::unix::net::UnixDatagram,
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+/// One notification: the sender's pid and the `KEY=VALUE` lines.
+#[derive(Debug)]
+pub struct Notification {
+    pub pid: i32,
+    pub lines: Vec<String>,
+}
+
+impl Notification {
+    /// Whether it carries the line `line` (e.g. `READY=1`).
+    pub fn has(&self, line: &str) -> bool {
+        self.lines.iter().any(|l| l == line)
+    }
+}
+
+impl NotifySocket {
+    pub fn new() -> Self {
+        use std::os::fd::AsRawFd;
+        let dir = TempDir::new("tsnotify");
+        let path = dir.path.join("notify");
+        let socket =
+            std::os::unix::net::UnixDatagram::bind(&path).expect("binding the notify socket");
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads one c_int from a live local of that size.
+        let ret = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PASSCRED,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(ret, 0, "SO_PASSCRED: {}", std::io::Error::last_os_error());
+        Self {
+            socket,
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// The next notification, waiting up to `timeout`.
+    pub fn next(&self, timeout: Duration) -> Option<Notification> {
+        use std::os::fd::AsRawFd;
+        self.socket
+            .set_read_timeout(Some(timeout))
+            .expect("setting a read timeout");
+        let mut data = [0u8; 4096];
+        // Room for one SCM_CREDENTIALS message, u64-aligned for cmsghdr.
+        let mut control = [0u64; 8];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr().cast(),
+            iov_len: data.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid (null name, no iovecs); fields are set below.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: msg points to live buffers of the lengths it gives.
+        let len = unsafe { libc::recvmsg(self.socket.as_raw_fd(), &mut msg, 0) };
+        if len < 0 {
+            return None;
+        }
+        let mut pid = 0;
+        // SAFETY: the kernel filled msg_control with msg_controllen bytes of cmsgs;
+        // CMSG_FIRSTHDR/NXTHDR/DATA stay within it.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                    && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                {
+                    let cred: libc::ucred = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                    pid = cred.pid;
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        let text = String::from_utf8_lossy(&data[..len as usize]);
+        Some(Notification {
+            pid,
+            lines: text.lines().map(str::to_owned).collect(),
+        })
+    }
+}

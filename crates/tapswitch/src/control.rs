@@ -848,6 +848,11 @@ impl ControlServer {
         Reloader(Arc::clone(&self.shared))
     }
 
+    /// Whether this switch handed everything over to a new process (`upgrade`).
+    pub fn handed_over(&self) -> bool {
+        self.shared.handed_over.load(Ordering::SeqCst)
+    }
+
     /// Writes the state file from `last`, the dataplane's final snapshot (at exit,
     /// when it no longer answers). Nothing after a handover: the file is the new process's.
     pub fn save_state(&self, last: &Snapshot) {
@@ -1337,6 +1342,8 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
     // The new process forwards: new connections are its; our dataplane
     // stops once this reply is written (see `serve_connection`).
     shared.handed_over.store(true, Ordering::SeqCst);
+    // systemd keeps the service: the new process is its main process from now on.
+    crate::notify::main_pid(child.id());
     stop_accepting(shared);
     info!(pid = child.id(), binary = %binary.display(), "handed over; stopping");
     Ok(protocol::HandedOver {

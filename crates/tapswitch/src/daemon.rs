@@ -25,6 +25,7 @@ use crate::dataplane::{Dataplane, DataplaneError, DataplaneHandle, Snapshot};
 use crate::evpn::{self, EvpnService};
 use crate::metrics::{self, MetricsError};
 use crate::netlink::{LinkError, LinkMonitor};
+use crate::notify;
 use crate::port::TapPort;
 use crate::state::{StateDir, StateError};
 use crate::switch::{self, LinkSockets, SwitchError};
@@ -406,12 +407,17 @@ fn serve(
         )
         .and_then(|()| stdout.flush());
     }
-    if let Some(old) = &handing_over {
+    match &handing_over {
         // Every port is registered: frames that arrive from now on are read
-        // by whichever of the two processes gets them first.
-        upgrade::answer(old, Ok(()));
+        // by whichever of the two processes gets them first. The old process tells
+        // systemd this one is the service now (it is the one allowed to).
+        Some(old) => upgrade::answer(old, Ok(())),
+        None => notify::ready(names.len()),
     }
     let result = dataplane.run();
+    if !server.handed_over() {
+        notify::stopping();
+    }
     if let Ok(last) = &result {
         server.save_state(last);
     }

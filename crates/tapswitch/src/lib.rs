@@ -28,5 +28,6 @@ pub mod control;
 pub mod doctor;
 pub mod evpn;
 pub mod metrics;
+pub mod notify;
 pub mod state;
 pub mod upgrade;
