@@ -751,11 +751,22 @@ struct TapswitchHost {
 
 impl TapswitchHost {
     fn start(fabric: &Fabric, host: usize, endpoints: &[&str], remotes: &[usize]) -> Self {
+        Self::start_with(fabric, host, endpoints, remotes, "")
+    }
+
+    /// [`Self::start`], with `policy` (`[[port]]` lines) on every port, `vx0` included.
+    fn start_with(
+        fabric: &Fabric,
+        host: usize,
+        endpoints: &[&str],
+        remotes: &[usize],
+        policy: &str,
+    ) -> Self {
         let namespaces: Vec<Netns> = endpoints.iter().map(|_| Netns::new()).collect();
         let mut config = String::new();
         for (i, ns) in namespaces.iter().enumerate() {
             config.push_str(&format!(
-                "[[port]]\nname = \"t{host}e{i}\"\nnetns = \"{}\"\nmtu = 1450\n\n",
+                "[[port]]\nname = \"t{host}e{i}\"\nnetns = \"{}\"\nmtu = 1450\n{policy}\n",
                 ns.name
             ));
         }
@@ -765,7 +776,7 @@ impl TapswitchHost {
             .collect();
         config.push_str(&format!(
             "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {SEGMENT_VNI}\nlocal = \"{}\"\n\
-             remotes = [{}]\nnetns = \"{}\"\n",
+             remotes = [{}]\nnetns = \"{}\"\n{policy}",
             vtep(host),
             remotes.join(", "),
             fabric.hosts[host].name
@@ -1255,6 +1266,72 @@ fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
     // A good datagram from the same socket does: the port still reads.
     socket.send_to(&with_inner(good, &inner), &target).unwrap();
     assert_eq!(settled_count(&at_a, 1, |c| frames_from(c, marker)), 1);
+}
+
+#[test]
+fn a_frame_the_decision_drops_moves_no_remote_mac_and_one_it_learns_does() {
+    require_root!();
+    let fabric = Fabric::new(3);
+    // Access ports of VLAN 1: a tagged frame arriving over the tunnel is not carried.
+    let mut a = TapswitchHost::start_with(
+        &fabric,
+        0,
+        &["192.168.79.11"],
+        &[1],
+        "vlan_mode = \"access\"\nvlan = 1\n",
+    );
+    let b = LinuxHost::start(&fabric, 1, "192.168.79.21", &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &b.endpoint]);
+    let mac_b = b.endpoint.mac();
+    let remote_of_b = |a: &TapswitchHost| {
+        a.entry(&mac_b)
+            .and_then(|entry| entry.remote)
+            .map(|ip| ip.to_string())
+    };
+    assert_eq!(remote_of_b(&a), Some(vtep(1)));
+
+    // Host 2, a VTEP nobody configured, speaks for B's MAC in frames the decision drops
+    // before learning: tagged with a VLAN vx0 does not carry.
+    let mut vxlan = vec![0x08, 0, 0, 0];
+    vxlan.extend_from_slice(&(SEGMENT_VNI << 8).to_be_bytes());
+    let untagged = frame([0xff; 6], mac_bytes(&mac_b), 60);
+    let mut tagged = untagged[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 30]);
+    tagged.extend_from_slice(&untagged[12..]);
+    let socket = udp_socket_in(&fabric.hosts[2].name, &vtep(2));
+    let target = format!("{}:4789", vtep(0));
+    let mut before = a.switch.snapshot();
+    let dropped = |snapshot: &tapswitch::dataplane::Snapshot| {
+        snapshot.dropped("vx0", DropReason::VlanNotAllowed)
+    };
+    for _ in 0..3 {
+        socket
+            .send_to(&[&vxlan[..], &tagged].concat(), &target)
+            .unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(5), || dropped(
+        &a.switch.snapshot()
+    ) >= dropped(&before)
+        + 3));
+    assert_eq!(
+        remote_of_b(&a),
+        Some(vtep(1)),
+        "a dropped frame moved B's MAC to the VTEP it came from"
+    );
+    assert_eq!(ping(&a.endpoints[0].ns.name, &b.endpoint.addr, 2, "0.2"), 2);
+
+    // The same MAC in a frame the decision learns does move (B's own traffic would move it
+    // back: the exchange above is over, and ARP is cached).
+    before = a.switch.snapshot();
+    socket
+        .send_to(&[&vxlan[..], &untagged].concat(), &target)
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || remote_of_b(&a) == Some(vtep(2))),
+        "a learned frame did not move B's MAC: {:?}",
+        remote_of_b(&a)
+    );
+    assert_eq!(dropped(&a.switch.snapshot()), dropped(&before));
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,9 +4,12 @@
 //! Receive: one UDP socket bound to the local VTEP address; the VXLAN header
 //! is read apart from the frame (which lands in the dataplane's buffer as
 //! from any port) and checked; packets of another VNI or with a malformed
-//! header are counted (`unknown_vni`, `bad_vxlan_header`) and skipped, and
-//! the inner source MAC is learned as living behind the outer source
-//! address (unless the control plane pinned it). Send: to the VTEP pinned for
+//! header are counted (`unknown_vni`, `bad_vxlan_header`) and skipped. The
+//! inner source MAC is learned as living behind the outer source address
+//! (unless the control plane pinned it) only once the forwarding decision
+//! learned it ([`Port::source_learned`]): a frame the decision drops before
+//! learning (port security, a VLAN not carried, storm control) moves no
+//! remote MAC. Send: to the VTEP pinned for
 //! the destination MAC (`fdb add --remote`, EVPN), else the one learned, else
 //! one copy to each remote of the flood list (which EVPN replaces at runtime;
 //! head-end replication, one `sendmmsg`),
@@ -56,6 +59,9 @@ pub struct VxlanPort {
     receiver: UdpSocket,
     sender: OwnedFd,
     remotes: Mutex<Remotes>,
+    /// The inner source MAC and outer source of the frame `recv` returned last,
+    /// until the decision says whether it learned that MAC.
+    last_source: Mutex<Option<(MacAddr, Ipv4Addr)>>,
     drops: PortDrops,
 }
 
@@ -83,12 +89,17 @@ impl VxlanPort {
             receiver,
             sender,
             remotes: Mutex::new(remotes),
+            last_source: Mutex::new(None),
             drops: PortDrops::default(),
         })
     }
 
     fn remotes(&self) -> MutexGuard<'_, Remotes> {
         self.remotes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn last_source(&self) -> MutexGuard<'_, Option<(MacAddr, Ipv4Addr)>> {
+        self.last_source.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The current flood list.
@@ -246,9 +257,9 @@ impl Port for VxlanPort {
                 continue;
             }
             let len = received.len - VXLAN_HEADER_LEN;
-            if let Ok(frame) = EthernetFrame::new_checked(&buf[..len]) {
-                self.learn(frame.src_addr(), received.source);
-            }
+            *self.last_source() = EthernetFrame::new_checked(&buf[..len])
+                .ok()
+                .map(|frame| (frame.src_addr(), received.source));
             return Ok(len);
         }
     }
@@ -268,6 +279,15 @@ impl Port for VxlanPort {
 
     fn drain_drops(&self, into: &mut DropCounters) {
         self.drops.drain_into(into);
+    }
+
+    fn source_learned(&self, mac: MacAddr) {
+        let last = self.last_source().take();
+        if let Some((source, vtep)) = last
+            && source == mac
+        {
+            self.learn(mac, vtep);
+        }
     }
 
     fn remote_of(&self, mac: MacAddr) -> Option<IpAddr> {
