@@ -17,6 +17,7 @@ packages=(
   golang-github-osrg-gobgp-dev  # gobgp's v3 API .proto files the client is generated from
   gobgpd                        # the BGP speaker EVPN runs through (tests start their own, in namespaces)
   frr                           # the reference Linux EVPN VTEP the interop tests run against
+  openvswitch-switch            # Open vSwitch as a VXLAN peer (tests/vxlan.rs) and bench's OVS system; started by hand, no service
 )
 
 missing=()

@@ -922,6 +922,211 @@ impl LinuxHost {
     }
 }
 
+/// An Open vSwitch VTEP on host `host` (userspace datapath: this kernel has no openvswitch
+/// module): ovsdb-server and ovs-vswitchd run in the host's namespace with every file in a
+/// directory of their own (as bench/loadgen's systems.rs starts them, without systemd);
+/// bridge `brphy` holds the underlay device and its address (OVS's tunnels route and resolve
+/// ARP through it), bridge `brint` the vxlan port `vx` (VNI `vni`, to `remote`) and a veth
+/// to one endpoint.
+struct OvsHost {
+    /// First: the daemons stop before their directory goes.
+    _daemons: Vec<Background>,
+    endpoint: Endpoint,
+    dir: TempDir,
+}
+
+impl OvsHost {
+    fn start(fabric: &Fabric, host: usize, addr: &str, remote: usize, vni: u32) -> Self {
+        for program in ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl"] {
+            assert!(
+                std::process::Command::new("which")
+                    .arg(program)
+                    .output()
+                    .is_ok_and(|out| out.status.success()),
+                "{program} is missing: scripts/install-deps.sh installs openvswitch-switch"
+            );
+        }
+        let ns = fabric.hosts[host].name.clone();
+        let dir = TempDir::new("tsovs");
+        let file = |name: &str| dir.path.join(name).to_str().unwrap().to_owned();
+        let (db, sock) = (file("conf.db"), file("db.sock"));
+        let env: Vec<String> = ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"]
+            .iter()
+            .map(|var| format!("{var}={}", dir.path.display()))
+            .collect();
+        let daemon = |program: &str, args: &[String]| {
+            let mut command: Vec<&str> = vec!["env"];
+            command.extend(env.iter().map(String::as_str));
+            command.push(program);
+            command.extend(args.iter().map(String::as_str));
+            Background::start_in(&ns, &command)
+        };
+        let tool = std::process::Command::new("ovsdb-tool")
+            .envs(env.iter().map(|kv| kv.split_once('=').unwrap()))
+            .args(["create", &db])
+            .output()
+            .unwrap();
+        assert!(tool.status.success(), "ovsdb-tool create: {tool:?}");
+        let mut daemons = vec![daemon(
+            "ovsdb-server",
+            &[
+                db.clone(),
+                format!("--remote=punix:{sock}"),
+                format!("--unixctl={}", file("db.ctl")),
+                format!("--log-file={}", file("db.log")),
+                "-vconsole:off".into(),
+            ],
+        )];
+        assert!(
+            wait_for(Duration::from_secs(10), || std::path::Path::new(&sock)
+                .exists()),
+            "ovsdb-server did not start"
+        );
+        daemons.push(daemon(
+            "ovs-vswitchd",
+            &[
+                format!("unix:{sock}"),
+                format!("--unixctl={}", file("vs.ctl")),
+                format!("--log-file={}", file("vs.log")),
+                "-vconsole:off".into(),
+            ],
+        ));
+        let mut host_ovs = Self {
+            _daemons: daemons,
+            endpoint: Endpoint {
+                ns: Netns::new(),
+                dev: String::new(),
+                addr: addr.to_owned(),
+            },
+            dir,
+        };
+        host_ovs.vsctl(&["--no-wait", "init"]);
+        let underlay = &fabric.underlay[host];
+        let local = vtep(host);
+        host_ovs.vsctl(&[
+            "add-br",
+            "brphy",
+            "--",
+            "set",
+            "bridge",
+            "brphy",
+            "datapath_type=netdev",
+        ]);
+        host_ovs.vsctl(&["add-port", "brphy", underlay]);
+        sh("ip", &["-n", &ns, "addr", "flush", "dev", underlay]);
+        let cidr = format!("{local}/24");
+        sh("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "brphy"]);
+        sh("ip", &["-n", &ns, "link", "set", "brphy", "up"]);
+        host_ovs.vsctl(&[
+            "add-br",
+            "brint",
+            "--",
+            "set",
+            "bridge",
+            "brint",
+            "datapath_type=netdev",
+        ]);
+        let (remote_ip, local_ip, key) = (
+            format!("options:remote_ip={}", vtep(remote)),
+            format!("options:local_ip={local}"),
+            format!("options:key={vni}"),
+        );
+        host_ovs.vsctl(&[
+            "add-port",
+            "brint",
+            "vx",
+            "--",
+            "set",
+            "interface",
+            "vx",
+            "type=vxlan",
+            &remote_ip,
+            &local_ip,
+            &key,
+            "options:dst_port=4789",
+        ]);
+        let (bridge_end, endpoint_dev) = (unique("ovb"), unique("ove"));
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bridge_end,
+                "netns",
+                &ns,
+                "mtu",
+                "1450",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &endpoint_dev,
+                "netns",
+                &host_ovs.endpoint.ns.name,
+                "mtu",
+                "1450",
+            ],
+        );
+        sh("ip", &["-n", &ns, "link", "set", &bridge_end, "up"]);
+        host_ovs.vsctl(&["add-port", "brint", &bridge_end]);
+        // OVS's userspace datapath fills in no partial checksum either (see VxlanBed).
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host_ovs.endpoint.ns.name,
+                "ethtool",
+                "-K",
+                &endpoint_dev,
+                "tx",
+                "off",
+            ],
+        );
+        host_ovs.endpoint.dev = endpoint_dev;
+        host_ovs.endpoint.address(addr);
+        host_ovs
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"]
+            .iter()
+            .map(|var| (*var, self.dir.path.display().to_string()))
+            .collect()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let output = std::process::Command::new(program)
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.dir.path.join("vs.log")).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ovs-vsctl` against this host's database, waiting for ovs-vswitchd to apply it.
+    fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db=unix:{}", self.dir.path.join("db.sock").display());
+        let mut all = vec![db.as_str(), "--timeout=30"];
+        all.extend_from_slice(args);
+        self.run("ovs-vsctl", &all)
+    }
+
+    /// `ovs-appctl` to this host's ovs-vswitchd.
+    fn appctl(&self, args: &[&str]) -> String {
+        let target = self.dir.path.join("vs.ctl").display().to_string();
+        let mut all = vec!["-t", target.as_str()];
+        all.extend_from_slice(args);
+        self.run("ovs-appctl", &all)
+    }
+}
+
 /// `bridge fdb show dev vx` on a Linux host: (MAC, dst) of the entries with a remote.
 fn kernel_vxlan_fdb(host: &Netns) -> Vec<(String, String)> {
     let (ok, out) = exec_in(&host.name, &["bridge", "fdb", "show", "dev", "vx"]);
@@ -1298,6 +1503,38 @@ fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
     // A good datagram from the same socket does: the port still reads.
     socket.send_to(&with_inner(good, &inner), &target).unwrap();
     assert_eq!(settled_count(&at_a, 1, |c| frames_from(c, marker)), 1);
+}
+
+#[test]
+fn tapswitch_and_an_open_vswitch_vtep_share_a_segment_and_learn_both_ways() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    let a = TapswitchHost::start(&fabric, 0, &["192.168.81.11", "192.168.81.12"], &[1]);
+    let b = OvsHost::start(&fabric, 1, "192.168.81.21", 0, SEGMENT_VNI);
+    all_pairs_ping(&[&a.endpoints[0], &a.endpoints[1], &b.endpoint]);
+
+    // tapswitch learned OVS's endpoint behind OVS's VTEP...
+    let entry = a
+        .entry(&b.endpoint.mac())
+        .expect("the OVS endpoint's MAC learned");
+    assert_eq!(entry.port, "vx0");
+    assert_eq!(entry.remote.map(|ip| ip.to_string()), Some(vtep(1)));
+    // ...and OVS learned ours on its vxlan port.
+    let vx = b.vsctl(&["get", "interface", "vx", "ofport"]);
+    let vx = vx.trim();
+    let fdb = b.appctl(&["fdb/show", "brint"]);
+    for endpoint in &a.endpoints {
+        let mac = endpoint.mac();
+        let line = fdb
+            .lines()
+            .find(|line| line.contains(&mac))
+            .unwrap_or_else(|| panic!("OVS did not learn {mac}: {fdb}"));
+        assert_eq!(
+            line.split_whitespace().next(),
+            Some(vx),
+            "{mac} is not on OVS's vxlan port (ofport {vx}): {fdb}"
+        );
+    }
 }
 
 #[test]
