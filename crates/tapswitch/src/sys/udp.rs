@@ -53,7 +53,88 @@ pub fn bind_receiver(local: SocketAddrV4) -> Result<UdpSocket, UdpError> {
         .set_nonblocking(true)
         .map_err(|source| UdpError::Bind { local, source })?;
     grow_receive_buffer(&socket, RECEIVE_BUFFER_BYTES);
+    enable_gro(&socket);
     Ok(socket)
+}
+
+/// Asks the kernel to coalesce a train of same-flow datagrams into one read (`UDP_GRO`):
+/// [`recv_train`] then says the size of each. Best effort: without it each read is one
+/// datagram, which [`recv_train`] handles the same way.
+fn enable_gro(socket: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value of the size given.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+/// What one [`recv_train`] read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Train {
+    /// Bytes read: one datagram, or several of `segment` bytes each (the last may be
+    /// shorter) that the kernel coalesced.
+    pub len: usize,
+    /// The size of each datagram of the train (`len` when it is one datagram).
+    pub segment: usize,
+    /// The sender's address (the same for every datagram of a train).
+    pub source: Ipv4Addr,
+    /// More than `buf` could hold arrived: the read is incomplete.
+    pub truncated: bool,
+}
+
+/// Reads a datagram, or a train of them coalesced by `UDP_GRO`, into `buf`.
+/// Nonblocking: `WouldBlock` when empty.
+pub fn recv_train(fd: RawFd, buf: &mut [u8]) -> io::Result<Train> {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut source: libc::sockaddr_in = unsafe { mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one cmsg of a c_int, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+    let mut message: libc::msghdr = unsafe { mem::zeroed() };
+    message.msg_name = (&raw mut source).cast();
+    message.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = mem::size_of_val(&control);
+    // SAFETY: the msghdr points at the iovec, buffer, control buffer and address above,
+    // all live and writable for the call.
+    let len = unsafe { libc::recvmsg(fd, &raw mut message, libc::MSG_DONTWAIT) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = len as usize;
+    let mut segment = len;
+    // SAFETY: the kernel filled msg_control up to msg_controllen; CMSG_FIRSTHDR and
+    // CMSG_NXTHDR stay within it, and a UDP_GRO cmsg carries one c_int.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const message);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_UDP && (*cmsg).cmsg_type == libc::UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                if size > 0 {
+                    segment = (size as usize).min(len.max(1));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&raw const message, cmsg);
+        }
+    }
+    Ok(Train {
+        len,
+        segment: segment.max(1),
+        source: Ipv4Addr::from(u32::from_be(source.sin_addr.s_addr)),
+        truncated: message.msg_flags & libc::MSG_TRUNC != 0,
+    })
 }
 
 /// The receive buffer a VXLAN port asks for. Measured (bench/README.md, "VXLAN"): with
