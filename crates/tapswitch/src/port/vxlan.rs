@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use super::{Port, PortDrops, TunnelError};
 use crate::dataplane::DropCounters;
 use crate::forward::DropReason;
-use crate::sys::udp::{self, Train, UdpError};
+use crate::sys::udp::{self, UdpError};
 use crate::wire::vxlan::{
     UdpPayload, VXLAN_HEADER_LEN, VxlanHeader, inner_flow_hash, source_port, udp_header_ipv4,
     vxlan_header,
@@ -67,51 +67,7 @@ pub struct VxlanPort {
     /// The inner source MAC and outer source of the frame `recv` returned last,
     /// until the decision says whether it learned that MAC.
     last_source: Mutex<Option<(MacAddr, Ipv4Addr)>>,
-    /// The datagrams of the last read not yet handed out (a `UDP_GRO` train).
-    train: Mutex<TrainBuffer>,
     drops: PortDrops,
-}
-
-/// A read of the receive socket: one datagram, or a train of them the kernel coalesced
-/// (`UDP_GRO`), handed out one per [`Port::recv`] so that a train costs one system call.
-#[derive(Debug)]
-struct TrainBuffer {
-    bytes: Box<[u8]>,
-    /// The current read, `next` the start of the datagram to hand out next.
-    read: Option<Train>,
-    next: usize,
-}
-
-impl TrainBuffer {
-    /// A UDP datagram's largest payload over IPv4; a GRO train is no bigger.
-    const SIZE: usize = 65_535;
-
-    fn new() -> Self {
-        TrainBuffer {
-            bytes: vec![0; Self::SIZE].into_boxed_slice(),
-            read: None,
-            next: 0,
-        }
-    }
-
-    /// The next datagram (its bytes, its sender, whether it was cut short), reading the
-    /// socket when the train is used up.
-    fn next_datagram(&mut self, fd: RawFd) -> io::Result<(&[u8], Ipv4Addr, bool)> {
-        let train = match self.read {
-            Some(train) if self.next < train.len => train,
-            _ => {
-                self.read = None;
-                let train = udp::recv_train(fd, &mut self.bytes)?;
-                self.read = Some(train);
-                self.next = 0;
-                train
-            }
-        };
-        let start = self.next;
-        let end = (start + train.segment).min(train.len);
-        self.next = if end > start { end } else { train.len.max(1) };
-        Ok((&self.bytes[start..end], train.source, train.truncated))
-    }
 }
 
 /// Which VNIs the port carries, looked up both ways once per frame.
@@ -166,7 +122,6 @@ impl VxlanPort {
             sender,
             remotes: Mutex::new(remotes),
             last_source: Mutex::new(None),
-            train: Mutex::new(TrainBuffer::new()),
             drops: PortDrops::default(),
         })
     }
@@ -355,20 +310,20 @@ impl Port for VxlanPort {
 
     /// The next well-formed frame of our VNI; others are counted and skipped.
     fn recv(&self, _queue: usize, buf: &mut [u8]) -> io::Result<usize> {
-        // A trunk's frame is placed a tag's length in, to make room for its VLAN's tag.
+        let mut header = [0u8; VXLAN_HEADER_LEN];
+        // A trunk's frame is read a tag's length in, to make room for its VLAN's tag.
         let room = match self.segments {
             Segments::One(_) => 0,
             Segments::Trunk { .. } => VLAN_TAG_LEN,
         };
-        let mut train = self.train.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let (datagram, source, truncated) = train.next_datagram(self.receiver.as_raw_fd())?;
-            if datagram.len() < VXLAN_HEADER_LEN {
+            let received =
+                udp::recv_split(self.receiver.as_raw_fd(), &mut header, &mut buf[room..])?;
+            if received.len < VXLAN_HEADER_LEN {
                 self.drops.count(DropReason::BadVxlanHeader);
                 continue;
             }
-            let (header, inner) = datagram.split_at(VXLAN_HEADER_LEN);
-            let view = VxlanHeader::new_unchecked(header);
+            let view = VxlanHeader::new_unchecked(&header[..]);
             if view.check().is_err() {
                 self.drops.count(DropReason::BadVxlanHeader);
                 continue;
@@ -383,31 +338,29 @@ impl Port for VxlanPort {
                     continue;
                 }
             };
-            if truncated || inner.len() + room > buf.len() {
+            if received.truncated {
                 self.drops.count(DropReason::Oversize);
                 continue;
             }
-            let mut len = inner.len();
+            let mut len = received.len - VXLAN_HEADER_LEN;
             match vlan {
                 // Shorter than its addresses: left as read, a runt for the decision.
-                Some(_) if len < HEADER_ADDRESSES => buf[..len].copy_from_slice(inner),
+                Some(_) if len < HEADER_ADDRESSES => buf.copy_within(room..room + len, 0),
                 Some(vlan) => {
-                    buf[..HEADER_ADDRESSES].copy_from_slice(&inner[..HEADER_ADDRESSES]);
+                    buf.copy_within(room..room + HEADER_ADDRESSES, 0);
                     buf[HEADER_ADDRESSES..TAG_END].copy_from_slice(&[
                         0x81,
                         0x00,
                         (vlan >> 8) as u8,
                         vlan as u8,
                     ]);
-                    buf[TAG_END..TAG_END + len - HEADER_ADDRESSES]
-                        .copy_from_slice(&inner[HEADER_ADDRESSES..]);
                     len += VLAN_TAG_LEN;
                 }
-                None => buf[..len].copy_from_slice(inner),
+                None => {}
             }
             *self.last_source() = EthernetFrame::new_checked(&buf[..len])
                 .ok()
-                .map(|frame| (frame.src_addr(), source));
+                .map(|frame| (frame.src_addr(), received.source));
             return Ok(len);
         }
     }
