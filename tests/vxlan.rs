@@ -416,6 +416,41 @@ fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
 }
 
 #[test]
+fn a_runtime_vxlan_trunk_is_added_from_the_command_line_as_a_trunk_of_its_vlans() {
+    require_root!();
+    let bed = VxlanBed::with(false);
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "vx0",
+        "--vxlan",
+        "100=5000,200=5001",
+        "--local",
+        H1_UNDERLAY,
+        "--remote",
+        H2_UNDERLAY,
+        "--netns",
+        &bed.h1.name,
+    ]);
+    assert!(ok, "port add --vxlan VLAN=VNI,...: {stderr}");
+    let config = bed.switch.config();
+    let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
+    let vxlan = port.vxlan().expect("a vxlan port");
+    assert_eq!(vxlan.vni, None);
+    let map: Vec<(u16, u32)> = vxlan
+        .vlan_vni
+        .iter()
+        .map(|(vlan, &vni)| (vlan.get(), vni))
+        .collect();
+    assert_eq!(map, vec![(100, 5000), (200, 5001)]);
+    assert_eq!(
+        port.policy.vlan_mode,
+        Some(tapswitch::config::VlanModeName::Trunk)
+    );
+    assert_eq!(port.mtu, 1450);
+}
+
+#[test]
 fn a_runtime_vxlan_port_comes_back_from_the_state_file_after_a_restart() {
     require_root!();
     let mut bed = VxlanBed::with(false);
