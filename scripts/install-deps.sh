@@ -21,6 +21,7 @@ packages=(
   python3-prometheus-client     # its OpenMetrics parser: tests read the OpenMetrics exposition with it (promtool 2.42 knows only the older format)
   systemd       # systemd-analyze verify on the packaged unit (no running systemd needed)
   man-db        # man -w: the package's man pages are found
+  openvswitch-switch            # Open vSwitch as a VXLAN peer (tests/vxlan.rs) and bench's OVS system; started by hand, no service
 )
 
 missing=()

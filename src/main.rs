@@ -279,7 +279,8 @@ enum PortCommand {
     /// address (and --dstport, 4789 by default) in the switch's namespace (or --netns's),
     /// flooding to each --remote VTEP (`tapswitch port add vx0 --vxlan 100 --local 10.1.0.1
     /// --remote 10.1.0.2,10.1.0.3`); its MTU is 1450 unless --mtu says otherwise. `port del`
-    /// closes its sockets.
+    /// closes its sockets. --vxlan VLAN=VNI[,VLAN=VNI...] makes it a trunk of those VLANs,
+    /// each in its VNI (`vlan_vni`: `--vxlan 100=5000,200=5001`).
     Add {
         /// The port's name (its TAP's, or the switch's name for --netdev/--vxlan), and
         /// the namespace of its netdev after @.
@@ -508,14 +509,15 @@ impl FeatureOptions {
 #[derive(Args)]
 #[command(next_help_heading = "VXLAN port (kind = \"vxlan\")")]
 struct VxlanOptions {
-    /// Make the port a VXLAN tunnel carrying this VNI (1..=16777215).
+    /// Make the port a VXLAN tunnel carrying this VNI (1..=16777215), or a trunk of
+    /// VLANs each carried in its VNI (VLAN=VNI,...: `vlan_vni`).
     #[arg(
         long,
-        value_name = "VNI",
-        value_parser = vni,
+        value_name = "VNI|VLAN=VNI[,VLAN=VNI...]",
+        value_parser = vni_spec,
         conflicts_with_all = ["netdev", "vm", "adopt", "persistent"]
     )]
-    vxlan: Option<u32>,
+    vxlan: Option<VniSpec>,
     /// The local VTEP address: an IPv4 address of the namespace the port's sockets live in.
     #[arg(long, value_name = "IP", requires = "vxlan")]
     local: Option<std::net::Ipv4Addr>,
@@ -543,9 +545,10 @@ impl VxlanOptions {
     /// Adds the vxlan keys to `settings` (those of [`PortOptions::apply`]) if --vxlan was
     /// given; the MTU is the inner MTU of a 1500-byte underlay unless `mtu_given`.
     fn apply(self, settings: &mut PortSettings, mtu_given: bool) -> Result<(), String> {
-        let Some(vni) = self.vxlan else {
+        let Some(spec) = self.vxlan else {
             return Ok(());
         };
+        let vni = spec.to_string();
         let Some(local) = self.local else {
             return Err(format!(
                 "--vxlan {vni} needs --local IP: the local VTEP address, an IPv4 address of \
@@ -560,7 +563,18 @@ impl VxlanOptions {
         }
         let remotes: Vec<String> = self.remotes.iter().map(ToString::to_string).collect();
         settings.insert("kind".to_owned(), "vxlan".into());
-        settings.insert("vni".to_owned(), vni.into());
+        match spec {
+            VniSpec::One(vni) => {
+                settings.insert("vni".to_owned(), vni.into());
+            }
+            VniSpec::Trunk(pairs) => {
+                let map: serde_json::Map<String, serde_json::Value> = pairs
+                    .into_iter()
+                    .map(|(vlan, vni)| (vlan.to_string(), vni.into()))
+                    .collect();
+                settings.insert("vlan_vni".to_owned(), map.into());
+            }
+        }
         settings.insert("local".to_owned(), local.to_string().into());
         settings.insert("remotes".to_owned(), remotes.into());
         if let Some(udp_port) = self.dstport {
@@ -571,6 +585,47 @@ impl VxlanOptions {
         }
         Ok(())
     }
+}
+
+/// What --vxlan says: one VNI, or a trunk's VLAN=VNI pairs (in the order given; the
+/// switch checks the VLANs and refuses a VLAN or VNI given twice).
+#[derive(Clone, Debug)]
+enum VniSpec {
+    One(u32),
+    Trunk(Vec<(u16, u32)>),
+}
+
+impl std::fmt::Display for VniSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VniSpec::One(vni) => write!(f, "{vni}"),
+            VniSpec::Trunk(pairs) => {
+                let pairs: Vec<String> = pairs.iter().map(|(l, v)| format!("{l}={v}")).collect();
+                f.write_str(&pairs.join(","))
+            }
+        }
+    }
+}
+
+fn vni_spec(text: &str) -> Result<VniSpec, String> {
+    if !text.contains('=') {
+        return vni(text).map(VniSpec::One);
+    }
+    text.split(',')
+        .map(|pair| {
+            let (vlan, id) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not VLAN=VNI (as in 100=5000)"))?;
+            let vlan: u16 = vlan
+                .trim()
+                .parse()
+                .ok()
+                .filter(|vlan| (1..=4094).contains(vlan))
+                .ok_or_else(|| format!("{vlan:?} in {pair:?} is not a VLAN (1..=4094)"))?;
+            Ok((vlan, vni(id.trim())?))
+        })
+        .collect::<Result<_, String>>()
+        .map(VniSpec::Trunk)
 }
 
 fn vni(text: &str) -> Result<u32, String> {

@@ -386,7 +386,7 @@ fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
     let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
     assert_eq!(port.kind(), PortKind::Vxlan);
     let vxlan = port.vxlan().expect("a vxlan port");
-    assert_eq!(vxlan.vni, VNI.parse::<u32>().unwrap());
+    assert_eq!(vxlan.vni, Some(VNI.parse::<u32>().unwrap()));
     assert_eq!(
         vxlan.remotes,
         vec![H2_UNDERLAY.parse::<std::net::Ipv4Addr>().unwrap()]
@@ -420,6 +420,41 @@ fn a_vxlan_port_added_at_runtime_forwards_and_its_removal_closes_its_sockets() {
 }
 
 #[test]
+fn a_runtime_vxlan_trunk_is_added_from_the_command_line_as_a_trunk_of_its_vlans() {
+    require_root!();
+    let bed = VxlanBed::with(false);
+    let (ok, _, stderr) = bed.switch.ctl(&[
+        "port",
+        "add",
+        "vx0",
+        "--vxlan",
+        "100=5000,200=5001",
+        "--local",
+        H1_UNDERLAY,
+        "--remote",
+        H2_UNDERLAY,
+        "--netns",
+        &bed.h1.name,
+    ]);
+    assert!(ok, "port add --vxlan VLAN=VNI,...: {stderr}");
+    let config = bed.switch.config();
+    let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
+    let vxlan = port.vxlan().expect("a vxlan port");
+    assert_eq!(vxlan.vni, None);
+    let map: Vec<(u16, u32)> = vxlan
+        .vlan_vni
+        .iter()
+        .map(|(vlan, &vni)| (vlan.get(), vni))
+        .collect();
+    assert_eq!(map, vec![(100, 5000), (200, 5001)]);
+    assert_eq!(
+        port.policy.vlan_mode,
+        Some(tapswitch::config::VlanModeName::Trunk)
+    );
+    assert_eq!(port.mtu, 1450);
+}
+
+#[test]
 fn a_runtime_vxlan_port_comes_back_from_the_state_file_after_a_restart() {
     require_root!();
     let mut bed = VxlanBed::with(false);
@@ -431,7 +466,11 @@ fn a_runtime_vxlan_port_comes_back_from_the_state_file_after_a_restart() {
     let config = bed.switch.config();
     let port = config.ports.iter().find(|p| p.name == "vx0").unwrap();
     assert_eq!(
-        (port.kind(), port.vxlan().map(|vxlan| vxlan.vni), port.mtu),
+        (
+            port.kind(),
+            port.vxlan().and_then(|vxlan| vxlan.vni),
+            port.mtu
+        ),
         (PortKind::Vxlan, Some(VNI.parse().unwrap()), 1450)
     );
     assert!(udp_bound(&bed.h1.name, &format!("{H1_UNDERLAY}:4789")));
@@ -605,7 +644,8 @@ fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
     // The same request on the wire: refused as a clash, not as a bad value.
     let mut port: PortConfig = format!("vx1@{h1}").parse().unwrap();
     port.device = DeviceConfig::Vxlan(VxlanConfig {
-        vni: 5,
+        vni: Some(5),
+        vlan_vni: Default::default(),
         local: H1_UNDERLAY.parse().unwrap(),
         udp_port: None,
         remotes: vec![H2_UNDERLAY.parse().unwrap()],
@@ -643,7 +683,6 @@ fn a_runtime_vxlan_port_is_refused_precisely_and_changes_nothing() {
 // own, standing for the physical network), each a VTEP: tapswitch, or Linux vxlan + bridge.
 
 const SEGMENT_VNI: u32 = 5151;
-const SEGMENT_VNI_TEXT: &str = "5151";
 
 /// The underlay address of host `i`.
 fn vtep(i: usize) -> String {
@@ -755,11 +794,36 @@ struct TapswitchHost {
 
 impl TapswitchHost {
     fn start(fabric: &Fabric, host: usize, endpoints: &[&str], remotes: &[usize]) -> Self {
+        Self::start_with(fabric, host, endpoints, remotes, "")
+    }
+
+    /// [`Self::start`], with `policy` (`[[port]]` lines) on every port, `vx0` included.
+    fn start_with(
+        fabric: &Fabric,
+        host: usize,
+        endpoints: &[&str],
+        remotes: &[usize],
+        policy: &str,
+    ) -> Self {
+        let endpoints: Vec<(&str, &str)> = endpoints.iter().map(|addr| (*addr, policy)).collect();
+        let vx0 = format!("vni = {SEGMENT_VNI}\n{policy}");
+        Self::start_keyed(fabric, host, &endpoints, remotes, &vx0)
+    }
+
+    /// Endpoints given as (address, their port's policy lines); `vx0` has `vx0_keys`
+    /// (its VNI or VNIs, its policy) besides `local`, `remotes` and `netns`.
+    fn start_keyed(
+        fabric: &Fabric,
+        host: usize,
+        endpoints: &[(&str, &str)],
+        remotes: &[usize],
+        vx0_keys: &str,
+    ) -> Self {
         let namespaces: Vec<Netns> = endpoints.iter().map(|_| Netns::new()).collect();
         let mut config = String::new();
-        for (i, ns) in namespaces.iter().enumerate() {
+        for (i, (ns, (_, policy))) in namespaces.iter().zip(endpoints).enumerate() {
             config.push_str(&format!(
-                "[[port]]\nname = \"t{host}e{i}\"\nnetns = \"{}\"\nmtu = 1450\n\n",
+                "[[port]]\nname = \"t{host}e{i}\"\nnetns = \"{}\"\nmtu = 1450\n{policy}\n",
                 ns.name
             ));
         }
@@ -768,8 +832,8 @@ impl TapswitchHost {
             .map(|&r| format!("\"{}\"", vtep(r)))
             .collect();
         config.push_str(&format!(
-            "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nvni = {SEGMENT_VNI}\nlocal = \"{}\"\n\
-             remotes = [{}]\nnetns = \"{}\"\n",
+            "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nlocal = \"{}\"\n\
+             remotes = [{}]\nnetns = \"{}\"\n{vx0_keys}",
             vtep(host),
             remotes.join(", "),
             fabric.hosts[host].name
@@ -782,7 +846,7 @@ impl TapswitchHost {
             .into_iter()
             .zip(endpoints)
             .enumerate()
-            .map(|(i, (ns, addr))| {
+            .map(|(i, (ns, (addr, _)))| {
                 let endpoint = Endpoint {
                     ns,
                     dev: format!("t{host}e{i}"),
@@ -817,8 +881,22 @@ struct LinuxHost {
 
 impl LinuxHost {
     fn start(fabric: &Fabric, host: usize, addr: &str, remotes: &[usize]) -> Self {
+        Self::start_vni(fabric, host, addr, remotes, SEGMENT_VNI, "vx")
+    }
+
+    /// [`Self::start`] for VNI `vni`: vxlan device `dev` in bridge `br{dev}`.
+    fn start_vni(
+        fabric: &Fabric,
+        host: usize,
+        addr: &str,
+        remotes: &[usize],
+        vni: u32,
+        dev: &str,
+    ) -> Self {
         let ns = &fabric.hosts[host].name;
         let local = vtep(host);
+        let vni_text = vni.to_string();
+        let (vxlan_dev, bridge) = (dev, format!("br{dev}"));
         sh(
             "ip",
             &[
@@ -826,11 +904,11 @@ impl LinuxHost {
                 ns,
                 "link",
                 "add",
-                "vx",
+                vxlan_dev,
                 "type",
                 "vxlan",
                 "id",
-                SEGMENT_VNI_TEXT,
+                &vni_text,
                 "dstport",
                 "4789",
                 "local",
@@ -851,14 +929,14 @@ impl LinuxHost {
                     "append",
                     "00:00:00:00:00:00",
                     "dev",
-                    "vx",
+                    vxlan_dev,
                     "dst",
                     &vtep(remote),
                 ],
             );
         }
         let endpoint_ns = Netns::new();
-        let dev = bridge_vxlan_to_endpoint(ns, "vx", &endpoint_ns.name, "vx");
+        let dev = bridge_vxlan_to_endpoint_in(ns, &bridge, vxlan_dev, &endpoint_ns.name, "vx");
         // As in VxlanBed: nothing on this path fills in a partial TCP checksum.
         sh(
             "ip",
@@ -880,6 +958,211 @@ impl LinuxHost {
         };
         endpoint.address(addr);
         Self { endpoint }
+    }
+}
+
+/// An Open vSwitch VTEP on host `host` (userspace datapath: this kernel has no openvswitch
+/// module): ovsdb-server and ovs-vswitchd run in the host's namespace with every file in a
+/// directory of their own (as bench/loadgen's systems.rs starts them, without systemd);
+/// bridge `brphy` holds the underlay device and its address (OVS's tunnels route and resolve
+/// ARP through it), bridge `brint` the vxlan port `vx` (VNI `vni`, to `remote`) and a veth
+/// to one endpoint.
+struct OvsHost {
+    /// First: the daemons stop before their directory goes.
+    _daemons: Vec<Background>,
+    endpoint: Endpoint,
+    dir: TempDir,
+}
+
+impl OvsHost {
+    fn start(fabric: &Fabric, host: usize, addr: &str, remote: usize, vni: u32) -> Self {
+        for program in ["ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovs-appctl"] {
+            assert!(
+                std::process::Command::new("which")
+                    .arg(program)
+                    .output()
+                    .is_ok_and(|out| out.status.success()),
+                "{program} is missing: scripts/install-deps.sh installs openvswitch-switch"
+            );
+        }
+        let ns = fabric.hosts[host].name.clone();
+        let dir = TempDir::new("tsovs");
+        let file = |name: &str| dir.path.join(name).to_str().unwrap().to_owned();
+        let (db, sock) = (file("conf.db"), file("db.sock"));
+        let env: Vec<String> = ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"]
+            .iter()
+            .map(|var| format!("{var}={}", dir.path.display()))
+            .collect();
+        let daemon = |program: &str, args: &[String]| {
+            let mut command: Vec<&str> = vec!["env"];
+            command.extend(env.iter().map(String::as_str));
+            command.push(program);
+            command.extend(args.iter().map(String::as_str));
+            Background::start_in(&ns, &command)
+        };
+        let tool = std::process::Command::new("ovsdb-tool")
+            .envs(env.iter().map(|kv| kv.split_once('=').unwrap()))
+            .args(["create", &db])
+            .output()
+            .unwrap();
+        assert!(tool.status.success(), "ovsdb-tool create: {tool:?}");
+        let mut daemons = vec![daemon(
+            "ovsdb-server",
+            &[
+                db.clone(),
+                format!("--remote=punix:{sock}"),
+                format!("--unixctl={}", file("db.ctl")),
+                format!("--log-file={}", file("db.log")),
+                "-vconsole:off".into(),
+            ],
+        )];
+        assert!(
+            wait_for(Duration::from_secs(10), || std::path::Path::new(&sock)
+                .exists()),
+            "ovsdb-server did not start"
+        );
+        daemons.push(daemon(
+            "ovs-vswitchd",
+            &[
+                format!("unix:{sock}"),
+                format!("--unixctl={}", file("vs.ctl")),
+                format!("--log-file={}", file("vs.log")),
+                "-vconsole:off".into(),
+            ],
+        ));
+        let mut host_ovs = Self {
+            _daemons: daemons,
+            endpoint: Endpoint {
+                ns: Netns::new(),
+                dev: String::new(),
+                addr: addr.to_owned(),
+            },
+            dir,
+        };
+        host_ovs.vsctl(&["--no-wait", "init"]);
+        let underlay = &fabric.underlay[host];
+        let local = vtep(host);
+        host_ovs.vsctl(&[
+            "add-br",
+            "brphy",
+            "--",
+            "set",
+            "bridge",
+            "brphy",
+            "datapath_type=netdev",
+        ]);
+        host_ovs.vsctl(&["add-port", "brphy", underlay]);
+        sh("ip", &["-n", &ns, "addr", "flush", "dev", underlay]);
+        let cidr = format!("{local}/24");
+        sh("ip", &["-n", &ns, "addr", "add", &cidr, "dev", "brphy"]);
+        sh("ip", &["-n", &ns, "link", "set", "brphy", "up"]);
+        host_ovs.vsctl(&[
+            "add-br",
+            "brint",
+            "--",
+            "set",
+            "bridge",
+            "brint",
+            "datapath_type=netdev",
+        ]);
+        let (remote_ip, local_ip, key) = (
+            format!("options:remote_ip={}", vtep(remote)),
+            format!("options:local_ip={local}"),
+            format!("options:key={vni}"),
+        );
+        host_ovs.vsctl(&[
+            "add-port",
+            "brint",
+            "vx",
+            "--",
+            "set",
+            "interface",
+            "vx",
+            "type=vxlan",
+            &remote_ip,
+            &local_ip,
+            &key,
+            "options:dst_port=4789",
+        ]);
+        let (bridge_end, endpoint_dev) = (unique("ovb"), unique("ove"));
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &bridge_end,
+                "netns",
+                &ns,
+                "mtu",
+                "1450",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &endpoint_dev,
+                "netns",
+                &host_ovs.endpoint.ns.name,
+                "mtu",
+                "1450",
+            ],
+        );
+        sh("ip", &["-n", &ns, "link", "set", &bridge_end, "up"]);
+        host_ovs.vsctl(&["add-port", "brint", &bridge_end]);
+        // OVS's userspace datapath fills in no partial checksum either (see VxlanBed).
+        sh(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &host_ovs.endpoint.ns.name,
+                "ethtool",
+                "-K",
+                &endpoint_dev,
+                "tx",
+                "off",
+            ],
+        );
+        host_ovs.endpoint.dev = endpoint_dev;
+        host_ovs.endpoint.address(addr);
+        host_ovs
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        ["OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR"]
+            .iter()
+            .map(|var| (*var, self.dir.path.display().to_string()))
+            .collect()
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> String {
+        let output = std::process::Command::new(program)
+            .envs(self.env())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            std::fs::read_to_string(self.dir.path.join("vs.log")).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `ovs-vsctl` against this host's database, waiting for ovs-vswitchd to apply it.
+    fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db=unix:{}", self.dir.path.join("db.sock").display());
+        let mut all = vec![db.as_str(), "--timeout=30"];
+        all.extend_from_slice(args);
+        self.run("ovs-vsctl", &all)
+    }
+
+    /// `ovs-appctl` to this host's ovs-vswitchd.
+    fn appctl(&self, args: &[&str]) -> String {
+        let target = self.dir.path.join("vs.ctl").display().to_string();
+        let mut all = vec!["-t", target.as_str()];
+        all.extend_from_slice(args);
+        self.run("ovs-appctl", &all)
     }
 }
 
@@ -1259,6 +1542,318 @@ fn wrong_vni_malformed_and_oversized_vxlan_are_counted_by_reason_and_dropped() {
     // A good datagram from the same socket does: the port still reads.
     socket.send_to(&with_inner(good, &inner), &target).unwrap();
     assert_eq!(settled_count(&at_a, 1, |c| frames_from(c, marker)), 1);
+}
+
+#[test]
+fn tapswitch_and_an_open_vswitch_vtep_share_a_segment_and_learn_both_ways() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    let a = TapswitchHost::start(&fabric, 0, &["192.168.81.11", "192.168.81.12"], &[1]);
+    let b = OvsHost::start(&fabric, 1, "192.168.81.21", 0, SEGMENT_VNI);
+    all_pairs_ping(&[&a.endpoints[0], &a.endpoints[1], &b.endpoint]);
+
+    // tapswitch learned OVS's endpoint behind OVS's VTEP...
+    let entry = a
+        .entry(&b.endpoint.mac())
+        .expect("the OVS endpoint's MAC learned");
+    assert_eq!(entry.port, "vx0");
+    assert_eq!(entry.remote.map(|ip| ip.to_string()), Some(vtep(1)));
+    // ...and OVS learned ours on its vxlan port.
+    let vx = b.vsctl(&["get", "interface", "vx", "ofport"]);
+    let vx = vx.trim();
+    let fdb = b.appctl(&["fdb/show", "brint"]);
+    for endpoint in &a.endpoints {
+        let mac = endpoint.mac();
+        let line = fdb
+            .lines()
+            .find(|line| line.contains(&mac))
+            .unwrap_or_else(|| panic!("OVS did not learn {mac}: {fdb}"));
+        assert_eq!(
+            line.split_whitespace().next(),
+            Some(vx),
+            "{mac} is not on OVS's vxlan port (ofport {vx}): {fdb}"
+        );
+    }
+}
+
+#[test]
+fn a_frame_the_decision_drops_moves_no_remote_mac_and_one_it_learns_does() {
+    require_root!();
+    let fabric = Fabric::new(3);
+    // Access ports of VLAN 1: a tagged frame arriving over the tunnel is not carried.
+    let mut a = TapswitchHost::start_with(
+        &fabric,
+        0,
+        &["192.168.79.11"],
+        &[1],
+        "vlan_mode = \"access\"\nvlan = 1\n",
+    );
+    let b = LinuxHost::start(&fabric, 1, "192.168.79.21", &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &b.endpoint]);
+    let mac_b = b.endpoint.mac();
+    let remote_of_b = |a: &TapswitchHost| {
+        a.entry(&mac_b)
+            .and_then(|entry| entry.remote)
+            .map(|ip| ip.to_string())
+    };
+    assert_eq!(remote_of_b(&a), Some(vtep(1)));
+
+    // Host 2, a VTEP nobody configured, speaks for B's MAC in frames the decision drops
+    // before learning: tagged with a VLAN vx0 does not carry.
+    let mut vxlan = vec![0x08, 0, 0, 0];
+    vxlan.extend_from_slice(&(SEGMENT_VNI << 8).to_be_bytes());
+    let untagged = frame([0xff; 6], mac_bytes(&mac_b), 60);
+    let mut tagged = untagged[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 30]);
+    tagged.extend_from_slice(&untagged[12..]);
+    let socket = udp_socket_in(&fabric.hosts[2].name, &vtep(2));
+    let target = format!("{}:4789", vtep(0));
+    let mut before = a.switch.snapshot();
+    let dropped = |snapshot: &tapswitch::dataplane::Snapshot| {
+        snapshot.dropped("vx0", DropReason::VlanNotAllowed)
+    };
+    for _ in 0..3 {
+        socket
+            .send_to(&[&vxlan[..], &tagged].concat(), &target)
+            .unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(5), || dropped(
+        &a.switch.snapshot()
+    ) >= dropped(&before)
+        + 3));
+    assert_eq!(
+        remote_of_b(&a),
+        Some(vtep(1)),
+        "a dropped frame moved B's MAC to the VTEP it came from"
+    );
+    assert_eq!(ping(&a.endpoints[0].ns.name, &b.endpoint.addr, 2, "0.2"), 2);
+
+    // The same MAC in a frame the decision learns does move (B's own traffic would move it
+    // back: the exchange above is over, and ARP is cached).
+    before = a.switch.snapshot();
+    socket
+        .send_to(&[&vxlan[..], &untagged].concat(), &target)
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || remote_of_b(&a) == Some(vtep(2))),
+        "a learned frame did not move B's MAC: {:?}",
+        remote_of_b(&a)
+    );
+    assert_eq!(dropped(&a.switch.snapshot()), dropped(&before));
+}
+
+#[test]
+fn a_vxlan_trunk_carries_two_vlans_in_two_vnis_to_linux_vteps_and_drops_an_unmapped_vni() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    // vx0 maps VLAN 100 to VNI 5000 and VLAN 200 to VNI 5001 (a trunk of exactly those:
+    // derived, not written); the endpoints are access ports of the two VLANs. Host 1 has a
+    // Linux VTEP per VNI, each in a bridge of its own. One subnet, so only the VLANs (and
+    // VNIs) keep the two segments apart.
+    let access = |vlan: u16| format!("vlan_mode = \"access\"\nvlan = {vlan}\n");
+    let (access100, access200) = (access(100), access(200));
+    let mut a = TapswitchHost::start_keyed(
+        &fabric,
+        0,
+        &[("192.168.80.11", &access100), ("192.168.80.12", &access200)],
+        &[1],
+        "vlan_vni = { 100 = 5000, 200 = 5001 }\n",
+    );
+    let l5000 = LinuxHost::start_vni(&fabric, 1, "192.168.80.21", &[0], 5000, "vx5000");
+    let l5001 = LinuxHost::start_vni(&fabric, 1, "192.168.80.22", &[0], 5001, "vx5001");
+    let (e100, e200) = (&a.endpoints[0], &a.endpoints[1]);
+    all_pairs_ping(&[e100, &l5000.endpoint]);
+    all_pairs_ping(&[e200, &l5001.endpoint]);
+    for (from, to) in [
+        (e100, &l5001.endpoint),
+        (e200, &l5000.endpoint),
+        (e100, e200),
+        (&l5000.endpoint, &l5001.endpoint),
+    ] {
+        assert_eq!(
+            ping(&from.ns.name, &to.addr, 2, "0.2"),
+            0,
+            "{} reached {} across segments",
+            from.addr,
+            to.addr
+        );
+    }
+
+    // Learned both ways, each MAC in its own VLAN (here) and VNI's device (there).
+    for (endpoint, vlan) in [(&l5000.endpoint, 100), (&l5001.endpoint, 200)] {
+        let entry = a
+            .entry(&endpoint.mac())
+            .expect("the Linux endpoint's MAC learned");
+        assert_eq!(
+            (entry.port.as_str(), entry.vlan),
+            ("vx0", vlan),
+            "{entry:?}"
+        );
+        assert_eq!(entry.remote.map(|ip| ip.to_string()), Some(vtep(1)));
+    }
+    for (dev, endpoint, other) in [("vx5000", e100, e200), ("vx5001", e200, e100)] {
+        let (ok, out) = exec_in(
+            &fabric.hosts[1].name,
+            &["bridge", "fdb", "show", "dev", dev],
+        );
+        assert!(ok);
+        let line = out
+            .lines()
+            .find(|line| line.starts_with(&endpoint.mac()) && line.contains(" dst "))
+            .unwrap_or_else(|| panic!("{dev} did not learn {}: {out}", endpoint.mac()));
+        assert!(line.contains(&format!("dst {}", vtep(0))), "{line}");
+        assert!(
+            !out.contains(&other.mac()),
+            "{dev} learned the other VLAN's MAC: {out}"
+        );
+    }
+
+    // A VNI the trunk does not map: counted, dropped, nothing else affected.
+    let mut vxlan = vec![0x08, 0, 0, 0];
+    vxlan.extend_from_slice(&(5002u32 << 8).to_be_bytes());
+    let marker = [0x02, 0x80, 0, 0, 0, 9];
+    let datagram = [&vxlan[..], &frame([0xff; 6], marker, 60)].concat();
+    let socket = udp_socket_in(&fabric.hosts[1].name, &vtep(1));
+    let captures = [
+        Capture::open(&e100.ns.name, &e100.dev),
+        Capture::open(&e200.ns.name, &e200.dev),
+    ];
+    let before = a.switch.snapshot().dropped("vx0", DropReason::UnknownVni);
+    for _ in 0..3 {
+        socket
+            .send_to(&datagram, format!("{}:4789", vtep(0)))
+            .unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(5), || {
+        a.switch.snapshot().dropped("vx0", DropReason::UnknownVni) >= before + 3
+    }));
+    assert_eq!(
+        a.switch.snapshot().dropped("vx0", DropReason::UnknownVni),
+        before + 3
+    );
+    assert_eq!(ping(&e100.ns.name, &l5000.endpoint.addr, 2, "0.2"), 2);
+    for capture in &captures {
+        assert_eq!(frames_from(&capture.drain(), marker), 0);
+    }
+}
+
+#[test]
+fn a_vxlan_trunk_map_is_refused_precisely_where_it_does_not_fit() {
+    let dir = TempDir::new("tsvxc");
+    let path = dir.path.join("switch.toml");
+    let cases = [
+        ("vlan_vni = {}", "port[0].vlan_vni", "is empty"),
+        (
+            "vlan_vni = { x = 5000 }",
+            "port[0].vlan_vni",
+            "\"x\" is not a VLAN",
+        ),
+        (
+            "vlan_vni = { 4095 = 5000 }",
+            "port[0].vlan_vni",
+            "VLAN 4095 is outside",
+        ),
+        (
+            "vlan_vni = { 100 = 16777216 }",
+            "port[0].vlan_vni",
+            "VNI 16777216 is outside",
+        ),
+        (
+            "vlan_vni = { 100 = 5000, 200 = 5000 }",
+            "port[0].vlan_vni",
+            "VLANs 100 and 200 both map to VNI 5000",
+        ),
+        (
+            "vni = 7\nvlan_vni = { 100 = 5000 }",
+            "port[0].vlan_vni",
+            "not both",
+        ),
+        (
+            "vlan_vni = { 100 = 5000 }\nvlan_mode = \"access\"\nvlan = 100",
+            "port[0].vlan_mode",
+            "trunk of its mapped VLANs (100)",
+        ),
+        (
+            "vlan_vni = { 100 = 5000 }\nvlan_mode = \"trunk\"\nallowed_vlans = [100]\nnative_vlan = 100",
+            "port[0].native_vlan",
+            "no native VLAN",
+        ),
+        (
+            "vlan_vni = { 100 = 5000, 200 = 5001 }\nvlan_mode = \"trunk\"\nallowed_vlans = [100]",
+            "port[0].allowed_vlans",
+            "leaves out VLAN 200, which vlan_vni maps to VNI 5001",
+        ),
+        (
+            "vlan_vni = { 100 = 5000 }\nvlan_mode = \"trunk\"\nallowed_vlans = [\"100-101\"]",
+            "port[0].allowed_vlans",
+            "has VLAN 101, which vlan_vni does not map",
+        ),
+    ];
+    for (keys, key, reason) in cases {
+        std::fs::write(
+            &path,
+            format!(
+                "[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nlocal = \"10.80.0.1\"\n\
+                 remotes = [\"10.80.0.2\"]\n{keys}\n"
+            ),
+        )
+        .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{keys}: accepted");
+        assert!(
+            stderr.contains(key) && stderr.contains(reason),
+            "{keys}: expected {key}: ...{reason}..., got {stderr}"
+        );
+    }
+    // And the command line's form is the file's.
+    let (ok, _, stderr) = cli(&[
+        "port",
+        "add",
+        "vx0",
+        "--vxlan",
+        "100=5000,5001",
+        "--local",
+        "10.80.0.1",
+        "--remote",
+        "10.80.0.2",
+    ]);
+    assert!(
+        !ok && stderr.contains("\"5001\" is not VLAN=VNI"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cli(&[
+        "port",
+        "add",
+        "vx0",
+        "--vxlan",
+        "0=5000",
+        "--local",
+        "10.80.0.1",
+        "--remote",
+        "10.80.0.2",
+    ]);
+    assert!(
+        !ok && stderr.contains("is not a VLAN (1..=4094)"),
+        "{stderr}"
+    );
+}
+
+/// The `tapswitch` command with `args`, no switch needed (argument errors).
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

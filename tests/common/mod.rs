@@ -1146,6 +1146,18 @@ pub fn bridge_vxlan_to_endpoint(
     endpoint: &str,
     prefix: &str,
 ) -> String {
+    bridge_vxlan_to_endpoint_in(host, "vxbr", vxlan_dev, endpoint, prefix)
+}
+
+/// [`bridge_vxlan_to_endpoint`] with a bridge named `bridge` (a host with several VNIs has
+/// a bridge per VNI).
+pub fn bridge_vxlan_to_endpoint_in(
+    host: &str,
+    bridge: &str,
+    vxlan_dev: &str,
+    endpoint: &str,
+    prefix: &str,
+) -> String {
     let (bridge_end, endpoint_dev) = (unique(&format!("{prefix}b")), unique(&format!("{prefix}e")));
     sh(
         "ip",
@@ -1170,15 +1182,15 @@ pub fn bridge_vxlan_to_endpoint(
     );
     sh(
         "ip",
-        &["-n", host, "link", "add", "name", "vxbr", "type", "bridge"],
+        &["-n", host, "link", "add", "name", bridge, "type", "bridge"],
     );
     for dev in [vxlan_dev, bridge_end.as_str()] {
         sh(
             "ip",
-            &["-n", host, "link", "set", dev, "master", "vxbr", "up"],
+            &["-n", host, "link", "set", dev, "master", bridge, "up"],
         );
     }
-    sh("ip", &["-n", host, "link", "set", "vxbr", "up"]);
+    sh("ip", &["-n", host, "link", "set", bridge, "up"]);
     endpoint_dev
 }
 

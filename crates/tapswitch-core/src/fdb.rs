@@ -147,6 +147,17 @@ pub enum Learned {
     Held { on: PortId },
 }
 
+impl Learned {
+    /// The table now places the source on the port it came from (stored, renewed or
+    /// moved there): what a tunnel port follows with its own MAC → VTEP learning.
+    pub fn placed_on_ingress(self) -> bool {
+        matches!(
+            self,
+            Learned::Refreshed | Learned::New | Learned::Moved { .. } | Learned::Evicted { .. }
+        )
+    }
+}
+
 /// What learning a source would do, from [`Fdb::preview_learn`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct LearnPreview {

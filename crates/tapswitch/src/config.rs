@@ -2,7 +2,7 @@
 //! command line, and the embedded default. Everything is validated as a whole
 //! before anything is created, so a bad config never half-applies.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -542,8 +542,12 @@ pub struct NetdevConfig {
 /// A vxlan port's tunnel.
 #[derive(Clone, Debug, PartialEq)]
 pub struct VxlanConfig {
-    /// The VNI (1..=16777215).
-    pub vni: u32,
+    /// The VNI (1..=16777215) of a port carrying one segment; `None` for a trunk
+    /// (`vlan_vni`).
+    pub vni: Option<u32>,
+    /// A trunk's VNIs: each VLAN of the switch the port carries, and the VNI its frames
+    /// travel in (`vlan_vni = { 100 = 5000, 200 = 5001 }`). Empty for a one-VNI port.
+    pub vlan_vni: BTreeMap<VlanId, u32>,
     /// The local VTEP address (an address of the port's namespace).
     pub local: Ipv4Addr,
     /// The UDP port it listens on and sends to ([`kind::DEFAULT_VXLAN_UDP_PORT`] when unset).
@@ -1963,6 +1967,13 @@ mod tests {
         [[port]]
         name = "p4"
         adopt = true
+
+        [[port]]
+        name = "p5"
+        kind = "vxlan"
+        vlan_vni = { 100 = 5000, 200 = 5001 }
+        local = "192.0.2.2"
+        remotes = ["192.0.2.3"]
     "#;
 
     #[test]

@@ -1462,7 +1462,8 @@ mod tests {
         }
         let port = &mut inspection.ports[1];
         port.config.device = DeviceConfig::Vxlan(VxlanConfig {
-            vni: 100,
+            vni: Some(100),
+            vlan_vni: Default::default(),
             local: Ipv4Addr::new(10, 1, 0, 1),
             udp_port: None,
             remotes: vec![Ipv4Addr::new(10, 1, 0, 2)],

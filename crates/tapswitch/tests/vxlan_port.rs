@@ -110,7 +110,8 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
 
     let settings = VxlanSettings {
         name: "vx0".into(),
-        vni: 100,
+        vni: Some(100),
+        vlan_vni: Vec::new(),
         local: SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), 4789),
         remotes: vec![Ipv4Addr::new(10, 77, 0, 2)],
         ageing: Duration::from_secs(300),
@@ -127,7 +128,14 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
     assert_eq!(&reply[20..22], &[0, 2], "an ARP reply");
     let kernel_mac: MacAddr = KERNEL_MAC.parse().unwrap();
     assert_eq!(MacAddr::from_bytes(&reply[6..12]), kernel_mac);
-    // Learned: the kernel's MAC lives behind its VTEP.
+    // Learned once the forwarding decision learns it (here: we say so, as the dataplane
+    // does): the kernel's MAC lives behind its VTEP.
+    assert_eq!(
+        port.remote_of(kernel_mac),
+        None,
+        "learned before any decision"
+    );
+    port.source_learned(kernel_mac);
     assert_eq!(
         port.remote_of(kernel_mac),
         Some(Ipv4Addr::new(10, 77, 0, 2).into())

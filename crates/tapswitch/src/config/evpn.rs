@@ -94,6 +94,14 @@ impl Config {
             let Some(settings) = port.vxlan_settings(&self.switch) else {
                 continue;
             };
+            let Some(vni) = settings.vni else {
+                return Err(invalid(
+                    format!("port[{i}].vlan_vni"),
+                    "a vxlan trunk (vlan_vni) is not supported under [evpn] yet: its flood \
+                     list is shared by its VNIs, where EVPN keeps one per VNI; use one vxlan \
+                     port per VNI (vni = ...)",
+                ));
+            };
             let vlan = match port.policy().vlan {
                 VlanMode::Transparent => 0,
                 VlanMode::Access { vlan } => vlan,
@@ -111,21 +119,21 @@ impl Config {
                     format!(
                         "VNIs {other} and {} would share VLAN {vlan}: under [evpn] each vxlan \
                          port needs a VLAN of its own",
-                        settings.vni
+                        vni
                     ),
                 ));
             }
-            if vnis.contains_key(&settings.vni) {
+            if vnis.contains_key(&vni) {
                 return Err(invalid(
                     format!("port[{i}].vni"),
                     format!(
                         "VNI {} is carried by two vxlan ports: under [evpn] a VNI has one port",
-                        settings.vni
+                        vni
                     ),
                 ));
             }
             vnis.insert(
-                settings.vni,
+                vni,
                 EvpnVni {
                     port: port.name.clone(),
                     vlan,
@@ -273,6 +281,14 @@ mod tests {
                     )
                 ),
                 "port[0].vlan_mode: a vxlan port under [evpn] carries one segment",
+            ),
+            (
+                format!(
+                    "{}[[port]]\nname = \"vx0\"\nkind = \"vxlan\"\nlocal = \"10.0.0.1\"\n\
+                     remotes = []\nvlan_vni = {{ 100 = 5000 }}\n",
+                    head("")
+                ),
+                "port[0].vlan_vni: a vxlan trunk (vlan_vni) is not supported under [evpn] yet",
             ),
             (
                 "[evpn]\ngobgp = \"127.0.0.1:1\"\nasn = 1\nrd = 3\n".to_owned(),

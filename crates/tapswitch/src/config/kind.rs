@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, DeviceConfig, PortConfig, SwitchConfig, VxlanConfig, invalid};
+use super::{
+    ConfigError, DeviceConfig, PortConfig, SwitchConfig, VlanModeName, VxlanConfig, invalid,
+};
 use crate::port::vxlan::VxlanSettings;
 use crate::sys::tap;
 
@@ -59,6 +61,11 @@ impl PortConfig {
         Some(VxlanSettings {
             name: self.name.clone(),
             vni: vxlan.vni,
+            vlan_vni: vxlan
+                .vlan_vni
+                .iter()
+                .map(|(vlan, &vni)| (vlan.get(), vni))
+                .collect(),
             local: SocketAddrV4::new(
                 vxlan.local,
                 vxlan.udp_port.unwrap_or(DEFAULT_VXLAN_UDP_PORT),
@@ -76,18 +83,107 @@ impl PortConfig {
             DeviceConfig::Tap(_) => Ok(()),
             DeviceConfig::Netdev(netdev) => tap::validate_name(&netdev.device)
                 .map_err(|e| invalid(format!("{prefix}device"), e.to_string())),
-            DeviceConfig::Vxlan(vxlan) => vxlan.validate(prefix),
+            DeviceConfig::Vxlan(vxlan) => {
+                vxlan.validate(prefix)?;
+                self.validate_vxlan_trunk(vxlan, prefix)
+            }
         }
+    }
+
+    /// A vxlan trunk's frames carry their VLAN as their VNI: the port is a trunk of
+    /// exactly the mapped VLANs, with no native VLAN (an untagged frame has no VNI).
+    fn validate_vxlan_trunk(&self, vxlan: &VxlanConfig, prefix: &str) -> Result<(), ConfigError> {
+        if vxlan.vlan_vni.is_empty() {
+            return Ok(());
+        }
+        let policy = &self.policy;
+        let mapped: Vec<String> = vxlan
+            .vlan_vni
+            .keys()
+            .map(|vlan| vlan.get().to_string())
+            .collect();
+        let mapped = mapped.join(", ");
+        if policy.vlan_mode != Some(VlanModeName::Trunk) {
+            return Err(invalid(
+                format!("{prefix}vlan_mode"),
+                format!(
+                    "a vxlan port with vlan_vni is a trunk of its mapped VLANs ({mapped}): \
+                     leave vlan_mode out or say \"trunk\""
+                ),
+            ));
+        }
+        if policy.native_vlan.is_some() {
+            return Err(invalid(
+                format!("{prefix}native_vlan"),
+                "a vxlan trunk has no native VLAN: an untagged frame would have no VNI to \
+                 travel in (map that VLAN in vlan_vni instead)",
+            ));
+        }
+        let mut allowed = std::collections::BTreeSet::new();
+        for spec in policy.allowed_vlans.iter().flatten() {
+            if let Ok((first, last)) = spec.range() {
+                allowed.extend(first..=last);
+            }
+        }
+        if let Some(vlan) = vxlan
+            .vlan_vni
+            .keys()
+            .find(|vlan| !allowed.contains(&vlan.get()))
+        {
+            return Err(invalid(
+                format!("{prefix}allowed_vlans"),
+                format!(
+                    "leaves out VLAN {}, which vlan_vni maps to VNI {}: a vxlan trunk carries \
+                     exactly its mapped VLANs ({mapped})",
+                    vlan.get(),
+                    vxlan.vlan_vni[vlan]
+                ),
+            ));
+        }
+        if let Some(vlan) = allowed
+            .iter()
+            .find(|&&vlan| !vxlan.vlan_vni.keys().any(|mapped| mapped.get() == vlan))
+        {
+            return Err(invalid(
+                format!("{prefix}allowed_vlans"),
+                format!(
+                    "has VLAN {vlan}, which vlan_vni does not map to a VNI: a vxlan trunk \
+                     carries exactly its mapped VLANs ({mapped})"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
 impl VxlanConfig {
     fn validate(&self, prefix: &str) -> Result<(), ConfigError> {
-        if !(1..=MAX_VNI).contains(&self.vni) {
+        if let Some(vni) = self.vni
+            && !(1..=MAX_VNI).contains(&vni)
+        {
             return Err(invalid(
                 format!("{prefix}vni"),
-                format!("{} is outside 1..={MAX_VNI}", self.vni),
+                format!("{vni} is outside 1..={MAX_VNI}"),
             ));
+        }
+        let mut vlan_of = std::collections::BTreeMap::new();
+        for (vlan, &vni) in &self.vlan_vni {
+            if !(1..=MAX_VNI).contains(&vni) {
+                return Err(invalid(
+                    format!("{prefix}vlan_vni"),
+                    format!("VLAN {}: VNI {vni} is outside 1..={MAX_VNI}", vlan.get()),
+                ));
+            }
+            if let Some(other) = vlan_of.insert(vni, vlan.get()) {
+                return Err(invalid(
+                    format!("{prefix}vlan_vni"),
+                    format!(
+                        "VLANs {other} and {} both map to VNI {vni}: each VNI is one segment, \
+                         so one VLAN",
+                        vlan.get()
+                    ),
+                ));
+            }
         }
         let local = self.local;
         if local.is_unspecified() || local.is_multicast() || local.is_broadcast() {
@@ -204,7 +300,7 @@ mod tests {
         assert_eq!(port.link_name(), None);
         assert_eq!(port.mtu, DEFAULT_VXLAN_MTU);
         let settings = port.vxlan_settings(&config.switch).unwrap();
-        assert_eq!(settings.vni, 42);
+        assert_eq!(settings.vni, Some(42));
         assert_eq!(
             settings.local,
             SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), DEFAULT_VXLAN_UDP_PORT)

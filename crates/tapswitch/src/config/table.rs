@@ -4,14 +4,15 @@
 //! runtime patch ([`PortPatch`]), its key list and [`FIXED_AT_CREATION`] are generated
 //! from the same declaration, so no key list is kept by hand.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     ConfigError, DEFAULT_MTU, DeviceConfig, MacAddr, NetdevConfig, PolicyConfig, PortConfig,
-    PortKind, StormControlConfig, TapConfig, VlanModeName, VlanSpec, VmConfig, VmMode, VxlanConfig,
-    group_id, invalid, kind::DEFAULT_VXLAN_MTU, user_id,
+    PortKind, StormControlConfig, TapConfig, VlanId, VlanModeName, VlanSpec, VmConfig, VmMode,
+    VxlanConfig, group_id, invalid, kind::DEFAULT_VXLAN_MTU, user_id,
 };
 use crate::policy::ViolationAction;
 
@@ -115,8 +116,11 @@ port_table! {
     fixed kind: PortKind,
     /// The existing netdev of a netdev port.
     fixed device: String,
-    /// The VNI of a vxlan port.
+    /// The VNI of a vxlan port carrying one segment.
     fixed vni: u32,
+    /// A vxlan trunk's VLAN → VNI map (`{ 100 = 5000 }`; keys are VLAN numbers, as text
+    /// because TOML and JSON keys are strings), instead of `vni`.
+    fixed vlan_vni: BTreeMap<String, u32>,
     /// The local VTEP address of a vxlan port.
     fixed local: Ipv4Addr,
     /// The UDP port of a vxlan port (4789 when absent).
@@ -167,6 +171,7 @@ impl PortTable {
         if kind != PortKind::Vxlan {
             let vxlan_only = [
                 ("vni", self.vni.is_some()),
+                ("vlan_vni", self.vlan_vni.is_some()),
                 ("local", self.local.is_some()),
                 ("udp_port", self.udp_port.is_some()),
                 ("remotes", self.remotes.is_some()),
@@ -174,7 +179,7 @@ impl PortTable {
             if let Some((key, _)) = vxlan_only.iter().find(|(_, set)| *set) {
                 return Err(invalid(
                     format!("{prefix}{key}"),
-                    "only a kind = \"vxlan\" port has a vni, local, udp_port or remotes",
+                    "only a kind = \"vxlan\" port has a vni, vlan_vni, local, udp_port or remotes",
                 ));
             }
         }
@@ -208,6 +213,25 @@ impl PortTable {
             PortKind::Vxlan => DEFAULT_VXLAN_MTU,
             PortKind::Tap | PortKind::Netdev => DEFAULT_MTU,
         };
+        // A vxlan trunk whose table says nothing of VLANs carries exactly its mapped ones,
+        // all tagged; a table that does say is checked against the map (`validate_kind`).
+        let vlan_keys_absent = self.vlan_mode.is_none()
+            && self.vlan.is_none()
+            && self.allowed_vlans.is_none()
+            && self.native_vlan.is_none();
+        let (vlan_mode, allowed_vlans) = match &device {
+            DeviceConfig::Vxlan(vxlan) if !vxlan.vlan_vni.is_empty() && vlan_keys_absent => (
+                Some(VlanModeName::Trunk),
+                Some(
+                    vxlan
+                        .vlan_vni
+                        .keys()
+                        .map(|vlan| VlanSpec::Id(i64::from(vlan.get())))
+                        .collect(),
+                ),
+            ),
+            _ => (self.vlan_mode, self.allowed_vlans),
+        };
         Ok(PortConfig {
             name: self.name,
             netns: self.netns,
@@ -215,9 +239,9 @@ impl PortTable {
             mtu: self.mtu.unwrap_or(default_mtu),
             enabled: self.enabled.unwrap_or(true),
             policy: PolicyConfig {
-                vlan_mode: self.vlan_mode,
+                vlan_mode,
                 vlan: self.vlan,
-                allowed_vlans: self.allowed_vlans,
+                allowed_vlans,
                 native_vlan: self.native_vlan,
                 mac_limit: self.mac_limit,
                 mac_limit_action: self.mac_limit_action,
@@ -281,15 +305,26 @@ impl PortTable {
                 "a kind = \"vxlan\" port has no device: its frames travel in UDP from `local`",
             ));
         }
-        let Some(vni) = self.vni else {
-            return Err(invalid(
-                format!("{prefix}vni"),
-                format!(
-                    "a kind = \"vxlan\" port needs its VNI (vni = 1..={})",
-                    super::kind::MAX_VNI
-                ),
-            ));
-        };
+        let vlan_vni = self.vlan_vni(prefix)?;
+        match (self.vni, vlan_vni.is_empty()) {
+            (None, true) => {
+                return Err(invalid(
+                    format!("{prefix}vni"),
+                    format!(
+                        "a kind = \"vxlan\" port needs its VNI (vni = 1..={}), or for a trunk \
+                         its VLANs' VNIs (vlan_vni = {{ 100 = 5000, 200 = 5001 }})",
+                        super::kind::MAX_VNI
+                    ),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(invalid(
+                    format!("{prefix}vlan_vni"),
+                    "a vxlan port has either one vni or a vlan_vni map (a trunk), not both",
+                ));
+            }
+            _ => {}
+        }
         let Some(local) = self.local else {
             return Err(invalid(
                 format!("{prefix}local"),
@@ -310,11 +345,42 @@ impl PortTable {
             "a vxlan port has no netdev (its frames travel in UDP)",
         )?;
         Ok(VxlanConfig {
-            vni,
+            vni: self.vni,
+            vlan_vni,
             local,
             udp_port: self.udp_port,
             remotes,
         })
+    }
+
+    /// `vlan_vni` with its keys read as VLANs (empty when absent); `{}` is refused, as a
+    /// trunk that carries nothing.
+    fn vlan_vni(&self, prefix: &str) -> Result<BTreeMap<VlanId, u32>, ConfigError> {
+        let Some(map) = &self.vlan_vni else {
+            return Ok(BTreeMap::new());
+        };
+        if map.is_empty() {
+            return Err(invalid(
+                format!("{prefix}vlan_vni"),
+                "is empty: a vxlan trunk maps at least one VLAN to a VNI ({ 100 = 5000 })",
+            ));
+        }
+        let mut vlan_vni = BTreeMap::new();
+        for (vlan, &vni) in map {
+            let id = vlan
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| format!("{vlan:?} is not a VLAN number (1..=4094)"))
+                .and_then(VlanId::try_from)
+                .map_err(|reason| invalid(format!("{prefix}vlan_vni"), reason))?;
+            if vlan_vni.insert(id, vni).is_some() {
+                return Err(invalid(
+                    format!("{prefix}vlan_vni"),
+                    format!("VLAN {} is mapped twice", id.get()),
+                ));
+            }
+        }
+        Ok(vlan_vni)
     }
 
     /// Refuses, by name, the first TAP key set on a port of `kind`. `persistent = false`
@@ -403,7 +469,14 @@ impl From<PortConfig> for PortTable {
             }
             DeviceConfig::Netdev(netdev) => table.device = Some(netdev.device),
             DeviceConfig::Vxlan(vxlan) => {
-                table.vni = Some(vxlan.vni);
+                table.vni = vxlan.vni;
+                table.vlan_vni = (!vxlan.vlan_vni.is_empty()).then(|| {
+                    vxlan
+                        .vlan_vni
+                        .iter()
+                        .map(|(vlan, &vni)| (vlan.get().to_string(), vni))
+                        .collect()
+                });
                 table.local = Some(vxlan.local);
                 table.udp_port = vxlan.udp_port;
                 table.remotes = Some(vxlan.remotes);

@@ -26,7 +26,7 @@ use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, TagAction, Verdi
 use crate::gso::Segmenter;
 use crate::port::Port;
 use crate::vnet::{Offload, VnetHeader};
-use crate::wire::MacAddr;
+use crate::wire::{EthernetFrame, MacAddr};
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
 use std::net::IpAddr;
 
@@ -1080,6 +1080,13 @@ impl Dataplane {
             report_forward_events(&mut forwarder, ports, events);
         }
         drop(forwarder);
+        if learned.placed_on_ingress()
+            && let Some(Some(in_slot)) = ports.get(ingress.index())
+        {
+            in_slot
+                .port
+                .source_learned(EthernetFrame::new_unchecked(frame).src_addr());
+        }
         match verdict {
             Verdict::Drop(reason) => {
                 captured_drop(frame, reason);

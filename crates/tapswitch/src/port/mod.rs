@@ -50,6 +50,11 @@ pub trait Port: Send + Sync {
     /// Adds the frames the port itself dropped while reading (e.g. a tunnel
     /// packet of another VNI) to `into`, and forgets them.
     fn drain_drops(&self, _into: &mut DropCounters) {}
+    /// The forwarding decision learned `mac`, the source of the frame `recv` returned
+    /// last, on this port: a tunnel port now learns it behind that frame's outer source.
+    /// Never called for a frame the decision dropped before learning (port security, a
+    /// VLAN the port does not carry, storm control), so such a frame moves nothing.
+    fn source_learned(&self, _mac: MacAddr) {}
     /// The remote VTEP behind which `mac` was pinned or learned (tunnel ports only).
     fn remote_of(&self, _mac: MacAddr) -> Option<IpAddr> {
         None
