@@ -82,7 +82,7 @@ pub fn panels(results: &Results) -> Vec<Panel> {
             "lower"
         };
         let title = if ratio {
-            format!("{} ÷ bridge ({better} is better)", spec.label)
+            format!("{} ÷ bridge, log scale ({better} is better)", spec.label)
         } else {
             spec.label.clone()
         };
@@ -120,13 +120,16 @@ pub fn write_svg(results: &Results, path: &Path) -> Result<(), String> {
     let rounds = results.rounds.iter().map(|s| s.round).max().unwrap_or(1);
     let areas = body.split_evenly((rows, columns));
     for (panel, area) in panels.iter().zip(&areas) {
+        // Ratios are drawn on a log scale (as log10, labelled as ratios): one
+        // round stalled 30× by a loaded machine must not flatten the others.
+        let shown = |v: f64| if panel.ratio { v.max(1e-3).log10() } else { v };
         let values = panel
             .series
             .iter()
-            .flat_map(|(_, p)| p.iter().map(|(_, v)| *v));
+            .flat_map(|(_, p)| p.iter().map(|(_, v)| shown(*v)));
         let (low, high) = values.fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(v), h.max(v)));
         let (low, high) = if panel.ratio {
-            (low.min(1.0) * 0.9, high.max(1.0) * 1.1)
+            (low.min(0.0) - 0.05, high.max(0.0) + 0.05)
         } else {
             (0.0, high.max(1.0) * 1.2)
         };
@@ -142,14 +145,20 @@ pub fn write_svg(results: &Results, path: &Path) -> Result<(), String> {
             .x_labels(rounds as usize)
             .x_label_formatter(&|x| format!("r{}", x.round() as i64))
             .y_labels(5)
-            .y_label_formatter(&|y| format!("{y:.2}"))
+            .y_label_formatter(&|y| {
+                if panel.ratio {
+                    format!("{:.2}", 10f64.powf(*y))
+                } else {
+                    format!("{y:.1}")
+                }
+            })
             .light_line_style(WHITE)
             .draw()
             .map_err(|e| draw(&e))?;
         if panel.ratio {
             chart
                 .draw_series(LineSeries::new(
-                    [(0.5, 1.0), (rounds as f64 + 0.5, 1.0)],
+                    [(0.5, 0.0), (rounds as f64 + 0.5, 0.0)],
                     BLACK.stroke_width(1),
                 ))
                 .map_err(|e| draw(&e))?
@@ -158,7 +167,10 @@ pub fn write_svg(results: &Results, path: &Path) -> Result<(), String> {
         }
         for (index, (system, points)) in panel.series.iter().enumerate() {
             let color = Palette99::pick(index).to_rgba();
-            let line: Vec<(f64, f64)> = points.iter().map(|(r, v)| (f64::from(*r), *v)).collect();
+            let line: Vec<(f64, f64)> = points
+                .iter()
+                .map(|(r, v)| (f64::from(*r), shown(*v)))
+                .collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
                 .map_err(|e| draw(&e))?

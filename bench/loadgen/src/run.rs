@@ -449,7 +449,8 @@ fn measure(
     sample: &mut RoundSample,
     started: Instant,
 ) -> Result<(), RunError> {
-    let name = system.kind.name();
+    // The entrant's name (a variant of tapswitch is not plain `tapswitch`).
+    let name = sample.system.clone();
     let progress = |text: String| {
         eprintln!(
             "[{:>5.0}s]   {name}: {text}",

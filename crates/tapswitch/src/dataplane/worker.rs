@@ -563,10 +563,14 @@ impl Dataplane {
                 self.idle.frames(turn_started, !timeout.is_zero());
                 self.loop_stats.record_turn(now - turn_started);
             }
-            if self.primary.is_none() && now >= next_housekeeping {
-                let expired = self.forwarder().fdb_mut().expire(now);
-                if expired > 0 {
-                    debug!(expired, "MAC entries aged out");
+            if now >= next_housekeeping {
+                // Every worker moves its deadline on (else, once it passed, the
+                // others' poll timeout stayed zero: a busy loop), the primary ages.
+                if self.primary.is_none() {
+                    let expired = self.forwarder().fdb_mut().expire(now);
+                    if expired > 0 {
+                        debug!(expired, "MAC entries aged out");
+                    }
                 }
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
