@@ -427,7 +427,8 @@ pub fn thread_has(cap: u32) -> bool {
     current_thread_caps().is_ok_and(|(effective, _)| effective.contains(cap))
 }
 
-fn set_thread_caps(caps: CapSet) -> Result<(), PrivilegeError> {
+/// Sets the calling thread's effective and permitted sets to `caps`.
+pub(crate) fn set_thread_caps(caps: CapSet) -> Result<(), PrivilegeError> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,

@@ -118,6 +118,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn realtime_refused_without_cap_sys_nice_says_what_it_needs() {
+        use crate::sys::privileges::{self, CAP_SYS_NICE, CapSet};
+        // Capabilities are per thread: drop CAP_SYS_NICE on a thread of our own.
+        let result = std::thread::spawn(|| {
+            let (effective, _) = privileges::current_thread_caps().unwrap();
+            privileges::set_thread_caps(effective.without(CapSet::of(&[CAP_SYS_NICE]))).unwrap();
+            let rlimit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; lowering RLIMIT_RTPRIO to 0 affects no other test
+            // (none runs real-time), and without CAP_SYS_NICE it is what refuses SCHED_FIFO.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_RTPRIO, &rlimit) }, 0);
+            set_realtime(10)
+        })
+        .join()
+        .unwrap();
+        let error = result.unwrap_err();
+        let SchedError::Realtime { priority, source } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*priority, 10);
+        assert_eq!(source.raw_os_error(), Some(libc::EPERM), "{error}");
+        let message = error.to_string();
+        for needed in [
+            "switch.realtime_priority = 10",
+            "CAP_SYS_NICE",
+            "RLIMIT_RTPRIO",
+        ] {
+            assert!(message.contains(needed), "{message}");
+        }
+    }
+
+    #[test]
+    fn realtime_granted_with_cap_sys_nice() {
+        std::thread::spawn(|| {
+            assert!(crate::sys::privileges::thread_has(
+                crate::sys::privileges::CAP_SYS_NICE
+            ));
+            set_realtime(1).unwrap();
+            // SAFETY: pid 0 is this thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_FIFO);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
     fn timer_fires_once_and_is_cleared() {
         let timer = WakeTimer::new().unwrap();
         timer.arm(Duration::from_micros(200)).unwrap();
