@@ -31,7 +31,7 @@ pub fn chart_path(results_path: &Path) -> PathBuf {
 }
 
 /// One panel: a metric's per-round values of each system, as ratios to the
-/// bridge's in the same round (or, for CPU shares, which the bridge has none
+/// bridge's in the same round (or, for CPU figures, which the bridge has none
 /// of, the values themselves).
 #[derive(Debug, PartialEq)]
 pub struct Panel {
@@ -56,7 +56,8 @@ pub fn panels(results: &Results) -> Vec<Panel> {
         let Some(spec) = results.metrics.iter().find(|m| m.key == key) else {
             continue;
         };
-        let ratio = !key.ends_with("_cpu_pct");
+        // The bridge has no switch process: CPU figures are drawn as they are.
+        let ratio = !key.ends_with("_cpu_pct") && key != "switch_cpu_s_per_gb";
         let mut series = Vec::new();
         for system in systems.iter().filter(|s| **s != "bridge") {
             let points: Vec<(u32, f64)> = (1..=rounds)
