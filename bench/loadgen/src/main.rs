@@ -3,11 +3,13 @@
 //! provides the load tools it runs inside the namespaces.
 
 mod blast;
+mod chart;
 mod cpu;
 mod evpn_scale;
 mod flood;
 mod iperf;
 mod netns;
+mod ping;
 mod proc;
 mod report;
 mod rr;
@@ -88,6 +90,9 @@ enum Tool {
         warmup: u32,
         #[arg(long, default_value_t = 200)]
         timeout_ms: u64,
+        /// Pace the measured requests this many µs apart (back to back when absent).
+        #[arg(long)]
+        interval_us: Option<u64>,
     },
     /// Send sequence-numbered UDP datagrams with sendmmsg; prints one JSON line.
     Blast {
@@ -172,6 +177,21 @@ struct RunArgs {
     /// Paced trials per zero-loss search; default 5 (quick: 3).
     #[arg(long)]
     search_trials: Option<u32>,
+    /// Pings per 2 ms series (the 10 ms series sends a quarter as many), and paced
+    /// 1k/s requests; default 1500 (quick: 500).
+    #[arg(long)]
+    sparse_pings: Option<u32>,
+    /// Only the latency tests (RR, sparse ping, paced RR): no TCP, no packet rates.
+    #[arg(long)]
+    sparse_only: bool,
+    /// Run tapswitch at each of these `switch.threads` settings, as systems
+    /// `tapswitch-tN` in the same rounds (e.g. --threads 1,2).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// tapswitch at other `[switch]` settings as system `tapswitch-NAME` in the same rounds:
+    /// NAME:KEY=VALUE[,KEY=VALUE] (repeat; e.g. --variant fixed:adaptive_poll_pct=0).
+    #[arg(long = "variant")]
+    variants: Vec<String>,
     /// Frame sizes for the packet-rate tests.
     #[arg(long, value_delimiter = ',', default_value = "64,512,1518")]
     frame_sizes: Vec<usize>,
@@ -312,12 +332,14 @@ fn main() -> ExitCode {
             budget_ms,
             warmup,
             timeout_ms,
+            interval_us,
         } => rr::client(rr::ClientParams {
             server,
             count,
             budget: Duration::from_millis(budget_ms),
             warmup,
             timeout: Duration::from_millis(timeout_ms),
+            interval: interval_us.map(Duration::from_micros),
         })
         .map(|report| print_json(&report))
         .map_err(|e| e.to_string()),
@@ -406,6 +428,24 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
         run::check_requirements(SystemKind::Tapswitch, baseline)
             .map_err(|reason| format!("baseline: {reason}"))?;
     }
+    let mut variants: Vec<run::Variant> = args
+        .threads
+        .iter()
+        .map(|&n| run::Variant::threads(n))
+        .collect();
+    if !args.variants.is_empty() && args.threads.is_empty() {
+        // The defaults stay in the run, as plain `tapswitch`, next to the variants.
+        variants.push(run::Variant {
+            name: "tapswitch",
+            settings: Vec::new(),
+        });
+    }
+    for text in &args.variants {
+        variants.push(run::Variant::parse(text)?);
+    }
+    if !variants.is_empty() && !systems.contains(&SystemKind::Tapswitch) {
+        return Err("--threads and --variant need tapswitch among --systems".into());
+    }
     let config = run::RunConfig {
         rounds: pick(args.rounds.map(u64::from), 5, 2) as u32,
         systems,
@@ -415,6 +455,9 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
         trial_ms: pick(args.trial_ms, 1_000, 500),
         search_trials: pick(args.search_trials.map(u64::from), 5, 3) as u32,
         frame_sizes: args.frame_sizes,
+        sparse_pings: pick(args.sparse_pings.map(u64::from), 1_500, 500) as u32,
+        sparse_only: args.sparse_only,
+        variants,
         tapswitch_bin: args.tapswitch,
         tapswitch_args: args.switch_args,
         baseline_tapswitch: args.baseline_tapswitch,
@@ -434,6 +477,11 @@ fn run_benchmark(args: RunArgs) -> Result<(), String> {
     let results = run::run(config).map_err(|e| e.to_string())?;
     println!("\n{}", report::table(&results));
     println!("results: {}", output.display());
+    let chart = chart::chart_path(&output);
+    match chart::write_svg(&results, &chart) {
+        Ok(()) => println!("chart: {}", chart.display()),
+        Err(reason) => eprintln!("no chart: {reason}"),
+    }
     match &vm {
         Some(vm) => run_vm_pair(vm),
         None => Ok(()),

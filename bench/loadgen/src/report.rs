@@ -2,6 +2,7 @@
 //! machine they were measured on, and the printed table.
 
 use crate::iperf::TcpReport;
+use crate::ping::PingReport;
 use crate::rr::RrReport;
 use crate::run::RunConfig;
 use crate::search::{SearchResult, TrialOutcome};
@@ -30,6 +31,19 @@ pub fn metric_specs(frame_sizes: &[usize]) -> Vec<MetricSpec> {
         spec("tcp_4_streams_gbps", "TCP 4 streams, Gb/s", true),
         spec("rr_p50_us", "UDP RR 64 B p50, µs", false),
         spec("rr_p99_us", "UDP RR 64 B p99, µs", false),
+        spec("ping_2ms_avg_us", "ping every 2 ms avg, µs", false),
+        spec("ping_2ms_p99_us", "ping every 2 ms p99, µs", false),
+        spec("ping_2ms_cpu_pct", "ping every 2 ms: switch CPU, %", false),
+        spec("ping_10ms_avg_us", "ping every 10 ms avg, µs", false),
+        spec("ping_10ms_p99_us", "ping every 10 ms p99, µs", false),
+        spec(
+            "ping_10ms_cpu_pct",
+            "ping every 10 ms: switch CPU, %",
+            false,
+        ),
+        spec("rr_1k_avg_us", "UDP RR paced 1k/s avg, µs", false),
+        spec("rr_1k_p99_us", "UDP RR paced 1k/s p99, µs", false),
+        spec("rr_1k_cpu_pct", "UDP RR paced 1k/s: switch CPU, %", false),
     ];
     for size in frame_sizes {
         specs.push(spec(
@@ -70,6 +84,8 @@ pub struct BlastDetails {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SampleDetails {
     pub rr: Option<RrReport>,
+    pub pings: Vec<PingReport>,
+    pub rr_paced: Option<RrReport>,
     pub tcp: Vec<TcpReport>,
     pub blasts: Vec<BlastDetails>,
 }
@@ -266,6 +282,30 @@ fn format_value(value: f64) -> String {
     }
 }
 
+/// Lowest and highest per-round ratio of `system` to the bridge for `key`
+/// (rounds where either has no number are left out).
+pub fn ratio_spread(results: &Results, system: &str, key: &str) -> Option<(f64, f64)> {
+    let value = |round: u32, name: &str| {
+        results
+            .rounds
+            .iter()
+            .find(|s| s.round == round && s.system == name)
+            .and_then(|s| s.metrics.get(key).copied())
+    };
+    let ratios: Vec<f64> = results
+        .rounds
+        .iter()
+        .filter(|s| s.system == system)
+        .filter_map(|s| {
+            let bridge = value(s.round, "bridge").filter(|b| *b > 0.0)?;
+            Some(value(s.round, system)? / bridge)
+        })
+        .collect();
+    let low = ratios.iter().copied().reduce(f64::min)?;
+    let high = ratios.iter().copied().reduce(f64::max)?;
+    Some((low, high))
+}
+
 /// The final table: medians per system and, for each other system, the
 /// median of its per-round ratios to the bridge.
 pub fn table(results: &Results) -> String {
@@ -274,11 +314,19 @@ pub fn table(results: &Results) -> String {
     for system in &systems {
         header.push(system.to_string());
         if *system != "bridge" {
-            header.push("×bridge".to_owned());
+            header.push("×bridge (rounds min–max)".to_owned());
         }
     }
     let mut rows = vec![header];
     for metric in &results.metrics {
+        // A metric this run did not measure (e.g. `--sparse-only`) gets no row.
+        if !results
+            .medians
+            .values()
+            .any(|m| m.contains_key(&metric.key))
+        {
+            continue;
+        }
         let mut row = vec![
             metric.label.clone(),
             if metric.higher_is_better {
@@ -296,7 +344,11 @@ pub fn table(results: &Results) -> String {
             };
             row.push(cell(&results.medians));
             if *system != "bridge" {
-                row.push(cell(&results.ratios_vs_bridge));
+                let spread = ratio_spread(results, system, &metric.key)
+                    .map_or_else(String::new, |(low, high)| {
+                        format!(" ({}–{})", format_value(low), format_value(high))
+                    });
+                row.push(cell(&results.ratios_vs_bridge) + &spread);
             }
         }
         rows.push(row);

@@ -49,6 +49,9 @@ pub struct ClientParams {
     pub warmup: u32,
     /// A request with no response after this long counts as lost.
     pub timeout: Duration,
+    /// Paced: measured requests start this far apart (on a fixed schedule, so a
+    /// slow answer does not shift the later ones); back to back when `None`.
+    pub interval: Option<Duration>,
 }
 
 /// Latency summary printed by `rr-client` as one JSON line.
@@ -173,8 +176,17 @@ pub fn client(params: ClientParams) -> Result<RrReport, RrError> {
     let mut rtts = Vec::with_capacity(params.count as usize);
     let mut lost = 0;
     let started = Instant::now();
+    let mut sent = 0u32;
     while rtts.len() + (lost as usize) < params.count as usize && started.elapsed() < params.budget
     {
+        if let Some(interval) = params.interval {
+            let due = started + interval * sent;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+        sent += 1;
         sequence += 1;
         match exchange(sequence)? {
             Some(rtt) => rtts.push(rtt),
@@ -215,12 +227,39 @@ mod tests {
             budget: Duration::from_secs(5),
             warmup: 10,
             timeout: Duration::from_millis(200),
+            interval: None,
         })
         .unwrap();
         assert_eq!(report.samples + report.lost, 500);
         assert!(report.samples >= 490, "{report:?}");
         assert!(
             report.min_ns > 0 && report.min_ns <= report.p50_ns && report.p50_ns <= report.p99_ns
+        );
+    }
+
+    #[test]
+    fn paced_client_keeps_its_schedule() {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        std::thread::spawn(move || serve(addr));
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let report = client(ClientParams {
+            server: addr,
+            count: 50,
+            budget: Duration::from_secs(10),
+            warmup: 5,
+            timeout: Duration::from_millis(200),
+            interval: Some(Duration::from_millis(2)),
+        })
+        .unwrap();
+        assert_eq!(report.samples + report.lost, 50);
+        // 49 gaps of 2 ms at least (the schedule never runs early).
+        assert!(
+            started.elapsed() >= Duration::from_millis(98),
+            "{:?}",
+            started.elapsed()
         );
     }
 
@@ -235,6 +274,7 @@ mod tests {
             budget: Duration::from_secs(1),
             warmup: 2,
             timeout: Duration::from_millis(20),
+            interval: None,
         })
         .unwrap_err();
         assert!(

@@ -5,6 +5,7 @@ use crate::blast::{BlastReport, SinkReport};
 use crate::cpu::{self, CpuError};
 use crate::iperf::{self, IperfError, TcpReport, TcpTest};
 use crate::netns::{NetnsError, OwnedNetns};
+use crate::ping;
 use crate::proc::{self, OwnedChild, ProcError};
 use crate::report::{self, MachineInfo, Results, RoundSample};
 use crate::rr::RrReport;
@@ -20,6 +21,8 @@ use std::time::{Duration, Instant};
 const RR_PORT: u16 = 9000;
 const SINK_PORT: u16 = 9001;
 const IPERF_PORT: u16 = 5201;
+/// Request/response at 1k requests per second.
+const PACED_RR_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Failures that end a system's round (or, for setup, the run).
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,13 @@ pub struct RunConfig {
     pub trial_ms: u64,
     pub search_trials: u32,
     pub frame_sizes: Vec<usize>,
+    /// Pings per 2 ms series (the 10 ms series sends a quarter), and paced requests.
+    pub sparse_pings: u32,
+    /// Only the latency tests (RR, sparse ping, paced RR): no TCP, no packet rates.
+    pub sparse_only: bool,
+    /// tapswitch at several settings, each a system of its own in every round
+    /// (`--threads`, `--variant`); plain `tapswitch` at the defaults when empty.
+    pub variants: Vec<Variant>,
     pub tapswitch_bin: PathBuf,
     pub tapswitch_args: Vec<String>,
     /// Another tapswitch build measured in the same rounds, right after `tapswitch`, as
@@ -81,15 +91,82 @@ pub struct RunConfig {
 /// The name of the baseline build's entry in the results.
 pub const BASELINE: &str = "tapswitch-baseline";
 
+/// tapswitch at some `[switch]` settings, measured as a system of its own.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Variant {
+    /// Its name in the results (leaked once: names are `&'static str` throughout).
+    pub name: &'static str,
+    /// `KEY=VALUE` lines of the `[switch]` table of its config file.
+    pub settings: Vec<String>,
+}
+
+impl Variant {
+    /// `NAME:KEY=VALUE,KEY=VALUE` (e.g. `fixed:adaptive_poll_pct=0`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (name, settings) = text
+            .split_once(':')
+            .ok_or_else(|| format!("variant `{text}`: expected NAME:KEY=VALUE[,KEY=VALUE]"))?;
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!(
+                "variant `{text}`: the name must be letters, digits and `-`"
+            ));
+        }
+        let settings: Vec<String> = settings.split(',').map(str::to_owned).collect();
+        if let Some(bad) = settings.iter().find(|s| {
+            s.split_once('=')
+                .is_none_or(|(k, v)| k.is_empty() || v.is_empty())
+        }) {
+            return Err(format!("variant `{text}`: `{bad}` is not KEY=VALUE"));
+        }
+        Ok(Self::new(&format!("tapswitch-{name}"), settings))
+    }
+
+    /// tapswitch with `threads = N`.
+    pub fn threads(threads: usize) -> Self {
+        Self::new(
+            &format!("tapswitch-t{threads}"),
+            vec![format!("threads={threads}")],
+        )
+    }
+
+    fn new(name: &str, settings: Vec<String>) -> Self {
+        Self {
+            name: Box::leak(name.to_owned().into_boxed_str()),
+            settings,
+        }
+    }
+
+    /// The config file's text.
+    pub fn config_text(&self) -> String {
+        let mut text = String::from("[switch]\n");
+        for setting in &self.settings {
+            let (key, value) = setting.split_once('=').expect("checked by parse");
+            text.push_str(&format!("{} = {}\n", key.trim(), value.trim()));
+        }
+        text
+    }
+}
+
 impl RunConfig {
     /// Every system measured per round, in order, with its name in the results and the
     /// tapswitch binary it runs (the baseline build is a second tapswitch entry).
-    pub fn entrants(&self) -> Vec<(SystemKind, &'static str, PathBuf)> {
+    pub fn entrants(&self) -> Vec<(SystemKind, &'static str, PathBuf, Option<&Variant>)> {
         let mut entrants = Vec::new();
         for &kind in &self.systems {
-            entrants.push((kind, kind.name(), self.tapswitch_bin.clone()));
+            if kind == SystemKind::Tapswitch && !self.variants.is_empty() {
+                for variant in &self.variants {
+                    entrants.push((
+                        kind,
+                        variant.name,
+                        self.tapswitch_bin.clone(),
+                        Some(variant),
+                    ));
+                }
+            } else {
+                entrants.push((kind, kind.name(), self.tapswitch_bin.clone(), None));
+            }
             if let (SystemKind::Tapswitch, Some(baseline)) = (kind, &self.baseline_tapswitch) {
-                entrants.push((kind, BASELINE, baseline.clone()));
+                entrants.push((kind, BASELINE, baseline.clone(), None));
             }
         }
         entrants
@@ -99,7 +176,7 @@ impl RunConfig {
     pub fn system_names(&self) -> Vec<&'static str> {
         self.entrants()
             .into_iter()
-            .map(|(_, name, _)| name)
+            .map(|(_, name, _, _)| name)
             .collect()
     }
 }
@@ -125,7 +202,7 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
     let mut trial_id = 0u32;
     let mut interrupted = false;
     'rounds: for round in 1..=config.rounds {
-        for (kind, name, tapswitch_bin) in config.entrants() {
+        for (kind, name, tapswitch_bin, variant) in config.entrants() {
             if signals::stop_requested() {
                 interrupted = true;
                 break 'rounds;
@@ -137,8 +214,18 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
                 config.rounds,
             );
             let mut sample = RoundSample::new(round, name);
+            let mut tapswitch_args = ctx.tapswitch_args.clone();
+            if let Some(variant) = variant {
+                let path = ctx.work_dir.join(format!("{name}.toml"));
+                std::fs::write(&path, variant.config_text()).map_err(|source| RunError::Write {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                tapswitch_args.extend(["--config".to_owned(), path.display().to_string()]);
+            }
             let ctx = RunContext {
                 tapswitch_bin,
+                tapswitch_args,
                 ..ctx.clone()
             };
             let outcome = systems::attach(kind, &ctx, &label)
@@ -325,12 +412,13 @@ pub(crate) fn request_response(
     server: &str,
     count: u32,
     budget_ms: u64,
+    interval: Option<Duration>,
 ) -> Result<RrReport, RunError> {
     let rr_server_args = vec!["rr-server".into(), "--bind".into(), server.to_owned()];
     let mut rr_server = self_in_netns(self_exe, server_netns, &rr_server_args);
     rr_server.stdin(Stdio::null()).stdout(Stdio::null());
     let rr_server = OwnedChild::spawn(rr_server, Duration::from_secs(2))?;
-    let client_args = vec![
+    let mut client_args = vec![
         "rr-client".into(),
         "--server".into(),
         server.to_owned(),
@@ -339,6 +427,9 @@ pub(crate) fn request_response(
         "--budget-ms".into(),
         budget_ms.to_string(),
     ];
+    if let Some(interval) = interval {
+        client_args.extend(["--interval-us".into(), interval.as_micros().to_string()]);
+    }
     let rr_text = run_to_string(
         self_in_netns(self_exe, client_netns, &client_args),
         "rr-client",
@@ -358,7 +449,8 @@ fn measure(
     sample: &mut RoundSample,
     started: Instant,
 ) -> Result<(), RunError> {
-    let name = system.kind.name();
+    // The entrant's name (a variant of tapswitch is not plain `tapswitch`).
+    let name = sample.system.clone();
     let progress = |text: String| {
         eprintln!(
             "[{:>5.0}s]   {name}: {text}",
@@ -376,6 +468,7 @@ fn measure(
         &format!("{server}:{RR_PORT}"),
         config.rr_count,
         config.rr_budget_ms,
+        None,
     )?;
     sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
     sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
@@ -388,6 +481,70 @@ fn measure(
     ));
     sample.details.rr = Some(rr);
     check_alive(system)?;
+
+    // Sparse traffic: a ping every 2 and 10 ms, requests paced at 1k/s, each
+    // with the switch's CPU (utime + stime over the test, percent of one CPU).
+    for (interval_ms, count) in [(2u64, config.sparse_pings), (10, config.sparse_pings / 4)] {
+        check_stop()?;
+        let interval = Duration::from_millis(interval_ms);
+        let (text, cpu_pct) = with_cpu(system, || {
+            let mut command = Command::new("ip");
+            command.args(ping::ping_args(&ctx.netns_a, &server, interval, count));
+            run_to_string(command, "ping")
+        })?;
+        let report = ping::parse(&text, interval, count).ok_or_else(|| RunError::ToolOutput {
+            tool: "ping",
+            detail: "no reply".into(),
+            text: text.lines().last().unwrap_or("").to_owned(),
+        })?;
+        let key = format!("ping_{interval_ms}ms");
+        sample.set(&format!("{key}_avg_us"), report.avg_us);
+        sample.set(&format!("{key}_p99_us"), report.p99_us);
+        if let Some(cpu_pct) = cpu_pct {
+            sample.set(&format!("{key}_cpu_pct"), cpu_pct);
+        }
+        progress(format!(
+            "ping every {interval_ms} ms: avg {:.1} µs, p99 {:.1} µs ({}/{} replies), switch CPU {}",
+            report.avg_us,
+            report.p99_us,
+            report.received,
+            report.sent,
+            cpu_pct.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+        ));
+        sample.details.pings.push(report);
+        check_alive(system)?;
+    }
+    check_stop()?;
+    let paced_count = config.sparse_pings;
+    let (paced, cpu_pct) = with_cpu(system, || {
+        request_response(
+            self_exe,
+            &ctx.netns_a,
+            &ctx.netns_b,
+            &format!("{server}:{RR_PORT}"),
+            paced_count,
+            u64::from(paced_count) * 2 + 1_000,
+            Some(PACED_RR_INTERVAL),
+        )
+    })?;
+    sample.set("rr_1k_avg_us", paced.mean_ns / 1e3);
+    sample.set("rr_1k_p99_us", paced.p99_ns as f64 / 1e3);
+    if let Some(cpu_pct) = cpu_pct {
+        sample.set("rr_1k_cpu_pct", cpu_pct);
+    }
+    progress(format!(
+        "RR paced 1k/s: avg {:.1} µs, p99 {:.1} µs ({} samples, {} lost), switch CPU {}",
+        paced.mean_ns / 1e3,
+        paced.p99_ns as f64 / 1e3,
+        paced.samples,
+        paced.lost,
+        cpu_pct.map_or_else(|| "-".to_owned(), |c| format!("{c:.1}%")),
+    ));
+    sample.details.rr_paced = Some(paced);
+    check_alive(system)?;
+    if config.sparse_only {
+        return Ok(());
+    }
 
     // TCP, with the switch's CPU time charged per GB delivered.
     let mut cpu_seconds = 0.0;
@@ -506,6 +663,24 @@ fn measure(
         check_alive(system)?;
     }
     Ok(())
+}
+
+/// Runs `test`, and measures the switch process's CPU over it (utime + stime
+/// from /proc, as a percentage of one CPU over the wall time); none for the bridge.
+fn with_cpu<T>(
+    system: &AttachedSystem,
+    test: impl FnOnce() -> Result<T, RunError>,
+) -> Result<(T, Option<f64>), RunError> {
+    let pid = system.switch_pid();
+    let before = pid.map(cpu::process_cpu_seconds).transpose()?;
+    let started = Instant::now();
+    let result = test()?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu_pct = match (pid, before) {
+        (Some(pid), Some(before)) => Some((cpu::process_cpu_seconds(pid)? - before) / wall * 100.0),
+        _ => None,
+    };
+    Ok((result, cpu_pct))
 }
 
 /// The `sink` subcommand running in namespace B, driven over its stdin/stdout.

@@ -750,6 +750,7 @@ fn measure(
         &format!("{}:{RR_PORT}", hosts.b.address),
         config.rr_count,
         config.rr_budget_ms,
+        None,
     )?;
     sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
     sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);

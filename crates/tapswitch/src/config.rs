@@ -17,7 +17,9 @@ use crate::policy::{
     FloodControl, MAX_VLAN, MIN_VLAN, PortPolicy, PortSecurity, StormControl, ViolationAction,
     VlanMode, VlanSet,
 };
-use crate::sys::privileges::{self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CapSet};
+use crate::sys::privileges::{
+    self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_NICE, CapSet,
+};
 use crate::sys::tap;
 use crate::wire::MacAddr;
 
@@ -114,6 +116,16 @@ pub struct SwitchConfig {
     /// forwarded a frame. Trades CPU under load for request/response latency;
     /// 0 sleeps in epoll at once. An idle switch always sleeps.
     pub idle_poll_us: u64,
+    /// Percent of one CPU the loop may spend spinning ahead of frames it
+    /// predicts: when traffic is sparse but steady (a ping every few ms, paced
+    /// requests), it learns the gap and wakes shortly before the next frame is
+    /// due instead of paying a full wake-up for it. 0 turns prediction off;
+    /// irregular or absent traffic opens no window, so an idle switch sleeps.
+    pub adaptive_poll_pct: u32,
+    /// Run the dataplane threads under `SCHED_FIFO` at this priority (1..=99).
+    /// Unset: the normal scheduler. Needs CAP_SYS_NICE (kept after the drop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub realtime_priority: Option<u8>,
     /// Dataplane threads. Each port is read by one of them; all of them write
     /// to any port. See README (Performance) for when more than one pays.
     pub threads: usize,
@@ -175,6 +187,8 @@ impl Default for SwitchConfig {
             offloads: true,
             poll_budget: 64,
             idle_poll_us: DEFAULT_IDLE_POLL_US,
+            adaptive_poll_pct: DEFAULT_ADAPTIVE_POLL_PCT,
+            realtime_priority: None,
             threads: 1,
             mac_flap: None,
             metrics: None,
@@ -204,6 +218,12 @@ pub fn parse_metrics_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// Chosen by measurement with `bench/run`; see README (Performance).
 pub const DEFAULT_IDLE_POLL_US: u64 = 20;
+
+/// Chosen by measurement with `bench/run` (bench/README.md, "Sparse traffic").
+pub const DEFAULT_ADAPTIVE_POLL_PCT: u32 = 5;
+
+/// More of one CPU than this spent waiting for predicted frames is polling, not prediction.
+pub const MAX_ADAPTIVE_POLL_PCT: u32 = 50;
 
 /// More dataplane threads than this only contend for the MAC table.
 pub const MAX_THREADS: usize = 64;
@@ -1324,6 +1344,23 @@ impl Config {
                 ),
             ));
         }
+        if switch.adaptive_poll_pct > MAX_ADAPTIVE_POLL_PCT {
+            return Err(invalid(
+                "switch.adaptive_poll_pct",
+                format!(
+                    "{} is above the maximum {MAX_ADAPTIVE_POLL_PCT} (percent of one CPU; 0 turns it off)",
+                    switch.adaptive_poll_pct
+                ),
+            ));
+        }
+        if let Some(priority) = switch.realtime_priority {
+            if !(1..=99).contains(&priority) {
+                return Err(invalid(
+                    "switch.realtime_priority",
+                    format!("{priority} is outside 1..=99 (SCHED_FIFO priorities)"),
+                ));
+            }
+        }
         if let Some(flap) = &switch.mac_flap {
             let checks = [
                 ("moves", flap.moves == 0),
@@ -1399,7 +1436,8 @@ impl Config {
     /// (new TAPs, netlink), CAP_NET_RAW (the `AF_PACKET` socket of a netdev port and the
     /// raw send socket of a VXLAN port added at runtime), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
     /// (entering a namespace takes `setns`), plus CAP_CHOWN when [`Self::vm_hotplug`]
-    /// (giving a new macvtap's `/dev/tapN` to QEMU's user). Nothing else VM ports do at
+    /// (giving a new macvtap's `/dev/tapN` to QEMU's user), plus CAP_SYS_NICE when
+    /// `switch.realtime_priority` is set (the workers' `SCHED_FIFO`). Nothing else VM ports do at
     /// runtime needs more: macvtaps, glue TAPs (their owner is `TUNSETOWNER`) and tc
     /// filters are CAP_NET_ADMIN, and libvirt is a Unix socket.
     pub fn runtime_capabilities(&self) -> CapSet {
@@ -1409,6 +1447,10 @@ impl Config {
         }
         if self.vm_hotplug() {
             keep.push(CAP_CHOWN);
+        }
+        // The workers set their scheduling policy when they start, after the drop.
+        if self.switch.realtime_priority.is_some() {
+            keep.push(CAP_SYS_NICE);
         }
         CapSet::of(&keep)
     }
@@ -1507,6 +1549,51 @@ mod tests {
             let err = Config::from_toml(text, "test").unwrap_err().to_string();
             assert!(err.contains(field), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn sparse_traffic_settings_are_validated_with_precise_errors() {
+        let cases = [
+            (
+                "[switch]\nadaptive_poll_pct = 51",
+                "switch.adaptive_poll_pct: 51 is above the maximum 50 (percent of one CPU; 0 turns it off)",
+            ),
+            (
+                "[switch]\nrealtime_priority = 0",
+                "switch.realtime_priority: 0 is outside 1..=99 (SCHED_FIFO priorities)",
+            ),
+            (
+                "[switch]\nrealtime_priority = 100",
+                "switch.realtime_priority: 100 is outside 1..=99 (SCHED_FIFO priorities)",
+            ),
+            ("[switch]\nadaptive_poll_pct = -1", "adaptive_poll_pct"),
+            ("[switch]\nrealtime_priority = 300", "realtime_priority"),
+        ];
+        for (text, expected) in cases {
+            let err = Config::from_toml(text, "test").unwrap_err().to_string();
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+        let config = Config::from_toml(
+            "[switch]\nadaptive_poll_pct = 0\nrealtime_priority = 10",
+            "test",
+        )
+        .unwrap();
+        assert_eq!(config.switch.adaptive_poll_pct, 0);
+        assert_eq!(config.switch.realtime_priority, Some(10));
+        assert!(
+            config
+                .runtime_capabilities()
+                .contains(crate::sys::privileges::CAP_SYS_NICE),
+            "SCHED_FIFO is set by the workers after the privilege drop"
+        );
+        let default = Config::from_toml("", "test").unwrap();
+        assert_eq!(default.switch.adaptive_poll_pct, DEFAULT_ADAPTIVE_POLL_PCT);
+        assert_eq!(default.switch.realtime_priority, None);
+        assert!(
+            !default
+                .runtime_capabilities()
+                .contains(crate::sys::privileges::CAP_SYS_NICE)
+        );
     }
 
     const FEATURES: &str = r#"

@@ -628,6 +628,8 @@ pub fn build_with(
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
         idle_poll: config.switch.idle_poll(),
+        adaptive_poll_pct: config.switch.adaptive_poll_pct,
+        realtime_priority: config.switch.realtime_priority,
         threads: config.switch.threads,
         fdb: FdbConfig {
             ageing: config.switch.fdb_ageing(),

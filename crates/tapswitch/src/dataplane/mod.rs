@@ -27,6 +27,7 @@ mod capture;
 mod counters;
 mod egress;
 mod events;
+mod idle;
 #[cfg(test)]
 mod memory_port;
 mod messages;
@@ -96,6 +97,8 @@ pub enum DataplaneError {
     Fdb(#[from] FdbError),
     #[error(transparent)]
     Tunnel(#[from] crate::port::TunnelError),
+    #[error(transparent)]
+    Sched(#[from] crate::sys::sched::SchedError),
 }
 
 /// Settings of the loop.
@@ -104,6 +107,11 @@ pub struct DataplaneConfig {
     pub poll_budget: usize,
     /// How long to keep polling without sleeping after the last frame.
     pub idle_poll: Duration,
+    /// Percent of one CPU the loop may spend spinning ahead of frames it
+    /// predicts from steady inter-arrival gaps (`idle::IdlePolicy`); 0: never.
+    pub adaptive_poll_pct: u32,
+    /// Run the workers under `SCHED_FIFO` at this priority.
+    pub realtime_priority: Option<u8>,
     /// Dataplane threads (workers); ports are spread over them for reading.
     pub threads: usize,
     pub fdb: FdbConfig,

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -15,6 +16,7 @@ use tracing::{debug, info, warn};
 use super::capture::{CaptureHub, Direction};
 use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
+use super::idle::{IdlePolicy, Wait};
 use super::messages::{CaptureStarted, Message, TracedFrame, WorkerMessage};
 use super::{
     Command, DataplaneConfig, DataplaneError, DataplaneHandle, Event, EvpnSummary, FdbRemote,
@@ -25,6 +27,7 @@ use crate::fdb::{EntryKind, Learned, PortId, VlanId};
 use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, TagAction, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
+use crate::sys::sched::{self, WakeTimer};
 use crate::vnet::{Offload, VnetHeader};
 use crate::wire::{EthernetFrame, MacAddr};
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
@@ -32,6 +35,8 @@ use std::net::IpAddr;
 
 /// Token of the control-plane waker; ports use their slot index.
 const WAKER: Token = Token(usize::MAX);
+/// The wake-up timer of the idle policy (a window of spinning ahead of a predicted frame).
+const WAKE_TIMER: Token = Token(usize::MAX - 1);
 
 /// How long a port queue waits for its next turn after one spent mostly on frames
 /// storm control dropped. Its TAP queue (1000 frames by default) holds a
@@ -87,7 +92,10 @@ pub struct Dataplane {
     egress: Vec<Egress>,
     dead: Vec<PortId>,
     poll_budget: usize,
-    idle_poll: Duration,
+    /// When to spin and when to sleep (pure); the timer wakes the loop ahead of a window.
+    idle: IdlePolicy,
+    wake_timer: WakeTimer,
+    realtime_priority: Option<u8>,
     /// Segments super-frames and completes checksums for ports without offloads.
     segmenter: Segmenter,
     events: EventSink,
@@ -133,6 +141,14 @@ impl Dataplane {
     ) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let poll = Poll::new().map_err(DataplaneError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(DataplaneError::Poll)?);
+        let wake_timer = WakeTimer::new()?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&wake_timer.as_raw_fd()),
+                WAKE_TIMER,
+                Interest::READABLE,
+            )
+            .map_err(DataplaneError::Poll)?;
         let (tx, rx) = mpsc::channel();
         let dataplane = Self {
             worker,
@@ -150,7 +166,9 @@ impl Dataplane {
             egress: Vec::new(),
             dead: Vec::new(),
             poll_budget: config.poll_budget.max(1),
-            idle_poll: config.idle_poll,
+            idle: IdlePolicy::new(config.idle_poll, config.adaptive_poll_pct),
+            wake_timer,
+            realtime_priority: config.realtime_priority,
             segmenter: Segmenter::new(),
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
@@ -494,21 +512,33 @@ impl Dataplane {
     }
 
     fn run_loop(&mut self) -> Result<(), DataplaneError> {
+        if let Some(priority) = self.realtime_priority {
+            sched::set_realtime(priority)?;
+        }
+        sched::tighten_timer_slack();
         let mut events = Events::with_capacity(256);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
-        // Until this instant the loop polls epoll without sleeping: a request
-        // that just got an answer is often followed by the next one within
-        // microseconds, and sleeping in between costs a wakeup on both sides.
-        let mut spin_until = Instant::now();
+        // The instant the wake-up timer is armed for, so it is set once per window.
+        let mut timer_armed: Option<Instant> = None;
         loop {
             let now = Instant::now();
             let next_wakeup = self
                 .release_held_back(now)
                 .map_or(next_housekeeping, |resume| resume.min(next_housekeeping));
-            let timeout = if !self.ready.is_empty() || now < spin_until {
+            let timeout = if !self.ready.is_empty() {
                 Duration::ZERO
             } else {
-                next_wakeup.saturating_duration_since(now)
+                match self.idle.wait(now) {
+                    Wait::Spin => Duration::ZERO,
+                    Wait::SleepUntil(wake) => {
+                        if timer_armed != Some(wake) {
+                            self.wake_timer.arm(wake.saturating_duration_since(now))?;
+                            timer_armed = Some(wake);
+                        }
+                        next_wakeup.saturating_duration_since(now)
+                    }
+                    Wait::Sleep => next_wakeup.saturating_duration_since(now),
+                }
             };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -521,22 +551,39 @@ impl Dataplane {
                 if event.token() == WAKER {
                     continue;
                 }
+                if event.token() == WAKE_TIMER {
+                    self.wake_timer.clear();
+                    timer_armed = None;
+                    self.idle.timer_fired(turn_started);
+                    continue;
+                }
                 let Token(token) = event.token();
                 self.mark_ready(PortId((token / MAX_QUEUES) as u32), token % MAX_QUEUES);
             }
             if self.serve_commands() {
+                let stats = self.idle.stats();
+                debug!(
+                    worker = self.worker,
+                    windows = stats.windows,
+                    hits = stats.hits,
+                    "adaptive polling: windows spun ahead of predicted frames, and hits"
+                );
                 return Ok(());
             }
             let frames = self.serve_ready_ports();
             let now = Instant::now();
             if frames > 0 {
-                spin_until = now + self.idle_poll;
+                self.idle.frames(turn_started, !timeout.is_zero());
                 self.loop_stats.record_turn(now - turn_started);
             }
-            if self.primary.is_none() && now >= next_housekeeping {
-                let expired = self.forwarder().fdb_mut().expire(now);
-                if expired > 0 {
-                    debug!(expired, "MAC entries aged out");
+            if now >= next_housekeeping {
+                // Every worker moves its deadline on (else, once it passed, the
+                // others' poll timeout stayed zero: a busy loop), the primary ages.
+                if self.primary.is_none() {
+                    let expired = self.forwarder().fdb_mut().expire(now);
+                    if expired > 0 {
+                        debug!(expired, "MAC entries aged out");
+                    }
                 }
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
@@ -1264,6 +1311,8 @@ mod tests {
         let (mut dataplane, _handle) = Dataplane::new(DataplaneConfig {
             poll_budget: 64,
             idle_poll: Duration::ZERO,
+            adaptive_poll_pct: 0,
+            realtime_priority: None,
             threads: 1,
             fdb: FdbConfig::default(),
         })

@@ -6,5 +6,6 @@
 pub mod netns;
 pub mod packet;
 pub mod privileges;
+pub mod sched;
 pub mod tap;
 pub mod udp;

@@ -33,6 +33,8 @@ pub const CAP_NET_ADMIN: u32 = 12;
 pub const CAP_NET_RAW: u32 = 13;
 /// `CAP_SYS_ADMIN`: `setns` into a network namespace.
 pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_SYS_NICE`: `SCHED_FIFO` for the dataplane threads (`switch.realtime_priority`).
+pub const CAP_SYS_NICE: u32 = 23;
 
 /// Capability names in bit order, as `capabilities(7)` spells them.
 const NAMES: [&str; 41] = [
@@ -425,7 +427,8 @@ pub fn thread_has(cap: u32) -> bool {
     current_thread_caps().is_ok_and(|(effective, _)| effective.contains(cap))
 }
 
-fn set_thread_caps(caps: CapSet) -> Result<(), PrivilegeError> {
+/// Sets the calling thread's effective and permitted sets to `caps`.
+pub(crate) fn set_thread_caps(caps: CapSet) -> Result<(), PrivilegeError> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,

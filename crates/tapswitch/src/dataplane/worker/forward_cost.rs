@@ -24,6 +24,8 @@ fn two_ports() -> (Dataplane, PortId) {
         idle_poll: Duration::ZERO,
         threads: 1,
         fdb: FdbConfig::default(),
+        adaptive_poll_pct: 0,
+        realtime_priority: None,
     })
     .unwrap();
     let a = memory_port(&mut dataplane, 0, "a");

@@ -1,0 +1,186 @@
+//! How a dataplane thread sleeps and is scheduled: a `timerfd` wake-up timer
+//! with nanosecond resolution (epoll's own timeout is in milliseconds, too
+//! coarse to wake shortly before a frame due in 2 ms), the thread's timer
+//! slack, and the opt-in `SCHED_FIFO` policy.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("cannot create the dataplane's wake-up timer (timerfd_create): {0}")]
+    CreateTimer(#[source] io::Error),
+    #[error("cannot arm the dataplane's wake-up timer (timerfd_settime): {0}")]
+    ArmTimer(#[source] io::Error),
+    #[error(
+        "switch.realtime_priority = {priority}: the kernel refused SCHED_FIFO for the dataplane \
+         threads ({source}); it needs CAP_SYS_NICE (kept after the privilege drop when this key \
+         is set) or an RLIMIT_RTPRIO of at least {priority} (`ulimit -r`), and, inside a cgroup \
+         with the cpu controller, a real-time budget (cpu.rt_runtime_us); unset the key to run \
+         without it"
+    )]
+    Realtime { priority: u8, source: io::Error },
+}
+
+/// A one-shot monotonic timer whose fd epoll watches.
+#[derive(Debug)]
+pub struct WakeTimer {
+    fd: OwnedFd,
+}
+
+impl WakeTimer {
+    /// A nonblocking, disarmed timer on `CLOCK_MONOTONIC` (the clock of `Instant`).
+    pub fn new() -> Result<Self, SchedError> {
+        // SAFETY: timerfd_create takes no pointers; the result is checked.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(SchedError::CreateTimer(io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Self { fd })
+    }
+
+    /// Fires once, `after` from now (a zero duration fires at once: timerfd
+    /// would read zero as "disarm").
+    pub fn arm(&self, after: Duration) -> Result<(), SchedError> {
+        let after = after.max(Duration::from_nanos(1));
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs() as libc::time_t,
+                tv_nsec: libc::c_long::from(after.subsec_nanos() as i32),
+            },
+        };
+        // SAFETY: spec is a valid itimerspec for the call; the old value is not asked for.
+        let rc =
+            unsafe { libc::timerfd_settime(self.fd.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        if rc < 0 {
+            return Err(SchedError::ArmTimer(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Consumes an expiry so the next one is reported again (nothing to read is fine).
+    pub fn clear(&self) {
+        let mut expirations = 0u64;
+        // SAFETY: reads at most 8 bytes into a local u64; the fd is nonblocking.
+        let _ = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut expirations as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+impl AsRawFd for WakeTimer {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Lets the calling thread's timers fire as asked rather than up to 50 µs
+/// late (the default slack), which a window of a few tens of µs cannot absorb.
+pub fn tighten_timer_slack() {
+    // SAFETY: PR_SET_TIMERSLACK takes an integer; it cannot fail for a positive value.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+}
+
+/// Puts the calling thread under `SCHED_FIFO` at `priority` (1..=99).
+pub fn set_realtime(priority: u8) -> Result<(), SchedError> {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: param is a valid sched_param; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc < 0 {
+        return Err(SchedError::Realtime {
+            priority,
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_refused_without_cap_sys_nice_says_what_it_needs() {
+        use crate::sys::privileges::{self, CAP_SYS_NICE, CapSet};
+        // Capabilities are per thread: drop CAP_SYS_NICE on a thread of our own.
+        let result = std::thread::spawn(|| {
+            let (effective, _) = privileges::current_thread_caps().unwrap();
+            privileges::set_thread_caps(effective.without(CapSet::of(&[CAP_SYS_NICE]))).unwrap();
+            let rlimit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: a valid rlimit; lowering RLIMIT_RTPRIO to 0 affects no other test
+            // (none runs real-time), and without CAP_SYS_NICE it is what refuses SCHED_FIFO.
+            assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_RTPRIO, &rlimit) }, 0);
+            set_realtime(10)
+        })
+        .join()
+        .unwrap();
+        let error = result.unwrap_err();
+        let SchedError::Realtime { priority, source } = &error else {
+            panic!("{error}");
+        };
+        assert_eq!(*priority, 10);
+        assert_eq!(source.raw_os_error(), Some(libc::EPERM), "{error}");
+        let message = error.to_string();
+        for needed in [
+            "switch.realtime_priority = 10",
+            "CAP_SYS_NICE",
+            "RLIMIT_RTPRIO",
+        ] {
+            assert!(message.contains(needed), "{message}");
+        }
+    }
+
+    #[test]
+    fn realtime_granted_with_cap_sys_nice() {
+        std::thread::spawn(|| {
+            assert!(crate::sys::privileges::thread_has(
+                crate::sys::privileges::CAP_SYS_NICE
+            ));
+            set_realtime(1).unwrap();
+            // SAFETY: pid 0 is this thread.
+            assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_FIFO);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn timer_fires_once_and_is_cleared() {
+        let timer = WakeTimer::new().unwrap();
+        timer.arm(Duration::from_micros(200)).unwrap();
+        let mut pfd = libc::pollfd {
+            fd: timer.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 5_000) };
+        assert_eq!(ready, 1, "the timer did not fire within 5 s");
+        timer.clear();
+        pfd.revents = 0;
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        assert_eq!(ready, 0, "a one-shot timer, cleared, is not readable");
+    }
+}
