@@ -3,8 +3,8 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,9 +21,10 @@ use super::{
     QueueMask, RemovalCause, RemovedPort, Snapshot,
 };
 use crate::fdb::{EntryKind, Learned, PortId, VlanId};
-use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, Verdict};
+use crate::forward::{DropReason, Egress, PortPolicy, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
+use crate::shared::{DecisionCache, Locked, SharedForwarder};
 use crate::vnet::{Offload, VnetHeader};
 use crate::wire::MacAddr;
 use crate::wire::{HEADER_LEN, VLAN_TAG_LEN};
@@ -72,7 +73,10 @@ pub struct Dataplane {
     commands: Receiver<Message>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
-    forwarder: Arc<Mutex<Forwarder>>,
+    /// Policies and MAC table, shared by the workers; see `tapswitch_core::shared`.
+    forwarder: Arc<SharedForwarder>,
+    /// This worker's decisions that need no lock while they stay valid.
+    decisions: DecisionCache,
     /// The primary's other workers (empty on the others).
     workers: Workers,
     /// The primary, for reporting failed ports (`None` on the primary).
@@ -99,7 +103,7 @@ impl Dataplane {
     /// Builds the primary worker (and, idle, the others); the handle reaches the primary.
     pub fn new(config: DataplaneConfig) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let threads = config.threads.max(1);
-        let forwarder = Arc::new(Mutex::new(Forwarder::new(config.fdb.clone())));
+        let forwarder = Arc::new(SharedForwarder::new(config.fdb.clone()));
         let (mut primary, handle) =
             Self::worker(&config, 0, threads, Arc::clone(&forwarder), None)?;
         for worker in 1..threads {
@@ -120,7 +124,7 @@ impl Dataplane {
         config: &DataplaneConfig,
         worker: usize,
         threads: usize,
-        forwarder: Arc<Mutex<Forwarder>>,
+        forwarder: Arc<SharedForwarder>,
         primary: Option<DataplaneHandle>,
     ) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let poll = Poll::new().map_err(DataplaneError::Poll)?;
@@ -134,6 +138,7 @@ impl Dataplane {
             ports: Vec::new(),
             removed: Vec::new(),
             forwarder,
+            decisions: DecisionCache::default(),
             workers: Workers::default(),
             primary,
             ready: VecDeque::new(),
@@ -273,11 +278,10 @@ impl Dataplane {
         Ok(slot.port.pin_remote(mac, Some(vtep))?)
     }
 
-    /// The shared forwarder (policies, MAC table, flap detection), locked.
-    /// A worker that panicked while holding it cannot have left it in a
-    /// state worse than stopping the switch would, so poisoning is ignored.
-    pub fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
-        self.forwarder.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shared forwarder (policies, MAC table, flap detection), locked: what
+    /// it changes, the workers' cached decisions see when the guard is dropped.
+    pub fn forwarder(&self) -> Locked<'_> {
+        self.forwarder.lock()
     }
 
     /// The current counters (of every worker, on the primary) and MAC table.
@@ -380,7 +384,7 @@ impl Dataplane {
         }
         // What actually changes: only that is logged and reported.
         let mut changed = PortUpdate::default();
-        let mut forwarder = self.forwarder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut forwarder = self.forwarder.lock();
         let current = forwarder.port(id).cloned().unwrap_or_default();
         let mut policy = update.policy.clone().unwrap_or_else(|| current.clone());
         policy.enabled = update.enabled.unwrap_or(current.enabled);
@@ -965,6 +969,7 @@ impl Dataplane {
         let Self {
             ports,
             forwarder,
+            decisions,
             buffer,
             egress,
             dead,
@@ -1015,10 +1020,28 @@ impl Dataplane {
             return Handled::Written(0);
         }
 
-        // The lock is held for the decision only, never across a syscall.
-        let mut forwarder = forwarder.lock().unwrap_or_else(|e| e.into_inner());
-        let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
-        events.learned(ingress, frame, learned);
+        // Decided from this worker's cache without a lock when it can be, else
+        // under the lock, which is held for the decision only, never across a syscall.
+        let mut reported = false;
+        let (verdict, learned) = forwarder.decide(
+            decisions,
+            ingress,
+            frame,
+            now,
+            egress,
+            |forwarder, learned| {
+                // The learning event first, then what the forwarder reported, as before.
+                events.learned(ingress, frame, learned);
+                report_forward_events(forwarder, ports, events);
+                reported = true;
+            },
+        );
+        if !reported {
+            events.learned(ingress, frame, learned);
+        }
+        let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
+            return Handled::Written(0);
+        };
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
@@ -1026,10 +1049,6 @@ impl Dataplane {
         if let Verdict::Drop(reason) = verdict {
             in_slot.counters.drops.count(reason);
         }
-        if forwarder.has_events() {
-            report_forward_events(&mut forwarder, ports, events);
-        }
-        drop(forwarder);
         match verdict {
             Verdict::Drop(reason) if reason.is_storm() => return Handled::Policed,
             Verdict::Drop(_) => return Handled::Written(0),
