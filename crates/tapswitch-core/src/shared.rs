@@ -79,6 +79,8 @@ struct Inner {
 }
 
 /// The last-seen time of one dynamic MAC entry, shared by the lock holder and readers.
+/// A cache line of its own: workers refreshing different sources do not share one.
+#[repr(align(64))]
 struct Seen {
     vlan: VlanId,
     mac: MacAddr,
