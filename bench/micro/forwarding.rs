@@ -1,13 +1,17 @@
-//! Micro-benchmarks of the pure forwarding core: the per-frame decision and
-//! MAC table lookups at 1k, 64k and 1M entries. Run with
+//! Micro-benchmarks of the pure forwarding core: the per-frame decision, MAC
+//! table lookups at 1k, 64k and 1M entries, and decisions per second with 1, 2,
+//! 4 and 8 threads deciding at once on one shared state (the workers' old
+//! `Mutex<Forwarder>` against `SharedForwarder`). Run with
 //! `cargo bench --bench forwarding`; throughput is reported in elements/s.
 
 use std::hint::black_box;
+use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use tapswitch_core::fdb::{Fdb, FdbConfig, PortId};
-use tapswitch_core::forward::{Forwarder, PortPolicy};
+use tapswitch_core::forward::{Egress, Forwarder, PortPolicy};
+use tapswitch_core::shared::{DecisionCache, SharedForwarder};
 use tapswitch_core::wire::MacAddr;
 
 /// A locally administered unicast MAC derived from `n`.
@@ -86,5 +90,116 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fdb_lookup, decide);
+/// A forwarder with 8 ports where each of `threads` pairs of stations is known: thread
+/// `t` sends from station `2t` on port `t % 8` to station `2t + 1` on the next port, as
+/// a worker reading one port queue would. Returns the forwarder and each thread's frame.
+fn stations(threads: u32, now: Instant) -> (Forwarder, Vec<(PortId, [u8; 64])>) {
+    let mut forwarder = Forwarder::new(FdbConfig::default());
+    for port in 0..8 {
+        forwarder
+            .add_port(PortId(port), PortPolicy::default())
+            .unwrap();
+    }
+    let mut egress = Vec::new();
+    let flows = (0..threads)
+        .map(|t| {
+            let (here, there) = (PortId(t % 8), PortId((t + 1) % 8));
+            let (a, b) = (mac(2 * t), mac(2 * t + 1));
+            forwarder.decide(there, &frame(a, b), now, &mut egress);
+            forwarder.decide(here, &frame(b, a), now, &mut egress);
+            (here, frame(b, a))
+        })
+        .collect();
+    (forwarder, flows)
+}
+
+/// Runs `decide(thread, flow)` `iters` times on each of `flows.len()` threads started
+/// together; the time from the start until the last one is done.
+fn concurrently<S: Sync>(
+    iters: u64,
+    state: &S,
+    flows: &[(PortId, [u8; 64])],
+    decide: impl Fn(&S, &mut DecisionCache, &mut Vec<Egress>, PortId, &[u8], Instant) + Sync,
+) -> Duration {
+    let start = Barrier::new(flows.len() + 1);
+    std::thread::scope(|scope| {
+        for &(ingress, bytes) in flows {
+            let (start, decide) = (&start, &decide);
+            scope.spawn(move || {
+                let mut cache = DecisionCache::default();
+                let mut egress = Vec::with_capacity(8);
+                let now = Instant::now();
+                start.wait();
+                for _ in 0..iters {
+                    decide(
+                        state,
+                        &mut cache,
+                        &mut egress,
+                        ingress,
+                        black_box(&bytes),
+                        now,
+                    );
+                }
+            });
+        }
+        start.wait();
+        let began = Instant::now();
+        // The scope joins every thread before it returns.
+        began
+    })
+    .elapsed()
+}
+
+/// Decisions per second of all threads together, each deciding known unicast frames
+/// of its own flow on one shared state: the old design (one `Mutex<Forwarder>`, locked
+/// for each decision) against `SharedForwarder` (each thread with its own cache).
+fn concurrent_decide(c: &mut Criterion) {
+    let mut group = c.benchmark_group("concurrent_decide");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    group.warm_up_time(Duration::from_secs(1));
+    for threads in [1u32, 2, 4, 8] {
+        group.throughput(Throughput::Elements(u64::from(threads)));
+        let now = Instant::now();
+        let (forwarder, flows) = stations(threads, now);
+        let locked = Mutex::new(forwarder.clone());
+        group.bench_with_input(
+            BenchmarkId::new("mutex", threads),
+            &flows,
+            |bench, flows| {
+                bench.iter_custom(|iters| {
+                    concurrently(
+                        iters,
+                        &locked,
+                        flows,
+                        |locked, _, egress, ingress, bytes, now| {
+                            let mut forwarder = locked.lock().unwrap();
+                            black_box(forwarder.decide(ingress, bytes, now, egress));
+                        },
+                    )
+                })
+            },
+        );
+        let shared = SharedForwarder::from_forwarder(forwarder);
+        group.bench_with_input(
+            BenchmarkId::new("shared", threads),
+            &flows,
+            |bench, flows| {
+                bench.iter_custom(|iters| {
+                    concurrently(
+                        iters,
+                        &shared,
+                        flows,
+                        |shared, cache, egress, ingress, bytes, now| {
+                            black_box(shared.decide(cache, ingress, bytes, now, egress, |_, _| {}));
+                        },
+                    )
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fdb_lookup, decide, concurrent_decide);
 criterion_main!(benches);

@@ -271,6 +271,9 @@ pub struct Fdb {
     next_stamp: u64,
     sweep_gate: SweepGate,
     counters: FdbCounters,
+    /// Counts changes to what a lookup can answer (entries added, moved, pinned,
+    /// removed), not refreshes: `shared` invalidates its cached decisions by it.
+    version: u64,
 }
 
 impl Fdb {
@@ -287,6 +290,7 @@ impl Fdb {
             next_stamp: 0,
             sweep_gate: SweepGate::Open,
             counters: FdbCounters::default(),
+            version: 0,
         }
     }
 
@@ -331,7 +335,48 @@ impl Fdb {
 
     /// Records that `mac` was seen as a source on `port`.
     pub fn learn(&mut self, vlan: VlanId, mac: MacAddr, port: PortId, now: Instant) -> Learned {
-        self.learn_as::<true>(vlan, mac, port, now).0
+        let learned = self.learn_as::<true>(vlan, mac, port, now).0;
+        // A refresh (of a live entry on the same port, or of a static one) and the
+        // outcomes that wrote nothing leave every lookup's answer as it was.
+        if !matches!(
+            learned,
+            Learned::Refreshed | Learned::StaticHeld | Learned::Ignored | Learned::Full
+        ) {
+            self.version += 1;
+        }
+        learned
+    }
+
+    /// How many times entries were added, moved, pinned or removed: unchanged, every
+    /// lookup answers as before (refreshes and ageing time aside).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When the entry for `mac` was last seen: `Some(None)` for an entry that never
+    /// ages (static, sticky, remote), `None` for no entry.
+    pub fn last_seen(&self, vlan: VlanId, mac: MacAddr) -> Option<Option<Instant>> {
+        self.table
+            .get(&Key::new(vlan, mac))
+            .map(|entry| match entry.state {
+                State::Dynamic { last_seen, .. } => Some(last_seen),
+                State::Static { .. } => None,
+            })
+    }
+
+    /// Records that the dynamic entry for `mac` on `port` was seen at `at`, if that is
+    /// later than what it holds: a refresh done by a reader without the lock
+    /// (`shared`), brought into the table. Changes nothing else, so not the version.
+    pub fn refresh_seen(&mut self, vlan: VlanId, mac: MacAddr, port: PortId, at: Instant) {
+        if let Some(Entry {
+            port: holder,
+            state: State::Dynamic { last_seen, .. },
+        }) = self.table.get_mut(&Key::new(vlan, mac))
+            && *holder == port
+            && at > *last_seen
+        {
+            *last_seen = at;
+        }
     }
 
     /// What learning `mac` on `port` (sticky or not) would do, changing nothing: the
@@ -504,6 +549,7 @@ impl Fdb {
 
     /// Removes the remote entry of `mac` if it is on `port`. True when there was one.
     pub fn remove_remote(&mut self, vlan: VlanId, mac: MacAddr, port: PortId) -> bool {
+        self.version += 1;
         let key = Key::new(vlan, mac);
         match self.table.get(&key) {
             Some(&Entry {
@@ -521,6 +567,7 @@ impl Fdb {
         port: PortId,
         pin: Pin,
     ) -> Result<(), FdbError> {
+        self.version += 1;
         if !is_segment(vlan) {
             return Err(FdbError::VlanOutOfRange { vlan, mac });
         }
@@ -558,6 +605,7 @@ impl Fdb {
 
     /// Removes the entry for `mac`, static or dynamic. True when there was one.
     pub fn remove(&mut self, vlan: VlanId, mac: MacAddr) -> bool {
+        self.version += 1;
         match self.table.remove(&Key::new(vlan, mac)) {
             Some(entry) => {
                 self.forget_load(entry);
@@ -576,7 +624,21 @@ impl Fdb {
         port: PortId,
         now: Instant,
     ) -> Learned {
-        self.learn_sticky_as::<true>(vlan, mac, port, now).0
+        let already_sticky = matches!(
+            self.table.get(&Key::new(vlan, mac)),
+            Some(Entry { port: holder, state: State::Static { .. } }) if *holder == port
+        );
+        let learned = self.learn_sticky_as::<true>(vlan, mac, port, now).0;
+        // Refreshed also means a dynamic entry made sticky here, which is a change.
+        let unchanged = match learned {
+            Learned::Refreshed => already_sticky,
+            Learned::StaticHeld | Learned::Ignored | Learned::Full => true,
+            _ => false,
+        };
+        if !unchanged {
+            self.version += 1;
+        }
+        learned
     }
 
     /// [`Fdb::learn_sticky`]; with `APPLY` false it only says what it would do.
@@ -687,6 +749,7 @@ impl Fdb {
     /// Removes every entry pointing at `port`, static ones included: for a port that goes
     /// away. Returns how many were removed.
     pub fn flush_port(&mut self, port: PortId) -> usize {
+        self.version += 1;
         let before = self.table.len();
         self.table.retain(|_, entry| entry.port != port);
         if let Some(load) = self.ports.get_mut(port.index()) {
@@ -698,6 +761,7 @@ impl Fdb {
     /// Removes the dynamic entries pointing at `port`, keeping static and sticky ones: for a port
     /// that is disabled. Returns how many were removed.
     pub fn flush_port_dynamic(&mut self, port: PortId) -> usize {
+        self.version += 1;
         let before = self.table.len();
         self.table
             .retain(|_, entry| entry.port != port || matches!(entry.state, State::Static { .. }));
@@ -711,6 +775,7 @@ impl Fdb {
     /// Forgets every learned entry; static entries are configuration and stay. Returns
     /// how many were removed.
     pub fn flush(&mut self) -> usize {
+        self.version += 1;
         let before = self.table.len();
         self.table
             .retain(|_, entry| matches!(entry.state, State::Static { .. }));
@@ -742,6 +807,9 @@ impl Fdb {
         });
         let removed = before - self.table.len();
         self.counters.aged_out += removed as u64;
+        if removed > 0 {
+            self.version += 1;
+        }
 
         // Entries learned from now on expire no sooner than `now + ageing`, survivors no
         // sooner than the oldest one does.
@@ -939,7 +1007,7 @@ fn row(key: Key, entry: &Entry, now: Instant, ageing: Duration) -> Option<FdbEnt
     })
 }
 
-fn is_expired(last_seen: Instant, now: Instant, ageing: Duration) -> bool {
+pub(crate) fn is_expired(last_seen: Instant, now: Instant, ageing: Duration) -> bool {
     now.saturating_duration_since(last_seen) >= ageing
 }
 

@@ -375,6 +375,9 @@ pub struct Forwarder {
     next_flap_sweep: Option<Instant>,
     events: VecDeque<ForwardEvent>,
     events_lost: u64,
+    /// Counts changes to ports, policies and flap settings (the table counts its own):
+    /// see [`Forwarder::version`].
+    version: u64,
 }
 
 impl Forwarder {
@@ -388,11 +391,13 @@ impl Forwarder {
             next_flap_sweep: None,
             events: VecDeque::with_capacity(EVENT_QUEUE_LEN),
             events_lost: 0,
+            version: 0,
         }
     }
 
     /// Adds port `id` with `policy`, after validating it.
     pub fn add_port(&mut self, id: PortId, policy: PortPolicy) -> Result<(), ForwardError> {
+        self.version += 1;
         if id.index() >= MAX_PORTS {
             return Err(ForwardError::PortOutOfRange { port: id });
         }
@@ -412,6 +417,7 @@ impl Forwarder {
 
     /// Removes port `id` and every FDB entry pointing at it; returns its policy.
     pub fn remove_port(&mut self, id: PortId) -> Result<PortPolicy, ForwardError> {
+        self.version += 1;
         let state = self
             .ports
             .get_mut(id.index())
@@ -428,6 +434,7 @@ impl Forwarder {
     /// Linux bridge does, so its stations are flooded to until heard again), when its VLAN
     /// mode changes, and when a lowered MAC limit is below what it holds.
     pub fn set_policy(&mut self, id: PortId, policy: PortPolicy) -> Result<(), ForwardError> {
+        self.version += 1;
         policy
             .validate()
             .map_err(|source| ForwardError::InvalidPolicy { port: id, source })?;
@@ -465,6 +472,7 @@ impl Forwarder {
 
     /// Turns MAC flap detection on (`Some`) or off.
     pub fn set_mac_flap(&mut self, config: Option<MacFlapConfig>) {
+        self.version += 1;
         self.mac_flap = config;
         if config.is_none() {
             self.flaps.clear();
@@ -507,6 +515,16 @@ impl Forwarder {
         self.events_lost
     }
 
+    /// Changes nothing but counts every change that can alter a decision other than
+    /// by time passing or by storm, flap and limit state: ports added, removed or given
+    /// a new policy, flap settings, and the table's entries added, moved, pinned or
+    /// removed ([`Fdb::version`]). A decision for a known destination whose source was
+    /// only refreshed is the same while it is unchanged and no entry it read has aged
+    /// out: what [`crate::shared`] caches.
+    pub fn version(&self) -> u64 {
+        self.version.wrapping_add(self.fdb.version())
+    }
+
     /// The MAC table.
     pub fn fdb(&self) -> &Fdb {
         &self.fdb
@@ -532,6 +550,20 @@ impl Forwarder {
         egress: &mut Vec<Egress>,
     ) -> (Verdict, Learned) {
         self.run(ingress, frame, now, egress, &mut Apply)
+    }
+
+    /// [`Forwarder::decide`], also giving the VLAN the frame was switched in when its
+    /// destination was a known unicast address (`None` for floods and early drops).
+    pub(crate) fn decide_noting(
+        &mut self,
+        ingress: PortId,
+        frame: &[u8],
+        now: Instant,
+        egress: &mut Vec<Egress>,
+    ) -> (Verdict, Learned, Option<VlanId>) {
+        let mut noting = ApplyNoting { known_on: None };
+        let (verdict, learned) = self.run(ingress, frame, now, egress, &mut noting);
+        (verdict, learned, noting.known_on)
     }
 
     /// What [`Forwarder::decide`] would do with `frame` on `ingress` at `now`, step by
@@ -670,6 +702,7 @@ impl Forwarder {
             after
         };
 
+        observer.destination(vlan, destination);
         let verdict = match destination {
             Destination::Known(port) if port == ingress => {
                 observer.step(|| TraceStep::Port {
@@ -907,6 +940,7 @@ impl Forwarder {
             0
         };
         if action == ViolationAction::Shutdown {
+            self.version += 1;
             state.policy.enabled = false;
             self.fdb.flush_port_dynamic(port);
         }
@@ -1077,6 +1111,28 @@ trait Observer {
     /// One step; `step` is called only by observers that keep it, so the dataplane
     /// never builds one.
     fn step(&mut self, step: impl FnOnce() -> TraceStep);
+
+    /// The VLAN and destination the frame was decided for (after learning).
+    #[inline(always)]
+    fn destination(&mut self, _vlan: VlanId, _destination: Destination) {}
+}
+
+/// [`Apply`] that also keeps the VLAN when the destination was a known one: what
+/// [`crate::shared`] needs to cache a decision.
+struct ApplyNoting {
+    known_on: Option<VlanId>,
+}
+
+impl Observer for ApplyNoting {
+    const APPLY: bool = true;
+
+    #[inline(always)]
+    fn step(&mut self, _: impl FnOnce() -> TraceStep) {}
+
+    #[inline(always)]
+    fn destination(&mut self, vlan: VlanId, destination: Destination) {
+        self.known_on = matches!(destination, Destination::Known(_)).then_some(vlan);
+    }
 }
 
 /// What [`Forwarder::decide`] runs with.
@@ -2547,7 +2603,11 @@ mod tests {
     /// A frame: untagged, 802.1Q-tagged (VID 0..=3, sometimes over another tag) or
     /// 802.1ad-tagged, or a runt.
     fn any_frame() -> impl Strategy<Value = Vec<u8>> {
-        let addr = prop_oneof![8 => 2u8..10, 1 => Just(0u8), 1 => Just(1u8), 1 => Just(0xffu8)];
+        frame_over(prop_oneof![8 => 2u8..10, 1 => Just(0u8), 1 => Just(1u8), 1 => Just(0xffu8)])
+    }
+
+    /// [`any_frame`] with addresses drawn from `addr`.
+    fn frame_over(addr: impl Strategy<Value = u8> + Clone) -> impl Strategy<Value = Vec<u8>> {
         (addr.clone(), addr, 0u8..6, 0u16..=3).prop_map(|(src, dst, shape, vid)| {
             let (src, dst) = (address(src), address(dst));
             match shape {
@@ -2617,6 +2677,132 @@ mod tests {
                 forwarder.drain_events().for_each(drop);
             }
         }
+    }
+
+    proptest! {
+        /// For any policies, table, flap damping, traffic spread over three workers'
+        /// caches, and sweeps and policy changes between frames: the shared forwarder
+        /// decides exactly as one forwarder does (verdict, egress, learning outcome) and
+        /// ends with the same table and counters, whether a decision came from a cache
+        /// without the lock or from the forwarder under it.
+        #[test]
+        fn the_shared_forwarder_decides_as_one_forwarder_does(
+            policies in proptest::collection::vec(policy(), 1..6),
+            capacity in 0usize..8,
+            flap in any::<bool>(),
+            statics in proptest::collection::vec((0u32..6, 2u8..10, 0u16..=3), 0..3),
+            // Few distinct frames, so that decisions repeat and come from the caches.
+            frames in proptest::collection::vec(
+                (0u32..6, frame_over(prop_oneof![12 => 2u8..5, 1 => Just(0xffu8), 1 => 5u8..10])),
+                1..7,
+            ),
+            traffic in proptest::collection::vec(
+                (any::<prop::sample::Index>(), 0u64..700, 0usize..3, 0u8..40, policy()),
+                1..200,
+            ),
+        ) {
+            use crate::shared::{DecisionCache, SharedForwarder};
+            let mut now = Instant::now();
+            let config = FdbConfig { ageing: Duration::from_secs(2), capacity };
+            let mut alone = Forwarder::new(config.clone());
+            let shared = SharedForwarder::new(config);
+            let mut caches: Vec<DecisionCache> = (0..3).map(|_| DecisionCache::default()).collect();
+            for forwarder in [&mut alone, &mut *shared.lock()] {
+                for (index, policy) in policies.iter().enumerate() {
+                    forwarder.add_port(PortId(index as u32), policy.clone()).unwrap();
+                }
+                if flap {
+                    forwarder.set_mac_flap(Some(MacFlapConfig {
+                        moves: 2,
+                        window: Duration::from_secs(1),
+                        hold: Duration::from_secs(2),
+                    }));
+                }
+                for &(port, mac, vlan) in &statics {
+                    let _ = forwarder.fdb_mut().add_static(vlan, host(mac), PortId(port));
+                }
+            }
+            let (mut egress, mut shared_egress) = (Vec::new(), Vec::new());
+            for (pick, advance_ms, worker, control, policy) in traffic {
+                let (ingress, bytes) = pick.get(&frames).clone();
+                // Mostly back-to-back frames, now and then a pause that ages entries.
+                let advance_ms = if advance_ms < 600 { advance_ms / 60 } else { advance_ms * 3 };
+                now += Duration::from_millis(advance_ms);
+                // Now and then what the primary does between frames.
+                match control {
+                    0 => {
+                        let expired = alone.fdb_mut().expire(now);
+                        prop_assert_eq!(shared.lock().fdb_mut().expire(now), expired);
+                    }
+                    1 => {
+                        let port = PortId(ingress % policies.len() as u32);
+                        let result = alone.set_policy(port, policy.clone()).is_ok();
+                        prop_assert_eq!(shared.lock().set_policy(port, policy).is_ok(), result);
+                    }
+                    2 => {
+                        let trace = alone.trace(PortId(ingress), &bytes, now);
+                        prop_assert_eq!(shared.lock().trace(PortId(ingress), &bytes, now), trace);
+                    }
+                    _ => {}
+                }
+                let ingress = PortId(ingress);
+                let expected = alone.decide(ingress, &bytes, now, &mut egress);
+                let decided = shared.decide(&mut caches[worker], ingress, &bytes, now, &mut shared_egress, |_, _| {});
+                prop_assert_eq!(decided, expected);
+                prop_assert_eq!(&shared_egress, &egress);
+                let locked = shared.lock();
+                prop_assert_eq!(locked.fdb().entries(now), alone.fdb().entries(now));
+                prop_assert_eq!(locked.fdb().counters(), alone.fdb().counters());
+                drop(locked);
+                alone.drain_events().for_each(drop);
+                shared.lock().drain_events().for_each(drop);
+            }
+        }
+    }
+
+    /// Steady traffic between two known stations is decided from the cache, without the
+    /// lock, and still refreshes the source: it does not age out while it sends.
+    #[test]
+    fn known_unicast_is_decided_without_the_lock_and_keeps_its_source_alive() {
+        use crate::shared::{DecisionCache, SharedForwarder};
+        let mut now = Instant::now();
+        let shared = SharedForwarder::new(FdbConfig {
+            ageing: Duration::from_secs(2),
+            capacity: 16,
+        });
+        for port in [P0, P1] {
+            shared.lock().add_port(port, PortPolicy::default()).unwrap();
+        }
+        let mut cache = DecisionCache::default();
+        let mut egress = Vec::new();
+        // a never ages (static), c is heard once, b talks to a every 500 ms.
+        let (a, b, c) = (host(1), host(2), host(3));
+        shared.lock().fdb_mut().add_static(0, a, P1).unwrap();
+        shared.decide(&mut cache, P1, &frame(c, a), now, &mut egress, |_, _| {});
+        for i in 0..10 {
+            now += Duration::from_millis(500);
+            let decided = shared.decide(&mut cache, P0, &frame(b, a), now, &mut egress, |_, _| {});
+            let learned = if i == 0 {
+                Learned::New
+            } else {
+                Learned::Refreshed
+            };
+            assert_eq!(decided, (Verdict::Forward, learned));
+            assert_eq!(egress, vec![out(P1, TagAction::AsIs)]);
+        }
+        assert!(
+            cache.hits() >= 8,
+            "{} decisions from the cache",
+            cache.hits()
+        );
+        let mut locked = shared.lock();
+        assert_eq!(
+            locked.fdb().lookup(0, c, now),
+            None,
+            "c sent nothing for 5 s"
+        );
+        assert_eq!(locked.fdb().lookup(0, b, now), Some(P0), "b sent all along");
+        assert_eq!(locked.fdb_mut().expire(now), 1, "only c aged out");
     }
 
     #[test]

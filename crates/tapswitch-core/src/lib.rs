@@ -12,5 +12,6 @@ pub mod fdb;
 pub mod forward;
 pub mod gso;
 pub mod policy;
+pub mod shared;
 pub mod vnet;
 pub mod wire;

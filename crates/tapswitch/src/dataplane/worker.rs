@@ -4,8 +4,8 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,10 @@ use super::{
     QueueMask, RemovalCause, RemovedPort, Snapshot,
 };
 use crate::fdb::{EntryKind, Learned, PortId, VlanId};
-use crate::forward::{DropReason, Egress, Forwarder, PortPolicy, TagAction, Verdict};
+use crate::forward::{DropReason, Egress, PortPolicy, TagAction, Verdict};
 use crate::gso::Segmenter;
 use crate::port::Port;
+use crate::shared::{DecisionCache, Locked, SharedForwarder};
 use crate::sys::sched::{self, WakeTimer};
 use crate::vnet::{Offload, VnetHeader};
 use crate::wire::{EthernetFrame, MacAddr};
@@ -78,7 +79,10 @@ pub struct Dataplane {
     commands: Receiver<Message>,
     ports: Vec<Option<PortSlot>>,
     removed: Vec<PortSnapshot>,
-    forwarder: Arc<Mutex<Forwarder>>,
+    /// Policies and MAC table, shared by the workers; see `tapswitch_core::shared`.
+    forwarder: Arc<SharedForwarder>,
+    /// This worker's decisions that need no lock while they stay valid.
+    decisions: DecisionCache,
     /// The primary's other workers (empty on the others).
     workers: Workers,
     /// The primary, for reporting failed ports (`None` on the primary).
@@ -112,7 +116,7 @@ impl Dataplane {
     /// Builds the primary worker (and, idle, the others); the handle reaches the primary.
     pub fn new(config: DataplaneConfig) -> Result<(Self, DataplaneHandle), DataplaneError> {
         let threads = config.threads.max(1);
-        let forwarder = Arc::new(Mutex::new(Forwarder::new(config.fdb.clone())));
+        let forwarder = Arc::new(SharedForwarder::new(config.fdb.clone()));
         let capture = Arc::new(CaptureHub::default());
         let (mut primary, handle) =
             Self::worker(&config, 0, threads, Arc::clone(&forwarder), &capture, None)?;
@@ -135,7 +139,7 @@ impl Dataplane {
         config: &DataplaneConfig,
         worker: usize,
         threads: usize,
-        forwarder: Arc<Mutex<Forwarder>>,
+        forwarder: Arc<SharedForwarder>,
         capture: &Arc<CaptureHub>,
         primary: Option<DataplaneHandle>,
     ) -> Result<(Self, DataplaneHandle), DataplaneError> {
@@ -158,6 +162,7 @@ impl Dataplane {
             ports: Vec::new(),
             removed: Vec::new(),
             forwarder,
+            decisions: DecisionCache::default(),
             workers: Workers::default(),
             primary,
             ready: VecDeque::new(),
@@ -301,11 +306,10 @@ impl Dataplane {
         Ok(slot.port.pin_remote(mac, Some(vtep))?)
     }
 
-    /// The shared forwarder (policies, MAC table, flap detection), locked.
-    /// A worker that panicked while holding it cannot have left it in a
-    /// state worse than stopping the switch would, so poisoning is ignored.
-    pub fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
-        self.forwarder.lock().unwrap_or_else(|e| e.into_inner())
+    /// The shared forwarder (policies, MAC table, flap detection), locked: what
+    /// it changes, the workers' cached decisions see when the guard is dropped.
+    pub fn forwarder(&self) -> Locked<'_> {
+        self.forwarder.lock()
     }
 
     /// The current counters (of every worker, on the primary) and MAC table.
@@ -408,7 +412,7 @@ impl Dataplane {
         }
         // What actually changes: only that is logged and reported.
         let mut changed = PortUpdate::default();
-        let mut forwarder = self.forwarder.lock().unwrap_or_else(|e| e.into_inner());
+        let mut forwarder = self.forwarder.lock();
         let current = forwarder.port(id).cloned().unwrap_or_default();
         let mut policy = update.policy.clone().unwrap_or_else(|| current.clone());
         policy.enabled = update.enabled.unwrap_or(current.enabled);
@@ -1045,6 +1049,7 @@ impl Dataplane {
         let Self {
             ports,
             forwarder,
+            decisions,
             buffer,
             egress,
             dead,
@@ -1112,10 +1117,28 @@ impl Dataplane {
             return Handled::Written(0);
         }
 
-        // The lock is held for the decision only, never across a syscall.
-        let mut forwarder = forwarder.lock().unwrap_or_else(|e| e.into_inner());
-        let (verdict, learned) = forwarder.decide(ingress, frame, now, egress);
-        events.learned(ingress, frame, learned);
+        // Decided from this worker's cache without a lock when it can be, else
+        // under the lock, which is held for the decision only, never across a syscall.
+        let mut reported = false;
+        let (verdict, learned) = forwarder.decide(
+            decisions,
+            ingress,
+            frame,
+            now,
+            egress,
+            |forwarder, learned| {
+                // The learning event first, then what the forwarder reported, as before.
+                events.learned(ingress, frame, learned);
+                report_forward_events(forwarder, ports, events);
+                reported = true;
+            },
+        );
+        if !reported {
+            events.learned(ingress, frame, learned);
+        }
+        let Some(Some(in_slot)) = ports.get_mut(ingress.index()) else {
+            return Handled::Written(0);
+        };
         if let Learned::Moved { from } = learned {
             in_slot.counters.mac_moves += 1;
             debug!(port = in_slot.port.name(), from = from.0, "MAC moved");
@@ -1123,13 +1146,9 @@ impl Dataplane {
         if let Verdict::Drop(reason) = verdict {
             in_slot.counters.drops.count(reason);
         }
-        if forwarder.has_events() {
-            report_forward_events(&mut forwarder, ports, events);
-        }
-        drop(forwarder);
-        if learned.placed_on_ingress()
-            && let Some(Some(in_slot)) = ports.get(ingress.index())
-        {
+        // A tunnel port learns the frame's outer source only for a source the decision
+        // placed on it (a frame it dropped before learning moves nothing).
+        if learned.placed_on_ingress() {
             in_slot
                 .port
                 .source_learned(EthernetFrame::new_unchecked(frame).src_addr());
