@@ -414,6 +414,8 @@ fn serve(
         Some(old) => upgrade::answer(old, Ok(())),
         None => notify::ready(names.len()),
     }
+    // Once `run` returns, requests to the dataplane fail at once (it closed its command
+    // channel), so the threads joined below cannot wait on it for ever.
     let result = dataplane.run();
     if !server.handed_over() {
         notify::stopping();
@@ -423,8 +425,7 @@ fn serve(
     }
     server.stop();
     signals.stop();
-    // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear. It also
-    // fails the requests still queued (the EVPN sync thread's), so EVPN can stop after.
+    // Dropping the dataplane closes the TAP fds: non-persistent TAPs disappear.
     drop(dataplane);
     if let Some(evpn) = evpn {
         evpn.stop();

@@ -499,10 +499,12 @@ impl Dataplane {
     }
 
     /// Runs until a [`Command::Shutdown`]; returns the final snapshot. The
-    /// ports (and so the TAPs) are dropped when the dataplane is.
+    /// ports (and so the TAPs) are dropped when the dataplane is. From its
+    /// return on, requests fail with [`DataplaneError::Stopped`] (`close_commands`).
     pub fn run(&mut self) -> Result<Snapshot, DataplaneError> {
-        self.start_workers()?;
-        let result = self.run_loop();
+        // Workers started before one failed to start are stopped below, with the loop's error.
+        let result = self.start_workers().and_then(|()| self.run_loop());
+        self.close_commands();
         let mut snapshot = match result {
             Ok(()) => self.local_snapshot(true),
             Err(e) => {
@@ -513,6 +515,16 @@ impl Dataplane {
         };
         self.stop_workers(&mut snapshot)?;
         Ok(snapshot)
+    }
+
+    /// Closes the command channel once the loop no longer serves it, so that no request
+    /// waits for an answer that never comes while the stopped dataplane lives on (the
+    /// daemon joins threads that ask, `tapswitch-state`, control connections, before it
+    /// drops the dataplane). The commands still queued are dropped with their reply
+    /// channels, which fails their requesters; later ones fail to send.
+    fn close_commands(&mut self) {
+        let (_, closed) = mpsc::channel();
+        drop(std::mem::replace(&mut self.commands, closed));
     }
 
     fn run_loop(&mut self) -> Result<(), DataplaneError> {
@@ -1528,5 +1540,38 @@ mod tests {
             )
             .unwrap();
         assert_eq!(events.try_iter().count(), 0);
+    }
+
+    /// The daemon joins the threads that ask the dataplane (`tapswitch-state`, control
+    /// connections) after the loop ended but before it drops the dataplane: a request
+    /// queued behind the shutdown, or sent after it, must fail then, not wait for ever.
+    #[test]
+    fn requests_to_a_stopped_dataplane_fail_instead_of_waiting() {
+        for threads in [1, 2] {
+            let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
+                poll_budget: 64,
+                idle_poll: Duration::ZERO,
+                adaptive_poll_pct: 0,
+                realtime_priority: None,
+                threads,
+                fdb: FdbConfig::default(),
+            })
+            .unwrap();
+            handle.shutdown().unwrap();
+            let (reply, queued) = mpsc::channel();
+            handle.send(Command::Snapshot(reply)).unwrap();
+            dataplane.run().unwrap();
+            // Not dropped yet: the daemon still has it while it stops the control server.
+            assert!(
+                matches!(queued.try_recv(), Err(TryRecvError::Disconnected)),
+                "{threads} threads: a request queued behind the shutdown still waits"
+            );
+            assert!(matches!(
+                handle.request(Command::Counters),
+                Err(DataplaneError::Stopped)
+            ));
+            assert!(matches!(handle.snapshot(), Err(DataplaneError::Stopped)));
+            drop(dataplane);
+        }
     }
 }
