@@ -6,14 +6,15 @@
 mod common;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -198,6 +199,69 @@ fn sigquit_and_sigxcpu_stop_the_switch_cleanly_like_sigterm() {
             "signal {signal}: the socket file is left"
         );
         assert!(!link_exists(&port), "signal {signal}: TAP {port} is left");
+    }
+}
+
+/// Keeps one control connection busy with `fdb add` and `fdb del` of its own MAC (each
+/// then asks the dataplane for a snapshot to write the state file) until the switch stops
+/// answering; counts the replies in `answered`.
+fn write_state_until_refused(control: &Path, port: &str, client: u8, answered: &AtomicU64) {
+    let Ok(stream) = UnixStream::connect(control) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = &stream;
+    let mut reader = BufReader::new(&stream);
+    let mac = format!("02:00:00:00:5e:{client:02x}");
+    let add = format!("{{\"cmd\":\"fdb_add\",\"mac\":\"{mac}\",\"port\":\"{port}\"}}\n");
+    let del = format!("{{\"cmd\":\"fdb_del\",\"mac\":\"{mac}\"}}\n");
+    for request in [add, del].iter().cycle() {
+        let mut reply = String::new();
+        if writer.write_all(request.as_bytes()).is_err()
+            || reader.read_line(&mut reply).unwrap_or(0) == 0
+            || !reply.contains("\"ok\":true")
+        {
+            return;
+        }
+        answered.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// SIGTERM while control requests keep writing the state file: a request the dataplane
+/// gets after its loop ended must fail at once. It used to wait for ever, holding the
+/// control mutex (which the final state save needs) or inside `tapswitch-state` (which
+/// `ControlServer::stop` joins), and the switch never exited.
+#[test]
+fn sigterm_during_a_stream_of_state_writes_stops_the_switch() {
+    require_root!();
+    for round in 0..10 {
+        let port = unique("tslw");
+        let mut switch = Switch::start(&["--port", &port]);
+        let answered = Arc::new(AtomicU64::new(0));
+        let clients: Vec<_> = (0..3u8)
+            .map(|client| {
+                let (control, port) = (switch.control.clone(), port.clone());
+                let answered = Arc::clone(&answered);
+                std::thread::spawn(move || {
+                    write_state_until_refused(&control, &port, client, &answered)
+                })
+            })
+            .collect();
+        assert!(
+            wait_for(Duration::from_secs(20), || answered.load(Ordering::Relaxed)
+                >= 30),
+            "round {round}: the state-writing requests are not answered"
+        );
+        switch.signal(libc::SIGTERM);
+        assert!(
+            wait_for(Duration::from_secs(30), || switch.exited()),
+            "round {round}: SIGTERM during state writes did not stop the switch"
+        );
+        for client in clients {
+            client.join().unwrap();
+        }
+        assert!(switch.stop(), "round {round}: not a clean exit");
+        assert!(!link_exists(&port), "round {round}: TAP {port} is left");
     }
 }
 
