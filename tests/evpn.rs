@@ -214,27 +214,7 @@ impl Host {
             "nolearning",
         ]);
         let bridge_end = unique("evc");
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &bridge_end,
-                "netns",
-                &ns,
-                "mtu",
-                "1450",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                endpoint_dev,
-                "netns",
-                &endpoint.name,
-                "mtu",
-                "1450",
-            ],
-        );
+        veth_pair_1450(&ns, &bridge_end, &endpoint.name, endpoint_dev);
         for dev in ["vxlan100", bridge_end.as_str()] {
             run(&["link", "set", dev, "master", "br100"]);
         }

@@ -1085,27 +1085,7 @@ impl OvsHost {
             "options:dst_port=4789",
         ]);
         let (bridge_end, endpoint_dev) = (unique("ovb"), unique("ove"));
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &bridge_end,
-                "netns",
-                &ns,
-                "mtu",
-                "1450",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &endpoint_dev,
-                "netns",
-                &host_ovs.endpoint.ns.name,
-                "mtu",
-                "1450",
-            ],
-        );
+        veth_pair_1450(&ns, &bridge_end, &host_ovs.endpoint.ns.name, &endpoint_dev);
         sh("ip", &["-n", &ns, "link", "set", &bridge_end, "up"]);
         host_ovs.vsctl(&["add-port", "brint", &bridge_end]);
         // OVS's userspace datapath fills in no partial checksum either (see VxlanBed).

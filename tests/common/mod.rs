@@ -1159,27 +1159,7 @@ pub fn bridge_vxlan_to_endpoint_in(
     prefix: &str,
 ) -> String {
     let (bridge_end, endpoint_dev) = (unique(&format!("{prefix}b")), unique(&format!("{prefix}e")));
-    sh(
-        "ip",
-        &[
-            "link",
-            "add",
-            &bridge_end,
-            "netns",
-            host,
-            "mtu",
-            "1450",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &endpoint_dev,
-            "netns",
-            endpoint,
-            "mtu",
-            "1450",
-        ],
-    );
+    veth_pair_1450(host, &bridge_end, endpoint, &endpoint_dev);
     sh(
         "ip",
         &["-n", host, "link", "add", "name", bridge, "type", "bridge"],
@@ -1417,4 +1397,16 @@ impl NotifySocket {
             lines: text.lines().map(str::to_owned).collect(),
         })
     }
+}
+
+/// A veth pair with MTU 1450 (an inner segment over a 1500-byte VXLAN underlay): `a` in
+/// namespace `a_ns`, its peer `b` in `b_ns`.
+pub fn veth_pair_1450(a_ns: &str, a: &str, b_ns: &str, b: &str) {
+    sh(
+        "ip",
+        &[
+            "link", "add", a, "netns", a_ns, "mtu", "1450", "type", "veth", "peer", "name", b,
+            "netns", b_ns, "mtu", "1450",
+        ],
+    );
 }
