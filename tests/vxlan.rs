@@ -233,19 +233,27 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
         .unwrap_or_default();
     assert!(line.ends_with(H2_UNDERLAY), "{table}");
 
-    // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which the dataplane
-    // segments to vx0's MTU before they are encapsulated.
+    // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which reach vx0 whole; the
+    // port cuts each into 1450-byte frames and sends their datagrams in UDP_SEGMENT trains.
     let _server = iperf3_server(&bed.e2.name, 5201);
     let before = bed.switch.snapshot();
     let sent = iperf3_client(&bed.e1.name, E2_ADDR, 5201, &[]);
     let after = bed.switch.snapshot();
     assert!(sent > 1_000_000, "E1 -> E2 moved only {sent} bytes");
-    let frames = after.counters_of("vx0").tx_frames - before.counters_of("vx0").tx_frames;
-    eprintln!("TCP E1 -> E2: {sent} bytes in {frames} frames sent on vx0");
-    assert!(
-        frames * 1450 >= sent,
-        "{frames} frames on vx0 cannot carry {sent} bytes at MTU 1450"
+    let (tunnel_before, tunnel) = (before.tunnel_of("vx0"), after.tunnel_of("vx0"));
+    let datagrams = tunnel.tx_datagrams - tunnel_before.tx_datagrams;
+    let super_frames = tunnel.tx_super_frames - tunnel_before.tx_super_frames;
+    let trains = tunnel.tx_gso_messages - tunnel_before.tx_gso_messages;
+    eprintln!(
+        "TCP E1 -> E2: {sent} bytes in {datagrams} datagrams, {super_frames} super-frames, \
+         {trains} UDP_SEGMENT trains"
     );
+    assert!(
+        datagrams * 1450 >= sent,
+        "{datagrams} datagrams on vx0 cannot carry {sent} bytes at MTU 1450"
+    );
+    assert!(super_frames > 0 && trains > 0, "{tunnel:?}");
+    assert!(!tunnel.tx_gso_refused, "{tunnel:?}");
 }
 
 #[test]

@@ -441,6 +441,14 @@ pub trait PortsByName {
     fn dropped(&self, name: &str, reason: DropReason) -> u64 {
         self.counters_of(name).drops.get(reason)
     }
+
+    /// Tunnel port `name`'s super-frame and train counters; panics for another port.
+    fn tunnel_of(&self, name: &str) -> tapswitch::dataplane::TunnelCounters {
+        let port = self.port_named(name);
+        port.tunnel
+            .clone()
+            .unwrap_or_else(|| panic!("{name} has no tunnel counters: {port:?}"))
+    }
 }
 
 impl PortsByName for Snapshot {

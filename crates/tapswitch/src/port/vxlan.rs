@@ -82,7 +82,7 @@ pub struct VxlanPort {
     segments: Segments,
     receiver: UdpSocket,
     /// Send-only sockets on distinct source ports; a flow always uses the same one.
-    senders: Vec<UdpSocket>,
+    senders: Vec<udp::Sender>,
     /// The kernel refused `UDP_SEGMENT` once: every datagram is sent on its own.
     gso_refused: AtomicBool,
     /// What the receive socket returned last, not yet handed out whole.
@@ -140,7 +140,7 @@ impl VxlanPort {
             warn!(port = %settings.name, %error, "UDP_GRO refused: one datagram per read");
         }
         let senders = (0..udp::SENDER_POOL_SIZE)
-            .map(|_| udp::open_sender(*settings.local.ip()))
+            .map(|_| udp::Sender::open(*settings.local.ip()))
             .collect::<Result<Vec<_>, _>>()?;
         let remotes = Remotes {
             flood: settings.remotes.iter().copied().collect(),
@@ -327,7 +327,7 @@ impl VxlanPort {
     /// still get their copy; an error only when nothing could be sent.
     fn send_records(
         &self,
-        sender: &UdpSocket,
+        sender: &udp::Sender,
         destinations: &[Ipv4Addr],
         records: &[u8],
         record_size: usize,
@@ -361,7 +361,17 @@ impl VxlanPort {
         let mut messages = messages_of(!self.gso_refused.load(Ordering::Relaxed));
         let (mut next, mut delivered, mut first_error) = (0, 0, None);
         while next < messages.len() {
-            match udp::send_messages(sender.as_raw_fd(), &messages[next..]) {
+            // Trains with the kernel's outer checksum (`UDP_SEGMENT` needs one), single
+            // datagrams with none; one source port either way.
+            let socket = match messages[next].segment_size {
+                Some(_) => &sender.checksummed,
+                None => &sender.unchecksummed,
+            };
+            let same = messages[next..]
+                .iter()
+                .take_while(|m| m.segment_size.is_some() == messages[next].segment_size.is_some())
+                .count();
+            match udp::send_messages(socket.as_raw_fd(), &messages[next..next + same]) {
                 Ok(sent) => {
                     self.count_sent(&messages[next..next + sent]);
                     delivered += sent;
@@ -559,11 +569,15 @@ impl VxlanPort {
             self.drops.count(DropReason::Oversize);
             return;
         }
-        let datagrams = len.div_ceil(segment);
+        let datagrams = len.div_ceil(segment).max(1);
         self.stats.rx_reads.fetch_add(1, Ordering::Relaxed);
         self.stats
             .rx_datagrams
             .fetch_add(datagrams as u64, Ordering::Relaxed);
+        if len == 0 {
+            // An empty datagram: not even a VXLAN header.
+            self.drops.count(DropReason::BadVxlanHeader);
+        }
         for start in (0..len).step_by(segment) {
             let end = (start + segment).min(len);
             if received.truncated && end == len && end - start < segment {

@@ -9,7 +9,7 @@
 use std::io;
 use std::mem;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UdpError {
@@ -93,16 +93,57 @@ pub const SENDER_POOL_SIZE: usize = 16;
 /// the frames one loop turn may send, before `EAGAIN`.
 const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
 
-/// A nonblocking UDP socket bound to `local` on a port the kernel picks, for sending only:
-/// its receive side gets a filter that accepts nothing (nothing is ever read from it, and a
-/// datagram sent to its port must not pile up in its buffer). Datagrams leave without DF
-/// (`IP_PMTUDISC_DONT`), as a Linux vxlan device sends them by default (`df unset`): a path
-/// narrower than the port's MTU fragments rather than drops, and the size `UDP_SEGMENT`
-/// checks records against is the device's MTU, not a learned path MTU.
-pub fn open_sender(local: Ipv4Addr) -> Result<UdpSocket, UdpError> {
-    let fail = |source| UdpError::Sender { local, source };
-    let socket = UdpSocket::bind(SocketAddrV4::new(local, 0)).map_err(fail)?;
-    socket.set_nonblocking(true).map_err(fail)?;
+/// The two send-only sockets of one source port of a VXLAN port.
+#[derive(Debug)]
+pub struct Sender {
+    /// Outer UDP checksum by the kernel (offloaded to the device where it can): the
+    /// one `UDP_SEGMENT` accepts.
+    pub checksummed: UdpSocket,
+    /// Outer UDP checksum zero (`SO_NO_CHECK`), as RFC 7348 recommends for IPv4 and a
+    /// Linux vxlan device sends by default: for single datagrams, so that a peer reading
+    /// the underlay with `AF_PACKET` (Open vSwitch's userspace datapath on a veth, where
+    /// an offloaded checksum is never filled in) can take them.
+    pub unchecksummed: UdpSocket,
+}
+
+impl Sender {
+    /// The two sockets on one port the kernel picks on `local` (`SO_REUSEPORT`), for
+    /// sending only: their receive side gets a filter that accepts nothing (nothing is
+    /// read from them, and a datagram sent to their port must not pile up). Datagrams
+    /// leave without DF (`IP_PMTUDISC_DONT`), as a Linux vxlan device sends them by
+    /// default (`df unset`): a narrower path fragments rather than drops, and what
+    /// `UDP_SEGMENT` checks records against is the device's MTU, not a learned path MTU.
+    pub fn open(local: Ipv4Addr) -> Result<Self, UdpError> {
+        let checksummed = open_sender(SocketAddrV4::new(local, 0), false)?;
+        let bound = checksummed
+            .local_addr()
+            .map_err(|source| UdpError::Sender { local, source })?;
+        let unchecksummed = open_sender(SocketAddrV4::new(local, bound.port()), true)?;
+        Ok(Sender {
+            checksummed,
+            unchecksummed,
+        })
+    }
+}
+
+fn open_sender(address: SocketAddrV4, no_check: bool) -> Result<UdpSocket, UdpError> {
+    let fail = |source| UdpError::Sender {
+        local: *address.ip(),
+        source,
+    };
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
     let drop_all = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
@@ -113,7 +154,9 @@ pub fn open_sender(local: Ipv4Addr) -> Result<UdpSocket, UdpError> {
         len: 1,
         filter: drop_all.as_ptr().cast_mut(),
     };
+    let on: libc::c_int = 1;
     set_option(&socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &program).map_err(fail)?;
+    set_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, &on).map_err(fail)?;
     set_option(
         &socket,
         libc::IPPROTO_IP,
@@ -121,6 +164,9 @@ pub fn open_sender(local: Ipv4Addr) -> Result<UdpSocket, UdpError> {
         &libc::IP_PMTUDISC_DONT,
     )
     .map_err(fail)?;
+    if no_check {
+        set_option(&socket, libc::SOL_SOCKET, libc::SO_NO_CHECK, &on).map_err(fail)?;
+    }
     // Best effort, as for the receive buffer: a smaller one only means `EAGAIN` sooner.
     let _ = set_option(
         &socket,
@@ -136,6 +182,18 @@ pub fn open_sender(local: Ipv4Addr) -> Result<UdpSocket, UdpError> {
             &SEND_BUFFER_BYTES,
         )
     });
+    let raw = sockaddr(*address.ip(), address.port());
+    // SAFETY: `raw` is a valid sockaddr_in of the length given.
+    let bound = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&raw const raw).cast(),
+            mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if bound != 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
     Ok(socket)
 }
 
