@@ -1428,6 +1428,140 @@ fn two_tapswitch_vteps_and_a_linux_vtep_form_one_segment_with_head_end_replicati
     );
 }
 
+/// A TCP transfer (iperf3, 2 s) from `from` to `to`: moves more than 1 MB and leaves
+/// both stacks' checksum-error counters as they were (the data one way, the ACKs back).
+fn tcp_with_checksums_right(from: &Endpoint, to: &Endpoint, port: u16) {
+    let server = iperf3_server(&to.ns.name, port);
+    let before = (csum_errors(&from.ns.name), csum_errors(&to.ns.name));
+    let moved = iperf3_client(&from.ns.name, &to.addr, port, &[]);
+    let after = (csum_errors(&from.ns.name), csum_errors(&to.ns.name));
+    drop(server);
+    assert!(
+        moved > 1_000_000,
+        "{} -> {} moved only {moved} bytes",
+        from.addr,
+        to.addr
+    );
+    assert_eq!(
+        after, before,
+        "{} -> {}: (TcpInCsumErrors, IpExtInCsumErrors) of (sender, receiver) changed",
+        from.addr, to.addr
+    );
+}
+
+/// What a tapswitch host's vx0 did between two snapshots: (super-frames sent whole,
+/// UDP_SEGMENT trains sent, datagrams sent, datagrams read beyond one per read, super-frames
+/// coalesced from what it read).
+fn tunnel_delta(switch: &mut Switch, during: impl FnOnce()) -> [u64; 5] {
+    let before = switch.snapshot().tunnel_of("vx0");
+    during();
+    let after = switch.snapshot().tunnel_of("vx0");
+    assert!(!after.tx_gso_refused, "{after:?}");
+    [
+        after.tx_super_frames - before.tx_super_frames,
+        after.tx_gso_messages - before.tx_gso_messages,
+        after.tx_datagrams - before.tx_datagrams,
+        (after.rx_datagrams - after.rx_reads) - (before.rx_datagrams - before.rx_reads),
+        after.rx_super_frames - before.rx_super_frames,
+    ]
+}
+
+#[test]
+fn tcp_super_frames_cross_tapswitch_and_linux_vteps_whole_with_checksums_right_both_ways() {
+    require_root!();
+    let fabric = Fabric::new(3);
+    let mut a = TapswitchHost::start(&fabric, 0, &["192.168.82.11"], &[1, 2]);
+    let b = LinuxHost::start(&fabric, 1, "192.168.82.21", &[0, 2]);
+    let mut c = TapswitchHost::start(&fabric, 2, &["192.168.82.31"], &[0, 1]);
+    all_pairs_ping(&[&a.endpoints[0], &b.endpoint, &c.endpoints[0]]);
+    let TapswitchHost {
+        switch: switch_a,
+        endpoints: at_a,
+        ..
+    } = &mut a;
+    let TapswitchHost {
+        switch: switch_c,
+        endpoints: at_c,
+        ..
+    } = &mut c;
+    let (a0, c0) = (&at_a[0], &at_c[0]);
+
+    // tapswitch to tapswitch, both ways: the sender's super-frames leave whole (cut by
+    // vx0 into UDP_SEGMENT trains), the receiver reads trains of several datagrams.
+    for a_sends in [true, false] {
+        let (sender, receiver, from, to) = if a_sends {
+            (&mut *switch_a, &mut *switch_c, a0, c0)
+        } else {
+            (&mut *switch_c, &mut *switch_a, c0, a0)
+        };
+        let mut received = [0; 5];
+        let sent = tunnel_delta(sender, || {
+            received = tunnel_delta(receiver, || tcp_with_checksums_right(from, to, 5201));
+        });
+        eprintln!(
+            "{} -> {}: sent {sent:?}, received {received:?}",
+            from.addr, to.addr
+        );
+        let [super_frames, trains, datagrams, _, _] = sent;
+        assert!(super_frames > 0, "no super-frame sent whole: {sent:?}");
+        assert!(
+            trains > 0 && datagrams > 2 * trains,
+            "super-frames not sent as UDP_SEGMENT trains: {sent:?}"
+        );
+        assert!(received[3] > 0, "no UDP_GRO train read: {received:?}");
+    }
+    // tapswitch to and from Linux: the Linux VTEP takes each train's datagrams (its endpoint
+    // checks every inner segment's checksum), and what it sends reaches A's endpoint right.
+    let [super_frames, trains, ..] =
+        tunnel_delta(switch_a, || tcp_with_checksums_right(a0, &b.endpoint, 5202));
+    assert!(super_frames > 0 && trains > 0, "A -> Linux not sent whole");
+    tcp_with_checksums_right(&b.endpoint, a0, 5203);
+}
+
+#[test]
+fn a_vxlan_trunk_carries_tcp_super_frames_whole_between_two_tapswitch_vteps() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    // Both trunks map VLAN 100 to VNI 5000 and VLAN 200 to VNI 5001; the endpoints are
+    // access ports of VLAN 200, so every super-frame is tagged on its way into vx0 (the
+    // port takes the tag off and moves the vnet header's offsets) and tagged again on
+    // its way out of the far one.
+    let trunk = "vlan_vni = { 100 = 5000, 200 = 5001 }\n";
+    let access = "vlan_mode = \"access\"\nvlan = 200\n";
+    let mut a = TapswitchHost::start_keyed(&fabric, 0, &[("192.168.83.11", access)], &[1], trunk);
+    let mut c = TapswitchHost::start_keyed(&fabric, 1, &[("192.168.83.31", access)], &[0], trunk);
+    all_pairs_ping(&[&a.endpoints[0], &c.endpoints[0]]);
+    let TapswitchHost {
+        switch: switch_a,
+        endpoints: at_a,
+        ..
+    } = &mut a;
+    let TapswitchHost {
+        switch: switch_c,
+        endpoints: at_c,
+        ..
+    } = &mut c;
+    for a_sends in [true, false] {
+        let (sender, from, to) = if a_sends {
+            (&mut *switch_a, &at_a[0], &at_c[0])
+        } else {
+            (&mut *switch_c, &at_c[0], &at_a[0])
+        };
+        let sent = tunnel_delta(sender, || tcp_with_checksums_right(from, to, 5201));
+        let [super_frames, trains, ..] = sent;
+        assert!(
+            super_frames > 0 && trains > 0,
+            "{} -> {}: the trunk did not send super-frames whole: {sent:?}",
+            from.addr,
+            to.addr
+        );
+    }
+    let entry = a
+        .entry(&c.endpoints[0].mac())
+        .expect("C's endpoint learned on A");
+    assert_eq!((entry.port.as_str(), entry.vlan), ("vx0", 200), "{entry:?}");
+}
+
 /// A UDP socket in `netns` bound to `local` (port chosen by the kernel).
 fn udp_socket_in(netns: &str, local: &str) -> std::net::UdpSocket {
     let local = format!("{local}:0");
