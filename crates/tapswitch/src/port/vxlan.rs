@@ -43,12 +43,12 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use self::gro::ReceivedTrain;
 use super::{Port, PortDrops, TunnelError};
 use crate::dataplane::{DropCounters, TunnelCounters};
 use crate::forward::DropReason;
+use crate::gro;
 use crate::gso::{Segmenter, complete_checksum};
-use crate::sys::udp::{self, OutMessage, UdpError};
+use crate::sys::udp::{self, OutMessage, ReceivedTrain, UdpError};
 use crate::vnet::{VNET_HDR_LEN, VnetHeader, shift_frame_offsets};
 use crate::wire::vxlan::{VXLAN_HEADER_LEN, VxlanHeader, inner_flow_hash, vxlan_header};
 use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, MacAddr, VLAN_TAG_LEN};
@@ -135,7 +135,7 @@ impl VxlanPort {
     /// Opens the sockets in the current namespace (call it inside the port's).
     pub fn open(settings: VxlanSettings) -> Result<Self, UdpError> {
         let receiver = udp::bind_receiver(settings.local)?;
-        if let Err(error) = gro::enable_gro(&receiver) {
+        if let Err(error) = udp::enable_gro(&receiver) {
             // Still correct without: every read is one datagram.
             warn!(port = %settings.name, %error, "UDP_GRO refused: one datagram per read");
         }
@@ -474,7 +474,7 @@ impl Port for VxlanPort {
             }
             train.frames.clear();
             train.next = 0;
-            let received = gro::recv_gro(self.receiver.as_raw_fd(), &mut train.buf)?;
+            let received = udp::recv_gro(self.receiver.as_raw_fd(), &mut train.buf)?;
             self.split_train(&mut train, received);
         }
     }
@@ -715,102 +715,4 @@ struct Stats {
     rx_datagrams: AtomicU64,
     rx_super_frames: AtomicU64,
     rx_coalesced: AtomicU64,
-}
-
-/// Stand-ins with the agreed signatures of `tapswitch_core::gro::coalesce` and
-/// `sys::udp::{enable_gro, recv_gro}` (branch `gro`), until that lands.
-mod gro {
-    use std::io;
-    use std::mem;
-    use std::net::{Ipv4Addr, UdpSocket};
-    use std::os::fd::{AsRawFd, RawFd};
-
-    use crate::vnet::{PLAIN_HEADER, VNET_HDR_LEN};
-
-    pub struct Run {
-        pub frames: usize,
-        pub len: usize,
-    }
-
-    /// A run of one: the first frame behind a plain vnet header.
-    pub fn coalesce(frames: &[&[u8]], out: &mut [u8]) -> Run {
-        let frame = frames[0];
-        out[..VNET_HDR_LEN].copy_from_slice(&PLAIN_HEADER);
-        out[VNET_HDR_LEN..VNET_HDR_LEN + frame.len()].copy_from_slice(frame);
-        Run {
-            frames: 1,
-            len: VNET_HDR_LEN + frame.len(),
-        }
-    }
-
-    pub struct ReceivedTrain {
-        pub len: usize,
-        pub source: Ipv4Addr,
-        pub segment_size: Option<usize>,
-        pub truncated: bool,
-    }
-
-    pub fn enable_gro(socket: &UdpSocket) -> io::Result<()> {
-        let on: libc::c_int = 1;
-        // SAFETY: `socket` is open; `on` outlives the call and its size is passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&raw const on).cast(),
-                mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
-    pub fn recv_gro(fd: RawFd, buf: &mut [u8]) -> io::Result<ReceivedTrain> {
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut source: libc::sockaddr_in = unsafe { mem::zeroed() };
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut control = [0u64; 8];
-        // SAFETY: all-zero is a valid msghdr; the pointers are set below.
-        let mut message: libc::msghdr = unsafe { mem::zeroed() };
-        message.msg_name = (&raw mut source).cast();
-        message.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        message.msg_iov = &raw mut iov;
-        message.msg_iovlen = 1;
-        message.msg_control = control.as_mut_ptr().cast();
-        message.msg_controllen = mem::size_of_val(&control);
-        // SAFETY: the msghdr points at live, writable buffers of the lengths given.
-        let len =
-            unsafe { libc::recvmsg(fd, &raw mut message, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
-        if len < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut segment_size = None;
-        // SAFETY: the kernel filled `message.msg_control` with well-formed cmsgs.
-        let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(&raw const message) };
-        while !cmsg.is_null() {
-            // SAFETY: `cmsg` points at a cmsghdr inside `control`.
-            let header = unsafe { &*cmsg };
-            if header.cmsg_level == libc::SOL_UDP && header.cmsg_type == libc::UDP_GRO {
-                // SAFETY: a UDP_GRO cmsg carries one int.
-                let size = unsafe { libc::CMSG_DATA(cmsg).cast::<libc::c_int>().read_unaligned() };
-                segment_size = usize::try_from(size).ok().filter(|&size| size > 0);
-            }
-            // SAFETY: as above.
-            cmsg = unsafe { libc::CMSG_NXTHDR(&raw const message, cmsg) };
-        }
-        let len = len as usize;
-        Ok(ReceivedTrain {
-            len: len.min(buf.len()),
-            source: Ipv4Addr::from(u32::from_be(source.sin_addr.s_addr)),
-            segment_size,
-            truncated: message.msg_flags & libc::MSG_TRUNC != 0 || len > buf.len(),
-        })
-    }
 }
