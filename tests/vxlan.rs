@@ -1451,7 +1451,8 @@ fn tcp_with_checksums_right(from: &Endpoint, to: &Endpoint, port: u16) {
 
 /// What a tapswitch host's vx0 did between two snapshots: (super-frames sent whole,
 /// UDP_SEGMENT trains sent, datagrams sent, datagrams read beyond one per read, super-frames
-/// coalesced from what it read).
+/// coalesced from what it read). The receiving counts need trains on the underlay: over a
+/// veth, a sender's UDP_SEGMENT train reaches a UDP_GRO socket whole.
 fn tunnel_delta(switch: &mut Switch, during: impl FnOnce()) -> [u64; 5] {
     let before = switch.snapshot().tunnel_of("vx0");
     during();
@@ -1509,6 +1510,8 @@ fn tcp_super_frames_cross_tapswitch_and_linux_vteps_whole_with_checksums_right_b
             "super-frames not sent as UDP_SEGMENT trains: {sent:?}"
         );
         assert!(received[3] > 0, "no UDP_GRO train read: {received:?}");
+        // ...and writes each train's segments to its TAP as one coalesced super-frame.
+        assert!(received[4] > 0, "no super-frame coalesced: {received:?}");
     }
     // tapswitch to and from Linux: the Linux VTEP takes each train's datagrams (its endpoint
     // checks every inner segment's checksum), and what it sends reaches A's endpoint right.
