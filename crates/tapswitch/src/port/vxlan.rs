@@ -333,20 +333,8 @@ impl VxlanPort {
         record_size: usize,
     ) -> io::Result<()> {
         let port = self.settings.local.port();
-        let trains = |segmented: bool| -> Vec<(usize, usize)> {
-            let per_train = if segmented {
-                (MAX_TRAIN_BYTES / record_size).clamp(1, MAX_TRAIN_RECORDS)
-            } else {
-                1
-            };
-            let step = per_train * record_size;
-            (0..records.len())
-                .step_by(step)
-                .map(|start| (start, (start + step).min(records.len())))
-                .collect()
-        };
         let messages_of = |segmented: bool| -> Vec<OutMessage<'_>> {
-            let trains = trains(segmented);
+            let trains = train_bounds(records.len(), record_size, segmented);
             destinations
                 .iter()
                 .flat_map(|&remote| {
@@ -659,6 +647,23 @@ impl VxlanPort {
     }
 }
 
+/// Where the trains of `len` bytes of records of `record_size` bytes start and end: at most
+/// [`MAX_TRAIN_RECORDS`] records and under [`MAX_TRAIN_BYTES`] per train, or one record
+/// each when not `segmented`.
+fn train_bounds(len: usize, record_size: usize, segmented: bool) -> Vec<(usize, usize)> {
+    let record_size = record_size.max(1);
+    let per_train = if segmented {
+        (MAX_TRAIN_BYTES / record_size).clamp(1, MAX_TRAIN_RECORDS)
+    } else {
+        1
+    };
+    let step = per_train * record_size;
+    (0..len)
+        .step_by(step)
+        .map(|start| (start, (start + step).min(len)))
+        .collect()
+}
+
 /// Frames one super-frame is coalesced from at most (a 64 KiB train holds 44 of 1450 bytes).
 const MAX_COALESCED: usize = 64;
 
@@ -715,4 +720,36 @@ struct Stats {
     rx_datagrams: AtomicU64,
     rx_super_frames: AtomicU64,
     rx_coalesced: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_64k_super_frame_of_1410_byte_segments_is_two_trains() {
+        // 65 536 bytes of TCP payload in segments of 1410: 47 segments, records of
+        // VXLAN + Ethernet + IPv4 + TCP + 1410 bytes, the last shorter.
+        let record = VXLAN_HEADER_LEN + 14 + 20 + 20 + 1410;
+        let segments = 65_536usize.div_ceil(1410);
+        let len = (segments - 1) * record + VXLAN_HEADER_LEN + 54 + 65_536 % 1410;
+        let trains = train_bounds(len, record, true);
+        assert_eq!(trains.len(), 2, "{trains:?}");
+        for &(start, end) in &trains {
+            assert!(end - start < MAX_TRAIN_BYTES && (end - start).div_ceil(record) <= 64);
+            assert_eq!(start % record, 0, "a train starts on a record");
+        }
+        assert_eq!(trains[1].1, len);
+        // One message per record once UDP_SEGMENT is refused.
+        assert_eq!(train_bounds(len, record, false).len(), segments);
+    }
+
+    #[test]
+    fn small_records_stop_at_64_per_train_and_one_record_is_one_train() {
+        let trains = train_bounds(200 * 100, 100, true);
+        assert_eq!(trains.len(), 4);
+        assert!(trains.iter().all(|&(start, end)| end - start <= 64 * 100));
+        assert_eq!(train_bounds(60, 60, true), [(0, 60)]);
+        assert!(train_bounds(0, 60, true).is_empty());
+    }
 }
