@@ -1565,6 +1565,40 @@ fn a_vxlan_trunk_carries_tcp_super_frames_whole_between_two_tapswitch_vteps() {
     assert_eq!((entry.port.as_str(), entry.vlan), ("vx0", 200), "{entry:?}");
 }
 
+#[test]
+fn where_the_kernel_refuses_udp_segment_a_vxlan_port_falls_back_to_one_datagram_each() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    // A's underlay is narrower than vx0's records (1472-byte VXLAN datagrams, 1500 with
+    // their headers, on a 1400-byte device): the kernel refuses such a UDP_SEGMENT train
+    // (EMSGSIZE), the port sends each record on its own from then on, and the kernel
+    // fragments those (no DF), so TCP still gets through, slower.
+    sh(
+        "ip",
+        &[
+            "-n",
+            &fabric.hosts[0].name,
+            "link",
+            "set",
+            &fabric.underlay[0],
+            "mtu",
+            "1400",
+        ],
+    );
+    let mut a = TapswitchHost::start(&fabric, 0, &["192.168.84.11"], &[1]);
+    let c = TapswitchHost::start(&fabric, 1, &["192.168.84.31"], &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &c.endpoints[0]]);
+    let before = a.switch.snapshot().tunnel_of("vx0");
+    tcp_with_checksums_right(&a.endpoints[0], &c.endpoints[0], 5201);
+    let after = a.switch.snapshot().tunnel_of("vx0");
+    assert!(
+        after.tx_gso_refused,
+        "UDP_SEGMENT was not refused: {after:?}"
+    );
+    assert!(after.tx_super_frames > before.tx_super_frames, "{after:?}");
+    assert!(after.tx_datagrams > before.tx_datagrams, "{after:?}");
+}
+
 /// A UDP socket in `netns` bound to `local` (port chosen by the kernel).
 fn udp_socket_in(netns: &str, local: &str) -> std::net::UdpSocket {
     let local = format!("{local}:0");

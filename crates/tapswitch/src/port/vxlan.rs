@@ -371,11 +371,12 @@ impl VxlanPort {
                     delivered += failed.sent;
                     if failed.segmentation_refused() && messages[at].segment_size.is_some() {
                         // Detected once: no checksum offload on the route's device, or
-                        // records longer than its MTU. From here on one datagram each.
+                        // records longer than its MTU (the kernel then fragments each,
+                        // sent without DF). From here on one datagram each.
                         if !self.gso_refused.swap(true, Ordering::Relaxed) {
                             warn!(port = %self.settings.name, error = %failed.error,
-                                "the kernel refuses UDP_SEGMENT on this route: sending one \
-                                 datagram per system call from now on");
+                                "the kernel refuses UDP_SEGMENT on this route: sending each \
+                                 datagram as a message of its own from now on");
                         }
                         // What is left, one message per record: per destination, the
                         // bytes its trains so far carried are skipped (trains end on

@@ -240,10 +240,15 @@ pub struct SendFailed {
 }
 
 impl SendFailed {
-    /// The kernel refused `UDP_SEGMENT` itself (not the datagram): no checksum offload on
-    /// the route's device (EIO), or a record the device's MTU cannot carry (EINVAL).
+    /// For a message with a segment size: the kernel refused `UDP_SEGMENT` itself, not the
+    /// destination: no checksum offload on the route's device (EIO), a segment size the
+    /// device's MTU cannot carry (EMSGSIZE on this kernel, EINVAL on others), or
+    /// segmentation refused for the socket (EINVAL).
     pub fn segmentation_refused(&self) -> bool {
-        matches!(self.error.raw_os_error(), Some(libc::EIO | libc::EINVAL))
+        matches!(
+            self.error.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+        )
     }
 }
 
