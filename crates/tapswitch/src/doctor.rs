@@ -450,7 +450,7 @@ const CAPABILITY_USES: [(u32, &str); 4] = [
     ),
     (
         CAP_NET_RAW,
-        "CAP_NET_RAW: AF_PACKET sockets of netdev ports and raw sends of VXLAN ports at runtime",
+        "CAP_NET_RAW: AF_PACKET sockets of netdev ports at runtime",
     ),
     (
         CAP_SYS_ADMIN,
