@@ -2,12 +2,6 @@
 //! (receive), and a raw IPv4 socket of protocol UDP (send) so that each
 //! datagram can carry its own UDP source port (the flow hash the underlay
 //! spreads on), which one bound UDP socket cannot.
-//!
-//! Linux's UDP offloads, for trains of datagrams at one syscall's cost: a
-//! receiver with [`enable_gro`] reads a sender's consecutive datagrams as one
-//! train ([`recv_gro`], the segment size in a control message; the core's
-//! `gro` joins the TCP segments inside), and [`send_segmented`] hands the
-//! kernel a train to cut (`UDP_SEGMENT`).
 
 use std::io;
 use std::mem;
