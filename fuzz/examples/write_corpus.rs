@@ -271,10 +271,14 @@ fn main() {
     vnet.push(joined(&good, &frame[..40]));
     write(&corpus.join("vnet"), &vnet);
 
-    // gso and forward build their structure from any bytes.
+    // gso, gro and forward build their structure from any bytes.
     write(
         &corpus.join("gso"),
         &random_seeds(16, 64, 0x9e3779b97f4a7c15),
+    );
+    write(
+        &corpus.join("gro"),
+        &random_seeds(16, 96, 0x6a09e667f3bcc908),
     );
     write(
         &corpus.join("forward"),

@@ -199,6 +199,35 @@ impl Segmentation {
         self.gso_size.min(mtu.saturating_sub(ip_and_transport))
     }
 
+    /// The header a kernel puts in front of a super-frame of this layout whose
+    /// transport checksum field holds the pseudo-header sum: `NEEDS_CSUM`, the
+    /// `GSO_*` type (with the ECN bit when `ecn`: a TCP super-frame carrying CWR,
+    /// which segmentation keeps on the first segment only), `hdr_len` the headers,
+    /// the checksum at the transport header's.
+    pub fn vnet_header(&self, ecn: bool) -> [u8; VNET_HDR_LEN] {
+        let gso_type = match (self.transport, self.ip) {
+            (Transport::Tcp, IpVersion::V4) => VIRTIO_NET_HDR_GSO_TCPV4,
+            (Transport::Tcp, IpVersion::V6) => VIRTIO_NET_HDR_GSO_TCPV6,
+            (Transport::Udp, _) => VIRTIO_NET_HDR_GSO_UDP_L4,
+        };
+        let ecn = if ecn && self.transport == Transport::Tcp {
+            VIRTIO_NET_HDR_GSO_ECN
+        } else {
+            0
+        };
+        let mut header = PLAIN_HEADER;
+        header[field::FLAGS] = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+        header[field::GSO_TYPE] = (gso_type | ecn) as u8;
+        let mut put = |range: std::ops::Range<usize>, value: usize| {
+            header[range].copy_from_slice(&(value as u16).to_le_bytes());
+        };
+        put(field::HDR_LEN, self.headers_len());
+        put(field::GSO_SIZE, self.gso_size);
+        put(field::CSUM_START, self.l4_offset);
+        put(field::CSUM_OFFSET, self.transport.checksum_offset());
+        header
+    }
+
     /// Whether the segments the sender asked for (`gso_size` of payload each) fit a
     /// link of `mtu` bytes: what a super-frame must satisfy on the port it came from
     /// and on a port that receives it whole, like a plain frame.
@@ -670,6 +699,43 @@ mod tests {
         };
         assert!(!giant.fits_mtu(1500));
         assert!(giant.fits_mtu(9000));
+    }
+
+    #[test]
+    fn a_layout_writes_the_header_a_kernel_would() {
+        let layout = Segmentation {
+            ip: IpVersion::V4,
+            transport: Transport::Tcp,
+            l3_offset: 14,
+            l4_offset: 34,
+            l4_header_len: 32,
+            gso_size: 1448,
+        };
+        assert_eq!(
+            layout.vnet_header(false),
+            [1, 1, 66, 0, 0xa8, 0x05, 34, 0, 16, 0, 0, 0]
+        );
+        assert_eq!(layout.vnet_header(true)[1], 0x81);
+        let v6 = Segmentation {
+            ip: IpVersion::V6,
+            l3_offset: 18,
+            l4_offset: 58,
+            ..layout
+        };
+        assert_eq!(
+            v6.vnet_header(false),
+            [1, 4, 90, 0, 0xa8, 0x05, 58, 0, 16, 0, 0, 0]
+        );
+        let udp = Segmentation {
+            transport: Transport::Udp,
+            l4_header_len: 8,
+            ..layout
+        };
+        // No ECN bit for UDP, whatever is asked.
+        assert_eq!(
+            udp.vnet_header(true),
+            [1, 5, 42, 0, 0xa8, 0x05, 34, 0, 6, 0, 0, 0]
+        );
     }
 
     #[test]

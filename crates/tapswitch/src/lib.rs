@@ -12,7 +12,7 @@
 //! control plane ([`control`], [`metrics`], [`state`], [`upgrade`], started
 //! by [`daemon`]) sit around it.
 
-pub use tapswitch_core::{fdb, forward, gso, policy, shared, vnet, wire};
+pub use tapswitch_core::{fdb, forward, gro, gso, policy, shared, vnet, wire};
 
 pub mod dataplane;
 pub mod port;

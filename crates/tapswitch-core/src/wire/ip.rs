@@ -20,9 +20,11 @@ pub const IPV6_HEADER_LEN: usize = 40;
 mod field4 {
     use std::ops::Range;
     pub const VERSION_IHL: usize = 0;
+    pub const TOS: usize = 1;
     pub const TOTAL_LEN: Range<usize> = 2..4;
     pub const IDENT: Range<usize> = 4..6;
     pub const FLAGS_FRAGMENT: Range<usize> = 6..8;
+    pub const TTL: usize = 8;
     pub const PROTOCOL: usize = 9;
     pub const CHECKSUM: Range<usize> = 10..12;
     /// Source then destination, as the pseudo-header sums them.
@@ -32,12 +34,17 @@ mod field4 {
 mod field6 {
     use std::ops::Range;
     pub const VERSION: usize = 0;
+    /// Version (4 bits), traffic class (8), flow label (20).
+    pub const VERSION_CLASS_FLOW: Range<usize> = 0..4;
     pub const PAYLOAD_LEN: Range<usize> = 4..6;
     pub const NEXT_HEADER: usize = 6;
+    pub const HOP_LIMIT: usize = 7;
     /// Source then destination, as the pseudo-header sums them.
     pub const ADDRESSES: Range<usize> = 8..40;
 }
 
+const RESERVED_FLAG: u16 = 0x8000;
+const DONT_FRAGMENT: u16 = 0x4000;
 const MORE_FRAGMENTS: u16 = 0x2000;
 const FRAGMENT_OFFSET: u16 = 0x1fff;
 
@@ -102,8 +109,23 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         read_u16(self.buffer.as_ref(), field4::TOTAL_LEN.start)
     }
 
+    /// The type-of-service byte (DSCP and ECN).
+    pub fn tos(&self) -> u8 {
+        self.buffer.as_ref()[field4::TOS]
+    }
+
     pub fn ident(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field4::IDENT.start)
+    }
+
+    /// The reserved flag, which must be zero.
+    pub fn reserved_flag(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field4::FLAGS_FRAGMENT.start) & RESERVED_FLAG != 0
+    }
+
+    /// The DF flag.
+    pub fn dont_fragment(&self) -> bool {
+        read_u16(self.buffer.as_ref(), field4::FLAGS_FRAGMENT.start) & DONT_FRAGMENT != 0
     }
 
     /// The MF flag.
@@ -114,6 +136,10 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Fragment offset in 8-byte units.
     pub fn fragment_offset(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field4::FLAGS_FRAGMENT.start) & FRAGMENT_OFFSET
+    }
+
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[field4::TTL]
     }
 
     pub fn protocol(&self) -> u8 {
@@ -188,6 +214,23 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         self.buffer.as_ref()[field6::VERSION] >> 4
     }
 
+    pub fn traffic_class(&self) -> u8 {
+        (self.version_class_flow() >> 20) as u8
+    }
+
+    pub fn flow_label(&self) -> u32 {
+        self.version_class_flow() & 0x000f_ffff
+    }
+
+    fn version_class_flow(&self) -> u32 {
+        let bytes = &self.buffer.as_ref()[field6::VERSION_CLASS_FLOW];
+        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+
+    pub fn hop_limit(&self) -> u8 {
+        self.buffer.as_ref()[field6::HOP_LIMIT]
+    }
+
     /// Payload length field: everything after the fixed header.
     pub fn payload_len(&self) -> u16 {
         read_u16(self.buffer.as_ref(), field6::PAYLOAD_LEN.start)
@@ -227,6 +270,9 @@ mod tests {
         assert_eq!(packet.header_len(), 20);
         assert_eq!(packet.total_len(), 0x73);
         assert_eq!(packet.ident(), 0x1234);
+        assert_eq!((packet.tos(), packet.ttl()), (0, 64));
+        assert!(packet.dont_fragment());
+        assert!(!packet.reserved_flag());
         assert!(!packet.more_fragments());
         assert_eq!(packet.fragment_offset(), 0);
         assert_eq!(packet.protocol(), IPPROTO_UDP);
@@ -236,7 +282,10 @@ mod tests {
         fragment[6..8].copy_from_slice(&[0x20, 0x05]);
         let packet = Ipv4Packet::new_unchecked(&fragment[..]);
         assert!(packet.more_fragments());
+        assert!(!packet.dont_fragment());
         assert_eq!(packet.fragment_offset(), 5);
+        fragment[6] = 0x80;
+        assert!(Ipv4Packet::new_unchecked(&fragment[..]).reserved_flag());
     }
 
     #[test]
@@ -284,15 +333,20 @@ mod tests {
     #[test]
     fn ipv6_fields_and_length() {
         let mut bytes = [0u8; 40];
-        bytes[0] = 0x60;
+        // Traffic class 0xb8, flow label 0x12345.
+        bytes[0..4].copy_from_slice(&[0x6b, 0x81, 0x23, 0x45]);
         bytes[4..6].copy_from_slice(&[0x01, 0x02]);
         bytes[6] = IPPROTO_TCP;
+        bytes[7] = 63;
         bytes[8] = 0xfd;
         bytes[39] = 0x02;
         let packet = Ipv6Packet::new_checked(&bytes[..]).unwrap();
         assert_eq!(packet.version(), 6);
         assert_eq!(packet.payload_len(), 0x0102);
         assert_eq!(packet.next_header(), IPPROTO_TCP);
+        assert_eq!(packet.traffic_class(), 0xb8);
+        assert_eq!(packet.flow_label(), 0x12345);
+        assert_eq!(packet.hop_limit(), 63);
         assert_eq!(packet.addresses().len(), 32);
         assert_eq!(packet.addresses()[0], 0xfd);
         assert_eq!(packet.addresses()[31], 0x02);

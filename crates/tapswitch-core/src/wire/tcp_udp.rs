@@ -11,16 +11,27 @@ pub const UDP_HEADER_LEN: usize = 8;
 /// TCP flag bits, as in the flags byte.
 pub mod tcp_flags {
     pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
     pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+    pub const URG: u8 = 0x20;
+    pub const ECE: u8 = 0x40;
     pub const CWR: u8 = 0x80;
 }
 
 mod tcp_field {
     use std::ops::Range;
+    pub const SRC_PORT: Range<usize> = 0..2;
+    pub const DST_PORT: Range<usize> = 2..4;
     pub const SEQ: Range<usize> = 4..8;
+    pub const ACK: Range<usize> = 8..12;
     pub const DATA_OFFSET: usize = 12;
     pub const FLAGS: usize = 13;
+    pub const WINDOW: Range<usize> = 14..16;
     pub const CHECKSUM: Range<usize> = 16..18;
+    pub const URGENT: Range<usize> = 18..20;
+    pub const OPTIONS: usize = 20;
 }
 
 mod udp_field {
@@ -85,9 +96,43 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 
+    pub fn src_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), tcp_field::SRC_PORT.start)
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), tcp_field::DST_PORT.start)
+    }
+
+    pub fn ack_number(&self) -> u32 {
+        let bytes = &self.buffer.as_ref()[tcp_field::ACK];
+        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+
     /// Header length with options, from the data offset.
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[tcp_field::DATA_OFFSET] >> 4) * 4
+    }
+
+    /// The four bits between the data offset and the flags: reserved, the
+    /// lowest being AccECN's AE (once NS).
+    pub fn reserved_bits(&self) -> u8 {
+        self.buffer.as_ref()[tcp_field::DATA_OFFSET] & 0x0f
+    }
+
+    pub fn window(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), tcp_field::WINDOW.start)
+    }
+
+    pub fn urgent_pointer(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), tcp_field::URGENT.start)
+    }
+
+    /// The options, as the data offset delimits them (panics on a buffer
+    /// shorter than [`Self::header_len`]; [`Self::check_len`] rules that out).
+    pub fn options(&self) -> &[u8] {
+        let end = self.header_len().max(tcp_field::OPTIONS);
+        &self.buffer.as_ref()[tcp_field::OPTIONS..end]
     }
 
     /// The flags byte (see [`tcp_flags`]).
@@ -185,7 +230,13 @@ mod tests {
     fn tcp_fields_and_setters() {
         let segment = TcpSegment::new_checked(&TCP[..]).unwrap();
         assert_eq!(segment.seq_number(), 0x0102_0304);
+        assert_eq!((segment.src_port(), segment.dst_port()), (40000, 5001));
+        assert_eq!(segment.ack_number(), 0);
         assert_eq!(segment.header_len(), 24);
+        assert_eq!(segment.reserved_bits(), 0);
+        assert_eq!(segment.window(), 1024);
+        assert_eq!(segment.urgent_pointer(), 0);
+        assert_eq!(segment.options(), &[1, 1, 1, 0]);
         assert_eq!(segment.flags(), 0x19);
         assert_eq!(segment.flags() & tcp_flags::FIN, tcp_flags::FIN);
         assert_eq!(segment.checksum(), 0xbeef);

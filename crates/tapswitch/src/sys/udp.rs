@@ -246,6 +246,172 @@ pub fn send_datagrams(
     }
 }
 
+/// What one [`recv_gro`] read: a single datagram, or a train of datagrams of
+/// one sender that the kernel's UDP GRO joined end to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedTrain {
+    /// Bytes written into the buffer (at most its length).
+    pub len: usize,
+    /// The sender's address.
+    pub source: Ipv4Addr,
+    /// With `Some(size)` the bytes are datagrams of `size` bytes each, the last
+    /// one possibly shorter (the `UDP_GRO` control message); `None` is one datagram.
+    pub segment_size: Option<usize>,
+    /// The datagram or train was longer than the buffer: the tail is lost.
+    pub truncated: bool,
+}
+
+/// Room for the control messages a receiver with `UDP_GRO` gets (one int),
+/// aligned for `cmsghdr`.
+type ControlBuffer = [u64; 8];
+
+/// Lets the kernel hand `socket`'s reader several datagrams of one sender in
+/// one read (`setsockopt(SOL_UDP, UDP_GRO, 1)`), each train's segment size in
+/// a control message that [`recv_gro`] reads. Without it, a train sent with
+/// `UDP_SEGMENT` arrives as separate datagrams.
+pub fn enable_gro(socket: &UdpSocket) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: `socket` is an open socket; the value is a c_int that lives across the
+    // call, and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&raw const on).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads one datagram or GRO train from the UDP socket `fd` into `buf` with
+/// one `recvmsg` (nonblocking: `WouldBlock` when empty), and the segment size
+/// from the `UDP_GRO` control message if the kernel sent one. `buf` should
+/// hold 65535 bytes: a train longer than it is cut, and what is cut is lost.
+pub fn recv_gro(fd: RawFd, buf: &mut [u8]) -> io::Result<ReceivedTrain> {
+    // SAFETY: all-zero is a valid sockaddr_in.
+    let mut source: libc::sockaddr_in = unsafe { mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control: ControlBuffer = [0; 8];
+    // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+    let mut message: libc::msghdr = unsafe { mem::zeroed() };
+    message.msg_name = (&raw mut source).cast();
+    message.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = mem::size_of_val(&control);
+    // SAFETY: the msghdr points at the iovec (describing `buf`), the address and the
+    // control buffer above, all live and writable for the call; MSG_TRUNC makes the
+    // result the real length.
+    let len = unsafe { libc::recvmsg(fd, &raw mut message, libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
+    if len < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = len as usize;
+    Ok(ReceivedTrain {
+        len: len.min(buf.len()),
+        source: Ipv4Addr::from(u32::from_be(source.sin_addr.s_addr)),
+        segment_size: gro_segment_size(&message),
+        truncated: message.msg_flags & libc::MSG_TRUNC != 0 || len > buf.len(),
+    })
+}
+
+/// The segment size in a `UDP_GRO` control message of `message`, if any.
+fn gro_segment_size(message: &libc::msghdr) -> Option<usize> {
+    // SAFETY: `message` was filled by recvmsg; the CMSG macros walk its control buffer
+    // bounded by msg_controllen, and each header is checked before its data is read.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(message) };
+    while !cmsg.is_null() {
+        // SAFETY: non-null pointers from CMSG_FIRSTHDR/NXTHDR lie in the control buffer.
+        let entry = unsafe { &*cmsg };
+        if entry.cmsg_level == libc::SOL_UDP && entry.cmsg_type == libc::UDP_GRO {
+            // SAFETY: CMSG_LEN has no preconditions.
+            let data_len = entry.cmsg_len - unsafe { libc::CMSG_LEN(0) } as usize;
+            // The kernel sends an int; read a u16 if ever sent as one (UDP_SEGMENT's width).
+            // SAFETY: CMSG_DATA points at `data_len` bytes inside the control buffer;
+            // the reads are unaligned and within that length.
+            let size = unsafe {
+                let data = libc::CMSG_DATA(cmsg);
+                match data_len {
+                    n if n >= mem::size_of::<libc::c_int>() => {
+                        std::ptr::read_unaligned(data.cast::<libc::c_int>()) as usize
+                    }
+                    n if n >= mem::size_of::<u16>() => {
+                        usize::from(std::ptr::read_unaligned(data.cast::<u16>()))
+                    }
+                    _ => return None,
+                }
+            };
+            return (size > 0).then_some(size);
+        }
+        // SAFETY: as above: the next header, or null at the end of the buffer.
+        cmsg = unsafe { libc::CMSG_NXTHDR(message, cmsg) };
+    }
+    None
+}
+
+/// Sends `buf` from the UDP socket `fd` to `destination` with one `sendmsg`,
+/// as datagrams of `segment_size` bytes (the last one possibly shorter) that
+/// the kernel cuts (`UDP_SEGMENT`, Linux's UDP GSO; at most 64 KiB and, on
+/// older kernels, 64 datagrams at once). A receiver with [`enable_gro`] gets
+/// them back as one train. Returns the bytes sent.
+pub fn send_segmented(
+    fd: RawFd,
+    destination: SocketAddrV4,
+    buf: &[u8],
+    segment_size: usize,
+) -> io::Result<usize> {
+    let segment_size = u16::try_from(segment_size).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("UDP segment size {segment_size} does not fit UDP_SEGMENT's 16 bits"),
+        )
+    })?;
+    let mut address = sockaddr(*destination.ip());
+    address.sin_port = destination.port().to_be();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control: ControlBuffer = [0; 8];
+    // SAFETY: CMSG_SPACE has no preconditions.
+    let control_len = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+    // SAFETY: all-zero is a valid msghdr; the pointers are set below.
+    let mut message: libc::msghdr = unsafe { mem::zeroed() };
+    message.msg_name = (&raw mut address).cast();
+    message.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    message.msg_iov = &raw mut iov;
+    message.msg_iovlen = 1;
+    message.msg_control = control.as_mut_ptr().cast();
+    message.msg_controllen = control_len;
+    // SAFETY: the control buffer is aligned for cmsghdr and longer than `control_len`, so
+    // CMSG_FIRSTHDR returns a header inside it with room for the u16 written after it.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&raw const message);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<u16>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment_size);
+    }
+    // SAFETY: the msghdr points at the address, the iovec (describing `buf`, which the
+    // kernel only reads) and the control message above, all live for the call.
+    let sent = unsafe { libc::sendmsg(fd, &raw const message, libc::MSG_DONTWAIT) };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(sent as usize)
+    }
+}
+
 fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
@@ -273,6 +439,113 @@ mod tests {
         };
         assert_eq!(rc, 0, "getsockopt: {}", io::Error::last_os_error());
         value
+    }
+
+    /// A receiver (with or without `UDP_GRO`) and a sender on loopback, ephemeral ports.
+    fn loopback_pair(gro: bool) -> (UdpSocket, UdpSocket, SocketAddrV4) {
+        let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        if gro {
+            enable_gro(&receiver).unwrap();
+        }
+        let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let std::net::SocketAddr::V4(destination) = receiver.local_addr().unwrap() else {
+            panic!("bound to IPv4")
+        };
+        (receiver, sender, destination)
+    }
+
+    /// Waits (up to 10 s, a bound on a hang rather than a timing claim) until `socket`
+    /// is readable, then reads with [`recv_gro`].
+    fn recv_when_ready(socket: &UdpSocket, buf: &mut [u8]) -> ReceivedTrain {
+        let mut poll_fd = libc::pollfd {
+            fd: socket.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd that outlives the call.
+        let ready = unsafe { libc::poll(&raw mut poll_fd, 1, 10_000) };
+        assert_eq!(ready, 1, "nothing to read: {}", io::Error::last_os_error());
+        recv_gro(socket.as_raw_fd(), buf).unwrap()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 13 + i / 256) as u8).collect()
+    }
+
+    #[test]
+    fn a_segmented_send_arrives_as_one_gro_train() {
+        let (receiver, sender, destination) = loopback_pair(true);
+        let data = pattern(20 * 1400);
+        let sent = send_segmented(sender.as_raw_fd(), destination, &data, 1400).unwrap();
+        assert_eq!(sent, data.len());
+        let mut buf = vec![0; 65535];
+        let train = recv_when_ready(&receiver, &mut buf);
+        assert_eq!(
+            train,
+            ReceivedTrain {
+                len: 28_000,
+                source: Ipv4Addr::LOCALHOST,
+                segment_size: Some(1400),
+                truncated: false,
+            }
+        );
+        assert_eq!(buf[..train.len], data[..]);
+
+        // A short last datagram stays in the train.
+        let data = pattern(3 * 1400 + 100);
+        send_segmented(sender.as_raw_fd(), destination, &data, 1400).unwrap();
+        let train = recv_when_ready(&receiver, &mut buf);
+        assert_eq!((train.len, train.segment_size), (data.len(), Some(1400)));
+        assert_eq!(buf[..train.len], data[..]);
+    }
+
+    #[test]
+    fn a_plain_datagram_has_no_segment_size() {
+        let (receiver, sender, destination) = loopback_pair(true);
+        let data = pattern(1400);
+        sender.send_to(&data, destination).unwrap();
+        let mut buf = vec![0; 65535];
+        let train = recv_when_ready(&receiver, &mut buf);
+        assert_eq!((train.len, train.segment_size), (1400, None));
+        assert!(!train.truncated);
+        assert_eq!(buf[..train.len], data[..]);
+    }
+
+    #[test]
+    fn without_gro_the_kernel_delivers_each_datagram() {
+        let (receiver, sender, destination) = loopback_pair(false);
+        let data = pattern(3 * 1400);
+        send_segmented(sender.as_raw_fd(), destination, &data, 1400).unwrap();
+        let mut buf = vec![0; 65535];
+        for chunk in data.chunks(1400) {
+            let train = recv_when_ready(&receiver, &mut buf);
+            assert_eq!((train.len, train.segment_size), (1400, None));
+            assert_eq!(&buf[..train.len], chunk);
+        }
+    }
+
+    #[test]
+    fn a_train_longer_than_the_buffer_is_reported_truncated() {
+        let (receiver, sender, destination) = loopback_pair(true);
+        let data = pattern(4 * 1400);
+        send_segmented(sender.as_raw_fd(), destination, &data, 1400).unwrap();
+        let mut buf = vec![0; 2000];
+        let train = recv_when_ready(&receiver, &mut buf);
+        assert!(train.truncated);
+        assert_eq!(train.len, 2000);
+        assert_eq!(buf[..], data[..2000]);
+        // Nothing of it is left queued.
+        assert_eq!(
+            recv_gro(receiver.as_raw_fd(), &mut buf).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn a_segment_size_beyond_16_bits_is_refused() {
+        let (_receiver, sender, destination) = loopback_pair(true);
+        let error = send_segmented(sender.as_raw_fd(), destination, &[0; 10], 70_000).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
     }
 
     #[test]
