@@ -291,7 +291,7 @@ fn main() {
         .into_iter()
         .map(|t| [b"\0".as_slice(), t.as_bytes()].concat())
         .collect();
-    let default = fs::read_to_string(repo.join("src/default.toml")).unwrap();
+    let default = fs::read_to_string(repo.join("crates/tapswitch/src/default.toml")).unwrap();
     configs.push([b"\0".as_slice(), default.as_bytes()].concat());
     for spec in ["p1", "p1@ns1", "much-too-long-name@x", "a@", "p@../etc"] {
         configs.push([b"\x01".as_slice(), spec.as_bytes()].concat());
