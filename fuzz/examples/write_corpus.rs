@@ -271,10 +271,14 @@ fn main() {
     vnet.push(joined(&good, &frame[..40]));
     write(&corpus.join("vnet"), &vnet);
 
-    // gso and forward build their structure from any bytes.
+    // gso, gro and forward build their structure from any bytes.
     write(
         &corpus.join("gso"),
         &random_seeds(16, 64, 0x9e3779b97f4a7c15),
+    );
+    write(
+        &corpus.join("gro"),
+        &random_seeds(16, 96, 0x6a09e667f3bcc908),
     );
     write(
         &corpus.join("forward"),
@@ -287,7 +291,7 @@ fn main() {
         .into_iter()
         .map(|t| [b"\0".as_slice(), t.as_bytes()].concat())
         .collect();
-    let default = fs::read_to_string(repo.join("src/default.toml")).unwrap();
+    let default = fs::read_to_string(repo.join("crates/tapswitch/src/default.toml")).unwrap();
     configs.push([b"\0".as_slice(), default.as_bytes()].concat());
     for spec in ["p1", "p1@ns1", "much-too-long-name@x", "a@", "p@../etc"] {
         configs.push([b"\x01".as_slice(), spec.as_bytes()].concat());
