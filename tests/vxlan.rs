@@ -233,19 +233,27 @@ fn a_configured_vxlan_port_switches_a_tap_endpoint_with_a_kernel_vtep() {
         .unwrap_or_default();
     assert!(line.ends_with(H2_UNDERLAY), "{table}");
 
-    // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which the dataplane
-    // segments to vx0's MTU before they are encapsulated.
+    // TCP E1 -> E2: the TAP hands the switch TSO super-frames, which reach vx0 whole; the
+    // port cuts each into 1450-byte frames and sends their datagrams in UDP_SEGMENT trains.
     let _server = iperf3_server(&bed.e2.name, 5201);
     let before = bed.switch.snapshot();
     let sent = iperf3_client(&bed.e1.name, E2_ADDR, 5201, &[]);
     let after = bed.switch.snapshot();
     assert!(sent > 1_000_000, "E1 -> E2 moved only {sent} bytes");
-    let frames = after.counters_of("vx0").tx_frames - before.counters_of("vx0").tx_frames;
-    eprintln!("TCP E1 -> E2: {sent} bytes in {frames} frames sent on vx0");
-    assert!(
-        frames * 1450 >= sent,
-        "{frames} frames on vx0 cannot carry {sent} bytes at MTU 1450"
+    let (tunnel_before, tunnel) = (before.tunnel_of("vx0"), after.tunnel_of("vx0"));
+    let datagrams = tunnel.tx_datagrams - tunnel_before.tx_datagrams;
+    let super_frames = tunnel.tx_super_frames - tunnel_before.tx_super_frames;
+    let trains = tunnel.tx_gso_messages - tunnel_before.tx_gso_messages;
+    eprintln!(
+        "TCP E1 -> E2: {sent} bytes in {datagrams} datagrams, {super_frames} super-frames, \
+         {trains} UDP_SEGMENT trains"
     );
+    assert!(
+        datagrams * 1450 >= sent,
+        "{datagrams} datagrams on vx0 cannot carry {sent} bytes at MTU 1450"
+    );
+    assert!(super_frames > 0 && trains > 0, "{tunnel:?}");
+    assert!(!tunnel.tx_gso_refused, "{tunnel:?}");
 }
 
 #[test]
@@ -1418,6 +1426,177 @@ fn two_tapswitch_vteps_and_a_linux_vtep_form_one_segment_with_head_end_replicati
         (20..40).contains(&sent),
         "vx0 counts frames, not copies: {sent}"
     );
+}
+
+/// A TCP transfer (iperf3, 2 s) from `from` to `to`: moves more than 1 MB and leaves
+/// both stacks' checksum-error counters as they were (the data one way, the ACKs back).
+fn tcp_with_checksums_right(from: &Endpoint, to: &Endpoint, port: u16) {
+    let server = iperf3_server(&to.ns.name, port);
+    let before = (csum_errors(&from.ns.name), csum_errors(&to.ns.name));
+    let moved = iperf3_client(&from.ns.name, &to.addr, port, &[]);
+    let after = (csum_errors(&from.ns.name), csum_errors(&to.ns.name));
+    drop(server);
+    assert!(
+        moved > 1_000_000,
+        "{} -> {} moved only {moved} bytes",
+        from.addr,
+        to.addr
+    );
+    assert_eq!(
+        after, before,
+        "{} -> {}: (TcpInCsumErrors, IpExtInCsumErrors) of (sender, receiver) changed",
+        from.addr, to.addr
+    );
+}
+
+/// What a tapswitch host's vx0 did between two snapshots: (super-frames sent whole,
+/// UDP_SEGMENT trains sent, datagrams sent, datagrams read beyond one per read, super-frames
+/// coalesced from what it read). The receiving counts need trains on the underlay: over a
+/// veth, a sender's UDP_SEGMENT train reaches a UDP_GRO socket whole.
+fn tunnel_delta(switch: &mut Switch, during: impl FnOnce()) -> [u64; 5] {
+    let before = switch.snapshot().tunnel_of("vx0");
+    during();
+    let after = switch.snapshot().tunnel_of("vx0");
+    assert!(!after.tx_gso_refused, "{after:?}");
+    [
+        after.tx_super_frames - before.tx_super_frames,
+        after.tx_gso_messages - before.tx_gso_messages,
+        after.tx_datagrams - before.tx_datagrams,
+        (after.rx_datagrams - after.rx_reads) - (before.rx_datagrams - before.rx_reads),
+        after.rx_super_frames - before.rx_super_frames,
+    ]
+}
+
+#[test]
+fn tcp_super_frames_cross_tapswitch_and_linux_vteps_whole_with_checksums_right_both_ways() {
+    require_root!();
+    let fabric = Fabric::new(3);
+    let mut a = TapswitchHost::start(&fabric, 0, &["192.168.82.11"], &[1, 2]);
+    let b = LinuxHost::start(&fabric, 1, "192.168.82.21", &[0, 2]);
+    let mut c = TapswitchHost::start(&fabric, 2, &["192.168.82.31"], &[0, 1]);
+    all_pairs_ping(&[&a.endpoints[0], &b.endpoint, &c.endpoints[0]]);
+    let TapswitchHost {
+        switch: switch_a,
+        endpoints: at_a,
+        ..
+    } = &mut a;
+    let TapswitchHost {
+        switch: switch_c,
+        endpoints: at_c,
+        ..
+    } = &mut c;
+    let (a0, c0) = (&at_a[0], &at_c[0]);
+
+    // tapswitch to tapswitch, both ways: the sender's super-frames leave whole (cut by
+    // vx0 into UDP_SEGMENT trains), the receiver reads trains of several datagrams.
+    for a_sends in [true, false] {
+        let (sender, receiver, from, to) = if a_sends {
+            (&mut *switch_a, &mut *switch_c, a0, c0)
+        } else {
+            (&mut *switch_c, &mut *switch_a, c0, a0)
+        };
+        let mut received = [0; 5];
+        let sent = tunnel_delta(sender, || {
+            received = tunnel_delta(receiver, || tcp_with_checksums_right(from, to, 5201));
+        });
+        eprintln!(
+            "{} -> {}: sent {sent:?}, received {received:?}",
+            from.addr, to.addr
+        );
+        let [super_frames, trains, datagrams, _, _] = sent;
+        assert!(super_frames > 0, "no super-frame sent whole: {sent:?}");
+        assert!(
+            trains > 0 && datagrams > 2 * trains,
+            "super-frames not sent as UDP_SEGMENT trains: {sent:?}"
+        );
+        assert!(received[3] > 0, "no UDP_GRO train read: {received:?}");
+        // ...and writes each train's segments to its TAP as one coalesced super-frame.
+        assert!(received[4] > 0, "no super-frame coalesced: {received:?}");
+    }
+    // tapswitch to and from Linux: the Linux VTEP takes each train's datagrams (its endpoint
+    // checks every inner segment's checksum), and what it sends reaches A's endpoint right.
+    let [super_frames, trains, ..] =
+        tunnel_delta(switch_a, || tcp_with_checksums_right(a0, &b.endpoint, 5202));
+    assert!(super_frames > 0 && trains > 0, "A -> Linux not sent whole");
+    tcp_with_checksums_right(&b.endpoint, a0, 5203);
+}
+
+#[test]
+fn a_vxlan_trunk_carries_tcp_super_frames_whole_between_two_tapswitch_vteps() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    // Both trunks map VLAN 100 to VNI 5000 and VLAN 200 to VNI 5001; the endpoints are
+    // access ports of VLAN 200, so every super-frame is tagged on its way into vx0 (the
+    // port takes the tag off and moves the vnet header's offsets) and tagged again on
+    // its way out of the far one.
+    let trunk = "vlan_vni = { 100 = 5000, 200 = 5001 }\n";
+    let access = "vlan_mode = \"access\"\nvlan = 200\n";
+    let mut a = TapswitchHost::start_keyed(&fabric, 0, &[("192.168.83.11", access)], &[1], trunk);
+    let mut c = TapswitchHost::start_keyed(&fabric, 1, &[("192.168.83.31", access)], &[0], trunk);
+    all_pairs_ping(&[&a.endpoints[0], &c.endpoints[0]]);
+    let TapswitchHost {
+        switch: switch_a,
+        endpoints: at_a,
+        ..
+    } = &mut a;
+    let TapswitchHost {
+        switch: switch_c,
+        endpoints: at_c,
+        ..
+    } = &mut c;
+    for a_sends in [true, false] {
+        let (sender, from, to) = if a_sends {
+            (&mut *switch_a, &at_a[0], &at_c[0])
+        } else {
+            (&mut *switch_c, &at_c[0], &at_a[0])
+        };
+        let sent = tunnel_delta(sender, || tcp_with_checksums_right(from, to, 5201));
+        let [super_frames, trains, ..] = sent;
+        assert!(
+            super_frames > 0 && trains > 0,
+            "{} -> {}: the trunk did not send super-frames whole: {sent:?}",
+            from.addr,
+            to.addr
+        );
+    }
+    let entry = a
+        .entry(&c.endpoints[0].mac())
+        .expect("C's endpoint learned on A");
+    assert_eq!((entry.port.as_str(), entry.vlan), ("vx0", 200), "{entry:?}");
+}
+
+#[test]
+fn where_the_kernel_refuses_udp_segment_a_vxlan_port_falls_back_to_one_datagram_each() {
+    require_root!();
+    let fabric = Fabric::new(2);
+    // A's underlay is narrower than vx0's records (1472-byte VXLAN datagrams, 1500 with
+    // their headers, on a 1400-byte device): the kernel refuses such a UDP_SEGMENT train
+    // (EMSGSIZE), the port sends each record on its own from then on, and the kernel
+    // fragments those (no DF), so TCP still gets through, slower.
+    sh(
+        "ip",
+        &[
+            "-n",
+            &fabric.hosts[0].name,
+            "link",
+            "set",
+            &fabric.underlay[0],
+            "mtu",
+            "1400",
+        ],
+    );
+    let mut a = TapswitchHost::start(&fabric, 0, &["192.168.84.11"], &[1]);
+    let c = TapswitchHost::start(&fabric, 1, &["192.168.84.31"], &[0]);
+    all_pairs_ping(&[&a.endpoints[0], &c.endpoints[0]]);
+    let before = a.switch.snapshot().tunnel_of("vx0");
+    tcp_with_checksums_right(&a.endpoints[0], &c.endpoints[0], 5201);
+    let after = a.switch.snapshot().tunnel_of("vx0");
+    assert!(
+        after.tx_gso_refused,
+        "UDP_SEGMENT was not refused: {after:?}"
+    );
+    assert!(after.tx_super_frames > before.tx_super_frames, "{after:?}");
+    assert!(after.tx_datagrams > before.tx_datagrams, "{after:?}");
 }
 
 /// A UDP socket in `netns` bound to `local` (port chosen by the kernel).

@@ -441,6 +441,14 @@ pub trait PortsByName {
     fn dropped(&self, name: &str, reason: DropReason) -> u64 {
         self.counters_of(name).drops.get(reason)
     }
+
+    /// Tunnel port `name`'s super-frame and train counters; panics for another port.
+    fn tunnel_of(&self, name: &str) -> tapswitch::dataplane::TunnelCounters {
+        let port = self.port_named(name);
+        port.tunnel
+            .clone()
+            .unwrap_or_else(|| panic!("{name} has no tunnel counters: {port:?}"))
+    }
 }
 
 impl PortsByName for Snapshot {
@@ -699,6 +707,25 @@ pub fn snmp_counter(netns: &str, protocol: &str, field: &str) -> u64 {
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or_else(|| panic!("no {protocol} {field} in /proc/net/snmp"))
 }
+/// The checksum-error counters of `netns`'s stack, as `nstat -azs` reads them:
+/// (`TcpInCsumErrors`, `IpExtInCsumErrors`), segments and packets it received with a bad
+/// transport or IP checksum.
+pub fn csum_errors(netns: &str) -> (u64, u64) {
+    let (ok, out) = exec_in(
+        netns,
+        &["nstat", "-azs", "TcpInCsumErrors", "IpExtInCsumErrors"],
+    );
+    assert!(ok, "nstat in {netns}: {out}");
+    let counter = |name: &str| {
+        out.lines()
+            .filter_map(|line| line.split_once(char::is_whitespace))
+            .find(|(field, _)| *field == name)
+            .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in nstat's output: {out}"))
+    };
+    (counter("TcpInCsumErrors"), counter("IpExtInCsumErrors"))
+}
+
 /// Starts a switch on `config` (TOML text), which is written to a temporary file
 /// for the switch to read at startup and removed once it is running.
 pub fn start_with_config(config: &str) -> Switch {

@@ -1433,8 +1433,8 @@ impl Config {
     }
 
     /// What the switch keeps after setup when it drops privileges: CAP_NET_ADMIN
-    /// (new TAPs, netlink), CAP_NET_RAW (the `AF_PACKET` socket of a netdev port and the
-    /// raw send socket of a VXLAN port added at runtime), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
+    /// (new TAPs, netlink), CAP_NET_RAW (the `AF_PACKET` socket of a netdev port added at
+    /// runtime; a VXLAN port's sockets are plain UDP ones), plus CAP_SYS_ADMIN when [`Self::netns_hotplug`]
     /// (entering a namespace takes `setns`), plus CAP_CHOWN when [`Self::vm_hotplug`]
     /// (giving a new macvtap's `/dev/tapN` to QEMU's user), plus CAP_SYS_NICE when
     /// `switch.realtime_priority` is set (the workers' `SCHED_FIFO`). Nothing else VM ports do at

@@ -450,7 +450,7 @@ const CAPABILITY_USES: [(u32, &str); 4] = [
     ),
     (
         CAP_NET_RAW,
-        "CAP_NET_RAW: AF_PACKET sockets of netdev ports and raw sends of VXLAN ports at runtime",
+        "CAP_NET_RAW: AF_PACKET sockets of netdev ports at runtime",
     ),
     (
         CAP_SYS_ADMIN,
@@ -810,8 +810,8 @@ fn check_vxlan_underlay(port: &PortFacts, out: &mut Vec<Finding>) {
 fn check_ports_together(ports: &[PortFacts], out: &mut Vec<Finding>) {
     let live: Vec<&PortFacts> = ports.iter().filter(|p| p.enabled).collect();
     if let Some(offloaded) = live.iter().find(|p| p.offloads) {
-        // A vxlan port has no vnet header by design (it cannot be given one): super-frames
-        // towards it are segmented to its MTU before encapsulation, which is the point.
+        // A vxlan port carries super-frames whole (it segments them for the underlay
+        // itself), so it never is the port without offloads this is about.
         for port in live
             .iter()
             .filter(|p| !p.offloads && p.config.kind() != PortKind::Vxlan)

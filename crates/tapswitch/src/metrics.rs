@@ -546,6 +546,7 @@ mod tests {
                 counters,
                 netdev_tx_dropped: Some(5),
                 removed_at: None,
+                tunnel: None,
             }],
             removed_ports: vec![],
             fdb: vec![],

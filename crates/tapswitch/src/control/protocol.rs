@@ -291,7 +291,7 @@ impl From<SwitchError> for RequestError {
                 ..
             } => ErrorKind::AlreadyExists,
             SwitchError::Vxlan {
-                source: UdpError::RawSocket { source, .. },
+                source: UdpError::Sender { source, .. },
                 ..
             } => match source.raw_os_error() {
                 Some(libc::EPERM | libc::EACCES) => ErrorKind::Permission,
@@ -1451,6 +1451,7 @@ mod tests {
             counters: Default::default(),
             netdev_tx_dropped: Some(7),
             removed_at: None,
+            tunnel: None,
         };
         let reply = PortReply {
             port: port.clone(),

@@ -139,6 +139,7 @@ mod tests {
                 counters,
                 netdev_tx_dropped: None,
                 removed_at: None,
+                tunnel: None,
             }],
             removed_ports: Vec::new(),
             fdb_size: 3,

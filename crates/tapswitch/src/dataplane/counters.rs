@@ -177,6 +177,28 @@ impl<'de> Deserialize<'de> for DropCounters {
     }
 }
 
+/// What a VXLAN port did with super-frames and datagram trains, read from the port
+/// when a snapshot is taken (the port counts them itself, from any thread).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelCounters {
+    /// Super-frames encapsulated whole: cut into segments by the port, not the dataplane.
+    pub tx_super_frames: u64,
+    /// Messages sent with `UDP_SEGMENT` (a train of datagrams in one pass).
+    pub tx_gso_messages: u64,
+    /// VXLAN datagrams sent, every copy counted.
+    pub tx_datagrams: u64,
+    /// The kernel refused `UDP_SEGMENT` and the port sends one datagram per record.
+    pub tx_gso_refused: bool,
+    /// Reads of the receive socket that returned datagrams.
+    pub rx_reads: u64,
+    /// Datagrams those reads returned (more than `rx_reads`: `UDP_GRO` trains).
+    pub rx_datagrams: u64,
+    /// Super-frames coalesced from received segments.
+    pub rx_super_frames: u64,
+    /// Frames that went into those super-frames.
+    pub rx_coalesced: u64,
+}
+
 /// One port as the control plane sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortSnapshot {
@@ -200,6 +222,9 @@ pub struct PortSnapshot {
     /// millisecond); absent on a live port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed_at: Option<f64>,
+    /// A tunnel port's super-frame and train counts (absent for other ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelCounters>,
 }
 
 /// The state of the switch at one instant.

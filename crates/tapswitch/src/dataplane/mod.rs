@@ -50,7 +50,7 @@ pub use capture::{
 };
 pub use counters::{
     BATCH_BUCKETS, DropCounters, EvpnSummary, FdbRemote, LoopStats, MAX_REMOVED_PORTS,
-    PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US,
+    PortCounters, PortSnapshot, Snapshot, TURN_BUCKETS_US, TunnelCounters,
 };
 pub use events::{Event, RemovalCause};
 pub use messages::{
@@ -141,6 +141,7 @@ impl PortSlot {
             counters: self.counters.clone(),
             netdev_tx_dropped: None,
             removed_at: None,
+            tunnel: self.port.tunnel_counters(),
         }
     }
 

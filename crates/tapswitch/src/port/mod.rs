@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::dataplane::DropCounters;
+use crate::dataplane::{DropCounters, TunnelCounters};
 use crate::forward::DropReason;
 use crate::wire::MacAddr;
 
@@ -76,6 +76,10 @@ pub trait Port: Send + Sync {
     /// tunnel never go back into another.
     fn is_tunnel(&self) -> bool {
         false
+    }
+    /// What a tunnel port did with super-frames and datagram trains (`stats`).
+    fn tunnel_counters(&self) -> Option<TunnelCounters> {
+        None
     }
 }
 

@@ -29,7 +29,7 @@ pub const CAP_SETUID: u32 = 7;
 pub const CAP_SETPCAP: u32 = 8;
 /// `CAP_NET_ADMIN`: create TAPs (`TUNSETIFF`), configure links over netlink.
 pub const CAP_NET_ADMIN: u32 = 12;
-/// `CAP_NET_RAW`: `AF_PACKET` sockets (netdev ports) and raw IP sockets (VXLAN sends).
+/// `CAP_NET_RAW`: `AF_PACKET` sockets (netdev ports). VXLAN ports use plain UDP sockets.
 pub const CAP_NET_RAW: u32 = 13;
 /// `CAP_SYS_ADMIN`: `setns` into a network namespace.
 pub const CAP_SYS_ADMIN: u32 = 21;

@@ -1,7 +1,10 @@
 //! The sockets of a VXLAN port: a UDP socket bound to the local VTEP address
-//! (receive), and a raw IPv4 socket of protocol UDP (send) so that each
-//! datagram can carry its own UDP source port (the flow hash the underlay
-//! spreads on), which one bound UDP socket cannot.
+//! (receive), and a pool of send-only UDP sockets on the same address, each
+//! with its own source port, so that a flow hashed to one of them keeps its
+//! UDP source port (the entropy the underlay spreads flows on) while every
+//! send is an ordinary UDP send: one `sendmsg` with `UDP_SEGMENT` carries a
+//! whole train of datagrams, and the kernel (or the device) computes the
+//! outer checksum.
 
 use std::io;
 use std::mem;
@@ -30,10 +33,8 @@ pub enum UdpError {
         local: SocketAddrV4,
         source: io::Error,
     },
-    #[error(
-        "cannot open the raw UDP send socket of the VXLAN port on {local} (needs CAP_NET_RAW): {source}"
-    )]
-    RawSocket { local: Ipv4Addr, source: io::Error },
+    #[error("cannot open a UDP send socket of the VXLAN port on {local}: {source}")]
+    Sender { local: Ipv4Addr, source: io::Error },
 }
 
 /// A nonblocking UDP socket bound to `local`.
@@ -84,26 +85,66 @@ fn grow_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) {
     }
 }
 
-/// A raw IPv4 socket of protocol UDP bound to `local`, for sending whole UDP
-/// datagrams (the kernel adds the IPv4 header). Its receive side gets a
-/// filter that accepts nothing: a raw socket would otherwise be handed a
-/// copy of every UDP packet the namespace receives.
-pub fn open_raw_sender(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
-    let fail = |source| UdpError::RawSocket { local, source };
+/// Sockets a VXLAN port sends from: each its own UDP source port, so that a flow
+/// (hashed to one of them) keeps its port and the underlay can spread flows.
+pub const SENDER_POOL_SIZE: usize = 16;
+
+/// The send buffer a VXLAN sender asks for: two 64 KiB messages per super-frame, times
+/// the frames one loop turn may send, before `EAGAIN`.
+const SEND_BUFFER_BYTES: libc::c_int = 4 << 20;
+
+/// The two send-only sockets of one source port of a VXLAN port.
+#[derive(Debug)]
+pub struct Sender {
+    /// Outer UDP checksum by the kernel (offloaded to the device where it can): the
+    /// one `UDP_SEGMENT` accepts.
+    pub checksummed: UdpSocket,
+    /// Outer UDP checksum zero (`SO_NO_CHECK`), as RFC 7348 recommends for IPv4 and a
+    /// Linux vxlan device sends by default: for single datagrams, so that a peer reading
+    /// the underlay with `AF_PACKET` (Open vSwitch's userspace datapath on a veth, where
+    /// an offloaded checksum is never filled in) can take them.
+    pub unchecksummed: UdpSocket,
+}
+
+impl Sender {
+    /// The two sockets on one port the kernel picks on `local` (`SO_REUSEPORT`), for
+    /// sending only: their receive side gets a filter that accepts nothing (nothing is
+    /// read from them, and a datagram sent to their port must not pile up). Datagrams
+    /// leave without DF (`IP_PMTUDISC_DONT`), as a Linux vxlan device sends them by
+    /// default (`df unset`): a narrower path fragments rather than drops, and what
+    /// `UDP_SEGMENT` checks records against is the device's MTU, not a learned path MTU.
+    pub fn open(local: Ipv4Addr) -> Result<Self, UdpError> {
+        let checksummed = open_sender(SocketAddrV4::new(local, 0), false)?;
+        let bound = checksummed
+            .local_addr()
+            .map_err(|source| UdpError::Sender { local, source })?;
+        let unchecksummed = open_sender(SocketAddrV4::new(local, bound.port()), true)?;
+        Ok(Sender {
+            checksummed,
+            unchecksummed,
+        })
+    }
+}
+
+fn open_sender(address: SocketAddrV4, no_check: bool) -> Result<UdpSocket, UdpError> {
+    let fail = |source| UdpError::Sender {
+        local: *address.ip(),
+        source,
+    };
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe {
         libc::socket(
             libc::AF_INET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            libc::IPPROTO_UDP,
+            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
         )
     };
     if fd < 0 {
         return Err(fail(io::Error::last_os_error()));
     }
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut drop_all = [libc::sock_filter {
+    let socket = UdpSocket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let drop_all = [libc::sock_filter {
         code: (libc::BPF_RET | libc::BPF_K) as u16,
         jt: 0,
         jf: 0,
@@ -111,35 +152,194 @@ pub fn open_raw_sender(local: Ipv4Addr) -> Result<OwnedFd, UdpError> {
     }];
     let program = libc::sock_fprog {
         len: 1,
-        filter: drop_all.as_mut_ptr(),
+        filter: drop_all.as_ptr().cast_mut(),
     };
-    // SAFETY: `program` points at one valid instruction that outlives the call; the kernel
-    // copies it.
-    let attached = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            (&raw const program).cast(),
-            mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if attached != 0 {
-        return Err(fail(io::Error::last_os_error()));
+    let on: libc::c_int = 1;
+    set_option(&socket, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &program).map_err(fail)?;
+    set_option(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, &on).map_err(fail)?;
+    set_option(
+        &socket,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        &libc::IP_PMTUDISC_DONT,
+    )
+    .map_err(fail)?;
+    if no_check {
+        set_option(&socket, libc::SOL_SOCKET, libc::SO_NO_CHECK, &on).map_err(fail)?;
     }
-    let address = sockaddr(local);
-    // SAFETY: `address` is a valid sockaddr_in of the length given.
+    // Best effort, as for the receive buffer: a smaller one only means `EAGAIN` sooner.
+    let _ = set_option(
+        &socket,
+        libc::SOL_SOCKET,
+        libc::SO_SNDBUFFORCE,
+        &SEND_BUFFER_BYTES,
+    )
+    .or_else(|_| {
+        set_option(
+            &socket,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &SEND_BUFFER_BYTES,
+        )
+    });
+    let raw = sockaddr(*address.ip(), address.port());
+    // SAFETY: `raw` is a valid sockaddr_in of the length given.
     let bound = unsafe {
         libc::bind(
-            fd.as_raw_fd(),
-            (&raw const address).cast(),
+            socket.as_raw_fd(),
+            (&raw const raw).cast(),
             mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
         )
     };
     if bound != 0 {
         return Err(fail(io::Error::last_os_error()));
     }
-    Ok(fd)
+    Ok(socket)
+}
+
+/// `setsockopt(level, name, value)`.
+fn set_option<T>(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `socket` is an open socket; `value` is a live `T` whose size is passed with it,
+    // and the kernel only reads (copies) it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One message for [`send_messages`]: `payload` to `destination`, as one datagram, or with
+/// `segment_size` as a train of datagrams of that many bytes each (the last may be
+/// shorter) that the kernel cuts (`UDP_SEGMENT`: one pass through the stack for all).
+#[derive(Clone, Copy, Debug)]
+pub struct OutMessage<'a> {
+    pub destination: SocketAddrV4,
+    pub payload: &'a [u8],
+    pub segment_size: Option<u16>,
+}
+
+/// The message [`send_messages`] stopped at: `sent` messages went before it.
+#[derive(Debug)]
+pub struct SendFailed {
+    pub sent: usize,
+    pub error: io::Error,
+}
+
+impl SendFailed {
+    /// For a message with a segment size: the kernel refused `UDP_SEGMENT` itself, not the
+    /// destination: no checksum offload on the route's device (EIO), a segment size the
+    /// device's MTU cannot carry (EMSGSIZE on this kernel, EINVAL on others), or
+    /// segmentation refused for the socket (EINVAL).
+    pub fn segmentation_refused(&self) -> bool {
+        matches!(
+            self.error.raw_os_error(),
+            Some(libc::EIO | libc::EINVAL | libc::EMSGSIZE)
+        )
+    }
+}
+
+/// A `UDP_SEGMENT` control message (`CMSG_SPACE(sizeof(u16))` bytes, 8-byte aligned).
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct SegmentCmsg([u8; 24]);
+
+/// Sends `messages` in order with `sendmmsg` over the UDP socket `fd`. Ok with their
+/// count when all went; else where it stopped and why (the caller decides whether to
+/// skip that message or resend it otherwise).
+pub fn send_messages(fd: RawFd, messages: &[OutMessage<'_>]) -> Result<usize, SendFailed> {
+    const CMSG_LEN: usize = mem::size_of::<libc::cmsghdr>() + mem::size_of::<u16>();
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(mem::size_of::<u16>() as u32) } as usize;
+    debug_assert!(space <= mem::size_of::<SegmentCmsg>());
+    let mut addresses: Vec<libc::sockaddr_in> = messages
+        .iter()
+        .map(|m| sockaddr(*m.destination.ip(), m.destination.port()))
+        .collect();
+    let mut iovecs: Vec<libc::iovec> = messages
+        .iter()
+        .map(|m| libc::iovec {
+            iov_base: m.payload.as_ptr().cast_mut().cast(),
+            iov_len: m.payload.len(),
+        })
+        .collect();
+    let mut controls: Vec<SegmentCmsg> = messages
+        .iter()
+        .map(|m| {
+            let mut control = SegmentCmsg([0; 24]);
+            if let Some(size) = m.segment_size {
+                // SAFETY: all-zero is a valid cmsghdr; written unaligned-safe below.
+                let mut header: libc::cmsghdr = unsafe { mem::zeroed() };
+                header.cmsg_level = libc::SOL_UDP;
+                header.cmsg_type = libc::UDP_SEGMENT;
+                header.cmsg_len = CMSG_LEN as _;
+                // SAFETY: the buffer holds a cmsghdr followed by two data bytes (space >= CMSG_LEN);
+                // `SegmentCmsg` is 8-byte aligned, as a cmsghdr needs.
+                unsafe {
+                    std::ptr::write(control.0.as_mut_ptr().cast::<libc::cmsghdr>(), header);
+                }
+                let data = mem::size_of::<libc::cmsghdr>();
+                control.0[data..data + 2].copy_from_slice(&size.to_ne_bytes());
+            }
+            control
+        })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = (0..messages.len())
+        .map(|i| {
+            // SAFETY: all-zero is a valid mmsghdr; the pointers are set here.
+            let mut header: libc::mmsghdr = unsafe { mem::zeroed() };
+            header.msg_hdr.msg_name = (&raw mut addresses[i]).cast();
+            header.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            header.msg_hdr.msg_iov = &raw mut iovecs[i];
+            header.msg_hdr.msg_iovlen = 1;
+            if messages[i].segment_size.is_some() {
+                header.msg_hdr.msg_control = (&raw mut controls[i]).cast();
+                header.msg_hdr.msg_controllen = space as _;
+            }
+            header
+        })
+        .collect();
+    let mut next = 0;
+    while next < headers.len() {
+        let rest = &mut headers[next..];
+        // SAFETY: every mmsghdr points at a live address, iovec and control buffer (the
+        // vectors above, not moved while `headers` is used) whose payload the caller keeps
+        // alive for the call; the kernel only reads them.
+        let count = unsafe {
+            libc::sendmmsg(
+                fd,
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if count <= 0 {
+            let error = if count < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::from(io::ErrorKind::WriteZero)
+            };
+            if error.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SendFailed { sent: next, error });
+        }
+        next += count as usize;
+    }
+    Ok(next)
 }
 
 /// One datagram read by [`recv_split`].
@@ -187,63 +387,6 @@ pub fn recv_split(fd: RawFd, head: &mut [u8], body: &mut [u8]) -> io::Result<Rec
         source: Ipv4Addr::from(u32::from_be(source.sin_addr.s_addr)),
         truncated: message.msg_flags & libc::MSG_TRUNC != 0 || len > head.len() + body.len(),
     })
-}
-
-/// Sends one datagram per destination over the raw socket `fd` with one
-/// `sendmmsg`: `datagrams[i]` (the pieces of a whole UDP datagram) to
-/// `destinations[i]`. Returns how many were sent; an error only when none
-/// could be.
-pub fn send_datagrams(
-    fd: RawFd,
-    destinations: &[Ipv4Addr],
-    datagrams: &mut [Vec<libc::iovec>],
-) -> io::Result<usize> {
-    debug_assert_eq!(destinations.len(), datagrams.len());
-    let mut addresses: Vec<libc::sockaddr_in> =
-        destinations.iter().map(|&ip| sockaddr(ip)).collect();
-    let mut messages: Vec<libc::mmsghdr> = addresses
-        .iter_mut()
-        .zip(datagrams.iter_mut())
-        .map(|(address, pieces)| {
-            // SAFETY: all-zero is a valid mmsghdr; the pointers are set here.
-            let mut message: libc::mmsghdr = unsafe { mem::zeroed() };
-            message.msg_hdr.msg_name = (address as *mut libc::sockaddr_in).cast();
-            message.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            message.msg_hdr.msg_iov = pieces.as_mut_ptr();
-            message.msg_hdr.msg_iovlen = pieces.len();
-            message
-        })
-        .collect();
-    // A destination the kernel refuses (no route to it, say) is skipped: the
-    // others still get their copy.
-    let (mut next, mut delivered, mut first_error) = (0, 0, None);
-    while next < messages.len() {
-        let rest = &mut messages[next..];
-        // SAFETY: every mmsghdr points at a live address and iovec array whose buffers
-        // the caller keeps alive for the call; the kernel only reads them.
-        let count = unsafe {
-            libc::sendmmsg(
-                fd,
-                rest.as_mut_ptr(),
-                rest.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if count < 0 {
-            first_error.get_or_insert_with(io::Error::last_os_error);
-            next += 1;
-            continue;
-        }
-        next += count as usize;
-        delivered += count as usize;
-        if count == 0 {
-            break;
-        }
-    }
-    match first_error {
-        Some(error) if delivered == 0 => Err(error),
-        _ => Ok(delivered),
-    }
 }
 
 /// What one [`recv_gro`] read: a single datagram, or a train of datagrams of
@@ -376,8 +519,7 @@ pub fn send_segmented(
             format!("UDP segment size {segment_size} does not fit UDP_SEGMENT's 16 bits"),
         )
     })?;
-    let mut address = sockaddr(*destination.ip());
-    address.sin_port = destination.port().to_be();
+    let mut address = sockaddr(*destination.ip(), destination.port());
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr().cast_mut().cast(),
         iov_len: buf.len(),
@@ -412,10 +554,11 @@ pub fn send_segmented(
     }
 }
 
-fn sockaddr(ip: Ipv4Addr) -> libc::sockaddr_in {
+fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     // SAFETY: all-zero is a valid sockaddr_in.
     let mut address: libc::sockaddr_in = unsafe { mem::zeroed() };
     address.sin_family = libc::AF_INET as libc::sa_family_t;
+    address.sin_port = port.to_be();
     address.sin_addr.s_addr = u32::from(ip).to_be();
     address
 }
