@@ -552,3 +552,22 @@ fn sigterm_with_an_idle_connection_and_an_events_subscriber_closes_both_and_exit
     assert!(end.0, "the event stream ended otherwise: {}", end.1);
     assert!(!link_exists(&port), "TAP {port} is left");
 }
+
+/// A second `tapswitch run` on the state directory of a running switch (its own port and
+/// control socket) is refused, naming the running one's PID; the first keeps forwarding.
+#[test]
+fn a_second_switch_on_the_same_state_directory_is_refused() {
+    require_root!();
+    let bed = Bed::new(2);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let stderr = start_refused_on_state_dir_of(&bed.switch);
+    assert!(
+        stderr.contains(&format!(
+            "the state directory {} is in use by another tapswitch (pid {})",
+            bed.switch.state_dir.display(),
+            bed.switch.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
+}

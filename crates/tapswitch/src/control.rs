@@ -1408,6 +1408,10 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
     if let Some(monitor) = &shared.link_monitor_fd {
         fds.push(monitor.as_raw_fd());
     }
+    let state_lock = state.store.as_ref().map(StateDir::lock_fd);
+    if let Some(lock) = &state_lock {
+        fds.push(lock.as_raw_fd());
+    }
     let handover = Handover {
         version: upgrade::HANDOVER_VERSION,
         config,
@@ -1415,6 +1419,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
         fdb,
         runtime_ports,
         link_monitor: shared.link_monitor_fd.is_some(),
+        state_lock: state_lock.is_some(),
         reload_source: state.reload.clone(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
