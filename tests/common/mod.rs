@@ -20,6 +20,7 @@ use tapswitch::dataplane::{PortCounters, PortSnapshot, Snapshot};
 use tapswitch::fdb::{FdbEntry, PortId};
 pub use tapswitch::forward::DropReason;
 
+pub mod frr;
 mod inject;
 pub use inject::*;
 
