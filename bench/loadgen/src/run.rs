@@ -462,6 +462,27 @@ pub(crate) fn rr_into_sample(
     Ok(())
 }
 
+/// One iperf3 TCP result of `streams` streams in `sample` (`tcp_1_stream_gbps` or
+/// `tcp_4_streams_gbps`, the report in its details), told to `progress`.
+pub(crate) fn record_tcp(
+    sample: &mut RoundSample,
+    streams: u32,
+    tcp: TcpReport,
+    progress: &dyn Fn(String),
+) {
+    let key = if streams == 1 {
+        "tcp_1_stream_gbps"
+    } else {
+        "tcp_4_streams_gbps"
+    };
+    sample.set(key, tcp.gbps);
+    progress(format!(
+        "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
+        tcp.gbps, tcp.retransmits
+    ));
+    sample.details.tcp.push(tcp);
+}
+
 /// `results` as pretty JSON at `path` ([`report::write_json`]), its failure a [`RunError`].
 pub(crate) fn write_results<T: Serialize>(
     results: &T,
@@ -592,17 +613,7 @@ fn measure(
             cpu_seconds += cpu::process_cpu_seconds(pid)? - before;
         }
         tcp_bytes += tcp.bytes;
-        let key = if streams == 1 {
-            "tcp_1_stream_gbps"
-        } else {
-            "tcp_4_streams_gbps"
-        };
-        sample.set(key, tcp.gbps);
-        progress(format!(
-            "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
-            tcp.gbps, tcp.retransmits
-        ));
-        sample.details.tcp.push(tcp);
+        record_tcp(sample, streams, tcp, &progress);
         check_alive(system)?;
     }
     if system.switch_pid().is_some() && tcp_bytes > 0 {

@@ -769,17 +769,7 @@ fn measure(
             }
         }
         tcp_bytes += tcp.bytes;
-        let key = if streams == 1 {
-            "tcp_1_stream_gbps"
-        } else {
-            "tcp_4_streams_gbps"
-        };
-        sample.set(key, tcp.gbps);
-        progress(format!(
-            "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
-            tcp.gbps, tcp.retransmits
-        ));
-        sample.details.tcp.push(tcp);
+        run::record_tcp(sample, streams, tcp, &progress);
         hosts.check_alive()?;
     }
     if !hosts.switches.is_empty() && tcp_bytes > 0 {
