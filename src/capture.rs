@@ -21,6 +21,8 @@ use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption;
 use serde::Serialize;
 use tapswitch::control::{ControlClient, Request};
 
+use crate::outcome::CliError;
+
 #[derive(Args)]
 pub struct CaptureArgs {
     /// The port to capture at.
@@ -55,29 +57,35 @@ struct Summary {
     lost: u64,
 }
 
-pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), String> {
+/// Fails as the other commands do: a refusal (no such port, …) with the switch's code,
+/// no switch to reach (or a stream that breaks off) as unreachable, the rest (stdout a
+/// terminal, a file that cannot be made) as a plain failure.
+pub fn run(control: &Path, json: bool, args: &CaptureArgs) -> Result<(), CliError> {
     let to_stdout = args.write.as_deref().is_none_or(|w| w == Path::new("-"));
     if to_stdout && std::io::stdout().is_terminal() {
-        return Err("pcapng is binary: give -w FILE, or pipe it (e.g. `| tcpdump -n -r -`)".into());
+        return Err(CliError::from(
+            "pcapng is binary: give -w FILE, or pipe it (e.g. `| tcpdump -n -r -`)".to_owned(),
+        ));
     }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // The second one ends the process at once; the first asks the switch to stop.
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
             .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
+            .map_err(|e| CliError::from(format!("cannot handle signals: {e}")))?;
     }
-    let client = ControlClient::connect(control).map_err(|e| e.to_string())?;
+    let client = ControlClient::connect(control)?;
     let request = Request::Capture {
         port: args.port.clone(),
         drops: args.drops,
         count: args.count,
         snaplen: args.snaplen,
     };
-    let (reply, stream) = client.capture(&request).map_err(|e| e.to_string())?;
+    let (reply, stream) = client.capture(&request)?;
     let mut out: Box<dyn Write> = match &args.write {
         Some(path) if !to_stdout => Box::new(
-            File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?,
+            File::create(path)
+                .map_err(|e| CliError::from(format!("cannot create {}: {e}", path.display())))?,
         ),
         _ => Box::new(std::io::stdout().lock()),
     };
@@ -119,12 +127,12 @@ fn pass_on(
     mut stream: BufReader<UnixStream>,
     out: &mut dyn Write,
     stop: &AtomicBool,
-) -> Result<Summary, String> {
+) -> Result<Summary, CliError> {
     // Reads wake up this often to see whether Ctrl-C came.
     stream
         .get_ref()
         .set_read_timeout(Some(Duration::from_millis(100)))
-        .map_err(|e| format!("cannot set up the capture stream: {e}"))?;
+        .map_err(|e| CliError::from(format!("cannot set up the capture stream: {e}")))?;
     let mut summary = Summary::default();
     let mut parser: Option<PcapNgParser> = None;
     let mut pending: Vec<u8> = Vec::new();
@@ -149,10 +157,14 @@ fn pass_on(
                 continue;
             }
             // The switch went away mid-stream: the whole blocks that came are written.
-            Err(e) => return Err(format!("the capture stream broke off: {e}")),
+            Err(e) => {
+                return Err(CliError::unreachable(format!(
+                    "the capture stream broke off: {e}"
+                )));
+            }
         };
         pending.extend_from_slice(&chunk[..read]);
-        let whole = account(&mut parser, &pending, &mut summary)?;
+        let whole = account(&mut parser, &pending, &mut summary).map_err(CliError::from)?;
         if out
             .write_all(&pending[..whole])
             .and_then(|()| out.flush())

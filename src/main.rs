@@ -758,7 +758,14 @@ fn main() -> ExitCode {
         Command::Demo(options) => demo::run(&options).map_err(|e| CliError::from(e.to_string())),
         Command::CheckConfig { config } => check_config(config, json),
         Command::Events => stream_events(&control, json),
-        Command::Capture(args) => capture::run(&control, json.on, &args).map_err(CliError::from),
+        Command::Capture(args) => {
+            return match capture::run(&control, json.on, &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                // Its stdout may be the capture: under --json its error goes to stderr,
+                // as its reply and summary do.
+                Err(error) => fail_on(&error, json, &mut std::io::stderr()),
+            };
+        }
         Command::Doctor => return doctor(&control, json),
         // ---- packaging: man pages, completions ----
         Command::Completions { shell } => generate::completions(shell).map_err(CliError::from),
@@ -781,11 +788,16 @@ struct Json {
 /// Reports `error` (on stderr for people; also as JSON on stdout under `--json`) and
 /// returns its exit status.
 fn fail(error: &CliError, json: Json) -> ExitCode {
+    fail_on(error, json, &mut std::io::stdout())
+}
+
+/// [`fail`] with the JSON document written to `json_out`.
+fn fail_on(error: &CliError, json: Json, json_out: &mut dyn Write) -> ExitCode {
     // Unlike eprintln!, a closed or hung-up stderr does not turn this into a panic.
     let _ = writeln!(std::io::stderr(), "tapswitch: {}", error.message);
     if json.on {
         if let Ok(text) = json_text(&error.to_json(), json.pretty) {
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            let _ = json_out.write_all(text.as_bytes());
         }
     }
     error.exit_code()

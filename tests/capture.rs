@@ -405,3 +405,61 @@ fn bad_capture_requests_get_precise_errors() {
     assert!(summary.contains("0 frames captured; 0 lost"), "{summary}");
     assert_eq!(parse(&std::fs::read(&file).unwrap()).interfaces, ["p0"]);
 }
+
+/// `capture` ends as the other commands do: 3 with the switch's code when it refuses, 4
+/// with no switch to ask, 1 for a local failure; under `--json` the error document goes
+/// to stderr (stdout may be the capture) and stdout stays empty.
+#[test]
+fn capture_failures_have_the_exit_status_of_their_kind() {
+    let dir = TempDir::new("tscap");
+    let file = dir.path.join("none.pcapng");
+    let file_arg = file.to_str().unwrap();
+    let nowhere = dir.path.join("nobody.sock");
+    let capture = |args: &[&str], control: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+            .arg("capture")
+            .args(args)
+            .arg("--control")
+            .arg(control)
+            .output()
+            .expect("running tapswitch capture")
+    };
+    // The JSON document on stderr (after the line for people).
+    let json_error = |output: &std::process::Output| -> serde_json::Value {
+        assert!(output.stdout.is_empty(), "{output:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON error on stderr: {stderr}"));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let output = capture(&["p0", "-w", file_arg, "--json"], &nowhere);
+    assert_eq!(output.status.code(), Some(4), "{output:?}");
+    assert_eq!(json_error(&output)["code"], "unreachable");
+
+    require_root!();
+    let bed = Bed::new(1);
+    let output = capture(&["nosuch", "-w", file_arg, "--json"], &bed.switch.control);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    let error = json_error(&output);
+    assert_eq!(error["code"], "not_found", "{error}");
+    assert_eq!(error["exit_status"], 3, "{error}");
+    let output = capture(&["nosuch", "-w", file_arg], &bed.switch.control);
+    assert_eq!(output.status.code(), Some(3), "{output:?}");
+    assert!(!file.exists(), "no file for a capture that never started");
+    // A file that cannot be made: the capture's own failure.
+    let output = capture(
+        &["p0", "-w", "/nonexistent/dir/x.pcapng"],
+        &bed.switch.control,
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("cannot create /nonexistent/dir/x.pcapng"),
+        "{output:?}"
+    );
+    // And the switch still captures.
+    let started = start_capture(&bed, &["p0", "-w", file_arg]);
+    let summary = stop_capture(started);
+    assert!(summary.contains("0 frames captured; 0 lost"), "{summary}");
+}

@@ -198,84 +198,32 @@ impl Host {
             full.extend_from_slice(args);
             sh("ip", &full);
         };
-        run(&["link", "add", "br100", "type", "bridge"]);
-        run(&[
-            "link",
-            "add",
-            "vxlan100",
-            "type",
-            "vxlan",
-            "id",
-            "100",
-            "local",
-            self.vtep,
-            "dstport",
-            "4789",
-            "nolearning",
-        ]);
         let bridge_end = unique("evc");
         veth_pair_1450(&ns, &bridge_end, &endpoint.name, endpoint_dev);
-        for dev in ["vxlan100", bridge_end.as_str()] {
-            run(&["link", "set", dev, "master", "br100"]);
+        for command in frr::bridge_vxlan_commands(VNI, self.vtep, &[&bridge_end]) {
+            let command: Vec<&str> = command.iter().map(String::as_str).collect();
+            run(&command);
         }
-        for dev in ["br100", "vxlan100", bridge_end.as_str()] {
-            run(&["link", "set", dev, "up"]);
-        }
-        let mut config = format!(
-            "hostname c\nrouter bgp {ASN}\n bgp router-id {}\n no bgp default ipv4-unicast\n",
-            self.vtep
-        );
-        for neighbor in &self.neighbors {
-            config.push_str(&format!(" neighbor {neighbor} remote-as {ASN}\n"));
-        }
-        config.push_str(" address-family l2vpn evpn\n");
-        for neighbor in &self.neighbors {
-            config.push_str(&format!("  neighbor {neighbor} activate\n"));
-        }
-        config.push_str("  advertise-all-vni\n exit-address-family\n");
-        let d = self.dir.path.to_str().unwrap().to_owned();
-        std::fs::write(self.dir.path.join("frr.conf"), config).unwrap();
-        // FRR drops to its own user: it must read the config and write its sockets.
-        sh("chown", &["-R", "frr:frr", &d]);
-        let (conf, zserv) = (format!("{d}/frr.conf"), format!("{d}/zserv.api"));
+        let neighbors: Vec<String> = self.neighbors.iter().map(|n| n.to_string()).collect();
         let mut daemons = Vec::new();
-        for daemon in ["zebra", "bgpd"] {
-            let (pid, log) = (
-                format!("{d}/{daemon}.pid"),
-                format!("file:{d}/{daemon}-frr.log"),
-            );
-            let program = format!("/usr/lib/frr/{daemon}");
-            daemons.push(Daemon::start(
-                &ns,
-                &self.dir.path.join(format!("{daemon}.out")),
-                &program,
-                &[
-                    "-f",
-                    &conf,
-                    "-i",
-                    &pid,
-                    "-z",
-                    &zserv,
-                    "--vty_socket",
-                    &d,
-                    "--log",
-                    &log,
-                ],
-            ));
-            if daemon == "zebra" {
-                let socket = self.dir.path.join("zserv.api");
-                assert!(
-                    wait_for(Duration::from_secs(20), || socket.exists()),
-                    "zebra did not come up"
-                );
-            }
-        }
+        frr::start(
+            &self.dir.path,
+            ASN,
+            self.vtep,
+            &neighbors,
+            |daemon, program, args| {
+                let out = self.dir.path.join(format!("{daemon}.out"));
+                daemons.push(Daemon::start(&ns, &out, program, args));
+            },
+        );
         daemons
     }
 
     fn vtysh(&self, command: &str) -> String {
-        let d = self.dir.path.to_str().unwrap();
-        exec_in(&self.ns.name, &["vtysh", "--vty_socket", d, "-c", command]).1
+        let args = frr::vtysh_args(&self.dir.path, command);
+        let mut all = vec!["vtysh"];
+        all.extend(args.iter().map(String::as_str));
+        exec_in(&self.ns.name, &all).1
     }
 }
 

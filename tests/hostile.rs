@@ -218,6 +218,19 @@ impl Scene {
         let sent = send(self.ns(ATTACKER));
         let sending = started.elapsed();
         let during = flow.join().expect("the flow thread");
+        // Every frame the kernel accepted is in the TAP's queue once `send` returns,
+        // and the TAP counts it transmitted when the switch takes it: wait for that
+        // before looking for quiet. (Quiet alone, no new frame read for 150 ms, also
+        // came while a loaded machine kept the switch off the CPU with frames still
+        // queued, and the counts below then disagreed.)
+        let attacker_ns = self.ns(ATTACKER).to_owned();
+        assert!(
+            wait_for(Duration::from_secs(60), || {
+                netdev_tx(&attacker_ns, "p0").0 - netdev_before.0 >= sent.accepted
+            }),
+            "{class}: the switch did not take the {} frames the kernel accepted",
+            sent.accepted
+        );
         let after = self.settled();
         assert!(!self.bed.switch.exited(), "{class}: the switch died");
 

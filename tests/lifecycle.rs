@@ -497,3 +497,77 @@ fn a_start_whose_vm_devices_fail_removes_the_ones_it_made() {
     assert!(link_exists(&foreign), "the foreign device was removed");
     assert!(!control.exists(), "the failed start left its socket file");
 }
+
+/// SIGTERM while a client sits idle on the control socket (it said hello and then nothing,
+/// as an `nc -U` left open) and another streams events: the switch closes both
+/// connections, joins their threads and exits cleanly; each client reads end of stream.
+#[test]
+fn sigterm_with_an_idle_connection_and_an_events_subscriber_closes_both_and_exits() {
+    require_root!();
+    let port = unique("tslc");
+    let switch = Switch::start_capturing_log(&["--port", &port]);
+    let mut idle = UnixStream::connect(&switch.control).expect("connecting");
+    let hello = serde_json::to_string(&tapswitch::control::Request::Hello {}).unwrap();
+    idle.write_all(format!("{hello}\n").as_bytes())
+        .expect("sending hello");
+    let mut idle = BufReader::new(idle);
+    let mut hello = String::new();
+    idle.read_line(&mut hello).expect("the hello reply");
+    assert!(hello.contains("\"ok\":true"), "{hello}");
+    // Subscribed once the reply is read; it reports how its stream ended.
+    let mut subscriber =
+        tapswitch::control::ControlClient::connect(&switch.control).expect("connecting");
+    subscriber
+        .request_as::<()>(&tapswitch::control::Request::Events {})
+        .expect("subscribing");
+    let (ended_tx, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let end = loop {
+            if let Err(error) = subscriber.next_line() {
+                let eof = matches!(&error, tapswitch::control::ControlError::Socket { source, .. }
+                    if source.kind() == std::io::ErrorKind::UnexpectedEof);
+                break (eof, error.to_string());
+            }
+        };
+        let _ = ended_tx.send(end);
+    });
+
+    let (clean, log) = switch.stop_logged();
+    assert!(clean, "not a clean exit:\n{log}");
+    assert!(log.contains("control connections closed"), "{log}");
+    assert!(!log.contains("still running at exit"), "{log}");
+    // The idle client: end of stream, not an error (a reset) or its own read timeout.
+    idle.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = String::new();
+    assert_eq!(
+        idle.read_line(&mut rest).expect("end of stream"),
+        0,
+        "{rest}"
+    );
+    let end = ended
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the event stream still runs");
+    assert!(end.0, "the event stream ended otherwise: {}", end.1);
+    assert!(!link_exists(&port), "TAP {port} is left");
+}
+
+/// A second `tapswitch run` on the state directory of a running switch (its own port and
+/// control socket) is refused, naming the running one's PID; the first keeps forwarding.
+#[test]
+fn a_second_switch_on_the_same_state_directory_is_refused() {
+    require_root!();
+    let bed = Bed::new(2);
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 2, "0.1"), 2);
+    let stderr = start_refused_on_state_dir_of(&bed.switch);
+    assert!(
+        stderr.contains(&format!(
+            "the state directory {} is in use by another tapswitch (pid {})",
+            bed.switch.state_dir.display(),
+            bed.switch.pid()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 5, "0.05"), 5);
+}

@@ -60,6 +60,15 @@ fn upgrade_under_flow(mut bed: Bed) {
     }
     // And it forwards.
     assert_eq!(ping(bed.ns(1), &Bed::addr(0), 5, "0.05"), 5);
+    // It holds the state directory's lock (handed over, never released between the two).
+    let refused = start_refused_on_state_dir_of(&bed.switch);
+    assert!(
+        refused.contains(&format!(
+            "in use by another tapswitch (pid {})",
+            successor.pid()
+        )),
+        "{refused}"
+    );
 
     // Stopping the new switch removes the TAPs it inherited.
     assert!(successor.stop(), "the new switch did not stop on SIGTERM");

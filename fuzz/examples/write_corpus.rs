@@ -358,6 +358,7 @@ fn main() {
         }],
         runtime_ports: vec!["p2".into()],
         link_monitor: false,
+        state_lock: false,
         reload_source: None,
     };
     let json = serde_json::to_vec(&handover).unwrap();

@@ -2,7 +2,8 @@
 //! removals, policy changes, static entries, flushes and time: whatever
 //! happens, a frame never goes back out of its ingress port, never to a
 //! disabled or removed port, never outside its VLAN or between two isolated
-//! ports, never to a port that switched that kind of flood off; storm-control
+//! ports, never flooded from one split-horizon (tunnel) port into another (only a
+//! known unicast may go there), never to a port that switched that kind of flood off; storm-control
 //! rates and MAC limits are never exceeded; the table never outgrows its
 //! capacity or points at a removed port; a refused policy changes nothing.
 #![no_main]
@@ -39,6 +40,7 @@ struct Policy {
     multicast_pps: Option<u8>,
     unknown_unicast_pps: Option<u8>,
     isolated: bool,
+    split_horizon: bool,
     flood: (bool, bool, bool),
 }
 
@@ -135,9 +137,7 @@ impl Policy {
                 unknown_unicast_pps: rate(self.unknown_unicast_pps),
             },
             isolated: self.isolated,
-            // Split horizon (tunnel ports) is covered by forward.rs's proptest;
-            // the oracle here does not model it yet.
-            split_horizon: false,
+            split_horizon: self.split_horizon,
             flood: FloodControl {
                 unknown_unicast: self.flood.0,
                 multicast: self.flood.1,
@@ -321,6 +321,19 @@ fuzz_target!(|input: Input| {
                         "isolated {ingress} reached isolated {}",
                         out.port
                     );
+                    // Between tunnel ports only a known unicast: one egress, where the
+                    // table has the destination. (The lookup after the decision sees what
+                    // the decision's did: the source is learned before the lookup, and
+                    // nothing can put the destination behind this port after it.)
+                    if in_policy.split_horizon && out_policy.split_horizon {
+                        assert!(
+                            !dst.is_multicast()
+                                && egress.len() == 1
+                                && forwarder.fdb().lookup(vlan, dst, now) == Some(out.port),
+                            "split-horizon {ingress} flooded into split-horizon {}: {egress:?}",
+                            out.port
+                        );
+                    }
                     if dst.is_broadcast() {
                         assert!(out_policy.flood.broadcast);
                     } else if dst.is_multicast() {

@@ -20,6 +20,7 @@ use tapswitch::dataplane::{PortCounters, PortSnapshot, Snapshot};
 use tapswitch::fdb::{FdbEntry, PortId};
 pub use tapswitch::forward::DropReason;
 
+pub mod frr;
 mod inject;
 pub use inject::*;
 
@@ -181,6 +182,8 @@ pub struct Switch {
         thread::JoinHandle<()>,
     )>,
     pub control: PathBuf,
+    /// Its `--state-dir`.
+    pub state_dir: PathBuf,
     // Dropped after the child is stopped (fields drop after Drop::drop runs).
     _dir: TempDir,
 }
@@ -216,9 +219,14 @@ impl Switch {
         };
         // Not the machine's /var/lib/tapswitch: a test's runtime ports and MAC table
         // are its own, and a test that restarts a switch names the directory itself.
-        if !args.contains(&"--state-dir") {
-            command.arg("--state-dir").arg(dir.path.join("state"));
-        }
+        let state_dir = match args.iter().position(|a| *a == "--state-dir") {
+            Some(i) => PathBuf::from(args[i + 1]),
+            None => {
+                let state_dir = dir.path.join("state");
+                command.arg("--state-dir").arg(&state_dir);
+                state_dir
+            }
+        };
         command.stdout(Stdio::piped()).stderr(Stdio::inherit());
         configure(&mut command);
         let mut child = command.spawn().expect("starting tapswitch");
@@ -252,6 +260,7 @@ impl Switch {
             lines,
             log,
             control,
+            state_dir,
             _dir: dir,
         };
         let ready = switch.next_line(Duration::from_secs(20));
@@ -413,6 +422,43 @@ impl Drop for Switch {
     fn drop(&mut self) {
         self.terminate();
     }
+}
+
+/// Starts a second switch (a TAP port of its own, its own control socket) on the state
+/// directory of `switch`, which must refuse to run; returns its stderr. It must leave
+/// neither its TAP nor its socket file behind.
+pub fn start_refused_on_state_dir_of(switch: &Switch) -> String {
+    let port = unique("tssd");
+    let dir = TempDir::new("tssd");
+    let control = dir.path.join("second.sock");
+    let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .args(["run", "--port", &port, "--state-dir"])
+        .arg(&switch.state_dir)
+        .arg("--control")
+        .arg(&control)
+        .output()
+        .expect("running tapswitch");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "a second switch ran on {}:\n{stderr}",
+        switch.state_dir.display()
+    );
+    assert!(!control.exists(), "the refused switch left its socket file");
+    let (left, _) = exec_in_host(&["ip", "link", "show", &port]);
+    assert!(!left, "the refused switch left its TAP {port}");
+    stderr
+}
+
+fn exec_in_host(args: &[&str]) -> (bool, String) {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("running {args:?}: {e}"));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 /// Port `name` of a snapshot's or `stats` reply's ports.

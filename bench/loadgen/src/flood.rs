@@ -590,25 +590,11 @@ pub fn run(config: FloodConfig) -> Result<FloodResults, RunError> {
         summaries,
         rounds: samples,
     };
-    write_json(&results, &config.output)?;
+    run::write_results(&results, &config.output)?;
     if signals::stop_requested() {
         return Err(RunError::Interrupted);
     }
     Ok(results)
-}
-
-fn write_json(results: &FloodResults, path: &Path) -> Result<(), RunError> {
-    let write = || -> io::Result<()> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let json = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
-        std::fs::write(path, json + "\n")
-    };
-    write().map_err(|source| RunError::Write {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 /// What runs beside the flow in a condition.

@@ -260,7 +260,7 @@ pub fn summarise(
 }
 
 /// Writes `results` as pretty JSON, creating the directory if needed.
-pub fn write_json(results: &Results, path: &Path) -> std::io::Result<()> {
+pub fn write_json<T: Serialize + ?Sized>(results: &T, path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

@@ -269,10 +269,7 @@ pub fn run(config: RunConfig) -> Result<Results, RunError> {
         interrupted,
         started.elapsed().as_secs_f64(),
     );
-    report::write_json(&results, &config.output).map_err(|source| RunError::Write {
-        path: config.output.display().to_string(),
-        source,
-    })?;
+    write_results(&results, &config.output)?;
     if interrupted {
         return Err(RunError::Interrupted);
     }
@@ -438,6 +435,65 @@ pub(crate) fn request_response(
     parse_tool_json("rr-client", &rr_text)
 }
 
+/// The idle-path latency metrics: one [`request_response`] from `netns[0]` to `server`
+/// in `netns[1]` with (count, budget in ms) `limits`, recorded in `sample` (`rr_p50_us`,
+/// `rr_p99_us`, the report in its details) and told to `progress`.
+pub(crate) fn rr_into_sample(
+    self_exe: &std::path::Path,
+    netns: [&str; 2],
+    server: &str,
+    limits: (u32, u64),
+    sample: &mut RoundSample,
+    progress: &dyn Fn(String),
+) -> Result<(), RunError> {
+    let rr = request_response(
+        self_exe, netns[0], netns[1], server, limits.0, limits.1, None,
+    )?;
+    sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
+    sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
+    progress(format!(
+        "RR p50 {:.1} µs, p99 {:.1} µs ({} samples, {} lost)",
+        rr.p50_ns as f64 / 1e3,
+        rr.p99_ns as f64 / 1e3,
+        rr.samples,
+        rr.lost
+    ));
+    sample.details.rr = Some(rr);
+    Ok(())
+}
+
+/// One iperf3 TCP result of `streams` streams in `sample` (`tcp_1_stream_gbps` or
+/// `tcp_4_streams_gbps`, the report in its details), told to `progress`.
+pub(crate) fn record_tcp(
+    sample: &mut RoundSample,
+    streams: u32,
+    tcp: TcpReport,
+    progress: &dyn Fn(String),
+) {
+    let key = if streams == 1 {
+        "tcp_1_stream_gbps"
+    } else {
+        "tcp_4_streams_gbps"
+    };
+    sample.set(key, tcp.gbps);
+    progress(format!(
+        "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
+        tcp.gbps, tcp.retransmits
+    ));
+    sample.details.tcp.push(tcp);
+}
+
+/// `results` as pretty JSON at `path` ([`report::write_json`]), its failure a [`RunError`].
+pub(crate) fn write_results<T: Serialize>(
+    results: &T,
+    path: &std::path::Path,
+) -> Result<(), RunError> {
+    report::write_json(results, path).map_err(|source| RunError::Write {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
 /// Measures everything for one system in one round, recording each metric in
 /// `sample` as soon as it is known so that a later failure keeps earlier numbers.
 fn measure(
@@ -461,25 +517,14 @@ fn measure(
 
     // Latency first, on an idle path.
     check_stop()?;
-    let rr = request_response(
+    rr_into_sample(
         self_exe,
-        &ctx.netns_a,
-        &ctx.netns_b,
+        [&ctx.netns_a, &ctx.netns_b],
         &format!("{server}:{RR_PORT}"),
-        config.rr_count,
-        config.rr_budget_ms,
-        None,
+        (config.rr_count, config.rr_budget_ms),
+        sample,
+        &progress,
     )?;
-    sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
-    sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
-    progress(format!(
-        "RR p50 {:.1} µs, p99 {:.1} µs ({} samples, {} lost)",
-        rr.p50_ns as f64 / 1e3,
-        rr.p99_ns as f64 / 1e3,
-        rr.samples,
-        rr.lost
-    ));
-    sample.details.rr = Some(rr);
     check_alive(system)?;
 
     // Sparse traffic: a ping every 2 and 10 ms, requests paced at 1k/s, each
@@ -568,17 +613,7 @@ fn measure(
             cpu_seconds += cpu::process_cpu_seconds(pid)? - before;
         }
         tcp_bytes += tcp.bytes;
-        let key = if streams == 1 {
-            "tcp_1_stream_gbps"
-        } else {
-            "tcp_4_streams_gbps"
-        };
-        sample.set(key, tcp.gbps);
-        progress(format!(
-            "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
-            tcp.gbps, tcp.retransmits
-        ));
-        sample.details.tcp.push(tcp);
+        record_tcp(sample, streams, tcp, &progress);
         check_alive(system)?;
     }
     if system.switch_pid().is_some() && tcp_bytes > 0 {

@@ -39,7 +39,6 @@ use crate::systems;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -214,7 +213,7 @@ pub fn run(config: VxlanConfig) -> Result<VxlanResults, RunError> {
         ratios_vs_kernel,
         rounds: samples,
     };
-    write_json(&results, &config.output)?;
+    run::write_results(&results, &config.output)?;
     if interrupted {
         return Err(RunError::Interrupted);
     }
@@ -228,20 +227,6 @@ fn load_average() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn write_json(results: &VxlanResults, path: &Path) -> Result<(), RunError> {
-    let write = || -> io::Result<()> {
-        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let json = serde_json::to_string_pretty(results).map_err(io::Error::other)?;
-        std::fs::write(path, json + "\n")
-    };
-    write().map_err(|source| RunError::Write {
-        path: path.display().to_string(),
-        source,
-    })
 }
 
 /// Medians and ranges per system and metric, and of the per-round ratios to
@@ -743,25 +728,14 @@ fn measure(
         )
     };
     run::check_stop()?;
-    let rr = run::request_response(
+    run::rr_into_sample(
         self_exe,
-        &hosts.a.netns,
-        &hosts.b.netns,
+        [&hosts.a.netns, &hosts.b.netns],
         &format!("{}:{RR_PORT}", hosts.b.address),
-        config.rr_count,
-        config.rr_budget_ms,
-        None,
+        (config.rr_count, config.rr_budget_ms),
+        sample,
+        &progress,
     )?;
-    sample.set("rr_p50_us", rr.p50_ns as f64 / 1e3);
-    sample.set("rr_p99_us", rr.p99_ns as f64 / 1e3);
-    progress(format!(
-        "RR p50 {:.1} µs, p99 {:.1} µs ({} samples, {} lost)",
-        rr.p50_ns as f64 / 1e3,
-        rr.p99_ns as f64 / 1e3,
-        rr.samples,
-        rr.lost
-    ));
-    sample.details.rr = Some(rr);
     hosts.check_alive()?;
 
     let sides = ['a', 'b'];
@@ -795,17 +769,7 @@ fn measure(
             }
         }
         tcp_bytes += tcp.bytes;
-        let key = if streams == 1 {
-            "tcp_1_stream_gbps"
-        } else {
-            "tcp_4_streams_gbps"
-        };
-        sample.set(key, tcp.gbps);
-        progress(format!(
-            "TCP {streams} stream(s) {:.2} Gb/s ({} retransmits)",
-            tcp.gbps, tcp.retransmits
-        ));
-        sample.details.tcp.push(tcp);
+        run::record_tcp(sample, streams, tcp, &progress);
         hosts.check_alive()?;
     }
     if !hosts.switches.is_empty() && tcp_bytes > 0 {

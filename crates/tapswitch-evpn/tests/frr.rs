@@ -6,6 +6,9 @@
 //! VTEP then forwards by), C's routes decoded by [`EvpnRoute`] from A's RIB.
 
 mod common;
+// Shared with the root package's EVPN test (tests/evpn.rs).
+#[path = "../../../tests/common/frr.rs"]
+mod frr;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -29,30 +32,14 @@ fn start_frr(host: &mut Host) {
         full.extend_from_slice(args);
         ip(&full);
     };
-    run(&["link", "add", "br100", "type", "bridge"]);
-    run(&[
-        "link",
-        "add",
-        "vxlan100",
-        "type",
-        "vxlan",
-        "id",
-        "100",
-        "local",
-        "10.79.0.3",
-        "dstport",
-        "4789",
-        "nolearning",
-    ]);
     run(&[
         "link", "add", "stac", "type", "veth", "peer", "name", "stacpeer",
     ]);
-    for dev in ["vxlan100", "stac"] {
-        run(&["link", "set", dev, "master", "br100"]);
+    for command in frr::bridge_vxlan_commands(VNI, &C.to_string(), &["stac"]) {
+        let command: Vec<&str> = command.iter().map(String::as_str).collect();
+        run(&command);
     }
-    for dev in ["br100", "vxlan100", "stac", "stacpeer"] {
-        run(&["link", "set", dev, "up"]);
-    }
+    run(&["link", "set", "stacpeer", "up"]);
     let status = std::process::Command::new("bridge")
         .args([
             "-n", &ns, "fdb", "add", C_MAC, "dev", "stac", "master", "static",
@@ -60,58 +47,14 @@ fn start_frr(host: &mut Host) {
         .status()
         .unwrap();
     assert!(status.success());
-
     let dir = host.dir.clone();
-    let config = dir.join("frr.conf");
-    std::fs::write(
-        &config,
-        format!(
-            "hostname c\nrouter bgp {ASN}\n bgp router-id {C}\n no bgp default ipv4-unicast\n \
-             neighbor {A} remote-as {ASN}\n address-family l2vpn evpn\n  neighbor {A} activate\n  \
-             advertise-all-vni\n exit-address-family\n"
-        ),
-    )
-    .unwrap();
-    // FRR drops to its own user: it must be able to read the config and write its sockets.
-    let status = std::process::Command::new("chown")
-        .args(["-R", "frr:frr"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let d = dir.to_str().unwrap().to_owned();
-    let (conf, zserv) = (format!("{d}/frr.conf"), format!("{d}/zserv.api"));
-    for daemon in ["zebra", "bgpd"] {
-        let (pid, log) = (
-            format!("{d}/{daemon}.pid"),
-            format!("file:{d}/{daemon}-frr.log"),
-        );
-        let program = format!("/usr/lib/frr/{daemon}");
-        host.start_daemon(
-            daemon,
-            &program,
-            &[
-                "-f",
-                &conf,
-                "-i",
-                &pid,
-                "-z",
-                &zserv,
-                "--vty_socket",
-                &d,
-                "--log",
-                &log,
-            ],
-        );
-        // bgpd needs zebra's socket: wait for it before starting bgpd.
-        if daemon == "zebra" {
-            let socket = dir.join("zserv.api");
-            assert!(
-                wait_for(Duration::from_secs(20), || socket.exists().then_some(())).is_some(),
-                "zebra did not come up"
-            );
-        }
-    }
+    frr::start(
+        &dir,
+        ASN,
+        &C.to_string(),
+        &[A.to_string()],
+        |daemon, program, args| host.start_daemon(daemon, program, args),
+    );
 }
 
 #[test]
@@ -160,15 +103,13 @@ fn routes_pass_both_ways_between_gobgpd_and_frr() {
         fdb.is_some(),
         "C's kernel FDB never got A's routes: {}\nFRR's table: {}",
         c.output("bridge", &["fdb", "show", "dev", "vxlan100"]),
-        c.output(
-            "vtysh",
-            &[
-                "--vty_socket",
-                c.dir.to_str().unwrap(),
-                "-c",
-                "show bgp l2vpn evpn"
-            ]
-        )
+        {
+            let args = frr::vtysh_args(&c.dir, "show bgp l2vpn evpn");
+            c.output(
+                "vtysh",
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        }
     );
 
     // C → A: FRR's type-2 (the static station) and type-3 decode as tapswitch routes.

@@ -98,6 +98,12 @@ pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A reply or event line the client does not take within this long closes its connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// At shutdown, how long connection threads get to end once told (their reads see end of
+/// stream, event streams end, captures write their summary), and then again once their
+/// sockets are shut down for writing too; still running after that, they are left to the
+/// process exit.
+const CONNECTION_STOP_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Error)]
 pub enum ControlError {
     #[error("installing signal handlers failed: {0}")]
@@ -548,6 +554,9 @@ pub struct Persistence {
 struct Connections {
     next_id: u64,
     open: HashMap<u64, OpenConnection>,
+    /// The `tapswitch-conn` threads not yet joined (at most [`MAX_CONNECTIONS`] running;
+    /// those that ended are joined as new ones start and at [`ControlServer::stop`]).
+    threads: Vec<JoinHandle<()>>,
 }
 
 struct OpenConnection {
@@ -594,6 +603,64 @@ impl Connections {
             connection.waiting_since = waiting.then(Instant::now);
         }
     }
+
+    /// Keeps `thread`, joining those that have ended.
+    fn keep_thread(&mut self, thread: JoinHandle<()>) {
+        let (ended, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.threads)
+            .into_iter()
+            .partition(JoinHandle::is_finished);
+        for ended in ended {
+            let _ = ended.join();
+        }
+        self.threads = running;
+        self.threads.push(thread);
+    }
+
+    /// Shuts every open connection's socket down in `how`.
+    fn shut_down(&self, how: std::net::Shutdown) {
+        for connection in self.open.values() {
+            let _ = connection.socket.shutdown(how);
+        }
+    }
+}
+
+/// Ends the connection threads at shutdown (the accept thread is gone, so no new one
+/// starts): first by shutting their sockets down for reading, which a read waiting for a
+/// request sees as end of stream while a reply, an event line or a capture's end can
+/// still be written, and ending the event streams; then, for those still running after
+/// [`CONNECTION_STOP_GRACE`] (a client that does not read what it is sent), for writing
+/// too. Each ending thread drops its socket, so its client sees end of stream. Returns
+/// how many threads were joined and how many were left running.
+fn stop_connections(shared: &Shared) -> (usize, usize) {
+    let threads = std::mem::take(&mut lock(&shared.connections).threads);
+    lock(&shared.connections).shut_down(std::net::Shutdown::Read);
+    // `stopping` is set: a stream that subscribes after this sees it and ends.
+    lock(&shared.subscribers).clear();
+    let mut running = threads;
+    let mut joined = 0;
+    for how in [None, Some(std::net::Shutdown::Both)] {
+        if let Some(how) = how {
+            if running.is_empty() {
+                break;
+            }
+            lock(&shared.connections).shut_down(how);
+        }
+        let deadline = Instant::now() + CONNECTION_STOP_GRACE;
+        loop {
+            let (ended, still): (Vec<_>, Vec<_>) =
+                running.into_iter().partition(JoinHandle::is_finished);
+            joined += ended.len();
+            for thread in ended {
+                let _ = thread.join();
+            }
+            running = still;
+            if running.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    (joined, running.len())
 }
 
 struct Subscriber {
@@ -862,7 +929,8 @@ impl ControlServer {
     }
 
     /// Stops accepting, removes the socket file and waits for the accept
-    /// thread. Open connections end when the dataplane is gone.
+    /// thread, then closes the open connections and joins their threads (within a
+    /// bound: see [`stop_connections`]).
     pub fn stop(mut self) {
         drop(self.stop_saving.take());
         if let Some(saver) = self.saver.take() {
@@ -870,6 +938,15 @@ impl ControlServer {
         }
         stop_accepting(&self.shared);
         let _ = self.accept.join();
+        let (joined, left) = stop_connections(&self.shared);
+        if left > 0 {
+            warn!(
+                joined,
+                left, "control connection threads still running at exit; leaving them"
+            );
+        } else {
+            info!(joined, "control connections closed");
+        }
         let mut file = self.file;
         // After a handover the socket file is the new process's.
         file.remove = !self.shared.handed_over.load(Ordering::SeqCst);
@@ -964,9 +1041,12 @@ fn accept_connections(shared: &Arc<Shared>, listener: &UnixListener, wake: &Unix
                 serve_connection(&connection, stream, id);
                 lock(&connection.connections).open.remove(&id);
             });
-        if let Err(e) = spawned {
-            lock(&shared.connections).open.remove(&id);
-            warn!(error = %e, "starting a control connection thread failed");
+        match spawned {
+            Ok(thread) => lock(&shared.connections).keep_thread(thread),
+            Err(e) => {
+                lock(&shared.connections).open.remove(&id);
+                warn!(error = %e, "starting a control connection thread failed");
+            }
         }
     }
 }
@@ -1328,6 +1408,10 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
     if let Some(monitor) = &shared.link_monitor_fd {
         fds.push(monitor.as_raw_fd());
     }
+    let state_lock = state.store.as_ref().map(StateDir::lock_fd);
+    if let Some(lock) = &state_lock {
+        fds.push(lock.as_raw_fd());
+    }
     let handover = Handover {
         version: upgrade::HANDOVER_VERSION,
         config,
@@ -1335,6 +1419,7 @@ fn upgrade(shared: &Shared, binary: Option<PathBuf>) -> Result<protocol::HandedO
         fdb,
         runtime_ports,
         link_monitor: shared.link_monitor_fd.is_some(),
+        state_lock: state_lock.is_some(),
         reload_source: state.reload.clone(),
     };
     let args = ["--control".to_owned(), shared.path.display().to_string()];
@@ -1896,6 +1981,11 @@ fn name_of(names: &HashMap<PortId, String>, id: PortId) -> String {
 fn stream_events(shared: &Shared, mut writer: UnixStream) {
     let (lines, receiver) = mpsc::sync_channel(SUBSCRIBER_QUEUE_LEN);
     lock(&shared.subscribers).push(Subscriber { lines, lost: 0 });
+    // Shutdown clears the subscribers after setting `stopping`: subscribed too late to be
+    // cleared, this stream ends here.
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
     let ready = Response::new(Reply::Done.to_result()).to_wire();
     if write_line(&mut writer, &ready).is_err() {
         return;

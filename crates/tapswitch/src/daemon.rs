@@ -241,9 +241,17 @@ pub fn take_over(fd: i32, control: &Path) -> Result<Snapshot, DaemonError> {
             handover.config.switch.fdb_ageing(),
         );
         let identity = switch::resolve_identity(&handover.config)?;
-        // The old process made the directory (and gave it to the switch user).
-        let store = StateDir::open(handover.config.switch.state_dir(), None)?;
-        let monitor = fds.next().map(LinkMonitor::from_fd);
+        let monitor = handover
+            .link_monitor
+            .then(|| fds.next().map(LinkMonitor::from_fd))
+            .flatten();
+        // The old process made the directory (and gave it to the switch user), and
+        // hands over its lock; one from before the lock has none, so it is taken here.
+        let state_dir = handover.config.switch.state_dir();
+        let store = match handover.state_lock.then(|| fds.next()).flatten() {
+            Some(lock) => StateDir::adopt(state_dir, std::fs::File::from(lock))?,
+            None => StateDir::open(state_dir, None)?,
+        };
         let parts = Built {
             dataplane,
             handle,

@@ -14,7 +14,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,10 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/tapswitch";
 
 /// The file's name in the state directory.
 pub const STATE_FILE: &str = "state.json";
+
+/// The lock file in the state directory: `flock`ed by the switch that uses the directory,
+/// for its whole life, and holding its PID (for the error a second switch gets).
+pub const LOCK_FILE: &str = "lock";
 
 /// How often the MAC table is written when it changed (ports are written at
 /// once, on every change).
@@ -49,6 +53,18 @@ pub enum StateError {
     },
     #[error("giving the state directory {path} to the switch user: {source}")]
     Chown {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "the state directory {dir} is in use by another tapswitch ({holder}); two switches \
+         must not share one (their state files would overwrite each other): give this one \
+         its own --state-dir (or switch.state_dir)"
+    )]
+    Locked { dir: PathBuf, holder: String },
+    #[error("locking the state directory ({path}): {source}")]
+    Lock {
         path: PathBuf,
         #[source]
         source: io::Error,
@@ -136,15 +152,19 @@ fn unix_ms(time: SystemTime) -> u64 {
         .as_millis() as u64
 }
 
-/// The state directory of one switch.
+/// The state directory of one switch, locked for it ([`LOCK_FILE`]) while this lives.
 #[derive(Debug)]
 pub struct StateDir {
     dir: PathBuf,
+    /// The lock file, `flock`ed: the lock goes with the last fd of this open file.
+    lock: File,
 }
 
 impl StateDir {
     /// Creates `dir` (mode 0700) if needed. `owner` (uid, gid): the user the
     /// switch becomes after setup, who must still be able to write there.
+    /// Then takes the directory's lock: [`StateError::Locked`] (naming the holder's
+    /// PID) when another switch holds it.
     pub fn open(dir: &Path, owner: Option<(u32, u32)>) -> Result<Self, StateError> {
         DirBuilder::new()
             .recursive(true)
@@ -162,9 +182,52 @@ impl StateDir {
                 }
             })?;
         }
+        let path = dir.join(LOCK_FILE);
+        let lock_error = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(lock_error)?;
+        if !crate::sys::lock::try_lock_exclusive(&lock).map_err(lock_error)? {
+            let holder = fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .map_or_else(|| "PID unknown".to_owned(), |pid| format!("pid {pid}"));
+            return Err(StateError::Locked {
+                dir: dir.to_owned(),
+                holder,
+            });
+        }
+        Self::adopt(dir, lock)
+    }
+
+    /// The directory `dir` whose lock this process already holds through `lock` (the
+    /// lock file's fd, handed over by the switch `upgrade` replaces); records our PID.
+    pub fn adopt(dir: &Path, lock: File) -> Result<Self, StateError> {
+        let path = dir.join(LOCK_FILE);
+        // Only the holder writes the file; readers parse what they find.
+        (|| {
+            lock.set_len(0)?;
+            lock.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0)
+        })()
+        .map_err(|source| StateError::Lock { path, source })?;
         Ok(Self {
             dir: dir.to_owned(),
+            lock,
         })
+    }
+
+    /// The lock file's fd, to hand over with the rest (`upgrade`).
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.lock.as_fd()
     }
 
     /// The state file's path.

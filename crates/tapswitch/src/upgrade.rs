@@ -107,6 +107,11 @@ pub struct Handover {
     /// with fewer capabilities, could not subscribe to itself.
     #[serde(default)]
     pub link_monitor: bool,
+    /// Whether the fd after those (after the link monitor's, if any) is the state
+    /// directory's lock file (`state::LOCK_FILE`): its `flock` comes with it, so the
+    /// directory is never unlocked between the two processes.
+    #[serde(default)]
+    pub state_lock: bool,
     /// What `reload` reads (absent from a switch before reloads: it cannot reload then).
     #[serde(default)]
     pub reload_source: Option<crate::control::ReloadSource>,
@@ -378,8 +383,10 @@ impl Handover {
             }
         }
         // At most MAX_QUEUES per port: the sum cannot overflow.
-        let expected =
-            1 + handover.queues.iter().sum::<usize>() + usize::from(handover.link_monitor);
+        let expected = 1
+            + handover.queues.iter().sum::<usize>()
+            + usize::from(handover.link_monitor)
+            + usize::from(handover.state_lock);
         if fd_count != expected {
             return Err(UpgradeError::FdCount {
                 expected,
