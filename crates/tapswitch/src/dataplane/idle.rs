@@ -63,9 +63,10 @@ const CLOSE_ENOUGH: Duration = Duration::from_micros(2);
 /// Timer lateness assumed before one has been measured, and the cap of the estimate.
 const INITIAL_LATENESS: Duration = Duration::from_micros(100);
 const MAX_LATENESS: Duration = Duration::from_millis(1);
-/// A lateness sample counts for at most this many times the estimate (and at
-/// least [`LATENESS_FLOOR`]): one stalled wake-up (the tick, a busy CPU) must
-/// not set the timer far ahead of every later window, spinning the difference.
+/// The estimate follows the median of the last three samples, each counting
+/// for at most this many times the estimate (and at least [`LATENESS_FLOOR`]):
+/// stalled wake-ups (the tick, a busy CPU) must not set the timer far ahead of
+/// every later window, spinning the difference.
 const LATENESS_CLAMP: f64 = 2.0;
 const LATENESS_FLOOR: Duration = Duration::from_micros(10);
 
@@ -235,6 +236,8 @@ pub struct IdlePolicy {
     /// How late the wake-up timer fires (and, by the same mechanism, how late
     /// a sleeping loop notices a frame), smoothed, in nanoseconds.
     lateness: f64,
+    /// The last three lateness samples, ns.
+    late_samples: [f64; 3],
     /// The wake-up last asked for, until it fires or is overtaken by a frame.
     requested_wake: Option<Instant>,
     /// When the loop last decided to sleep (cleared when it spins or forwards).
@@ -262,6 +265,7 @@ impl IdlePolicy {
             history: History::default(),
             rhythm: None,
             lateness: INITIAL_LATENESS.as_nanos() as f64,
+            late_samples: [INITIAL_LATENESS.as_nanos() as f64; 3],
             requested_wake: None,
             asleep_since: None,
             window_spin_since: None,
@@ -375,11 +379,15 @@ impl IdlePolicy {
     /// The wake-up timer fired at `now` (it may fire after a frame overtook it: ignored then).
     pub fn timer_fired(&mut self, now: Instant) {
         if let Some(requested) = self.requested_wake.take() {
+            let late = now.saturating_duration_since(requested).as_nanos() as f64;
+            self.late_samples = [self.late_samples[1], self.late_samples[2], late];
+            // The median of the last three: a single stall does not count.
+            let mut sorted = self.late_samples;
+            sorted.sort_by(f64::total_cmp);
             let clamp = (self.lateness * LATENESS_CLAMP)
                 .max(LATENESS_FLOOR.as_nanos() as f64)
                 .min(MAX_LATENESS.as_nanos() as f64);
-            let late = (now.saturating_duration_since(requested).as_nanos() as f64).min(clamp);
-            self.lateness += (late - self.lateness) / 8.0;
+            self.lateness += (sorted[1].min(clamp) - self.lateness) / 8.0;
         }
     }
 
@@ -462,6 +470,11 @@ impl IdlePolicy {
             .count()
             .max(1);
         let allowance = self.budget * period / phases as f64;
+        if rhythm.deviation > allowance / 2.0 {
+            // Bursts stray further than the widest window the budget allows:
+            // windows would mostly miss (a loaded machine's jitter, say).
+            return None;
+        }
         let half = (DEVIATIONS * rhythm.deviation)
             .max(MIN_HALF_WINDOW.as_nanos() as f64)
             .min(allowance / 2.0);
@@ -786,6 +799,37 @@ mod tests {
             });
         }
         assert_eq!(policy.stats(), IdleStats::default());
+    }
+
+    #[test]
+    fn a_rhythm_jittering_beyond_the_widest_window_opens_none() {
+        // Every 10 ms, ±150 µs: a rhythm (spans within a 16th of the period),
+        // but at 1% the widest window is ±50 µs: it would mostly miss.
+        let mut policy = IdlePolicy::new(20 * US, 1);
+        let base = Instant::now();
+        let period = 10 * MS;
+        let mut at = base;
+        for (i, jitter) in [0i32, 150, -100, 120, -150, 80]
+            .iter()
+            .cycle()
+            .take(30)
+            .enumerate()
+        {
+            at = base + period * i as u32 + MS;
+            at = if *jitter >= 0 {
+                at + US * *jitter as u32
+            } else {
+                at - US * (-*jitter) as u32
+            };
+            policy.frames(at, false);
+        }
+        assert!(policy.rhythm.is_some(), "the period is found");
+        let mut now = at + 21 * US;
+        while now < at + 3 * period {
+            assert_ne!(policy.wait(now), Wait::Spin, "at {:?}", now - at);
+            now += 10 * US;
+        }
+        assert_eq!(policy.stats().windows, 0);
     }
 
     #[test]
