@@ -31,7 +31,10 @@
 //! spun through too) until a burst or the window's end, is drawn from a
 //! bucket that fills at `budget` of one CPU (holding at most `budget` of
 //! [`MAX_PREDICTED_GAP`]). Irregular traffic finds no rhythm and opens
-//! nothing; an idle switch sleeps.
+//! nothing; a rhythm that strays further than the widest window the budget
+//! allows opens none; when recent windows mostly missed (a loaded machine
+//! waking the loop late), only one in [`PROBE_EVERY`] is entered until they
+//! hit again; an idle switch sleeps.
 //!
 //! Frames noticed after a sleep arrived at most one wake-up earlier, but not
 //! before the loop went to sleep: a window that ended just before its burst
@@ -58,6 +61,10 @@ const DEVIATIONS: f64 = 2.0;
 const TOLERANCE_SHARE: f64 = 1.0 / 16.0;
 /// …or by this much, whichever is more.
 const MIN_TOLERANCE: Duration = Duration::from_micros(20);
+/// Below this share of recent windows catching their burst, the loop passes
+/// over windows, entering one in [`PROBE_EVERY`] to see if the rhythm came back.
+const MIN_HIT_RATE: f64 = 0.3;
+const PROBE_EVERY: u32 = 8;
 /// Fits whose deviation is below this are all good: the smaller period wins.
 const CLOSE_ENOUGH: Duration = Duration::from_micros(2);
 /// Timer lateness assumed before one has been measured, and the cap of the estimate.
@@ -249,6 +256,13 @@ pub struct IdlePolicy {
     bucket_at: Option<Instant>,
     /// The window the loop is in (counted once).
     entered: Option<Window>,
+    /// Share of recent windows that caught their burst (smoothed; 1: all).
+    hit_rate: f64,
+    /// The window last decided on, whether it is passed over (hit rate too
+    /// low), and how many were.
+    decided: Option<Window>,
+    pass: bool,
+    passed_count: u32,
     stats: IdleStats,
 }
 
@@ -272,6 +286,10 @@ impl IdlePolicy {
             bucket: 0.0,
             bucket_at: None,
             entered: None,
+            hit_rate: 1.0,
+            decided: None,
+            pass: false,
+            passed_count: 0,
             stats: IdleStats::default(),
         };
         policy.bucket = policy.bucket_capacity();
@@ -312,6 +330,10 @@ impl IdlePolicy {
         }
         if in_window && !slept {
             self.stats.hits += 1;
+        }
+        if self.entered.is_some() {
+            let hit = if in_window && !slept { 1.0 } else { 0.0 };
+            self.hit_rate += (hit - self.hit_rate) / 8.0;
         }
         self.entered = None;
         self.requested_wake = None;
@@ -430,6 +452,19 @@ impl IdlePolicy {
         let Some(window) = self.window(now) else {
             return self.sleep(now, Wait::Sleep);
         };
+        if self.decided != Some(window) {
+            // Recent windows mostly missed (bursts jitter more than the
+            // deviation says): pass over this one, unless it is a probe.
+            self.decided = Some(window);
+            self.pass = false;
+            if self.hit_rate < MIN_HIT_RATE {
+                self.passed_count = self.passed_count.wrapping_add(1);
+                self.pass = self.passed_count % PROBE_EVERY != 0;
+            }
+        }
+        if self.pass {
+            return self.sleep(now, Wait::Sleep);
+        }
         let wake = window
             .start
             .checked_sub(Duration::from_nanos(self.lateness as u64))
@@ -830,6 +865,45 @@ mod tests {
             now += 10 * US;
         }
         assert_eq!(policy.stats().windows, 0);
+    }
+
+    #[test]
+    fn windows_that_keep_missing_are_passed_over_but_probed() {
+        // A 2 ms rhythm whose bursts then always come 30 µs after the window
+        // ended (as when a loaded machine wakes the loop too late): once the
+        // hit rate is low, only one window in PROBE_EVERY is entered.
+        let mut policy = IdlePolicy::new(20 * US, 5);
+        let base = Instant::now();
+        let period = 2 * MS;
+        let mut last = rhythm(&mut policy, base, period, 10);
+        let warm_hits = policy.stats().hits;
+        let mut entered = Vec::new();
+        for _ in 0..200 {
+            let mut now = last + 25 * US;
+            let mut spun = false;
+            let mut ended = None;
+            while now < last + 2 * period {
+                match policy.wait(now) {
+                    Wait::Spin => spun = true,
+                    _ if spun => {
+                        ended = Some(now);
+                        break;
+                    }
+                    _ => {}
+                }
+                now += US;
+            }
+            entered.push(spun);
+            last = ended.map_or(last + period, |end| end + 30 * US);
+            policy.frames(last, true);
+        }
+        let late: usize = entered[100..].iter().filter(|&&e| e).count();
+        assert!(policy.hit_rate < MIN_HIT_RATE);
+        assert!(
+            late <= 100 / PROBE_EVERY as usize + 1 && late >= 100 / PROBE_EVERY as usize - 1,
+            "{late} of the last 100 windows entered"
+        );
+        assert_eq!(policy.stats().hits, warm_hits, "every later window missed");
     }
 
     #[test]
