@@ -235,8 +235,15 @@ pub mod reply {
         };
         let _ = writeln!(
             out,
-            "loop: {} iterations, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
-            l.iterations, stats.events_dropped
+            "loop: {} wake-ups from sleep, {} polls, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
+            l.wakeups, l.iterations, stats.events_dropped
+        );
+        let _ = writeln!(
+            out,
+            "adaptive polling: {} windows ahead of predicted bursts, {} hits, {:.1} ms spun",
+            l.idle_windows,
+            l.idle_window_hits,
+            l.idle_window_spin_ns as f64 / 1e6
         );
         if let Some(evpn) = &stats.evpn {
             let state = if evpn.connected {

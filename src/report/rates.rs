@@ -87,10 +87,12 @@ pub fn rates(rates: &Rates, sort: SortKey) -> String {
     let l = &rates.loop_load;
     let _ = writeln!(
         out,
-        "MAC table: {} entries, {:.1} learned/s; loop: {:.0} wakeups/s, {:.0} port visits/s, {:.1} frames/visit (over {:.1}s)",
+        "MAC table: {} entries, {:.1} learned/s; loop: {:.0} wakeups/s ({:.0} polls/s, {:.1}% spinning ahead), {:.0} port visits/s, {:.1} frames/visit (over {:.1}s)",
         rates.fdb_size,
         rates.fdb_learned_per_sec,
+        l.wakeups_per_sec,
         l.iterations_per_sec,
+        l.idle_window_spin_share * 100.0,
         l.port_visits_per_sec,
         l.frames_per_visit,
         rates.interval_secs

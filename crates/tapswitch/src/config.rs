@@ -118,9 +118,10 @@ pub struct SwitchConfig {
     pub idle_poll_us: u64,
     /// Percent of one CPU the loop may spend spinning ahead of frames it
     /// predicts: when traffic is sparse but steady (a ping every few ms, paced
-    /// requests), it learns the gap and wakes shortly before the next frame is
-    /// due instead of paying a full wake-up for it. 0 turns prediction off;
-    /// irregular or absent traffic opens no window, so an idle switch sleeps.
+    /// requests and their answers: up to four bursts per period), it learns
+    /// the rhythm and wakes shortly before the next burst is due instead of
+    /// paying a full wake-up for it. 0 turns prediction off; irregular or
+    /// absent traffic opens no window, so an idle switch sleeps.
     pub adaptive_poll_pct: u32,
     /// Run the dataplane threads under `SCHED_FIFO` at this priority (1..=99).
     /// Unset: the normal scheduler. Needs CAP_SYS_NICE (kept after the drop).
@@ -225,7 +226,9 @@ pub const DEFAULT_ADAPTIVE_POLL_PCT: u32 = 5;
 /// More of one CPU than this spent waiting for predicted frames is polling, not prediction.
 pub const MAX_ADAPTIVE_POLL_PCT: u32 = 50;
 
-/// More dataplane threads than this only contend for the MAC table.
+/// A sanity cap: each port queue is read by one worker ((port id + queue)
+/// modulo threads), so workers beyond the port queues only sleep, and each
+/// is an OS thread with its own epoll and decision cache.
 pub const MAX_THREADS: usize = 64;
 
 /// Longer windows buy nothing and burn a core after every burst.

@@ -445,8 +445,33 @@ impl Collector for SnapshotCollector {
         single(
             encoder,
             "tapswitch_loop_iterations",
-            "Returns of the dataplane loop from epoll_wait.",
+            "Returns of the dataplane loop from epoll_wait, spinning polls included.",
             ConstCounter::new(stats.iterations),
+        )?;
+        for (name, help, value) in [
+            (
+                "tapswitch_loop_wakeups",
+                "Returns of the dataplane loop from an epoll_wait that slept (thread wake-ups).",
+                stats.wakeups,
+            ),
+            (
+                "tapswitch_idle_windows",
+                "Windows of spinning ahead of a predicted burst of sparse traffic.",
+                stats.idle_windows,
+            ),
+            (
+                "tapswitch_idle_window_hits",
+                "Bursts that arrived while the loop spun in a predicted window.",
+                stats.idle_window_hits,
+            ),
+        ] {
+            single(encoder, name, help, ConstCounter::new(value))?;
+        }
+        single(
+            encoder,
+            "tapswitch_idle_window_spin_seconds",
+            "Time the dataplane loop spent spinning in predicted windows.",
+            ConstCounter::new(stats.idle_window_spin_ns as f64 / 1e9),
         )?;
         // Per bucket (the encoder sums them): the last one is +Inf.
         let buckets: Vec<(f64, u64)> = stats
@@ -531,6 +556,10 @@ mod tests {
         let mut loop_stats = LoopStats {
             batches: 3,
             batch_frames: 70,
+            wakeups: 5,
+            idle_windows: 9,
+            idle_window_hits: 8,
+            idle_window_spin_ns: 1_500_000,
             ..LoopStats::default()
         };
         loop_stats.batch_sizes[0] = 1;
@@ -591,6 +620,10 @@ mod tests {
             "tapswitch_batch_frames_bucket{le=\"128.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
             "tapswitch_batch_frames_sum 70.0",
+            "tapswitch_loop_wakeups_total 5",
+            "tapswitch_idle_windows_total 9",
+            "tapswitch_idle_window_hits_total 8",
+            "tapswitch_idle_window_spin_seconds_total 0.0015",
             "# TYPE tapswitch_batch_frames histogram",
             "tapswitch_evpn_connected{gobgp=\"127.0.0.1:50051\"} 1",
             "tapswitch_evpn_sessions_total{gobgp=\"127.0.0.1:50051\"} 2",

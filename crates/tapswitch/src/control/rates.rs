@@ -40,8 +40,14 @@ pub struct PortRates {
 /// How busy the dataplane loop was.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoopLoad {
-    /// Returns from `epoll_wait` per second.
+    /// Returns from `epoll_wait` per second, spinning polls included.
     pub iterations_per_sec: f64,
+    /// Wake-ups from a sleeping `epoll_wait` per second.
+    #[serde(default)]
+    pub wakeups_per_sec: f64,
+    /// Share of one CPU spent spinning in predicted windows (0..=1 per thread).
+    #[serde(default)]
+    pub idle_window_spin_share: f64,
     /// Visits to a ready port per second.
     pub port_visits_per_sec: f64,
     /// Frames read per visit (0 when no visit).
@@ -75,6 +81,8 @@ impl Rates {
             fdb_learned_per_sec: per_sec(after.fdb_counters.learned, before.fdb_counters.learned),
             loop_load: LoopLoad {
                 iterations_per_sec: per_sec(a.iterations, b.iterations),
+                wakeups_per_sec: per_sec(a.wakeups, b.wakeups),
+                idle_window_spin_share: per_sec(a.idle_window_spin_ns, b.idle_window_spin_ns) / 1e9,
                 port_visits_per_sec: per_sec(a.batches, b.batches),
                 frames_per_visit: if visits == 0 {
                     0.0
@@ -148,7 +156,12 @@ mod tests {
                 ..FdbCounters::default()
             },
             mac_flaps: Vec::new(),
-            loop_stats: LoopStats::default(),
+            loop_stats: LoopStats {
+                iterations: rx * 50,
+                wakeups: rx,
+                idle_window_spin_ns: rx * 1_000_000,
+                ..LoopStats::default()
+            },
             events_dropped: 0,
             time: None,
             started_at: None,
@@ -170,6 +183,10 @@ mod tests {
         );
         assert_eq!(rates.fdb_learned_per_sec, 2.0);
         assert_eq!(rates.fdb_size, 3);
+        // Wake-ups from sleep, not the spinning polls between them.
+        assert_eq!(rates.loop_load.wakeups_per_sec, 10.0);
+        assert_eq!(rates.loop_load.iterations_per_sec, 500.0);
+        assert_eq!(rates.loop_load.idle_window_spin_share, 0.01);
         // A restarted switch counts from zero again: no negative rates.
         let rates = Rates::between(&stats(30, 5, 4), &stats(10, 1, 0), Duration::from_secs(1));
         assert_eq!(rates.ports[0].rx_frames_per_sec, 0.0);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::idle::IdleStats;
 use crate::fdb::{FdbCounters, FdbEntry, PortId};
 use crate::forward::{DropReason, MacFlapEntry};
 use crate::wire::MacAddr;
@@ -33,8 +34,21 @@ pub const TURN_BUCKETS_US: [u64; 16] = [
 /// How the loop spends its turns (summed over dataplane threads).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoopStats {
-    /// Returns from `epoll_wait`.
+    /// Returns from `epoll_wait`, spinning polls included.
     pub iterations: u64,
+    /// Returns from an `epoll_wait` that slept (a wake-up of the thread: what
+    /// sparse traffic pays per packet when no window was open for it).
+    #[serde(default)]
+    pub wakeups: u64,
+    /// Windows of spinning ahead of a predicted burst (`adaptive_poll_pct`).
+    #[serde(default)]
+    pub idle_windows: u64,
+    /// Bursts that arrived while the loop spun in such a window.
+    #[serde(default)]
+    pub idle_window_hits: u64,
+    /// Time spent spinning in those windows, nanoseconds.
+    #[serde(default)]
+    pub idle_window_spin_ns: u64,
     /// Visits to a ready port.
     pub batches: u64,
     /// Frames read over all visits.
@@ -71,8 +85,22 @@ impl LoopStats {
         self.turn_us[bucket] += 1;
     }
 
+    /// These counters with the idle policy's figures.
+    pub(super) fn with_idle(&self, idle: IdleStats) -> LoopStats {
+        LoopStats {
+            idle_windows: idle.windows,
+            idle_window_hits: idle.hits,
+            idle_window_spin_ns: idle.spin_ns,
+            ..self.clone()
+        }
+    }
+
     pub(super) fn add(&mut self, other: &LoopStats) {
         self.iterations += other.iterations;
+        self.wakeups += other.wakeups;
+        self.idle_windows += other.idle_windows;
+        self.idle_window_hits += other.idle_window_hits;
+        self.idle_window_spin_ns += other.idle_window_spin_ns;
         self.batches += other.batches;
         self.batch_frames += other.batch_frames;
         for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {

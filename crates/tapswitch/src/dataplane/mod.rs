@@ -108,7 +108,7 @@ pub struct DataplaneConfig {
     /// How long to keep polling without sleeping after the last frame.
     pub idle_poll: Duration,
     /// Percent of one CPU the loop may spend spinning ahead of frames it
-    /// predicts from steady inter-arrival gaps (`idle::IdlePolicy`); 0: never.
+    /// predicts from steady rhythms (`idle::IdlePolicy`); 0: never.
     pub adaptive_poll_pct: u32,
     /// Run the workers under `SCHED_FIFO` at this priority.
     pub realtime_priority: Option<u8>,

@@ -382,7 +382,7 @@ impl Dataplane {
             } else {
                 Vec::new()
             },
-            loop_stats: self.loop_stats.clone(),
+            loop_stats: self.loop_stats.with_idle(self.idle.stats()),
             events_dropped: self.events.dropped,
             evpn: self.evpn.clone(),
         }
@@ -562,6 +562,9 @@ impl Dataplane {
                 Err(e) => return Err(DataplaneError::Wait(e)),
             }
             self.loop_stats.iterations += 1;
+            if !timeout.is_zero() {
+                self.loop_stats.wakeups += 1;
+            }
             let turn_started = Instant::now();
             for event in events.iter() {
                 if event.token() == WAKER {
@@ -582,7 +585,8 @@ impl Dataplane {
                     worker = self.worker,
                     windows = stats.windows,
                     hits = stats.hits,
-                    "adaptive polling: windows spun ahead of predicted frames, and hits"
+                    spin_us = stats.spin_ns / 1000,
+                    "adaptive polling: windows spun ahead of predicted frames, hits, time spun"
                 );
                 return Ok(());
             }
