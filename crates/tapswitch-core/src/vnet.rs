@@ -630,6 +630,12 @@ fn parse_super_frame(
     })
 }
 
+/// Announces segments of `gso_size` payload bytes in `header` (a smaller size
+/// than the sender's cuts a TCP super-frame finer; the frame is unchanged).
+pub fn set_gso_size(header: &mut [u8; VNET_HDR_LEN], gso_size: u16) {
+    header[field::GSO_SIZE].copy_from_slice(&gso_size.to_le_bytes());
+}
+
 /// Moves the frame offsets of a header (`csum_start` when the checksum is
 /// pending, `hdr_len` when set) by `delta` bytes, for a frame that grew or
 /// shrank by a VLAN tag in front of those offsets.

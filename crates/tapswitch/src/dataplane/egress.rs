@@ -10,7 +10,10 @@ use tracing::warn;
 use super::PortSlot;
 use crate::forward::{DropReason, TagAction};
 use crate::gso::Segmenter;
-use crate::vnet::{Offload, PLAIN_HEADER, VNET_HDR_LEN, shift_frame_offsets};
+use crate::vnet::{
+    Offload, PLAIN_HEADER, TCP_MIN_GSO_SIZE, Transport, VNET_HDR_LEN, set_gso_size,
+    shift_frame_offsets,
+};
 use crate::wire::{ETHERTYPE_VLAN, EthernetFrame, HEADER_LEN, VLAN_TAG_LEN, VlanTag};
 
 /// Writes one frame to the port of `out_slot`, as `tag` says, and counts the
@@ -32,11 +35,27 @@ pub(super) fn send_to_port(
         && out_hdr_len > 0
         && !layout.fits_mtu(out_slot.mtu as usize)
     {
-        // Handed over whole, its segments would be bigger than this port's
-        // MTU allows a frame to be (software segmentation, below, cuts TCP to
-        // fit a port without offloads instead).
-        out_slot.counters.drops.count(DropReason::Oversize);
-        return true;
+        // Handed over whole, its segments would be bigger than this port's MTU
+        // allows a frame to be. TCP can be cut finer than the sender asked (as
+        // software segmentation does for a port without offloads): the same
+        // super-frame goes out announcing segments that fit (an endpoint at 1500
+        // behind a 1450 VXLAN port keeps working). UDP cannot: each `gso_size`
+        // piece is one datagram.
+        let finer = layout.max_payload_for_mtu(out_slot.mtu as usize);
+        if layout.transport != Transport::Tcp
+            || finer < TCP_MIN_GSO_SIZE
+            || tag != TagAction::AsIs
+            || in_hdr_len != VNET_HDR_LEN
+            || out_hdr_len != VNET_HDR_LEN
+        {
+            out_slot.counters.drops.count(DropReason::Oversize);
+            return true;
+        }
+        let mut header = [0u8; VNET_HDR_LEN];
+        header.copy_from_slice(&packet[..VNET_HDR_LEN]);
+        set_gso_size(&mut header, finer as u16);
+        let result = out_slot.port.send_parts(&header, frame);
+        return account_send(out_slot, result, frame.len());
     }
     let result = if out_hdr_len == 0 && !offload.is_plain() {
         // A port without offloads takes only complete, MTU-sized frames.
@@ -435,7 +454,8 @@ mod tests {
             TagAction::AsIs
         ));
         assert_eq!(vm.written()[1], super_frame);
-        // ...unless its segments would not fit that port's MTU,
+        // ...and, when its segments would not fit that port's MTU, announcing
+        // segments that do (TCP is cut finer, the frame is unchanged),
         let mut to_small_vm = slot(&vm, 1000);
         assert!(send(
             &mut to_small_vm,
@@ -443,7 +463,27 @@ mod tests {
             VNET_HDR_LEN,
             TagAction::AsIs
         ));
-        assert_eq!(to_small_vm.counters.drops.get(DropReason::Oversize), 1);
+        assert_eq!(to_small_vm.counters.drops.get(DropReason::Oversize), 0);
+        let finer = &vm.written()[2];
+        assert_eq!(finer[VNET_HDR_LEN..], super_frame[VNET_HDR_LEN..]);
+        let header = VnetHeader::new(finer).unwrap();
+        // 1000 bytes of IP leave 960 of TCP payload.
+        assert_eq!(header.gso_size(), 960);
+        assert!(
+            VnetHeader::new(finer)
+                .unwrap()
+                .validate(&finer[VNET_HDR_LEN..])
+                .is_ok()
+        );
+        // unless even the smallest TCP segment would not fit;
+        let mut to_tiny_vm = slot(&vm, 100);
+        assert!(send(
+            &mut to_tiny_vm,
+            &super_frame,
+            VNET_HDR_LEN,
+            TagAction::AsIs
+        ));
+        assert_eq!(to_tiny_vm.counters.drops.get(DropReason::Oversize), 1);
         // and is not both segmented and retagged for a port without them.
         assert!(send(
             &mut to_plain,
@@ -452,7 +492,7 @@ mod tests {
             TagAction::Push(3)
         ));
         assert_eq!(to_plain.counters.drops.get(DropReason::NeedsOffload), 1);
-        assert_eq!(vm.written().len(), 2);
+        assert_eq!(vm.written().len(), 3);
         assert_eq!(plain.written().len(), 1);
     }
 
