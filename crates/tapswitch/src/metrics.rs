@@ -24,7 +24,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 use crate::dataplane::{
-    BATCH_BUCKETS, Command, DataplaneHandle, PortCounters, PortSnapshot, Snapshot,
+    BATCH_BUCKETS, Command, DataplaneHandle, PortCounters, PortSnapshot, Snapshot, TunnelCounters,
 };
 use crate::forward::DropReason;
 
@@ -277,6 +277,7 @@ type PortLabel<'a> = [(&'static str, &'a str); 1];
 type Described<F> = (&'static str, &'static str, F);
 type CounterOf = fn(&PortCounters) -> u64;
 type FlagOf = fn(&PortSnapshot) -> bool;
+type TunnelCounterOf = fn(&TunnelCounters) -> u64;
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -376,6 +377,70 @@ impl Collector for SnapshotCollector {
                 Some((
                     [("port", p.name.as_str())],
                     ConstCounter::new(p.netdev_tx_dropped?),
+                ))
+            }),
+        )?;
+        // Tunnel ports only: how much of their traffic went as super-frames and trains.
+        let tunnel_counters: [Described<TunnelCounterOf>; 7] = [
+            (
+                "tapswitch_tunnel_tx_super_frames",
+                "Super-frames a tunnel port encapsulated whole (cut into segments by the port).",
+                |t| t.tx_super_frames,
+            ),
+            (
+                "tapswitch_tunnel_tx_gso_messages",
+                "Messages a tunnel port sent with UDP_SEGMENT (a train of datagrams in one pass).",
+                |t| t.tx_gso_messages,
+            ),
+            (
+                "tapswitch_tunnel_tx_datagrams",
+                "Datagrams a tunnel port sent, every copy counted.",
+                |t| t.tx_datagrams,
+            ),
+            (
+                "tapswitch_tunnel_rx_reads",
+                "Reads of a tunnel port's socket that returned datagrams.",
+                |t| t.rx_reads,
+            ),
+            (
+                "tapswitch_tunnel_rx_datagrams",
+                "Datagrams those reads returned (more than the reads: UDP_GRO trains).",
+                |t| t.rx_datagrams,
+            ),
+            (
+                "tapswitch_tunnel_rx_super_frames",
+                "Super-frames a tunnel port coalesced from received segments.",
+                |t| t.rx_super_frames,
+            ),
+            (
+                "tapswitch_tunnel_rx_coalesced",
+                "Received segments that went into those super-frames.",
+                |t| t.rx_coalesced,
+            ),
+        ];
+        for (name, help, get) in tunnel_counters {
+            family(
+                encoder,
+                name,
+                help,
+                None,
+                snapshot.ports.iter().filter_map(move |p| {
+                    let tunnel = p.tunnel.as_ref()?;
+                    Some(([("port", p.name.as_str())], ConstCounter::new(get(tunnel))))
+                }),
+            )?;
+        }
+        family(
+            encoder,
+            "tapswitch_tunnel_tx_gso_refused",
+            "1 when the kernel refused UDP_SEGMENT and the tunnel port sends one datagram per \
+             segment.",
+            None,
+            snapshot.ports.iter().filter_map(|p| {
+                let tunnel = p.tunnel.as_ref()?;
+                Some((
+                    [("port", p.name.as_str())],
+                    ConstGauge::new(i64::from(tunnel.tx_gso_refused)),
                 ))
             }),
         )?;
@@ -575,7 +640,12 @@ mod tests {
                 counters,
                 netdev_tx_dropped: Some(5),
                 removed_at: None,
-                tunnel: None,
+                tunnel: Some(TunnelCounters {
+                    tx_super_frames: 11,
+                    rx_datagrams: 40,
+                    tx_gso_refused: true,
+                    ..TunnelCounters::default()
+                }),
             }],
             removed_ports: vec![],
             fdb: vec![],
@@ -616,6 +686,10 @@ mod tests {
             "tapswitch_port_mac_flaps_total{port=\"p\\\"0\"} 0",
             "tapswitch_fdb_entries 4",
             "tapswitch_port_netdev_tx_dropped_total{port=\"p\\\"0\"} 5",
+            "tapswitch_tunnel_tx_super_frames_total{port=\"p\\\"0\"} 11",
+            "tapswitch_tunnel_rx_datagrams_total{port=\"p\\\"0\"} 40",
+            "tapswitch_tunnel_rx_reads_total{port=\"p\\\"0\"} 0",
+            "tapswitch_tunnel_tx_gso_refused{port=\"p\\\"0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"1.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"128.0\"} 1",
             "tapswitch_batch_frames_bucket{le=\"+Inf\"} 3",
