@@ -57,7 +57,8 @@ fn next_frame(port: &VxlanPort, within: Duration) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 65536];
     while Instant::now() < deadline {
         match port.recv(0, &mut buf) {
-            Ok(len) => return Some(buf[..len].to_vec()),
+            // The port hands frames out behind a vnet header, as a TAP does.
+            Ok(len) => return Some(buf[port.vnet_hdr_len()..len].to_vec()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(10))
             }
@@ -121,7 +122,7 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
         .unwrap();
 
     // Flooded to the kernel VTEP, answered through the tunnel.
-    port.send(&arp_request()).unwrap();
+    port.send(&with_vnet_header(&arp_request())).unwrap();
     let reply = next_arp_reply(&port, Duration::from_secs(5)).expect("an ARP reply");
     assert_eq!(&reply[0..6], &OUR_MAC.0, "{reply:02x?}");
     assert_eq!(&reply[12..14], &[0x08, 0x06]);
@@ -169,7 +170,7 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
     })
     .unwrap();
     // A good request after them: the port skips to it.
-    port.send(&arp_request()).unwrap();
+    port.send(&with_vnet_header(&arp_request())).unwrap();
     let second_reply = next_arp_reply(&port, Duration::from_secs(5));
     assert!(second_reply.is_some(), "the second ARP reply");
     let mut drops = DropCounters::default();
@@ -178,6 +179,11 @@ fn a_vxlan_port_talks_to_a_kernel_vtep() {
     assert_eq!(drops.get(DropReason::BadVxlanHeader), 3);
     drop(port);
     drop(hosts);
+}
+
+/// `frame` behind a plain vnet header: the port takes frames as a TAP does.
+fn with_vnet_header(frame: &[u8]) -> Vec<u8> {
+    [&tapswitch::vnet::PLAIN_HEADER[..], frame].concat()
 }
 
 fn nix_is_root() -> bool {
