@@ -233,9 +233,20 @@ pub mod reply {
         } else {
             0.0
         };
+        let pinned = match l.cpus.as_slice() {
+            [] => String::new(),
+            [cpu] => format!("; on CPU {cpu}"),
+            cpus => format!(
+                "; on CPUs {}",
+                cpus.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        };
         let _ = writeln!(
             out,
-            "loop: {} wake-ups from sleep, {} polls, {batches} port visits, {mean:.1} frames per visit; events dropped {}",
+            "loop: {} wake-ups from sleep, {} polls, {batches} port visits, {mean:.1} frames per visit; events dropped {}{pinned}",
             l.wakeups, l.iterations, stats.events_dropped
         );
         let _ = writeln!(

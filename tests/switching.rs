@@ -320,3 +320,106 @@ fn multi_queue_ports_forward_across_threads() {
     let snapshot = bed.switch.snapshot();
     assert_eq!(snapshot.dropped("p1", DropReason::TxError), 0);
 }
+
+/// `Cpus_allowed_list` of one of the switch's threads (`/proc/PID/task/TID/status`).
+fn thread_cpus(pid: i32, tid: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list in {status}"))
+        .trim()
+        .to_owned()
+}
+
+/// The thread of the switch named `name` (`/proc/PID/task/TID/comm`).
+fn thread_named(pid: i32, name: &str) -> String {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|comm| comm.trim() == name)
+        })
+        .unwrap_or_else(|| panic!("the switch has no thread named {name}"))
+}
+
+/// Each dataplane thread runs on one CPU of its own (`switch.cpu_affinity`, "auto" by
+/// default: the highest allowed first), the control threads wherever the scheduler puts
+/// them; "none" pins nothing, a list pins what it says, and a CPU the process may not use
+/// is refused at startup by number.
+#[test]
+fn dataplane_threads_are_pinned_one_cpu_each_and_only_they_are() {
+    require_root!();
+    let allowed = thread_cpus(std::process::id() as i32, &std::process::id().to_string());
+    let allowed_cpus: Vec<u32> = tapswitch::sys::sched::allowed_cpus()
+        .unwrap()
+        .into_iter()
+        .map(|cpu| cpu as u32)
+        .collect();
+    let highest = *allowed_cpus.last().unwrap();
+
+    let bed = Bed::with_config(2, "[switch]\nthreads = 2", |_| String::new());
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
+    let pid = bed.switch.pid();
+    let cpus = bed.switch.stats().loop_stats.cpus;
+    let control = thread_named(pid, "tapswitch-contr");
+    assert_eq!(thread_cpus(pid, &control), allowed, "control thread pinned");
+    if allowed_cpus.len() >= 2 {
+        let second = allowed_cpus[allowed_cpus.len() - 2];
+        assert_eq!(cpus, vec![highest, second]);
+        assert_eq!(thread_cpus(pid, &pid.to_string()), highest.to_string());
+        let dp1 = thread_named(pid, "tapswitch-dp1");
+        assert_eq!(thread_cpus(pid, &dp1), second.to_string());
+        let (_, table, _) = bed.switch.ctl(&["stats"]);
+        assert!(
+            table.contains(&format!("; on CPUs {highest},{second}")),
+            "{table}"
+        );
+    } else {
+        // One CPU allowed: pinning it would only get in the way of a later cpuset.
+        assert!(cpus.is_empty(), "{cpus:?}");
+        assert_eq!(thread_cpus(pid, &pid.to_string()), allowed);
+    }
+    drop(bed);
+
+    let bed = Bed::with_config(2, "[switch]\ncpu_affinity = \"none\"", |_| String::new());
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
+    let pid = bed.switch.pid();
+    assert!(bed.switch.stats().loop_stats.cpus.is_empty());
+    assert_eq!(thread_cpus(pid, &pid.to_string()), allowed);
+    drop(bed);
+
+    let first = allowed_cpus[0];
+    let bed = Bed::with_config(2, &format!("[switch]\ncpu_affinity = [{first}]"), |_| {
+        String::new()
+    });
+    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
+    let pid = bed.switch.pid();
+    assert_eq!(bed.switch.stats().loop_stats.cpus, vec![first]);
+    assert_eq!(thread_cpus(pid, &pid.to_string()), first.to_string());
+    drop(bed);
+
+    let dir = TempDir::new("tscpu");
+    let config = dir.path.join("switch.toml");
+    std::fs::write(&config, "[switch]\ncpu_affinity = [1023]\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_tapswitch"))
+        .arg("--control")
+        .arg(dir.path.join("tapswitch.sock"))
+        // A port so that the switch gets as far as its dataplane (no TAP is made first).
+        .args(["run", "--port", &unique("tc"), "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(dir.path.join("state"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "switch.cpu_affinity: CPU 1023 is not one this process may run on (allowed: {allowed})"
+        )),
+        "{stderr}"
+    );
+}

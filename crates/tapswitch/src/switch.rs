@@ -15,7 +15,7 @@ use thiserror::Error;
 use tracing::info;
 
 use crate::config::PortKind;
-use crate::config::{Config, PortConfig, SwitchConfig};
+use crate::config::{Config, CpuAffinity, PortConfig, SwitchConfig};
 use crate::dataplane::{Dataplane, DataplaneConfig, DataplaneError, DataplaneHandle, PortUpdate};
 use crate::fdb::FdbConfig;
 use crate::netlink::{ExistingLink, LinkError, LinkInfo, LinkSettings, Netlink, TunInfo};
@@ -24,6 +24,7 @@ use crate::port::{NetdevPort, Port, TapPort, VxlanPort};
 use crate::sys::netns::{self, NetnsError, NetnsFd};
 use crate::sys::packet::PacketOptions;
 use crate::sys::privileges::{self, Identity, PrivilegeError};
+use crate::sys::sched;
 use crate::sys::tap::{Tap, TapError, TapOptions};
 use crate::sys::udp::UdpError;
 
@@ -78,6 +79,10 @@ pub enum SwitchError {
     NothingToAdopt { port: String },
     #[error("port {port}: cannot adopt the existing TAP {port} as it is: {reason}")]
     CannotAdopt { port: String, reason: String },
+    #[error("switch.cpu_affinity: {reason}")]
+    CpuAffinity { reason: String },
+    #[error(transparent)]
+    Sched(#[from] crate::sys::sched::SchedError),
     #[error("{field}: {source}")]
     Identity {
         /// `switch.user` or `switch.group`.
@@ -625,11 +630,20 @@ pub fn build_with(
     config: &Config,
     mut open_port: impl FnMut(&PortConfig) -> Result<Box<dyn Port>, SwitchError>,
 ) -> Result<(Dataplane, DataplaneHandle), SwitchError> {
+    // Read here, on the main thread, before any dataplane thread has pinned itself.
+    let allowed = sched::allowed_cpus()?;
+    let cpus = config
+        .switch
+        .cpu_affinity
+        .plan(&allowed, config.switch.threads.max(1))
+        .map_err(|reason| SwitchError::CpuAffinity { reason })?;
     let (mut dataplane, handle) = Dataplane::new(DataplaneConfig {
         poll_budget: config.switch.poll_budget,
         idle_poll: config.switch.idle_poll(),
         adaptive_poll_pct: config.switch.adaptive_poll_pct,
         realtime_priority: config.switch.realtime_priority,
+        cpus,
+        cpus_required: matches!(config.switch.cpu_affinity, CpuAffinity::Cpus(_)),
         threads: config.switch.threads,
         fdb: FdbConfig {
             ageing: config.switch.fdb_ageing(),

@@ -63,6 +63,10 @@ pub struct LoopStats {
     /// most `TURN_BUCKETS_US[i]` µs and more than the bucket before; the extra
     /// last element counts longer ones.
     pub turn_us: [u64; TURN_BUCKETS_US.len() + 1],
+    /// The CPU each pinned dataplane thread runs on (`switch.cpu_affinity`), the
+    /// primary first; empty when none is pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpus: Vec<u32>,
 }
 
 impl LoopStats {
@@ -109,6 +113,7 @@ impl LoopStats {
         for (mine, theirs) in self.turn_us.iter_mut().zip(other.turn_us) {
             *mine += theirs;
         }
+        self.cpus.extend_from_slice(&other.cpus);
     }
 }
 

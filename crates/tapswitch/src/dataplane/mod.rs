@@ -112,6 +112,12 @@ pub struct DataplaneConfig {
     pub adaptive_poll_pct: u32,
     /// Run the workers under `SCHED_FIFO` at this priority.
     pub realtime_priority: Option<u8>,
+    /// The CPU worker i pins itself to, `cpus[i]` (`switch.cpu_affinity`, planned
+    /// against the CPUs allowed at startup); empty: none pinned.
+    pub cpus: Vec<usize>,
+    /// A refused pin stops the switch (CPUs the operator listed) rather than being
+    /// logged and run unpinned (`auto`).
+    pub cpus_required: bool,
     /// Dataplane threads (workers); ports are spread over them for reading.
     pub threads: usize,
     pub fdb: FdbConfig,

@@ -100,6 +100,9 @@ pub struct Dataplane {
     idle: IdlePolicy,
     wake_timer: WakeTimer,
     realtime_priority: Option<u8>,
+    /// The CPU this worker pins itself to when its loop starts.
+    cpu: Option<usize>,
+    cpu_required: bool,
     /// Segments super-frames and completes checksums for ports without offloads.
     segmenter: Segmenter,
     events: EventSink,
@@ -174,6 +177,8 @@ impl Dataplane {
             idle: IdlePolicy::new(config.idle_poll, config.adaptive_poll_pct),
             wake_timer,
             realtime_priority: config.realtime_priority,
+            cpu: config.cpus.get(worker).copied(),
+            cpu_required: config.cpus_required,
             segmenter: Segmenter::new(),
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
@@ -517,6 +522,26 @@ impl Dataplane {
         Ok(snapshot)
     }
 
+    /// Pins this worker's thread to its planned CPU (on its own thread: affinity is per
+    /// thread). Threads started later by the primary's thread inherit the pin.
+    fn pin_to_cpu(&mut self) -> Result<(), DataplaneError> {
+        let Some(cpu) = self.cpu else {
+            return Ok(());
+        };
+        match sched::pin_current_thread(self.worker, cpu) {
+            Ok(()) => {
+                info!(worker = self.worker, cpu, "dataplane thread pinned");
+                self.loop_stats.cpus = vec![cpu as u32];
+                Ok(())
+            }
+            Err(e) if self.cpu_required => Err(e.into()),
+            Err(e) => {
+                warn!("{e}; running unpinned (switch.cpu_affinity = \"auto\")");
+                Ok(())
+            }
+        }
+    }
+
     /// Closes the command channel once the loop no longer serves it, so that no request
     /// waits for an answer that never comes while the stopped dataplane lives on (the
     /// daemon joins threads that ask, `tapswitch-state`, control connections, before it
@@ -528,6 +553,7 @@ impl Dataplane {
     }
 
     fn run_loop(&mut self) -> Result<(), DataplaneError> {
+        self.pin_to_cpu()?;
         if let Some(priority) = self.realtime_priority {
             sched::set_realtime(priority)?;
         }
@@ -1348,6 +1374,8 @@ mod tests {
             idle_poll: Duration::ZERO,
             adaptive_poll_pct: 0,
             realtime_priority: None,
+            cpus: Vec::new(),
+            cpus_required: false,
             threads: 1,
             fdb: FdbConfig::default(),
         })
@@ -1557,6 +1585,8 @@ mod tests {
                 idle_poll: Duration::ZERO,
                 adaptive_poll_pct: 0,
                 realtime_priority: None,
+                cpus: Vec::new(),
+                cpus_required: false,
                 threads,
                 fdb: FdbConfig::default(),
             })

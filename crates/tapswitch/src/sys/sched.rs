@@ -1,7 +1,7 @@
 //! How a dataplane thread sleeps and is scheduled: a `timerfd` wake-up timer
 //! with nanosecond resolution (epoll's own timeout is in milliseconds, too
 //! coarse to wake shortly before a frame due in 2 ms), the thread's timer
-//! slack, and the opt-in `SCHED_FIFO` policy.
+//! slack, the opt-in `SCHED_FIFO` policy, and the CPU a dataplane thread is pinned to.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,6 +21,17 @@ pub enum SchedError {
          without it"
     )]
     Realtime { priority: u8, source: io::Error },
+    #[error("cannot read the CPUs this process may run on (sched_getaffinity): {0}")]
+    AllowedCpus(#[source] io::Error),
+    #[error(
+        "cannot run dataplane thread {worker} on CPU {cpu} (sched_setaffinity: {source}); \
+         the CPU may have gone offline or left this process's cpuset since the switch started"
+    )]
+    Pin {
+        worker: usize,
+        cpu: usize,
+        source: io::Error,
+    },
 }
 
 /// A one-shot monotonic timer whose fd epoll watches.
@@ -113,9 +124,83 @@ pub fn set_realtime(priority: u8) -> Result<(), SchedError> {
     Ok(())
 }
 
+/// The CPUs the calling thread may run on (its affinity mask, within its cpuset), ascending.
+pub fn allowed_cpus() -> Result<Vec<usize>, SchedError> {
+    // SAFETY: cpu_set_t is plain bits; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size passed is that of `set`, which the kernel fills; pid 0 is this thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc < 0 {
+        return Err(SchedError::AllowedCpus(io::Error::last_os_error()));
+    }
+    Ok((0..libc::CPU_SETSIZE as usize)
+        // SAFETY: cpu is below CPU_SETSIZE, within `set`.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Pins the calling thread (dataplane thread `worker`) to `cpu`; threads it starts later inherit it.
+pub fn pin_current_thread(worker: usize, cpu: usize) -> Result<(), SchedError> {
+    let refused = |source| SchedError::Pin {
+        worker,
+        cpu,
+        source,
+    };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(refused(io::Error::from_raw_os_error(libc::EINVAL)));
+    }
+    // SAFETY: cpu_set_t is plain bits; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu was checked to be below CPU_SETSIZE, within `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+    if rc < 0 {
+        return Err(refused(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_pinned_to_an_allowed_cpu_runs_there_and_nowhere_else() {
+        let allowed = allowed_cpus().unwrap();
+        assert!(!allowed.is_empty());
+        let last = *allowed.last().unwrap();
+        // On a thread of its own: the test harness's threads keep their mask.
+        let (after, running_on) = std::thread::spawn(move || {
+            pin_current_thread(0, last).unwrap();
+            // SAFETY: sched_getcpu takes nothing and returns the CPU or -1.
+            let running_on = unsafe { libc::sched_getcpu() };
+            (allowed_cpus().unwrap(), running_on)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(after, vec![last]);
+        assert_eq!(running_on, last as i32);
+        assert_eq!(
+            allowed_cpus().unwrap(),
+            allowed,
+            "the caller's mask is untouched"
+        );
+    }
+
+    #[test]
+    fn pinning_to_a_cpu_that_does_not_exist_says_which() {
+        let error = std::thread::spawn(|| pin_current_thread(3, libc::CPU_SETSIZE as usize - 1))
+            .join()
+            .unwrap()
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("dataplane thread 3 on CPU 1023"),
+            "{message}"
+        );
+        assert!(matches!(error, SchedError::Pin { .. }), "{error:?}");
+    }
 
     #[test]
     fn realtime_refused_without_cap_sys_nice_says_what_it_needs() {

@@ -26,6 +26,8 @@ fn two_ports() -> (Dataplane, PortId) {
         fdb: FdbConfig::default(),
         adaptive_poll_pct: 0,
         realtime_priority: None,
+        cpus: Vec::new(),
+        cpus_required: false,
     })
     .unwrap();
     let a = memory_port(&mut dataplane, 0, "a");
