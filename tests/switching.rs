@@ -345,12 +345,12 @@ fn thread_named(pid: i32, name: &str) -> String {
         .unwrap_or_else(|| panic!("the switch has no thread named {name}"))
 }
 
-/// Each dataplane thread runs on one CPU of its own (`switch.cpu_affinity`, "auto" by
-/// default: the highest allowed first), the control threads wherever the scheduler puts
-/// them; "none" pins nothing, a list pins what it says, and a CPU the process may not use
-/// is refused at startup by number.
+/// `switch.cpu_affinity`, "auto" by default: a dataplane thread holds on to one CPU (the
+/// highest allowed) while it moves bulk traffic and lets it go when traffic stops; the
+/// control threads are never pinned; "none" pins nothing; a list pins what it says from
+/// the start; a CPU the process may not use is refused at startup by number.
 #[test]
-fn dataplane_threads_are_pinned_one_cpu_each_and_only_they_are() {
+fn dataplane_threads_hold_their_cpu_under_load_and_only_they_do() {
     require_root!();
     let allowed = thread_cpus(std::process::id() as i32, &std::process::id().to_string());
     let allowed_cpus: Vec<u32> = tapswitch::sys::sched::allowed_cpus()
@@ -360,34 +360,65 @@ fn dataplane_threads_are_pinned_one_cpu_each_and_only_they_are() {
         .collect();
     let highest = *allowed_cpus.last().unwrap();
 
-    let bed = Bed::with_config(2, "[switch]\nthreads = 2", |_| String::new());
+    let bed = Bed::new(2);
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
     let pid = bed.switch.pid();
-    let cpus = bed.switch.stats().loop_stats.cpus;
+    let main_thread = pid.to_string();
     let control = thread_named(pid, "tapswitch-contr");
-    assert_eq!(thread_cpus(pid, &control), allowed, "control thread pinned");
+    assert!(
+        bed.switch.stats().loop_stats.cpus.is_empty(),
+        "pinned while idle"
+    );
+    assert_eq!(thread_cpus(pid, &main_thread), allowed);
+    // Bulk TCP in the background; the switch pins its thread within ~100 ms of it.
+    let _server = iperf3_server(bed.ns(1), 5301);
+    let ns0 = bed.ns(0).to_owned();
+    let client = thread::spawn(move || iperf3_client_for(&ns0, &Bed::addr(1), 5301, 4, &[]));
+    let mut seen_pinned = None;
+    let loaded = wait_for(Duration::from_secs(3), || {
+        let cpus = bed.switch.stats().loop_stats.cpus;
+        if !cpus.is_empty() {
+            seen_pinned = Some((cpus, thread_cpus(pid, &main_thread)));
+        }
+        seen_pinned.is_some()
+    });
     if allowed_cpus.len() >= 2 {
-        let second = allowed_cpus[allowed_cpus.len() - 2];
-        assert_eq!(cpus, vec![highest, second]);
-        assert_eq!(thread_cpus(pid, &pid.to_string()), highest.to_string());
-        let dp1 = thread_named(pid, "tapswitch-dp1");
-        assert_eq!(thread_cpus(pid, &dp1), second.to_string());
+        assert!(loaded, "not pinned under bulk TCP");
+        let (cpus, mask) = seen_pinned.unwrap();
+        assert_eq!(cpus, vec![highest]);
+        assert_eq!(mask, highest.to_string());
+        assert_eq!(thread_cpus(pid, &control), allowed, "control thread pinned");
         let (_, table, _) = bed.switch.ctl(&["stats"]);
-        assert!(
-            table.contains(&format!("; on CPUs {highest},{second}")),
-            "{table}"
-        );
+        assert!(table.contains(&format!("; on CPU {highest}")), "{table}");
     } else {
         // One CPU allowed: pinning it would only get in the way of a later cpuset.
-        assert!(cpus.is_empty(), "{cpus:?}");
-        assert_eq!(thread_cpus(pid, &pid.to_string()), allowed);
+        assert!(!loaded, "pinned with one CPU allowed: {seen_pinned:?}");
     }
+    assert!(client.join().unwrap() > 0);
+    // Quiet again: let go within about a second.
+    assert!(
+        wait_for(Duration::from_secs(5), || bed
+            .switch
+            .stats()
+            .loop_stats
+            .cpus
+            .is_empty()),
+        "still pinned after the load stopped"
+    );
+    assert_eq!(thread_cpus(pid, &main_thread), allowed);
+    let stats = bed.switch.stats().loop_stats;
+    assert_eq!(stats.affinity_pins, u64::from(allowed_cpus.len() >= 2));
     drop(bed);
 
     let bed = Bed::with_config(2, "[switch]\ncpu_affinity = \"none\"", |_| String::new());
-    assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
     let pid = bed.switch.pid();
-    assert!(bed.switch.stats().loop_stats.cpus.is_empty());
+    let _server = iperf3_server(bed.ns(1), 5302);
+    assert!(iperf3_client(bed.ns(0), &Bed::addr(1), 5302, &[]) > 0);
+    let stats = bed.switch.stats().loop_stats;
+    assert!(
+        stats.cpus.is_empty() && stats.affinity_pins == 0,
+        "{stats:?}"
+    );
     assert_eq!(thread_cpus(pid, &pid.to_string()), allowed);
     drop(bed);
 
@@ -397,6 +428,7 @@ fn dataplane_threads_are_pinned_one_cpu_each_and_only_they_are() {
     });
     assert_eq!(ping(bed.ns(0), &Bed::addr(1), 10, "0.01"), 10);
     let pid = bed.switch.pid();
+    // Listed: pinned from the start, idle or not.
     assert_eq!(bed.switch.stats().loop_stats.cpus, vec![first]);
     assert_eq!(thread_cpus(pid, &pid.to_string()), first.to_string());
     drop(bed);

@@ -644,6 +644,7 @@ pub fn build_with(
         realtime_priority: config.switch.realtime_priority,
         cpus,
         cpus_required: matches!(config.switch.cpu_affinity, CpuAffinity::Cpus(_)),
+        allowed_cpus: allowed,
         threads: config.switch.threads,
         fdb: FdbConfig {
             ageing: config.switch.fdb_ageing(),

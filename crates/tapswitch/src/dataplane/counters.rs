@@ -63,10 +63,13 @@ pub struct LoopStats {
     /// most `TURN_BUCKETS_US[i]` µs and more than the bucket before; the extra
     /// last element counts longer ones.
     pub turn_us: [u64; TURN_BUCKETS_US.len() + 1],
-    /// The CPU each pinned dataplane thread runs on (`switch.cpu_affinity`), the
-    /// primary first; empty when none is pinned.
+    /// The CPU of each dataplane thread pinned right now (`switch.cpu_affinity`: CPUs
+    /// listed, or `auto` while the thread moves bulk traffic), the primary first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpus: Vec<u32>,
+    /// Times a dataplane thread pinned itself to its CPU because it got busy (`auto`).
+    #[serde(default)]
+    pub affinity_pins: u64,
 }
 
 impl LoopStats {
@@ -114,6 +117,7 @@ impl LoopStats {
             *mine += theirs;
         }
         self.cpus.extend_from_slice(&other.cpus);
+        self.affinity_pins += other.affinity_pins;
     }
 }
 

@@ -23,6 +23,7 @@
 //! removes ports and tells the others; it answers the control plane, merging
 //! the other workers' counters into its snapshots.
 
+mod affinity;
 mod capture;
 mod counters;
 mod egress;
@@ -112,12 +113,15 @@ pub struct DataplaneConfig {
     pub adaptive_poll_pct: u32,
     /// Run the workers under `SCHED_FIFO` at this priority.
     pub realtime_priority: Option<u8>,
-    /// The CPU worker i pins itself to, `cpus[i]` (`switch.cpu_affinity`, planned
-    /// against the CPUs allowed at startup); empty: none pinned.
+    /// The CPU worker i runs on when pinned, `cpus[i]` (`switch.cpu_affinity`, planned
+    /// against the CPUs allowed at startup); empty: never pinned.
     pub cpus: Vec<usize>,
-    /// A refused pin stops the switch (CPUs the operator listed) rather than being
-    /// logged and run unpinned (`auto`).
+    /// CPUs the operator listed: pinned from the start, for good, and a refusal stops
+    /// the switch. Otherwise (`auto`) a worker pins itself while it moves bulk traffic
+    /// ([`affinity`]), and a refusal is logged.
     pub cpus_required: bool,
+    /// The CPUs the process was allowed at startup: what an unpinned worker goes back to.
+    pub allowed_cpus: Vec<usize>,
     /// Dataplane threads (workers); ports are spread over them for reading.
     pub threads: usize,
     pub fdb: FdbConfig,

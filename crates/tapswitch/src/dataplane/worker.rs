@@ -13,6 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, info, warn};
 
+use super::affinity::{AffinityChange, AffinityPolicy};
 use super::capture::{CaptureHub, Direction};
 use super::egress::send_to_port;
 use super::events::{EventSink, report_forward_events};
@@ -100,9 +101,11 @@ pub struct Dataplane {
     idle: IdlePolicy,
     wake_timer: WakeTimer,
     realtime_priority: Option<u8>,
-    /// The CPU this worker pins itself to when its loop starts.
+    /// The CPU this worker runs on when pinned, and when it is (see `DataplaneConfig::cpus`).
     cpu: Option<usize>,
     cpu_required: bool,
+    allowed_cpus: Vec<usize>,
+    affinity: AffinityPolicy,
     /// Segments super-frames and completes checksums for ports without offloads.
     segmenter: Segmenter,
     events: EventSink,
@@ -179,6 +182,8 @@ impl Dataplane {
             realtime_priority: config.realtime_priority,
             cpu: config.cpus.get(worker).copied(),
             cpu_required: config.cpus_required,
+            allowed_cpus: config.allowed_cpus.clone(),
+            affinity: AffinityPolicy::default(),
             segmenter: Segmenter::new(),
             events: EventSink::default(),
             loop_stats: LoopStats::default(),
@@ -522,23 +527,45 @@ impl Dataplane {
         Ok(snapshot)
     }
 
-    /// Pins this worker's thread to its planned CPU (on its own thread: affinity is per
-    /// thread). Threads started later by the primary's thread inherit the pin.
-    fn pin_to_cpu(&mut self) -> Result<(), DataplaneError> {
-        let Some(cpu) = self.cpu else {
-            return Ok(());
-        };
-        match sched::pin_current_thread(self.worker, cpu) {
-            Ok(()) => {
-                info!(worker = self.worker, cpu, "dataplane thread pinned");
+    /// Pins this worker's thread to the CPUs the operator listed, from the start (on its
+    /// own thread: affinity is per thread; threads it starts later inherit it).
+    fn pin_listed_cpu(&mut self) -> Result<(), DataplaneError> {
+        match self.cpu {
+            Some(cpu) if self.cpu_required => {
+                sched::run_current_thread_on(self.worker, &[cpu])?;
+                info!(
+                    worker = self.worker,
+                    cpu, "dataplane thread pinned (switch.cpu_affinity)"
+                );
                 self.loop_stats.cpus = vec![cpu as u32];
                 Ok(())
             }
-            Err(e) if self.cpu_required => Err(e.into()),
-            Err(e) => {
-                warn!("{e}; running unpinned (switch.cpu_affinity = \"auto\")");
-                Ok(())
+            _ => Ok(()),
+        }
+    }
+
+    /// `auto`: holds on to this worker's CPU while the loop is busy, lets it go when quiet.
+    fn follow_load(&mut self, now: Instant, busy: Duration) {
+        let Some(cpu) = self.cpu.filter(|_| !self.cpu_required) else {
+            return;
+        };
+        let Some(change) = self.affinity.turn(now, busy) else {
+            return;
+        };
+        let (cpus, pinned) = match change {
+            AffinityChange::Pin => (vec![cpu], true),
+            AffinityChange::Unpin => (self.allowed_cpus.clone(), false),
+        };
+        match sched::run_current_thread_on(self.worker, &cpus) {
+            Ok(()) => {
+                debug!(
+                    worker = self.worker,
+                    cpu, pinned, "dataplane thread affinity follows its load"
+                );
+                self.loop_stats.cpus = if pinned { vec![cpu as u32] } else { Vec::new() };
+                self.loop_stats.affinity_pins += u64::from(pinned);
             }
+            Err(e) => warn!("{e}; the thread stays where it runs (switch.cpu_affinity = \"auto\")"),
         }
     }
 
@@ -553,7 +580,7 @@ impl Dataplane {
     }
 
     fn run_loop(&mut self) -> Result<(), DataplaneError> {
-        self.pin_to_cpu()?;
+        self.pin_listed_cpu()?;
         if let Some(priority) = self.realtime_priority {
             sched::set_realtime(priority)?;
         }
@@ -621,6 +648,9 @@ impl Dataplane {
             if frames > 0 {
                 self.idle.frames(turn_started, !timeout.is_zero());
                 self.loop_stats.record_turn(now - turn_started);
+                self.follow_load(now, now - turn_started);
+            } else {
+                self.follow_load(now, Duration::ZERO);
             }
             if now >= next_housekeeping {
                 // Every worker moves its deadline on (else, once it passed, the
@@ -1376,6 +1406,7 @@ mod tests {
             realtime_priority: None,
             cpus: Vec::new(),
             cpus_required: false,
+            allowed_cpus: Vec::new(),
             threads: 1,
             fdb: FdbConfig::default(),
         })
@@ -1587,6 +1618,7 @@ mod tests {
                 realtime_priority: None,
                 cpus: Vec::new(),
                 cpus_required: false,
+                allowed_cpus: Vec::new(),
                 threads,
                 fdb: FdbConfig::default(),
             })

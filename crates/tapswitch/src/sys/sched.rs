@@ -139,24 +139,28 @@ pub fn allowed_cpus() -> Result<Vec<usize>, SchedError> {
         .collect())
 }
 
-/// Pins the calling thread (dataplane thread `worker`) to `cpu`; threads it starts later inherit it.
-pub fn pin_current_thread(worker: usize, cpu: usize) -> Result<(), SchedError> {
-    let refused = |source| SchedError::Pin {
+/// Lets the calling thread (dataplane thread `worker`) run on `cpus` only: one CPU pins
+/// it, the allowed set lets it go. Threads it starts later inherit the mask.
+pub fn run_current_thread_on(worker: usize, cpus: &[usize]) -> Result<(), SchedError> {
+    let refused = |cpu, source| SchedError::Pin {
         worker,
         cpu,
         source,
     };
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(refused(io::Error::from_raw_os_error(libc::EINVAL)));
-    }
     // SAFETY: cpu_set_t is plain bits; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: cpu was checked to be below CPU_SETSIZE, within `set`.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for &cpu in cpus {
+        if cpu >= libc::CPU_SETSIZE as usize {
+            return Err(refused(cpu, io::Error::from_raw_os_error(libc::EINVAL)));
+        }
+        // SAFETY: cpu was checked to be below CPU_SETSIZE, within `set`.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     if rc < 0 {
-        return Err(refused(io::Error::last_os_error()));
+        let first = cpus.first().copied().unwrap_or_default();
+        return Err(refused(first, io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -172,7 +176,7 @@ mod tests {
         let last = *allowed.last().unwrap();
         // On a thread of its own: the test harness's threads keep their mask.
         let (after, running_on) = std::thread::spawn(move || {
-            pin_current_thread(0, last).unwrap();
+            run_current_thread_on(0, &[last]).unwrap();
             // SAFETY: sched_getcpu takes nothing and returns the CPU or -1.
             let running_on = unsafe { libc::sched_getcpu() };
             (allowed_cpus().unwrap(), running_on)
@@ -181,6 +185,16 @@ mod tests {
         .unwrap();
         assert_eq!(after, vec![last]);
         assert_eq!(running_on, last as i32);
+        // And let go again: the whole allowed set back.
+        let all = allowed.clone();
+        let again = std::thread::spawn(move || {
+            run_current_thread_on(0, &[last]).unwrap();
+            run_current_thread_on(0, &all).unwrap();
+            allowed_cpus().unwrap()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(again, allowed);
         assert_eq!(
             allowed_cpus().unwrap(),
             allowed,
@@ -190,10 +204,11 @@ mod tests {
 
     #[test]
     fn pinning_to_a_cpu_that_does_not_exist_says_which() {
-        let error = std::thread::spawn(|| pin_current_thread(3, libc::CPU_SETSIZE as usize - 1))
-            .join()
-            .unwrap()
-            .unwrap_err();
+        let error =
+            std::thread::spawn(|| run_current_thread_on(3, &[libc::CPU_SETSIZE as usize - 1]))
+                .join()
+                .unwrap()
+                .unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("dataplane thread 3 on CPU 1023"),

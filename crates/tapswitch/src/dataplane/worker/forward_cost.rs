@@ -28,6 +28,7 @@ fn two_ports() -> (Dataplane, PortId) {
         realtime_priority: None,
         cpus: Vec::new(),
         cpus_required: false,
+        allowed_cpus: Vec::new(),
     })
     .unwrap();
     let a = memory_port(&mut dataplane, 0, "a");
