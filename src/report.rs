@@ -251,10 +251,13 @@ pub mod reply {
         );
         let _ = writeln!(
             out,
-            "adaptive polling: {} windows ahead of predicted bursts, {} hits, {:.1} ms spun",
+            "adaptive polling: {} windows ahead of predicted bursts, {} hits, {:.1} ms spun; \
+             after frames {} spins hit, {} missed",
             l.idle_windows,
             l.idle_window_hits,
-            l.idle_window_spin_ns as f64 / 1e6
+            l.idle_window_spin_ns as f64 / 1e6,
+            l.idle_poll_hits,
+            l.idle_poll_misses
         );
         if let Some(evpn) = &stats.evpn {
             let state = if evpn.connected {

@@ -529,6 +529,16 @@ impl Collector for SnapshotCollector {
                 "Bursts that arrived while the loop spun in a predicted window.",
                 stats.idle_window_hits,
             ),
+            (
+                "tapswitch_idle_poll_hits",
+                "Spins after frames (idle_poll_us) that saw the next frame before they ended.",
+                stats.idle_poll_hits,
+            ),
+            (
+                "tapswitch_idle_poll_misses",
+                "Spins after frames that ended without a frame (the loop then slept).",
+                stats.idle_poll_misses,
+            ),
         ] {
             single(encoder, name, help, ConstCounter::new(value))?;
         }
@@ -625,6 +635,8 @@ mod tests {
             idle_windows: 9,
             idle_window_hits: 8,
             idle_window_spin_ns: 1_500_000,
+            idle_poll_hits: 6,
+            idle_poll_misses: 5,
             ..LoopStats::default()
         };
         loop_stats.batch_sizes[0] = 1;
@@ -698,6 +710,8 @@ mod tests {
             "tapswitch_idle_windows_total 9",
             "tapswitch_idle_window_hits_total 8",
             "tapswitch_idle_window_spin_seconds_total 0.0015",
+            "tapswitch_idle_poll_hits_total 6",
+            "tapswitch_idle_poll_misses_total 5",
             "# TYPE tapswitch_batch_frames histogram",
             "tapswitch_evpn_connected{gobgp=\"127.0.0.1:50051\"} 1",
             "tapswitch_evpn_sessions_total{gobgp=\"127.0.0.1:50051\"} 2",

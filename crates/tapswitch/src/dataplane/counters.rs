@@ -49,6 +49,12 @@ pub struct LoopStats {
     /// Time spent spinning in those windows, nanoseconds.
     #[serde(default)]
     pub idle_window_spin_ns: u64,
+    /// Spins after frames (`idle_poll_us`) that saw the next frame before they ended…
+    #[serde(default)]
+    pub idle_poll_hits: u64,
+    /// …and those that ended without one (the loop then slept).
+    #[serde(default)]
+    pub idle_poll_misses: u64,
     /// Visits to a ready port.
     pub batches: u64,
     /// Frames read over all visits.
@@ -98,6 +104,8 @@ impl LoopStats {
             idle_windows: idle.windows,
             idle_window_hits: idle.hits,
             idle_window_spin_ns: idle.spin_ns,
+            idle_poll_hits: idle.after_hits,
+            idle_poll_misses: idle.after_misses,
             ..self.clone()
         }
     }
@@ -108,6 +116,8 @@ impl LoopStats {
         self.idle_windows += other.idle_windows;
         self.idle_window_hits += other.idle_window_hits;
         self.idle_window_spin_ns += other.idle_window_spin_ns;
+        self.idle_poll_hits += other.idle_poll_hits;
+        self.idle_poll_misses += other.idle_poll_misses;
         self.batches += other.batches;
         self.batch_frames += other.batch_frames;
         for (mine, theirs) in self.batch_sizes.iter_mut().zip(other.batch_sizes) {

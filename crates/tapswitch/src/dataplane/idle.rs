@@ -4,7 +4,11 @@
 //!
 //! Two kinds of spinning:
 //! - **after frames** (`idle_poll`): a request that just got an answer is often
-//!   followed by the next one within microseconds;
+//!   followed by the next one within microseconds (counted: spins that saw a
+//!   frame before they ended, and those that did not). Not passed over when
+//!   they mostly miss: on a 2-CPU VM under paced request/response one spin in
+//!   ten caught an answer, which saved more latency than the spin costs, and
+//!   under bulk TCP three in four caught the next frame;
 //! - **ahead of a predicted burst** (`adaptive`): sparse but regular traffic
 //!   (a ping every few ms, paced RPCs) would otherwise find the loop asleep
 //!   every time and pay a full wake-up of the thread (on this kind of VM
@@ -99,6 +103,10 @@ pub struct IdleStats {
     /// Time spent spinning in those windows (from the wake-up for one until
     /// its burst or its end), nanoseconds.
     pub spin_ns: u64,
+    /// Spins after frames that saw the next frame before they ended.
+    pub after_hits: u64,
+    /// Spins after frames that ended without one (the loop then slept).
+    pub after_misses: u64,
 }
 
 /// A remembered burst: when it began (ns since the policy's epoch).
@@ -263,6 +271,8 @@ pub struct IdlePolicy {
     decided: Option<Window>,
     pass: bool,
     passed_count: u32,
+    /// The loop is spinning after frames (not yet hit or missed).
+    after_spinning: bool,
     stats: IdleStats,
 }
 
@@ -290,6 +300,7 @@ impl IdlePolicy {
             decided: None,
             pass: false,
             passed_count: 0,
+            after_spinning: false,
             stats: IdleStats::default(),
         };
         policy.bucket = policy.bucket_capacity();
@@ -317,6 +328,9 @@ impl IdlePolicy {
         } else {
             noticed
         };
+        if std::mem::take(&mut self.after_spinning) && !slept {
+            self.stats.after_hits += 1;
+        }
         let in_window = self.window_spin_since.is_some();
         self.charge(noticed);
         self.asleep_since = None;
@@ -447,7 +461,11 @@ impl IdlePolicy {
             .is_some_and(|last| now < last + self.after_frames)
         {
             self.asleep_since = None;
+            self.after_spinning = true;
             return Wait::Spin;
+        }
+        if std::mem::take(&mut self.after_spinning) {
+            self.stats.after_misses += 1;
         }
         let Some(window) = self.window(now) else {
             return self.sleep(now, Wait::Sleep);
@@ -718,6 +736,49 @@ mod tests {
         );
     }
 
+    /// Frames `gap` apart, each noticed at once if the loop was spinning and one
+    /// `wake` later if it slept; the loop polls every µs while it spins.
+    fn stream(policy: &mut IdlePolicy, start: Instant, gap: Duration, frames: u32) -> Instant {
+        let wake = 50 * US;
+        let mut at = start;
+        let mut slept = true;
+        for _ in 0..frames {
+            policy.frames(at, slept);
+            let next = at + gap;
+            let mut now = at + US;
+            slept = loop {
+                if now >= next {
+                    break false;
+                }
+                if policy.wait(now) != Wait::Spin {
+                    break true;
+                }
+                now += US;
+            };
+            at = if slept { next + wake } else { now };
+        }
+        at
+    }
+
+    #[test]
+    fn spins_after_frames_are_counted_as_hits_and_misses() {
+        let mut policy = IdlePolicy::new(20 * US, 0);
+        let t = Instant::now();
+        // Bulk-like: the next frame 60 µs after the last, past every 20 µs spin.
+        let t = stream(&mut policy, t, 60 * US, 80);
+        let s = policy.stats();
+        assert_eq!((s.after_hits, s.after_misses), (0, 80), "{s:?}");
+        // Request/response on a fast machine: the next frame 10 µs later, caught.
+        let t = stream(&mut policy, t + MS, 10 * US, 100);
+        let s = policy.stats();
+        // The first frame of the run came after a miss; the last spin is still going.
+        assert_eq!((s.after_hits, s.after_misses), (99, 80), "{s:?}");
+        assert_eq!(policy.wait(t + MS), Wait::Sleep);
+        assert_eq!(policy.stats().after_misses, 81);
+        assert_eq!(policy.wait(t + 2 * MS), Wait::Sleep);
+        assert_eq!(policy.stats().after_misses, 81, "a miss is counted once");
+    }
+
     #[test]
     fn learns_a_steady_gap_and_wakes_ahead_of_the_next_burst() {
         let mut policy = IdlePolicy::new(20 * US, 5);
@@ -833,7 +894,12 @@ mod tests {
                 }
             });
         }
-        assert_eq!(policy.stats(), IdleStats::default());
+        let stats = policy.stats();
+        assert_eq!(
+            (stats.windows, stats.hits, stats.spin_ns),
+            (0, 0, 0),
+            "{stats:?}"
+        );
     }
 
     #[test]
