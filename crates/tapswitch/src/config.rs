@@ -127,13 +127,18 @@ pub struct SwitchConfig {
     /// Unset: the normal scheduler. Needs CAP_SYS_NICE (kept after the drop).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub realtime_priority: Option<u8>,
-    /// Which CPU each dataplane thread runs on. `"auto"` (the default): one CPU
-    /// each, the highest this process may use first (CPU 0 takes most of a
-    /// host's housekeeping); nothing is pinned when only one CPU is allowed.
-    /// `"none"`: wherever the scheduler puts them. A list (`[2, 3]`): dataplane
-    /// thread i on the i-th, round robin. A thread that migrates between CPUs
-    /// copies every frame through cold caches: pinned, TCP through the switch
-    /// ran ~25% faster at ~30% less CPU per byte on a 2-CPU VM (bench/README.md).
+    /// Which CPU each dataplane thread runs on. `"auto"` (the default): while
+    /// it moves bulk traffic, one CPU each, the highest this process may use
+    /// first (CPU 0 takes most of a host's housekeeping), and wherever the
+    /// scheduler puts it when traffic is sparse (`dataplane::affinity`); never
+    /// pinned when only one CPU is allowed. `"none"`: never pinned. A list
+    /// (`[2, 3]`): dataplane thread i on the i-th (round robin), for good. A
+    /// thread that migrates copies every frame through cold caches: pinned, TCP
+    /// through the switch ran ~30% faster at ~20% less CPU per byte on a 2-CPU
+    /// VM (bench/README.md, "CPU affinity").
+    // Left out when "auto", so a default config handed over by `upgrade` still
+    // reads in a binary from before this key.
+    #[serde(skip_serializing_if = "CpuAffinity::is_auto")]
     pub cpu_affinity: CpuAffinity,
     /// Dataplane threads. Each port is read by one of them; all of them write
     /// to any port. See README (Performance) for when more than one pays.
@@ -191,6 +196,10 @@ pub enum CpuAffinity {
 pub const MAX_CPU: usize = 1023;
 
 impl CpuAffinity {
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
     /// The CPU of each of `threads` dataplane threads, given the CPUs this process may run
     /// on (ascending); empty when nothing is to be pinned. An explicit CPU outside
     /// `allowed` is an error that names it and what is allowed.

@@ -163,7 +163,10 @@ fn refuse_switch_changes(source: &ReloadSource, file: &Config) -> Result<(), Req
     let mut keys: Vec<&String> = loaded.keys().chain(wanted.keys()).collect();
     keys.sort();
     keys.dedup();
-    let null = serde_json::Value::Null;
+    // Keys at their default may be left out of the table (`cpu_affinity = "auto"`).
+    let shown = |value: Option<&serde_json::Value>| {
+        value.map_or_else(|| "the default".to_owned(), ToString::to_string)
+    };
     if let Some(key) = keys
         .into_iter()
         .find(|key| loaded.get(*key) != wanted.get(*key))
@@ -171,8 +174,8 @@ fn refuse_switch_changes(source: &ReloadSource, file: &Config) -> Result<(), Req
         return Err(RequestError::invalid_value(format!(
             "switch.{key}: cannot change on a running switch (it runs with {}, the file says \
              {}); put it back to reload the ports, and restart the switch to change it",
-            loaded.get(key).unwrap_or(&null),
-            wanted.get(key).unwrap_or(&null),
+            shown(loaded.get(key)),
+            shown(wanted.get(key)),
         )));
     }
     if source.evpn != file.evpn {
@@ -416,6 +419,17 @@ mod tests {
             error.message.contains("it runs with 1, the file says 2"),
             "{error}"
         );
+        // A key left out of the table when at its default ("auto") is still compared.
+        let file = config(&format!("[switch]\ncpu_affinity = [1]\n{TWO}"));
+        let error = plan(&source(&live), &file, &live, &[]).unwrap_err();
+        assert!(
+            error
+                .message
+                .starts_with("switch.cpu_affinity: cannot change on a running switch (it runs with the default, the file says [1])"),
+            "{error}"
+        );
+        let file = config(&format!("[switch]\ncpu_affinity = \"auto\"\n{TWO}"));
+        assert!(plan(&source(&live), &file, &live, &[]).is_ok());
     }
 
     #[test]
