@@ -19,11 +19,8 @@ pub const WINDOW: Duration = Duration::from_millis(100);
 pub const PIN_BUSY: f64 = 0.2;
 /// Share below which a window counts as quiet.
 pub const QUIET_BUSY: f64 = 0.05;
-/// Quiet time in a row after which a pinned thread is let go: short, because a thread
-/// still pinned when sparse traffic starts pays for it at the tail (a bench whose ping
-/// series began inside a 1 s let-go showed it), long enough to ride out a pause in a
-/// bulk transfer.
-pub const QUIET_FOR: Duration = Duration::from_millis(300);
+/// Quiet time in a row after which a pinned thread is let go.
+pub const QUIET_FOR: Duration = Duration::from_secs(1);
 
 /// What the thread should do about its CPU now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,20 +136,18 @@ mod tests {
     }
 
     #[test]
-    fn a_pinned_thread_is_let_go_after_enough_quiet_and_not_before() {
+    fn a_pinned_thread_is_let_go_after_a_second_of_quiet_and_not_before() {
         let start = Instant::now();
         let mut policy = AffinityPolicy::default();
-        // Quiet turns of 1 ms (20 µs of work: 2% busy) short of QUIET_FOR by a window.
-        let short = (QUIET_FOR - WINDOW).as_millis() as usize;
-        // 200 ms of bulk (pins), then not quite enough sparse traffic: still pinned…
+        // 200 ms of bulk (pins), then 900 ms of sparse traffic (2% busy): still pinned…
         let mut turns = steady(20, 30, 4000);
-        turns.extend(steady(980, 20, short));
-        // …a burst of bulk restarts the quiet count, as much quiet again keeps it…
+        turns.extend(steady(980, 20, 900));
+        // …a burst of bulk restarts the quiet count, 900 ms more of quiet keep it…
         turns.extend(steady(20, 30, 2000));
-        turns.extend(steady(980, 20, short));
+        turns.extend(steady(980, 20, 900));
         let kept = turns.len();
-        // …and enough quiet lets it go.
-        turns.extend(steady(980, 20, QUIET_FOR.as_millis() as usize + 300));
+        // …and 1 s more of quiet lets it go.
+        turns.extend(steady(980, 20, 1200));
         let changes = run(&mut policy, start, turns);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0].1, AffinityChange::Pin);
