@@ -20,6 +20,7 @@ use crate::policy::{
 use crate::sys::privileges::{
     self, CAP_CHOWN, CAP_NET_ADMIN, CAP_NET_RAW, CAP_SYS_ADMIN, CAP_SYS_NICE, CapSet,
 };
+use crate::sys::sched::cpu_ranges;
 use crate::sys::tap;
 use crate::wire::MacAddr;
 
@@ -243,29 +244,6 @@ impl CpuAffinity {
             ));
         }
         Ok(())
-    }
-}
-
-/// `0-3,6` for [0, 1, 2, 3, 6] (ascending input), as `taskset` and cpusets write them.
-pub fn cpu_ranges(cpus: &[usize]) -> String {
-    let mut ranges: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let start = cpus[i];
-        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
-            i += 1;
-        }
-        ranges.push(if cpus[i] == start {
-            start.to_string()
-        } else {
-            format!("{start}-{}", cpus[i])
-        });
-        i += 1;
-    }
-    if ranges.is_empty() {
-        "none".into()
-    } else {
-        ranges.join(",")
     }
 }
 

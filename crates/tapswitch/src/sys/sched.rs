@@ -24,12 +24,13 @@ pub enum SchedError {
     #[error("cannot read the CPUs this process may run on (sched_getaffinity): {0}")]
     AllowedCpus(#[source] io::Error),
     #[error(
-        "cannot run dataplane thread {worker} on CPU {cpu} (sched_setaffinity: {source}); \
+        "cannot run dataplane thread {worker} on CPU {cpus} (sched_setaffinity: {source}); \
          the CPU may have gone offline or left this process's cpuset since the switch started"
     )]
     Pin {
         worker: usize,
-        cpu: usize,
+        /// The CPUs asked for (one when pinning, the allowed set when letting go), as ranges.
+        cpus: String,
         source: io::Error,
     },
 }
@@ -142,16 +143,16 @@ pub fn allowed_cpus() -> Result<Vec<usize>, SchedError> {
 /// Lets the calling thread (dataplane thread `worker`) run on `cpus` only: one CPU pins
 /// it, the allowed set lets it go. Threads it starts later inherit the mask.
 pub fn run_current_thread_on(worker: usize, cpus: &[usize]) -> Result<(), SchedError> {
-    let refused = |cpu, source| SchedError::Pin {
+    let refused = |cpus: &[usize], source| SchedError::Pin {
         worker,
-        cpu,
+        cpus: cpu_ranges(cpus),
         source,
     };
     // SAFETY: cpu_set_t is plain bits; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &cpu in cpus {
         if cpu >= libc::CPU_SETSIZE as usize {
-            return Err(refused(cpu, io::Error::from_raw_os_error(libc::EINVAL)));
+            return Err(refused(&[cpu], io::Error::from_raw_os_error(libc::EINVAL)));
         }
         // SAFETY: cpu was checked to be below CPU_SETSIZE, within `set`.
         unsafe { libc::CPU_SET(cpu, &mut set) };
@@ -159,10 +160,32 @@ pub fn run_current_thread_on(worker: usize, cpus: &[usize]) -> Result<(), SchedE
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
     if rc < 0 {
-        let first = cpus.first().copied().unwrap_or_default();
-        return Err(refused(first, io::Error::last_os_error()));
+        return Err(refused(cpus, io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// `0-3,6` for [0, 1, 2, 3, 6] (ascending input), as `taskset` and cpusets write them.
+pub fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut ranges: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
+            i += 1;
+        }
+        ranges.push(if cpus[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", cpus[i])
+        });
+        i += 1;
+    }
+    if ranges.is_empty() {
+        "none".into()
+    } else {
+        ranges.join(",")
+    }
 }
 
 #[cfg(test)]
